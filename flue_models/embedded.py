@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import AuthenticationError, BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from flue_models.errors import EmbeddedServerError
@@ -150,6 +150,8 @@ def wait_until_ready(
                     return True
             except BusyLoadingError:
                 pass  # still loading the AOF: keep waiting
+            except AuthenticationError:
+                return True  # it answers; it wants a password we do not have here
             except (RedisConnectionError, OSError):
                 pass  # not listening yet
             time.sleep(0.02)
@@ -180,13 +182,18 @@ class ServerRecord:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; an exited child not yet collected (a zombie) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): the signal check is all we have
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 class EmbeddedServer:

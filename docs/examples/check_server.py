@@ -1,0 +1,18 @@
+"""Connect, print what the start-up inspection found, and use the client."""
+
+import asyncio
+
+import flue_models as fm
+
+
+async def main() -> None:
+    # REDIS_URL if set, else an embedded redis-server with its data in ./.flue/redis
+    async with fm.connect(key_prefix="quickstart") as db:
+        assert db.report is not None
+        print("\n".join(db.report.lines()))
+        await db.client.set(f"{db.keys.prefix}:hello", "world")
+        print("hello =", (await db.client.get(f"{db.keys.prefix}:hello")).decode())
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

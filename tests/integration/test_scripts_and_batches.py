@@ -1,0 +1,59 @@
+"""Lua scripts by EVALSHA with NOSCRIPT reload, and batches that never fail silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import flue_models as fm
+from flue_models.errors import ConfigurationError
+
+LUA = Path(__file__).parent / "lua"
+
+
+async def test_script_runs_by_evalsha_and_survives_script_flush(db: fm.Database) -> None:
+    db.scripts.add_directory(LUA)
+    counter = f"{db.keys.prefix}:counter"
+    assert await db.scripts.call("bump", keys=[counter], args=[2]) == 2
+    script = db.scripts.get("bump")
+    assert await db.client.script_exists(script.sha) == [True]
+
+    await db.client.script_flush()
+    assert await db.client.script_exists(script.sha) == [False]
+    assert await db.scripts.call("bump", keys=[counter], args=[3]) == 5
+    assert await db.client.script_exists(script.sha) == [True]
+
+
+async def test_script_is_registered_once_per_database(db: fm.Database) -> None:
+    db.scripts.add_directory(LUA)
+    assert db.scripts.get("bump") is db.scripts.get("bump")
+
+
+async def test_unknown_script_names_the_folders(db: fm.Database) -> None:
+    with pytest.raises(ConfigurationError, match="no_such_script"):
+        db.scripts.get("no_such_script")
+
+
+async def test_batch_returns_every_reply_in_order(db: fm.Database) -> None:
+    key = f"{db.keys.prefix}:n"
+    replies = await db.run_batch([("SET", key, "1"), ("INCR", key), ("GET", key)])
+    assert replies == [True, 2, b"2"]
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+async def test_batch_raises_on_the_first_error_naming_position_and_command(
+    db: fm.Database, atomic: bool
+) -> None:
+    key = f"{db.keys.prefix}:s"
+    with pytest.raises(fm.BatchCommandError, match=r"Command 1 .*INCR") as caught:
+        await db.run_batch(
+            [("SET", key, "text"), ("INCR", key), ("SET", f"{key}2", "after")], atomic=atomic
+        )
+    error = caught.value
+    assert error.position == 1
+    assert error.command == "INCR"
+    assert len(error.results) == 3
+    assert isinstance(error.results[1], Exception)
+    # The commands around the failure were sent: the caller is told, not left guessing.
+    assert await db.client.get(f"{key}2") == b"after"
