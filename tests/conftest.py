@@ -76,15 +76,22 @@ class RedisServers:
         self.root = root
         self.started: list[RedisProcess] = []
 
-    def start(self, *settings: str, binary: str | None = None) -> RedisProcess:
+    def start(self, *settings: str, port: int = 0) -> RedisProcess:
         directory = self.root / uuid.uuid4().hex[:8]
-        server = RedisProcess(binary or find_binary(), directory, (*TEST_SETTINGS, *settings))
+        server = RedisProcess(find_binary(), directory, (*TEST_SETTINGS, *settings), port)
         self.started.append(server)
         return server.start()
 
     def close(self) -> None:
         for server in self.started:
             server.kill()
+
+
+def port_below(limit: int) -> int:
+    """A free port below ``limit`` (Cluster mode needs port + 10000 to be a valid port)."""
+    while (port := free_port()) >= limit:
+        pass
+    return port
 
 
 def _docker_engine_answers() -> bool:

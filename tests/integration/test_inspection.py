@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
 import flue_models as fm
-from tests.conftest import RedisServers
+from tests.conftest import RedisServers, port_below
 
 
 async def test_a_well_configured_server_passes(redis_url: str, protocol: int) -> None:
@@ -25,7 +25,7 @@ async def test_a_well_configured_server_passes(redis_url: str, protocol: int) ->
 
 
 async def test_cluster_mode_is_refused(redis_servers: RedisServers, protocol: int) -> None:
-    server = redis_servers.start("--cluster-enabled", "yes")
+    server = redis_servers.start("--cluster-enabled", "yes", port=port_below(55535))
     with pytest.raises(fm.ClusterEnabledError, match="Cluster"):
         await fm.connect(server.url, protocol=protocol)
 
