@@ -135,3 +135,12 @@ def test_cli_help_lists_every_command() -> None:
     assert result.returncode == 0
     for command in ("check", "server"):
         assert command in result.stdout
+
+
+def test_cli_output_cut_short_by_a_closed_pipe_is_not_a_traceback(redis_url: str) -> None:
+    command = f"{sys.executable} -m flue_models.cli check --url {redis_url} | head -1"
+    result = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.stdout.startswith("url: ")
+    assert "Traceback" not in result.stderr
