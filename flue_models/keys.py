@@ -5,7 +5,10 @@ Layout (see DESIGN.md, "Storage layout"):
 * ``<prefix>:meta``: the schema record (hash).
 * ``<prefix>:<collection>:<b64 id>``: one record (hash).
 * ``<prefix>:<collection>:all``: every id of a collection (sorted set).
-* ``<prefix>:<collection>:idx:<field>:<b64 value>``: an index entry set (sorted set).
+* ``<prefix>:<collection>:idx:<field>:<b64 value>``: the ids with that value (sorted
+  set scored by the model's order field).
+* ``<prefix>:<collection>:rng:<field>``: the ids with the field set, scored by its value.
+* ``<prefix>:<collection>:uniq:<field>``: value -> id of a unique field (hash).
 
 User-supplied segments (ids, values, paths) are base64url-encoded without padding,
 so they never contain ``:`` and never collide with the fixed words of the layout:
@@ -147,6 +150,24 @@ class KeySpace:
             'p:ticket:all'
         """
         return f"{self.prefix}:{collection}:all"
+
+    def range_index(self, collection: str, field: str) -> str:
+        """Return the sorted set of the ids that have ``field`` set, scored by its value.
+
+        Example:
+            >>> KeySpace("p").range_index("ticket", "priority")
+            'p:ticket:rng:priority'
+        """
+        return f"{self.prefix}:{collection}:rng:{field}"
+
+    def unique(self, collection: str, field: str) -> str:
+        """Return the hash mapping each value of a unique field to the id holding it.
+
+        Example:
+            >>> KeySpace("p").unique("user", "email")
+            'p:user:uniq:email'
+        """
+        return f"{self.prefix}:{collection}:uniq:{field}"
 
     def index(self, collection: str, field: str, value: bytes) -> str:
         """Return the sorted set of the ids whose ``field`` encodes to ``value``.

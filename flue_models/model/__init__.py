@@ -1,0 +1,52 @@
+"""The model layer: declarative Pydantic models on Redis hashes with exact indexes.
+
+Example:
+    ```python
+    from flue_models import Model, Indexed
+
+    class Ticket(Model):
+        class Meta:
+            collection = "ticket"
+            order_by = "created_at"
+        id: str = fm.new_id()
+        status: Annotated[str, Indexed()]
+        created_at: datetime = fm.now()
+    ```
+"""
+
+from flue_models.model.base import Bound, Model
+from flue_models.model.codec import EncodingError
+from flue_models.model.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DecodeError,
+    UniqueViolationError,
+)
+from flue_models.model.expressions import AllOf, Condition, FieldRef, QueryError, in_
+from flue_models.model.fields import Indexed, Unique, new_id, now
+from flue_models.model.query import Page, Query
+from flue_models.model.verify import Drift, VerifyReport, verify_collection
+
+__all__ = [
+    "AllOf",
+    "AlreadyExistsError",
+    "Bound",
+    "Condition",
+    "ConflictError",
+    "DecodeError",
+    "Drift",
+    "EncodingError",
+    "FieldRef",
+    "Indexed",
+    "Model",
+    "Page",
+    "Query",
+    "QueryError",
+    "Unique",
+    "UniqueViolationError",
+    "VerifyReport",
+    "in_",
+    "new_id",
+    "now",
+    "verify_collection",
+]

@@ -1,0 +1,284 @@
+"""How one field's value becomes hash bytes, an index key segment and a sorted-set score.
+
+Rules (DESIGN invariant 5):
+
+* scalars are stored as text: ``str`` as UTF-8, ``int`` in decimal, ``float`` by ``repr``
+  (exact), ``bool`` as ``1``/``0``, ``Decimal`` as written, ``UUID`` canonical, ``bytes``
+  as they are, an ``Enum`` or ``Literal`` by its value;
+* a ``datetime`` must be timezone-aware; it is stored as ISO 8601 in UTC with
+  microseconds (``2026-01-02T03:04:05.000006+00:00``). A naive datetime is refused at
+  save time rather than guessed to be UTC or local time;
+* a ``date`` is stored as ``YYYY-MM-DD``;
+* everything else (lists, dicts, tuples, sets, nested models) is JSON with sorted keys
+  and no spaces, so equal values are equal bytes;
+* ``None`` is never stored: the field is removed from the hash and from its indexes.
+
+Scores: numbers score as themselves, ``bool`` as 0/1, a ``date`` by its day number, a
+``datetime`` in epoch milliseconds with the microseconds as a fraction (exact order for
+years 1685 to 2255, where epoch microseconds fit in a double).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import math
+import types
+import typing
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from flue_models.errors import FlueModelsError
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_MICROSECOND = dt.timedelta(microseconds=1)
+#: Integers beyond this magnitude cannot be sorted-set scores without rounding.
+MAX_EXACT_INT = 2**53
+
+Kind = typing.Literal[
+    "str", "int", "float", "bool", "decimal", "datetime", "date", "uuid", "bytes", "enum", "json"
+]
+#: Kinds whose values have an order a sorted-set score can carry exactly.
+RANGE_KINDS = frozenset({"int", "float", "bool", "datetime", "date"})
+
+
+class EncodingError(FlueModelsError):
+    """A value cannot be stored (a naive datetime, NaN in an index, an integer too large).
+
+    Example:
+        >>> codec_for("when", dt.datetime).encode(dt.datetime(2026, 1, 1))
+        Traceback (most recent call last):
+        ...
+        flue_models.model.codec.EncodingError: Field 'when' holds a naive datetime ...
+    """
+
+
+def canonical_json(value: Any) -> str:
+    """Serialize JSON-compatible data with sorted keys and no spaces.
+
+    Example:
+        >>> canonical_json({"b": 1, "a": [1, "é"]})
+        '{"a":[1,"é"],"b":1}'
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _strip_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _strip_optional(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = len(args) < len(typing.get_args(annotation))
+        if len(args) == 1:
+            inner, inner_nullable = _strip_optional(args[0])
+            return inner, nullable or inner_nullable
+        return annotation, nullable
+    return annotation, False
+
+
+def _kind_of(annotation: Any) -> Kind:
+    if annotation is bool:
+        return "bool"
+    if isinstance(annotation, type):
+        if issubclass(annotation, enum.Enum):
+            return "enum"
+        for base, kind in (
+            (bool, "bool"),
+            (int, "int"),
+            (float, "float"),
+            (Decimal, "decimal"),
+            (dt.datetime, "datetime"),
+            (dt.date, "date"),
+            (uuid.UUID, "uuid"),
+            (bytes, "bytes"),
+            (str, "str"),
+        ):
+            if issubclass(annotation, base):
+                return typing.cast(Kind, kind)
+        return "json"
+    if typing.get_origin(annotation) is typing.Literal:
+        values = typing.get_args(annotation)
+        for kind_type, kind in ((bool, "bool"), (int, "int"), (str, "str")):
+            if all(type(v) is kind_type for v in values):
+                return typing.cast(Kind, kind)
+    return "json"
+
+
+def epoch_score(value: dt.datetime) -> float:
+    """Return the score of an aware datetime: epoch milliseconds, microseconds as fraction.
+
+    Example:
+        >>> epoch_score(dt.datetime(1970, 1, 1, 0, 0, 1, 500, tzinfo=dt.UTC))
+        1000.5
+    """
+    return ((value - _EPOCH) // _ONE_MICROSECOND) / 1000
+
+
+@dataclass(frozen=True)
+class FieldCodec:
+    """Encoding, decoding and scoring of one model field.
+
+    Example:
+        >>> codec = codec_for("priority", int)
+        >>> codec.encode(42), codec.decode(b"42"), codec.score(42)
+        (b'42', 42, 42.0)
+    """
+
+    name: str
+    kind: Kind
+    nullable: bool
+    adapter: TypeAdapter[Any]
+
+    def _aware(self, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise EncodingError(
+                f"Field {self.name!r} holds a naive datetime ({value.isoformat()}); give it a "
+                "time zone, e.g. datetime.now(UTC) or value.replace(tzinfo=UTC)."
+            )
+        return value.astimezone(dt.UTC)
+
+    def encode(self, value: Any) -> bytes:
+        """Return the bytes stored in the hash for ``value`` (never ``None``).
+
+        Example:
+            >>> codec_for("d", dict[str, int]).encode({"b": 2, "a": 1})
+            b'{"a":1,"b":2}'
+        """
+        kind = self.kind
+        if kind == "bytes":
+            return bytes(value)
+        if kind == "str":
+            return str(value).encode()
+        if kind == "bool":
+            return b"1" if value else b"0"
+        if kind == "int":
+            return str(int(value)).encode()
+        if kind == "float":
+            return repr(float(value)).encode()
+        if kind == "decimal":
+            return str(value).encode()
+        if kind == "datetime":
+            return self._aware(value).isoformat(timespec="microseconds").encode()
+        if kind == "date":
+            return value.isoformat().encode()  # type: ignore[no-any-return]
+        if kind == "uuid":
+            return str(value).encode()
+        if kind == "enum":
+            return self._encode_json_value(value.value)
+        plain = self.adapter.dump_python(value, mode="json")
+        if isinstance(value, set | frozenset) and isinstance(plain, list):
+            plain = sorted(plain, key=canonical_json)
+        return canonical_json(plain).encode()
+
+    @staticmethod
+    def _encode_json_value(value: Any) -> bytes:
+        return value.encode() if isinstance(value, str) else canonical_json(value).encode()
+
+    def decode(self, raw: bytes) -> Any:
+        """Turn stored bytes back into a value the model validates.
+
+        Raises:
+            ValueError: the bytes are not a valid encoding for this field.
+
+        Example:
+            >>> codec_for("t", dt.datetime).decode(b"2026-01-02T03:04:05.000006+00:00").year
+            2026
+        """
+        kind = self.kind
+        if kind == "bytes":
+            return raw
+        text = raw.decode()
+        if kind in ("str", "uuid"):
+            return text
+        if kind == "bool":
+            if text not in ("0", "1"):
+                raise ValueError(f"expected 0 or 1, found {text!r}")
+            return text == "1"
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "decimal":
+            return Decimal(text)
+        if kind == "datetime":
+            value = dt.datetime.fromisoformat(text)
+            if value.tzinfo is None:
+                raise ValueError(f"expected an ISO 8601 time with an offset, found {text!r}")
+            return value
+        if kind == "date":
+            return dt.date.fromisoformat(text)
+        if kind == "enum":
+            return self.adapter.validate_python(self._decode_json_value(text))
+        return self.adapter.validate_json(raw)
+
+    def _decode_json_value(self, text: str) -> Any:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    def index_value(self, value: Any) -> bytes:
+        """Return the canonical bytes naming ``value`` in an equality index key.
+
+        Equal values give equal bytes even where their stored text differs
+        (``Decimal("1.0")`` and ``Decimal("1.00")``, ``0.0`` and ``-0.0``).
+
+        Example:
+            >>> codec_for("d", Decimal).index_value(Decimal("1.50"))
+            b'1.5'
+        """
+        if self.kind == "decimal":
+            normalized = Decimal(value).normalize()
+            return format(normalized, "f").encode()
+        if self.kind == "float" and value == 0:
+            return b"0.0"
+        return self.encode(value)
+
+    def score(self, value: Any) -> float:
+        """Return the sorted-set score of ``value`` for a range index or ordering.
+
+        Raises:
+            EncodingError: the value has no exact score (NaN, an integer beyond 2**53).
+
+        Example:
+            >>> codec_for("day", dt.date).score(dt.date(1970, 1, 2))
+            1.0
+        """
+        kind = self.kind
+        if kind == "datetime":
+            return epoch_score(self._aware(value))
+        if kind == "date":
+            return float(value.toordinal() - _EPOCH.date().toordinal())
+        if kind == "int":
+            if abs(int(value)) > MAX_EXACT_INT:
+                raise EncodingError(
+                    f"Field {self.name!r} = {value} is beyond ±2**53, where sorted-set scores "
+                    "round; a range index cannot hold it exactly."
+                )
+            return float(value)
+        if kind == "float":
+            if math.isnan(value):
+                raise EncodingError(f"Field {self.name!r} is NaN, which has no order.")
+            return float(value)
+        if kind == "bool":
+            return 1.0 if value else 0.0
+        raise EncodingError(f"Field {self.name!r} ({kind}) cannot be scored.")
+
+
+def codec_for(name: str, annotation: Any) -> FieldCodec:
+    """Build the codec of a field from its annotation.
+
+    Example:
+        >>> codec_for("tags", list[str] | None).kind, codec_for("tags", list[str] | None).nullable
+        ('json', True)
+    """
+    inner, nullable = _strip_optional(annotation)
+    return FieldCodec(
+        name=name, kind=_kind_of(inner), nullable=nullable, adapter=TypeAdapter(inner)
+    )

@@ -1,0 +1,97 @@
+"""Errors of the model layer."""
+
+from __future__ import annotations
+
+from flue_models.errors import FlueModelsError
+
+
+class ConflictError(FlueModelsError):
+    """A write was refused because the record changed since this copy was read.
+
+    Attributes:
+        model: the model's class name.
+        record_id: the record's id.
+        expected: the version this copy was based on (0: a new record).
+        found: the version in the store (0: the record does not exist).
+
+    Example:
+        ```python
+        try:
+            await stale_copy.save()
+        except fm.ConflictError as exc:
+            fresh = await Ticket.get(exc.record_id)
+        ```
+    """
+
+    def __init__(self, model: str, record_id: str, expected: int, found: int) -> None:
+        self.model = model
+        self.record_id = record_id
+        self.expected = expected
+        self.found = found
+        what = "was deleted by another writer" if found == 0 else "was changed by another writer"
+        super().__init__(
+            f"{model} {record_id!r} {what}: this copy has version {expected}, the store has "
+            f"version {found}. Nothing was written; load it again with "
+            f"{model}.get({record_id!r}) and reapply the change."
+        )
+
+
+class AlreadyExistsError(ConflictError):
+    """A new record was saved (or created) with an id that is already taken.
+
+    Example:
+        ```python
+        await Ticket.create(id="t-1", status="open", priority=1)
+        await Ticket.create(id="t-1", status="open", priority=1)   # AlreadyExistsError
+        ```
+    """
+
+    def __init__(self, model: str, record_id: str, found: int) -> None:
+        self.model = model
+        self.record_id = record_id
+        self.expected = 0
+        self.found = found
+        FlueModelsError.__init__(
+            self,
+            f"{model} {record_id!r} already exists (version {found}); nothing was written. "
+            f"Load it with {model}.get({record_id!r}) to change it, or choose another id.",
+        )
+
+
+class UniqueViolationError(FlueModelsError):
+    """A save would give a second record the value of a ``Unique()`` field.
+
+    Example:
+        ```python
+        await User.create(email="a@example.com")
+        await User.create(email="a@example.com")   # UniqueViolationError
+        ```
+    """
+
+    def __init__(self, model: str, field: str, value: object, holder: str) -> None:
+        self.model = model
+        self.field = field
+        self.value = value
+        self.holder = holder
+        super().__init__(
+            f"{model}.{field} = {value!r} is already held by {model} {holder!r}; values of a "
+            "Unique() field must differ. Nothing was written."
+        )
+
+
+class DecodeError(FlueModelsError):
+    """A stored hash cannot be read as the model (edited by hand, or by other software).
+
+    Example:
+        ```python
+        await Ticket.get("t-1")   # DecodeError: key flue:ticket:dC0x, field 'priority': ...
+        ```
+    """
+
+    def __init__(self, key: str, field: str, problem: str) -> None:
+        self.key = key
+        self.field = field
+        super().__init__(
+            f"The record at {key} cannot be decoded: field {field!r} {problem}. Repair or "
+            "delete the hash, or check what else writes under this prefix."
+        )

@@ -1,0 +1,223 @@
+"""A model's storage plan: its codecs, its indexes, and the index entries of a record.
+
+Built once per class when the class is created; every check that can fail at
+declaration time fails here, with a message naming the model and the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import annotated_types
+from pydantic.fields import FieldInfo
+
+from flue_models.errors import ConfigurationError
+from flue_models.keys import KeySpace, check_collection, encode_segment
+from flue_models.model.codec import MAX_EXACT_INT, RANGE_KINDS, FieldCodec, codec_for
+from flue_models.model.fields import Indexed, Unique
+
+#: Hash field holding a record's version; no model field may use the name.
+VERSION_FIELD = "version"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the storage layer needs to know about one model class.
+
+    Attributes:
+        collection: the stable key-space name from ``Meta.collection``.
+        order_by: the field whose score orders every index (``None``: ids order them).
+        codecs: one codec per field.
+        equality_fields: fields with an equality index set per value.
+        range_fields: fields queryable by range (their own scored set; ``order_by`` uses
+            the collection's ``all`` set).
+        unique_fields: fields whose values are claimed in a ``uniq`` hash.
+        compound: compound equality indexes, each a tuple of field names.
+
+    Example:
+        ```python
+        Ticket.__flue_spec__.equality_fields   # frozenset({'status'})
+        ```
+    """
+
+    model_name: str
+    collection: str
+    order_by: str | None
+    codecs: dict[str, FieldCodec]
+    equality_fields: frozenset[str]
+    range_fields: frozenset[str]
+    unique_fields: frozenset[str]
+    compound: tuple[tuple[str, ...], ...]
+
+    # Key names -------------------------------------------------------------------------
+
+    def range_key(self, keys: KeySpace, field: str) -> str:
+        """Return the set scored by ``field``'s value (the ``all`` set for ``order_by``)."""
+        if field == self.order_by:
+            return keys.all(self.collection)
+        return keys.range_index(self.collection, field)
+
+    def equality_key(self, keys: KeySpace, field: str, value: Any) -> str:
+        """Return the equality index set of ``field == value``."""
+        return keys.index(self.collection, field, self.codecs[field].index_value(value))
+
+    def compound_key(self, keys: KeySpace, fields: tuple[str, ...], values: list[Any]) -> str:
+        """Return the compound index set of ``fields == values``."""
+        parts = [
+            encode_segment(self.codecs[f].index_value(v))
+            for f, v in zip(fields, values, strict=True)
+        ]
+        return keys.index(self.collection, "+".join(fields), ".".join(parts).encode())
+
+    # Entries of one record -------------------------------------------------------------
+
+    def order_score(self, values: dict[str, Any]) -> float:
+        """Return the score a record has in ``all`` and in every equality index."""
+        if self.order_by is None:
+            return 0.0
+        return self.codecs[self.order_by].score(values[self.order_by])
+
+    def entries(self, keys: KeySpace, values: dict[str, Any]) -> dict[str, float]:
+        """Return every sorted-set entry (key -> score) a record with ``values`` owns.
+
+        Example:
+            ```python
+            spec.entries(db.keys, ticket.model_dump())
+            # {'flue:ticket:all': 1.76e12, 'flue:ticket:idx:status:b3Blbg': 1.76e12, ...}
+            ```
+        """
+        score = self.order_score(values)
+        owned = {keys.all(self.collection): score}
+        for field in self.equality_fields:
+            if values.get(field) is not None:
+                owned[self.equality_key(keys, field, values[field])] = score
+        for field in self.range_fields:
+            if field != self.order_by and values.get(field) is not None:
+                owned[self.range_key(keys, field)] = self.codecs[field].score(values[field])
+        for fields in self.compound:
+            parts = [values.get(f) for f in fields]
+            if all(p is not None for p in parts):
+                owned[self.compound_key(keys, fields, parts)] = score
+        return owned
+
+    def unique_claims(self, keys: KeySpace, values: dict[str, Any]) -> dict[str, bytes]:
+        """Return the ``uniq`` hash key -> claimed value of each unique field that is set."""
+        return {
+            keys.unique(self.collection, field): self.codecs[field].index_value(values[field])
+            for field in self.unique_fields
+            if values.get(field) is not None
+        }
+
+
+def _markers(info: FieldInfo) -> list[Indexed]:
+    return [m for m in info.metadata if isinstance(m, Indexed)]
+
+
+def _declared_bounds_exceed_scores(info: FieldInfo) -> bool:
+    """True when an int field's declared bounds allow values a score cannot hold exactly."""
+    low = high = None
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge | annotated_types.Gt):
+            low = item.ge if isinstance(item, annotated_types.Ge) else item.gt
+        if isinstance(item, annotated_types.Le | annotated_types.Lt):
+            high = item.le if isinstance(item, annotated_types.Le) else item.lt
+    return any(isinstance(b, int) and abs(b) > MAX_EXACT_INT for b in (low, high))
+
+
+def build_spec(model_name: str, meta: type | None, fields: dict[str, FieldInfo]) -> ModelSpec:
+    """Check a model declaration and return its storage plan.
+
+    Raises:
+        ConfigurationError: the declaration cannot work; the message says why and how to
+            fix it.
+
+    Example:
+        ```python
+        spec = build_spec("Ticket", Ticket.Meta, Ticket.model_fields)
+        ```
+    """
+
+    def bad(message: str) -> ConfigurationError:
+        return ConfigurationError(f"Model {model_name}: {message}")
+
+    collection = getattr(meta, "collection", None)
+    if not isinstance(collection, str):
+        raise bad(
+            'declare `class Meta: collection = "..."`, a stable name for its keys (never '
+            "derived from the module path, so moving the class does not orphan its data)."
+        )
+    try:
+        check_collection(collection)
+    except ConfigurationError as exc:
+        raise bad(str(exc)) from None
+    if VERSION_FIELD in fields:
+        raise bad(f"the field name {VERSION_FIELD!r} is reserved for the record's version.")
+    id_field = fields.get("id")
+    if id_field is None or id_field.annotation is not str:
+        raise bad("declare `id: str` (for example `id: str = fm.new_id()`).")
+
+    codecs = {name: codec_for(name, info.annotation) for name, info in fields.items()}
+    equality: set[str] = set()
+    ranged: set[str] = set()
+    unique: set[str] = set()
+    for name, info in fields.items():
+        codec = codecs[name]
+        for marker in _markers(info):
+            if codec.kind == "json":
+                raise bad(
+                    f"field {name!r} ({info.annotation}) cannot be indexed: only scalar "
+                    "values (str, int, float, bool, Decimal, datetime, date, UUID, Enum, "
+                    "bytes, Literal) have an index key."
+                )
+            if marker.range:
+                if codec.kind not in RANGE_KINDS:
+                    raise bad(
+                        f"field {name!r} is {codec.kind}, which a sorted-set score cannot "
+                        "represent exactly; range indexes take int, float, bool, date and "
+                        "datetime fields. Use Indexed() for equality queries."
+                    )
+                if codec.kind == "int" and _declared_bounds_exceed_scores(info):
+                    raise bad(
+                        f"field {name!r} allows integers beyond ±2**53, which sorted-set "
+                        "scores round; narrow its bounds or use Indexed() without range."
+                    )
+                ranged.add(name)
+            else:
+                equality.add(name)
+            if isinstance(marker, Unique):
+                unique.add(name)
+
+    order_by = getattr(meta, "order_by", None)
+    if order_by is not None:
+        if order_by not in fields:
+            raise bad(f"Meta.order_by names {order_by!r}, which is not a field.")
+        codec = codecs[order_by]
+        if codec.kind not in RANGE_KINDS or codec.nullable:
+            raise bad(
+                f"Meta.order_by field {order_by!r} must be a required int, float, bool, date "
+                f"or datetime (it scores every index); it is {codec.kind}"
+                f"{', optional' if codec.nullable else ''}."
+            )
+        ranged.add(order_by)
+
+    compound: list[tuple[str, ...]] = []
+    for declared in getattr(meta, "indexes", ()):
+        group = tuple(declared)
+        if len(group) < 2 or any(f not in fields for f in group):
+            raise bad(f"Meta.indexes entry {declared!r} must name two or more fields of the model.")
+        for field in group:
+            if codecs[field].kind == "json":
+                raise bad(f"compound index {group!r}: field {field!r} cannot be indexed.")
+        compound.append(group)
+
+    return ModelSpec(
+        model_name=model_name,
+        collection=collection,
+        order_by=order_by,
+        codecs=codecs,
+        equality_fields=frozenset(equality),
+        range_fields=frozenset(ranged),
+        unique_fields=frozenset(unique),
+        compound=tuple(compound),
+    )

@@ -1,0 +1,89 @@
+-- Save or delete a batch of records atomically: every version check and unique claim
+-- is verified before anything is written, so the batch is all or nothing.
+--
+-- KEYS, per record, in order:
+--   the record hash,
+--   n_zrem sorted sets to remove the id from,
+--   n_zadd sorted sets to add the id to (with the scores in ARGV),
+--   n_claim "uniq" hashes to claim a value in,
+--   n_release "uniq" hashes to release a value from.
+-- ARGV: n_records, then per record:
+--   mode ("s" save, "d" delete), id, expected version (0: must not exist),
+--   n_hset, field, value, ...,   n_hdel, field, ...,
+--   n_zrem,   n_zadd, score, ...,   n_claim, value, ...,   n_release, value, ...
+-- Returns {"ok", new_version, ...} (0 for a delete), or, writing nothing,
+--   {"conflict", record_number, stored_version} or
+--   {"unique", record_number, claim_number, holder_id}   (numbers count from 1).
+
+local records = {}
+local a, k = 2, 1
+for r = 1, tonumber(ARGV[1]) do
+  local rec = {mode = ARGV[a], id = ARGV[a + 1], expected = tonumber(ARGV[a + 2]), key = KEYS[k]}
+  a, k = a + 3, k + 1
+  rec.hset = {}
+  for _ = 1, tonumber(ARGV[a]) do
+    table.insert(rec.hset, ARGV[a + 1]); table.insert(rec.hset, ARGV[a + 2]); a = a + 2
+  end
+  a = a + 1
+  rec.hdel = {}
+  for _ = 1, tonumber(ARGV[a]) do table.insert(rec.hdel, ARGV[a + 1]); a = a + 1 end
+  a = a + 1
+  rec.zrem = {}
+  for _ = 1, tonumber(ARGV[a]) do table.insert(rec.zrem, KEYS[k]); k = k + 1 end
+  a = a + 1
+  rec.zadd = {}
+  local n_zadd = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, n_zadd do table.insert(rec.zadd, {KEYS[k], ARGV[a]}); k = k + 1; a = a + 1 end
+  rec.claims = {}
+  local n_claim = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, n_claim do table.insert(rec.claims, {KEYS[k], ARGV[a]}); k = k + 1; a = a + 1 end
+  rec.releases = {}
+  local n_release = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, n_release do
+    table.insert(rec.releases, {KEYS[k], ARGV[a]}); k = k + 1; a = a + 1
+  end
+  records[r] = rec
+end
+
+-- Check phase: nothing is written unless every record passes.
+local releasing, claiming = {}, {}
+for r, rec in ipairs(records) do
+  local stored = tonumber(redis.call('HGET', rec.key, 'version') or '0')
+  if stored ~= rec.expected then return {'conflict', r, stored} end
+  for _, rel in ipairs(rec.releases) do releasing[rel[1] .. '\0' .. rel[2]] = rec.id end
+end
+for r, rec in ipairs(records) do
+  for c, claim in ipairs(rec.claims) do
+    local slot = claim[1] .. '\0' .. claim[2]
+    local holder = redis.call('HGET', claim[1], claim[2])
+    if holder and holder ~= rec.id and releasing[slot] ~= holder then
+      return {'unique', r, c, holder}
+    end
+    if claiming[slot] and claiming[slot] ~= rec.id then
+      return {'unique', r, c, claiming[slot]}
+    end
+    claiming[slot] = rec.id
+  end
+end
+
+-- Write phase.
+local versions = {'ok'}
+for _, rec in ipairs(records) do
+  for _, rel in ipairs(rec.releases) do
+    if redis.call('HGET', rel[1], rel[2]) == rec.id then redis.call('HDEL', rel[1], rel[2]) end
+  end
+  for _, key in ipairs(rec.zrem) do redis.call('ZREM', key, rec.id) end
+  if rec.mode == 'd' then
+    redis.call('DEL', rec.key)
+    table.insert(versions, 0)
+  else
+    local version = rec.expected + 1
+    if #rec.hdel > 0 then redis.call('HDEL', rec.key, unpack(rec.hdel)) end
+    if #rec.hset > 0 then redis.call('HSET', rec.key, unpack(rec.hset)) end
+    redis.call('HSET', rec.key, 'version', version)
+    for _, entry in ipairs(rec.zadd) do redis.call('ZADD', entry[1], entry[2], rec.id) end
+    for _, claim in ipairs(rec.claims) do redis.call('HSET', claim[1], claim[2], rec.id) end
+    table.insert(versions, version)
+  end
+end
+return versions
