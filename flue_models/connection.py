@@ -87,6 +87,7 @@ class Database:
         self.embedded = embedded
         self._client_name = client_name
         self._closed = False
+        self._previous: Database | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -139,8 +140,9 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        if _current.get() is self:
-            _current.set(None)
+        if _current.get() is self:  # hand the task back to the database bound before us
+            previous = self._previous
+            _current.set(previous if previous is not None and not previous.closed else None)
         try:
             if self.embedded is not None:
                 await self._release_embedded(self.embedded)
@@ -280,6 +282,7 @@ async def _open(
     except BaseException:
         await db.close()
         raise
+    db._previous = _current.get()
     _current.set(db)
     return db
 

@@ -5,6 +5,7 @@ Layout (see DESIGN.md, "Storage layout"):
 * ``<prefix>:meta``: the schema record (hash).
 * ``<prefix>:<collection>:<b64 id>``: one record (hash).
 * ``<prefix>:<collection>:all``: every id of a collection (sorted set).
+* ``<prefix>:<collection>:version``: the counter record versions are taken from.
 * ``<prefix>:<collection>:idx:<field>:<b64 value>``: the ids with that value (sorted
   set scored by the model's order field).
 * ``<prefix>:<collection>:rng:<field>``: the ids with the field set, scored by its value.
@@ -150,6 +151,15 @@ class KeySpace:
             'p:ticket:all'
         """
         return f"{self.prefix}:{collection}:all"
+
+    def version_counter(self, collection: str) -> str:
+        """Return the counter every write of a collection takes its new version from.
+
+        Example:
+            >>> KeySpace("p").version_counter("ticket")
+            'p:ticket:version'
+        """
+        return f"{self.prefix}:{collection}:version"
 
     def range_index(self, collection: str, field: str) -> str:
         """Return the sorted set of the ids that have ``field`` set, scored by its value.

@@ -151,10 +151,13 @@ class Model(BaseModel, metaclass=_ModelMeta):
     def version(self) -> int:
         """The stored version this copy is based on (0: never saved).
 
+        Versions come from one counter per collection: every write gives the record a
+        new, larger number, and a record deleted and created again never reuses one.
+
         Example:
             ```python
             ticket = await Ticket(status="open", priority=1).save()
-            assert ticket.version == 1
+            assert ticket.version > 0
             ```
         """
         return self._flue_version
@@ -462,7 +465,8 @@ class Bound(Generic[M]):
 
 async def _run_writes(db: Database, writes: list[_Write]) -> None:
     """Send writes as one ``save`` script call; raise what it refused, else sync the copies."""
-    keys: list[str] = []
+    collection = writes[0].record.__flue_spec__.collection
+    keys: list[str] = [db.keys.version_counter(collection)]
     args: list[Any] = [len(writes)]
     for w in writes:
         keys.append(w.key)

@@ -121,7 +121,7 @@ class FieldRef:
             ) from None
 
     def _equality(self, op: Op, values: Iterable[Any]) -> Condition:
-        if self.name not in self.spec.equality_fields:
+        if self.name not in self.spec.equality_fields | self.spec.range_fields:
             raise QueryError(
                 f"{self!r} has no index, so {_SYMBOLS[op]} cannot be queried on it. Mark it "
                 f"`{self.name}: Annotated[..., Indexed()]` (and rebuild the indexes of "

@@ -1,7 +1,10 @@
 -- Save or delete a batch of records atomically: every version check and unique claim
 -- is verified before anything is written, so the batch is all or nothing.
 --
--- KEYS, per record, in order:
+-- Versions come from one counter per collection, so a record deleted and created again
+-- never reuses a version, and a copy of the old record can never pass the check.
+--
+-- KEYS[1]: the collection's version counter; then, per record, in order:
 --   the record hash,
 --   n_zrem sorted sets to remove the id from,
 --   n_zadd sorted sets to add the id to (with the scores in ARGV),
@@ -16,7 +19,7 @@
 --   {"unique", record_number, claim_number, holder_id}   (numbers count from 1).
 
 local records = {}
-local a, k = 2, 1
+local a, k = 2, 2
 for r = 1, tonumber(ARGV[1]) do
   local rec = {mode = ARGV[a], id = ARGV[a + 1], expected = tonumber(ARGV[a + 2]), key = KEYS[k]}
   a, k = a + 3, k + 1
@@ -77,7 +80,7 @@ for _, rec in ipairs(records) do
     redis.call('DEL', rec.key)
     table.insert(versions, 0)
   else
-    local version = rec.expected + 1
+    local version = redis.call('INCR', KEYS[1])
     if #rec.hdel > 0 then redis.call('HDEL', rec.key, unpack(rec.hdel)) end
     if #rec.hset > 0 then redis.call('HSET', rec.key, unpack(rec.hset)) end
     redis.call('HSET', rec.key, 'version', version)

@@ -91,7 +91,10 @@ def test_order_by_must_be_a_required_scorable_field() -> None:
 
 
 def test_version_is_a_reserved_field_name() -> None:
-    with pytest.raises(fm.ConfigurationError, match="reserved"):
+    with (
+        pytest.warns(UserWarning, match="shadows an attribute"),  # pydantic's own notice
+        pytest.raises(fm.ConfigurationError, match="reserved"),
+    ):
         declare(version=int)
 
 
