@@ -13,7 +13,7 @@ from collections.abc import Generator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,6 +26,9 @@ from flue_models.errors import BatchCommandError, ConnectionFailedError, NotConn
 from flue_models.inspection import ServerReport
 from flue_models.keys import KeySpace
 from flue_models.scripts import Scripts
+
+if TYPE_CHECKING:
+    from flue_models.schema import MigrationSet
 
 #: Every connection flue-models opens carries a client name starting with this.
 CLIENT_NAME_PREFIX = "flue-models"
@@ -216,6 +219,8 @@ def connect(
     inspect_server: bool = True,
     protocol: int | None = None,
     data_dir: Path | str | None = None,
+    migrate: bool = True,
+    migrations: Sequence[MigrationSet] = (),
 ) -> Connecting:
     """Connect to Redis and check that the server can keep agent state safely.
 
@@ -231,12 +236,17 @@ def connect(
             checking those settings by hand.
         protocol: 2 or 3 for RESP2 or RESP3; ``None`` keeps redis-py's default.
         data_dir: the embedded server's data directory.
+        migrate: bring the schema up to date (see :func:`flue_models.schema.migrate`);
+            with ``False`` the store is used as it is.
+        migrations: the application's migration sets, applied after the built-in one.
 
     Raises:
         InvalidURLError: the URL is malformed.
         ConnectionFailedError: the server does not answer.
         ServerCheckError: the server could lose state (a subclass says why).
         EmbeddedServerError: the embedded server could not start.
+        SchemaError: the stored schema is newer than this installation, the prefix holds
+            data that is not ours, or a migration failed (a subclass says which).
 
     Example:
         ```python
@@ -252,6 +262,8 @@ def connect(
         inspect_server=inspect_server,
         protocol=protocol,
         data_dir=data_dir,
+        migrate=migrate,
+        migrations=tuple(migrations),
     )
 
 
@@ -262,6 +274,8 @@ async def _open(
     inspect_server: bool,
     protocol: int | None,
     data_dir: Path | str | None,
+    migrate: bool,
+    migrations: tuple[MigrationSet, ...],
 ) -> Database:
     keys = KeySpace(key_prefix)
     client_name = f"{CLIENT_NAME_PREFIX}:{uuid.uuid4().hex}"
@@ -279,6 +293,10 @@ async def _open(
     try:
         if inspect_server:
             db.report = await inspection.inspect_server(db.client)
+        if migrate:
+            from flue_models.schema import migrate as run_migrations  # the layer above
+
+            await run_migrations(db, migrations)
     except BaseException:
         await db.close()
         raise

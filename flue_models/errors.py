@@ -200,3 +200,111 @@ class NotConnectedError(FlueModelsError):
             f"Not connected: {detail}. Open one with `async with flue_models.connect() as db:` "
             "(or `db = await flue_models.connect()`), or bind one with Model.using(db)."
         )
+
+
+class SchemaError(FlueModelsError):
+    """Base class of the errors of the schema record and migrations.
+
+    Example:
+        >>> issubclass(SchemaTooNewError, SchemaError)
+        True
+    """
+
+
+class SchemaTooNewError(SchemaError):
+    """The store was migrated by a newer flue-models (or application) than this one.
+
+    Example:
+        >>> "upgrade" in str(SchemaTooNewError("flue", stored=5, newest=3, prefix="app"))
+        True
+    """
+
+    def __init__(self, set_name: str, *, stored: int, newest: int, prefix: str) -> None:
+        self.set_name = set_name
+        self.stored = stored
+        self.newest = newest
+        super().__init__(
+            f"The data under prefix {prefix!r} is at schema version {stored} of migration "
+            f"set {set_name!r}, but this installation knows only up to {newest}. Nothing was "
+            "read or written: upgrade flue-models (or the application that owns the set), "
+            "or use another key prefix."
+        )
+
+
+class UnversionedDataError(SchemaError):
+    """Keys exist under the prefix but no schema record does: data this library did not write.
+
+    Example:
+        >>> "another key prefix" in str(UnversionedDataError("app", "app:x"))
+        True
+    """
+
+    def __init__(self, prefix: str, example_key: str) -> None:
+        self.prefix = prefix
+        super().__init__(
+            f"Keys already exist under prefix {prefix!r} (for example {example_key!r}) but "
+            f"there is no schema record ({prefix}:meta), so this is not a flue-models store "
+            "or its record was deleted. Nothing was written. Use another key prefix, or "
+            "move those keys away."
+        )
+
+
+class MigrationFileError(SchemaError):
+    """A migrations folder is malformed: a gap, a duplicate, a bad name, a file without ``up``.
+
+    Example:
+        >>> "0003" in str(MigrationFileError("a gap: no file numbered 0003 in ./m"))
+        True
+    """
+
+
+class MigrationLockError(SchemaError):
+    """Another process held the migration lock for longer than we were willing to wait.
+
+    Example:
+        >>> "app:meta:lock" in str(MigrationLockError("app:meta:lock", 60.0))
+        True
+    """
+
+    def __init__(self, key: str, waited: float) -> None:
+        self.key = key
+        super().__init__(
+            f"Another process has held the migration lock {key!r} for over {waited:.0f}s. "
+            "Wait for it to finish; if it died, the lock expires by itself within 30s, or "
+            f"delete {key!r} once you are sure no migration runs."
+        )
+
+
+class MigrationFailedError(SchemaError):
+    """A migration's ``up`` (or ``down``) raised; the version stays at the last completed file.
+
+    Example:
+        >>> str(MigrationFailedError("flue", 2, "add_index", 1)).startswith("Migration flue/0002")
+        True
+    """
+
+    def __init__(self, set_name: str, number: int, name: str, version: int) -> None:
+        self.set_name = set_name
+        self.number = number
+        super().__init__(
+            f"Migration {set_name}/{number:04d}_{name} failed (see the cause below); the "
+            f"schema version of {set_name!r} stays at {version}. Fix the cause and run "
+            "`flue-models migrate` again: it resumes from there."
+        )
+
+
+class MigrationChecksumError(SchemaError):
+    """An applied migration file has changed since it was applied.
+
+    Example:
+        >>> "--force" in str(MigrationChecksumError(["flue/0001_initial"]))
+        True
+    """
+
+    def __init__(self, files: list[str]) -> None:
+        self.files = files
+        super().__init__(
+            f"Applied migration file(s) changed since they ran: {', '.join(files)}. Restore "
+            "them, or, if the change is deliberate and harmless, migrate with force=True "
+            "(--force)."
+        )

@@ -146,7 +146,8 @@ async def test_delete_removes_the_row_and_every_index_entry(db: fm.Database) -> 
     assert await Ticket.get(ticket.id) is None
     assert await Ticket.find().count() == 0
     assert await db.client.hlen(db.keys.unique("it_ticket", "email")) == 0
-    leftovers = [k async for k in db.client.scan_iter(match=db.keys.pattern())]
+    pattern = f"{db.keys.prefix}:it_ticket:*"
+    leftovers = [k async for k in db.client.scan_iter(match=pattern)]
     assert leftovers == [db.keys.version_counter("it_ticket").encode()]  # versions go on
     assert await ticket.delete() is False  # already gone
 
@@ -261,7 +262,8 @@ async def test_generated_values_round_trip_through_the_hash(
 async def test_naive_datetimes_are_refused_before_anything_is_written(db: fm.Database) -> None:
     with pytest.raises(fm.EncodingError, match="naive"):
         await Everything(moment=dt.datetime(2026, 1, 1)).save()
-    assert [k async for k in db.client.scan_iter(match=db.keys.pattern())] == []
+    pattern = f"{db.keys.prefix}:it_everything:*"
+    assert [k async for k in db.client.scan_iter(match=pattern)] == []
 
 
 async def test_batch_save_is_all_or_nothing(db: fm.Database) -> None:

@@ -1,0 +1,1 @@
+"""flue-models' built-in migrations (shipped as ``flue_models._migrations``)."""
