@@ -21,6 +21,7 @@ from flue_models.connection import connect
 from flue_models.embedded import EmbeddedServer
 from flue_models.errors import FlueModelsError
 from flue_models.inspection import check_report, read_server
+from flue_models.schema import MigrationSet, migrate, new_migration_file, schema_status
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -36,7 +37,7 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
 
 
 async def _check(args: argparse.Namespace) -> int:
-    async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=False, migrate=False) as db:
         where = db.url.display
         if db.embedded is not None:
             where += f" (embedded, data in {db.embedded.data_dir})"
@@ -55,6 +56,47 @@ async def _check(args: argparse.Namespace) -> int:
             print(f"warning: {warning.message}")
         print("checks: passed (standalone server, noeviction)")
         return 0
+
+
+def _sets(args: argparse.Namespace) -> list[MigrationSet]:
+    return [MigrationSet(args.set, args.dir)] if args.dir else []
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    async with connect(
+        args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect, migrate=False
+    ) as db:
+        steps = await migrate(db, _sets(args), to=args.to, dry_run=args.dry_run, force=args.force)
+        if not steps:
+            statuses = await schema_status(db, _sets(args))
+            print("up to date: " + ", ".join(f"{s.name} at {s.stored}" for s in statuses))
+            return 0
+        for step in steps:
+            verb = "applied" if step.direction == "up" else "reverted"
+            if args.dry_run:
+                verb = "would apply" if step.direction == "up" else "would revert"
+                print(f"{verb} {step.file.label}: {step.file.description}")
+            else:
+                print(f"{verb} {step.file.label} ({step.seconds * 1000:.0f} ms)")
+        return 0
+
+
+async def _migrations_status(args: argparse.Namespace) -> int:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=False, migrate=False) as db:
+        statuses = await schema_status(db, _sets(args))
+    for status in statuses:
+        pending = ", ".join(f.label for f in status.pending) or "none"
+        print(f"{status.name}: stored version {status.stored}, newest file {status.newest}")
+        print(f"  pending: {pending}")
+        print(f"  changed since applied: {', '.join(status.drift) or 'none'}")
+    too_new = [s for s in statuses if s.stored > s.newest]
+    return 4 if too_new else 0
+
+
+async def _migrations_new(args: argparse.Namespace) -> int:
+    path = new_migration_file(Path(args.dir or "migrations"), args.name)
+    print(f"created {path}")
+    return 0
 
 
 def _server_for(args: argparse.Namespace) -> EmbeddedServer:
@@ -90,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="flue-models",
-        description="Durable agent and workflow state in Redis: check the server, manage "
-        "the embedded server.",
+        description="Durable agent and workflow state in Redis: check the server, migrate "
+        "the schema, manage the embedded server.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -100,6 +142,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_options(check)
     check.set_defaults(handler=_check)
+
+    def set_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--dir", help="an application's migrations folder")
+        command.add_argument(
+            "--set", default="app", help="name of the application's set (default: app)"
+        )
+
+    migrate_command = commands.add_parser(
+        "migrate", help="apply pending migrations (built-in set first, then --dir's)"
+    )
+    _connection_options(migrate_command)
+    set_options(migrate_command)
+    migrate_command.add_argument(
+        "--to", type=int, help="stop the last set at this number (lower: run its downs)"
+    )
+    migrate_command.add_argument("--dry-run", action="store_true", help="show, change nothing")
+    migrate_command.add_argument(
+        "--force", action="store_true", help="accept applied files whose checksum changed"
+    )
+    migrate_command.set_defaults(handler=_migrate)
+
+    migrations = commands.add_parser("migrations", help="inspect and create migration files")
+    migration_commands = migrations.add_subparsers(
+        dest="migrations_command", metavar="ACTION", required=True
+    )
+    status = migration_commands.add_parser(
+        "status", help="stored version, newest file, pending files and changed files per set"
+    )
+    _connection_options(status)
+    set_options(status)
+    status.set_defaults(handler=_migrations_status)
+    new = migration_commands.add_parser("new", help="write the next numbered migration file")
+    new.add_argument("name", help="what it does, e.g. add_priority")
+    new.add_argument("--dir", help="the migrations folder (default: ./migrations)")
+    new.set_defaults(handler=_migrations_new)
 
     server = commands.add_parser("server", help="manage the embedded server (status, stop)")
     server_commands = server.add_subparsers(dest="server_command", metavar="ACTION", required=True)

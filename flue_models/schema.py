@@ -577,3 +577,43 @@ async def _apply(db: Database, lock: _Lock, step: Step) -> Step:
             db, {migration_set_field: str(file.number - 1)}, [applied_field, *cursors]
         )
     return Step(file, step.direction, time.monotonic() - started)
+
+
+_TEMPLATE = '''"""{title}."""
+
+from flue_models.schema import MigrationContext
+
+
+async def up(ctx: MigrationContext) -> None:
+    """Apply the change; keep it safe to run again after a failure.
+
+    For example: `async for batch in ctx.batches(Model): ...` (resumable), or
+    `await ctx.rebuild_indexes(Model)` after adding an index. Add an
+    `async def down(ctx)` if the change can be undone.
+    """
+'''
+
+
+def new_migration_file(directory: Path, name: str) -> Path:
+    """Write the next numbered migration file of ``directory`` from a template.
+
+    Raises:
+        MigrationFileError: ``name`` is not lowercase letters, digits and ``_``, or the
+            folder's files are malformed.
+
+    Example:
+        ```python
+        path = new_migration_file(Path("migrations"), "add_priority")
+        # migrations/0002_add_priority.py
+        ```
+    """
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        raise MigrationFileError(
+            f"Migration name {name!r} must be lowercase letters, digits and '_' "
+            "(e.g. add_priority)."
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = MigrationSet("new", directory).files()
+    path = directory / f"{len(existing) + 1:04d}_{name}.py"
+    path.write_text(_TEMPLATE.format(title=name.replace("_", " ").capitalize()))
+    return path

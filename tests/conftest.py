@@ -24,6 +24,9 @@ import redis
 import flue_models as fm
 from flue_models.embedded import find_binary, free_port, spawn_server, wait_until_ready
 
+#: Migration scenario folders are data for the migration tests, not test modules.
+collect_ignore_glob = ["migrations/scenarios/*"]
+
 #: Settings of every server the tests start: durable, so no persistence warning.
 TEST_SETTINGS = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "")
 

@@ -464,7 +464,12 @@ class Query(Generic[M]):
         db = self._database()
         plan = self._plan(db.keys)
         sole = plan.filters[0] if len(plan.filters) == 1 else None
-        if not plan.filters or (sole and sole.kind == "member" and len(sole.keys) == 1):
+        walks_all = plan.drivers[0] == db.keys.all(self.model.__flue_spec__.collection)
+        # One equality set is the answer only when the walk is over every record (a sort
+        # by a range field lists only records where that field is set).
+        if not plan.filters or (
+            walks_all and sole and sole.kind == "member" and len(sole.keys) == 1
+        ):
             key = sole.keys[0] if sole else plan.drivers[0]
             return int(await db.client.zcount(key, plan.low.zset_text(), plan.high.zset_text()))
         total, cursor = 0, None

@@ -1,0 +1,9 @@
+"""Billing's first step."""
+
+DESCRIPTION = "create the billing marker"
+
+from flue_models.schema import MigrationContext  # noqa: E402
+
+
+async def up(ctx: MigrationContext) -> None:
+    await ctx.db.client.rpush(f"{ctx.db.keys.prefix}:steps", "billing-1")

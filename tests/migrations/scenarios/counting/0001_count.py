@@ -1,0 +1,7 @@
+"""Count how often this runs."""
+
+from flue_models.schema import MigrationContext
+
+
+async def up(ctx: MigrationContext) -> None:
+    await ctx.db.client.incr(f"{ctx.db.keys.prefix}:ups:1")

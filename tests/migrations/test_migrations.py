@@ -1,0 +1,359 @@
+"""Migrations against a real server: scenario folders, refusals, locking, resuming."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import flue_models as fm
+from flue_models.errors import (
+    MigrationChecksumError,
+    MigrationFailedError,
+    MigrationFileError,
+    MigrationLockError,
+    SchemaTooNewError,
+    UnversionedDataError,
+)
+from flue_models.schema import MigrationSet, migrate, new_migration_file, schema_status
+from tests.integration.models import Ticket
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+ROOT = Path(__file__).parents[2]
+
+
+def scenario(name: str, set_name: str = "app") -> MigrationSet:
+    return MigrationSet(set_name, SCENARIOS / name)
+
+
+@pytest.fixture
+async def bare(redis_url: str, protocol: int, key_prefix: str) -> AsyncIterator[fm.Database]:
+    """A database whose prefix has not been migrated (connect(migrate=False))."""
+    db = await fm.connect(redis_url, key_prefix=key_prefix, protocol=protocol, migrate=False)
+    try:
+        yield db
+    finally:
+        keys = [k async for k in db.client.scan_iter(match=db.keys.pattern())]
+        if keys:
+            await db.client.delete(*keys)
+        await db.close()
+
+
+async def dump(db: fm.Database) -> dict[bytes, bytes]:
+    """Every key under the prefix with its DUMP, to compare before and after."""
+    keys = sorted([k async for k in db.client.scan_iter(match=db.keys.pattern())])
+    return {key: await db.client.dump(key) for key in keys}
+
+
+async def steps(db: fm.Database) -> list[str]:
+    return [s.decode() for s in await db.client.lrange(f"{db.keys.prefix}:steps", 0, -1)]
+
+
+async def test_a_clean_chain_applies_in_order_and_records_each_file(bare: fm.Database) -> None:
+    applied = await migrate(bare, [scenario("clean_chain")])
+    assert [s.file.label for s in applied] == [
+        "flue/0001_initial",
+        "app/0001_first",
+        "app/0002_second",
+        "app/0003_third",
+    ]
+    assert await steps(bare) == ["1", "2", "3"]
+    record = {
+        k.decode(): v.decode() for k, v in (await bare.client.hgetall(bare.keys.meta)).items()
+    }
+    assert record["schema_version"] == "1"
+    assert record["schema_version:app"] == "3"
+    entry = json.loads(record["applied:app:0002"])
+    assert entry["name"] == "second"
+    assert len(entry["checksum"]) == 64
+    assert entry["at"].endswith("+00:00")
+
+
+async def test_a_second_run_on_an_up_to_date_store_writes_nothing(bare: fm.Database) -> None:
+    await migrate(bare, [scenario("clean_chain")])
+    before = await dump(bare)
+    assert await migrate(bare, [scenario("clean_chain")]) == []
+    assert await dump(bare) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("gap", "no file numbered 0002 before 0003_third.py"),
+        ("duplicate", r"0001: \['0001_again.py', '0001_first.py'\]"),
+        ("bad_name", "2_second.py"),
+        ("no_up", "0002_forgot.py has no `async def up"),
+    ],
+)
+async def test_malformed_folders_are_refused_naming_the_files(
+    bare: fm.Database, name: str, message: str
+) -> None:
+    with pytest.raises(MigrationFileError, match=message):
+        await migrate(bare, [scenario(name)])
+    assert await dump(bare) == {}  # refused before anything was written
+
+
+async def test_a_failing_step_stops_at_the_last_completed_file_and_a_rerun_resumes(
+    bare: fm.Database,
+) -> None:
+    await migrate(bare)  # built-in set only: the store is versioned
+    await Ticket.using(bare).save_many(
+        [Ticket(id=f"t{i}", status="open", priority=i) for i in range(7)]
+    )
+    with pytest.raises(MigrationFailedError, match=r"app/0002_flaky failed.*stays at 1") as caught:
+        await migrate(bare, [scenario("failing")])
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    statuses = await schema_status(bare, [scenario("failing")])
+    assert statuses[1].stored == 1
+    assert [f.label for f in statuses[1].pending] == ["app/0002_flaky", "app/0003_third"]
+    assert await bare.client.lrange(f"{bare.keys.prefix}:visited", 0, -1) == [b"t0", b"t1", b"t2"]
+
+    await bare.client.set(f"{bare.keys.prefix}:fixed", "1")
+    applied = await migrate(bare, [scenario("failing")])
+    assert [s.file.label for s in applied] == ["app/0002_flaky", "app/0003_third"]
+    visited = [v.decode() for v in await bare.client.lrange(f"{bare.keys.prefix}:visited", 0, -1)]
+    # The first batch ran twice (it failed before its position was kept); then the rest.
+    assert visited == ["t0", "t1", "t2", "t0", "t1", "t2", "t3", "t4", "t5", "t6"]
+    record = await bare.client.hkeys(bare.keys.meta)
+    assert not [f for f in record if f.startswith(b"cursor:")]  # cleared once complete
+
+
+async def test_an_application_set_runs_after_the_builtin_set_under_its_own_version(
+    redis_url: str, key_prefix: str
+) -> None:
+    billing = scenario("app_set", "billing")
+    async with fm.connect(redis_url, key_prefix=key_prefix, migrations=[billing]) as db:
+        assert await steps(db) == ["billing-1"]
+        statuses = await schema_status(db, [billing])
+        assert [(s.name, s.stored, s.newest) for s in statuses] == [
+            ("flue", 1, 1),
+            ("billing", 1, 1),
+        ]
+        assert billing.files()[0].description == "create the billing marker"
+        await db.client.delete(*[k async for k in db.client.scan_iter(match=db.keys.pattern())])
+
+
+async def test_the_builtin_set_name_is_reserved(bare: fm.Database) -> None:
+    with pytest.raises(fm.ConfigurationError, match="belongs to flue-models"):
+        await migrate(bare, [MigrationSet("flue", SCENARIOS / "clean_chain")])
+
+
+async def test_a_newer_schema_is_refused_and_every_key_is_left_untouched(bare: fm.Database) -> None:
+    await migrate(bare, [scenario("clean_chain")])
+    await bare.client.hset(bare.keys.meta, "schema_version", "7")
+    before = await dump(bare)
+    with pytest.raises(SchemaTooNewError, match=r"version 7.*only up to 1.*upgrade flue-models"):
+        await migrate(bare, [scenario("clean_chain")])
+    assert await dump(bare) == before
+    with pytest.raises(SchemaTooNewError):
+        await fm.connect(bare.url.url, key_prefix=bare.keys.prefix)
+
+
+async def test_an_application_set_ahead_of_its_files_is_refused(bare: fm.Database) -> None:
+    await migrate(bare, [scenario("clean_chain")])
+    with pytest.raises(SchemaTooNewError, match=r"version 3 of migration set 'app'.*only up to 1"):
+        await migrate(bare, [scenario("app_set")])
+
+
+async def test_unversioned_data_is_refused_writing_nothing(bare: fm.Database) -> None:
+    await bare.client.set(f"{bare.keys.prefix}:somebody-else", "data")
+    before = await dump(bare)
+    with pytest.raises(UnversionedDataError, match="somebody-else"):
+        await migrate(bare)
+    assert await dump(bare) == before
+
+
+async def test_the_unversioned_check_escapes_glob_characters(
+    redis_url: str, key_prefix: str
+) -> None:
+    tricky = f"{key_prefix}[x]*"
+    async with fm.connect(redis_url, key_prefix=key_prefix + "x", migrate=False) as other:
+        await other.client.set(f"{key_prefix}x:data", "1")  # matched by an unescaped glob
+        async with fm.connect(redis_url, key_prefix=tricky) as db:
+            assert await db.client.exists(db.keys.meta)
+            await db.client.delete(db.keys.meta)
+        await other.client.delete(f"{key_prefix}x:data")
+
+
+async def test_five_concurrent_migrators_run_each_step_exactly_once(
+    redis_url: str, key_prefix: str
+) -> None:
+    databases = [
+        await fm.connect(redis_url, key_prefix=key_prefix, migrate=False) for _ in range(5)
+    ]
+    try:
+        results = await asyncio.gather(*(migrate(db, [scenario("counting")]) for db in databases))
+        assert sum(len(r) for r in results) == 3  # flue/0001, app/0001, app/0002 once each
+        client = databases[0].client
+        assert await client.get(f"{key_prefix}:ups:1") == b"1"
+        assert await client.get(f"{key_prefix}:ups:2") == b"1"
+        assert not await client.exists(f"{key_prefix}:meta:lock")  # released
+    finally:
+        keys = [k async for k in databases[0].client.scan_iter(match=f"{key_prefix}:*")]
+        if keys:
+            await databases[0].client.delete(*keys)
+        for db in databases:
+            await db.close()
+
+
+async def test_a_held_lock_makes_others_wait_then_fail_naming_the_key(bare: fm.Database) -> None:
+    lock_key = f"{bare.keys.meta}:lock"
+    await bare.client.set(lock_key, "someone-else", px=60_000)
+    with pytest.raises(MigrationLockError, match=lock_key):
+        await migrate(bare, lock_wait=0.3)
+    assert await bare.client.get(lock_key) == b"someone-else"  # not ours to release
+
+
+async def test_a_changed_applied_file_is_reported_and_refused_unless_forced(
+    bare: fm.Database, tmp_path: Path
+) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "0001_first.py").write_text((SCENARIOS / "clean_chain" / "0001_first.py").read_text())
+    app = MigrationSet("app", folder)
+    await migrate(bare, [app])
+    (folder / "0001_first.py").write_text(
+        (SCENARIOS / "clean_chain" / "0001_first.py").read_text() + "\n# edited\n"
+    )
+    statuses = await schema_status(bare, [app])
+    assert statuses[1].drift == ["app/0001_first"]
+    with pytest.raises(MigrationChecksumError, match="app/0001_first"):
+        await migrate(bare, [app])
+    assert await migrate(bare, [app], force=True) == []
+
+
+async def test_dry_run_reports_and_writes_nothing(bare: fm.Database) -> None:
+    planned = await migrate(bare, [scenario("clean_chain")], dry_run=True)
+    assert len(planned) == 4
+    assert await dump(bare) == {}
+
+
+async def test_migrating_down_runs_the_downs_newest_first(bare: fm.Database) -> None:
+    await migrate(bare, [scenario("clean_chain")])
+    reverted = await migrate(bare, [scenario("clean_chain")], to=1)
+    assert [(s.direction, s.file.number) for s in reverted] == [("down", 3), ("down", 2)]
+    assert await steps(bare) == ["1"]
+    statuses = await schema_status(bare, [scenario("clean_chain")])
+    assert statuses[1].stored == 1
+    assert not await bare.client.hexists(bare.keys.meta, "applied:app:0002")
+
+
+async def test_rebuild_indexes_restores_exact_indexes(bare: fm.Database, tmp_path: Path) -> None:
+    await migrate(bare)
+    tickets = Ticket.using(bare)
+    await tickets.save_many([Ticket(status="open", priority=i, email=f"{i}@x") for i in range(20)])
+    prefix = bare.keys.prefix
+    await bare.client.delete(
+        *[k async for k in bare.client.scan_iter(match=f"{prefix}:it_ticket:idx:*")]
+    )
+    await bare.client.zadd(bare.keys.index("it_ticket", "status", b"gone"), {"ghost": 1})
+    assert not (await fm.verify_collection(Ticket, db=bare)).ok
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "0001_rebuild.py").write_text(
+        "from tests.integration.models import Ticket\n\n\n"
+        "async def up(ctx):\n    await ctx.rebuild_indexes(Ticket)\n"
+    )
+    await migrate(bare, [MigrationSet("app", folder)])
+    report = await fm.verify_collection(Ticket, db=bare)
+    assert report.ok, report.drift
+    assert report.records == 20
+
+
+def cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flue_models.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def test_cli_new_then_migrate_then_noop_then_an_older_install_is_refused(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "migrations"
+    created = cli("migrations", "new", "add_priority", "--dir", str(folder))
+    assert created.returncode == 0, created.stderr
+    assert (folder / "0001_add_priority.py").is_file()
+    second = new_migration_file(folder, "backfill")
+    assert second.name == "0002_backfill.py"
+
+    common = ["--url", redis_url, "--prefix", key_prefix]
+    first = cli("migrate", *common, "--dir", str(folder))
+    assert first.returncode == 0, first.stderr
+    assert "applied app/0001_add_priority" in first.stdout
+    assert "applied app/0002_backfill" in first.stdout
+    again = cli("migrate", *common, "--dir", str(folder))
+    assert again.returncode == 0
+    assert again.stdout.strip() == "up to date: flue at 1, app at 2"
+
+    second.unlink()  # an install that knows fewer migrations
+    older = cli("migrate", *common, "--dir", str(folder))
+    assert older.returncode == 2
+    assert "version 2" in older.stderr
+    assert "upgrade flue-models" in older.stderr
+    status = cli("migrations", "status", *common, "--dir", str(folder))
+    assert "app: stored version 2, newest file 1" in status.stdout
+    assert status.returncode == 4
+
+
+def test_cli_dry_run_and_bad_names(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    dry = cli("migrate", "--url", redis_url, "--prefix", key_prefix, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would apply flue/0001_initial" in dry.stdout
+    bad = cli("migrations", "new", "Add-Priority", "--dir", str(tmp_path))
+    assert bad.returncode == 2
+    assert "lowercase" in bad.stderr
+
+
+def test_the_builtin_migrations_ship_in_the_wheel(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    wheels = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(wheels), str(ROOT)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    (wheel,) = wheels.glob("flue_models-*.whl")
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    # The dependencies come from the test environment, not from the network.
+    site = next((venv / "lib").glob("python3.*/site-packages"))
+    ours = [p for p in sys.path if p.endswith("site-packages")]
+    (site / "deps.pth").write_text("\n".join(ours) + "\n")
+
+    elsewhere = tmp_path / "elsewhere"  # no migrations/ folder around
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    result = subprocess.run(
+        [str(venv / "bin" / "flue-models"), "migrate", "--url", redis_url, "--prefix", key_prefix],
+        capture_output=True, text=True, timeout=120, check=False, cwd=elsewhere, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "applied flue/0001_initial" in result.stdout
+    located = subprocess.run(
+        [str(python), "-c", "from flue_models.schema import builtin_directory as b; print(b())"],
+        capture_output=True, text=True, timeout=60, check=True, cwd=elsewhere, env=env,
+    )  # fmt: skip
+    assert str(venv) in located.stdout
