@@ -8,6 +8,7 @@ Cluster routing) can later be added in one place.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import Generator, Sequence
 from contextvars import ContextVar
@@ -100,6 +101,22 @@ class Database:
     def closed(self) -> bool:
         """Whether :meth:`close` has run."""
         return self._closed
+
+    async def server_time(self) -> dt.datetime:
+        """Return the server's clock (``TIME``) as an aware UTC datetime.
+
+        Everything that orders or expires state takes its time from here, so the clocks
+        of the client machines do not matter.
+
+        Example:
+            ```python
+            now = await db.server_time()
+            ```
+        """
+        seconds, micros = await self.client.time()
+        return dt.datetime.fromtimestamp(int(seconds), dt.UTC) + dt.timedelta(
+            microseconds=int(micros)
+        )
 
     async def run_batch(
         self, commands: Sequence[Sequence[Any]], *, atomic: bool = False

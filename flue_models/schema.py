@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import importlib.util
 import inspect
@@ -410,12 +409,6 @@ async def _read_versions(db: Database, sets: list[MigrationSet]) -> list[int]:
     return [int(_text(v)) if v is not None else 0 for v in replies]
 
 
-async def _server_time(db: Database) -> str:
-    seconds, micros = await db.client.time()
-    moment = dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(microseconds=micros)
-    return moment.isoformat(timespec="microseconds")
-
-
 async def schema_status(
     db: Database,
     sets: Sequence[MigrationSet] = (),
@@ -569,7 +562,11 @@ async def _apply(db: Database, lock: _Lock, step: Step) -> Step:
     cursors = [f for f in record if f.startswith(f"cursor:{file.set_name}:{file.number:04d}:")]
     applied_field = f"applied:{file.set_name}:{file.number:04d}"
     if step.direction == "up":
-        entry = {"name": file.name, "checksum": file.checksum, "at": await _server_time(db)}
+        entry = {
+            "name": file.name,
+            "checksum": file.checksum,
+            "at": (await db.server_time()).isoformat(),
+        }
         values = {migration_set_field: str(file.number), applied_field: json.dumps(entry)}
         await lock.record(db, values, cursors)
     else:

@@ -11,7 +11,7 @@ import typing
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Self, TypeVar, overload
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic._internal._model_construction import ModelMetaclass
@@ -70,23 +70,36 @@ class _Write:
     unique: dict[str, bytes] = field(default_factory=dict)
 
 
-class _HybridDelete:
-    """``obj.delete()`` deletes this record; ``Model.delete(id)`` deletes by id."""
+R = TypeVar("R")
 
-    @overload
+
+class DualMethod(Generic[R]):
+    """A method with two forms: ``obj.name(...)`` on a record, ``Model.name(id, ...)`` by id.
+
+    Each form is an ordinary async method of the class, named by ``on_record`` and
+    ``on_class``.
+
+    Example:
+        ```python
+        class Ticket(Model):
+            delete: ClassVar[DualMethod[bool]] = DualMethod("_delete_self", "_delete_id")
+        await ticket.delete()          # this record
+        await Ticket.delete("t-1")     # by id
+        ```
+    """
+
+    def __init__(self, on_record: str, on_class: str) -> None:
+        self.on_record = on_record
+        self.on_class = on_class
+
     def __get__(
-        self, instance: None, owner: type[M]
-    ) -> Callable[..., Coroutine[Any, Any, bool]]: ...
-
-    @overload
-    def __get__(self, instance: M, owner: type[M]) -> Callable[..., Coroutine[Any, Any, bool]]: ...
-
-    def __get__(
-        self, instance: Model | None, owner: type[Model]
-    ) -> Callable[..., Coroutine[Any, Any, bool]]:
+        self, instance: object | None, owner: type[Any]
+    ) -> Callable[..., Coroutine[Any, Any, R]]:
         if instance is None:
-            return lambda record_id, *, db=None: owner._delete_id(record_id, db=db)
-        return lambda *, db=None: instance._delete_self(db=db)
+            method: Callable[..., Coroutine[Any, Any, R]] = getattr(owner, self.on_class)
+        else:
+            method = getattr(instance, self.on_record)
+        return method
 
 
 class Model(BaseModel, metaclass=_ModelMeta):
@@ -122,7 +135,9 @@ class Model(BaseModel, metaclass=_ModelMeta):
     _flue_unique: dict[str, bytes] = PrivateAttr(default_factory=dict)
     _flue_db: Database | None = PrivateAttr(default=None)
 
-    delete: ClassVar[_HybridDelete] = _HybridDelete()
+    #: ``await record.delete()``, or ``await Model.delete(id)``; both return whether a
+    #: record was deleted.
+    delete: ClassVar[DualMethod[bool]] = DualMethod("_delete_self", "_delete_id")
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
 
     @classmethod

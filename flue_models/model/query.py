@@ -273,10 +273,17 @@ class Page(Generic[M]):
 
 
 @dataclass(frozen=True)
-class _IdPage:
+class IdPage:
+    """A page of matching ids (no records read) and the next cursor.
+
+    Example:
+        ```python
+        ids = await Ticket.find(Ticket.status == "open").id_page(limit=100)
+        ```
+    """
+
     ids: list[str]
     next_cursor: str | None
-    round_trips: int
 
 
 @dataclass(frozen=True)
@@ -367,23 +374,34 @@ class Query(Generic[M]):
     def _plan(self, keys: KeySpace) -> Plan:
         return plan_query(self.model.__flue_spec__, keys, self.conditions, self.sort)
 
-    async def _ids(self, db: Database, limit: int, cursor: str | None) -> _IdPage:
+    async def id_page(self, limit: int = DEFAULT_PAGE, cursor: str | None = None) -> IdPage:
+        """Return up to ``limit`` matching ids after ``cursor``, without reading the records.
+
+        Example:
+            ```python
+            found = await Ticket.find(Ticket.status == "open").id_page(limit=100)
+            found.ids, found.next_cursor
+            ```
+        """
+        if limit <= 0:
+            raise QueryError(f"page limit must be positive, not {limit}.")
+        return await self._ids(self._database(), limit, cursor)
+
+    async def _ids(self, db: Database, limit: int, cursor: str | None) -> IdPage:
         plan = self._plan(db.keys)
         position = decode_cursor(plan.fingerprint, cursor) if cursor else None
         ids: list[str] = []
-        trips = 0
         while len(ids) < limit:
             keys, args = plan.script_args(position, limit - len(ids))
             found, last_score, last_id, exhausted, _driver, _examined = await db.scripts.call(
                 "query", keys=keys, args=args
             )
-            trips += 1
             ids += [_text(item) for item in found]
             if int(exhausted):
-                return _IdPage(ids, None, trips)
+                return IdPage(ids, None)
             position = (_text(last_score), _text(last_id))
         assert position is not None
-        return _IdPage(ids, encode_cursor(plan.fingerprint, *position), trips)
+        return IdPage(ids, encode_cursor(plan.fingerprint, *position))
 
     async def _load(self, db: Database, ids: list[str]) -> list[M]:
         records = await self.model.get_many(ids, db=db)
@@ -404,11 +422,8 @@ class Query(Generic[M]):
             page = await Ticket.find(Ticket.status == "open").page(limit=50)
             ```
         """
-        if limit <= 0:
-            raise QueryError(f"page limit must be positive, not {limit}.")
-        db = self._database()
-        found = await self._ids(db, limit, cursor)
-        return Page(await self._load(db, found.ids), found.next_cursor)
+        found = await self.id_page(limit, cursor)
+        return Page(await self._load(self._database(), found.ids), found.next_cursor)
 
     async def __aiter_records(self) -> AsyncIterator[M]:
         db = self._database()
