@@ -10,6 +10,8 @@ Layout (see DESIGN.md, "Storage layout"):
   set scored by the model's order field).
 * ``<prefix>:<collection>:rng:<field>``: the ids with the field set, scored by its value.
 * ``<prefix>:<collection>:uniq:<field>``: value -> id of a unique field (hash).
+* ``<prefix>:stream:<b64 path>`` (hash), ``...:events`` (stream), ``...:once`` (hash): an
+  event stream's metadata, events and idempotency keys.
 
 User-supplied segments (ids, values, paths) are base64url-encoded without padding,
 so they never contain ``:`` and never collide with the fixed words of the layout:
@@ -25,7 +27,7 @@ from flue_models.errors import ConfigurationError
 
 _COLLECTION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 #: Collection names that would shadow a key of the layout itself.
-RESERVED_COLLECTIONS = frozenset({"meta"})
+RESERVED_COLLECTIONS = frozenset({"meta", "stream"})
 
 
 def encode_segment(value: str | bytes) -> str:
@@ -178,6 +180,18 @@ class KeySpace:
             'p:user:uniq:email'
         """
         return f"{self.prefix}:{collection}:uniq:{field}"
+
+    def stream(self, path: str) -> str:
+        """Return the metadata hash of an event stream; its events and idempotency keys
+        live at the same name plus ``:events`` and ``:once``.
+
+        Example:
+            >>> KeySpace("p").stream("runs/42")
+            'p:stream:cnVucy80Mg'
+        """
+        if not path:
+            raise ConfigurationError("A stream path must be a non-empty string.")
+        return f"{self.prefix}:stream:{encode_segment(path)}"
 
     def index(self, collection: str, field: str, value: bytes) -> str:
         """Return the sorted set of the ids whose ``field`` encodes to ``value``.

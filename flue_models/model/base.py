@@ -177,6 +177,16 @@ class Model(BaseModel, metaclass=_ModelMeta):
         """
         return self._flue_version
 
+    def _adopt(self, stored: Self) -> None:
+        """Make this copy equal to ``stored``, a fresh read of the same record."""
+        for name in type(self).model_fields:
+            object.__setattr__(self, name, getattr(stored, name))
+        self._flue_version = stored._flue_version
+        self._flue_snapshot = stored._flue_snapshot
+        self._flue_entries = stored._flue_entries
+        self._flue_unique = stored._flue_unique
+        self._flue_db = stored._flue_db
+
     def _values(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__flue_spec__.codecs}
 

@@ -1,0 +1,33 @@
+-- Append events to a stream with ids 0-<seq>, all or nothing; optionally idempotent.
+-- KEYS[1]: metadata hash, KEYS[2]: the Redis Stream of events, KEYS[3]: idempotency hash
+-- ARGV[1]: idempotency key ("" for none), ARGV[2]: digest of the payloads,
+-- ARGV[3...]: the payloads (JSON)
+-- Returns {"ok", seq, ...}, {"missing"}, {"closed"}, or {"conflict", seq} when the
+-- idempotency key was used with other payloads ({"ok", seq, ...} on an exact retry).
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if ARGV[1] ~= '' then
+  local prior = redis.call('HGET', KEYS[3], ARGV[1])
+  if prior then
+    local seqs, digest = string.match(prior, '^([^|]*)|(.*)$')
+    local reply = {digest == ARGV[2] and 'ok' or 'conflict'}
+    for seq in string.gmatch(seqs, '[^,]+') do table.insert(reply, tonumber(seq)) end
+    return reply
+  end
+end
+if redis.call('HGET', KEYS[1], 'closed') == '1' then return {'closed'} end
+local max_len = redis.call('HGET', KEYS[1], 'max_len')
+local reply, seqs = {'ok'}, {}
+for i = 3, #ARGV do
+  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  if max_len then
+    redis.call('XADD', KEYS[2], 'MAXLEN', max_len, '0-' .. seq, 'd', ARGV[i])
+  else
+    redis.call('XADD', KEYS[2], '0-' .. seq, 'd', ARGV[i])
+  end
+  table.insert(reply, seq)
+  table.insert(seqs, seq)
+end
+if ARGV[1] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[1], table.concat(seqs, ',') .. '|' .. ARGV[2])
+end
+return reply

@@ -1,0 +1,10 @@
+-- Close a stream: no more appends; a marker entry after the last event wakes live tails.
+-- KEYS[1]: metadata hash, KEYS[2]: the Redis Stream of events
+-- Returns 1 when closed now, 2 when it was closed already, 0 when the stream is missing.
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'closed') == '1' then return 2 end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'closed', 1, 'closed_ms', now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('XADD', KEYS[2], '0-' .. (seq + 1), 'closed', 1)
+return 1

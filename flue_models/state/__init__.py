@@ -1,0 +1,45 @@
+"""The state of a Flue-style agent runtime: workflow runs and event streams.
+
+Example:
+    ```python
+    from flue_models import WorkflowRun, EventStream
+
+    run = await WorkflowRun.start("summarize", input={"text": "..."})
+    await run.events.append({"type": "log", "message": "started"})
+    ```
+"""
+
+from flue_models.state.events import (
+    Event,
+    EventStream,
+    ReadResult,
+    StreamClosedError,
+    StreamConflictError,
+    StreamError,
+    StreamInfo,
+    StreamNotFoundError,
+    StreamOffsetError,
+    format_offset,
+    parse_offset,
+    tail_many,
+)
+from flue_models.state.run import EndResult, RunPage, RunPointer, WorkflowRun
+
+__all__ = [
+    "EndResult",
+    "Event",
+    "EventStream",
+    "ReadResult",
+    "RunPage",
+    "RunPointer",
+    "StreamClosedError",
+    "StreamConflictError",
+    "StreamError",
+    "StreamInfo",
+    "StreamNotFoundError",
+    "StreamOffsetError",
+    "WorkflowRun",
+    "format_offset",
+    "parse_offset",
+    "tail_many",
+]

@@ -1,0 +1,536 @@
+"""Event streams: ordered, append-only logs of JSON events with Flue-style offsets.
+
+A stream at ``path`` (``runs/<run id>``, ``agents/<name>/<id>``) keeps its metadata in
+a hash and its events in a Redis Stream with explicit ids ``0-<seq>``: reads are
+XRANGE, live tails wake on XREAD BLOCK, retention is XTRIM. Offsets shown to users keep
+Flue's format, ``0000000000000000_0000000000000001`` for the first event.
+
+Example:
+    ```python
+    stream = EventStream("agents/support/42")
+    await stream.create()
+    offset = await stream.append({"type": "log", "message": "started"})
+    result = await stream.read(after="-1")
+    async for event in stream.tail(after=offset):
+        print(event.offset, event.data)
+    ```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+from aiostream import stream as aiostream_stream
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from flue_models.connection import Database, current_database
+from flue_models.errors import FlueModelsError
+from flue_models.model.codec import canonical_json
+
+T = TypeVar("T")
+
+#: ``after`` value meaning "from the beginning".
+START = "-1"
+#: ``after`` value meaning "from the current head" (only new events).
+NOW = "now"
+#: Most events one ``read`` returns.
+MAX_READ = 1000
+#: How long one blocking wait of a tail lasts before it checks again (below the
+#: client's default 5 s socket timeout).
+TAIL_BLOCK_MS = 2000
+
+
+class StreamError(FlueModelsError):
+    """Base class of event-stream errors.
+
+    Example:
+        >>> issubclass(StreamNotFoundError, StreamError)
+        True
+    """
+
+
+class StreamNotFoundError(StreamError):
+    """Appending to (or closing) a stream that was never created.
+
+    Example:
+        >>> "runs/1" in str(StreamNotFoundError("runs/1"))
+        True
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"Event stream {path!r} does not exist; create it first.")
+
+
+class StreamClosedError(StreamError):
+    """Appending to a closed stream.
+
+    Example:
+        >>> "closed" in str(StreamClosedError("runs/1"))
+        True
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"Event stream {path!r} is closed; nothing more can be appended.")
+
+
+class StreamConflictError(StreamError):
+    """``append_once`` reused an idempotency key with different events.
+
+    Example:
+        >>> StreamConflictError("runs/1", "k", "0000000000000000_0000000000000003").key
+        'k'
+    """
+
+    def __init__(self, path: str, key: str, offset: str) -> None:
+        self.path = path
+        self.key = key
+        super().__init__(
+            f"Idempotency key {key!r} of event stream {path!r} was already used for "
+            f"different events (at offset {offset}); nothing was appended. Use a new key "
+            "for new events."
+        )
+
+
+class StreamOffsetError(StreamError):
+    """A read asked for an offset that is malformed or beyond the stream's head.
+
+    Example:
+        >>> issubclass(StreamOffsetError, StreamError)
+        True
+    """
+
+
+def format_offset(seq: int) -> str:
+    """Return the Flue offset of the ``seq``-th event (``-1`` before the first).
+
+    Example:
+        >>> format_offset(1)
+        '0000000000000000_0000000000000001'
+    """
+    return START if seq <= 0 else f"{0:016d}_{seq:016d}"
+
+
+def parse_offset(offset: str) -> int:
+    """Return the sequence number of a Flue offset (0 for ``-1``).
+
+    Raises:
+        StreamOffsetError: the offset is malformed.
+
+    Example:
+        >>> parse_offset("0000000000000000_0000000000000042")
+        42
+    """
+    if offset == START:
+        return 0
+    high, sep, low = offset.partition("_")
+    if not sep or not (high.isdigit() and low.isdigit()) or int(high) != 0:
+        raise StreamOffsetError(
+            f"Malformed offset {offset!r}: expected '-1', 'now' or an offset such as "
+            "'0000000000000000_0000000000000001'."
+        )
+    return int(low)
+
+
+@dataclass(frozen=True)
+class Event(Generic[T]):
+    """One event of a stream: its offset and its data.
+
+    Example:
+        ```python
+        event.offset   # '0000000000000000_0000000000000001'
+        event.data     # {'type': 'log', 'message': 'started'}
+        ```
+    """
+
+    offset: str
+    data: T
+
+
+@dataclass(frozen=True)
+class ReadResult(Generic[T]):
+    """What :meth:`EventStream.read` returns.
+
+    Attributes:
+        events: the events after the requested offset, oldest first.
+        next_offset: the offset of the last event returned (or the offset read from).
+        up_to_date: no event exists after ``next_offset``.
+        closed: the stream is closed.
+
+    Example:
+        ```python
+        result = await stream.read(after="-1", limit=100)
+        ```
+    """
+
+    events: list[Event[T]]
+    next_offset: str
+    up_to_date: bool
+    closed: bool
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """A stream's metadata.
+
+    Example:
+        ```python
+        info = await stream.meta()
+        info.length, info.closed
+        ```
+    """
+
+    path: str
+    length: int
+    closed: bool
+    created_ms: int
+    closed_ms: int | None
+    max_len: int | None
+
+    @property
+    def head(self) -> str:
+        """The offset of the last event appended."""
+        return format_offset(self.length)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class EventStream(Generic[T]):
+    """An append-only event log at ``path``; ``model`` makes reads validate events.
+
+    Args:
+        path: the stream's name, e.g. ``runs/<run id>``.
+        model: a Pydantic model (or any type) events are validated as when read; by
+            default events are JSON objects (``dict``).
+        db: the database; by default the one of the enclosing ``connect()``.
+
+    Example:
+        ```python
+        class Log(BaseModel):
+            type: str
+            message: str
+
+        logs = EventStream("runs/42", model=Log)
+        await logs.append(Log(type="log", message="hi"))
+        (await logs.read()).events[0].data.message   # 'hi'
+        ```
+    """
+
+    def __init__(
+        self, path: str, *, model: type[T] | None = None, db: Database | None = None
+    ) -> None:
+        self.path = path
+        self.model = model
+        self._adapter: TypeAdapter[Any] = TypeAdapter(model if model is not None else dict)
+        self._db = db
+
+    def __repr__(self) -> str:
+        return f"EventStream({self.path!r})"
+
+    def using(self, db: Database) -> EventStream[T]:
+        """Return this stream bound to ``db``.
+
+        Example:
+            ```python
+            await EventStream("runs/42").using(other_db).read()
+            ```
+        """
+        return EventStream(self.path, model=self.model, db=db)
+
+    def _database(self) -> Database:
+        return self._db or current_database()
+
+    def _keys(self, db: Database) -> tuple[str, str, str]:
+        base = db.keys.stream(self.path)
+        return base, f"{base}:events", f"{base}:once"
+
+    def _encode(self, data: T | Mapping[str, Any]) -> str:
+        if isinstance(data, BaseModel):
+            return canonical_json(data.model_dump(mode="json"))
+        if isinstance(data, Mapping):
+            return canonical_json(self._adapter.dump_python(data, mode="json"))
+        raise StreamError(
+            f"Events are JSON objects (dicts) or Pydantic models, not {type(data).__name__}."
+        )
+
+    def _decode(self, offset: str, payload: bytes) -> Event[T]:
+        try:
+            data = self._adapter.validate_json(payload)
+        except ValidationError as exc:
+            raise StreamError(
+                f"Event {offset} of stream {self.path!r} does not match "
+                f"{getattr(self.model, '__name__', self.model)}: {exc.errors()[0]['msg']}."
+            ) from None
+        return Event(offset, cast(T, data))
+
+    # Lifecycle -------------------------------------------------------------------------
+
+    async def create(self, *, max_len: int | None = None) -> bool:
+        """Create the stream; creating it again keeps its events. Returns whether it was new.
+
+        Args:
+            max_len: keep at most this many events; older ones are trimmed on append.
+
+        Example:
+            ```python
+            await EventStream("agents/support/42").create(max_len=10_000)
+            ```
+        """
+        if max_len is not None and max_len <= 0:
+            raise StreamError(f"max_len must be positive, not {max_len}.")
+        db = self._database()
+        meta, _events, _once = self._keys(db)
+        created = await db.scripts.call(
+            "stream_create", keys=[meta], args=[self.path, "" if max_len is None else max_len]
+        )
+        return bool(created)
+
+    async def close(self) -> bool:
+        """Close the stream: appends are refused, tails end. Idempotent.
+
+        Returns whether this call closed it (``False``: it was closed already).
+
+        Raises:
+            StreamNotFoundError: the stream does not exist.
+
+        Example:
+            ```python
+            await stream.close()
+            ```
+        """
+        db = self._database()
+        meta, events, _once = self._keys(db)
+        reply = int(await db.scripts.call("stream_close", keys=[meta, events]))
+        if reply == 0:
+            raise StreamNotFoundError(self.path)
+        return reply == 1
+
+    async def delete(self) -> bool:
+        """Delete the stream, its events and its idempotency keys. Returns whether it existed.
+
+        Example:
+            ```python
+            await stream.delete()
+            ```
+        """
+        db = self._database()
+        return bool(await db.client.delete(*self._keys(db)))
+
+    async def meta(self) -> StreamInfo | None:
+        """Return the stream's metadata, or ``None`` when it does not exist.
+
+        Example:
+            ```python
+            info = await stream.meta()
+            ```
+        """
+        db = self._database()
+        meta, _events, _once = self._keys(db)
+        raw = {_text(k): _text(v) for k, v in (await db.client.hgetall(meta)).items()}
+        if not raw:
+            return None
+        return StreamInfo(
+            path=raw["path"],
+            length=int(raw["seq"]),
+            closed=raw["closed"] == "1",
+            created_ms=int(raw["created_ms"]),
+            closed_ms=int(raw["closed_ms"]) if "closed_ms" in raw else None,
+            max_len=int(raw["max_len"]) if "max_len" in raw else None,
+        )
+
+    async def trim(self, keep_last: int) -> int:
+        """Keep only the last ``keep_last`` events; return how many were removed.
+
+        Offsets do not change: the remaining events keep theirs.
+
+        Example:
+            ```python
+            await stream.trim(keep_last=1000)
+            ```
+        """
+        if keep_last < 0:
+            raise StreamError(f"keep_last must be zero or more, not {keep_last}.")
+        db = self._database()
+        meta, events, _once = self._keys(db)
+        return int(await db.scripts.call("stream_trim", keys=[meta, events], args=[keep_last]))
+
+    # Appending -------------------------------------------------------------------------
+
+    async def _append(self, payloads: list[str], key: str = "") -> list[str]:
+        db = self._database()
+        digest = hashlib.sha256("\n".join(payloads).encode()).hexdigest() if key else ""
+        reply = await db.scripts.call(
+            "stream_append", keys=list(self._keys(db)), args=[key, digest, *payloads]
+        )
+        status = _text(reply[0])
+        if status == "missing":
+            raise StreamNotFoundError(self.path)
+        if status == "closed":
+            raise StreamClosedError(self.path)
+        offsets = [format_offset(int(seq)) for seq in reply[1:]]
+        if status == "conflict":
+            raise StreamConflictError(self.path, key, offsets[0])
+        return offsets
+
+    async def append(self, data: T | Mapping[str, Any]) -> str:
+        """Append one event; return its offset.
+
+        Raises:
+            StreamNotFoundError: the stream was not created.
+            StreamClosedError: the stream is closed.
+
+        Example:
+            ```python
+            offset = await stream.append({"type": "log", "message": "hello"})
+            ```
+        """
+        (offset,) = await self._append([self._encode(data)])
+        return offset
+
+    async def append_many(self, events: Sequence[T | Mapping[str, Any]]) -> list[str]:
+        """Append several events, all or nothing; return their offsets, in order.
+
+        Example:
+            ```python
+            offsets = await stream.append_many([{"n": 1}, {"n": 2}])
+            ```
+        """
+        if not events:
+            return []
+        return await self._append([self._encode(e) for e in events])
+
+    async def append_once(self, key: str, data: T | Mapping[str, Any]) -> str:
+        """Append an event at most once per ``key``: an exact retry returns the first offset.
+
+        Raises:
+            StreamConflictError: ``key`` was used before with other data.
+
+        Example:
+            ```python
+            offset = await stream.append_once("tool-call-7", {"type": "tool", "id": 7})
+            assert await stream.append_once("tool-call-7", {"type": "tool", "id": 7}) == offset
+            ```
+        """
+        if not key:
+            raise StreamError("append_once needs a non-empty idempotency key.")
+        (offset,) = await self._append([self._encode(data)], key)
+        return offset
+
+    # Reading ---------------------------------------------------------------------------
+
+    async def read(self, after: str = START, limit: int = 100) -> ReadResult[T]:
+        """Return up to ``limit`` events after ``after`` (``"-1"``, ``"now"`` or an offset).
+
+        ``"now"`` returns the head and no events. A missing stream reads as empty, up to
+        date and not closed, with ``next_offset="-1"``.
+
+        Raises:
+            StreamOffsetError: the offset is malformed or beyond the head.
+
+        Example:
+            ```python
+            result = await stream.read(after="-1", limit=50)
+            for event in result.events:
+                print(event.offset, event.data)
+            ```
+        """
+        if not 0 < limit <= MAX_READ:
+            raise StreamError(f"limit must be between 1 and {MAX_READ}, not {limit}.")
+        db = self._database()
+        meta, events, _once = self._keys(db)
+        start_seq = 0 if after == NOW else parse_offset(after)
+        start = "-" if start_seq == 0 else f"(0-{start_seq}"
+        fields, entries = await db.run_batch(
+            [("HMGET", meta, "seq", "closed"), ("XRANGE", events, start, "+", "COUNT", limit + 1)],
+            atomic=True,
+        )
+        head_raw, closed_raw = fields
+        if head_raw is None:  # missing stream
+            return ReadResult([], START, True, False)
+        head, closed = int(head_raw), _text(closed_raw) == "1"
+        if after == NOW:
+            return ReadResult([], format_offset(head), True, closed)
+        if start_seq > head:
+            raise StreamOffsetError(
+                f"Offset {after} is beyond the head of stream {self.path!r} "
+                f"({format_offset(head)})."
+            )
+        found: list[Event[T]] = []
+        last = start_seq
+        for entry_id, values in entries:
+            seq = int(_text(entry_id).split("-", 1)[1])
+            payload = values.get(b"d") if isinstance(values, dict) else None
+            if payload is None or seq > head or len(found) == limit:
+                break  # the close marker, or one past the page
+            found.append(self._decode(format_offset(seq), payload))
+            last = seq
+        return ReadResult(found, format_offset(last), last >= head, closed)
+
+    async def tail(self, after: str = START) -> AsyncIterator[Event[T]]:
+        """Yield the events after ``after``, then new ones as any process appends them.
+
+        Waits with a blocking read (XREAD BLOCK), not a polling loop, and ends when the
+        stream is closed. Cancelling the iterating task leaves the database usable.
+
+        Example:
+            ```python
+            async for event in run.events.tail(after="-1"):
+                print(event.data)
+            ```
+        """
+        db = self._database()
+        _meta, events_key, _once = self._keys(db)
+        position = after
+        while True:
+            result = await self.read(after=position, limit=MAX_READ)
+            for event in result.events:
+                yield event
+            position = result.next_offset
+            if not result.up_to_date:
+                continue
+            if result.closed:
+                return
+            last_id = f"0-{parse_offset(position)}"
+            await db.client.xread({events_key: last_id}, count=1, block=TAIL_BLOCK_MS)
+
+
+async def tail_many(
+    streams: Sequence[EventStream[T]], after: str = START
+) -> AsyncIterator[tuple[str, Event[T]]]:
+    """Merge the tails of several streams: yield ``(path, event)`` as events arrive.
+
+    Ends when every stream is closed.
+
+    Example:
+        ```python
+        async for path, event in tail_many([EventStream("runs/1"), EventStream("runs/2")]):
+            print(path, event.offset)
+        ```
+    """
+
+    async def labelled(stream: EventStream[T]) -> AsyncIterator[tuple[str, Event[T]]]:
+        async for event in stream.tail(after):
+            yield stream.path, event
+
+    merged = aiostream_stream.merge(*(labelled(s) for s in streams))
+    async with merged.stream() as items:
+        async for item in items:
+            yield item
+
+
+def event_json(event: Event[Any]) -> str:
+    """Return an event as one JSON line (offset and data), as the CLI prints it.
+
+    Example:
+        >>> event_json(Event("0000000000000000_0000000000000001", {"a": 1}))
+        '{"data":{"a":1},"offset":"0000000000000000_0000000000000001"}'
+    """
+    data = event.data.model_dump(mode="json") if isinstance(event.data, BaseModel) else event.data
+    return json.dumps({"offset": event.offset, "data": data}, sort_keys=True, separators=(",", ":"))

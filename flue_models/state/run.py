@@ -1,0 +1,301 @@
+"""Workflow runs: started once, ended once, listed newest first by status and workflow.
+
+Example:
+    ```python
+    run = await WorkflowRun.start("summarize", input={"text": "..."})
+    await run.events.append({"type": "log", "message": "started"})
+    await run.finish(result={"summary": "..."})
+    page = await WorkflowRun.list(status="completed", workflow="summarize", limit=20)
+    ```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, Field
+
+from flue_models.connection import Database, current_database
+from flue_models.model.base import DualMethod, Model
+from flue_models.model.errors import AlreadyExistsError, ConflictError
+from flue_models.model.fields import Indexed, new_id
+from flue_models.state.events import EventStream
+
+RunStatus = Literal["active", "completed", "errored", "cancelled"]
+#: Page size of :meth:`WorkflowRun.list` when none (or a non-positive one) is given.
+DEFAULT_LIST = 100
+#: Largest page :meth:`WorkflowRun.list` returns.
+MAX_LIST = 1000
+#: The fields of a light pointer: everything but ``input``, ``result``, ``error``.
+POINTER_FIELDS = ("id", "workflow", "status", "started_at", "ended_at", "duration_ms")
+
+
+class EndResult(enum.Enum):
+    """What ending a run did.
+
+    Example:
+        ```python
+        if await WorkflowRun.finish(run_id, result={}) is EndResult.NOT_FOUND:
+            ...
+        ```
+    """
+
+    ENDED = "ended"
+    ALREADY_ENDED = "already_ended"
+    NOT_FOUND = "not_found"
+
+
+class RunPointer(BaseModel):
+    """A light view of a run: what listings return (no input, result or error).
+
+    Example:
+        ```python
+        pointer = await WorkflowRun.lookup(run_id)
+        pointer.status, pointer.started_at
+        ```
+    """
+
+    id: str
+    workflow: str
+    status: RunStatus
+    started_at: dt.datetime
+    ended_at: dt.datetime | None = None
+    duration_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """A page of :meth:`WorkflowRun.list`: pointers, newest first, and the next cursor.
+
+    Example:
+        ```python
+        page = await WorkflowRun.list(status="errored")
+        more = await WorkflowRun.list(status="errored", cursor=page.next_cursor)
+        ```
+    """
+
+    items: list[RunPointer]
+    next_cursor: str | None
+
+
+class WorkflowRun(Model):
+    """One run of a workflow, with its status, timing, input, result and events.
+
+    Indexed by status, by workflow, and by the pair; ordered by ``started_at`` (ties by
+    id). Its events are the stream ``runs/<id>``, created when the run starts and closed
+    when it ends.
+
+    Example:
+        ```python
+        run = await WorkflowRun.start("summarize", input={"text": "..."})
+        await run.fail(error={"message": "model timed out"})
+        ```
+    """
+
+    class Meta:
+        collection = "workflow_run"
+        order_by = "started_at"
+        indexes = (("workflow", "status"),)
+
+    id: str = new_id()
+    workflow: Annotated[str, Indexed()]
+    status: Annotated[RunStatus, Indexed()] = "active"
+    started_at: dt.datetime
+    ended_at: dt.datetime | None = None
+    duration_ms: int | None = None
+    input: Any = None
+    result: Any = None
+    error: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    #: ``await run.finish(result)`` or ``await WorkflowRun.finish(run_id, result)``.
+    finish: ClassVar[DualMethod[EndResult]] = DualMethod("_finish_self", "_finish_id")
+    #: ``await run.fail(error)`` or ``await WorkflowRun.fail(run_id, error)``.
+    fail: ClassVar[DualMethod[EndResult]] = DualMethod("_fail_self", "_fail_id")
+    #: ``await run.cancel()`` or ``await WorkflowRun.cancel(run_id)``.
+    cancel: ClassVar[DualMethod[EndResult]] = DualMethod("_cancel_self", "_cancel_id")
+
+    @property
+    def events(self) -> EventStream[dict[str, Any]]:
+        """The run's event stream, ``runs/<id>``.
+
+        Example:
+            ```python
+            await run.events.append({"type": "log", "message": "step 1"})
+            ```
+        """
+        return EventStream(f"runs/{self.id}", db=self._flue_db)
+
+    @classmethod
+    async def start(
+        cls,
+        workflow: str,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        started_at: dt.datetime | None = None,
+        metadata: dict[str, Any] | None = None,
+        db: Database | None = None,
+    ) -> Self:
+        """Start a run, or return the stored one: idempotent, first writer wins.
+
+        A replay with the same ``run_id`` returns the stored run unchanged, and never
+        revives a finished one. ``started_at`` defaults to the server's clock.
+
+        Example:
+            ```python
+            run = await WorkflowRun.start("summarize", input={"text": "..."}, run_id="r-1")
+            again = await WorkflowRun.start("summarize", input={"text": "..."}, run_id="r-1")
+            assert again.id == run.id
+            ```
+        """
+        database = db or current_database()
+        if run_id is not None:
+            stored = await cls.get(run_id, db=database)
+            if stored is not None:
+                return await stored._ensure_stream()
+        run = cls(
+            workflow=workflow,
+            input=input,
+            started_at=started_at or await database.server_time(),
+            metadata=metadata or {},
+            **({"id": run_id} if run_id is not None else {}),
+        )
+        try:
+            await run.save(db=database)
+        except AlreadyExistsError:
+            stored = await cls.get(run.id, db=database)
+            assert stored is not None
+            return await stored._ensure_stream()
+        return await run._ensure_stream()
+
+    async def _ensure_stream(self) -> Self:
+        """Create the events stream of an active run (idempotent: a crash may have cut
+        the start between saving the run and creating its stream)."""
+        if self.status == "active":
+            await self.events.create()
+        return self
+
+    @classmethod
+    async def _end(
+        cls, run_id: str, status: RunStatus, db: Database | None, **fields: Any
+    ) -> EndResult:
+        database = db or current_database()
+        while True:
+            run = await cls.get(run_id, db=database)
+            if run is None:
+                return EndResult.NOT_FOUND
+            if run.status != "active":
+                return EndResult.ALREADY_ENDED
+            ended_at = await database.server_time()
+            duration = (ended_at - run.started_at) // dt.timedelta(milliseconds=1)
+            try:
+                await run.update(status=status, ended_at=ended_at, duration_ms=duration, **fields)
+            except ConflictError:
+                continue  # someone else wrote first: look again
+            events = run.events
+            if await events.meta() is not None:
+                await events.close()
+            return EndResult.ENDED
+
+    async def _end_self(self, status: RunStatus, db: Database | None, **fields: Any) -> EndResult:
+        database = db or self._flue_db
+        outcome = await type(self)._end(self.id, status, database, **fields)
+        stored = await type(self).get(self.id, db=database)
+        if stored is not None:
+            self._adopt(stored)  # this copy now shows what the store holds
+        return outcome
+
+    async def _finish_self(self, result: Any = None, *, db: Database | None = None) -> EndResult:
+        return await self._end_self("completed", db, result=result)
+
+    @classmethod
+    async def _finish_id(
+        cls, run_id: str, result: Any = None, *, db: Database | None = None
+    ) -> EndResult:
+        return await cls._end(run_id, "completed", db, result=result)
+
+    async def _fail_self(self, error: Any = None, *, db: Database | None = None) -> EndResult:
+        return await self._end_self("errored", db, error=error)
+
+    @classmethod
+    async def _fail_id(
+        cls, run_id: str, error: Any = None, *, db: Database | None = None
+    ) -> EndResult:
+        return await cls._end(run_id, "errored", db, error=error)
+
+    async def _cancel_self(self, *, db: Database | None = None) -> EndResult:
+        return await self._end_self("cancelled", db)
+
+    @classmethod
+    async def _cancel_id(cls, run_id: str, *, db: Database | None = None) -> EndResult:
+        return await cls._end(run_id, "cancelled", db)
+
+    @classmethod
+    async def _pointers(cls, ids: Sequence[str], db: Database) -> list[RunPointer]:
+        spec = cls.__flue_spec__
+        keys = [db.keys.record(spec.collection, run_id) for run_id in ids]
+        replies = await db.run_batch([("HMGET", key, *POINTER_FIELDS) for key in keys])
+        pointers = []
+        for values in replies:
+            if values[0] is None:
+                continue  # deleted between the index read and this one
+            data = {
+                name: spec.codecs[name].decode(raw)
+                for name, raw in zip(POINTER_FIELDS, values, strict=True)
+                if raw is not None
+            }
+            pointers.append(RunPointer.model_validate(data))
+        return pointers
+
+    @classmethod
+    async def lookup(cls, run_id: str, *, db: Database | None = None) -> RunPointer | None:
+        """Return the light pointer of a run (no input, result or error), or ``None``.
+
+        Example:
+            ```python
+            pointer = await WorkflowRun.lookup("r-1")
+            ```
+        """
+        found = await cls._pointers([run_id], db or current_database())
+        return found[0] if found else None
+
+    @classmethod
+    async def list(
+        cls,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        limit: int = DEFAULT_LIST,
+        cursor: str | None = None,
+        *,
+        db: Database | None = None,
+    ) -> RunPage:
+        """List runs newest first (by ``started_at``, ties by id), filtered by status and workflow.
+
+        Args:
+            status: only runs in this status.
+            workflow: only runs of this workflow.
+            limit: page size: default 100, at most 1000; zero or less means the default.
+            cursor: the ``next_cursor`` of the previous page.
+
+        Example:
+            ```python
+            page = await WorkflowRun.list(status="errored", workflow="summarize")
+            for run in page.items:
+                print(run.id, run.started_at)
+            ```
+        """
+        database = db or current_database()
+        size = DEFAULT_LIST if limit <= 0 else min(limit, MAX_LIST)
+        conditions = []
+        if status is not None:
+            conditions.append(cls.status == status)
+        if workflow is not None:
+            conditions.append(cls.workflow == workflow)
+        query = cls.find(*conditions).sort_by("-started_at").using(database)
+        found = await query.id_page(size, cursor)
+        return RunPage(await cls._pointers(found.ids, database), found.next_cursor)
