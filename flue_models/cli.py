@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import warnings
@@ -18,10 +19,13 @@ from typing import Any
 
 from flue_models.config import data_dir_from_environment
 from flue_models.connection import connect
+from flue_models.demo import run_demo
 from flue_models.embedded import EmbeddedServer
 from flue_models.errors import FlueModelsError
 from flue_models.inspection import check_report, read_server
 from flue_models.schema import MigrationSet, migrate, new_migration_file, schema_status
+from flue_models.state.events import EventStream, event_json
+from flue_models.state.run import WorkflowRun
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -99,6 +103,64 @@ async def _migrations_new(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _demo(args: argparse.Namespace) -> int:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect) as db:
+        await run_demo(db)
+    return 0
+
+
+async def _runs_list(args: argparse.Namespace) -> int:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
+        page = await WorkflowRun.list(
+            status=args.status, workflow=args.workflow, limit=args.limit, cursor=args.cursor, db=db
+        )
+    if args.json:
+        items = [item.model_dump(mode="json") for item in page.items]
+        print(json.dumps({"items": items, "next_cursor": page.next_cursor}, ensure_ascii=False))
+        return 0
+    for item in page.items:
+        duration = "" if item.duration_ms is None else f"{item.duration_ms} ms"
+        print(
+            f"{item.id}  {item.workflow:<12} {item.status:<9} "
+            f"{item.started_at.isoformat(timespec='seconds')}  {duration}"
+        )
+    if page.next_cursor:
+        print(f"next: --cursor {page.next_cursor}")
+    return 0
+
+
+async def _runs_show(args: argparse.Namespace) -> int:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
+        run = await WorkflowRun.get(args.run_id, db=db)
+    if run is None:
+        print(f"error: no run {args.run_id!r}", file=sys.stderr)
+        return 3
+    print(json.dumps(run.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    return 0
+
+
+async def _events_read(args: argparse.Namespace) -> int:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
+        stream: EventStream[dict[str, Any]] = EventStream(args.path, db=db)
+        result = await stream.read(after=args.after, limit=args.limit)
+    for event in result.events:
+        print(event_json(event))
+    print(
+        f"next_offset={result.next_offset} up_to_date={str(result.up_to_date).lower()} "
+        f"closed={str(result.closed).lower()}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def _events_tail(args: argparse.Namespace) -> int:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
+        stream: EventStream[dict[str, Any]] = EventStream(args.path, db=db)
+        async for event in stream.tail(after=args.after):
+            print(event_json(event), flush=True)
+    return 0
+
+
 def _server_for(args: argparse.Namespace) -> EmbeddedServer:
     return EmbeddedServer(Path(args.data_dir) if args.data_dir else data_dir_from_environment())
 
@@ -132,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="flue-models",
-        description="Durable agent and workflow state in Redis: check the server, migrate "
-        "the schema, manage the embedded server.",
+        description="Durable agent and workflow state in Redis: run the demo, check the "
+        "server, migrate the schema, list runs, read and tail event streams, manage the "
+        "embedded server.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -177,6 +240,40 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name", help="what it does, e.g. add_priority")
     new.add_argument("--dir", help="the migrations folder (default: ./migrations)")
     new.set_defaults(handler=_migrations_new)
+
+    demo = commands.add_parser(
+        "demo", help="run a small simulated agent workload, tail a run, list runs by status"
+    )
+    _connection_options(demo)
+    demo.set_defaults(handler=_demo)
+
+    runs = commands.add_parser("runs", help="list and show workflow runs")
+    run_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    runs_list = run_commands.add_parser("list", help="runs newest first")
+    _connection_options(runs_list)
+    runs_list.add_argument("--status", choices=["active", "completed", "errored", "cancelled"])
+    runs_list.add_argument("--workflow")
+    runs_list.add_argument("--limit", type=int, default=100, help="default 100, at most 1000")
+    runs_list.add_argument("--cursor", help="the 'next' cursor a previous page printed")
+    runs_list.add_argument("--json", action="store_true", help="one JSON document")
+    runs_list.set_defaults(handler=_runs_list)
+    runs_show = run_commands.add_parser("show", help="one run, everything, as JSON")
+    _connection_options(runs_show)
+    runs_show.add_argument("run_id")
+    runs_show.set_defaults(handler=_runs_show)
+
+    events = commands.add_parser("events", help="read and tail event streams")
+    event_commands = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
+    events_read = event_commands.add_parser("read", help="events after an offset, as JSON lines")
+    events_tail = event_commands.add_parser(
+        "tail", help="follow a stream until it closes (Ctrl-C to stop)"
+    )
+    for command, handler in ((events_read, _events_read), (events_tail, _events_tail)):
+        _connection_options(command)
+        command.add_argument("path", help="e.g. runs/<run id>")
+        command.add_argument("--after", default="-1", help="-1, now, or an offset")
+        command.set_defaults(handler=handler)
+    events_read.add_argument("--limit", type=int, default=100)
 
     server = commands.add_parser("server", help="manage the embedded server (status, stop)")
     server_commands = server.add_subparsers(dest="server_command", metavar="ACTION", required=True)

@@ -1,0 +1,86 @@
+"""``flue-models demo``: a small simulated agent workload on real Redis state.
+
+It starts a few workflow runs whose steps stream events (one of them fails), shows a
+live tail of one run while it progresses, then lists runs by status. The state stays:
+running the demo again shows the earlier runs still there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+from flue_models.connection import Database
+from flue_models.state.events import Event
+from flue_models.state.run import WorkflowRun
+
+#: (workflow, input, steps, fails): the simulated runs of one demo.
+WORKLOAD = (
+    ("summarize", {"text": "Quarterly report, 40 pages"}, 4, False),
+    ("translate", {"text": "Bonjour", "to": "en"}, 3, False),
+    ("日報", {"team": "support"}, 3, False),
+    ("summarize", {"text": "A corrupted PDF"}, 2, True),
+)
+#: Pause between simulated steps, so the live tail has something to show.
+STEP_PAUSE = 0.15
+
+
+async def _simulate(run: WorkflowRun, steps: int, fails: bool) -> None:
+    events = run.events
+    await events.append({"type": "log", "message": f"{run.workflow} started"})
+    for step in range(1, steps + 1):
+        await asyncio.sleep(STEP_PAUSE)  # the simulated agent at work
+        await events.append({"type": "progress", "step": step, "of": steps})
+    if fails:
+        await events.append({"type": "log", "message": "could not read the input"})
+        await run.fail(error={"message": "input unreadable"})
+    else:
+        await run.finish(result={"steps": steps})
+
+
+def _show(event: Event[dict[str, object]]) -> str:
+    data = dict(event.data)
+    kind = data.pop("type", "?")
+    return f"  {event.offset[-4:]}  {kind:<8} {json.dumps(data, ensure_ascii=False)}"
+
+
+async def run_demo(db: Database, out: Callable[[str], None] = print) -> None:
+    """Run the demo workload on ``db`` and print what happens.
+
+    Example:
+        ```python
+        async with fm.connect() as db:
+            await run_demo(db)
+        ```
+    """
+    earlier = await WorkflowRun.find().using(db).count()
+    where = db.url.display + (f" (embedded, {db.embedded.data_dir})" if db.embedded else "")
+    out(f"flue-models demo on {where}, prefix {db.keys.prefix!r}")
+    out(f"{earlier} run(s) from earlier demos are stored here")
+
+    runs = [
+        await WorkflowRun.start(workflow, input=data, db=db, metadata={"demo": True})
+        for workflow, data, _steps, _fails in WORKLOAD
+    ]
+    workers = [
+        asyncio.create_task(_simulate(run, steps, fails))
+        for run, (_w, _d, steps, fails) in zip(runs, WORKLOAD, strict=True)
+    ]
+    watched = runs[0]
+    out(f"\nlive tail of run {watched.id} ({watched.workflow}):")
+    async for event in watched.events.tail(after="-1"):
+        out(_show(event))
+    out("  (stream closed: the run ended)")
+    await asyncio.gather(*workers)
+
+    for status in ("completed", "errored"):
+        page = await WorkflowRun.list(status=status, limit=5, db=db)
+        total = await WorkflowRun.find(WorkflowRun.status == status).using(db).count()
+        out(f"\n{status}: {total} run(s); newest:")
+        for pointer in page.items:
+            out(
+                f"  {pointer.started_at:%Y-%m-%d %H:%M:%S}  {pointer.workflow:<10} "
+                f"{pointer.id}  {pointer.duration_ms} ms"
+            )
+    out(f"\nnow {earlier + len(runs)} run(s) stored; run the demo again to see them stay.")

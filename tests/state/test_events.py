@@ -1,0 +1,259 @@
+"""EventStream on a real server: offsets, idempotency, reads, retention and live tails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import flue_models as fm
+from flue_models import EventStream
+from flue_models.state.events import format_offset, tail_many
+
+ROOT = Path(__file__).parents[2]
+
+
+def off(n: int) -> str:
+    return format_offset(n)
+
+
+@pytest.fixture
+async def stream(db: fm.Database) -> EventStream[dict[str, Any]]:
+    created: EventStream[dict[str, Any]] = EventStream("agents/support/42")
+    assert await created.create() is True
+    return created
+
+
+async def test_offsets_start_at_one_and_increase_by_one(
+    stream: EventStream[dict[str, Any]],
+) -> None:
+    assert off(1) == "0000000000000000_0000000000000001"
+    assert [await stream.append({"n": i}) for i in range(3)] == [off(1), off(2), off(3)]
+    assert await stream.append_many([{"n": 3}, {"n": 4}]) == [off(4), off(5)]
+
+
+async def test_create_is_idempotent_and_keeps_the_events(
+    stream: EventStream[dict[str, Any]],
+) -> None:
+    await stream.append({"n": 1})
+    assert await stream.create() is False
+    assert [e.data for e in (await stream.read()).events] == [{"n": 1}]
+
+
+async def test_appending_to_a_missing_or_closed_stream_raises_naming_the_path(
+    db: fm.Database,
+) -> None:
+    missing: EventStream[dict[str, Any]] = EventStream("runs/nope")
+    with pytest.raises(fm.StreamNotFoundError, match="runs/nope"):
+        await missing.append({"n": 1})
+    closed: EventStream[dict[str, Any]] = EventStream("runs/closed")
+    await closed.create()
+    assert await closed.close() is True
+    assert await closed.close() is False  # idempotent
+    with pytest.raises(fm.StreamClosedError, match="runs/closed"):
+        await closed.append({"n": 1})
+    with pytest.raises(fm.StreamClosedError):
+        await closed.append_many([{"n": 1}, {"n": 2}])
+    assert (await closed.read()).events == []
+    with pytest.raises(fm.StreamNotFoundError):
+        await missing.close()
+
+
+async def test_append_many_is_all_or_nothing(stream: EventStream[dict[str, Any]]) -> None:
+    with pytest.raises(fm.StreamError, match="JSON objects"):
+        await stream.append_many([{"n": 1}, "not an object"])  # type: ignore[list-item]
+    assert (await stream.read()).events == []
+
+
+async def test_append_once_returns_the_first_offset_on_an_exact_retry(
+    stream: EventStream[dict[str, Any]],
+) -> None:
+    await stream.append({"n": 0})
+    first = await stream.append_once("call-7", {"tool": "search", "args": {"q": "x"}})
+    again = await stream.append_once("call-7", {"args": {"q": "x"}, "tool": "search"})
+    assert first == again == off(2)
+    with pytest.raises(fm.StreamConflictError, match="call-7"):
+        await stream.append_once("call-7", {"tool": "search", "args": {"q": "y"}})
+    assert len((await stream.read()).events) == 2
+    await stream.close()
+    assert await stream.append_once("call-7", {"tool": "search", "args": {"q": "x"}}) == first
+
+
+async def test_twenty_concurrent_appenders_on_two_clients_leave_no_gaps(
+    db: fm.Database, stream: EventStream[dict[str, Any]], redis_url: str, protocol: int
+) -> None:
+    other = await fm.connect(redis_url, key_prefix=db.keys.prefix, protocol=protocol)
+    try:
+        on_other = stream.using(other)
+        offsets = await asyncio.gather(
+            *((stream if i % 2 else on_other).append({"i": i}) for i in range(20))
+        )
+        assert sorted(offsets) == [off(n) for n in range(1, 21)]
+        events = (await stream.read(limit=100)).events
+        assert sorted(e.data["i"] for e in events) == list(range(20))
+    finally:
+        await other.close()
+
+
+async def test_read_semantics(stream: EventStream[dict[str, Any]]) -> None:
+    for i in range(5):
+        await stream.append({"n": i})
+    page = await stream.read(after="-1", limit=2)
+    assert [e.offset for e in page.events] == [off(1), off(2)]
+    assert (page.next_offset, page.up_to_date, page.closed) == (off(2), False, False)
+    rest = await stream.read(after=page.next_offset, limit=3)  # exactly full, ends at the head
+    assert [e.data["n"] for e in rest.events] == [2, 3, 4]
+    assert (rest.next_offset, rest.up_to_date) == (off(5), True)
+    head = await stream.read(after="now")
+    assert (head.events, head.next_offset, head.up_to_date) == ([], off(5), True)
+    nothing_new = await stream.read(after=off(5))
+    assert (nothing_new.events, nothing_new.next_offset, nothing_new.up_to_date) == (
+        [],
+        off(5),
+        True,
+    )
+    with pytest.raises(fm.StreamOffsetError, match="beyond the head"):
+        await stream.read(after=off(6))
+    with pytest.raises(fm.StreamOffsetError, match="Malformed"):
+        await stream.read(after="yesterday")
+    await stream.close()
+    closed = await stream.read(after=off(4))
+    assert ([e.data["n"] for e in closed.events], closed.up_to_date, closed.closed) == (
+        [4],
+        True,
+        True,
+    )
+
+
+async def test_a_missing_stream_reads_as_empty_and_up_to_date(db: fm.Database) -> None:
+    result = await EventStream("runs/never").read(after="-1")
+    assert (result.events, result.next_offset, result.up_to_date, result.closed) == (
+        [],
+        "-1",
+        True,
+        False,
+    )
+    assert await EventStream("runs/never").meta() is None
+
+
+async def test_meta_delete_and_retention(stream: EventStream[dict[str, Any]]) -> None:
+    await stream.append_many([{"n": i} for i in range(10)])
+    info = await stream.meta()
+    assert info is not None
+    assert (info.path, info.length, info.closed, info.head) == (
+        "agents/support/42",
+        10,
+        False,
+        off(10),
+    )
+    assert await stream.trim(keep_last=3) == 7
+    kept = await stream.read()
+    assert [e.offset for e in kept.events] == [off(8), off(9), off(10)]  # offsets do not change
+    assert await stream.delete() is True
+    assert await stream.meta() is None
+    assert await stream.delete() is False
+
+
+async def test_a_maximum_length_is_applied_on_append(db: fm.Database) -> None:
+    bounded: EventStream[dict[str, Any]] = EventStream("runs/bounded")
+    await bounded.create(max_len=3)
+    await bounded.append_many([{"n": i} for i in range(5)])
+    await bounded.append({"n": 5})
+    assert [e.data["n"] for e in (await bounded.read()).events] == [3, 4, 5]
+
+
+class Log(BaseModel):
+    type: str
+    message: str
+
+
+async def test_typed_streams_validate_events(db: fm.Database) -> None:
+    logs = EventStream("runs/typed", model=Log)
+    await logs.create()
+    await logs.append(Log(type="log", message="hi"))
+    (event,) = (await logs.read()).events
+    assert event.data == Log(type="log", message="hi")
+    await EventStream("runs/typed").append({"type": "log"})  # written untyped, no message
+    with pytest.raises(fm.StreamError, match="does not match Log"):
+        await logs.read()
+
+
+async def test_tail_yields_existing_events_then_new_ones_and_ends_when_closed(
+    stream: EventStream[dict[str, Any]],
+) -> None:
+    await stream.append({"n": 0})
+    seen: list[int] = []
+    got_first = asyncio.Event()
+
+    async def follow() -> None:
+        async for event in stream.tail(after="-1"):
+            seen.append(event.data["n"])
+            got_first.set()
+
+    follower = asyncio.create_task(follow())
+    await got_first.wait()
+    await stream.append_many([{"n": 1}, {"n": 2}])
+    await stream.close()
+    await asyncio.wait_for(follower, timeout=30)
+    assert seen == [0, 1, 2]
+
+
+async def test_a_tail_in_another_process_is_woken_by_an_append(
+    db: fm.Database, stream: EventStream[dict[str, Any]], redis_url: str
+) -> None:
+    await stream.append({"n": 0})
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).parent / "tail_process.py"), redis_url,
+        db.keys.prefix, stream.path, stdout=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert child.stdout is not None
+    first = await child.stdout.readline()
+    assert json.loads(first)["data"] == {"n": 0}  # it is tailing now
+    await stream.append({"n": 1})
+    second = await child.stdout.readline()
+    assert json.loads(second) == {"offset": off(2), "data": {"n": 1}}
+    await stream.close()
+    assert (await child.stdout.readline()).strip() == b"closed"
+    assert await asyncio.wait_for(child.wait(), timeout=30) == 0
+
+
+async def test_cancelling_a_tail_leaves_the_database_usable(
+    db: fm.Database, stream: EventStream[dict[str, Any]]
+) -> None:
+    started = asyncio.Event()
+
+    async def follow() -> None:
+        async for _event in stream.tail(after="now"):
+            pass
+
+    task = asyncio.create_task(follow())
+    # The tail is blocked in XREAD once the server lists a client blocked on it.
+    while not started.is_set():
+        clients = await db.client.client_list()
+        if any(c.get("cmd") == "xread" for c in clients):
+            started.set()
+        else:
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await db.client.ping()
+    assert await stream.append({"n": 1}) == off(1)
+    assert [e.data for e in (await stream.read()).events] == [{"n": 1}]
+
+
+async def test_tail_many_merges_streams(db: fm.Database) -> None:
+    streams: list[EventStream[dict[str, Any]]] = [EventStream(f"runs/m{i}") for i in range(3)]
+    for i, s in enumerate(streams):
+        await s.create()
+        await s.append_many([{"stream": i, "n": n} for n in range(2)])
+        await s.close()
+    seen = [(path, event.data["n"]) async for path, event in tail_many(streams)]
+    assert sorted(seen) == sorted((f"runs/m{i}", n) for i in range(3) for n in range(2))
