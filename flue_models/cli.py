@@ -26,6 +26,7 @@ from flue_models.inspection import check_report, read_server
 from flue_models.schema import MigrationSet, migrate, new_migration_file, schema_status
 from flue_models.state.events import EventStream, event_json
 from flue_models.state.run import WorkflowRun
+from flue_models.state.session import Session
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -161,6 +162,19 @@ async def _events_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _sessions_show(args: argparse.Namespace) -> int:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
+        session = await Session.load(args.session_id, db=db)
+    if session is None:
+        print(f"error: no session {args.session_id!r}", file=sys.stderr)
+        return 3
+    shown = session.model_dump(mode="json")
+    entries = session.entries[-args.entries :] if args.entries > 0 else []
+    shown["entries"] = [entry.model_dump(mode="json") for entry in entries]
+    print(json.dumps(shown, indent=2, ensure_ascii=False))
+    return 0
+
+
 def _server_for(args: argparse.Namespace) -> EmbeddedServer:
     return EmbeddedServer(Path(args.data_dir) if args.data_dir else data_dir_from_environment())
 
@@ -261,6 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(runs_show)
     runs_show.add_argument("run_id")
     runs_show.set_defaults(handler=_runs_show)
+
+    sessions = commands.add_parser("sessions", help="show agent sessions")
+    session_commands = sessions.add_subparsers(
+        dest="sessions_command", metavar="ACTION", required=True
+    )
+    sessions_show = session_commands.add_parser(
+        "show", help="a session's record and its last entries, as JSON"
+    )
+    _connection_options(sessions_show)
+    sessions_show.add_argument("session_id")
+    sessions_show.add_argument(
+        "--entries", type=int, default=20, help="how many of the last entries (default 20)"
+    )
+    sessions_show.set_defaults(handler=_sessions_show)
 
     events = commands.add_parser("events", help="read and tail event streams")
     event_commands = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)

@@ -10,6 +10,7 @@ Layout (see DESIGN.md, "Storage layout"):
   set scored by the model's order field).
 * ``<prefix>:<collection>:rng:<field>``: the ids with the field set, scored by its value.
 * ``<prefix>:<collection>:uniq:<field>``: value -> id of a unique field (hash).
+* ``<prefix>:<collection>/<name>:<b64 id>``: a key a record owns (a session's entries).
 * ``<prefix>:stream:<b64 path>`` (hash), ``...:events`` (stream), ``...:once`` (hash): an
   event stream's metadata, events and idempotency keys.
 
@@ -180,6 +181,19 @@ class KeySpace:
             'p:user:uniq:email'
         """
         return f"{self.prefix}:{collection}:uniq:{field}"
+
+    def owned(self, collection: str, name: str, record_id: str) -> str:
+        """Return a key a record owns besides its hash (e.g. a session's entry list).
+
+        The ``/`` keeps it apart from every key of the collection itself.
+
+        Example:
+            >>> KeySpace("p").owned("session", "entries", "s-1")
+            'p:session/entries:cy0x'
+        """
+        if not record_id:
+            raise ConfigurationError("A record id must be a non-empty string.")
+        return f"{self.prefix}:{collection}/{name}:{encode_segment(record_id)}"
 
     def stream(self, path: str) -> str:
         """Return the metadata hash of an event stream; its events and idempotency keys

@@ -65,6 +65,7 @@ class _Write:
     zadd: dict[str, float] = field(default_factory=dict)
     claims: list[tuple[str, bytes, str]] = field(default_factory=list)
     releases: list[tuple[str, bytes]] = field(default_factory=list)
+    lists: dict[str, list[bytes]] = field(default_factory=dict)
     snapshot: dict[str, bytes] = field(default_factory=dict)
     entries: dict[str, float] = field(default_factory=dict)
     unique: dict[str, bytes] = field(default_factory=dict)
@@ -512,6 +513,10 @@ async def _run_writes(db: Database, writes: list[_Write]) -> None:
         for key, value in w.releases:
             keys.append(key)
             args.append(value)
+        args.append(len(w.lists))
+        for key, elements in w.lists.items():
+            keys.append(key)
+            args += [len(elements), *elements]
     reply = await db.scripts.call("save", keys=keys, args=args)
     status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
     if status == "conflict":

@@ -9,11 +9,14 @@
 --   n_zrem sorted sets to remove the id from,
 --   n_zadd sorted sets to add the id to (with the scores in ARGV),
 --   n_claim "uniq" hashes to claim a value in,
---   n_release "uniq" hashes to release a value from.
+--   n_release "uniq" hashes to release a value from,
+--   n_list lists the record owns, each replaced by the elements in ARGV (a delete
+--   passes its lists with no elements, which removes them).
 -- ARGV: n_records, then per record:
 --   mode ("s" save, "d" delete), id, expected version (0: must not exist),
 --   n_hset, field, value, ...,   n_hdel, field, ...,
---   n_zrem,   n_zadd, score, ...,   n_claim, value, ...,   n_release, value, ...
+--   n_zrem,   n_zadd, score, ...,   n_claim, value, ...,   n_release, value, ...,
+--   n_list, then per list: n_elements, element, ...
 -- Returns {"ok", new_version, ...} (0 for a delete), or, writing nothing,
 --   {"conflict", record_number, stored_version} or
 --   {"unique", record_number, claim_number, holder_id}   (numbers count from 1).
@@ -44,6 +47,15 @@ for r = 1, tonumber(ARGV[1]) do
   local n_release = tonumber(ARGV[a]); a = a + 1
   for _ = 1, n_release do
     table.insert(rec.releases, {KEYS[k], ARGV[a]}); k = k + 1; a = a + 1
+  end
+  rec.lists = {}
+  local n_list = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, n_list do
+    local list = {key = KEYS[k], elements = {}}
+    k = k + 1
+    local n_elements = tonumber(ARGV[a]); a = a + 1
+    for _ = 1, n_elements do table.insert(list.elements, ARGV[a]); a = a + 1 end
+    table.insert(rec.lists, list)
   end
   records[r] = rec
 end
@@ -76,6 +88,12 @@ for _, rec in ipairs(records) do
     if redis.call('HGET', rel[1], rel[2]) == rec.id then redis.call('HDEL', rel[1], rel[2]) end
   end
   for _, key in ipairs(rec.zrem) do redis.call('ZREM', key, rec.id) end
+  for _, list in ipairs(rec.lists) do
+    redis.call('DEL', list.key)
+    for i = 1, #list.elements, 1000 do
+      redis.call('RPUSH', list.key, unpack(list.elements, i, math.min(i + 999, #list.elements)))
+    end
+  end
   if rec.mode == 'd' then
     redis.call('DEL', rec.key)
     table.insert(versions, 0)

@@ -24,14 +24,27 @@ from flue_models.state.events import (
     tail_many,
 )
 from flue_models.state.run import EndResult, RunPage, RunPointer, WorkflowRun
+from flue_models.state.session import (
+    CompactionEntry,
+    MessageEntry,
+    Session,
+    SessionContext,
+    SessionError,
+    session_key,
+)
 
 __all__ = [
+    "CompactionEntry",
     "EndResult",
     "Event",
     "EventStream",
+    "MessageEntry",
     "ReadResult",
     "RunPage",
     "RunPointer",
+    "Session",
+    "SessionContext",
+    "SessionError",
     "StreamClosedError",
     "StreamConflictError",
     "StreamError",
@@ -41,5 +54,6 @@ __all__ = [
     "WorkflowRun",
     "format_offset",
     "parse_offset",
+    "session_key",
     "tail_many",
 ]

@@ -66,3 +66,20 @@ def test_the_demo_runs_twice_and_keeps_the_first_runs_data(redis_url: str, key_p
     assert second.returncode == 0, second.stderr
     assert "4 run(s) from earlier demos" in second.stdout
     assert "completed: 6 run(s)" in second.stdout
+
+
+async def test_sessions_show(db: fm.Database, redis_url: str) -> None:
+    session = await fm.Session.open("support/eu-1/claude/main", metadata={"user": "u1"})
+    for n in range(5):
+        await session.append(fm.MessageEntry(id=f"m{n}", role="user", content=f"hello {n}"))
+    common = ["--url", redis_url, "--prefix", db.keys.prefix]
+    shown = await asyncio.to_thread(
+        cli, "sessions", "show", "support/eu-1/claude/main", *common, "--entries", "2"
+    )
+    assert shown.returncode == 0, shown.stderr
+    body = json.loads(shown.stdout)
+    assert body["metadata"] == {"user": "u1"}
+    assert body["leaf_id"] == "m4"
+    assert [e["id"] for e in body["entries"]] == ["m3", "m4"]
+    missing = await asyncio.to_thread(cli, "sessions", "show", "nope", *common)
+    assert missing.returncode == 3

@@ -1,0 +1,167 @@
+"""Sessions on a real server: appends, atomic loads and snapshots, context, big entries."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import flue_models as fm
+from flue_models import CompactionEntry, MessageEntry, Session, session_key
+from flue_models.state.session import CHUNK_BYTES
+
+
+def message(entry_id: str, parent: str | None, text: Any = "", role: str = "user") -> MessageEntry:
+    return MessageEntry(id=entry_id, parent_id=parent, role=role, content=text)
+
+
+async def test_open_is_idempotent_and_uses_the_server_clock(db: fm.Database) -> None:
+    key = session_key("support", "eu-1", "claude", "main")
+    before = await db.server_time()
+    session = await Session.open(key, metadata={"user": "u1"})
+    again = await Session.open(key, metadata={"user": "other"})
+    assert again.metadata == {"user": "u1"}
+    assert before <= session.created_at == again.created_at
+    assert session.entries == []
+
+
+async def test_appends_move_the_leaf_and_never_rewrite_earlier_entries(db: fm.Database) -> None:
+    session = await Session.open("s-1")
+    await session.append(message("m1", None, "hello"))
+    entries_key = db.keys.owned("session", "entries", "s-1")
+    first_element = await db.client.lindex(entries_key, 0)
+    await session.append_many([message("m2", "m1", "hi", "assistant"), message("m3", "m2", "?")])
+    assert session.leaf_id == "m3"
+    assert session.entry_count == 3
+    assert await db.client.lindex(entries_key, 0) == first_element  # byte for byte
+    loaded = await Session.load("s-1")
+    assert loaded is not None
+    assert [e.id for e in loaded.entries] == ["m1", "m2", "m3"]
+    assert (loaded.leaf_id, loaded.entry_count) == ("m3", 3)
+    assert loaded.updated_at >= loaded.created_at
+
+
+async def test_a_bad_batch_appends_nothing(db: fm.Database) -> None:
+    session = await Session.open("s-2")
+    with pytest.raises(fm.SessionError, match="nothing was appended"):
+        await session.append_many([message("m1", None), {"id": "m2"}])  # type: ignore[list-item]
+    loaded = await Session.load("s-2")
+    assert loaded is not None
+    assert loaded.entries == []
+
+
+async def test_metadata_is_saved_under_the_version_check_and_appends_do_not_conflict(
+    db: fm.Database,
+) -> None:
+    session = await Session.open("s-3")
+    stale = await Session.load("s-3")
+    assert stale is not None
+    await session.append(message("m1", None))  # an append does not change the version
+    session.metadata = {"title": "first"}
+    await session.save()
+    stale.metadata = {"title": "second"}
+    with pytest.raises(fm.ConflictError):
+        await stale.save()
+    loaded = await Session.load("s-3")
+    assert loaded is not None
+    assert (loaded.metadata, loaded.leaf_id) == ({"title": "first"}, "m1")
+
+
+async def test_snapshots_replace_everything_and_loads_never_see_a_mix(
+    db: fm.Database, redis_url: str, protocol: int
+) -> None:
+    other = await fm.connect(redis_url, key_prefix=db.keys.prefix, protocol=protocol)
+    try:
+        await Session.open("s-snap")
+
+        def snapshot(i: int) -> list[MessageEntry]:
+            return [
+                message(f"{i}-{n}", f"{i}-{n - 1}" if n else None, {"i": i}) for n in range(i + 1)
+            ]
+
+        async def writer(i: int) -> None:
+            await Session.save_snapshot("s-snap", snapshot(i), metadata={"i": i}, db=db)
+
+        async def reader() -> Session | None:
+            return await Session.load("s-snap", db=other)
+
+        results = await asyncio.gather(
+            *(writer(i) for i in range(10)), *(reader() for _ in range(20))
+        )
+        for loaded in results[10:]:
+            assert loaded is not None
+            i = loaded.metadata.get("i")
+            if i is None:  # read before any snapshot landed
+                assert loaded.entries == []
+                continue
+            assert [e.id for e in loaded.entries] == [e.id for e in snapshot(i)]
+            assert {e.content["i"] for e in loaded.entries if isinstance(e, MessageEntry)} == {i}
+            assert loaded.leaf_id == f"{i}-{i}"
+    finally:
+        await other.close()
+
+
+async def test_delete_removes_the_session_and_its_entries(db: fm.Database) -> None:
+    session = await Session.open("s-del")
+    await session.append(message("m1", None))
+    assert await Session.delete("s-del") is True
+    assert await Session.load("s-del") is None
+    assert not await db.client.exists(db.keys.owned("session", "entries", "s-del"))
+    assert await Session.delete("s-del") is False  # deleting a missing session does nothing
+    with pytest.raises(fm.ConflictError):
+        await session.append(message("m2", "m1"))
+
+
+async def test_context_is_the_latest_summary_and_the_kept_branch(db: fm.Database) -> None:
+    session = await Session.open("s-ctx")
+    await session.append_many(
+        [
+            message("m1", None, "a"),
+            message("m2", "m1", "b", "assistant"),
+            message("m3", "m2", "c"),
+            CompactionEntry(id="c1", parent_id="m3", summary="first summary",
+                            first_kept_entry_id="m2", tokens_before=100),
+            message("m4", "c1", "d", "assistant"),
+            message("x1", "m1", "abandoned branch"),
+            message("m5", "m4", "e"),
+        ]
+    )  # fmt: skip
+    loaded = await Session.load("s-ctx")
+    assert loaded is not None
+    context = loaded.context()
+    assert context.summary == "first summary"
+    assert [m.id for m in context.messages] == ["m2", "m3", "m4", "m5"]
+    plain = await Session.open("s-plain")
+    await plain.append_many([message("m1", None), message("m2", "m1")])
+    assert [m.id for m in plain.context().messages] == ["m1", "m2"]
+    assert plain.context().summary is None
+
+
+async def test_a_twenty_megabyte_entry_is_chunked_and_round_trips(db: fm.Database) -> None:
+    session = await Session.open("s-big")
+    big = "".join(chr(0x41 + i % 26) + "é" for i in range(10 * 1024 * 1024))  # ~30 MB UTF-8
+    await session.append(message("m1", None, big))
+    await session.append(message("m2", "m1", "small"))
+    entries_key = db.keys.owned("session", "entries", "s-big")
+    assert await db.client.llen(entries_key) > 40
+    longest = 0
+    for index in range(await db.client.llen(entries_key)):
+        element = await db.client.lindex(entries_key, index)
+        assert element is not None
+        longest = max(longest, len(element))
+    assert longest <= CHUNK_BYTES + 1
+    loaded = await Session.load("s-big")
+    assert loaded is not None
+    first = loaded.entries[0]
+    assert isinstance(first, MessageEntry)
+    assert first.content == big
+    assert [e.id for e in loaded.entries] == ["m1", "m2"]
+
+
+async def test_a_damaged_entry_list_raises_naming_the_key(db: fm.Database) -> None:
+    session = await Session.open("s-bad")
+    await session.append(message("m1", None))
+    await db.client.rpush(db.keys.owned("session", "entries", "s-bad"), b"garbage")
+    with pytest.raises(fm.DecodeError, match=r"session/entries.*entries\[1\]"):
+        await Session.load("s-bad")
