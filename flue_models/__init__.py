@@ -52,6 +52,8 @@ from flue_models.model import (
     verify_collection,
 )
 from flue_models.state import (
+    Admission,
+    Attempt,
     CompactionEntry,
     EndResult,
     Event,
@@ -69,16 +71,21 @@ from flue_models.state import (
     StreamInfo,
     StreamNotFoundError,
     StreamOffsetError,
+    Submission,
+    SubmissionError,
     WorkflowRun,
     session_key,
+    submissions,
     tail_many,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Admission",
     "AllOf",
     "AlreadyExistsError",
+    "Attempt",
     "BatchCommandError",
     "Bound",
     "ClusterEnabledError",
@@ -125,6 +132,8 @@ __all__ = [
     "StreamInfo",
     "StreamNotFoundError",
     "StreamOffsetError",
+    "Submission",
+    "SubmissionError",
     "Unique",
     "UniqueViolationError",
     "VerifyReport",
@@ -139,6 +148,7 @@ __all__ = [
     "read_server",
     "redact_url",
     "session_key",
+    "submissions",
     "tail_many",
     "verify_collection",
 ]

@@ -27,6 +27,7 @@ from flue_models.schema import MigrationSet, migrate, new_migration_file, schema
 from flue_models.state.events import EventStream, event_json
 from flue_models.state.run import WorkflowRun
 from flue_models.state.session import Session
+from flue_models.state.submission import Submission
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -175,6 +176,22 @@ async def _sessions_show(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _submissions_list(args: argparse.Namespace) -> int:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
+        query = Submission.find().using(db)
+        if args.status:
+            query = query.where(Submission.status == args.status)
+        rows = await query.limit(args.limit).all()
+    for row in rows:
+        owner = f" owner={row.owner_id}" if row.owner_id else ""
+        outcome = f" outcome={row.outcome}" if row.outcome else ""
+        print(
+            f"{row.sequence:>6}  {row.id}  {row.kind:<8} {row.status:<8} "
+            f"session={row.session_id} attempts={row.attempt_count}{owner}{outcome}"
+        )
+    return 0
+
+
 def _server_for(args: argparse.Namespace) -> EmbeddedServer:
     return EmbeddedServer(Path(args.data_dir) if args.data_dir else data_dir_from_environment())
 
@@ -289,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--entries", type=int, default=20, help="how many of the last entries (default 20)"
     )
     sessions_show.set_defaults(handler=_sessions_show)
+
+    submissions = commands.add_parser("submissions", help="list accepted submissions")
+    submission_commands = submissions.add_subparsers(
+        dest="submissions_command", metavar="ACTION", required=True
+    )
+    submissions_list = submission_commands.add_parser("list", help="in admission order")
+    _connection_options(submissions_list)
+    submissions_list.add_argument("--status", choices=["queued", "running", "settled"])
+    submissions_list.add_argument("--limit", type=int, default=100)
+    submissions_list.set_defaults(handler=_submissions_list)
 
     events = commands.add_parser("events", help="read and tail event streams")
     event_commands = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)

@@ -182,6 +182,15 @@ class KeySpace:
         """
         return f"{self.prefix}:{collection}:uniq:{field}"
 
+    def collection_key(self, collection: str, name: str) -> str:
+        """Return a key that belongs to a whole collection (a counter, a marker set).
+
+        Example:
+            >>> KeySpace("p").collection_key("submission", "sequence")
+            'p:submission/sequence'
+        """
+        return f"{self.prefix}:{collection}/{name}"
+
     def owned(self, collection: str, name: str, record_id: str) -> str:
         """Return a key a record owns besides its hash (e.g. a session's entry list).
 

@@ -20,6 +20,7 @@ from flue_models.model.errors import (
     AlreadyExistsError,
     ConflictError,
     DecodeError,
+    GuardError,
     UniqueViolationError,
 )
 from flue_models.model.expressions import AllOf, Condition, FieldRef, QueryError, in_
@@ -37,6 +38,7 @@ __all__ = [
     "Drift",
     "EncodingError",
     "FieldRef",
+    "GuardError",
     "Indexed",
     "Model",
     "Page",

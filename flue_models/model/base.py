@@ -23,6 +23,7 @@ from flue_models.model.errors import (
     AlreadyExistsError,
     ConflictError,
     DecodeError,
+    GuardError,
     UniqueViolationError,
 )
 from flue_models.model.expressions import AllOf, Condition, FieldRef
@@ -66,6 +67,7 @@ class _Write:
     claims: list[tuple[str, bytes, str]] = field(default_factory=list)
     releases: list[tuple[str, bytes]] = field(default_factory=list)
     lists: dict[str, list[bytes]] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)
     snapshot: dict[str, bytes] = field(default_factory=dict)
     entries: dict[str, float] = field(default_factory=dict)
     unique: dict[str, bytes] = field(default_factory=dict)
@@ -517,6 +519,8 @@ async def _run_writes(db: Database, writes: list[_Write]) -> None:
         for key, elements in w.lists.items():
             keys.append(key)
             args += [len(elements), *elements]
+        args.append(len(w.absent))
+        keys += w.absent
     reply = await db.scripts.call("save", keys=keys, args=args)
     status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
     if status == "conflict":
@@ -525,6 +529,11 @@ async def _run_writes(db: Database, writes: list[_Write]) -> None:
         if failed.expected == 0:
             raise AlreadyExistsError(name, record_id, found)
         raise ConflictError(name, record_id, failed.expected, found)
+    if status == "guard":
+        failed = writes[int(reply[1]) - 1]
+        raise GuardError(
+            type(failed.record).__name__, failed.record.id, failed.absent[int(reply[2]) - 1]
+        )
     if status == "unique":
         failed = writes[int(reply[1]) - 1]
         _key, value, field_name = failed.claims[int(reply[2]) - 1]

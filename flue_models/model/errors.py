@@ -95,3 +95,22 @@ class DecodeError(FlueModelsError):
             f"The record at {key} cannot be decoded: field {field!r} {problem}. Repair or "
             "delete the hash, or check what else writes under this prefix."
         )
+
+
+class GuardError(FlueModelsError):
+    """A write was refused because a key it is guarded by exists (e.g. a deletion marker).
+
+    Example:
+        ```python
+        write.absent.append(marker_key)   # the save is refused while marker_key exists
+        ```
+    """
+
+    def __init__(self, model: str, record_id: str, key: str) -> None:
+        self.model = model
+        self.record_id = record_id
+        self.key = key
+        super().__init__(
+            f"{model} {record_id!r} was not written: {key} exists, which this write is "
+            "guarded against. Nothing was written."
+        )

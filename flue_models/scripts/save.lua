@@ -11,15 +11,17 @@
 --   n_claim "uniq" hashes to claim a value in,
 --   n_release "uniq" hashes to release a value from,
 --   n_list lists the record owns, each replaced by the elements in ARGV (a delete
---   passes its lists with no elements, which removes them).
+--   passes its lists with no elements, which removes them),
+--   n_absent keys that must not exist for the write to happen (guards).
 -- ARGV: n_records, then per record:
 --   mode ("s" save, "d" delete), id, expected version (0: must not exist),
 --   n_hset, field, value, ...,   n_hdel, field, ...,
 --   n_zrem,   n_zadd, score, ...,   n_claim, value, ...,   n_release, value, ...,
---   n_list, then per list: n_elements, element, ...
+--   n_list, then per list: n_elements, element, ...,   n_absent
 -- Returns {"ok", new_version, ...} (0 for a delete), or, writing nothing,
 --   {"conflict", record_number, stored_version} or
---   {"unique", record_number, claim_number, holder_id}   (numbers count from 1).
+--   {"unique", record_number, claim_number, holder_id} or
+--   {"guard", record_number, guard_number}   (numbers count from 1).
 
 local records = {}
 local a, k = 2, 2
@@ -57,6 +59,9 @@ for r = 1, tonumber(ARGV[1]) do
     for _ = 1, n_elements do table.insert(list.elements, ARGV[a]); a = a + 1 end
     table.insert(rec.lists, list)
   end
+  rec.absent = {}
+  local n_absent = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, n_absent do table.insert(rec.absent, KEYS[k]); k = k + 1 end
   records[r] = rec
 end
 
@@ -65,6 +70,9 @@ local releasing, claiming = {}, {}
 for r, rec in ipairs(records) do
   local stored = tonumber(redis.call('HGET', rec.key, 'version') or '0')
   if stored ~= rec.expected then return {'conflict', r, stored} end
+  for g, key in ipairs(rec.absent) do
+    if redis.call('EXISTS', key) == 1 then return {'guard', r, g} end
+  end
   for _, rel in ipairs(rec.releases) do releasing[rel[1] .. '\0' .. rel[2]] = rec.id end
 end
 for r, rec in ipairs(records) do

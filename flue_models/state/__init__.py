@@ -9,6 +9,7 @@ Example:
     ```
 """
 
+from flue_models.state import submission as submissions
 from flue_models.state.events import (
     Event,
     EventStream,
@@ -32,8 +33,11 @@ from flue_models.state.session import (
     SessionError,
     session_key,
 )
+from flue_models.state.submission import Admission, Attempt, Submission, SubmissionError
 
 __all__ = [
+    "Admission",
+    "Attempt",
     "CompactionEntry",
     "EndResult",
     "Event",
@@ -51,9 +55,12 @@ __all__ = [
     "StreamInfo",
     "StreamNotFoundError",
     "StreamOffsetError",
+    "Submission",
+    "SubmissionError",
     "WorkflowRun",
     "format_offset",
     "parse_offset",
     "session_key",
+    "submissions",
     "tail_many",
 ]

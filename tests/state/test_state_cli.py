@@ -83,3 +83,19 @@ async def test_sessions_show(db: fm.Database, redis_url: str) -> None:
     assert [e["id"] for e in body["entries"]] == ["m3", "m4"]
     missing = await asyncio.to_thread(cli, "sessions", "show", "nope", *common)
     assert missing.returncode == 3
+
+
+async def test_submissions_list(db: fm.Database, redis_url: str) -> None:
+    await fm.submissions.admit_direct("p-1", session_id="s-1", input={})
+    await fm.submissions.admit_dispatch("d-2", session_id="s-2", input={})
+    attempt = await fm.submissions.claim("d-2", "worker-a")
+    assert attempt is not None
+    common = ["--url", redis_url, "--prefix", db.keys.prefix]
+    listed = await asyncio.to_thread(cli, "submissions", "list", *common)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == ["p-1", "d-2"]
+    running = await asyncio.to_thread(cli, "submissions", "list", *common, "--status", "running")
+    assert "d-2" in running.stdout
+    assert "owner=worker-a" in running.stdout
+    assert "p-1" not in running.stdout

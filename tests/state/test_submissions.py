@@ -1,0 +1,309 @@
+"""Submissions on a real server: admission, heads, claims, leases, settling, journal."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import pytest
+
+import flue_models as fm
+from flue_models.state import submission as sub
+from tests.integration.roundtrips import count_round_trips
+
+EXPIRED = dt.timedelta(seconds=-1)  # a lease that is over as soon as it is granted
+
+
+@pytest.fixture
+async def other(db: fm.Database, redis_url: str, protocol: int) -> AsyncIterator[fm.Database]:
+    """A second, independent client on the same prefix."""
+    second = await fm.connect(redis_url, key_prefix=db.keys.prefix, protocol=protocol)
+    yield second
+    await second.close()
+
+
+async def sequence_counter(db: fm.Database) -> int:
+    value = await db.client.get(db.keys.collection_key("submission", "sequence"))
+    return int(value or 0)
+
+
+async def test_admission_is_idempotent_on_the_id(db: fm.Database) -> None:
+    first = await sub.admit_dispatch("d-1", session_id="s-1", input={"task": 1})
+    assert first.created
+    assert first.submission is not None
+    assert (first.submission.status, first.submission.sequence) == ("queued", 1)
+    replay = await sub.admit_dispatch("d-1", session_id="s-1", input={"task": 1})
+    assert (replay.created, replay.conflict) == (False, False)
+    assert replay.submission == first.submission
+    assert await sequence_counter(db) == 1  # the replay took no sequence number
+
+
+@pytest.mark.parametrize(
+    "change", [{"input": {"task": 2}}, {"session_id": "s-other"}], ids=["payload", "session"]
+)
+async def test_admission_conflicts(db: fm.Database, change: dict[str, object]) -> None:
+    await sub.admit_dispatch("d-1", session_id="s-1", input={"task": 1})
+    args: dict[str, object] = {"session_id": "s-1", "input": {"task": 1}, **change}
+    result = await sub.admit_dispatch("d-1", **args)  # type: ignore[arg-type]
+    assert result.conflict  # a result for a dispatch
+    with pytest.raises(sub.AdmissionConflictError, match="d-1"):
+        await sub.admit_direct("d-1", **args)  # type: ignore[arg-type]
+    await sub.admit_direct("p-1", session_id="s-1", input={})
+    kind_change = await sub.admit_dispatch("p-1", session_id="s-1", input={})
+    assert kind_change.conflict  # same id, same payload, another kind
+    assert await sequence_counter(db) == 2
+
+
+async def test_reading_one_submission_is_one_round_trip(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await sub.admit_direct("p-1", session_id="s-1", input={"prompt": "hi"})
+    await sub.get_submission("p-1")  # warm the connection
+    with count_round_trips(db, monkeypatch) as trips:
+        row = await sub.get_submission("p-1")
+    assert row is not None
+    assert row.input == {"prompt": "hi"}
+    assert trips[0] == 1
+
+
+async def test_one_runnable_head_per_session_in_admission_order(db: fm.Database) -> None:
+    for submission_id, session_id in [("a1", "A"), ("b1", "B"), ("a2", "A"), ("c1", "C")]:
+        await sub.admit_direct(submission_id, session_id=session_id, input={})
+    assert [r.id for r in await sub.list_runnable()] == ["a1", "b1", "c1"]
+    assert await sub.claim("a2", "w") is None  # not its session's head
+    attempt = await sub.claim("a1", "w")
+    assert attempt is not None
+    assert [r.id for r in await sub.list_runnable()] == ["b1", "c1"]  # A's head is running
+    assert await sub.complete(attempt)
+    assert [r.id for r in await sub.list_runnable()] == ["b1", "a2", "c1"]  # by sequence
+
+
+async def test_of_many_racing_claimers_on_two_clients_exactly_one_wins(
+    db: fm.Database, other: fm.Database
+) -> None:
+    await sub.admit_direct("p-1", session_id="s-1", input={})
+    attempts = await asyncio.gather(
+        *(sub.claim("p-1", f"worker-{i}", db=(db, other)[i % 2]) for i in range(20))
+    )
+    winners = [a for a in attempts if a is not None]
+    assert len(winners) == 1
+    row = await sub.get_submission("p-1")
+    assert row is not None
+    assert (row.status, row.owner_id, row.attempt_id) == (
+        "running",
+        winners[0].owner_id,
+        winners[0].attempt_id,
+    )
+    assert row.attempt_count == 1
+
+
+async def test_a_claim_sets_attempt_lease_and_timeout_from_the_server_clock(
+    db: fm.Database,
+) -> None:
+    await sub.admit_direct("p-1", session_id="s-1", input={})
+    before = await db.server_time()
+    attempt = await sub.claim("p-1", "w", lease=dt.timedelta(seconds=30))
+    after = await db.server_time()
+    assert attempt is not None
+    row = await sub.get_submission("p-1")
+    assert row is not None
+    assert (
+        before + dt.timedelta(seconds=30)
+        <= attempt.lease_expires_at
+        <= after + dt.timedelta(seconds=30)
+    )
+    assert row.timeout_at is not None
+    assert before + sub.DEFAULT_TIMEOUT <= row.timeout_at <= after + sub.DEFAULT_TIMEOUT
+    first_timeout = row.timeout_at
+    assert await sub.requeue(attempt)
+    assert await sub.claim("p-1", "w") is not None
+    again = await sub.get_submission("p-1")
+    assert again is not None
+    assert (again.timeout_at, again.attempt_count) == (first_timeout, 2)  # set once
+
+
+async def test_input_applied_is_marked_once_and_stale_attempts_get_false(
+    db: fm.Database,
+) -> None:
+    await sub.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await sub.claim("p-1", "w")
+    assert attempt is not None
+    assert await sub.mark_input_applied(attempt) is True
+    assert await sub.mark_input_applied(attempt) is False
+    replaced = await sub.replace_attempt("p-1", attempt.attempt_id, "w2")
+    assert replaced is not None
+    assert await sub.mark_input_applied(attempt) is False  # stale
+    assert await sub.mark_input_applied(replaced) is True
+
+
+async def test_requeue_is_for_the_owner_only_and_clears_the_attempt(db: fm.Database) -> None:
+    await sub.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await sub.claim("p-1", "w")
+    assert attempt is not None
+    forged = dataclasses.replace(attempt, owner_id="intruder")
+    assert await sub.requeue(forged) is False
+    assert await sub.requeue(attempt) is True
+    row = await sub.get_submission("p-1")
+    assert row is not None
+    assert (row.status, row.attempt_id, row.owner_id, row.lease_expires_at) == (
+        "queued",
+        None,
+        None,
+        None,
+    )
+    assert await sub.complete(attempt) is False  # the requeued attempt is stale
+
+
+async def test_renew_leases_only_for_running_rows_of_that_owner(db: fm.Database) -> None:
+    for i in range(3):
+        await sub.admit_direct(f"p-{i}", session_id=f"s-{i}", input={})
+    mine = await sub.claim("p-0", "me", lease=dt.timedelta(seconds=5))
+    theirs = await sub.claim("p-1", "them")
+    assert mine is not None
+    assert theirs is not None
+    renewed = await sub.renew_leases(
+        "me", ["p-0", "p-1", "p-2", "missing"], lease=dt.timedelta(minutes=5)
+    )
+    assert renewed == ["p-0"]
+    row = await sub.get_submission("p-0")
+    assert row is not None
+    assert row.lease_expires_at is not None
+    assert row.lease_expires_at > mine.lease_expires_at
+
+
+async def test_expired_leases_are_listed_and_handed_over(db: fm.Database) -> None:
+    await sub.admit_direct("p-1", session_id="s-1", input={})
+    await sub.admit_direct("p-2", session_id="s-2", input={})
+    expired = await sub.claim("p-1", "w", lease=EXPIRED)
+    live = await sub.claim("p-2", "w", lease=dt.timedelta(minutes=5))
+    assert expired is not None
+    assert live is not None
+    assert [r.id for r in await sub.list_expired()] == ["p-1"]
+    handed = await sub.replace_attempt("p-1", expired.attempt_id, "w2")
+    assert handed is not None
+    row = await sub.get_submission("p-1")
+    assert row is not None
+    assert (row.owner_id, row.attempt_id, row.attempt_count) == ("w2", handed.attempt_id, 2)
+    assert await sub.replace_attempt("p-1", expired.attempt_id, "w3") is None  # stale
+    assert await sub.complete(expired) is False
+    assert await sub.list_expired() == []
+
+
+async def test_the_first_terminal_state_wins(db: fm.Database, other: fm.Database) -> None:
+    await sub.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await sub.claim("p-1", "w")
+    assert attempt is not None
+    results = await asyncio.gather(
+        sub.complete(attempt, db=db),
+        sub.fail(attempt, "boom", db=other),
+        sub.complete(attempt, db=other),
+    )
+    assert results.count(True) == 1
+    row = await sub.get_submission("p-1")
+    assert row is not None
+    assert row.status == "settled"
+    assert row.settled_at is not None
+    assert row.open_session is None
+    assert (await fm.verify_collection(fm.Submission)).ok
+
+
+async def test_settle_queued_racing_a_claim_exactly_one_wins(
+    db: fm.Database, other: fm.Database
+) -> None:
+    for round_number in range(5):
+        submission_id = f"p-{round_number}"
+        await sub.admit_direct(submission_id, session_id=f"s-{round_number}", input={})
+        settled, claimed = await asyncio.gather(
+            sub.settle_queued(submission_id, "aborted", "user cancelled", db=db),
+            sub.claim(submission_id, "w", db=other),
+        )
+        assert settled != (claimed is not None)
+    assert await sub.settle_queued("missing", "aborted") is False
+
+
+async def test_the_journal_is_fenced_and_commits_once(db: fm.Database) -> None:
+    await sub.admit_direct("p-1", session_id="s-1", input={})
+    first = await sub.claim("p-1", "w")
+    assert first is not None
+    assert await sub.journal_begin(first)
+    assert await sub.journal_phase(first, "before_provider")
+    assert await sub.journal_phase(first, "provider_started", {"request": "r-1"})
+    second = await sub.replace_attempt("p-1", first.attempt_id, "w2")
+    assert second is not None
+    assert await sub.journal_phase(first, "tool_request_recorded") is False  # stale
+    assert await sub.journal_begin(second)
+    assert await sub.journal_phase(second, "tool_request_recorded", {"tool": "search"})
+    assert await sub.mark_stream_consumed(second, "runs/r-1") is True
+    assert await sub.mark_stream_consumed(second, "runs/r-1") is False  # once
+    assert await sub.journal_commit(second, "m42") is True
+    assert await sub.journal_commit(second, "m43") is False  # once
+    journal = await sub.read_journal("p-1")
+    assert journal["attempt_id"] == second.attempt_id
+    assert journal["phases"] == {
+        first.attempt_id: "provider_started",
+        second.attempt_id: "committed",
+    }
+    assert journal["details"][first.attempt_id] == {"request": "r-1"}
+    assert journal["committed_leaf_id"] == "m42"
+    assert journal["consumed"] == ["runs/r-1"]
+
+
+async def test_deleting_a_session(db: fm.Database) -> None:
+    await sub.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
+    await sub.admit_direct("p-2", session_id="s-1", input={})
+    with pytest.raises(sub.SessionBusyError, match="2 queued or running"):
+        await sub.delete_session("s-1")
+    attempt = await sub.claim("d-1", "w")
+    assert attempt is not None
+    await sub.journal_begin(attempt)
+    await sub.complete(attempt)
+    accepted_at = (await sub.get_submission("d-1")).accepted_at  # type: ignore[union-attr]
+    with pytest.raises(sub.SessionBusyError):  # p-2 is still queued
+        await sub.delete_session("s-1")
+    assert await sub.settle_queued("p-2", "aborted")
+    assert await sub.delete_session("s-1") == 2
+    assert await sub.get_submission("d-1") is None
+    assert not await db.client.exists(sub.journal_key(db.keys, "d-1"))
+    receipt = await sub.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
+    assert (receipt.created, receipt.conflict, receipt.submission) == (False, False, None)
+    assert receipt.receipt is not None
+    assert receipt.receipt["accepted_at"] == accepted_at.isoformat(timespec="microseconds")
+    assert await sub.get_submission("d-1") is None  # not run again
+    assert await sub.interrupted_deletions() == []
+    assert (await fm.verify_collection(fm.Submission)).ok
+
+
+async def test_an_interrupted_deletion_blocks_admission_is_listed_and_resumes(
+    db: fm.Database,
+) -> None:
+    await sub.admit_direct("p-1", session_id="s-1", input={})
+    assert await sub.settle_queued("p-1", "aborted")
+    # What delete_session writes first, left behind by a crash right after it:
+    await db.client.set(sub._deleting_key(db.keys, "s-1"), "1")
+    await db.client.sadd(sub._deletions_key(db.keys), "s-1")
+    with pytest.raises(sub.SessionDeletingError, match="s-1"):
+        await sub.admit_direct("p-2", session_id="s-1", input={})
+    assert await sub.interrupted_deletions() == ["s-1"]
+    assert await sub.delete_session("s-1") == 1
+    assert await sub.interrupted_deletions() == []
+    assert (await sub.admit_direct("p-2", session_id="s-1", input={})).status == "queued"
+
+
+async def test_a_malformed_row_is_settled_as_failed_and_listing_goes_on(db: fm.Database) -> None:
+    await sub.admit_direct("bad", session_id="s-bad", input={})
+    await sub.admit_direct("good", session_id="s-good", input={})
+    key = db.keys.record("submission", "bad")
+    await db.client.hset(key, "accepted_at", "not a time")
+    assert [r.id for r in await sub.list_runnable()] == ["good"]
+    raw = await db.client.hgetall(key)
+    assert raw[b"status"] == b"settled"
+    assert raw[b"outcome"] == b"failed"
+    assert b"malformed" in raw[b"error"]
+    queued = db.keys.index("submission", "status", b"queued")
+    assert await db.client.zscore(queued, "bad") is None
+    assert (
+        await db.client.zscore(db.keys.index("submission", "open_session", b"s-bad"), "bad") is None
+    )
+    assert [r.id for r in await sub.list_runnable()] == ["good"]
