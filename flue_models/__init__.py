@@ -9,6 +9,7 @@ Example:
     ```
 """
 
+from flue_models import schema
 from flue_models.config import parse_url, redact_url
 from flue_models.connection import Connecting, Database, connect, current_database
 from flue_models.errors import (
@@ -147,6 +148,7 @@ __all__ = [
     "parse_url",
     "read_server",
     "redact_url",
+    "schema",
     "session_key",
     "submissions",
     "tail_many",

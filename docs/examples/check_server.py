@@ -13,6 +13,14 @@ async def main() -> None:
         await db.client.set(f"{db.keys.prefix}:hello", "world")
         print("hello =", (await db.client.get(f"{db.keys.prefix}:hello")).decode())
 
+    # --8<-- [start:await]
+    db = await fm.connect(key_prefix="quickstart")
+    try:
+        print("bound:", fm.current_database() is db)
+    finally:
+        await db.close()  # idempotent
+    # --8<-- [end:await]
+
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -18,8 +18,10 @@ async def main() -> None:
         for pointer in page.items:
             print(pointer.id, pointer.status, pointer.duration_ms, "ms")
 
+        # --8<-- [start:tail]
         async for event in run.events.tail(after="-1"):  # ends: the run closed its stream
             print(event.offset, event.data)
+        # --8<-- [end:tail]
 
         failed = await WorkflowRun.start("summarize", input={"text": "???"})
         print(await failed.fail(error={"message": "unreadable input"}))  # EndResult.ENDED

@@ -117,8 +117,9 @@ def encode_entry(entry: MessageEntry | CompactionEntry) -> list[bytes]:
     """Return the list elements of one entry: ``E<json>``, or a header and its chunks.
 
     Example:
-        >>> encode_entry(MessageEntry(id="m1", role="user", content="hi"))[0][:1]
-        b'E'
+        >>> first = encode_entry(MessageEntry(id="m1", role="user", content="hi"))[0]
+        >>> first.startswith(b"E")
+        True
     """
     data = canonical_json(entry.model_dump(mode="json")).encode()
     if len(data) <= CHUNK_BYTES:

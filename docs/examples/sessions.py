@@ -1,0 +1,58 @@
+"""An agent session: append messages, compact, load the context a model call needs."""
+
+import asyncio
+
+import flue_models as fm
+from flue_models import CompactionEntry, MessageEntry, Session, session_key
+
+
+async def main() -> None:
+    async with fm.connect(key_prefix="sessions-example"):
+        # --8<-- [start:append]
+        session = await Session.open(session_key("support", "eu-1", "claude", "main"))
+        await session.append(MessageEntry(id="m1", role="user", content="Hi, my order is late"))
+        await session.append_many(
+            [
+                MessageEntry(id="m2", parent_id="m1", role="assistant", content="Which order?"),
+                MessageEntry(id="m3", parent_id="m2", role="user", content="#4521"),
+            ]
+        )
+        # --8<-- [end:append]
+
+        # --8<-- [start:compact]
+        await session.append(
+            CompactionEntry(
+                id="c1",
+                parent_id="m3",
+                summary="The user asks about late order #4521.",
+                first_kept_entry_id="m3",
+                tokens_before=1200,
+            )
+        )
+        await session.append(
+            MessageEntry(id="m4", parent_id="c1", role="assistant", content="Checking #4521")
+        )
+        loaded = await Session.load(session.id)  # record and entries, read atomically
+        assert loaded is not None
+        context = loaded.context()
+        print("summary:", context.summary)
+        print("messages:", [m.id for m in context.messages])  # ['m3', 'm4']
+        # --8<-- [end:compact]
+
+        # --8<-- [start:metadata]
+        loaded.metadata["title"] = "Late order"
+        await loaded.save()  # under the version check; appends never conflict with it
+        # --8<-- [end:metadata]
+
+        # --8<-- [start:snapshot]
+        await Session.save_snapshot(
+            session.id,
+            [MessageEntry(id="s1", role="system", content="fresh start")],
+            metadata={"title": "Replaced"},
+        )
+        # --8<-- [end:snapshot]
+        await Session.delete(session.id)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
