@@ -3,9 +3,10 @@
 import asyncio
 from pathlib import Path
 
+from inventory_models import Item
+
 import flue_models as fm
 from flue_models.schema import MigrationSet
-from inventory_models import Item
 
 
 async def main() -> None:

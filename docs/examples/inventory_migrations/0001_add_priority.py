@@ -1,7 +1,8 @@
 """Give every item a priority."""
 
-from flue_models.schema import MigrationContext
 from inventory_models import Item
+
+from flue_models.schema import MigrationContext
 
 
 async def up(ctx: MigrationContext) -> None:
