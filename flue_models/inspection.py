@@ -23,6 +23,7 @@ from flue_models.errors import (
     ServerUnverifiableError,
     ServerVersionError,
 )
+from flue_models.replies import reply_pairs, reply_text
 
 #: The oldest server version flue-models accepts.
 MINIMUM_VERSION = (6, 2)
@@ -89,19 +90,6 @@ async def _call(client: Redis, *args: str) -> Any:
     return await client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _pairs(reply: Any) -> dict[str, str]:
-    """Normalize a CONFIG GET / HELLO reply (a RESP3 map or a RESP2 flat list)."""
-    if isinstance(reply, Mapping):
-        return {_text(k): _text(v) for k, v in reply.items()}
-    if isinstance(reply, list | tuple):
-        return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
-    return {}
-
-
 def parse_info(reply: Any) -> dict[str, str]:
     """Turn an INFO reply into ``{field: value}``, from raw text or a parsed mapping.
 
@@ -110,9 +98,9 @@ def parse_info(reply: Any) -> dict[str, str]:
         {'cluster_enabled': '1'}
     """
     if isinstance(reply, Mapping):
-        return {_text(k): _text(v) for k, v in reply.items()}
+        return {reply_text(k): reply_text(v) for k, v in reply.items()}
     fields: dict[str, str] = {}
-    for line in _text(reply).splitlines():
+    for line in reply_text(reply).splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -127,7 +115,7 @@ async def _config_get(client: Redis, name: str) -> str | None:
         reply = await _call(client, "CONFIG", "GET", name)
     except ResponseError:
         return None
-    return _pairs(reply).get(name)
+    return reply_pairs(reply).get(name)
 
 
 async def _info(client: Redis, section: str) -> dict[str, str]:
@@ -145,7 +133,7 @@ async def _version(client: Redis) -> tuple[str | None, str]:
     if "redis_version" in server:
         return server["redis_version"], "redis"
     try:
-        hello = _pairs(await _call(client, "HELLO"))
+        hello = reply_pairs(await _call(client, "HELLO"))
     except ResponseError:
         return None, "redis"
     return hello.get("version"), hello.get("server", "redis")

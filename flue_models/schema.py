@@ -40,8 +40,9 @@ from flue_models.errors import (
     UnversionedDataError,
 )
 from flue_models.keys import escape_glob
-from flue_models.model.base import Model, _as_dict
+from flue_models.model.base import Model
 from flue_models.model.query import Page
+from flue_models.replies import reply_hash, reply_text
 
 #: Name of the built-in migration set; its version is the record's ``schema_version``.
 BUILTIN_SET = "flue"
@@ -266,7 +267,7 @@ class MigrationContext:
         """
         cursor_field = self._cursor_field(model.__flue_spec__.collection)
         saved = await self.db.client.hget(self.db.keys.meta, cursor_field)
-        cursor = _text(saved) if saved else None
+        cursor = reply_text(saved) if saved else None
         query = model.find().using(self.db)
         while True:
             page: Page[Any] = await query.page(limit=size, cursor=cursor)
@@ -309,7 +310,7 @@ class MigrationContext:
             for key, raw in zip(chunk, replies, strict=True):
                 if not raw:
                     continue  # deleted meanwhile
-                record = model._from_hash(key, _as_dict(raw), db)
+                record = model._from_hash(key, reply_hash(raw), db)
                 for entry_key, score in record._flue_entries.items():
                     commands.append(("ZADD", entry_key, repr(score), record.id))
                 for unique_key, value in record._flue_unique.items():
@@ -400,13 +401,9 @@ def _all_sets(sets: Sequence[MigrationSet]) -> list[MigrationSet]:
     return ordered
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def _read_versions(db: Database, sets: list[MigrationSet]) -> list[int]:
     replies = await db.client.hmget(db.keys.meta, [s.version_field for s in sets])
-    return [int(_text(v)) if v is not None else 0 for v in replies]
+    return [int(reply_text(v)) if v is not None else 0 for v in replies]
 
 
 async def schema_status(
@@ -425,7 +422,9 @@ async def schema_status(
     ordered = _all_sets(sets)
     loaded = files or {s.name: s.files() for s in ordered}
     versions = await _read_versions(db, ordered)
-    record = {_text(k): _text(v) for k, v in (await db.client.hgetall(db.keys.meta)).items()}
+    record = {
+        reply_text(k): reply_text(v) for k, v in (await db.client.hgetall(db.keys.meta)).items()
+    }
     statuses = []
     for migration_set, stored in zip(ordered, versions, strict=True):
         set_files = loaded[migration_set.name]
@@ -495,8 +494,8 @@ async def migrate(
     lock = _Lock(db)
     if not await db.client.exists(db.keys.meta):
         async for key in db.client.scan_iter(match=db.keys.pattern(), count=1000):
-            if _text(key) != lock.key:  # another process may be creating the record now
-                raise UnversionedDataError(db.keys.prefix, _text(key))
+            if reply_text(key) != lock.key:  # another process may be creating the record now
+                raise UnversionedDataError(db.keys.prefix, reply_text(key))
 
     statuses = await schema_status(db, sets, files=files)
     drift = [label for status in statuses for label in status.drift]
@@ -558,7 +557,7 @@ async def _apply(db: Database, lock: _Lock, step: Step) -> Step:
     except Exception as exc:
         before = file.number - 1 if step.direction == "up" else file.number
         raise MigrationFailedError(file.set_name, file.number, file.name, before) from exc
-    record = {_text(k) for k in await db.client.hkeys(db.keys.meta)}
+    record = {reply_text(k) for k in await db.client.hkeys(db.keys.meta)}
     cursors = [f for f in record if f.startswith(f"cursor:{file.set_name}:{file.number:04d}:")]
     applied_field = f"applied:{file.set_name}:{file.number:04d}"
     if step.direction == "up":

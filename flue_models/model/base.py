@@ -28,6 +28,7 @@ from flue_models.model.errors import (
 )
 from flue_models.model.expressions import AllOf, Condition, FieldRef
 from flue_models.model.spec import VERSION_FIELD, ModelSpec, build_spec
+from flue_models.replies import reply_hash
 
 if typing.TYPE_CHECKING:
     from flue_models.model.query import Query
@@ -389,7 +390,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
         database = db or current_database()
         key = database.keys.record(cls.__flue_spec__.collection, record_id)
         raw = await database.client.hgetall(key)
-        return cls._from_hash(key, _as_dict(raw), database) if raw else None
+        return cls._from_hash(key, reply_hash(raw), database) if raw else None
 
     @classmethod
     async def get_many(
@@ -409,7 +410,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             return []
         replies = await database.run_batch([("HGETALL", key) for key in keys])
         return [
-            cls._from_hash(key, _as_dict(raw), database) if raw else None
+            cls._from_hash(key, reply_hash(raw), database) if raw else None
             for key, raw in zip(keys, replies, strict=True)
         ]
 
@@ -438,13 +439,6 @@ class Model(BaseModel, metaclass=_ModelMeta):
             ```
         """
         return Bound(cls, db)
-
-
-def _as_dict(raw: Any) -> dict[bytes, bytes]:
-    """HGETALL replies: a dict from redis-py, or a flat list in a raw pipeline reply."""
-    if isinstance(raw, dict):
-        return typing.cast(dict[bytes, bytes], raw)
-    return {raw[i]: raw[i + 1] for i in range(0, len(raw), 2)}
 
 
 class Bound(Generic[M]):

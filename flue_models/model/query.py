@@ -20,6 +20,7 @@ from flue_models.connection import Database, current_database
 from flue_models.keys import KeySpace
 from flue_models.model.expressions import AllOf, Condition, QueryError
 from flue_models.model.spec import ModelSpec
+from flue_models.replies import reply_text
 
 if TYPE_CHECKING:
     from flue_models.model.base import Model
@@ -396,10 +397,10 @@ class Query(Generic[M]):
             found, last_score, last_id, exhausted, _driver, _examined = await db.scripts.call(
                 "query", keys=keys, args=args
             )
-            ids += [_text(item) for item in found]
+            ids += [reply_text(item) for item in found]
             if int(exhausted):
                 return IdPage(ids, None)
-            position = (_text(last_score), _text(last_id))
+            position = (reply_text(last_score), reply_text(last_id))
         assert position is not None
         return IdPage(ids, encode_cursor(plan.fingerprint, *position))
 
@@ -520,7 +521,3 @@ class Query(Generic[M]):
         for f in plan.filters:
             lines.append(f"  filter {f.text}: {f.kind} on {', '.join(f.keys)}")
         return "\n".join(lines)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

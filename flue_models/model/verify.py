@@ -12,8 +12,9 @@ from typing import Any
 
 from flue_models.connection import Database, current_database
 from flue_models.keys import escape_glob
-from flue_models.model.base import Model, _as_dict
+from flue_models.model.base import Model
 from flue_models.model.errors import DecodeError
+from flue_models.replies import reply_hash, reply_text
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,6 @@ class VerifyReport:
         return not self.drift
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def verify_collection(model: type[Model], *, db: Database | None = None) -> VerifyReport:
     """Compare every record of ``model`` with every index entry of its collection.
 
@@ -85,7 +82,7 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
     unique_keys: list[str] = []
     record_keys: list[str] = []
     async for raw_key in database.client.scan_iter(match=escape_glob(base) + "*", count=1000):
-        key = _text(raw_key)
+        key = reply_text(raw_key)
         rest = key[len(base) :]
         if rest == "all" or rest.startswith(("idx:", "rng:")):
             index_keys.append(key)
@@ -101,7 +98,7 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
         replies = await database.run_batch([("HGETALL", key) for key in chunk])
         for key, raw in zip(chunk, replies, strict=True):
             try:
-                record = model._from_hash(key, _as_dict(raw), database)
+                record = model._from_hash(key, reply_hash(raw), database)
             except DecodeError as exc:
                 report.drift.append(Drift("undecodable", key, "", str(exc)))
                 continue
@@ -114,7 +111,7 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
     actual: dict[str, dict[str, float]] = {}
     for key in index_keys:
         pairs: list[Any] = await database.client.zrange(key, 0, -1, withscores=True)
-        actual[key] = {_text(member): float(score) for member, score in pairs}
+        actual[key] = {reply_text(member): float(score) for member, score in pairs}
         report.entries += len(pairs)
     for key in set(expected) | set(actual):
         want, have = expected.get(key, {}), actual.get(key, {})
@@ -133,9 +130,9 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
             report.drift.append(Drift(kind, key, record_id, f"score {have[record_id]}"))
 
     for key in set(unique_keys) | set(expected_unique):
-        raw_claims = _as_dict(await database.client.hgetall(key))
+        raw_claims = reply_hash(await database.client.hgetall(key))
         have_claims = {
-            k.decode("utf-8", "surrogateescape"): _text(v) for k, v in raw_claims.items()
+            k.decode("utf-8", "surrogateescape"): reply_text(v) for k, v in raw_claims.items()
         }
         want_claims = expected_unique.get(key, {})
         for claimed, record_id in want_claims.items():

@@ -30,6 +30,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from flue_models.connection import Database, current_database
 from flue_models.errors import FlueModelsError
 from flue_models.model.codec import canonical_json
+from flue_models.replies import reply_text
 
 T = TypeVar("T")
 
@@ -198,10 +199,6 @@ class StreamInfo:
         return format_offset(self.length)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class EventStream(Generic[T]):
     """An append-only event log at ``path``; ``model`` makes reads validate events.
 
@@ -333,7 +330,7 @@ class EventStream(Generic[T]):
         """
         db = self._database()
         meta, _events, _once = self._keys(db)
-        raw = {_text(k): _text(v) for k, v in (await db.client.hgetall(meta)).items()}
+        raw = {reply_text(k): reply_text(v) for k, v in (await db.client.hgetall(meta)).items()}
         if not raw:
             return None
         return StreamInfo(
@@ -369,7 +366,7 @@ class EventStream(Generic[T]):
         reply = await db.scripts.call(
             "stream_append", keys=list(self._keys(db)), args=[key, digest, *payloads]
         )
-        status = _text(reply[0])
+        status = reply_text(reply[0])
         if status == "missing":
             raise StreamNotFoundError(self.path)
         if status == "closed":
@@ -454,7 +451,7 @@ class EventStream(Generic[T]):
         head_raw, closed_raw = fields
         if head_raw is None:  # missing stream
             return ReadResult([], START, True, False)
-        head, closed = int(head_raw), _text(closed_raw) == "1"
+        head, closed = int(head_raw), reply_text(closed_raw) == "1"
         if after == NOW:
             return ReadResult([], format_offset(head), True, closed)
         if start_seq > head:
@@ -465,7 +462,7 @@ class EventStream(Generic[T]):
         found: list[Event[T]] = []
         last = start_seq
         for entry_id, values in entries:
-            seq = int(_text(entry_id).split("-", 1)[1])
+            seq = int(reply_text(entry_id).split("-", 1)[1])
             payload = values.get(b"d") if isinstance(values, dict) else None
             if payload is None or seq > head or len(found) == limit:
                 break  # the close marker, or one past the page

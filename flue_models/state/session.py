@@ -28,9 +28,10 @@ from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError
 from flue_models.connection import Database, current_database
 from flue_models.errors import FlueModelsError
 from flue_models.keys import KeySpace
-from flue_models.model.base import Model, _as_dict, _run_writes, _Write
+from flue_models.model.base import Model, _run_writes, _Write
 from flue_models.model.codec import canonical_json
 from flue_models.model.errors import AlreadyExistsError, ConflictError, DecodeError
+from flue_models.replies import reply_hash
 
 #: Entries larger than this are stored as several list elements.
 CHUNK_BYTES = 512 * 1024
@@ -264,7 +265,7 @@ class Session(Model):
         )
         if not raw:
             return None
-        session = cls._from_hash(key, _as_dict(raw), database)
+        session = cls._from_hash(key, reply_hash(raw), database)
         session._entries = decode_entries(entries_key, elements)
         return session
 

@@ -29,10 +29,11 @@ from typing import Annotated, Any, Literal
 from flue_models.connection import Database, current_database
 from flue_models.errors import FlueModelsError
 from flue_models.keys import KeySpace
-from flue_models.model.base import Model, _as_dict, _run_writes, _Write
+from flue_models.model.base import Model, _run_writes, _Write
 from flue_models.model.codec import canonical_json
 from flue_models.model.errors import ConflictError, DecodeError, GuardError
 from flue_models.model.fields import Indexed
+from flue_models.replies import reply_hash
 
 Kind = Literal["dispatch", "direct"]
 Status = Literal["queued", "running", "settled"]
@@ -220,9 +221,9 @@ async def _read(db: Database, submission_id: str) -> tuple[Submission | None, dt
     if not raw:
         return None, now
     try:
-        return Submission._from_hash(key, _as_dict(raw), db), now
+        return Submission._from_hash(key, reply_hash(raw), db), now
     except DecodeError as exc:
-        await _quarantine(db, key, submission_id, _as_dict(raw), exc)
+        await _quarantine(db, key, submission_id, reply_hash(raw), exc)
         return None, now
 
 
@@ -579,14 +580,20 @@ async def replace_attempt(
 # Settling ----------------------------------------------------------------------------
 
 
-async def _settle(
-    db: Database, row: Submission, now: dt.datetime, outcome: Outcome, error: Any
-) -> bool:
+def _mark_settled(row: Submission, now: dt.datetime, outcome: Outcome, error: Any) -> bool:
+    """Turn ``row`` into a settled one (the caller saves it under the version check)."""
     row.status = "settled"
     row.outcome = outcome
     row.error = error
     row.settled_at = now
     row.open_session = row.owner_id = row.lease_expires_at = None
+    return True
+
+
+async def _settle(
+    db: Database, row: Submission, now: dt.datetime, outcome: Outcome, error: Any
+) -> bool:
+    _mark_settled(row, now, outcome, error)
     return await _save(db, row)
 
 
@@ -616,12 +623,7 @@ async def fail(attempt: Attempt, error: Any, *, db: Database | None = None) -> b
 
 async def _finish(attempt: Attempt, outcome: Outcome, error: Any, db: Database | None) -> bool:
     def change(row: Submission, now: dt.datetime) -> bool:
-        row.status = "settled"
-        row.outcome = outcome
-        row.error = error
-        row.settled_at = now
-        row.open_session = row.owner_id = row.lease_expires_at = None
-        return True
+        return _mark_settled(row, now, outcome, error)
 
     return await _fenced(db, attempt.submission_id, attempt.attempt_id, change)
 
@@ -720,7 +722,7 @@ async def read_journal(submission_id: str, *, db: Database | None = None) -> dic
     """
     database = db or current_database()
     raw = await database.client.hgetall(journal_key(database.keys, submission_id))
-    fields = {k.decode(): v.decode() for k, v in _as_dict(raw).items()}
+    fields = {k.decode(): v.decode() for k, v in reply_hash(raw).items()}
     return {
         "attempt_id": fields.get("attempt"),
         "phases": {k[6:]: v for k, v in fields.items() if k.startswith("phase:")},

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
 import flue_models as fm
+from tests.command_line import run_cli
 from tests.conftest import RedisServers, port_below
 
 
@@ -100,18 +101,8 @@ async def test_denied_config_and_info_fail_with_the_clear_error(
     assert ":pw@" not in message
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flue_models.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_cli_check_prints_the_server_settings(redis_url: str) -> None:
-    result = _cli("check", "--url", redis_url)
+    result = run_cli("check", "--url", redis_url)
     assert result.returncode == 0, result.stderr
     assert "maxmemory-policy: noeviction" in result.stdout
     assert "cluster: off" in result.stdout
@@ -123,7 +114,7 @@ def test_cli_check_fails_on_an_evicting_server_and_says_noeviction(
 ) -> None:
     server = redis_servers.start()
     server.sync_client().config_set("maxmemory-policy", "allkeys-lru")
-    result = _cli("check", "--url", server.url)
+    result = run_cli("check", "--url", server.url)
     assert result.returncode != 0
     assert "noeviction" in result.stderr
     assert "allkeys-lru" in result.stdout
@@ -131,7 +122,7 @@ def test_cli_check_fails_on_an_evicting_server_and_says_noeviction(
 
 
 def test_cli_help_lists_every_command() -> None:
-    result = _cli("--help")
+    result = run_cli("--help")
     assert result.returncode == 0
     for command in ("check", "server"):
         assert command in result.stdout

@@ -22,6 +22,7 @@ from flue_models.errors import (
     UnversionedDataError,
 )
 from flue_models.schema import MigrationSet, migrate, new_migration_file, schema_status
+from tests.command_line import run_cli
 from tests.integration.models import Ticket
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -266,54 +267,40 @@ async def test_rebuild_indexes_restores_exact_indexes(bare: fm.Database, tmp_pat
     assert report.records == 20
 
 
-def cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flue_models.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=cwd,
-        env=env,
-    )
-
-
 def test_cli_new_then_migrate_then_noop_then_an_older_install_is_refused(
     redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
     folder = tmp_path / "migrations"
-    created = cli("migrations", "new", "add_priority", "--dir", str(folder))
+    created = run_cli("migrations", "new", "add_priority", "--dir", str(folder))
     assert created.returncode == 0, created.stderr
     assert (folder / "0001_add_priority.py").is_file()
     second = new_migration_file(folder, "backfill")
     assert second.name == "0002_backfill.py"
 
     common = ["--url", redis_url, "--prefix", key_prefix]
-    first = cli("migrate", *common, "--dir", str(folder))
+    first = run_cli("migrate", *common, "--dir", str(folder))
     assert first.returncode == 0, first.stderr
     assert "applied app/0001_add_priority" in first.stdout
     assert "applied app/0002_backfill" in first.stdout
-    again = cli("migrate", *common, "--dir", str(folder))
+    again = run_cli("migrate", *common, "--dir", str(folder))
     assert again.returncode == 0
     assert again.stdout.strip() == "up to date: flue at 1, app at 2"
 
     second.unlink()  # an install that knows fewer migrations
-    older = cli("migrate", *common, "--dir", str(folder))
+    older = run_cli("migrate", *common, "--dir", str(folder))
     assert older.returncode == 2
     assert "version 2" in older.stderr
     assert "upgrade flue-models" in older.stderr
-    status = cli("migrations", "status", *common, "--dir", str(folder))
+    status = run_cli("migrations", "status", *common, "--dir", str(folder))
     assert "app: stored version 2, newest file 1" in status.stdout
     assert status.returncode == 4
 
 
 def test_cli_dry_run_and_bad_names(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
-    dry = cli("migrate", "--url", redis_url, "--prefix", key_prefix, "--dry-run")
+    dry = run_cli("migrate", "--url", redis_url, "--prefix", key_prefix, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would apply flue/0001_initial" in dry.stdout
-    bad = cli("migrations", "new", "Add-Priority", "--dir", str(tmp_path))
+    bad = run_cli("migrations", "new", "Add-Priority", "--dir", str(tmp_path))
     assert bad.returncode == 2
     assert "lowercase" in bad.stderr
 

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import flue_models as fm
 from flue_models import WorkflowRun
+from tests.command_line import run_cli
 
 ROOT = Path(__file__).parents[2]
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flue_models.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
 
 
 async def test_runs_list_show_and_events_read(db: fm.Database, redis_url: str) -> None:
@@ -32,37 +19,39 @@ async def test_runs_list_show_and_events_read(db: fm.Database, redis_url: str) -
     await run.fail(error={"message": "boom"})
     common = ["--url", redis_url, "--prefix", db.keys.prefix]
 
-    listed = await asyncio.to_thread(cli, "runs", "list", *common, "--status", "errored")
+    listed = await asyncio.to_thread(run_cli, "runs", "list", *common, "--status", "errored")
     assert listed.returncode == 0, listed.stderr
     assert "r-cli" in listed.stdout
     assert "日報" in listed.stdout
-    as_json = json.loads((await asyncio.to_thread(cli, "runs", "list", *common, "--json")).stdout)
+    as_json = json.loads(
+        (await asyncio.to_thread(run_cli, "runs", "list", *common, "--json")).stdout
+    )
     assert as_json["items"][0]["id"] == "r-cli"
     assert as_json["next_cursor"] is None
 
-    shown = await asyncio.to_thread(cli, "runs", "show", "r-cli", *common)
+    shown = await asyncio.to_thread(run_cli, "runs", "show", "r-cli", *common)
     assert json.loads(shown.stdout)["error"] == {"message": "boom"}
-    missing = await asyncio.to_thread(cli, "runs", "show", "nope", *common)
+    missing = await asyncio.to_thread(run_cli, "runs", "show", "nope", *common)
     assert missing.returncode == 3
 
-    read = await asyncio.to_thread(cli, "events", "read", "runs/r-cli", *common)
+    read = await asyncio.to_thread(run_cli, "events", "read", "runs/r-cli", *common)
     assert read.returncode == 0, read.stderr
     assert json.loads(read.stdout.splitlines()[0])["data"]["message"] == "hello"
     assert "up_to_date=true closed=true" in read.stderr
-    tailed = await asyncio.to_thread(cli, "events", "tail", "runs/r-cli", *common)
+    tailed = await asyncio.to_thread(run_cli, "events", "tail", "runs/r-cli", *common)
     assert tailed.returncode == 0  # the stream is closed, so the tail ends by itself
     assert len(tailed.stdout.splitlines()) == 1
 
 
 def test_the_demo_runs_twice_and_keeps_the_first_runs_data(redis_url: str, key_prefix: str) -> None:
-    first = cli("demo", "--url", redis_url, "--prefix", key_prefix)
+    first = run_cli("demo", "--url", redis_url, "--prefix", key_prefix)
     assert first.returncode == 0, first.stderr
     assert "0 run(s) from earlier demos" in first.stdout
     assert "live tail of run" in first.stdout
     assert "(stream closed: the run ended)" in first.stdout
     assert "completed: 3 run(s)" in first.stdout
     assert "errored: 1 run(s)" in first.stdout
-    second = cli("demo", "--url", redis_url, "--prefix", key_prefix)
+    second = run_cli("demo", "--url", redis_url, "--prefix", key_prefix)
     assert second.returncode == 0, second.stderr
     assert "4 run(s) from earlier demos" in second.stdout
     assert "completed: 6 run(s)" in second.stdout
@@ -74,14 +63,14 @@ async def test_sessions_show(db: fm.Database, redis_url: str) -> None:
         await session.append(fm.MessageEntry(id=f"m{n}", role="user", content=f"hello {n}"))
     common = ["--url", redis_url, "--prefix", db.keys.prefix]
     shown = await asyncio.to_thread(
-        cli, "sessions", "show", "support/eu-1/claude/main", *common, "--entries", "2"
+        run_cli, "sessions", "show", "support/eu-1/claude/main", *common, "--entries", "2"
     )
     assert shown.returncode == 0, shown.stderr
     body = json.loads(shown.stdout)
     assert body["metadata"] == {"user": "u1"}
     assert body["leaf_id"] == "m4"
     assert [e["id"] for e in body["entries"]] == ["m3", "m4"]
-    missing = await asyncio.to_thread(cli, "sessions", "show", "nope", *common)
+    missing = await asyncio.to_thread(run_cli, "sessions", "show", "nope", *common)
     assert missing.returncode == 3
 
 
@@ -91,11 +80,13 @@ async def test_submissions_list(db: fm.Database, redis_url: str) -> None:
     attempt = await fm.submissions.claim("d-2", "worker-a")
     assert attempt is not None
     common = ["--url", redis_url, "--prefix", db.keys.prefix]
-    listed = await asyncio.to_thread(cli, "submissions", "list", *common)
+    listed = await asyncio.to_thread(run_cli, "submissions", "list", *common)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert [line.split()[1] for line in lines] == ["p-1", "d-2"]
-    running = await asyncio.to_thread(cli, "submissions", "list", *common, "--status", "running")
+    running = await asyncio.to_thread(
+        run_cli, "submissions", "list", *common, "--status", "running"
+    )
     assert "d-2" in running.stdout
     assert "owner=worker-a" in running.stdout
     assert "p-1" not in running.stdout

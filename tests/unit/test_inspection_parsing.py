@@ -13,7 +13,8 @@ from flue_models.errors import (
     ServerUnverifiableError,
     ServerVersionError,
 )
-from flue_models.inspection import ServerReport, _pairs, check_report, parse_info, version_tuple
+from flue_models.inspection import ServerReport, check_report, parse_info, version_tuple
+from flue_models.replies import reply_pairs
 
 GOOD = ServerReport("7.0.15", "redis", False, "noeviction", True, False)
 
@@ -28,9 +29,9 @@ def test_parsed_info_mapping_is_normalized_to_text() -> None:
 
 
 def test_config_get_reply_shapes_resp2_list_and_resp3_map() -> None:
-    assert _pairs([b"maxmemory-policy", b"noeviction"]) == {"maxmemory-policy": "noeviction"}
-    assert _pairs({b"maxmemory-policy": b"noeviction"}) == {"maxmemory-policy": "noeviction"}
-    assert _pairs([]) == {}
+    assert reply_pairs([b"maxmemory-policy", b"noeviction"]) == {"maxmemory-policy": "noeviction"}
+    assert reply_pairs({b"maxmemory-policy": b"noeviction"}) == {"maxmemory-policy": "noeviction"}
+    assert reply_pairs([]) == {}
 
 
 @pytest.mark.parametrize(

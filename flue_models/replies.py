@@ -1,0 +1,47 @@
+"""Normalize Redis replies: RESP2 and RESP3 give the same data in different shapes.
+
+Example:
+    >>> reply_text(b"ok"), reply_pairs([b"a", b"1"]), reply_hash([b"f", b"v"])
+    ('ok', {'a': '1'}, {b'f': b'v'})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+
+def reply_text(value: Any) -> str:
+    """Return a reply value as text (bytes are UTF-8).
+
+    Example:
+        >>> reply_text(b"0-1"), reply_text(5)
+        ('0-1', '5')
+    """
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def reply_pairs(reply: Any) -> dict[str, str]:
+    """Return a map reply (RESP3 map or RESP2 flat list) as ``{text: text}``.
+
+    Example:
+        >>> reply_pairs({b"maxmemory-policy": b"noeviction"})
+        {'maxmemory-policy': 'noeviction'}
+    """
+    if isinstance(reply, Mapping):
+        return {reply_text(k): reply_text(v) for k, v in reply.items()}
+    if isinstance(reply, list | tuple):
+        return {reply_text(reply[i]): reply_text(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
+    return {}
+
+
+def reply_hash(reply: Any) -> dict[bytes, bytes]:
+    """Return an HGETALL reply (a dict from redis-py, a flat list in a raw pipeline) as bytes.
+
+    Example:
+        >>> reply_hash({b"status": b"open"})
+        {b'status': b'open'}
+    """
+    if isinstance(reply, dict):
+        return cast(dict[bytes, bytes], reply)
+    return {reply[i]: reply[i + 1] for i in range(0, len(reply), 2)}
