@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
@@ -356,6 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    # Ctrl-C stops a command even when it was started with SIGINT ignored (as background
+    # jobs of a non-interactive shell are); asyncio.run then turns it into cancellation.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return asyncio.run(handler(args))
     except FlueModelsError as exc:

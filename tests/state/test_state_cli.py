@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sys
 from pathlib import Path
 
 import flue_models as fm
@@ -90,3 +93,21 @@ async def test_submissions_list(db: fm.Database, redis_url: str) -> None:
     assert "d-2" in running.stdout
     assert "owner=worker-a" in running.stdout
     assert "p-1" not in running.stdout
+
+
+async def test_ctrl_c_stops_a_tail_cleanly(db: fm.Database, redis_url: str) -> None:
+    stream: fm.EventStream[dict[str, object]] = fm.EventStream("runs/open")
+    await stream.create()
+    await stream.append({"n": 1})
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flue_models.cli", "events", "tail", "runs/open",
+        "--url", redis_url, "--prefix", db.keys.prefix,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    assert child.stdout is not None
+    assert json.loads(await child.stdout.readline())["data"] == {"n": 1}  # it is tailing
+    child.send_signal(signal.SIGINT)
+    _out, err = await asyncio.wait_for(child.communicate(), timeout=30)
+    assert child.returncode == 130
+    assert b"Traceback" not in err
