@@ -220,7 +220,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             zrem=[k for k in old_entries if k not in entries],
             zadd={k: s for k, s in entries.items() if old_entries.get(k) != s},
             claims=[
-                (k, v, k.rsplit(":", 1)[1]) for k, v in unique.items() if old_unique.get(k) != v
+                (k, v, spec.unique_field(k)) for k, v in unique.items() if old_unique.get(k) != v
             ],
             releases=[(k, v) for k, v in old_unique.items() if unique.get(k) != v],
             snapshot=encoded,
@@ -330,16 +330,19 @@ class Model(BaseModel, metaclass=_ModelMeta):
     @classmethod
     async def _delete_id(cls, record_id: str, *, db: Database | None = None) -> bool:
         database = db or current_database()
+        conflict: ConflictError | None = None
         for _attempt in range(20):
             current = await cls.get(record_id, db=database)
             if current is None:
                 return False
             try:
                 await _run_writes(database, [current._plan_delete(database.keys)])
-            except ConflictError:
-                continue  # changed between our read and our delete: read again
+            except ConflictError as exc:
+                conflict = exc  # changed between our read and our delete: read again
+                continue
             return True
-        raise ConflictError(cls.__name__, record_id, -1, -1)
+        assert conflict is not None
+        raise conflict  # 20 writers in a row got there first: give up, saying so
 
     # Reads -----------------------------------------------------------------------------
 

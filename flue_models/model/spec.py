@@ -101,6 +101,12 @@ class ModelSpec:
                 owned[self.compound_key(keys, fields, parts)] = score
         return owned
 
+    def unique_field(self, unique_key: str) -> str:
+        """Return the field a ``uniq`` hash key belongs to (its last segment)."""
+        field = unique_key.rsplit(":", 1)[1]
+        assert field in self.unique_fields, unique_key
+        return field
+
     def unique_claims(self, keys: KeySpace, values: dict[str, Any]) -> dict[str, bytes]:
         """Return the ``uniq`` hash key -> claimed value of each unique field that is set."""
         return {
