@@ -213,18 +213,29 @@ def _digest(session_id: str, kind: str, input: Any) -> str:
     return canonical_json({"session_id": session_id, "kind": kind, "input": input})
 
 
+async def _read_many(
+    db: Database, submission_ids: list[str]
+) -> tuple[list[Submission | None], dt.datetime]:
+    """Read submissions and the server clock in one round trip; quarantine malformed rows."""
+    keys = [db.keys.record("submission", submission_id) for submission_id in submission_ids]
+    *raws, (seconds, micros) = await db.run_batch([*(("HGETALL", k) for k in keys), ("TIME",)])
+    now = dt.datetime.fromtimestamp(int(seconds), dt.UTC) + dt.timedelta(microseconds=int(micros))
+    rows: list[Submission | None] = []
+    for key, submission_id, raw in zip(keys, submission_ids, raws, strict=True):
+        row = None
+        if raw:
+            try:
+                row = Submission._from_hash(key, reply_hash(raw), db)
+            except DecodeError as exc:
+                await _quarantine(db, key, submission_id, reply_hash(raw), exc)
+        rows.append(row)
+    return rows, now
+
+
 async def _read(db: Database, submission_id: str) -> tuple[Submission | None, dt.datetime]:
     """Read a submission and the server clock in one round trip."""
-    key = db.keys.record("submission", submission_id)
-    raw, (seconds, micros) = await db.run_batch([("HGETALL", key), ("TIME",)])
-    now = dt.datetime.fromtimestamp(int(seconds), dt.UTC) + dt.timedelta(microseconds=int(micros))
-    if not raw:
-        return None, now
-    try:
-        return Submission._from_hash(key, reply_hash(raw), db), now
-    except DecodeError as exc:
-        await _quarantine(db, key, submission_id, reply_hash(raw), exc)
-        return None, now
+    (row,), now = await _read_many(db, [submission_id])
+    return row, now
 
 
 async def _quarantine(
@@ -371,6 +382,8 @@ async def _heads(db: Database, session_ids: list[str]) -> dict[str, str | None]:
 async def list_runnable(limit: int = 100, *, db: Database | None = None) -> list[Submission]:
     """Return at most one submission per session: its head, if queued, in admission order.
 
+    Three round trips per page of candidates: their ids, the rows, and each session's head.
+
     Example:
         ```python
         for row in await list_runnable():
@@ -383,11 +396,8 @@ async def list_runnable(limit: int = 100, *, db: Database | None = None) -> list
     query = Submission.find(Submission.status == "queued").using(database)
     while len(runnable) < limit:
         page = await query.id_page(limit=max(limit, 50), cursor=cursor)
-        rows: list[Submission] = []
-        for submission_id in page.ids:
-            row = await get_submission(submission_id, db=database)
-            if row is not None:
-                rows.append(row)
+        found, _now = await _read_many(database, page.ids)
+        rows = [row for row in found if row is not None]
         heads = await _heads(database, sorted({r.session_id for r in rows}))
         seen = {r.session_id for r in runnable}
         for row in rows:

@@ -307,3 +307,15 @@ async def test_a_malformed_row_is_settled_as_failed_and_listing_goes_on(db: fm.D
         await db.client.zscore(db.keys.index("submission", "open_session", b"s-bad"), "bad") is None
     )
     assert [r.id for r in await sub.list_runnable()] == ["good"]
+
+
+async def test_listing_runnable_heads_takes_three_round_trips(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(30):
+        await sub.admit_direct(f"p-{i}", session_id=f"s-{i % 10}", input={})
+    await sub.list_runnable()  # warm: connection and script loaded
+    with count_round_trips(db, monkeypatch) as trips:
+        heads = await sub.list_runnable()
+    assert [r.id for r in heads] == [f"p-{i}" for i in range(10)]
+    assert trips[0] == 3  # the queued ids, the rows with the clock, the sessions' heads
