@@ -99,7 +99,14 @@ class Database:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` has run."""
+        """Whether :meth:`close` has run.
+
+        Example:
+            ```python
+            await db.close()
+            assert db.closed
+            ```
+        """
         return self._closed
 
     async def server_time(self) -> dt.datetime:

@@ -177,7 +177,12 @@ class ServerRecord:
 
     @property
     def url(self) -> str:
-        """The ``redis://`` URL of this server."""
+        """The ``redis://`` URL of this server.
+
+        Example:
+            >>> ServerRecord(pid=1, port=7000, binary="redis-server").url
+            'redis://127.0.0.1:7000/0'
+        """
         return f"redis://127.0.0.1:{self.port}/0"
 
 

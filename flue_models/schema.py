@@ -99,18 +99,37 @@ class MigrationFile:
 
     @property
     def label(self) -> str:
-        """``<set>/<NNNN>_<name>``, as messages show it."""
+        """``<set>/<NNNN>_<name>``, as messages show it.
+
+        Example:
+            ```python
+            MigrationSet.builtin().files()[0].label   # 'flue/0001_initial'
+            ```
+        """
         return f"{self.set_name}/{self.number:04d}_{self.name}"
 
     @property
     def up(self) -> Callable[[MigrationContext], Awaitable[None]]:
-        """The file's ``async def up(ctx)``."""
+        """The file's ``async def up(ctx)``.
+
+        Example:
+            ```python
+            await file.up(ctx)
+            ```
+        """
         function: Callable[[MigrationContext], Awaitable[None]] = self.module.up
         return function
 
     @property
     def down(self) -> Callable[[MigrationContext], Awaitable[None]] | None:
-        """The file's ``async def down(ctx)``, or ``None`` when it has none."""
+        """The file's ``async def down(ctx)``, or ``None`` when it has none.
+
+        Example:
+            ```python
+            if file.down is not None:
+                await file.down(ctx)
+            ```
+        """
         return getattr(self.module, "down", None)
 
 
@@ -161,7 +180,12 @@ class MigrationSet:
 
     @property
     def version_field(self) -> str:
-        """The field of ``<prefix>:meta`` holding this set's version."""
+        """The field of ``<prefix>:meta`` holding this set's version.
+
+        Example:
+            >>> MigrationSet("billing", ".").version_field
+            'schema_version:billing'
+        """
         return version_field(self.name)
 
     def files(self) -> list[MigrationFile]:
@@ -380,7 +404,14 @@ class SetStatus:
 
 @dataclass(frozen=True)
 class Step:
-    """One migration applied (``up``) or reverted (``down``) by :func:`migrate`."""
+    """One migration applied (``up``) or reverted (``down``) by :func:`migrate`.
+
+    Example:
+        ```python
+        for step in await migrate(db):
+            print(step.direction, step.file.label, step.seconds)
+        ```
+    """
 
     file: MigrationFile
     direction: str

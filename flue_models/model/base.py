@@ -480,7 +480,13 @@ class Bound(Generic[M]):
         await self.model.save_many(records, db=self.db)
 
     async def delete(self, record_id: str) -> bool:
-        """Delete by id; ``False`` when there was nothing to delete."""
+        """Delete by id; ``False`` when there was nothing to delete.
+
+        Example:
+            ```python
+            await Ticket.using(db).delete("t-1")
+            ```
+        """
         return await self.model._delete_id(record_id, db=self.db)
 
     def find(self, *conditions: Condition | AllOf | bool) -> Query[M]:

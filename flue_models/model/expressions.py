@@ -49,7 +49,13 @@ class Condition:
 
     @property
     def conditions(self) -> tuple[Condition, ...]:
-        """This condition as a one-element conjunction."""
+        """This condition as a one-element conjunction.
+
+        Example:
+            ```python
+            (Ticket.status == "open").conditions   # (Condition(...),)
+            ```
+        """
         return (self,)
 
     def __and__(self, other: Condition | AllOf) -> AllOf:

@@ -43,38 +43,71 @@ def _score_text(value: float) -> str:
 
 
 @dataclass(frozen=True)
-class Bound:
-    """One end of a score range; ``exclusive`` for ``<`` and ``>``."""
+class ScoreBound:
+    """One end of a score range; ``exclusive`` for ``<`` and ``>``.
+
+    Example:
+        >>> ScoreBound(2.0, True).zset_text()
+        '(2.0'
+    """
 
     value: float
     exclusive: bool
 
     def script_args(self) -> tuple[str, str]:
-        """The bound as the query script reads it: score text and exclusive flag."""
+        """The bound as the query script reads it: score text and exclusive flag.
+
+        Example:
+            >>> ScoreBound(float("inf"), False).script_args()
+            ('+inf', '0')
+        """
         return _score_text(self.value), "1" if self.exclusive else "0"
 
     def zset_text(self) -> str:
-        """The bound as ZCOUNT/ZRANGEBYSCORE read it, e.g. ``(2.0``."""
+        """The bound as ZCOUNT/ZRANGEBYSCORE read it.
+
+        Example:
+            >>> ScoreBound(5.0, False).zset_text()
+            '5.0'
+        """
         return ("(" if self.exclusive else "") + _score_text(self.value)
 
-    def tighter_low(self, other: Bound) -> Bound:
+    def tighter_low(self, other: ScoreBound) -> ScoreBound:
+        """Return the stricter of two lower bounds.
+
+        Example:
+            >>> ScoreBound(1.0, False).tighter_low(ScoreBound(1.0, True))
+            ScoreBound(value=1.0, exclusive=True)
+        """
         if other.value > self.value or (other.value == self.value and other.exclusive):
             return other
         return self
 
-    def tighter_high(self, other: Bound) -> Bound:
+    def tighter_high(self, other: ScoreBound) -> ScoreBound:
+        """Return the stricter of two upper bounds.
+
+        Example:
+            >>> ScoreBound(9.0, False).tighter_high(ScoreBound(3.0, False)).value
+            3.0
+        """
         if other.value < self.value or (other.value == self.value and other.exclusive):
             return other
         return self
 
 
-UNBOUNDED_LOW = Bound(float("-inf"), False)
-UNBOUNDED_HIGH = Bound(float("inf"), False)
+UNBOUNDED_LOW = ScoreBound(float("-inf"), False)
+UNBOUNDED_HIGH = ScoreBound(float("inf"), False)
 
 
 @dataclass(frozen=True)
 class Filter:
-    """A check the script runs on each candidate id."""
+    """A check the query script runs on each candidate id (see ``query.lua``).
+
+    Example:
+        ```python
+        Filter("member", ("flue:ticket:idx:status:b3Blbg",), text="status == 'open'")
+        ```
+    """
 
     kind: str
     keys: tuple[str, ...]
@@ -93,8 +126,8 @@ class Plan:
     """
 
     drivers: tuple[str, ...]
-    low: Bound
-    high: Bound
+    low: ScoreBound
+    high: ScoreBound
     filters: tuple[Filter, ...]
     descending: bool
     sort_field: str
@@ -103,7 +136,13 @@ class Plan:
     def script_args(
         self, cursor: tuple[str, str] | None, limit: int
     ) -> tuple[list[str], list[Any]]:
-        """Return the KEYS and ARGV of one ``query`` script call."""
+        """Return the KEYS and ARGV of one ``query`` script call.
+
+        Example:
+            ```python
+            keys, args = plan.script_args(cursor=None, limit=50)
+            ```
+        """
         keys = list(self.drivers)
         args: list[Any] = [
             len(self.drivers),
@@ -148,7 +187,7 @@ def plan_query(
 
     drivers = [sort_set]
     low, high = UNBOUNDED_LOW, UNBOUNDED_HIGH
-    ranges: dict[str, tuple[Bound, Bound]] = {}
+    ranges: dict[str, tuple[ScoreBound, ScoreBound]] = {}
     filters: list[Filter] = []
     equal_to: dict[str, Any] = {}
 
@@ -156,13 +195,11 @@ def plan_query(
         codec = spec.codecs[cond.field]
         if cond.op in ("lt", "le", "gt", "ge"):
             score = codec.score(cond.values[0])
-            lo, hi = ranges.get(
-                cond.field, (Bound(float("-inf"), False), Bound(float("inf"), False))
-            )
+            lo, hi = ranges.get(cond.field, (UNBOUNDED_LOW, UNBOUNDED_HIGH))
             if cond.op in ("gt", "ge"):
-                lo = lo.tighter_low(Bound(score, cond.op == "gt"))
+                lo = lo.tighter_low(ScoreBound(score, cond.op == "gt"))
             else:
-                hi = hi.tighter_high(Bound(score, cond.op == "lt"))
+                hi = hi.tighter_high(ScoreBound(score, cond.op == "lt"))
             ranges[cond.field] = (lo, hi)
             continue
         if cond.field in spec.equality_fields:

@@ -53,17 +53,35 @@ class ModelSpec:
     # Key names -------------------------------------------------------------------------
 
     def range_key(self, keys: KeySpace, field: str) -> str:
-        """Return the set scored by ``field``'s value (the ``all`` set for ``order_by``)."""
+        """Return the set scored by ``field``'s value (the ``all`` set for ``order_by``).
+
+        Example:
+            ```python
+            spec.range_key(db.keys, "priority")   # 'flue:ticket:rng:priority'
+            ```
+        """
         if field == self.order_by:
             return keys.all(self.collection)
         return keys.range_index(self.collection, field)
 
     def equality_key(self, keys: KeySpace, field: str, value: Any) -> str:
-        """Return the equality index set of ``field == value``."""
+        """Return the equality index set of ``field == value``.
+
+        Example:
+            ```python
+            spec.equality_key(db.keys, "status", "open")
+            ```
+        """
         return keys.index(self.collection, field, self.codecs[field].index_value(value))
 
     def compound_key(self, keys: KeySpace, fields: tuple[str, ...], values: list[Any]) -> str:
-        """Return the compound index set of ``fields == values``."""
+        """Return the compound index set of ``fields == values``.
+
+        Example:
+            ```python
+            spec.compound_key(db.keys, ("workflow", "status"), ["w", "active"])
+            ```
+        """
         parts = [
             encode_segment(self.codecs[f].index_value(v))
             for f, v in zip(fields, values, strict=True)
@@ -73,7 +91,13 @@ class ModelSpec:
     # Entries of one record -------------------------------------------------------------
 
     def order_score(self, values: dict[str, Any]) -> float:
-        """Return the score a record has in ``all`` and in every equality index."""
+        """Return the score a record has in ``all`` and in every equality index.
+
+        Example:
+            ```python
+            spec.order_score(ticket.model_dump())
+            ```
+        """
         if self.order_by is None:
             return 0.0
         return self.codecs[self.order_by].score(values[self.order_by])
@@ -102,13 +126,25 @@ class ModelSpec:
         return owned
 
     def unique_field(self, unique_key: str) -> str:
-        """Return the field a ``uniq`` hash key belongs to (its last segment)."""
+        """Return the field a ``uniq`` hash key belongs to (its last segment).
+
+        Example:
+            ```python
+            spec.unique_field("flue:user:uniq:email")   # 'email'
+            ```
+        """
         field = unique_key.rsplit(":", 1)[1]
         assert field in self.unique_fields, unique_key
         return field
 
     def unique_claims(self, keys: KeySpace, values: dict[str, Any]) -> dict[str, bytes]:
-        """Return the ``uniq`` hash key -> claimed value of each unique field that is set."""
+        """Return the ``uniq`` hash key -> claimed value of each unique field that is set.
+
+        Example:
+            ```python
+            spec.unique_claims(db.keys, user.model_dump())
+            ```
+        """
         return {
             keys.unique(self.collection, field): self.codecs[field].index_value(values[field])
             for field in self.unique_fields

@@ -59,7 +59,13 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        """True when rows and indexes agree exactly."""
+        """True when rows and indexes agree exactly.
+
+        Example:
+            ```python
+            assert (await verify_collection(Ticket)).ok
+            ```
+        """
         return not self.drift
 
 

@@ -195,7 +195,13 @@ class StreamInfo:
 
     @property
     def head(self) -> str:
-        """The offset of the last event appended."""
+        """The offset of the last event appended.
+
+        Example:
+            ```python
+            (await stream.meta()).head   # '0000000000000000_0000000000000003'
+            ```
+        """
         return format_offset(self.length)
 
 
