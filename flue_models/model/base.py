@@ -209,14 +209,16 @@ class Model(BaseModel, metaclass=_ModelMeta):
         }
         entries = spec.entries(keys, values)
         unique = spec.unique_claims(keys, values)
+        # Read the private state once: each access goes through pydantic's __getattr__.
         old_entries, old_unique = self._flue_entries, self._flue_unique
+        stored = self._flue_snapshot
         return _Write(
             record=self,
             mode="s",
             key=keys.record(spec.collection, self.id),
             expected=self._flue_version,
-            hset={k: v for k, v in encoded.items() if self._flue_snapshot.get(k) != v},
-            hdel=[k for k in self._flue_snapshot if k not in encoded],
+            hset={k: v for k, v in encoded.items() if stored.get(k) != v},
+            hdel=[k for k in stored if k not in encoded],
             zrem=[k for k in old_entries if k not in entries],
             zadd={k: s for k, s in entries.items() if old_entries.get(k) != s},
             claims=[
