@@ -39,9 +39,9 @@ from flue_models.errors import (
     SchemaTooNewError,
     UnversionedDataError,
 )
-from flue_models.keys import escape_glob
 from flue_models.model.base import Model
 from flue_models.model.query import Page
+from flue_models.model.verify import scan_collection
 from flue_models.replies import reply_hash, reply_text
 
 #: Name of the built-in migration set; its version is the record's ``schema_version``.
@@ -316,15 +316,8 @@ class MigrationContext:
         """
         db = self.db
         spec = model.__flue_spec__
-        base = f"{db.keys.prefix}:{spec.collection}:"
-        derived, records = [], []
-        async for raw_key in db.client.scan_iter(match=escape_glob(base) + "*", count=1000):
-            key = raw_key.decode()
-            rest = key[len(base) :]
-            if rest == "all" or rest.startswith(("idx:", "rng:", "uniq:")):
-                derived.append(key)
-            elif ":" not in rest and rest != "version":
-                records.append(key)
+        found = await scan_collection(db, spec.collection)
+        derived, records = found.indexes + found.uniques, found.records
         if derived:
             await db.client.delete(*derived)
         for start in range(0, len(records), 500):

@@ -69,6 +69,44 @@ class VerifyReport:
         return not self.drift
 
 
+@dataclass
+class CollectionKeys:
+    """The keys of one collection, by kind, as :func:`scan_collection` finds them.
+
+    Example:
+        ```python
+        found = await scan_collection(db, "ticket")
+        len(found.records), found.indexes[:3]
+        ```
+    """
+
+    records: list[str] = field(default_factory=list)
+    indexes: list[str] = field(default_factory=list)  # all, idx:*, rng:*
+    uniques: list[str] = field(default_factory=list)  # uniq:*
+
+
+async def scan_collection(db: Database, collection: str) -> CollectionKeys:
+    """SCAN a collection's keys and sort them by kind (a maintenance path, never a request).
+
+    Example:
+        ```python
+        found = await scan_collection(db, "ticket")
+        ```
+    """
+    base = f"{db.keys.prefix}:{collection}:"
+    found = CollectionKeys()
+    async for raw_key in db.client.scan_iter(match=escape_glob(base) + "*", count=1000):
+        key = reply_text(raw_key)
+        rest = key[len(base) :]
+        if rest == "all" or rest.startswith(("idx:", "rng:")):
+            found.indexes.append(key)
+        elif rest.startswith("uniq:"):
+            found.uniques.append(key)
+        elif ":" not in rest and rest != "version":  # the version counter is no record
+            found.records.append(key)
+    return found
+
+
 async def verify_collection(model: type[Model], *, db: Database | None = None) -> VerifyReport:
     """Compare every record of ``model`` with every index entry of its collection.
 
@@ -81,21 +119,10 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
     """
     database = db or current_database()
     spec = model.__flue_spec__
-    base = f"{database.keys.prefix}:{spec.collection}:"
     report = VerifyReport(collection=spec.collection)
 
-    index_keys: list[str] = []
-    unique_keys: list[str] = []
-    record_keys: list[str] = []
-    async for raw_key in database.client.scan_iter(match=escape_glob(base) + "*", count=1000):
-        key = reply_text(raw_key)
-        rest = key[len(base) :]
-        if rest == "all" or rest.startswith(("idx:", "rng:")):
-            index_keys.append(key)
-        elif rest.startswith("uniq:"):
-            unique_keys.append(key)
-        elif ":" not in rest and rest != "version":  # the version counter is no record
-            record_keys.append(key)
+    found = await scan_collection(database, spec.collection)
+    index_keys, unique_keys, record_keys = found.indexes, found.uniques, found.records
 
     expected: dict[str, dict[str, float]] = defaultdict(dict)
     expected_unique: dict[str, dict[str, str]] = defaultdict(dict)
