@@ -26,6 +26,7 @@ from flue_models.embedded import EmbeddedServer
 from flue_models.errors import BatchCommandError, ConnectionFailedError, NotConnectedError
 from flue_models.inspection import ServerReport
 from flue_models.keys import KeySpace
+from flue_models.replies import reply_time
 from flue_models.scripts import Scripts
 
 if TYPE_CHECKING:
@@ -120,10 +121,7 @@ class Database:
             now = await db.server_time()
             ```
         """
-        seconds, micros = await self.client.time()
-        return dt.datetime.fromtimestamp(int(seconds), dt.UTC) + dt.timedelta(
-            microseconds=int(micros)
-        )
+        return reply_time(await self.client.time())
 
     async def run_batch(
         self, commands: Sequence[Sequence[Any]], *, atomic: bool = False

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -45,3 +46,14 @@ def reply_hash(reply: Any) -> dict[bytes, bytes]:
     if isinstance(reply, dict):
         return cast(dict[bytes, bytes], reply)
     return {reply[i]: reply[i + 1] for i in range(0, len(reply), 2)}
+
+
+def reply_time(reply: Any) -> dt.datetime:
+    """Return a TIME reply (seconds, microseconds) as an aware UTC datetime.
+
+    Example:
+        >>> reply_time([b"1", b"500000"]).isoformat()
+        '1970-01-01T00:00:01.500000+00:00'
+    """
+    seconds, micros = reply
+    return dt.datetime.fromtimestamp(int(seconds), dt.UTC) + dt.timedelta(microseconds=int(micros))

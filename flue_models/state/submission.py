@@ -33,7 +33,7 @@ from flue_models.model.base import Model, _run_writes, _Write
 from flue_models.model.codec import canonical_json
 from flue_models.model.errors import ConflictError, DecodeError, GuardError
 from flue_models.model.fields import Indexed
-from flue_models.replies import reply_hash
+from flue_models.replies import reply_hash, reply_time
 
 Kind = Literal["dispatch", "direct"]
 Status = Literal["queued", "running", "settled"]
@@ -218,8 +218,8 @@ async def _read_many(
 ) -> tuple[list[Submission | None], dt.datetime]:
     """Read submissions and the server clock in one round trip; quarantine malformed rows."""
     keys = [db.keys.record("submission", submission_id) for submission_id in submission_ids]
-    *raws, (seconds, micros) = await db.run_batch([*(("HGETALL", k) for k in keys), ("TIME",)])
-    now = dt.datetime.fromtimestamp(int(seconds), dt.UTC) + dt.timedelta(microseconds=int(micros))
+    *raws, time = await db.run_batch([*(("HGETALL", k) for k in keys), ("TIME",)])
+    now = reply_time(time)
     rows: list[Submission | None] = []
     for key, submission_id, raw in zip(keys, submission_ids, raws, strict=True):
         row = None
