@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from flue_models.connection import Database, current_database
 from flue_models.model.base import DualMethod, Model
 from flue_models.model.errors import AlreadyExistsError, ConflictError
 from flue_models.model.fields import Indexed, new_id
-from flue_models.state.events import EventStream
+from flue_models.state.events import EventStream, StreamNotFoundError
 
 RunStatus = Literal["active", "completed", "errored", "cancelled"]
 #: Page size of :meth:`WorkflowRun.list` when none (or a non-positive one) is given.
@@ -197,9 +198,8 @@ class WorkflowRun(Model):
                 await run.update(status=status, ended_at=ended_at, duration_ms=duration, **fields)
             except ConflictError:
                 continue  # someone else wrote first: look again
-            events = run.events
-            if await events.meta() is not None:
-                await events.close()
+            with contextlib.suppress(StreamNotFoundError):  # e.g. deleted by retention
+                await run.events.close()
             return EndResult.ENDED
 
     async def _end_self(self, status: RunStatus, db: Database | None, **fields: Any) -> EndResult:
