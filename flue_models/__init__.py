@@ -11,7 +11,7 @@ Example:
 
 from flue_models import schema
 from flue_models.config import parse_url, redact_url
-from flue_models.connection import Connecting, Database, connect, current_database
+from flue_models.connection import Database, current_database, open_database
 from flue_models.errors import (
     BatchCommandError,
     ClusterEnabledError,
@@ -52,6 +52,7 @@ from flue_models.model import (
     now,
     verify_collection,
 )
+from flue_models.startup import Connecting, connect
 from flue_models.state import (
     Admission,
     Attempt,
@@ -145,6 +146,7 @@ __all__ = [
     "inspect_server",
     "new_id",
     "now",
+    "open_database",
     "parse_url",
     "read_server",
     "redact_url",

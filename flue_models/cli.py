@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from flue_models.config import data_dir_from_environment
-from flue_models.connection import connect
 from flue_models.demo import run_demo
 from flue_models.embedded import EmbeddedServer
 from flue_models.errors import FlueModelsError
 from flue_models.inspection import check_report, read_server
 from flue_models.schema import MigrationSet, migrate, new_migration_file, schema_status
+from flue_models.startup import connect
 from flue_models.state.events import EventStream, event_json
 from flue_models.state.run import WorkflowRun
 from flue_models.state.session import Session

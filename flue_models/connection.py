@@ -10,17 +10,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from flue_models import inspection
 from flue_models.config import RedisURL, data_dir_from_environment, parse_url, url_from_environment
 from flue_models.embedded import EmbeddedServer
 from flue_models.errors import BatchCommandError, ConnectionFailedError, NotConnectedError
@@ -28,9 +27,6 @@ from flue_models.inspection import ServerReport
 from flue_models.keys import KeySpace
 from flue_models.replies import reply_time
 from flue_models.scripts import Scripts
-
-if TYPE_CHECKING:
-    from flue_models.schema import MigrationSet
 
 #: Every connection flue-models opens carries a client name starting with this.
 CLIENT_NAME_PREFIX = "flue-models"
@@ -201,129 +197,58 @@ class Database:
     ) -> None:
         await self.close()
 
+    def bind(self) -> None:
+        """Make this the database of the current task (what :func:`current_database` returns).
 
-class Connecting:
-    """What :func:`connect` returns: await it, or use it with ``async with``.
+        :func:`flue_models.connect` binds the database it opens; :meth:`close` hands the
+        task back to the database bound before.
 
-    Example:
-        ```python
-        db = await fm.connect()              # close it yourself
-        async with fm.connect() as db:       # closed on exit
-            ...
-        ```
-    """
-
-    def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._db: Database | None = None
-
-    def __await__(self) -> Generator[Any, None, Database]:
-        return _open(**self._options).__await__()
-
-    async def __aenter__(self) -> Database:
-        self._db = await _open(**self._options)
-        return self._db
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._db is not None:
-            await self._db.close()
+        Example:
+            ```python
+            db = await open_database(None, key_prefix="myapp")
+            db.bind()
+            assert current_database() is db
+            ```
+        """
+        self._previous = _current.get()
+        _current.set(self)
 
 
-def connect(
-    url: str | None = None,
+async def open_database(
+    url: str | None,
     *,
-    key_prefix: str = "flue",
-    inspect_server: bool = True,
+    key_prefix: str,
     protocol: int | None = None,
     data_dir: Path | str | None = None,
-    migrate: bool = True,
-    migrations: Sequence[MigrationSet] = (),
-) -> Connecting:
-    """Connect to Redis and check that the server can keep agent state safely.
+) -> Database:
+    """Open a client on ``url``, else ``$REDIS_URL``, else the embedded server, and PING it.
 
-    The server is, in order: ``url``, then ``$REDIS_URL``, then an embedded
-    ``redis-server`` with its data in ``data_dir`` (default ``$FLUE_DATA_DIR`` or
-    ``./.flue/redis``).
-
-    Args:
-        url: a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL.
-        key_prefix: the namespace of every key (trailing ``:`` stripped).
-        inspect_server: check version, Cluster and eviction policy at start-up. Turn it
-            off only for a managed service that denies both CONFIG and INFO, after
-            checking those settings by hand.
-        protocol: 2 or 3 for RESP2 or RESP3; ``None`` keeps redis-py's default.
-        data_dir: the embedded server's data directory.
-        migrate: bring the schema up to date (see :func:`flue_models.schema.migrate`);
-            with ``False`` the store is used as it is.
-        migrations: the application's migration sets, applied after the built-in one.
+    This is the connection layer's part of :func:`flue_models.connect`: no inspection,
+    no migration, nothing bound.
 
     Raises:
         InvalidURLError: the URL is malformed.
         ConnectionFailedError: the server does not answer.
-        ServerCheckError: the server could lose state (a subclass says why).
         EmbeddedServerError: the embedded server could not start.
-        SchemaError: the stored schema is newer than this installation, the prefix holds
-            data that is not ours, or a migration failed (a subclass says which).
 
     Example:
         ```python
-        import flue_models as fm
-
-        async with fm.connect(key_prefix="myapp") as db:
-            print(db.report)
+        db = await open_database("redis://127.0.0.1:6390/0", key_prefix="myapp")
+        await db.close()
         ```
     """
-    return Connecting(
-        url=url,
-        key_prefix=key_prefix,
-        inspect_server=inspect_server,
-        protocol=protocol,
-        data_dir=data_dir,
-        migrate=migrate,
-        migrations=tuple(migrations),
-    )
-
-
-async def _open(
-    *,
-    url: str | None,
-    key_prefix: str,
-    inspect_server: bool,
-    protocol: int | None,
-    data_dir: Path | str | None,
-    migrate: bool,
-    migrations: tuple[MigrationSet, ...],
-) -> Database:
     keys = KeySpace(key_prefix)
     client_name = f"{CLIENT_NAME_PREFIX}:{uuid.uuid4().hex}"
     given = url or url_from_environment()
-    embedded: EmbeddedServer | None = None
-    if given is None:
-        embedded = EmbeddedServer(data_dir if data_dir is not None else data_dir_from_environment())
-        async with embedded.locked():
-            record, _started = await asyncio.to_thread(embedded.ensure_running)
-            db = _make_database(parse_url(record.url), keys, protocol, client_name, embedded)
-            await _ping(db)  # connected before the lock is released: a closer sees us
-    else:
+    if given is not None:
         db = _make_database(parse_url(given), keys, protocol, client_name, None)
         await _ping(db)
-    try:
-        if inspect_server:
-            db.report = await inspection.inspect_server(db.client)
-        if migrate:
-            from flue_models.schema import migrate as run_migrations  # the layer above
-
-            await run_migrations(db, migrations)
-    except BaseException:
-        await db.close()
-        raise
-    db._previous = _current.get()
-    _current.set(db)
+        return db
+    embedded = EmbeddedServer(data_dir if data_dir is not None else data_dir_from_environment())
+    async with embedded.locked():
+        record, _started = await asyncio.to_thread(embedded.ensure_running)
+        db = _make_database(parse_url(record.url), keys, protocol, client_name, embedded)
+        await _ping(db)  # connected before the lock is released: a closer sees us
     return db
 
 

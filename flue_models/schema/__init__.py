@@ -1,0 +1,46 @@
+"""The schema record and the migrations that move the stored layout forward.
+
+``<prefix>:meta`` holds, for each migration set, its ``schema_version`` (the built-in
+set ``flue``) or ``schema_version:<set>`` (an application's set), and for every applied
+file ``applied:<set>:<NNNN>`` = ``{"name", "checksum", "at"}``. A numbered folder of
+``NNNN_name.py`` files moves the stored layout forward; a store written by a newer
+schema, or a prefix holding keys but no record, is refused before anything is written.
+
+Modules: ``files`` (the numbered files and their sets), ``lock`` (one migrating process
+per prefix), ``context`` (what a file's ``up(ctx)`` receives), ``runner`` (status and
+:func:`migrate`).
+
+Example:
+    ```python
+    applied = await migrate(db, [MigrationSet("billing", "./migrations")])
+    ```
+"""
+
+from flue_models.schema.context import MigrationContext
+from flue_models.schema.files import (
+    BUILTIN_SET,
+    MigrationFile,
+    MigrationSet,
+    builtin_directory,
+    new_migration_file,
+    version_field,
+)
+from flue_models.schema.lock import LOCK_TTL_MS, LOCK_WAIT_SECONDS, MigrationLock
+from flue_models.schema.runner import SetStatus, Step, migrate, schema_status
+
+__all__ = [
+    "BUILTIN_SET",
+    "LOCK_TTL_MS",
+    "LOCK_WAIT_SECONDS",
+    "MigrationContext",
+    "MigrationFile",
+    "MigrationLock",
+    "MigrationSet",
+    "SetStatus",
+    "Step",
+    "builtin_directory",
+    "migrate",
+    "new_migration_file",
+    "schema_status",
+    "version_field",
+]

@@ -1,0 +1,76 @@
+"""The migration lock: one migrating process per prefix, fenced writes to the record.
+
+Example:
+    ```python
+    lock = MigrationLock(db)
+    await lock.acquire(db, wait=60)
+    try:
+        await lock.record(db, {"schema_version": "2"}, [])
+    finally:
+        await lock.release(db)
+    ```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
+
+from flue_models.connection import Database
+from flue_models.errors import MigrationLockError
+
+#: Lock time to live; the holder renews it every third of this while it runs.
+LOCK_TTL_MS = 30_000
+#: How long a start-up waits for another process's migration before giving up.
+LOCK_WAIT_SECONDS = 60.0
+
+
+class MigrationLock:
+    """The migration lock: ``SET NX PX``, renewed while held, released only by its owner.
+
+    Example:
+        ```python
+        lock = MigrationLock(db)
+        await lock.acquire(db, wait=60)
+        await lock.release(db)
+        ```
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.key = f"{db.keys.meta}:lock"
+        self.owner = uuid.uuid4().hex
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def acquire(self, db: Database, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        delay = 0.05
+        while not await db.client.set(self.key, self.owner, nx=True, px=LOCK_TTL_MS):
+            if time.monotonic() > deadline:
+                raise MigrationLockError(self.key, wait)
+            await asyncio.sleep(delay)  # another process migrates: wait for it
+            delay = min(delay * 2, 1.0)
+        self._renewer = asyncio.create_task(self._renew(db))
+
+    async def _renew(self, db: Database) -> None:
+        while True:
+            await asyncio.sleep(LOCK_TTL_MS / 3000)
+            await db.scripts.call("lock_renew", keys=[self.key], args=[self.owner, LOCK_TTL_MS])
+
+    async def release(self, db: Database) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        await db.scripts.call("lock_release", keys=[self.key], args=[self.owner])
+
+    async def record(self, db: Database, values: dict[str, str], remove: list[str]) -> None:
+        """Write to the schema record, fenced on still holding the lock."""
+        args: list[Any] = [self.owner, len(values)]
+        for name, value in values.items():
+            args += [name, value]
+        args += [len(remove), *remove]
+        if not await db.scripts.call("schema_record", keys=[db.keys.meta, self.key], args=args):
+            raise MigrationLockError(self.key, LOCK_TTL_MS / 1000)

@@ -1,0 +1,128 @@
+"""Start-up: ``connect()`` opens a client, checks the server, migrates, then binds.
+
+The sequence (DESIGN.md, "Start-up sequence"): client (``url``, ``$REDIS_URL`` or the
+embedded server) → PING → :func:`~flue_models.inspection.inspect_server` → migrations
+(:func:`~flue_models.schema.migrate`) → bound to the task. It lives above the schema
+layer so that the connection layer below never imports what sits on top of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from flue_models import inspection, schema
+from flue_models.connection import Database, open_database
+from flue_models.schema import MigrationSet
+
+
+class Connecting:
+    """What :func:`connect` returns: await it, or use it with ``async with``.
+
+    Example:
+        ```python
+        db = await fm.connect()              # close it yourself
+        async with fm.connect() as db:       # closed on exit
+            ...
+        ```
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._db: Database | None = None
+
+    def __await__(self) -> Generator[Any, None, Database]:
+        return _start(**self._options).__await__()
+
+    async def __aenter__(self) -> Database:
+        self._db = await _start(**self._options)
+        return self._db
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._db is not None:
+            await self._db.close()
+
+
+def connect(
+    url: str | None = None,
+    *,
+    key_prefix: str = "flue",
+    inspect_server: bool = True,
+    protocol: int | None = None,
+    data_dir: Path | str | None = None,
+    migrate: bool = True,
+    migrations: Sequence[MigrationSet] = (),
+) -> Connecting:
+    """Connect to Redis and check that the server can keep agent state safely.
+
+    The server is, in order: ``url``, then ``$REDIS_URL``, then an embedded
+    ``redis-server`` with its data in ``data_dir`` (default ``$FLUE_DATA_DIR`` or
+    ``./.flue/redis``).
+
+    Args:
+        url: a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL.
+        key_prefix: the namespace of every key (trailing ``:`` stripped).
+        inspect_server: check version, Cluster and eviction policy at start-up. Turn it
+            off only for a managed service that denies both CONFIG and INFO, after
+            checking those settings by hand.
+        protocol: 2 or 3 for RESP2 or RESP3; ``None`` keeps redis-py's default.
+        data_dir: the embedded server's data directory.
+        migrate: bring the schema up to date (see :func:`flue_models.schema.migrate`);
+            with ``False`` the store is used as it is.
+        migrations: the application's migration sets, applied after the built-in one.
+
+    Raises:
+        InvalidURLError: the URL is malformed.
+        ConnectionFailedError: the server does not answer.
+        ServerCheckError: the server could lose state (a subclass says why).
+        EmbeddedServerError: the embedded server could not start.
+        SchemaError: the stored schema is newer than this installation, the prefix holds
+            data that is not ours, or a migration failed (a subclass says which).
+
+    Example:
+        ```python
+        import flue_models as fm
+
+        async with fm.connect(key_prefix="myapp") as db:
+            print(db.report)
+        ```
+    """
+    return Connecting(
+        url=url,
+        key_prefix=key_prefix,
+        inspect_server=inspect_server,
+        protocol=protocol,
+        data_dir=data_dir,
+        migrate=migrate,
+        migrations=tuple(migrations),
+    )
+
+
+async def _start(
+    *,
+    url: str | None,
+    key_prefix: str,
+    inspect_server: bool,
+    protocol: int | None,
+    data_dir: Path | str | None,
+    migrate: bool,
+    migrations: tuple[MigrationSet, ...],
+) -> Database:
+    db = await open_database(url, key_prefix=key_prefix, protocol=protocol, data_dir=data_dir)
+    try:
+        if inspect_server:
+            db.report = await inspection.inspect_server(db.client)
+        if migrate:
+            await schema.migrate(db, migrations)
+    except BaseException:
+        await db.close()
+        raise
+    db.bind()
+    return db
