@@ -77,7 +77,6 @@ from flue_models.state import (
     SubmissionError,
     WorkflowRun,
     session_key,
-    submissions,
     tail_many,
 )
 
@@ -152,7 +151,6 @@ __all__ = [
     "redact_url",
     "schema",
     "session_key",
-    "submissions",
     "tail_many",
     "verify_collection",
 ]

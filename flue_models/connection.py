@@ -22,7 +22,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flue_models.config import RedisURL, data_dir_from_environment, parse_url, url_from_environment
 from flue_models.embedded import EmbeddedServer
-from flue_models.errors import BatchCommandError, ConnectionFailedError, NotConnectedError
+from flue_models.errors import (
+    BatchCommandError,
+    ConfigurationError,
+    ConnectionFailedError,
+    NotConnectedError,
+)
 from flue_models.inspection import ServerReport
 from flue_models.keys import KeySpace
 from flue_models.replies import reply_time
@@ -50,6 +55,34 @@ def current_database() -> Database:
     if db is None:
         raise NotConnectedError()
     return db
+
+
+def pick_database(given: Database | None = None, *, own: Database | None = None) -> Database:
+    """Choose the database of an operation: the record's own, else ``given``, else the
+    one bound by the enclosing :func:`flue_models.connect`.
+
+    A record read from (or written to) one database stays with it: naming another one
+    for it is refused rather than writing a copy whose version means nothing there.
+
+    Raises:
+        ConfigurationError: ``own`` and ``given`` are two different databases.
+        NotConnectedError: neither is set and no database is open in this task.
+
+    Example:
+        ```python
+        db = pick_database(None)                  # the enclosing connect()
+        db = pick_database(other)                 # an explicit one
+        db = pick_database(other, own=record_db)  # refused unless other is record_db
+        ```
+    """
+    if own is not None:
+        if given is not None and given is not own:
+            raise ConfigurationError(
+                f"This record belongs to {own!r}, not {given!r}; nothing was written. To "
+                "copy it, build a new record from its fields and save that."
+            )
+        return own
+    return given if given is not None else current_database()
 
 
 class Database:

@@ -2,7 +2,7 @@
 
 Layout (see DESIGN.md, "Storage layout"):
 
-* ``<prefix>:meta``: the schema record (hash).
+* ``<prefix>:meta``: the schema record (hash); ``<prefix>:meta:lock``: the migration lock.
 * ``<prefix>:<collection>:<b64 id>``: one record (hash).
 * ``<prefix>:<collection>:all``: every id of a collection (sorted set).
 * ``<prefix>:<collection>:version``: the counter record versions are taken from.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import NamedTuple
 
 from flue_models.errors import ConfigurationError
 
@@ -106,6 +107,20 @@ def escape_glob(text: str) -> str:
     return re.sub(r"([\\*?\[\]^])", r"\\\1", text)
 
 
+class StreamKeys(NamedTuple):
+    """The three keys of one event stream.
+
+    Example:
+        >>> meta, events, once = KeySpace("p").stream("runs/1")
+        >>> events
+        'p:stream:cnVucy8x:events'
+    """
+
+    meta: str
+    events: str
+    once: str
+
+
 class KeySpace:
     """The key names under one normalized prefix.
 
@@ -122,6 +137,7 @@ class KeySpace:
     def __init__(self, prefix: str) -> None:
         self.prefix = normalize_prefix(prefix)
         self.meta = f"{self.prefix}:meta"
+        self.migration_lock = f"{self.meta}:lock"
 
     def __repr__(self) -> str:
         return f"KeySpace({self.prefix!r})"
@@ -134,6 +150,62 @@ class KeySpace:
             'a\\\\*b:*'
         """
         return escape_glob(self.prefix) + ":*"
+
+    def relative(self, key: str) -> str:
+        """Return ``key`` without this prefix (how a record stores the keys it owns).
+
+        Raises:
+            ConfigurationError: ``key`` is not under this prefix.
+
+        Example:
+            >>> KeySpace("p").relative("p:ticket:all")
+            'ticket:all'
+        """
+        head = f"{self.prefix}:"
+        if not key.startswith(head):
+            raise ConfigurationError(f"Key {key!r} is not under the prefix {self.prefix!r}.")
+        return key[len(head) :]
+
+    def absolute(self, relative_key: str) -> str:
+        """Return the full key of a key made relative by :meth:`relative`.
+
+        Example:
+            >>> KeySpace("p").absolute("ticket:all")
+            'p:ticket:all'
+        """
+        return f"{self.prefix}:{relative_key}"
+
+    def collection_pattern(self, collection: str) -> str:
+        """Return the SCAN pattern of a collection's records, indexes and counter.
+
+        Example:
+            >>> KeySpace("p").collection_pattern("ticket")
+            'p:ticket:*'
+        """
+        return escape_glob(f"{self.prefix}:{collection}:") + "*"
+
+    def classify(self, collection: str, key: str) -> str | None:
+        """Say what a key matched by :meth:`collection_pattern` is.
+
+        Returns ``"record"``, ``"index"`` (``all``, equality and range sets), ``"unique"``,
+        ``"counter"`` or ``None`` (not a key of the layout).
+
+        Example:
+            >>> keys = KeySpace("p")
+            >>> keys.classify("t", "p:t:all"), keys.classify("t", "p:t:dC0x")
+            ('index', 'record')
+        """
+        base = f"{self.prefix}:{collection}:"
+        if not key.startswith(base):
+            return None
+        rest = key[len(base) :]
+        if rest == "all" or rest.startswith(("idx:", "rng:")):
+            return "index"
+        if rest.startswith("uniq:"):
+            return "unique"
+        if rest == "version":
+            return "counter"
+        return "record" if rest and ":" not in rest else None
 
     def record(self, collection: str, record_id: str) -> str:
         """Return the hash key of one record.
@@ -204,17 +276,18 @@ class KeySpace:
             raise ConfigurationError("A record id must be a non-empty string.")
         return f"{self.prefix}:{collection}/{name}:{encode_segment(record_id)}"
 
-    def stream(self, path: str) -> str:
-        """Return the metadata hash of an event stream; its events and idempotency keys
-        live at the same name plus ``:events`` and ``:once``.
+    def stream(self, path: str) -> StreamKeys:
+        """Return the keys of an event stream: metadata hash, events, idempotency keys.
 
         Example:
             >>> KeySpace("p").stream("runs/42")
-            'p:stream:cnVucy80Mg'
+            StreamKeys(meta='p:stream:cnVucy80Mg', events='p:stream:cnVucy80Mg:events', \
+once='p:stream:cnVucy80Mg:once')
         """
         if not path:
             raise ConfigurationError("A stream path must be a non-empty string.")
-        return f"{self.prefix}:stream:{encode_segment(path)}"
+        base = f"{self.prefix}:stream:{encode_segment(path)}"
+        return StreamKeys(base, f"{base}:events", f"{base}:once")
 
     def index(self, collection: str, field: str, value: bytes) -> str:
         """Return the sorted set of the ids whose ``field`` encodes to ``value``.

@@ -25,7 +25,7 @@ async def main() -> None:
 
         failed = await WorkflowRun.start("summarize", input={"text": "???"})
         print(await failed.fail(error={"message": "unreadable input"}))  # EndResult.ENDED
-        print(await WorkflowRun.finish(failed.id))  # EndResult.ALREADY_ENDED
+        print(await WorkflowRun.finish_id(failed.id))  # EndResult.ALREADY_ENDED
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ async def main() -> None:
             metadata={"title": "Replaced"},
         )
         # --8<-- [end:snapshot]
-        await Session.delete(session.id)
+        await Session.delete_id(session.id)
 
 
 if __name__ == "__main__":

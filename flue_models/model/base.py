@@ -1,33 +1,40 @@
 """The ``Model`` base class: declaration, reads, and atomic writes with version checks.
 
-Every write (save, update, create, delete, save_many) is one call of the ``save`` Lua
-script, which checks each record's version and unique claims and only then changes the
-hash and every index entry, so no reader and no crash ever sees one without the other.
+Every write (save, update, create, delete, save_many) goes through the one write path in
+:mod:`flue_models.model.writes`: one call of the ``save`` Lua script, which checks each
+record's version and unique claims and only then changes the hash and every index
+entry, so no reader and no crash ever sees one without the other.
 """
 
 from __future__ import annotations
 
 import typing
-import uuid
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 from pydantic._internal._model_construction import ModelMetaclass
 
-from flue_models.connection import Database, current_database
+from flue_models.connection import Database, pick_database
 from flue_models.errors import ConfigurationError
 from flue_models.keys import KeySpace
-from flue_models.model.errors import (
-    AlreadyExistsError,
-    ConflictError,
-    DecodeError,
-    GuardError,
-    UniqueViolationError,
-)
+from flue_models.model.errors import DecodeError
 from flue_models.model.expressions import AllOf, Condition, FieldRef
-from flue_models.model.spec import VERSION_FIELD, ModelSpec, build_spec
+from flue_models.model.fields import new_id
+from flue_models.model.spec import (
+    OWNED_FIELD,
+    VERSION_FIELD,
+    ModelSpec,
+    build_spec,
+    check_meta_options,
+)
+from flue_models.model.writes import (
+    decode_owned,
+    plan_delete,
+    plan_save,
+    retry_on_conflict,
+    run_writes,
+)
 from flue_models.replies import reply_hash
 
 if typing.TYPE_CHECKING:
@@ -51,59 +58,6 @@ class _ModelMeta(ModelMetaclass):
         if parent is not None:
             return parent(cls, name)
         raise AttributeError(name)
-
-
-@dataclass
-class _Write:
-    """One record's part of a ``save`` script call, and the state to keep once it lands."""
-
-    record: Model
-    mode: str
-    key: str
-    expected: int
-    hset: dict[str, bytes] = field(default_factory=dict)
-    hdel: list[str] = field(default_factory=list)
-    zrem: list[str] = field(default_factory=list)
-    zadd: dict[str, float] = field(default_factory=dict)
-    claims: list[tuple[str, bytes, str]] = field(default_factory=list)
-    releases: list[tuple[str, bytes]] = field(default_factory=list)
-    lists: dict[str, list[bytes]] = field(default_factory=dict)
-    absent: list[str] = field(default_factory=list)
-    snapshot: dict[str, bytes] = field(default_factory=dict)
-    entries: dict[str, float] = field(default_factory=dict)
-    unique: dict[str, bytes] = field(default_factory=dict)
-
-
-R = TypeVar("R")
-
-
-class DualMethod(Generic[R]):
-    """A method with two forms: ``obj.name(...)`` on a record, ``Model.name(id, ...)`` by id.
-
-    Each form is an ordinary async method of the class, named by ``on_record`` and
-    ``on_class``.
-
-    Example:
-        ```python
-        class Ticket(Model):
-            delete: ClassVar[DualMethod[bool]] = DualMethod("_delete_self", "_delete_id")
-        await ticket.delete()          # this record
-        await Ticket.delete("t-1")     # by id
-        ```
-    """
-
-    def __init__(self, on_record: str, on_class: str) -> None:
-        self.on_record = on_record
-        self.on_class = on_class
-
-    def __get__(
-        self, instance: object | None, owner: type[Any]
-    ) -> Callable[..., Coroutine[Any, Any, R]]:
-        if instance is None:
-            method: Callable[..., Coroutine[Any, Any, R]] = getattr(owner, self.on_class)
-        else:
-            method = getattr(instance, self.on_record)
-        return method
 
 
 class Model(BaseModel, metaclass=_ModelMeta):
@@ -139,15 +93,13 @@ class Model(BaseModel, metaclass=_ModelMeta):
     _flue_unique: dict[str, bytes] = PrivateAttr(default_factory=dict)
     _flue_db: Database | None = PrivateAttr(default=None)
 
-    #: ``await record.delete()``, or ``await Model.delete(id)``; both return whether a
-    #: record was deleted.
-    delete: ClassVar[DualMethod[bool]] = DualMethod("_delete_self", "_delete_id")
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = new_id()
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         meta = cls.__dict__.get("Meta")
+        check_meta_options(cls.__name__, meta)
         if meta is not None and getattr(meta, "abstract", False):
             return
         spec = build_spec(cls.__name__, meta, dict(cls.model_fields))
@@ -195,51 +147,25 @@ class Model(BaseModel, metaclass=_ModelMeta):
         return {name: getattr(self, name) for name in self.__flue_spec__.codecs}
 
     def _database(self, db: Database | None) -> Database:
-        return db or self._flue_db or current_database()
+        return pick_database(db, own=self._flue_db)
+
+    @classmethod
+    def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
+        """Return the keys a record owns besides its hash; they are deleted with it.
+
+        None by default; a model that keeps, say, a list per record returns its key.
+
+        Example:
+            ```python
+            class Chat(Model):
+                @classmethod
+                def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
+                    return [keys.owned("chat", "lines", record_id)]
+            ```
+        """
+        return []
 
     # Writes ----------------------------------------------------------------------------
-
-    def _plan_save(self, keys: KeySpace) -> _Write:
-        spec = self.__flue_spec__
-        values = self._values()
-        encoded = {
-            name: spec.codecs[name].encode(value)
-            for name, value in values.items()
-            if value is not None
-        }
-        entries = spec.entries(keys, values)
-        unique = spec.unique_claims(keys, values)
-        # Read the private state once: each access goes through pydantic's __getattr__.
-        old_entries, old_unique = self._flue_entries, self._flue_unique
-        stored = self._flue_snapshot
-        return _Write(
-            record=self,
-            mode="s",
-            key=keys.record(spec.collection, self.id),
-            expected=self._flue_version,
-            hset={k: v for k, v in encoded.items() if stored.get(k) != v},
-            hdel=[k for k in stored if k not in encoded],
-            zrem=[k for k in old_entries if k not in entries],
-            zadd={k: s for k, s in entries.items() if old_entries.get(k) != s},
-            claims=[
-                (k, v, spec.unique_field(k)) for k, v in unique.items() if old_unique.get(k) != v
-            ],
-            releases=[(k, v) for k, v in old_unique.items() if unique.get(k) != v],
-            snapshot=encoded,
-            entries=entries,
-            unique=unique,
-        )
-
-    def _plan_delete(self, keys: KeySpace) -> _Write:
-        spec = self.__flue_spec__
-        return _Write(
-            record=self,
-            mode="d",
-            key=keys.record(spec.collection, self.id),
-            expected=self._flue_version,
-            zrem=list(self._flue_entries),
-            releases=list(self._flue_unique.items()),
-        )
 
     async def save(self, *, db: Database | None = None) -> Self:
         """Insert or update this record in one atomic call, and return it.
@@ -252,6 +178,10 @@ class Model(BaseModel, metaclass=_ModelMeta):
             ConflictError: the record changed in the store since this copy was read.
             AlreadyExistsError: this is a new record and its id is taken.
             UniqueViolationError: a ``Unique()`` value is held by another record.
+            ConfigurationError: ``db`` is not the database this record was read from.
+
+        Retry after a lost reply: not blind. Read the record again and compare; a
+        blind retry of a save that landed raises ``ConflictError``.
 
         Example:
             ```python
@@ -261,7 +191,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             ```
         """
         database = self._database(db)
-        await _run_writes(database, [self._plan_save(database.keys)])
+        await run_writes(database, [plan_save(self, database.keys)])
         return self
 
     async def update(self, *, db: Database | None = None, **changes: Any) -> Self:
@@ -316,42 +246,78 @@ class Model(BaseModel, metaclass=_ModelMeta):
             await Ticket.save_many([Ticket(status="open", priority=p) for p in range(100)])
             ```
         """
-        database = db or current_database()
         items = list(records)
+        databases = {id(d): d for d in (item._database(db) for item in items)}
+        if len(databases) > 1:
+            raise ConfigurationError(
+                "save_many got records of different databases; nothing was written. Save "
+                "each database's records in their own call."
+            )
+        if not items:
+            return
+        (database,) = databases.values()
         for start in range(0, len(items), SAVE_BATCH):
             batch = items[start : start + SAVE_BATCH]
-            await _run_writes(database, [item._plan_save(database.keys) for item in batch])
+            await run_writes(database, [plan_save(item, database.keys) for item in batch])
 
-    async def _delete_self(self, *, db: Database | None = None) -> bool:
+    async def delete(self, *, db: Database | None = None) -> bool:
+        """Delete this record (its hash, index entries and owned keys) under the version check.
+
+        Returns ``False`` for a copy that was never saved.
+
+        Raises:
+            ConflictError: the record changed in the store since this copy was read.
+
+        Example:
+            ```python
+            await ticket.delete()
+            ```
+        """
         if self._flue_version == 0:
             return False
         database = self._database(db)
-        await _run_writes(database, [self._plan_delete(database.keys)])
+        await run_writes(database, [plan_delete(self, database.keys)])
         return True
 
     @classmethod
-    async def _delete_id(cls, record_id: str, *, db: Database | None = None) -> bool:
-        database = db or current_database()
-        conflict: ConflictError | None = None
-        for _attempt in range(20):
+    async def delete_id(cls, record_id: str, *, db: Database | None = None) -> bool:
+        """Delete the record with this id, whatever its version; ``False`` if there is none.
+
+        Safe to retry: a retry after a lost reply returns ``False``.
+
+        Example:
+            ```python
+            await Ticket.delete_id("t-1")
+            ```
+        """
+        database = pick_database(db)
+
+        async def attempt() -> bool:
             current = await cls.get(record_id, db=database)
             if current is None:
                 return False
-            try:
-                await _run_writes(database, [current._plan_delete(database.keys)])
-            except ConflictError as exc:
-                conflict = exc  # changed between our read and our delete: read again
-                continue
+            await run_writes(database, [plan_delete(current, database.keys)])
             return True
-        assert conflict is not None
-        raise conflict  # 20 writers in a row got there first: give up, saying so
+
+        return await retry_on_conflict(attempt)
 
     # Reads -----------------------------------------------------------------------------
 
     @classmethod
-    def _from_hash(cls, key: str, raw: dict[bytes, bytes], db: Database) -> Self:
+    def from_hash(cls, key: str, raw: dict[bytes, bytes], db: Database) -> Self:
+        """Build a record from its stored hash (as HGETALL returns it).
+
+        Raises:
+            DecodeError: the hash cannot be read as this model (naming key and field).
+
+        Example:
+            ```python
+            ticket = Ticket.from_hash(key, reply_hash(await db.client.hgetall(key)), db)
+            ```
+        """
         spec = cls.__flue_spec__
         fields = {k.decode(): v for k, v in raw.items()}
+        owned = fields.pop(OWNED_FIELD, None)
         version_text = fields.pop(VERSION_FIELD, None)
         if version_text is None or not version_text.isdigit():
             raise DecodeError(key, VERSION_FIELD, f"is {version_text!r}, not a version number")
@@ -373,10 +339,14 @@ class Model(BaseModel, metaclass=_ModelMeta):
             where = ".".join(str(part) for part in first["loc"]) or "?"
             raise DecodeError(key, where, f"is invalid: {first['msg']}") from None
         record._flue_version = int(version_text)
+        if owned is None:  # written before records kept their entries: the declaration's
+            values = record._values()
+            record._flue_entries = spec.entries(db.keys, values)
+            record._flue_unique = spec.unique_claims(db.keys, values)
+        else:
+            snapshot[OWNED_FIELD] = owned
+            record._flue_entries, record._flue_unique = decode_owned(db.keys, key, owned)
         record._flue_snapshot = snapshot
-        values = record._values()
-        record._flue_entries = spec.entries(db.keys, values)
-        record._flue_unique = spec.unique_claims(db.keys, values)
         record._flue_db = db
         return record
 
@@ -392,10 +362,10 @@ class Model(BaseModel, metaclass=_ModelMeta):
             ticket = await Ticket.get("t-1")
             ```
         """
-        database = db or current_database()
+        database = pick_database(db)
         key = database.keys.record(cls.__flue_spec__.collection, record_id)
         raw = await database.client.hgetall(key)
-        return cls._from_hash(key, reply_hash(raw), database) if raw else None
+        return cls.from_hash(key, reply_hash(raw), database) if raw else None
 
     @classmethod
     async def get_many(
@@ -408,14 +378,14 @@ class Model(BaseModel, metaclass=_ModelMeta):
             first, second = await Ticket.get_many(["t-1", "t-2"])
             ```
         """
-        database = db or current_database()
+        database = pick_database(db)
         collection = cls.__flue_spec__.collection
         keys = [database.keys.record(collection, record_id) for record_id in record_ids]
         if not keys:
             return []
         replies = await database.run_batch([("HGETALL", key) for key in keys])
         return [
-            cls._from_hash(key, reply_hash(raw), database) if raw else None
+            cls.from_hash(key, reply_hash(raw), database) if raw else None
             for key, raw in zip(keys, replies, strict=True)
         ]
 
@@ -481,74 +451,35 @@ class Bound(Generic[M]):
         """See :meth:`Model.save_many`."""
         await self.model.save_many(records, db=self.db)
 
-    async def delete(self, record_id: str) -> bool:
+    async def delete_id(self, record_id: str) -> bool:
         """Delete by id; ``False`` when there was nothing to delete.
 
         Example:
             ```python
-            await Ticket.using(db).delete("t-1")
+            await Ticket.using(db).delete_id("t-1")
             ```
         """
-        return await self.model._delete_id(record_id, db=self.db)
+        return await self.model.delete_id(record_id, db=self.db)
 
     def find(self, *conditions: Condition | AllOf | bool) -> Query[M]:
         """See :meth:`Model.find`."""
         return self.model.find(*conditions).using(self.db)
 
 
-async def _run_writes(db: Database, writes: list[_Write]) -> None:
-    """Send writes as one ``save`` script call; raise what it refused, else sync the copies."""
-    collection = writes[0].record.__flue_spec__.collection
-    keys: list[str] = [db.keys.version_counter(collection)]
-    args: list[Any] = [len(writes)]
-    for w in writes:
-        keys.append(w.key)
-        args += [w.mode, w.record.id, w.expected, len(w.hset)]
-        for name, value in w.hset.items():
-            args += [name, value]
-        args += [len(w.hdel), *w.hdel, len(w.zrem)]
-        keys += w.zrem
-        args.append(len(w.zadd))
-        for key, score in w.zadd.items():
-            keys.append(key)
-            args.append(repr(score))
-        args.append(len(w.claims))
-        for key, value, _field in w.claims:
-            keys.append(key)
-            args.append(value)
-        args.append(len(w.releases))
-        for key, value in w.releases:
-            keys.append(key)
-            args.append(value)
-        args.append(len(w.lists))
-        for key, elements in w.lists.items():
-            keys.append(key)
-            args += [len(elements), *elements]
-        args.append(len(w.absent))
-        keys += w.absent
-    reply = await db.scripts.call("save", keys=keys, args=args)
-    status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-    if status == "conflict":
-        failed = writes[int(reply[1]) - 1]
-        name, record_id, found = type(failed.record).__name__, failed.record.id, int(reply[2])
-        if failed.expected == 0:
-            raise AlreadyExistsError(name, record_id, found)
-        raise ConflictError(name, record_id, failed.expected, found)
-    if status == "guard":
-        failed = writes[int(reply[1]) - 1]
-        raise GuardError(
-            type(failed.record).__name__, failed.record.id, failed.absent[int(reply[2]) - 1]
-        )
-    if status == "unique":
-        failed = writes[int(reply[1]) - 1]
-        _key, value, field_name = failed.claims[int(reply[2]) - 1]
-        holder = reply[3].decode() if isinstance(reply[3], bytes) else str(reply[3])
-        shown = getattr(failed.record, field_name)
-        raise UniqueViolationError(type(failed.record).__name__, field_name, shown, holder)
-    for w, version in zip(writes, reply[1:], strict=True):
-        record = w.record
-        record._flue_version = int(version)
-        record._flue_snapshot = w.snapshot
-        record._flue_entries = w.entries
-        record._flue_unique = w.unique
-        record._flue_db = db
+async def iter_hashes(
+    db: Database, keys: Sequence[str], chunk: int = 500
+) -> AsyncIterator[list[tuple[str, dict[bytes, bytes]]]]:
+    """Read record hashes ``chunk`` at a time (one round trip each); skip vanished ones.
+
+    The one chunked loader of maintenance paths (verification, index rebuilds).
+
+    Example:
+        ```python
+        async for batch in iter_hashes(db, record_keys):
+            records = [Ticket.from_hash(key, raw, db) for key, raw in batch]
+        ```
+    """
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        replies = await db.run_batch([("HGETALL", key) for key in part])
+        yield [(key, reply_hash(raw)) for key, raw in zip(part, replies, strict=True) if raw]

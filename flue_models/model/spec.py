@@ -19,6 +19,11 @@ from flue_models.model.fields import Indexed, Unique
 
 #: Hash field holding a record's version; no model field may use the name.
 VERSION_FIELD = "version"
+#: Hash field listing the index entries and unique claims a record owns (a leading
+#: ``_`` keeps it apart from every Pydantic field name).
+OWNED_FIELD = "_owned"
+#: The options a model's ``Meta`` may set.
+META_OPTIONS = frozenset({"abstract", "collection", "order_by", "indexes"})
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,30 @@ def _declared_bounds_exceed_scores(info: FieldInfo) -> bool:
     return any(isinstance(b, int) and abs(b) > MAX_EXACT_INT for b in (low, high))
 
 
+def check_meta_options(model_name: str, meta: type | None) -> None:
+    """Refuse a ``Meta`` option this library does not know (a misspelling is never silent).
+
+    Raises:
+        ConfigurationError: naming the unknown options and the known ones.
+
+    Example:
+        >>> class Meta:
+        ...     oder_by = "created_at"
+        >>> try:
+        ...     check_meta_options("Ticket", Meta)
+        ... except ConfigurationError as exc:
+        ...     print(str(exc)[:56])
+        Model Ticket: Meta has unknown option(s) ['oder_by']; th
+    """
+    declared = {name for name in vars(meta) if not name.startswith("_")} if meta else set()
+    unknown = sorted(declared - META_OPTIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"Model {model_name}: Meta has unknown option(s) {unknown}; the options are "
+            f"{sorted(META_OPTIONS)}."
+        )
+
+
 def build_spec(model_name: str, meta: type | None, fields: dict[str, FieldInfo]) -> ModelSpec:
     """Check a model declaration and return its storage plan.
 
@@ -183,6 +212,7 @@ def build_spec(model_name: str, meta: type | None, fields: dict[str, FieldInfo])
     def bad(message: str) -> ConfigurationError:
         return ConfigurationError(f"Model {model_name}: {message}")
 
+    check_meta_options(model_name, meta)
     collection = getattr(meta, "collection", None)
     if not isinstance(collection, str):
         raise bad(

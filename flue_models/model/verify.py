@@ -10,9 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from flue_models.connection import Database, current_database
-from flue_models.keys import escape_glob
-from flue_models.model.base import Model
+from flue_models.connection import Database, pick_database
+from flue_models.model.base import Model, iter_hashes
 from flue_models.model.errors import DecodeError
 from flue_models.replies import reply_hash, reply_text
 
@@ -93,16 +92,16 @@ async def scan_collection(db: Database, collection: str) -> CollectionKeys:
         found = await scan_collection(db, "ticket")
         ```
     """
-    base = f"{db.keys.prefix}:{collection}:"
     found = CollectionKeys()
-    async for raw_key in db.client.scan_iter(match=escape_glob(base) + "*", count=1000):
+    pattern = db.keys.collection_pattern(collection)
+    async for raw_key in db.client.scan_iter(match=pattern, count=1000):
         key = reply_text(raw_key)
-        rest = key[len(base) :]
-        if rest == "all" or rest.startswith(("idx:", "rng:")):
+        kind = db.keys.classify(collection, key)
+        if kind == "index":
             found.indexes.append(key)
-        elif rest.startswith("uniq:"):
+        elif kind == "unique":
             found.uniques.append(key)
-        elif ":" not in rest and rest != "version":  # the version counter is no record
+        elif kind == "record":
             found.records.append(key)
     return found
 
@@ -117,7 +116,7 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
             print(drift.kind, drift.key, drift.record_id, drift.detail)
         ```
     """
-    database = db or current_database()
+    database = pick_database(db)
     spec = model.__flue_spec__
     report = VerifyReport(collection=spec.collection)
 
@@ -126,19 +125,18 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
 
     expected: dict[str, dict[str, float]] = defaultdict(dict)
     expected_unique: dict[str, dict[str, str]] = defaultdict(dict)
-    for start in range(0, len(record_keys), 500):
-        chunk = record_keys[start : start + 500]
-        replies = await database.run_batch([("HGETALL", key) for key in chunk])
-        for key, raw in zip(chunk, replies, strict=True):
+    async for batch in iter_hashes(database, record_keys):
+        for key, raw in batch:
             try:
-                record = model._from_hash(key, reply_hash(raw), database)
+                record = model.from_hash(key, raw, database)
             except DecodeError as exc:
                 report.drift.append(Drift("undecodable", key, "", str(exc)))
                 continue
             report.records += 1
-            for entry_key, score in record._flue_entries.items():
+            values = record._values()  # what the declaration calls for, not what it owns
+            for entry_key, score in spec.entries(database.keys, values).items():
                 expected[entry_key][record.id] = score
-            for unique_key, value in record._flue_unique.items():
+            for unique_key, value in spec.unique_claims(database.keys, values).items():
                 expected_unique[unique_key][value.decode("utf-8", "surrogateescape")] = record.id
 
     actual: dict[str, dict[str, float]] = {}

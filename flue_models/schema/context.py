@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from flue_models.connection import Database
-from flue_models.model.base import Model
+from flue_models.model.base import Model, iter_hashes
 from flue_models.model.query import Page
 from flue_models.model.verify import scan_collection
-from flue_models.replies import reply_hash, reply_text
+from flue_models.model.writes import plan_save, run_writes
+from flue_models.replies import reply_text
 from flue_models.schema.files import MigrationFile
 from flue_models.schema.lock import MigrationLock
 
@@ -75,8 +76,11 @@ class MigrationContext:
     async def rebuild_indexes(self, model: type[Model]) -> int:
         """Drop and rebuild every index of ``model``'s collection from its records.
 
-        Idempotent: a rerun after a failure starts over and ends with the same indexes.
-        Returns the number of records indexed.
+        Each record is rewritten through the one write path (so it also records the
+        entries it now owns, and takes a new version); a concurrent writer makes the
+        migration fail with a conflict rather than lose its write. Idempotent: a rerun
+        after a failure starts over and ends with the same indexes. Returns the number
+        of records found.
 
         Example:
             ```python
@@ -85,23 +89,15 @@ class MigrationContext:
             ```
         """
         db = self.db
-        spec = model.__flue_spec__
-        found = await scan_collection(db, spec.collection)
+        found = await scan_collection(db, model.__flue_spec__.collection)
         derived, records = found.indexes + found.uniques, found.records
         if derived:
             await db.client.delete(*derived)
-        for start in range(0, len(records), 500):
-            chunk = records[start : start + 500]
-            replies = await db.run_batch([("HGETALL", key) for key in chunk])
-            commands: list[tuple[Any, ...]] = []
-            for key, raw in zip(chunk, replies, strict=True):
-                if not raw:
-                    continue  # deleted meanwhile
-                record = model._from_hash(key, reply_hash(raw), db)
-                for entry_key, score in record._flue_entries.items():
-                    commands.append(("ZADD", entry_key, repr(score), record.id))
-                for unique_key, value in record._flue_unique.items():
-                    commands.append(("HSET", unique_key, value, record.id))
-            if commands:
-                await db.run_batch(commands)
+        async for batch in iter_hashes(db, records):
+            writes = []
+            for key, raw in batch:
+                record = model.from_hash(key, raw, db)
+                writes.append(plan_save(record, db.keys, owns_nothing=True))  # dropped above
+            if writes:
+                await run_writes(db, writes)
         return len(records)

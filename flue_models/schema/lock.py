@@ -40,7 +40,7 @@ class MigrationLock:
     """
 
     def __init__(self, db: Database) -> None:
-        self.key = f"{db.keys.meta}:lock"
+        self.key = db.keys.migration_lock
         self.owner = uuid.uuid4().hex
         self._renewer: asyncio.Task[None] | None = None
 

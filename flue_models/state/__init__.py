@@ -9,7 +9,6 @@ Example:
     ```
 """
 
-from flue_models.state import submission as submissions
 from flue_models.state.events import (
     Event,
     EventStream,
@@ -61,6 +60,5 @@ __all__ = [
     "format_offset",
     "parse_offset",
     "session_key",
-    "submissions",
     "tail_many",
 ]

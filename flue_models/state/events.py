@@ -27,10 +27,11 @@ from typing import Any, Generic, TypeVar, cast
 from aiostream import stream as aiostream_stream
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from flue_models.connection import Database, current_database
+from flue_models.connection import Database, pick_database
 from flue_models.errors import FlueModelsError
+from flue_models.keys import StreamKeys
 from flue_models.model.codec import canonical_json
-from flue_models.replies import reply_text
+from flue_models.replies import reply_pairs, reply_text
 
 T = TypeVar("T")
 
@@ -248,11 +249,10 @@ class EventStream(Generic[T]):
         return EventStream(self.path, model=self.model, db=db)
 
     def _database(self) -> Database:
-        return self._db or current_database()
+        return pick_database(self._db)
 
-    def _keys(self, db: Database) -> tuple[str, str, str]:
-        base = db.keys.stream(self.path)
-        return base, f"{base}:events", f"{base}:once"
+    def _keys(self, db: Database) -> StreamKeys:
+        return db.keys.stream(self.path)
 
     def _encode(self, data: T | Mapping[str, Any]) -> str:
         if isinstance(data, BaseModel):
@@ -336,7 +336,7 @@ class EventStream(Generic[T]):
         """
         db = self._database()
         meta, _events, _once = self._keys(db)
-        raw = {reply_text(k): reply_text(v) for k, v in (await db.client.hgetall(meta)).items()}
+        raw = reply_pairs(await db.client.hgetall(meta))
         if not raw:
             return None
         return StreamInfo(

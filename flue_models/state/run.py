@@ -16,14 +16,15 @@ import datetime as dt
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, Field
 
-from flue_models.connection import Database, current_database
-from flue_models.model.base import DualMethod, Model
-from flue_models.model.errors import AlreadyExistsError, ConflictError
+from flue_models.connection import Database, pick_database
+from flue_models.model.base import Model
+from flue_models.model.errors import AlreadyExistsError
 from flue_models.model.fields import Indexed, new_id
+from flue_models.model.writes import retry_on_conflict
 from flue_models.state.events import EventStream, StreamNotFoundError
 
 RunStatus = Literal["active", "completed", "errored", "cancelled"]
@@ -40,7 +41,7 @@ class EndResult(enum.Enum):
 
     Example:
         ```python
-        if await WorkflowRun.finish(run_id, result={}) is EndResult.NOT_FOUND:
+        if await WorkflowRun.finish_id(run_id, result={}) is EndResult.NOT_FOUND:
             ...
         ```
     """
@@ -113,13 +114,6 @@ class WorkflowRun(Model):
     error: Any = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
-    #: ``await run.finish(result)`` or ``await WorkflowRun.finish(run_id, result)``.
-    finish: ClassVar[DualMethod[EndResult]] = DualMethod("_finish_self", "_finish_id")
-    #: ``await run.fail(error)`` or ``await WorkflowRun.fail(run_id, error)``.
-    fail: ClassVar[DualMethod[EndResult]] = DualMethod("_fail_self", "_fail_id")
-    #: ``await run.cancel()`` or ``await WorkflowRun.cancel(run_id)``.
-    cancel: ClassVar[DualMethod[EndResult]] = DualMethod("_cancel_self", "_cancel_id")
-
     @property
     def events(self) -> EventStream[dict[str, Any]]:
         """The run's event stream, ``runs/<id>``.
@@ -129,7 +123,17 @@ class WorkflowRun(Model):
             await run.events.append({"type": "log", "message": "step 1"})
             ```
         """
-        return EventStream(f"runs/{self.id}", db=self._flue_db)
+        return EventStream(self.stream_path(self.id), db=self._flue_db)
+
+    @staticmethod
+    def stream_path(run_id: str) -> str:
+        """Return the path of a run's event stream.
+
+        Example:
+            >>> WorkflowRun.stream_path("r-1")
+            'runs/r-1'
+        """
+        return f"runs/{run_id}"
 
     @classmethod
     async def start(
@@ -154,7 +158,7 @@ class WorkflowRun(Model):
             assert again.id == run.id
             ```
         """
-        database = db or current_database()
+        database = pick_database(db)
         if run_id is not None:
             stored = await cls.get(run_id, db=database)
             if stored is not None:
@@ -185,8 +189,9 @@ class WorkflowRun(Model):
     async def _end(
         cls, run_id: str, status: RunStatus, db: Database | None, **fields: Any
     ) -> EndResult:
-        database = db or current_database()
-        while True:
+        database = pick_database(db)
+
+        async def attempt() -> EndResult:
             run = await cls.get(run_id, db=database)
             if run is None:
                 return EndResult.NOT_FOUND
@@ -194,45 +199,91 @@ class WorkflowRun(Model):
                 return EndResult.ALREADY_ENDED
             ended_at = await database.server_time()
             duration = (ended_at - run.started_at) // dt.timedelta(milliseconds=1)
-            try:
-                await run.update(status=status, ended_at=ended_at, duration_ms=duration, **fields)
-            except ConflictError:
-                continue  # someone else wrote first: look again
-            with contextlib.suppress(StreamNotFoundError):  # e.g. deleted by retention
-                await run.events.close()
+            await run.update(status=status, ended_at=ended_at, duration_ms=duration, **fields)
             return EndResult.ENDED
 
+        outcome = await retry_on_conflict(attempt)
+        if outcome is EndResult.ENDED:
+            with contextlib.suppress(StreamNotFoundError):  # e.g. deleted by retention
+                await EventStream(cls.stream_path(run_id), db=database).close()
+        return outcome
+
     async def _end_self(self, status: RunStatus, db: Database | None, **fields: Any) -> EndResult:
-        database = db or self._flue_db
+        database = self._database(db)
         outcome = await type(self)._end(self.id, status, database, **fields)
         stored = await type(self).get(self.id, db=database)
         if stored is not None:
             self._adopt(stored)  # this copy now shows what the store holds
         return outcome
 
-    async def _finish_self(self, result: Any = None, *, db: Database | None = None) -> EndResult:
+    async def finish(self, result: Any = None, *, db: Database | None = None) -> EndResult:
+        """End this run as ``completed`` with ``result``; the first terminal state wins.
+
+        This copy then shows what the store holds. Safe to retry: a retry after a lost
+        reply returns ``ALREADY_ENDED``.
+
+        Example:
+            ```python
+            await run.finish(result={"summary": "..."})
+            ```
+        """
         return await self._end_self("completed", db, result=result)
 
     @classmethod
-    async def _finish_id(
+    async def finish_id(
         cls, run_id: str, result: Any = None, *, db: Database | None = None
     ) -> EndResult:
+        """End the run ``run_id`` as ``completed``; ``NOT_FOUND`` for an unknown id.
+
+        Example:
+            ```python
+            await WorkflowRun.finish_id("r-1", result={"summary": "..."})
+            ```
+        """
         return await cls._end(run_id, "completed", db, result=result)
 
-    async def _fail_self(self, error: Any = None, *, db: Database | None = None) -> EndResult:
+    async def fail(self, error: Any = None, *, db: Database | None = None) -> EndResult:
+        """End this run as ``errored`` with ``error``; the first terminal state wins.
+
+        Example:
+            ```python
+            await run.fail(error={"message": "model timed out"})
+            ```
+        """
         return await self._end_self("errored", db, error=error)
 
     @classmethod
-    async def _fail_id(
+    async def fail_id(
         cls, run_id: str, error: Any = None, *, db: Database | None = None
     ) -> EndResult:
+        """End the run ``run_id`` as ``errored``; ``NOT_FOUND`` for an unknown id.
+
+        Example:
+            ```python
+            await WorkflowRun.fail_id("r-1", error={"message": "model timed out"})
+            ```
+        """
         return await cls._end(run_id, "errored", db, error=error)
 
-    async def _cancel_self(self, *, db: Database | None = None) -> EndResult:
+    async def cancel(self, *, db: Database | None = None) -> EndResult:
+        """End this run as ``cancelled``; the first terminal state wins.
+
+        Example:
+            ```python
+            await run.cancel()
+            ```
+        """
         return await self._end_self("cancelled", db)
 
     @classmethod
-    async def _cancel_id(cls, run_id: str, *, db: Database | None = None) -> EndResult:
+    async def cancel_id(cls, run_id: str, *, db: Database | None = None) -> EndResult:
+        """End the run ``run_id`` as ``cancelled``; ``NOT_FOUND`` for an unknown id.
+
+        Example:
+            ```python
+            await WorkflowRun.cancel_id("r-1")
+            ```
+        """
         return await cls._end(run_id, "cancelled", db)
 
     @classmethod
@@ -261,7 +312,7 @@ class WorkflowRun(Model):
             pointer = await WorkflowRun.lookup("r-1")
             ```
         """
-        found = await cls._pointers([run_id], db or current_database())
+        found = await cls._pointers([run_id], pick_database(db))
         return found[0] if found else None
 
     @classmethod
@@ -289,7 +340,7 @@ class WorkflowRun(Model):
                 print(run.id, run.started_at)
             ```
         """
-        database = db or current_database()
+        database = pick_database(db)
         size = DEFAULT_LIST if limit <= 0 else min(limit, MAX_LIST)
         conditions = []
         if status is not None:

@@ -25,12 +25,13 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError
 
-from flue_models.connection import Database, current_database
+from flue_models.connection import Database, pick_database
 from flue_models.errors import FlueModelsError
 from flue_models.keys import KeySpace
-from flue_models.model.base import Model, _run_writes, _Write
+from flue_models.model.base import Model
 from flue_models.model.codec import canonical_json
 from flue_models.model.errors import AlreadyExistsError, ConflictError, DecodeError
+from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
 from flue_models.replies import reply_hash
 
 #: Entries larger than this are stored as several list elements.
@@ -213,10 +214,16 @@ class Session(Model):
             )
         return self._entries
 
-    def _plan_delete(self, keys: KeySpace) -> _Write:
-        write = super()._plan_delete(keys)
-        write.lists[self._entries_key(keys, self.id)] = []  # the entries go with the row
-        return write
+    @classmethod
+    def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
+        """The entries list goes with the session.
+
+        Example:
+            ```python
+            Session.owned_keys(db.keys, "s-1")   # ['flue:session/entries:cy0x']
+            ```
+        """
+        return [cls._entries_key(keys, record_id)]
 
     @classmethod
     async def open(
@@ -233,7 +240,7 @@ class Session(Model):
             session = await Session.open(session_key("support", "eu-1", "claude", "main"))
             ```
         """
-        database = db or current_database()
+        database = pick_database(db)
         existing = await cls.load(session_id, db=database)
         if existing is not None:
             return existing
@@ -257,7 +264,7 @@ class Session(Model):
             session = await Session.load("support/eu-1/claude/main")
             ```
         """
-        database = db or current_database()
+        database = pick_database(db)
         key = database.keys.record(cls.__flue_spec__.collection, session_id)
         entries_key = cls._entries_key(database.keys, session_id)
         raw, elements = await database.run_batch(
@@ -265,7 +272,7 @@ class Session(Model):
         )
         if not raw:
             return None
-        session = cls._from_hash(key, reply_hash(raw), database)
+        session = cls.from_hash(key, reply_hash(raw), database)
         session._entries = decode_entries(entries_key, elements)
         return session
 
@@ -340,8 +347,10 @@ class Session(Model):
             await Session.save_snapshot(session_id, entries, metadata={"user": "u1"})
             ```
         """
-        database = db or current_database()
-        while True:
+        database = pick_database(db)
+        elements = [element for entry in entries for element in encode_entry(entry)]
+
+        async def attempt() -> Session:
             current = await cls.get(session_id, db=database)
             now = await database.server_time()
             target = current or cls(id=session_id, created_at=now, updated_at=now)
@@ -349,15 +358,13 @@ class Session(Model):
             target.updated_at = now
             target.leaf_id = entries[-1].id if entries else None
             target.entry_count = len(entries)
-            write = target._plan_save(database.keys)
-            elements = [element for entry in entries for element in encode_entry(entry)]
+            write = plan_save(target, database.keys)
             write.lists[cls._entries_key(database.keys, session_id)] = elements
-            try:
-                await _run_writes(database, [write])
-            except ConflictError:
-                continue  # another writer replaced or appended meanwhile: plan again
+            await run_writes(database, [write])  # a racing writer: plan again on its state
             target._entries = list(entries)
             return target
+
+        return await retry_on_conflict(attempt)
 
     def context(self) -> SessionContext:
         """Return the latest compaction summary and the messages from its first kept entry

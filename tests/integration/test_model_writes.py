@@ -154,8 +154,8 @@ async def test_delete_removes_the_row_and_every_index_entry(db: fm.Database) -> 
 
 async def test_delete_by_id(db: fm.Database) -> None:
     ticket = await Ticket(status="open", priority=1).save()
-    assert await Ticket.delete(ticket.id) is True
-    assert await Ticket.delete(ticket.id) is False
+    assert await Ticket.delete_id(ticket.id) is True
+    assert await Ticket.delete_id(ticket.id) is False
     assert (await fm.verify_collection(Ticket)).ok
 
 

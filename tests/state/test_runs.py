@@ -69,18 +69,18 @@ async def test_finish_fail_and_cancel_end_a_run_once(db: fm.Database) -> None:
     assert (stored.status, stored.error) == ("completed", None)
 
     other = await WorkflowRun.start("w")
-    assert await WorkflowRun.fail(other.id, error={"message": "boom"}) is EndResult.ENDED
+    assert await WorkflowRun.fail_id(other.id, error={"message": "boom"}) is EndResult.ENDED
     third = await WorkflowRun.start("w")
-    assert await WorkflowRun.cancel(third.id) is EndResult.ENDED
+    assert await WorkflowRun.cancel_id(third.id) is EndResult.ENDED
     statuses = {r.id: r.status for r in await WorkflowRun.find().all()}
     assert statuses[other.id] == "errored"
     assert statuses[third.id] == "cancelled"
 
 
 async def test_ending_an_unknown_run_does_nothing_and_says_so(db: fm.Database) -> None:
-    assert await WorkflowRun.finish("nope", result=1) is EndResult.NOT_FOUND
-    assert await WorkflowRun.fail("nope") is EndResult.NOT_FOUND
-    assert await WorkflowRun.cancel("nope") is EndResult.NOT_FOUND
+    assert await WorkflowRun.finish_id("nope", result=1) is EndResult.NOT_FOUND
+    assert await WorkflowRun.fail_id("nope") is EndResult.NOT_FOUND
+    assert await WorkflowRun.cancel_id("nope") is EndResult.NOT_FOUND
     assert [k async for k in db.client.scan_iter(match=f"{db.keys.prefix}:workflow_run:*")] == []
 
 
@@ -92,10 +92,10 @@ async def test_racing_ends_on_two_clients_leave_one_status(
         for attempt in range(5):
             run = await WorkflowRun.start("w", run_id=f"r-end-{attempt}")
             outcomes = await asyncio.gather(
-                WorkflowRun.finish(run.id, result=1, db=db),
-                WorkflowRun.fail(run.id, error="x", db=other),
-                WorkflowRun.cancel(run.id, db=other),
-                WorkflowRun.finish(run.id, result=2, db=db),
+                WorkflowRun.finish_id(run.id, result=1, db=db),
+                WorkflowRun.fail_id(run.id, error="x", db=other),
+                WorkflowRun.cancel_id(run.id, db=other),
+                WorkflowRun.finish_id(run.id, result=2, db=db),
             )
             assert outcomes.count(EndResult.ENDED) == 1
             memberships = [

@@ -105,10 +105,10 @@ async def test_snapshots_replace_everything_and_loads_never_see_a_mix(
 async def test_delete_removes_the_session_and_its_entries(db: fm.Database) -> None:
     session = await Session.open("s-del")
     await session.append(message("m1", None))
-    assert await Session.delete("s-del") is True
+    assert await Session.delete_id("s-del") is True
     assert await Session.load("s-del") is None
     assert not await db.client.exists(db.keys.owned("session", "entries", "s-del"))
-    assert await Session.delete("s-del") is False  # deleting a missing session does nothing
+    assert await Session.delete_id("s-del") is False  # deleting a missing session does nothing
     with pytest.raises(fm.ConflictError):
         await session.append(message("m2", "m1"))
 

@@ -78,9 +78,9 @@ async def test_sessions_show(db: fm.Database, redis_url: str) -> None:
 
 
 async def test_submissions_list(db: fm.Database, redis_url: str) -> None:
-    await fm.submissions.admit_direct("p-1", session_id="s-1", input={})
-    await fm.submissions.admit_dispatch("d-2", session_id="s-2", input={})
-    attempt = await fm.submissions.claim("d-2", "worker-a")
+    await fm.Submission.admit_direct("p-1", session_id="s-1", input={})
+    await fm.Submission.admit_dispatch("d-2", session_id="s-2", input={})
+    attempt = await fm.Submission.claim("d-2", "worker-a")
     assert attempt is not None
     common = ["--url", redis_url, "--prefix", db.keys.prefix]
     listed = await asyncio.to_thread(run_cli, "submissions", "list", *common)

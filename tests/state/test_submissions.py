@@ -11,6 +11,7 @@ import pytest
 
 import flue_models as fm
 from flue_models.state import submission as sub
+from flue_models.state.submission import Submission
 from tests.integration.roundtrips import count_round_trips
 
 EXPIRED = dt.timedelta(seconds=-1)  # a lease that is over as soon as it is granted
@@ -30,11 +31,11 @@ async def sequence_counter(db: fm.Database) -> int:
 
 
 async def test_admission_is_idempotent_on_the_id(db: fm.Database) -> None:
-    first = await sub.admit_dispatch("d-1", session_id="s-1", input={"task": 1})
+    first = await Submission.admit_dispatch("d-1", session_id="s-1", input={"task": 1})
     assert first.created
     assert first.submission is not None
     assert (first.submission.status, first.submission.sequence) == ("queued", 1)
-    replay = await sub.admit_dispatch("d-1", session_id="s-1", input={"task": 1})
+    replay = await Submission.admit_dispatch("d-1", session_id="s-1", input={"task": 1})
     assert (replay.created, replay.conflict) == (False, False)
     assert replay.submission == first.submission
     assert await sequence_counter(db) == 1  # the replay took no sequence number
@@ -44,14 +45,14 @@ async def test_admission_is_idempotent_on_the_id(db: fm.Database) -> None:
     "change", [{"input": {"task": 2}}, {"session_id": "s-other"}], ids=["payload", "session"]
 )
 async def test_admission_conflicts(db: fm.Database, change: dict[str, object]) -> None:
-    await sub.admit_dispatch("d-1", session_id="s-1", input={"task": 1})
+    await Submission.admit_dispatch("d-1", session_id="s-1", input={"task": 1})
     args: dict[str, object] = {"session_id": "s-1", "input": {"task": 1}, **change}
-    result = await sub.admit_dispatch("d-1", **args)  # type: ignore[arg-type]
+    result = await Submission.admit_dispatch("d-1", **args)  # type: ignore[arg-type]
     assert result.conflict  # a result for a dispatch
     with pytest.raises(sub.AdmissionConflictError, match="d-1"):
-        await sub.admit_direct("d-1", **args)  # type: ignore[arg-type]
-    await sub.admit_direct("p-1", session_id="s-1", input={})
-    kind_change = await sub.admit_dispatch("p-1", session_id="s-1", input={})
+        await Submission.admit_direct("d-1", **args)  # type: ignore[arg-type]
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    kind_change = await Submission.admit_dispatch("p-1", session_id="s-1", input={})
     assert kind_change.conflict  # same id, same payload, another kind
     assert await sequence_counter(db) == 2
 
@@ -59,10 +60,10 @@ async def test_admission_conflicts(db: fm.Database, change: dict[str, object]) -
 async def test_reading_one_submission_is_one_round_trip(
     db: fm.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await sub.admit_direct("p-1", session_id="s-1", input={"prompt": "hi"})
-    await sub.get_submission("p-1")  # warm the connection
+    await Submission.admit_direct("p-1", session_id="s-1", input={"prompt": "hi"})
+    await Submission.get("p-1")  # warm the connection
     with count_round_trips(db, monkeypatch) as trips:
-        row = await sub.get_submission("p-1")
+        row = await Submission.get("p-1")
     assert row is not None
     assert row.input == {"prompt": "hi"}
     assert trips[0] == 1
@@ -70,26 +71,29 @@ async def test_reading_one_submission_is_one_round_trip(
 
 async def test_one_runnable_head_per_session_in_admission_order(db: fm.Database) -> None:
     for submission_id, session_id in [("a1", "A"), ("b1", "B"), ("a2", "A"), ("c1", "C")]:
-        await sub.admit_direct(submission_id, session_id=session_id, input={})
-    assert [r.id for r in await sub.list_runnable()] == ["a1", "b1", "c1"]
-    assert await sub.claim("a2", "w") is None  # not its session's head
-    attempt = await sub.claim("a1", "w")
+        await Submission.admit_direct(submission_id, session_id=session_id, input={})
+    assert [r.id for r in await Submission.list_runnable()] == ["a1", "b1", "c1"]
+    assert await Submission.claim("a2", "w") is None  # not its session's head
+    attempt = await Submission.claim("a1", "w")
     assert attempt is not None
-    assert [r.id for r in await sub.list_runnable()] == ["b1", "c1"]  # A's head is running
-    assert await sub.complete(attempt)
-    assert [r.id for r in await sub.list_runnable()] == ["b1", "a2", "c1"]  # by sequence
+    assert [r.id for r in await Submission.list_runnable()] == [
+        "b1",
+        "c1",
+    ]  # A's head is running
+    assert await Submission.finish(attempt)
+    assert [r.id for r in await Submission.list_runnable()] == ["b1", "a2", "c1"]  # by sequence
 
 
 async def test_of_many_racing_claimers_on_two_clients_exactly_one_wins(
     db: fm.Database, other: fm.Database
 ) -> None:
-    await sub.admit_direct("p-1", session_id="s-1", input={})
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
     attempts = await asyncio.gather(
-        *(sub.claim("p-1", f"worker-{i}", db=(db, other)[i % 2]) for i in range(20))
+        *(Submission.claim("p-1", f"worker-{i}", db=(db, other)[i % 2]) for i in range(20))
     )
     winners = [a for a in attempts if a is not None]
     assert len(winners) == 1
-    row = await sub.get_submission("p-1")
+    row = await Submission.get("p-1")
     assert row is not None
     assert (row.status, row.owner_id, row.attempt_id) == (
         "running",
@@ -102,12 +106,12 @@ async def test_of_many_racing_claimers_on_two_clients_exactly_one_wins(
 async def test_a_claim_sets_attempt_lease_and_timeout_from_the_server_clock(
     db: fm.Database,
 ) -> None:
-    await sub.admit_direct("p-1", session_id="s-1", input={})
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
     before = await db.server_time()
-    attempt = await sub.claim("p-1", "w", lease=dt.timedelta(seconds=30))
+    attempt = await Submission.claim("p-1", "w", lease=dt.timedelta(seconds=30))
     after = await db.server_time()
     assert attempt is not None
-    row = await sub.get_submission("p-1")
+    row = await Submission.get("p-1")
     assert row is not None
     assert (
         before + dt.timedelta(seconds=30)
@@ -117,9 +121,9 @@ async def test_a_claim_sets_attempt_lease_and_timeout_from_the_server_clock(
     assert row.timeout_at is not None
     assert before + sub.DEFAULT_TIMEOUT <= row.timeout_at <= after + sub.DEFAULT_TIMEOUT
     first_timeout = row.timeout_at
-    assert await sub.requeue(attempt)
-    assert await sub.claim("p-1", "w") is not None
-    again = await sub.get_submission("p-1")
+    assert await Submission.requeue(attempt)
+    assert await Submission.claim("p-1", "w") is not None
+    again = await Submission.get("p-1")
     assert again is not None
     assert (again.timeout_at, again.attempt_count) == (first_timeout, 2)  # set once
 
@@ -127,25 +131,25 @@ async def test_a_claim_sets_attempt_lease_and_timeout_from_the_server_clock(
 async def test_input_applied_is_marked_once_and_stale_attempts_get_false(
     db: fm.Database,
 ) -> None:
-    await sub.admit_direct("p-1", session_id="s-1", input={})
-    attempt = await sub.claim("p-1", "w")
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "w")
     assert attempt is not None
-    assert await sub.mark_input_applied(attempt) is True
-    assert await sub.mark_input_applied(attempt) is False
-    replaced = await sub.replace_attempt("p-1", attempt.attempt_id, "w2")
+    assert await Submission.mark_input_applied(attempt) is True
+    assert await Submission.mark_input_applied(attempt) is False
+    replaced = await Submission.replace_attempt("p-1", attempt.attempt_id, "w2")
     assert replaced is not None
-    assert await sub.mark_input_applied(attempt) is False  # stale
-    assert await sub.mark_input_applied(replaced) is True
+    assert await Submission.mark_input_applied(attempt) is False  # stale
+    assert await Submission.mark_input_applied(replaced) is True
 
 
 async def test_requeue_is_for_the_owner_only_and_clears_the_attempt(db: fm.Database) -> None:
-    await sub.admit_direct("p-1", session_id="s-1", input={})
-    attempt = await sub.claim("p-1", "w")
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "w")
     assert attempt is not None
     forged = dataclasses.replace(attempt, owner_id="intruder")
-    assert await sub.requeue(forged) is False
-    assert await sub.requeue(attempt) is True
-    row = await sub.get_submission("p-1")
+    assert await Submission.requeue(forged) is False
+    assert await Submission.requeue(attempt) is True
+    row = await Submission.get("p-1")
     assert row is not None
     assert (row.status, row.attempt_id, row.owner_id, row.lease_expires_at) == (
         "queued",
@@ -153,55 +157,55 @@ async def test_requeue_is_for_the_owner_only_and_clears_the_attempt(db: fm.Datab
         None,
         None,
     )
-    assert await sub.complete(attempt) is False  # the requeued attempt is stale
+    assert await Submission.finish(attempt) is False  # the requeued attempt is stale
 
 
 async def test_renew_leases_only_for_running_rows_of_that_owner(db: fm.Database) -> None:
     for i in range(3):
-        await sub.admit_direct(f"p-{i}", session_id=f"s-{i}", input={})
-    mine = await sub.claim("p-0", "me", lease=dt.timedelta(seconds=5))
-    theirs = await sub.claim("p-1", "them")
+        await Submission.admit_direct(f"p-{i}", session_id=f"s-{i}", input={})
+    mine = await Submission.claim("p-0", "me", lease=dt.timedelta(seconds=5))
+    theirs = await Submission.claim("p-1", "them")
     assert mine is not None
     assert theirs is not None
-    renewed = await sub.renew_leases(
+    renewed = await Submission.renew_leases(
         "me", ["p-0", "p-1", "p-2", "missing"], lease=dt.timedelta(minutes=5)
     )
     assert renewed == ["p-0"]
-    row = await sub.get_submission("p-0")
+    row = await Submission.get("p-0")
     assert row is not None
     assert row.lease_expires_at is not None
     assert row.lease_expires_at > mine.lease_expires_at
 
 
 async def test_expired_leases_are_listed_and_handed_over(db: fm.Database) -> None:
-    await sub.admit_direct("p-1", session_id="s-1", input={})
-    await sub.admit_direct("p-2", session_id="s-2", input={})
-    expired = await sub.claim("p-1", "w", lease=EXPIRED)
-    live = await sub.claim("p-2", "w", lease=dt.timedelta(minutes=5))
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    await Submission.admit_direct("p-2", session_id="s-2", input={})
+    expired = await Submission.claim("p-1", "w", lease=EXPIRED)
+    live = await Submission.claim("p-2", "w", lease=dt.timedelta(minutes=5))
     assert expired is not None
     assert live is not None
-    assert [r.id for r in await sub.list_expired()] == ["p-1"]
-    handed = await sub.replace_attempt("p-1", expired.attempt_id, "w2")
+    assert [r.id for r in await Submission.list_expired()] == ["p-1"]
+    handed = await Submission.replace_attempt("p-1", expired.attempt_id, "w2")
     assert handed is not None
-    row = await sub.get_submission("p-1")
+    row = await Submission.get("p-1")
     assert row is not None
     assert (row.owner_id, row.attempt_id, row.attempt_count) == ("w2", handed.attempt_id, 2)
-    assert await sub.replace_attempt("p-1", expired.attempt_id, "w3") is None  # stale
-    assert await sub.complete(expired) is False
-    assert await sub.list_expired() == []
+    assert await Submission.replace_attempt("p-1", expired.attempt_id, "w3") is None  # stale
+    assert await Submission.finish(expired) is False
+    assert await Submission.list_expired() == []
 
 
 async def test_the_first_terminal_state_wins(db: fm.Database, other: fm.Database) -> None:
-    await sub.admit_direct("p-1", session_id="s-1", input={})
-    attempt = await sub.claim("p-1", "w")
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "w")
     assert attempt is not None
     results = await asyncio.gather(
-        sub.complete(attempt, db=db),
-        sub.fail(attempt, "boom", db=other),
-        sub.complete(attempt, db=other),
+        Submission.finish(attempt, db=db),
+        Submission.fail(attempt, "boom", db=other),
+        Submission.finish(attempt, db=other),
     )
     assert results.count(True) == 1
-    row = await sub.get_submission("p-1")
+    row = await Submission.get("p-1")
     assert row is not None
     assert row.status == "settled"
     assert row.settled_at is not None
@@ -214,32 +218,32 @@ async def test_settle_queued_racing_a_claim_exactly_one_wins(
 ) -> None:
     for round_number in range(5):
         submission_id = f"p-{round_number}"
-        await sub.admit_direct(submission_id, session_id=f"s-{round_number}", input={})
+        await Submission.admit_direct(submission_id, session_id=f"s-{round_number}", input={})
         settled, claimed = await asyncio.gather(
-            sub.settle_queued(submission_id, "aborted", "user cancelled", db=db),
-            sub.claim(submission_id, "w", db=other),
+            Submission.settle_queued(submission_id, "aborted", "user cancelled", db=db),
+            Submission.claim(submission_id, "w", db=other),
         )
         assert settled != (claimed is not None)
-    assert await sub.settle_queued("missing", "aborted") is False
+    assert await Submission.settle_queued("missing", "aborted") is False
 
 
 async def test_the_journal_is_fenced_and_commits_once(db: fm.Database) -> None:
-    await sub.admit_direct("p-1", session_id="s-1", input={})
-    first = await sub.claim("p-1", "w")
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    first = await Submission.claim("p-1", "w")
     assert first is not None
-    assert await sub.journal_begin(first)
-    assert await sub.journal_phase(first, "before_provider")
-    assert await sub.journal_phase(first, "provider_started", {"request": "r-1"})
-    second = await sub.replace_attempt("p-1", first.attempt_id, "w2")
+    assert await Submission.journal_begin(first)
+    assert await Submission.journal_phase(first, "before_provider")
+    assert await Submission.journal_phase(first, "provider_started", {"request": "r-1"})
+    second = await Submission.replace_attempt("p-1", first.attempt_id, "w2")
     assert second is not None
-    assert await sub.journal_phase(first, "tool_request_recorded") is False  # stale
-    assert await sub.journal_begin(second)
-    assert await sub.journal_phase(second, "tool_request_recorded", {"tool": "search"})
-    assert await sub.mark_stream_consumed(second, "runs/r-1") is True
-    assert await sub.mark_stream_consumed(second, "runs/r-1") is False  # once
-    assert await sub.journal_commit(second, "m42") is True
-    assert await sub.journal_commit(second, "m43") is False  # once
-    journal = await sub.read_journal("p-1")
+    assert await Submission.journal_phase(first, "tool_request_recorded") is False  # stale
+    assert await Submission.journal_begin(second)
+    assert await Submission.journal_phase(second, "tool_request_recorded", {"tool": "search"})
+    assert await Submission.mark_stream_consumed(second, "runs/r-1") is True
+    assert await Submission.mark_stream_consumed(second, "runs/r-1") is False  # once
+    assert await Submission.journal_commit(second, "m42") is True
+    assert await Submission.journal_commit(second, "m43") is False  # once
+    journal = await Submission.read_journal("p-1")
     assert journal["attempt_id"] == second.attempt_id
     assert journal["phases"] == {
         first.attempt_id: "provider_started",
@@ -251,52 +255,52 @@ async def test_the_journal_is_fenced_and_commits_once(db: fm.Database) -> None:
 
 
 async def test_deleting_a_session(db: fm.Database) -> None:
-    await sub.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
-    await sub.admit_direct("p-2", session_id="s-1", input={})
+    await Submission.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
+    await Submission.admit_direct("p-2", session_id="s-1", input={})
     with pytest.raises(sub.SessionBusyError, match="2 queued or running"):
-        await sub.delete_session("s-1")
-    attempt = await sub.claim("d-1", "w")
+        await Submission.delete_session("s-1")
+    attempt = await Submission.claim("d-1", "w")
     assert attempt is not None
-    await sub.journal_begin(attempt)
-    await sub.complete(attempt)
-    accepted_at = (await sub.get_submission("d-1")).accepted_at  # type: ignore[union-attr]
+    await Submission.journal_begin(attempt)
+    await Submission.finish(attempt)
+    accepted_at = (await Submission.get("d-1")).accepted_at  # type: ignore[union-attr]
     with pytest.raises(sub.SessionBusyError):  # p-2 is still queued
-        await sub.delete_session("s-1")
-    assert await sub.settle_queued("p-2", "aborted")
-    assert await sub.delete_session("s-1") == 2
-    assert await sub.get_submission("d-1") is None
-    assert not await db.client.exists(sub.journal_key(db.keys, "d-1"))
-    receipt = await sub.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
+        await Submission.delete_session("s-1")
+    assert await Submission.settle_queued("p-2", "aborted")
+    assert await Submission.delete_session("s-1") == 2
+    assert await Submission.get("d-1") is None
+    assert not await db.client.exists(Submission.journal_key(db.keys, "d-1"))
+    receipt = await Submission.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
     assert (receipt.created, receipt.conflict, receipt.submission) == (False, False, None)
     assert receipt.receipt is not None
     assert receipt.receipt["accepted_at"] == accepted_at.isoformat(timespec="microseconds")
-    assert await sub.get_submission("d-1") is None  # not run again
-    assert await sub.interrupted_deletions() == []
+    assert await Submission.get("d-1") is None  # not run again
+    assert await Submission.interrupted_deletions() == []
     assert (await fm.verify_collection(fm.Submission)).ok
 
 
 async def test_an_interrupted_deletion_blocks_admission_is_listed_and_resumes(
     db: fm.Database,
 ) -> None:
-    await sub.admit_direct("p-1", session_id="s-1", input={})
-    assert await sub.settle_queued("p-1", "aborted")
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    assert await Submission.settle_queued("p-1", "aborted")
     # What delete_session writes first, left behind by a crash right after it:
-    await db.client.set(sub._deleting_key(db.keys, "s-1"), "1")
-    await db.client.sadd(sub._deletions_key(db.keys), "s-1")
+    await db.client.set(Submission._deleting_key(db.keys, "s-1"), "1")
+    await db.client.sadd(Submission._collection_key(db.keys, "deletions"), "s-1")
     with pytest.raises(sub.SessionDeletingError, match="s-1"):
-        await sub.admit_direct("p-2", session_id="s-1", input={})
-    assert await sub.interrupted_deletions() == ["s-1"]
-    assert await sub.delete_session("s-1") == 1
-    assert await sub.interrupted_deletions() == []
-    assert (await sub.admit_direct("p-2", session_id="s-1", input={})).status == "queued"
+        await Submission.admit_direct("p-2", session_id="s-1", input={})
+    assert await Submission.interrupted_deletions() == ["s-1"]
+    assert await Submission.delete_session("s-1") == 1
+    assert await Submission.interrupted_deletions() == []
+    assert (await Submission.admit_direct("p-2", session_id="s-1", input={})).status == "queued"
 
 
 async def test_a_malformed_row_is_settled_as_failed_and_listing_goes_on(db: fm.Database) -> None:
-    await sub.admit_direct("bad", session_id="s-bad", input={})
-    await sub.admit_direct("good", session_id="s-good", input={})
+    await Submission.admit_direct("bad", session_id="s-bad", input={})
+    await Submission.admit_direct("good", session_id="s-good", input={})
     key = db.keys.record("submission", "bad")
     await db.client.hset(key, "accepted_at", "not a time")
-    assert [r.id for r in await sub.list_runnable()] == ["good"]
+    assert [r.id for r in await Submission.list_runnable()] == ["good"]
     raw = await db.client.hgetall(key)
     assert raw[b"status"] == b"settled"
     assert raw[b"outcome"] == b"failed"
@@ -306,16 +310,16 @@ async def test_a_malformed_row_is_settled_as_failed_and_listing_goes_on(db: fm.D
     assert (
         await db.client.zscore(db.keys.index("submission", "open_session", b"s-bad"), "bad") is None
     )
-    assert [r.id for r in await sub.list_runnable()] == ["good"]
+    assert [r.id for r in await Submission.list_runnable()] == ["good"]
 
 
 async def test_listing_runnable_heads_takes_three_round_trips(
     db: fm.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for i in range(30):
-        await sub.admit_direct(f"p-{i}", session_id=f"s-{i % 10}", input={})
-    await sub.list_runnable()  # warm: connection and script loaded
+        await Submission.admit_direct(f"p-{i}", session_id=f"s-{i % 10}", input={})
+    await Submission.list_runnable()  # warm: connection and script loaded
     with count_round_trips(db, monkeypatch) as trips:
-        heads = await sub.list_runnable()
+        heads = await Submission.list_runnable()
     assert [r.id for r in heads] == [f"p-{i}" for i in range(10)]
     assert trips[0] == 3  # the queued ids, the rows with the clock, the sessions' heads

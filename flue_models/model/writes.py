@@ -1,0 +1,333 @@
+"""The one write path: a plan per record, one ``save`` script call, a typed result.
+
+Every write of the library (``Model.save``, ``update``, ``create``, ``delete``,
+``save_many``, ``rebuild_indexes`` and the state kinds' transitions) is built here:
+
+1. :func:`plan_save` / :func:`plan_delete` compare a record with what it was read as and
+   produce a :class:`Write`: the hash fields to set and delete, the index entries to add
+   and remove, unique claims, owned keys and guards.
+2. :func:`run_writes` encodes a list of writes as the ``save`` script's KEYS and ARGV,
+   calls it once (atomic: every version, guard and unique check passes before anything
+   is written), and decodes the reply into a typed error or the new versions.
+3. :func:`retry_on_conflict` is the one "read, decide, write, and again on a conflict"
+   loop of every compare-and-set in the library.
+
+Each record stores the index entries and unique claims it owns in the hash field
+``_owned`` (as rom rows do), so a save removes exactly what an earlier save added even
+when the model's declaration has changed since.
+
+Example:
+    ```python
+    write = plan_save(ticket, db.keys)
+    await run_writes(db, [write])     # raises ConflictError, UniqueViolationError, ...
+    ```
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flue_models.connection import Database
+from flue_models.keys import KeySpace
+from flue_models.model.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DecodeError,
+    GuardError,
+    UniqueViolationError,
+)
+from flue_models.model.spec import OWNED_FIELD
+from flue_models.replies import reply_text
+
+if TYPE_CHECKING:
+    from flue_models.model.base import Model
+
+R = TypeVar("R")
+
+#: Attempts :func:`retry_on_conflict` makes before it gives up with the last conflict.
+MAX_ATTEMPTS = 50
+
+
+@dataclass
+class Write:
+    """One record's part of a ``save`` script call, and the state to keep once it lands.
+
+    Attributes:
+        record: the copy being written; synced with the store when the call succeeds.
+        mode: ``"s"`` (save) or ``"d"`` (delete).
+        key: the record's hash key.
+        expected: the version the copy was read at (0: the record must not exist).
+        hset: hash fields to set (encoded), ``hdel``: hash fields to delete.
+        zrem: sorted sets to remove the id from; ``zadd``: sorted sets (and scores) to add
+            it to.
+        claims: unique values to claim (``uniq`` hash key, value, field name);
+            ``releases``: unique values to release.
+        lists: keys the record owns, each replaced by the given elements (``[]`` deletes).
+        absent: guard keys that must not exist for the write to happen.
+        snapshot, entries, unique: what the copy holds once the write lands.
+
+    Example:
+        ```python
+        write = plan_save(ticket, db.keys)
+        write.absent = [guard_key]
+        ```
+    """
+
+    record: Model
+    mode: str
+    key: str
+    expected: int
+    hset: dict[str, bytes] = field(default_factory=dict)
+    hdel: list[str] = field(default_factory=list)
+    zrem: list[str] = field(default_factory=list)
+    zadd: dict[str, float] = field(default_factory=dict)
+    claims: list[tuple[str, bytes, str]] = field(default_factory=list)
+    releases: list[tuple[str, bytes]] = field(default_factory=list)
+    lists: dict[str, list[bytes]] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)
+    snapshot: dict[str, bytes] = field(default_factory=dict)
+    entries: dict[str, float] = field(default_factory=dict)
+    unique: dict[str, bytes] = field(default_factory=dict)
+
+
+# What a record owns ------------------------------------------------------------------
+
+
+def encode_owned(keys: KeySpace, entries: dict[str, float], unique: dict[str, bytes]) -> bytes:
+    """Encode the index entries and unique claims a record owns, as stored in ``_owned``.
+
+    Keys are stored relative to the prefix; unique values as base64url (they are bytes).
+
+    Example:
+        >>> encode_owned(KeySpace("p"), {"p:t:all": 1.0}, {"p:t:uniq:email": b"a@b"})
+        b'{"u":{"t:uniq:email":"YUBi"},"z":{"t:all":1.0}}'
+    """
+    owned = {
+        "u": {
+            keys.relative(k): base64.urlsafe_b64encode(v).decode("ascii") for k, v in unique.items()
+        },
+        "z": {keys.relative(k): score for k, score in entries.items()},
+    }
+    return json.dumps(owned, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_owned(
+    keys: KeySpace, record_key: str, raw: bytes
+) -> tuple[dict[str, float], dict[str, bytes]]:
+    """Decode an ``_owned`` field made by :func:`encode_owned`.
+
+    Raises:
+        DecodeError: the field is not what :func:`encode_owned` writes.
+
+    Example:
+        >>> decode_owned(KeySpace("p"), "p:t:x", b'{"u":{},"z":{"t:all":1.0}}')
+        ({'p:t:all': 1.0}, {})
+    """
+    try:
+        owned = json.loads(raw)
+        entries = {keys.absolute(k): float(score) for k, score in owned["z"].items()}
+        unique = {keys.absolute(k): base64.urlsafe_b64decode(v) for k, v in owned["u"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DecodeError(record_key, OWNED_FIELD, f"holds {raw[:80]!r}: {exc}") from None
+    return entries, unique
+
+
+# Plans -------------------------------------------------------------------------------
+
+
+def plan_save(record: Model, keys: KeySpace, *, owns_nothing: bool = False) -> Write:
+    """Plan the write of ``record``: only what changed since it was read.
+
+    Args:
+        record: the copy to write.
+        keys: the key space of the database it goes to.
+        owns_nothing: plan as if the record held no index entry or unique claim (its
+            collection's indexes were just dropped, to be rebuilt).
+
+    Example:
+        ```python
+        write = plan_save(ticket, db.keys)
+        write.hset   # {'status': b'closed', '_owned': b'...'}
+        ```
+    """
+    spec = record.__flue_spec__
+    values = record._values()
+    encoded = {
+        name: spec.codecs[name].encode(value) for name, value in values.items() if value is not None
+    }
+    entries = spec.entries(keys, values)
+    unique = spec.unique_claims(keys, values)
+    encoded[OWNED_FIELD] = encode_owned(keys, entries, unique)
+    # Read the private state once: each access goes through pydantic's __getattr__.
+    old_entries, old_unique = record._flue_entries, record._flue_unique
+    if owns_nothing:
+        old_entries, old_unique = {}, {}
+    stored = record._flue_snapshot
+    return Write(
+        record=record,
+        mode="s",
+        key=keys.record(spec.collection, record.id),
+        expected=record._flue_version,
+        hset={k: v for k, v in encoded.items() if stored.get(k) != v},
+        hdel=[k for k in stored if k not in encoded],
+        zrem=[k for k in old_entries if k not in entries],
+        zadd={k: s for k, s in entries.items() if old_entries.get(k) != s},
+        claims=[(k, v, spec.unique_field(k)) for k, v in unique.items() if old_unique.get(k) != v],
+        releases=[(k, v) for k, v in old_unique.items() if unique.get(k) != v],
+        snapshot=encoded,
+        entries=entries,
+        unique=unique,
+    )
+
+
+def plan_delete(record: Model, keys: KeySpace) -> Write:
+    """Plan the deletion of ``record``: its hash, every entry it owns, its owned keys.
+
+    Example:
+        ```python
+        await run_writes(db, [plan_delete(ticket, db.keys)])
+        ```
+    """
+    spec = record.__flue_spec__
+    return Write(
+        record=record,
+        mode="d",
+        key=keys.record(spec.collection, record.id),
+        expected=record._flue_version,
+        zrem=list(record._flue_entries),
+        releases=list(record._flue_unique.items()),
+        lists={key: [] for key in type(record).owned_keys(keys, record.id)},
+    )
+
+
+# The script call ---------------------------------------------------------------------
+
+
+def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[str], list[Any]]:
+    """Return the KEYS and ARGV of one ``save`` call (the layout ``save.lua`` documents).
+
+    Example:
+        ```python
+        keys, args = script_arguments(db.keys.version_counter("ticket"), [write])
+        ```
+    """
+    keys: list[str] = [version_counter]
+    args: list[Any] = [len(writes)]
+    for w in writes:
+        keys.append(w.key)
+        args += [w.mode, w.record.id, w.expected, len(w.hset)]
+        for name, value in w.hset.items():
+            args += [name, value]
+        args += [len(w.hdel), *w.hdel, len(w.zrem)]
+        keys += w.zrem
+        args.append(len(w.zadd))
+        for key, score in w.zadd.items():
+            keys.append(key)
+            args.append(repr(score))
+        args.append(len(w.claims))
+        for key, value, _field in w.claims:
+            keys.append(key)
+            args.append(value)
+        args.append(len(w.releases))
+        for key, value in w.releases:
+            keys.append(key)
+            args.append(value)
+        args.append(len(w.lists))
+        for key, elements in w.lists.items():
+            keys.append(key)
+            args += [len(elements), *elements]
+        args.append(len(w.absent))
+        keys += w.absent
+    return keys, args
+
+
+def refusal(writes: list[Write], reply: list[Any]) -> Exception | None:
+    """Return the typed error a ``save`` reply stands for, or ``None`` for ``ok``.
+
+    Example:
+        ```python
+        error = refusal(writes, [b"conflict", 1, 7])   # ConflictError(..., found=7)
+        ```
+    """
+    status = reply_text(reply[0])
+    if status == "ok":
+        return None
+    failed = writes[int(reply[1]) - 1]
+    name, record_id = type(failed.record).__name__, failed.record.id
+    if status == "conflict":
+        found = int(reply[2])
+        if failed.expected == 0:
+            return AlreadyExistsError(name, record_id, found)
+        return ConflictError(name, record_id, failed.expected, found)
+    if status == "guard":
+        return GuardError(name, record_id, failed.absent[int(reply[2]) - 1])
+    if status == "unique":
+        _key, _value, field_name = failed.claims[int(reply[2]) - 1]
+        shown = getattr(failed.record, field_name)
+        return UniqueViolationError(name, field_name, shown, reply_text(reply[3]))
+    raise AssertionError(f"save.lua replied {status!r}")  # a script/Python mismatch
+
+
+async def run_writes(db: Database, writes: list[Write]) -> None:
+    """Send ``writes`` (one collection) as one ``save`` call; raise what it refused.
+
+    On success every copy takes its new version and state, and remembers ``db``.
+
+    Raises:
+        ConflictError: a record changed since its copy was read (``AlreadyExistsError``
+            for a new record whose id is taken).
+        UniqueViolationError: a ``Unique()`` value is held by another record.
+        GuardError: a guard key exists.
+
+    Example:
+        ```python
+        await run_writes(db, [plan_save(a, db.keys), plan_save(b, db.keys)])
+        ```
+    """
+    collection = writes[0].record.__flue_spec__.collection
+    keys, args = script_arguments(db.keys.version_counter(collection), writes)
+    reply = await db.scripts.call("save", keys=keys, args=args)
+    error = refusal(writes, reply)
+    if error is not None:
+        raise error
+    for w, version in zip(writes, reply[1:], strict=True):
+        record = w.record
+        record._flue_version = int(version)
+        record._flue_snapshot = w.snapshot
+        record._flue_entries = w.entries
+        record._flue_unique = w.unique
+        record._flue_db = db
+
+
+async def retry_on_conflict(step: Callable[[], Awaitable[R]], *, attempts: int = MAX_ATTEMPTS) -> R:
+    """Run ``step`` (read, decide, write) again each time its write raises a conflict.
+
+    The one compare-and-set loop of the library: ``step`` reads fresh state, decides,
+    and writes under the version check; a :class:`ConflictError` means another writer got
+    there first, so it runs again on what that writer left.
+
+    Raises:
+        ConflictError: ``attempts`` writers in a row got there first (the last conflict).
+
+    Example:
+        ```python
+        async def close_ticket() -> bool:
+            ticket = await Ticket.get("t-1")
+            if ticket is None:
+                return False
+            await ticket.update(status="closed")
+            return True
+
+        closed = await retry_on_conflict(close_ticket)
+        ```
+    """
+    for _attempt in range(attempts - 1):
+        try:
+            return await step()
+        except ConflictError:
+            continue  # another writer got there first: read again and decide again
+    return await step()

@@ -1,0 +1,69 @@
+"""Submissions: accepted prompts and dispatches, their claims, leases and recovery journal.
+
+:class:`Submission` is one model assembled from one part per seam: admission
+(``admission``), claims and leases (``claims``), the recovery journal (``journal``) and
+session deletion (``deletion``), over the shared row (``row``). Every state change is a
+compare-and-set on the server and times come from the server clock.
+
+Example:
+    ```python
+    result = await Submission.admit_dispatch("sub-1", session_id="s-1", input={"prompt": "hi"})
+    attempt = await Submission.claim("sub-1", owner_id="worker-a")
+    await Submission.journal_begin(attempt)
+    await Submission.finish(attempt)
+    ```
+"""
+
+from flue_models.state.submission.admission import Admitting
+from flue_models.state.submission.claims import Claiming
+from flue_models.state.submission.deletion import Deleting
+from flue_models.state.submission.journal import Journaling
+from flue_models.state.submission.row import (
+    DEFAULT_LEASE,
+    DEFAULT_TIMEOUT,
+    Admission,
+    AdmissionConflictError,
+    Attempt,
+    Kind,
+    Outcome,
+    Phase,
+    SessionBusyError,
+    SessionDeletingError,
+    Status,
+    SubmissionError,
+    SubmissionRow,
+)
+
+
+class Submission(Admitting, Claiming, Journaling, Deleting):
+    """One accepted prompt (``direct``) or dispatch, and the state of its processing.
+
+    Example:
+        ```python
+        result = await Submission.admit_dispatch("d-1", session_id="s-1", input={})
+        attempt = await Submission.claim("d-1", owner_id="worker-a")
+        await Submission.finish(attempt)
+        ```
+    """
+
+    class Meta:
+        collection = "submission"
+        order_by = "sequence"
+
+
+__all__ = [
+    "DEFAULT_LEASE",
+    "DEFAULT_TIMEOUT",
+    "Admission",
+    "AdmissionConflictError",
+    "Attempt",
+    "Kind",
+    "Outcome",
+    "Phase",
+    "SessionBusyError",
+    "SessionDeletingError",
+    "Status",
+    "Submission",
+    "SubmissionError",
+    "SubmissionRow",
+]

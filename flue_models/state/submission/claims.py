@@ -1,0 +1,345 @@
+"""Claims and leases: one worker per session head, fenced steps, settling.
+
+States: ``queued`` -> ``running`` (claim) -> ``settled`` (finish / fail), with
+``running`` -> ``queued`` (requeue) and ``queued`` -> ``settled`` (settle_queued). Only a
+session's head (its oldest unsettled submission) can be claimed. Every transition is a
+compare-and-set: read the row and the server clock, check the transition, write under the
+version check, and decide again if another writer got there first.
+
+Example:
+    ```python
+    attempt = await Submission.claim("sub-1", owner_id="worker-a")
+    await Submission.finish(attempt)
+    ```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Self
+
+from flue_models.connection import Database, pick_database
+from flue_models.model.writes import retry_on_conflict
+from flue_models.replies import reply_text
+from flue_models.state.submission.row import (
+    DEFAULT_LEASE,
+    DEFAULT_TIMEOUT,
+    Attempt,
+    Outcome,
+    SubmissionRow,
+)
+
+
+class Claiming(SubmissionRow):
+    """The claims-and-leases part of :class:`~flue_models.state.submission.Submission`.
+
+    Example:
+        ```python
+        for row in await Submission.list_runnable():
+            attempt = await Submission.claim(row.id, owner_id="worker-a")
+        ```
+    """
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    async def _heads(cls, db: Database, session_ids: list[str]) -> dict[str, str | None]:
+        """Each session's head: its unsettled submission with the lowest sequence."""
+        replies = await db.run_batch(
+            [("ZRANGE", cls._index_key(db.keys, "open_session", s), 0, 0) for s in session_ids]
+        )
+        return {
+            s: (reply_text(reply[0]) if reply else None)
+            for s, reply in zip(session_ids, replies, strict=True)
+        }
+
+    @classmethod
+    async def list_runnable(cls, limit: int = 100, *, db: Database | None = None) -> list[Self]:
+        """Return at most one submission per session: its head, if queued, in admission order.
+
+        Three round trips per page of candidates: their ids, the rows, and each session's
+        head.
+
+        Example:
+            ```python
+            for row in await Submission.list_runnable():
+                attempt = await Submission.claim(row.id, owner_id="worker-a")
+            ```
+        """
+        database = pick_database(db)
+        runnable: list[Self] = []
+        cursor = None
+        query = cls.find(cls.status == "queued").using(database)
+        while len(runnable) < limit:
+            page = await query.id_page(limit=max(limit, 50), cursor=cursor)
+            found, _now = await cls._read_many(database, page.ids)
+            rows = [row for row in found if row is not None]
+            heads = await cls._heads(database, sorted({r.session_id for r in rows}))
+            seen = {r.session_id for r in runnable}
+            for row in rows:
+                if heads.get(row.session_id) == row.id and row.session_id not in seen:
+                    runnable.append(row)
+                    seen.add(row.session_id)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return runnable[:limit]
+
+    @classmethod
+    async def claim(
+        cls,
+        submission_id: str,
+        owner_id: str,
+        *,
+        lease: dt.timedelta = DEFAULT_LEASE,
+        db: Database | None = None,
+    ) -> Attempt | None:
+        """Move a queued session head to running for ``owner_id``: a compare-and-set.
+
+        Sets a new attempt id, the lease (from the server clock; a non-positive lease is
+        expired at once), ``attempt_count + 1`` and, on the first claim, ``timeout_at``.
+        Returns ``None`` when the submission is not a queued head (or another claimer
+        won). A submission out of attempts is settled as failed instead.
+
+        Example:
+            ```python
+            attempt = await Submission.claim("sub-1", "worker-a", lease=timedelta(seconds=60))
+            ```
+        """
+        database = pick_database(db)
+
+        async def attempt() -> Attempt | None:
+            row, now = await cls._read(database, submission_id)
+            if row is None or row.status != "queued":
+                return None
+            heads = await cls._heads(database, [row.session_id])
+            if heads[row.session_id] != row.id:
+                return None
+            if row.attempt_count >= row.max_attempts:
+                row._settle(now, "failed", f"gave up after {row.attempt_count} attempts")
+                await row._write(database)
+                return None
+            attempt_id = uuid.uuid4().hex
+            row.status = "running"
+            row.attempt_id = attempt_id
+            row.owner_id = owner_id
+            row.lease_expires_at = now + lease
+            row.attempt_count += 1
+            row.timeout_at = row.timeout_at or now + DEFAULT_TIMEOUT
+            await row._write(database)
+            return Attempt(row.id, attempt_id, owner_id, row.lease_expires_at)
+
+        return await retry_on_conflict(attempt)
+
+    @classmethod
+    async def _fenced(
+        cls,
+        db: Database | None,
+        submission_id: str,
+        attempt_id: str,
+        change: Callable[[Self, dt.datetime], bool],
+    ) -> bool:
+        """Apply ``change(row, now)`` to a running row of this attempt, as a compare-and-set."""
+        database = pick_database(db)
+
+        async def attempt() -> bool:
+            row, now = await cls._read(database, submission_id)
+            if row is None or row.status != "running" or row.attempt_id != attempt_id:
+                return False
+            if not change(row, now):
+                return False
+            await row._write(database)
+            return True
+
+        return await retry_on_conflict(attempt)
+
+    @classmethod
+    async def mark_input_applied(cls, attempt: Attempt, *, db: Database | None = None) -> bool:
+        """Record that the attempt applied the submission's input (once); stale attempts
+        get False.
+
+        Example:
+            ```python
+            if await Submission.mark_input_applied(attempt):
+                ...
+            ```
+        """
+
+        def change(row: Self, now: dt.datetime) -> bool:
+            if row.input_applied_at is not None:
+                return False
+            row.input_applied_at = now
+            return True
+
+        return await cls._fenced(db, attempt.submission_id, attempt.attempt_id, change)
+
+    @classmethod
+    async def requeue(cls, attempt: Attempt, *, db: Database | None = None) -> bool:
+        """Give a running submission back to the queue (its owner only); clears attempt
+        and lease.
+
+        Example:
+            ```python
+            await Submission.requeue(attempt)   # e.g. on a graceful shutdown
+            ```
+        """
+
+        def change(row: Self, now: dt.datetime) -> bool:
+            if row.owner_id != attempt.owner_id:
+                return False
+            row.status = "queued"
+            row.attempt_id = row.owner_id = row.lease_expires_at = None
+            return True
+
+        return await cls._fenced(db, attempt.submission_id, attempt.attempt_id, change)
+
+    @classmethod
+    async def renew_leases(
+        cls,
+        owner_id: str,
+        submission_ids: list[str],
+        *,
+        lease: dt.timedelta = DEFAULT_LEASE,
+        db: Database | None = None,
+    ) -> list[str]:
+        """Extend the leases of the running submissions this owner holds; return those
+        renewed.
+
+        Example:
+            ```python
+            renewed = await Submission.renew_leases("worker-a", ["sub-1", "sub-2"])
+            ```
+        """
+        database = pick_database(db)
+
+        def renewer(submission_id: str) -> Callable[[], Awaitable[bool]]:
+            async def attempt() -> bool:
+                row, now = await cls._read(database, submission_id)
+                if row is None or row.status != "running" or row.owner_id != owner_id:
+                    return False
+                row.lease_expires_at = now + lease
+                await row._write(database)
+                return True
+
+            return attempt
+
+        return [s for s in submission_ids if await retry_on_conflict(renewer(s))]
+
+    @classmethod
+    async def list_expired(cls, *, db: Database | None = None) -> list[Self]:
+        """Return the running submissions whose lease has expired (by the server clock).
+
+        Example:
+            ```python
+            for row in await Submission.list_expired():
+                await Submission.replace_attempt(row.id, row.attempt_id, "worker-b")
+            ```
+        """
+        database = pick_database(db)
+        now = await database.server_time()
+        lease: Any = cls.lease_expires_at  # a FieldRef on the class; typed as the value
+        query = cls.find(cls.status == "running", lease < now).sort_by("lease_expires_at")
+        return await query.using(database).all()
+
+    @classmethod
+    async def replace_attempt(
+        cls,
+        submission_id: str,
+        old_attempt_id: str | None,
+        new_owner_id: str,
+        *,
+        lease: dt.timedelta = DEFAULT_LEASE,
+        db: Database | None = None,
+    ) -> Attempt | None:
+        """Hand a running submission's attempt over to a new owner (recovery): a new
+        attempt id, a new lease, ``attempt_count + 1``. Only while ``old_attempt_id`` is
+        the current one.
+
+        Example:
+            ```python
+            attempt = await Submission.replace_attempt(row.id, row.attempt_id, "worker-b")
+            ```
+        """
+        if old_attempt_id is None:
+            return None
+        new_attempt = uuid.uuid4().hex
+        expires: list[dt.datetime] = []
+
+        def change(row: Self, now: dt.datetime) -> bool:
+            row.attempt_id = new_attempt
+            row.owner_id = new_owner_id
+            row.lease_expires_at = now + lease
+            row.attempt_count += 1
+            row.input_applied_at = None
+            expires.append(row.lease_expires_at)
+            return True
+
+        if not await cls._fenced(db, submission_id, old_attempt_id, change):
+            return None
+        return Attempt(submission_id, new_attempt, new_owner_id, expires[-1])
+
+    # Settling --------------------------------------------------------------------------
+
+    @classmethod
+    async def _end(
+        cls, attempt: Attempt, outcome: Outcome, error: Any, db: Database | None
+    ) -> bool:
+        def change(row: Self, now: dt.datetime) -> bool:
+            row._settle(now, outcome, error)
+            return True
+
+        return await cls._fenced(db, attempt.submission_id, attempt.attempt_id, change)
+
+    @classmethod
+    async def finish(cls, attempt: Attempt, *, db: Database | None = None) -> bool:
+        """Settle the attempt's submission as completed; the first terminal state wins.
+
+        A stale attempt (replaced, requeued, already settled) changes nothing and gets
+        False.
+
+        Example:
+            ```python
+            await Submission.finish(attempt)
+            ```
+        """
+        return await cls._end(attempt, "completed", None, db)
+
+    @classmethod
+    async def fail(cls, attempt: Attempt, error: Any, *, db: Database | None = None) -> bool:
+        """Settle the attempt's submission as failed with ``error``; the first terminal
+        state wins.
+
+        Example:
+            ```python
+            await Submission.fail(attempt, error={"message": "tool crashed"})
+            ```
+        """
+        return await cls._end(attempt, "failed", error, db)
+
+    @classmethod
+    async def settle_queued(
+        cls, submission_id: str, outcome: Outcome, error: Any = None, *, db: Database | None = None
+    ) -> bool:
+        """Settle a submission that is still queued (e.g. aborted before any claim).
+
+        Racing a claim, exactly one of the two wins.
+
+        Example:
+            ```python
+            await Submission.settle_queued("sub-1", "aborted", error="user cancelled")
+            ```
+        """
+        database = pick_database(db)
+
+        async def attempt() -> bool:
+            row, now = await cls._read(database, submission_id)
+            if row is None or row.status != "queued":
+                return False
+            row._settle(now, outcome, error)
+            await row._write(database)
+            return True
+
+        return await retry_on_conflict(attempt)

@@ -1,0 +1,318 @@
+"""A submission's row, its errors and tokens, and what every part of its API shares.
+
+The public class :class:`~flue_models.state.submission.Submission` is assembled from one
+part per seam (admission, claims and leases, journal, deletion), each a subclass of
+:class:`SubmissionRow`, which holds the fields, the keys and the fenced read and write.
+
+Example:
+    ```python
+    row = await Submission.get("sub-1")   # one round trip; a malformed row is quarantined
+    row.status, row.attempt_count
+    ```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Self
+
+from flue_models.connection import Database, pick_database
+from flue_models.errors import FlueModelsError
+from flue_models.keys import KeySpace
+from flue_models.model.base import Model
+from flue_models.model.codec import canonical_json
+from flue_models.model.errors import DecodeError
+from flue_models.model.fields import Indexed
+from flue_models.model.spec import OWNED_FIELD
+from flue_models.model.writes import decode_owned, plan_save, run_writes
+from flue_models.replies import reply_hash, reply_time
+
+Kind = Literal["dispatch", "direct"]
+Status = Literal["queued", "running", "settled"]
+Outcome = Literal["completed", "failed", "aborted"]
+Phase = Literal["before_provider", "provider_started", "tool_request_recorded", "committed"]
+
+#: Default lease of a claim.
+DEFAULT_LEASE = dt.timedelta(seconds=30)
+#: A submission times out this long after its first claim unless told otherwise.
+DEFAULT_TIMEOUT = dt.timedelta(hours=1)
+
+
+class SubmissionError(FlueModelsError):
+    """Base class of submission errors.
+
+    Example:
+        >>> issubclass(AdmissionConflictError, SubmissionError)
+        True
+    """
+
+
+class AdmissionConflictError(SubmissionError):
+    """A direct admission reused an id with another payload, session or kind.
+
+    Example:
+        >>> "sub-1" in str(AdmissionConflictError("sub-1"))
+        True
+    """
+
+    def __init__(self, submission_id: str) -> None:
+        self.submission_id = submission_id
+        super().__init__(
+            f"Submission {submission_id!r} was already admitted with another payload, "
+            "session or kind; nothing was admitted. Use a new id for a new submission."
+        )
+
+
+class SessionDeletingError(SubmissionError):
+    """Admission into (or deletion of) a session whose deletion is in progress.
+
+    Example:
+        >>> "s-1" in str(SessionDeletingError("s-1"))
+        True
+    """
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(
+            f"Session {session_id!r} is being deleted; nothing is admitted into it. Resume "
+            "the deletion with Submission.delete_session() if it was interrupted."
+        )
+
+
+class SessionBusyError(SubmissionError):
+    """A session cannot be deleted while any of its submissions is queued or running.
+
+    Example:
+        >>> "2" in str(SessionBusyError("s-1", 2))
+        True
+    """
+
+    def __init__(self, session_id: str, open_count: int) -> None:
+        self.session_id = session_id
+        super().__init__(
+            f"Session {session_id!r} has {open_count} queued or running submission(s); settle "
+            "them before deleting the session. Nothing was deleted."
+        )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A claim: the fencing token every later step of the attempt presents.
+
+    Example:
+        ```python
+        attempt = await Submission.claim("sub-1", owner_id="worker-a")
+        await Submission.finish(attempt)
+        ```
+    """
+
+    submission_id: str
+    attempt_id: str
+    owner_id: str
+    lease_expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What admitting returns.
+
+    Attributes:
+        submission: the stored row (``None`` when only a receipt of a deleted session's
+            submission remains; see ``receipt``).
+        created: this call admitted it (``False``: an exact replay).
+        conflict: the id was admitted before with another payload, session or kind.
+        receipt: the retained receipt of a submission whose session was deleted.
+
+    Example:
+        ```python
+        result = await Submission.admit_dispatch("d-1", session_id="s-1", input={})
+        if result.conflict:
+            ...
+        ```
+    """
+
+    submission: SubmissionRow | None
+    created: bool
+    conflict: bool = False
+    receipt: dict[str, Any] | None = field(default=None)
+
+
+def digest(session_id: str, kind: str, input: Any) -> str:
+    """Return what an exact replay of an admission must match, as canonical JSON.
+
+    Example:
+        >>> digest("s-1", "direct", {"b": 1, "a": 2})
+        '{"input":{"a":2,"b":1},"kind":"direct","session_id":"s-1"}'
+    """
+    return canonical_json({"session_id": session_id, "kind": kind, "input": input})
+
+
+class SubmissionRow(Model):
+    """The fields of a submission, its keys, and its fenced reads and writes.
+
+    ``open_session`` holds the session id while the submission is unsettled: its index,
+    ordered by ``sequence``, gives each session's head.
+
+    Example:
+        ```python
+        row = await Submission.get("sub-1")
+        row.status, row.sequence
+        ```
+    """
+
+    class Meta:
+        abstract = True
+
+    id: str
+    session_id: Annotated[str, Indexed()]
+    kind: Kind
+    input: Any = None
+    status: Annotated[Status, Indexed()] = "queued"
+    sequence: int
+    accepted_at: dt.datetime
+    attempt_id: str | None = None
+    owner_id: Annotated[str | None, Indexed()] = None
+    lease_expires_at: Annotated[dt.datetime | None, Indexed(range=True)] = None
+    attempt_count: int = 0
+    max_attempts: int = 10
+    timeout_at: dt.datetime | None = None
+    input_applied_at: dt.datetime | None = None
+    settled_at: dt.datetime | None = None
+    outcome: Outcome | None = None
+    error: Any = None
+    open_session: Annotated[str | None, Indexed()] = None
+
+    # Keys ------------------------------------------------------------------------------
+
+    @classmethod
+    def journal_key(cls, keys: KeySpace, submission_id: str) -> str:
+        """Return the recovery journal hash of a submission (deleted with its row).
+
+        Example:
+            ```python
+            Submission.journal_key(db.keys, "s")   # 'flue:submission/journal:cw'
+            ```
+        """
+        return keys.owned(cls.__flue_spec__.collection, "journal", submission_id)
+
+    @classmethod
+    def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
+        """The journal goes with the row.
+
+        Example:
+            ```python
+            Submission.owned_keys(db.keys, "s")   # ['flue:submission/journal:cw']
+            ```
+        """
+        return [cls.journal_key(keys, record_id)]
+
+    @classmethod
+    def _deleting_key(cls, keys: KeySpace, session_id: str) -> str:
+        return keys.owned(cls.__flue_spec__.collection, "deleting", session_id)
+
+    @classmethod
+    def _collection_key(cls, keys: KeySpace, name: str) -> str:
+        """``receipts`` (hash), ``deletions`` (set) or ``sequence`` (counter)."""
+        return keys.collection_key(cls.__flue_spec__.collection, name)
+
+    @classmethod
+    def _index_key(cls, keys: KeySpace, field_name: str, value: str) -> str:
+        return cls.__flue_spec__.equality_key(keys, field_name, value)
+
+    # Reads and writes ------------------------------------------------------------------
+
+    @classmethod
+    async def _read_many(
+        cls, db: Database, submission_ids: list[str]
+    ) -> tuple[list[Self | None], dt.datetime]:
+        """Read rows and the server clock in one round trip; quarantine malformed rows."""
+        collection = cls.__flue_spec__.collection
+        keys = [db.keys.record(collection, submission_id) for submission_id in submission_ids]
+        *raws, time = await db.run_batch([*(("HGETALL", k) for k in keys), ("TIME",)])
+        rows: list[Self | None] = []
+        for key, submission_id, raw in zip(keys, submission_ids, raws, strict=True):
+            row = None
+            if raw:
+                try:
+                    row = cls.from_hash(key, reply_hash(raw), db)
+                except DecodeError as exc:
+                    await cls._quarantine(db, key, submission_id, reply_hash(raw), exc)
+            rows.append(row)
+        return rows, reply_time(time)
+
+    @classmethod
+    async def _read(cls, db: Database, submission_id: str) -> tuple[Self | None, dt.datetime]:
+        """Read a row and the server clock in one round trip."""
+        (row,), now = await cls._read_many(db, [submission_id])
+        return row, now
+
+    @classmethod
+    async def get(cls, record_id: str, *, db: Database | None = None) -> Self | None:
+        """Return one submission in one round trip (``None`` if absent or malformed).
+
+        A row that cannot be decoded is settled as failed ("malformed") and taken out of
+        every index, so one bad row never stops a queue.
+
+        Example:
+            ```python
+            row = await Submission.get("sub-1")
+            ```
+        """
+        return (await cls._read(pick_database(db), record_id))[0]
+
+    @classmethod
+    async def _quarantine(
+        cls,
+        db: Database,
+        key: str,
+        submission_id: str,
+        raw: dict[bytes, bytes],
+        exc: DecodeError,
+    ) -> None:
+        """Settle an undecodable row as failed ("malformed") and take it out of every index.
+
+        The sets are those the row recorded it owns; a row whose record of them is
+        unreadable too leaves every set its raw values could have put it in.
+        """
+        spec = cls.__flue_spec__
+        owned = raw.get(OWNED_FIELD.encode())
+        try:
+            sets = list(decode_owned(db.keys, key, owned)[0]) if owned is not None else []
+        except DecodeError:
+            sets = []
+        if not sets:
+            sets = [spec.range_key(db.keys, name) for name in spec.range_fields]
+            for name in spec.equality_fields:
+                value = raw.get(name.encode())
+                if value is not None:  # a str field stores the bytes its index key encodes
+                    sets.append(db.keys.index(spec.collection, name, value))
+        error = json.dumps(f"malformed submission row: {exc}")
+        await db.run_batch(
+            [
+                *[("ZREM", s, submission_id) for s in sets],
+                ("HSET", key, "status", "settled", "outcome", "failed", "error", error),
+                ("HDEL", key, "open_session", "owner_id", "lease_expires_at", OWNED_FIELD),
+            ],
+            atomic=True,
+        )
+
+    async def _write(self, db: Database, guard: list[str] | None = None) -> None:
+        """Write this row under its version check (and ``guard`` keys that must not exist).
+
+        Raises:
+            ConflictError: another writer got there first (``retry_on_conflict`` retries).
+            GuardError: a guard key exists.
+        """
+        write = plan_save(self, db.keys)
+        write.absent = guard or []
+        await run_writes(db, [write])
+
+    def _settle(self, now: dt.datetime, outcome: Outcome, error: Any) -> None:
+        """Turn this row into a settled one (the caller writes it under the version check)."""
+        self.status = "settled"
+        self.outcome = outcome
+        self.error = error
+        self.settled_at = now
+        self.open_session = self.owner_id = self.lease_expires_at = None
