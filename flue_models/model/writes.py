@@ -25,14 +25,13 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flue_models.connection import Database
-from flue_models.keys import KeySpace
+from flue_models.keys import KeySpace, decode_segment, encode_segment
 from flue_models.model.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -100,16 +99,14 @@ class Write:
 def encode_owned(keys: KeySpace, entries: dict[str, float], unique: dict[str, bytes]) -> bytes:
     """Encode the index entries and unique claims a record owns, as stored in ``_owned``.
 
-    Keys are stored relative to the prefix; unique values as base64url (they are bytes).
+    Keys are stored relative to the prefix; unique values as unpadded base64url (they are bytes).
 
     Example:
         >>> encode_owned(KeySpace("p"), {"p:t:all": 1.0}, {"p:t:uniq:email": b"a@b"})
         b'{"u":{"t:uniq:email":"YUBi"},"z":{"t:all":1.0}}'
     """
     owned = {
-        "u": {
-            keys.relative(k): base64.urlsafe_b64encode(v).decode("ascii") for k, v in unique.items()
-        },
+        "u": {keys.relative(k): encode_segment(v) for k, v in unique.items()},
         "z": {keys.relative(k): score for k, score in entries.items()},
     }
     return json.dumps(owned, sort_keys=True, separators=(",", ":")).encode()
@@ -130,7 +127,7 @@ def decode_owned(
     try:
         owned = json.loads(raw)
         entries = {keys.absolute(k): float(score) for k, score in owned["z"].items()}
-        unique = {keys.absolute(k): base64.urlsafe_b64decode(v) for k, v in owned["u"].items()}
+        unique = {keys.absolute(k): decode_segment(v) for k, v in owned["u"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DecodeError(record_key, OWNED_FIELD, f"holds {raw[:80]!r}: {exc}") from None
     return entries, unique

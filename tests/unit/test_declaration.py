@@ -13,7 +13,7 @@ from pydantic import Field
 import flue_models as fm
 from flue_models import Indexed, Model, Unique
 from flue_models.keys import KeySpace
-from flue_models.model.query import decode_cursor, encode_cursor, plan_query
+from flue_models.model.planner import decode_cursor, encode_cursor, plan_query
 
 
 def declare(collection: str | None = None, **annotations: Any) -> type[Model]:
@@ -52,6 +52,13 @@ class Article(Model):
 def test_missing_meta_or_collection_is_refused() -> None:
     with pytest.raises(fm.ConfigurationError, match="collection"):
         make("NoMeta", None, {"x": int})
+
+
+@pytest.mark.parametrize("abstract", [False, True], ids=["concrete", "abstract"])
+def test_a_misspelled_meta_option_is_refused_naming_the_known_ones(abstract: bool) -> None:
+    meta = type("Meta", (), {"collection": "unit_typo", "oder_by": "x", "abstract": abstract})
+    with pytest.raises(fm.ConfigurationError, match=r"\['oder_by'\].*'order_by'"):
+        make("Typo", meta, {"x": int})
 
 
 def test_bad_collection_name_is_refused() -> None:

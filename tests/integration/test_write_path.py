@@ -1,0 +1,172 @@
+"""The one write path: owned index entries, the database rule, the retry helper."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import pytest
+
+import flue_models as fm
+from flue_models import Indexed, Model
+from flue_models.keys import encode_segment
+from flue_models.model.writes import MAX_ATTEMPTS, retry_on_conflict
+from flue_models.schema import MigrationContext, MigrationFile, MigrationLock
+from tests.integration.models import Ticket
+
+
+def declare_gadget(indexed: bool) -> type[Model]:
+    """The same model (one module and qualname) declared with or without an index."""
+    if indexed:
+
+        class Gadget(Model):
+            class Meta:
+                collection = "it_gadget"
+
+            color: Annotated[str, Indexed()]
+
+    else:
+
+        class Gadget(Model):  # type: ignore[no-redef]
+            class Meta:
+                collection = "it_gadget"
+
+            color: str
+
+    return Gadget
+
+
+@pytest.fixture
+async def other(redis_url: str, protocol: int, key_prefix: str) -> AsyncIterator[fm.Database]:
+    """A second database: same server, another prefix, opened while ``db`` is bound."""
+    second = await fm.connect(redis_url, key_prefix=f"{key_prefix}-other", protocol=protocol)
+    await second.close()  # closing it hands the task back to ``db``...
+    reopened = await fm.open_database(redis_url, key_prefix=f"{key_prefix}-other")
+    yield reopened  # ...and this one is not bound at all
+    keys = [k async for k in reopened.client.scan_iter(match=reopened.keys.pattern())]
+    if keys:
+        await reopened.client.delete(*keys)
+    await reopened.close()
+
+
+async def test_a_row_records_the_entries_it_owns(db: fm.Database) -> None:
+    ticket = await Ticket(id="t-1", status="open", priority=2, email="a@b.c").save()
+    stored = await db.client.hget(db.keys.record("it_ticket", "t-1"), "_owned")
+    owned = json.loads(stored)
+    assert set(owned["z"]) == {
+        "it_ticket:all",
+        f"it_ticket:idx:status:{encode_segment('open')}",
+        f"it_ticket:idx:email:{encode_segment('a@b.c')}",
+        "it_ticket:rng:priority",
+    }
+    assert owned["z"]["it_ticket:rng:priority"] == 2.0
+    assert owned["u"] == {"it_ticket:uniq:email": encode_segment("a@b.c")}
+    await ticket.update(status="closed")
+    owned = json.loads(await db.client.hget(db.keys.record("it_ticket", "t-1"), "_owned"))
+    assert f"it_ticket:idx:status:{encode_segment('closed')}" in owned["z"]
+    assert f"it_ticket:idx:status:{encode_segment('open')}" not in owned["z"]
+
+
+async def test_removing_an_index_from_the_declaration_orphans_nothing(db: fm.Database) -> None:
+    indexed = declare_gadget(indexed=True)
+    await indexed(id="g-1", color="red").save()
+    index_key = db.keys.index("it_gadget", "color", b"red")
+    assert await db.client.zscore(index_key, "g-1") is not None
+
+    plain = declare_gadget(indexed=False)
+    gadget = await plain.get("g-1")
+    assert gadget is not None
+    await gadget.save()  # nothing changed but the declaration: the old entry goes
+    assert not await db.client.exists(index_key)
+    assert (await fm.verify_collection(plain)).ok
+    await gadget.delete()
+    assert [
+        k async for k in db.client.scan_iter(match=db.keys.collection_pattern("it_gadget"))
+    ] == [db.keys.version_counter("it_gadget").encode()]
+
+
+async def test_a_row_written_before_owned_entries_is_read_and_upgraded(db: fm.Database) -> None:
+    ticket = await Ticket(id="t-1", status="open", priority=1).save()
+    key = db.keys.record("it_ticket", "t-1")
+    await db.client.hdel(key, "_owned")  # as rows of 0.1.0 were written
+    old = await Ticket.get("t-1")
+    assert old is not None
+    await old.update(status="closed")
+    assert await db.client.zscore(db.keys.index("it_ticket", "status", b"open"), "t-1") is None
+    assert await db.client.hexists(key, "_owned")
+    assert (await fm.verify_collection(Ticket)).ok
+    assert ticket.version < old.version
+
+
+async def test_a_malformed_owned_field_is_a_decode_error_naming_it(db: fm.Database) -> None:
+    await Ticket(id="t-1", status="open", priority=1).save()
+    await db.client.hset(db.keys.record("it_ticket", "t-1"), "_owned", "{not json")
+    with pytest.raises(fm.DecodeError, match="_owned"):
+        await Ticket.get("t-1")
+
+
+async def test_rebuild_indexes_rewrites_what_rows_own(db: fm.Database) -> None:
+    await declare_gadget(indexed=False)(id="g-1", color="red").save()
+    indexed = declare_gadget(indexed=True)
+    index_key = db.keys.index("it_gadget", "color", b"red")
+    assert not await db.client.exists(index_key)
+    file = MigrationFile("test", 1, "rebuild", Path(__file__), "", "", module=json)  # any module
+    assert await MigrationContext(db, file, MigrationLock(db)).rebuild_indexes(indexed) == 1
+    assert await db.client.zscore(index_key, "g-1") is not None
+    owned = json.loads(await db.client.hget(db.keys.record("it_gadget", "g-1"), "_owned"))
+    assert f"it_gadget:idx:color:{encode_segment('red')}" in owned["z"]
+    assert (await fm.verify_collection(indexed)).ok
+
+
+async def test_a_record_stays_with_its_own_database(db: fm.Database, other: fm.Database) -> None:
+    await Ticket.using(other).create(id="t-1", status="open", priority=1)
+    loaded = await Ticket.using(other).get("t-1")
+    assert loaded is not None
+    loaded.status = "closed"
+    await Ticket.save_many([loaded])  # the ambient database is ``db``: the record goes home
+    assert await Ticket.get("t-1") is None
+    stored = await Ticket.using(other).get("t-1")
+    assert stored is not None
+    assert stored.status == "closed"
+
+    loaded.title = "moved?"
+    with pytest.raises(fm.ConfigurationError, match="belongs to"):
+        await loaded.save(db=db)
+    with pytest.raises(fm.ConfigurationError, match="different databases"):
+        await Ticket.save_many([loaded, Ticket(status="new", priority=0)])
+    assert (await Ticket.using(other).get("t-1")).title == ""  # type: ignore[union-attr]
+    assert await Ticket.find().count() == 0
+
+    fresh = Ticket(id="t-2", status="open", priority=1)
+    await Ticket.using(other).save(fresh)  # a new record: the argument
+    assert await Ticket.using(other).get("t-2") is not None
+    await Ticket.save_many([Ticket(id="t-3", status="open", priority=1)])  # else the ambient
+    assert await Ticket.get("t-3") is not None
+
+
+async def test_retry_on_conflict_gives_up_with_the_last_real_conflict() -> None:
+    calls = 0
+
+    async def always_beaten() -> None:
+        nonlocal calls
+        calls += 1
+        raise fm.ConflictError("Ticket", "t-1", calls, calls + 1)
+
+    with pytest.raises(fm.ConflictError) as caught:
+        await retry_on_conflict(always_beaten)
+    assert calls == MAX_ATTEMPTS
+    assert caught.value.expected == MAX_ATTEMPTS  # type: ignore[attr-defined]
+
+
+async def test_retry_on_conflict_returns_once_a_step_lands() -> None:
+    outcomes = iter([fm.ConflictError("Ticket", "t-1", 1, 2), "landed"])
+
+    async def step() -> str:
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert await retry_on_conflict(step) == "landed"
