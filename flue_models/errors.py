@@ -235,15 +235,15 @@ class UnversionedDataError(SchemaError):
     """Keys exist under the prefix but no schema record does: data this library did not write.
 
     Example:
-        >>> "another key prefix" in str(UnversionedDataError("app", "app:x"))
+        >>> "another key prefix" in str(UnversionedDataError("app", "app:x", "app:meta"))
         True
     """
 
-    def __init__(self, prefix: str, example_key: str) -> None:
+    def __init__(self, prefix: str, example_key: str, record_key: str) -> None:
         self.prefix = prefix
         super().__init__(
             f"Keys already exist under prefix {prefix!r} (for example {example_key!r}) but "
-            f"there is no schema record ({prefix}:meta), so this is not a flue-models store "
+            f"there is no schema record ({record_key}), so this is not a flue-models store "
             "or its record was deleted. Nothing was written. Use another key prefix, or "
             "move those keys away."
         )

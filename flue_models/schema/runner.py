@@ -171,7 +171,7 @@ async def migrate(
     if not await db.client.exists(db.keys.meta):
         async for key in db.client.scan_iter(match=db.keys.pattern(), count=1000):
             if reply_text(key) != lock.key:  # another process may be creating the record now
-                raise UnversionedDataError(db.keys.prefix, reply_text(key))
+                raise UnversionedDataError(db.keys.prefix, reply_text(key), db.keys.meta)
 
     statuses = await schema_status(db, sets, files=files)
     drift = [label for status in statuses for label in status.drift]

@@ -331,6 +331,7 @@ def test_cli_dry_run_and_bad_names(redis_url: str, key_prefix: str, tmp_path: Pa
     assert "lowercase" in bad.stderr
 
 
+@pytest.mark.slow
 def test_the_builtin_migrations_ship_in_the_wheel(
     redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 import flue_models as fm
 from flue_models import EventStream
 from flue_models.state.events import format_offset, tail_many
+from tests.waiting import child_process, poll_until, within
 
 ROOT = Path(__file__).parents[2]
 
@@ -197,10 +198,10 @@ async def test_tail_yields_existing_events_then_new_ones_and_ends_when_closed(
             got_first.set()
 
     follower = asyncio.create_task(follow())
-    await got_first.wait()
+    await within(got_first.wait(), "the tail's first event")
     await stream.append_many([{"n": 1}, {"n": 2}])
     await stream.close()
-    await asyncio.wait_for(follower, timeout=30)
+    await within(follower, "the tail to end after the close")
     assert seen == [0, 1, 2]
 
 
@@ -209,38 +210,36 @@ async def test_a_tail_in_another_process_is_woken_by_an_append(
 ) -> None:
     await stream.append({"n": 0})
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child = await asyncio.create_subprocess_exec(
+    async with child_process(
         sys.executable, str(Path(__file__).parent / "tail_process.py"), redis_url,
         db.keys.prefix, stream.path, stdout=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
-    assert child.stdout is not None
-    first = await child.stdout.readline()
-    assert json.loads(first)["data"] == {"n": 0}  # it is tailing now
-    await stream.append({"n": 1})
-    second = await child.stdout.readline()
-    assert json.loads(second) == {"offset": off(2), "data": {"n": 1}}
-    await stream.close()
-    assert (await child.stdout.readline()).strip() == b"closed"
-    assert await asyncio.wait_for(child.wait(), timeout=30) == 0
+    ) as child:  # fmt: skip
+        assert child.stdout is not None
+        first = await within(child.stdout.readline(), "the child's first event")
+        assert json.loads(first)["data"] == {"n": 0}  # it is tailing now
+        await stream.append({"n": 1})
+        second = await within(child.stdout.readline(), "the appended event in the child")
+        assert json.loads(second) == {"offset": off(2), "data": {"n": 1}}
+        await stream.close()
+        assert (await within(child.stdout.readline(), "the child's end")).strip() == b"closed"
+        assert await within(child.wait(), "the child to exit") == 0
 
 
 async def test_cancelling_a_tail_leaves_the_database_usable(
     db: fm.Database, stream: EventStream[dict[str, Any]]
 ) -> None:
-    started = asyncio.Event()
 
     async def follow() -> None:
         async for _event in stream.tail(after="now"):
             pass
 
     task = asyncio.create_task(follow())
+
+    async def blocked_in_xread() -> bool:
+        return any(c.get("cmd") == "xread" for c in await db.client.client_list())
+
     # The tail is blocked in XREAD once the server lists a client blocked on it.
-    while not started.is_set():
-        clients = await db.client.client_list()
-        if any(c.get("cmd") == "xread" for c in clients):
-            started.set()
-        else:
-            await asyncio.sleep(0.01)
+    await poll_until(blocked_in_xread, "the tail to block in XREAD")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

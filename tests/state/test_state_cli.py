@@ -12,6 +12,7 @@ from pathlib import Path
 import flue_models as fm
 from flue_models import WorkflowRun
 from tests.command_line import run_cli
+from tests.waiting import child_process, within
 
 ROOT = Path(__file__).parents[2]
 
@@ -99,15 +100,16 @@ async def test_ctrl_c_stops_a_tail_cleanly(db: fm.Database, redis_url: str) -> N
     stream: fm.EventStream[dict[str, object]] = fm.EventStream("runs/open")
     await stream.create()
     await stream.append({"n": 1})
-    child = await asyncio.create_subprocess_exec(
+    async with child_process(
         sys.executable, "-m", "flue_models.cli", "events", "tail", "runs/open",
         "--url", redis_url, "--prefix", db.keys.prefix,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )  # fmt: skip
-    assert child.stdout is not None
-    assert json.loads(await child.stdout.readline())["data"] == {"n": 1}  # it is tailing
-    child.send_signal(signal.SIGINT)
-    _out, err = await asyncio.wait_for(child.communicate(), timeout=30)
+    ) as child:  # fmt: skip
+        assert child.stdout is not None
+        first = await within(child.stdout.readline(), "the tail's first event")
+        assert json.loads(first)["data"] == {"n": 1}  # it is tailing
+        child.send_signal(signal.SIGINT)
+        _out, err = await within(child.communicate(), "the tail to stop on SIGINT")
     assert child.returncode == 130
     assert b"Traceback" not in err
