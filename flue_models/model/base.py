@@ -35,7 +35,7 @@ from flue_models.model.writes import (
     retry_on_conflict,
     run_writes,
 )
-from flue_models.replies import reply_hash
+from flue_models.replies import reply_hash, reply_text
 
 if typing.TYPE_CHECKING:
     from flue_models.model.query import Query
@@ -316,7 +316,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             ```
         """
         spec = cls.__flue_spec__
-        fields = {k.decode(): v for k, v in raw.items()}
+        fields = {reply_text(k): v for k, v in raw.items()}
         owned = fields.pop(OWNED_FIELD, None)
         version_text = fields.pop(VERSION_FIELD, None)
         if version_text is None or not version_text.isdigit():

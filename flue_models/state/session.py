@@ -32,7 +32,7 @@ from flue_models.model.base import Model
 from flue_models.model.codec import canonical_json
 from flue_models.model.errors import AlreadyExistsError, ConflictError, DecodeError
 from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
-from flue_models.replies import reply_hash
+from flue_models.replies import reply_hash, reply_text
 
 #: Entries larger than this are stored as several list elements.
 CHUNK_BYTES = 512 * 1024
@@ -322,7 +322,7 @@ class Session(Model):
         count, updated = reply
         object.__setattr__(self, "leaf_id", entries[-1].id)
         object.__setattr__(self, "entry_count", int(count))
-        object.__setattr__(self, "updated_at", dt.datetime.fromisoformat(updated.decode()))
+        object.__setattr__(self, "updated_at", dt.datetime.fromisoformat(reply_text(updated)))
         self._flue_snapshot.update(
             {name: self.__flue_spec__.codecs[name].encode(getattr(self, name))
              for name in ("leaf_id", "entry_count", "updated_at")}
