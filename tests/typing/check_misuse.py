@@ -21,7 +21,12 @@ async def end_runs(run: WorkflowRun, attempt: fm.Attempt) -> None:
     await run.fail(eror="x")  # type: ignore[call-arg]
     await WorkflowRun.finish_id(123)  # type: ignore[arg-type]
     await WorkflowRun.cancel_id()  # type: ignore[call-arg]
+    assert_type(await Submission.claim("sub-1", "worker-a"), fm.Attempt | None)
+    assert_type(await Submission.list_runnable(), list[Submission])
+    assert_type(await Submission.get("sub-1"), Submission | None)
+    assert_type(await Submission.admit_direct("p-1", session_id="s", input={}), Submission)
     assert_type(await Submission.finish(attempt), bool)
+    await Submission.claim("sub-1", ownr="w")  # type: ignore[call-arg]
     await Submission.finish("sub-1")  # type: ignore[arg-type]
     await Submission.fail(attempt, eror="x")  # type: ignore[call-arg]
 
