@@ -55,7 +55,8 @@ async def run_demo(db: Database, out: Callable[[str], None] = print) -> None:
         ```
     """
     earlier = await WorkflowRun.find().using(db).count()
-    where = db.url.display + (f" (embedded, {db.embedded.data_dir})" if db.embedded else "")
+    server = f" {db.report.flavor} {db.report.version}" if db.report else ""
+    where = db.url.display + (f" (embedded{server}, {db.embedded.data_dir})" if db.embedded else "")
     out(f"flue-models demo on {where}, prefix {db.keys.prefix!r}")
     out(f"{earlier} run(s) from earlier demos are stored here")
 

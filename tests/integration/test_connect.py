@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 import flue_models as fm
 from flue_models.connection import current_database
-from flue_models.embedded import free_port
+from flue_models.embedded import find_binary, free_port
 from tests.conftest import RedisServers
 
 
@@ -101,6 +102,17 @@ def _make_certificates(directory: Path) -> None:
             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext")  # fmt: skip
 
 
+def _tls_missing() -> str | None:
+    """Why the TLS test cannot run here, or ``None`` when it can."""
+    if shutil.which("openssl") is None:
+        return "needs the openssl command to make certificates"
+    binary = find_binary()
+    if b"SSL_CTX_new" not in Path(binary).read_bytes():
+        return f"the test server ({binary}) was built without TLS"
+    return None
+
+
+@pytest.mark.skipif(_tls_missing() is not None, reason=str(_tls_missing()))
 async def test_rediss_url_speaks_tls(redis_servers: RedisServers, tmp_path: Path) -> None:
     _make_certificates(tmp_path)
     tls_port = free_port()

