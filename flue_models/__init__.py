@@ -13,19 +13,23 @@ from flue_models import schema
 from flue_models.config import parse_url, redact_url
 from flue_models.connection import Database, current_database, open_database
 from flue_models.errors import (
+    AuthenticationFailedError,
     BatchCommandError,
     ClusterEnabledError,
     ConfigurationError,
     ConnectionFailedError,
+    DatabaseRefusedError,
     EmbeddedServerError,
     EvictionPolicyError,
     FlueModelsError,
     InvalidURLError,
     NotConnectedError,
+    NotRedisError,
     PersistenceWarning,
     ServerCheckError,
     ServerUnverifiableError,
     ServerVersionError,
+    TLSHandshakeError,
 )
 from flue_models.inspection import ServerReport, inspect_server, read_server
 from flue_models.keys import KeySpace
@@ -87,6 +91,7 @@ __all__ = [
     "AllOf",
     "AlreadyExistsError",
     "Attempt",
+    "AuthenticationFailedError",
     "BatchCommandError",
     "Bound",
     "ClusterEnabledError",
@@ -97,6 +102,7 @@ __all__ = [
     "Connecting",
     "ConnectionFailedError",
     "Database",
+    "DatabaseRefusedError",
     "DecodeError",
     "Drift",
     "EmbeddedServerError",
@@ -113,6 +119,7 @@ __all__ = [
     "MessageEntry",
     "Model",
     "NotConnectedError",
+    "NotRedisError",
     "Page",
     "PersistenceWarning",
     "Query",
@@ -135,6 +142,7 @@ __all__ = [
     "StreamOffsetError",
     "Submission",
     "SubmissionError",
+    "TLSHandshakeError",
     "Unique",
     "UniqueViolationError",
     "VerifyReport",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from flue_models.errors import InvalidURLError
 
@@ -31,6 +31,7 @@ class RedisURL:
         url: the URL exactly as given (it may hold a password: never print it).
         display: the same URL with any password replaced by ``***``.
         scheme: ``redis``, ``rediss`` (TLS) or ``unix``.
+        db: the database number the URL selects (0 when it names none).
 
     Example:
         >>> parse_url("redis://:s3cret@localhost:6380/2").display
@@ -40,6 +41,7 @@ class RedisURL:
     url: str
     display: str
     scheme: str
+    db: int = 0
 
     def __repr__(self) -> str:
         return f"RedisURL({self.display!r})"
@@ -92,9 +94,13 @@ def parse_url(url: str) -> RedisURL:
         raise bad(str(exc)) from None
     if parts.scheme not in _SCHEMES:
         raise bad(f"unsupported scheme {parts.scheme or '(none)'!r}")
+    db = ""
     if parts.scheme == "unix":
         if not parts.path:
             raise bad("a unix:// URL needs a socket path")
+        db = parse_qs(parts.query).get("db", [""])[0]
+        if db and not db.isdigit():
+            raise bad(f"the database {db!r} is not a number")
     else:
         if not parts.hostname:
             raise bad("the host is missing")
@@ -105,7 +111,7 @@ def parse_url(url: str) -> RedisURL:
         db = unquote(parts.path.lstrip("/"))
         if db and not db.isdigit():
             raise bad(f"the database {db!r} is not a number")
-    return RedisURL(url=url, display=shown, scheme=parts.scheme)
+    return RedisURL(url=url, display=shown, scheme=parts.scheme, db=int(db or 0))
 
 
 def url_from_environment() -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -17,16 +18,21 @@ from types import TracebackType
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, InvalidResponse, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flue_models.config import RedisURL, data_dir_from_environment, parse_url, url_from_environment
 from flue_models.embedded import EmbeddedServer
 from flue_models.errors import (
+    AuthenticationFailedError,
     BatchCommandError,
     ConfigurationError,
     ConnectionFailedError,
+    DatabaseRefusedError,
     NotConnectedError,
+    NotRedisError,
+    TLSHandshakeError,
 )
 from flue_models.inspection import ServerReport
 from flue_models.keys import KeySpace
@@ -302,7 +308,34 @@ def _make_database(
 async def _ping(db: Database) -> None:
     try:
         await db.client.ping()
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+    except (RedisError, OSError) as exc:
         await db.client.aclose()
         db._closed = True
-        raise ConnectionFailedError(db.url.display, str(exc) or type(exc).__name__) from None
+        raise connection_error(db.url, exc) from exc
+
+
+#: Server replies that mean "authenticate first".
+_NEEDS_AUTH = ("NOAUTH", "HELLO must be called with the client already authenticated")
+
+
+def connection_error(url: RedisURL, exc: BaseException) -> ConnectionFailedError:
+    """Turn a failure to connect into the error that names its cause.
+
+    Example:
+        >>> from redis.exceptions import AuthenticationError
+        >>> url = parse_url("redis://:pw@db:6379/0")
+        >>> type(connection_error(url, AuthenticationError("WRONGPASS"))).__name__
+        'AuthenticationFailedError'
+    """
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, AuthenticationError) or any(text in reason for text in _NEEDS_AUTH):
+        return AuthenticationFailedError(url.display, reason)
+    if isinstance(exc, ResponseError) and "DB index" in reason:
+        return DatabaseRefusedError(url.display, url.db, reason)
+    if isinstance(exc, InvalidResponse) or "Protocol error" in reason:
+        return NotRedisError(url.display, reason)
+    if url.scheme == "rediss" and (
+        isinstance(exc, ssl.SSLError | RedisTimeoutError) or "SSL" in reason or "Timeout" in reason
+    ):
+        return TLSHandshakeError(url.display, reason)
+    return ConnectionFailedError(url.display, reason)

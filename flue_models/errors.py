@@ -175,16 +175,89 @@ class BatchCommandError(FlueModelsError):
 class ConnectionFailedError(FlueModelsError):
     """The server could not be reached; the message shows the URL with its password masked.
 
+    Subclasses say why when the server answered but refused: wrong credentials, a
+    database it does not have, a port that does not speak Redis, a failed TLS handshake.
+
     Example:
         >>> "***" in str(ConnectionFailedError("redis://:***@db:6379/0", "refused"))
         True
     """
 
-    def __init__(self, display_url: str, reason: str) -> None:
+    def __init__(self, display_url: str, reason: str, advice: str | None = None) -> None:
         self.url = display_url
+        self.reason = reason
         super().__init__(
-            f"Could not reach the Redis server at {display_url}: {reason}. Check that it "
-            "runs and that REDIS_URL (or the url argument) names it."
+            f"Could not connect to the Redis server at {display_url}: {reason.rstrip('.')}. "
+            + (advice or "Check that it runs and that REDIS_URL (or the url argument) names it.")
+        )
+
+
+class AuthenticationFailedError(ConnectionFailedError):
+    """The server refused the credentials, or wants some and none were given.
+
+    Example:
+        >>> "password" in str(AuthenticationFailedError("redis://:***@db/0", "WRONGPASS"))
+        True
+    """
+
+    def __init__(self, display_url: str, reason: str) -> None:
+        super().__init__(
+            display_url,
+            f"authentication failed ({reason.rstrip('.')})",
+            "Check the user name and password in the URL "
+            "(redis://USER:PASSWORD@HOST:PORT/DB) and the server's ACL.",
+        )
+
+
+class DatabaseRefusedError(ConnectionFailedError):
+    """The server has no database with the number the URL selects.
+
+    Example:
+        >>> "database 99" in str(DatabaseRefusedError("redis://db/99", 99, "out of range"))
+        True
+    """
+
+    def __init__(self, display_url: str, number: int, reason: str) -> None:
+        self.number = number
+        super().__init__(
+            display_url,
+            f"the server refused database {number} ({reason.rstrip('.')})",
+            "Use a database number the server has (0 to 15 unless its `databases` "
+            "setting says otherwise), or a key prefix instead of a database.",
+        )
+
+
+class NotRedisError(ConnectionFailedError):
+    """Something answered on the port, but not as a Redis or Valkey server.
+
+    Example:
+        >>> "not a Redis" in str(NotRedisError("redis://web:80/0", "Protocol error"))
+        True
+    """
+
+    def __init__(self, display_url: str, reason: str) -> None:
+        super().__init__(
+            display_url,
+            f"what answers is not a Redis or Valkey server ({reason.rstrip('.')})",
+            "Check the port (an HTTP server answers with '<' or 'H'), or use rediss:// if the "
+            "server expects TLS on this port.",
+        )
+
+
+class TLSHandshakeError(ConnectionFailedError):
+    """A ``rediss://`` connection could not complete its TLS handshake.
+
+    Example:
+        >>> "redis://" in str(TLSHandshakeError("rediss://db:6379/0", "timeout"))
+        True
+    """
+
+    def __init__(self, display_url: str, reason: str) -> None:
+        super().__init__(
+            display_url,
+            f"the TLS handshake failed ({reason.rstrip('.')})",
+            "The server may not speak TLS on this port: use redis:// for a plain port, or "
+            "the server's tls-port; check the certificates (ssl_ca_certs=...) otherwise.",
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from pathlib import Path
@@ -77,7 +78,7 @@ async def test_password_never_appears_in_errors_or_repr(redis_servers: RedisServ
 
 
 async def test_unreachable_server_gives_a_clear_error() -> None:
-    with pytest.raises(fm.ConnectionFailedError, match="Could not reach the Redis server"):
+    with pytest.raises(fm.ConnectionFailedError, match="Could not connect to the Redis server"):
         await fm.connect("redis://127.0.0.1:1/0")
 
 
@@ -129,3 +130,40 @@ async def test_rediss_url_speaks_tls(redis_servers: RedisServers, tmp_path: Path
         info = await db.client.execute_command("CLIENT", "INFO")
         text = info.decode() if isinstance(info, bytes) else str(info)
         assert f"laddr=127.0.0.1:{tls_port}" in text
+
+
+async def test_refused_credentials_say_authentication_failed(redis_servers: RedisServers) -> None:
+    server = redis_servers.start("--requirepass", "Sup3rS3cret")
+    with pytest.raises(fm.AuthenticationFailedError, match="authentication failed") as wrong:
+        await fm.connect(f"redis://:wrong-one@127.0.0.1:{server.port}/0")
+    assert "wrong-one" not in str(wrong.value)
+    assert "USER:PASSWORD" in str(wrong.value)  # says what to fix
+    with pytest.raises(fm.AuthenticationFailedError, match="authentication failed"):
+        await fm.connect(f"redis://127.0.0.1:{server.port}/0")  # none given
+
+
+async def test_a_database_the_server_lacks_is_named(redis_url: str) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+    with pytest.raises(fm.DatabaseRefusedError, match="refused database 99") as caught:
+        await fm.connect(f"{base}/99")
+    assert caught.value.number == 99
+    assert caught.value.__cause__ is not None  # the redis-py error, chained
+
+
+async def test_a_port_that_is_not_redis_is_named() -> None:
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"<html>not redis</html>\r\n")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(http, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    async with listener:
+        with pytest.raises(fm.NotRedisError, match="not a Redis or Valkey server"):
+            await fm.connect(f"redis://127.0.0.1:{port}/0")
+
+
+async def test_tls_to_a_plain_port_says_the_handshake_failed(redis_url: str) -> None:
+    with pytest.raises(fm.TLSHandshakeError, match="use redis:// for a plain port"):
+        await fm.connect(redis_url.replace("redis://", "rediss://", 1))
