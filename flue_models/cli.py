@@ -1,39 +1,92 @@
 """The ``flue-models`` command line.
 
 Every command connects the way :func:`flue_models.connect` does: ``--url``, then
-``$REDIS_URL``, then the embedded server. Errors are printed as one message (never a
-traceback) and give a non-zero exit status.
+``$REDIS_URL``, then the embedded server. Commands that print data take ``--json``.
+
+Exit status: 0 success, 1 runtime error, 2 usage error, 3 not found, 130 interrupted
+(Ctrl-C), 141 output pipe closed. Every error is one line on stderr, ``error: ...``;
+``--debug`` (or ``FLUE_DEBUG=1``) adds the traceback. Warnings are one ``warning: ...``
+line. Progress of long work is a line on stderr, shown only on a terminal.
 """
 
 from __future__ import annotations
+
+import signal
+import sys
+from types import TracebackType
+
+# Ctrl-C stops the command from here on, even when it was started with SIGINT ignored
+# (as background jobs of a non-interactive shell are). This runs before the heavy
+# imports below (``import flue_models`` itself imports nothing), so the window in which
+# a Ctrl-C could be lost is the interpreter's own start-up; one that lands during those
+# imports ends the process without a traceback.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _quiet_interrupt(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    if not issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+
+
+sys.excepthook = _quiet_interrupt
 
 import argparse
 import asyncio
 import json
 import os
-import signal
-import sys
+import re
+import traceback
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from redis.exceptions import RedisError
+
+import flue_models
 from flue_models.config import data_dir_from_environment
 from flue_models.demo import run_demo
 from flue_models.embedded import EmbeddedServer
-from flue_models.errors import FlueModelsError
+from flue_models.errors import FlueModelsError, ServerCheckError
 from flue_models.inspection import check_report, read_server
-from flue_models.schema import MigrationSet, migrate, new_migration_file, schema_status
+from flue_models.schema import (
+    MigrationSet,
+    builtin_directory,
+    migrate,
+    new_migration_file,
+    schema_status,
+)
 from flue_models.startup import connect
-from flue_models.state.events import EventStream, event_json
+from flue_models.state.events import EventStream, event_json, format_offset
 from flue_models.state.run import WorkflowRun
 from flue_models.state.session import Session
 from flue_models.state.submission import Submission
+from flue_models.terminal import Progress, one_line, table
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
+#: Exit statuses (documented in docs/cli.md).
+OK, FAILED, USAGE, NOT_FOUND, INTERRUPTED, PIPE_CLOSED = 0, 1, 2, 3, 130, 141
+#: Environment variable that turns on tracebacks, like ``--debug``.
+DEBUG_ENV = "FLUE_DEBUG"
+#: Environment variable naming the application's migrations folder.
+MIGRATIONS_DIR_ENV = "FLUE_MIGRATIONS_DIR"
+#: While a command has not stopped after Ctrl-C, it is cancelled again this often (a
+#: cancellation that lands while a reply arrives can be lost in the client library).
+RECANCEL_SECONDS = 1.0
 
-def _connection_options(parser: argparse.ArgumentParser) -> None:
+
+class NotFound(Exception):
+    """What a command asked for does not exist (exit status 3)."""
+
+
+def _emit(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, sort_keys=True))
+
+
+def _connection_options(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
     parser.add_argument("--url", help="Redis URL (default: $REDIS_URL, else the embedded server)")
     parser.add_argument("--prefix", default="flue", help="key prefix (default: flue)")
     parser.add_argument(
@@ -41,28 +94,60 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the server checks (for managed services that deny CONFIG and INFO)",
     )
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _offset(text: str) -> str:
+    """Accept short offsets (``3``, ``0003``) as well as Flue's full form."""
+    return format_offset(int(text)) if text.isdigit() else text
+
+
+# Commands ----------------------------------------------------------------------------
 
 
 async def _check(args: argparse.Namespace) -> int:
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False, migrate=False) as db:
-        where = db.url.display
-        if db.embedded is not None:
-            where += f" (embedded, data in {db.embedded.data_dir})"
+        report = await read_server(db.client)
+        embedded = None if db.embedded is None else str(db.embedded.data_dir)
+    caught: list[str] = []
+    problem: ServerCheckError | None = None
+    if not args.no_inspect:
+        with warnings.catch_warnings(record=True) as recorded:
+            warnings.simplefilter("always")
+            try:
+                check_report(report)
+            except ServerCheckError as exc:
+                problem = exc
+        caught = [str(w.message) for w in recorded]
+    checks = "skipped" if args.no_inspect else "failed" if problem else "passed"
+    if args.json:
+        _emit(
+            {
+                "url": db.url.display,
+                "prefix": db.keys.prefix,
+                "embedded_data_dir": embedded,
+                "server": {"family": report.flavor, "version": report.version},
+                "cluster": report.cluster_enabled,
+                "maxmemory_policy": report.maxmemory_policy,
+                "persistence": report.persistence,
+                "checks": checks,
+                "warnings": caught,
+            }
+        )
+    else:
+        where = db.url.display + ("" if embedded is None else f" (embedded, data in {embedded})")
         print(f"url: {where}")
         print(f"prefix: {db.keys.prefix}")
-        report = await read_server(db.client)
         for line in report.lines():
             print(line)
-        if args.no_inspect:
-            print("checks: skipped (--no-inspect)")
-            return 0
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            check_report(report)
-        for warning in caught:
-            print(f"warning: {warning.message}")
-        print("checks: passed (standalone server, noeviction)")
-        return 0
+        for message in caught:
+            print(f"warning: {one_line(message)}", file=sys.stderr)
+        shown = {"skipped": "skipped (--no-inspect)", "passed": "passed (standalone, noeviction)"}
+        print(f"checks: {shown.get(checks, checks)}")
+    if problem is not None:
+        raise problem
+    return OK
 
 
 def _sets(args: argparse.Namespace) -> list[MigrationSet]:
@@ -70,46 +155,121 @@ def _sets(args: argparse.Namespace) -> list[MigrationSet]:
 
 
 async def _migrate(args: argparse.Namespace) -> int:
+    progress = Progress()
     async with connect(
         args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect, migrate=False
     ) as db:
-        steps = await migrate(db, _sets(args), to=args.to, dry_run=args.dry_run, force=args.force)
-        if not steps:
-            statuses = await schema_status(db, _sets(args))
-            print("up to date: " + ", ".join(f"{s.name} at {s.stored}" for s in statuses))
-            return 0
-        for step in steps:
+        try:
+            steps = await migrate(
+                db,
+                _sets(args),
+                to=args.to,
+                dry_run=args.dry_run,
+                force=args.force,
+                progress=progress,
+            )
+        finally:
+            progress.done()
+        statuses = await schema_status(db, _sets(args))
+    if args.json:
+        _emit(
+            {
+                "dry_run": args.dry_run,
+                "steps": [
+                    {"file": s.file.label, "direction": s.direction, "seconds": s.seconds}
+                    for s in steps
+                ],
+                "versions": {s.name: s.stored for s in statuses},
+            }
+        )
+        return OK
+    if not steps:
+        print("up to date: " + ", ".join(f"{s.name} at {s.stored}" for s in statuses))
+    for step in steps:
+        if args.dry_run:
+            verb = "would apply" if step.direction == "up" else "would revert"
+            print(f"{verb} {step.file.label}: {step.file.description}")
+        else:
             verb = "applied" if step.direction == "up" else "reverted"
-            if args.dry_run:
-                verb = "would apply" if step.direction == "up" else "would revert"
-                print(f"{verb} {step.file.label}: {step.file.description}")
-            else:
-                print(f"{verb} {step.file.label} ({step.seconds * 1000:.0f} ms)")
-        return 0
+            print(f"{verb} {step.file.label} ({step.seconds * 1000:.0f} ms)")
+    return OK
 
 
 async def _migrations_status(args: argparse.Namespace) -> int:
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False, migrate=False) as db:
         statuses = await schema_status(db, _sets(args))
-    for status in statuses:
-        pending = ", ".join(f.label for f in status.pending) or "none"
-        print(f"{status.name}: stored version {status.stored}, newest file {status.newest}")
-        print(f"  pending: {pending}")
-        print(f"  changed since applied: {', '.join(status.drift) or 'none'}")
     too_new = [s for s in statuses if s.stored > s.newest]
-    return 4 if too_new else 0
+    if args.json:
+        _emit(
+            [
+                {
+                    "set": s.name,
+                    "stored": s.stored,
+                    "newest": s.newest,
+                    "pending": [f.label for f in s.pending],
+                    "changed_since_applied": s.drift,
+                }
+                for s in statuses
+            ]
+        )
+    else:
+        for status in statuses:
+            pending = ", ".join(f.label for f in status.pending) or "none"
+            print(f"{status.name}: stored version {status.stored}, newest file {status.newest}")
+            print(f"  pending: {pending}")
+            print(f"  changed since applied: {', '.join(status.drift) or 'none'}")
+    for status in too_new:
+        print(
+            f"error: the stored {status.name!r} schema ({status.stored}) is newer than this "
+            f"installation's newest file ({status.newest}); upgrade flue-models.",
+            file=sys.stderr,
+        )
+    return FAILED if too_new else OK
+
+
+def _migration_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9_]+", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use lowercase letters, digits and '_' (e.g. add_priority)"
+        )
+    return text
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 async def _migrations_new(args: argparse.Namespace) -> int:
-    path = new_migration_file(Path(args.dir or "migrations"), args.name)
-    print(f"created {path}")
-    return 0
+    path = _new_migration(args)
+    if args.json:
+        _emit({"created": str(path)})
+    else:
+        print(f"created {path}")
+    return OK
+
+
+def _new_migration(args: argparse.Namespace) -> Path:
+    chosen = args.dir or os.environ.get(MIGRATIONS_DIR_ENV) or "migrations"
+    directory = Path(chosen).resolve()
+    package = Path(flue_models.__file__).resolve().parent
+    for own, what in ((builtin_directory().resolve(), "flue-models' own migrations folder"),
+                      (package, "the installed flue-models package")):  # fmt: skip
+        if _inside(directory, own):
+            raise FlueModelsError(
+                f"{directory} is inside {what}; migrations of your application go in its "
+                f"own folder: pass --dir (or set {MIGRATIONS_DIR_ENV}). Nothing was written."
+            )
+    return new_migration_file(directory, args.name)
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    progress = Progress()
     async with connect(args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect) as db:
-        await run_demo(db)
-    return 0
+        try:
+            await run_demo(db, progress=progress)
+        finally:
+            progress.done()
+    return OK
 
 
 async def _runs_list(args: argparse.Namespace) -> int:
@@ -119,33 +279,56 @@ async def _runs_list(args: argparse.Namespace) -> int:
         )
     if args.json:
         items = [item.model_dump(mode="json") for item in page.items]
-        print(json.dumps({"items": items, "next_cursor": page.next_cursor}, ensure_ascii=False))
-        return 0
-    for item in page.items:
-        duration = "" if item.duration_ms is None else f"{item.duration_ms} ms"
-        print(
-            f"{item.id}  {item.workflow:<12} {item.status:<9} "
-            f"{item.started_at.isoformat(timespec='seconds')}  {duration}"
-        )
+        _emit({"items": items, "next_cursor": page.next_cursor})
+        return OK
+    rows = [
+        [
+            item.id,
+            item.workflow,
+            item.status,
+            item.started_at.isoformat(timespec="seconds"),
+            "" if item.duration_ms is None else f"{item.duration_ms} ms",
+        ]
+        for item in page.items
+    ]
+    for line in table(rows):
+        print(line.rstrip())
     if page.next_cursor:
         print(f"next: --cursor {page.next_cursor}")
-    return 0
+    return OK
 
 
 async def _runs_show(args: argparse.Namespace) -> int:
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         run = await WorkflowRun.get(args.run_id, db=db)
     if run is None:
-        print(f"error: no run {args.run_id!r}", file=sys.stderr)
-        return 3
-    print(json.dumps(run.model_dump(mode="json"), indent=2, ensure_ascii=False))
-    return 0
+        raise NotFound(f"no run {args.run_id!r}")
+    shown = run.model_dump(mode="json")
+    print(json.dumps(shown, ensure_ascii=False) if args.json else json.dumps(shown, indent=2))
+    return OK
+
+
+async def _existing_stream(args: argparse.Namespace, db: Any) -> EventStream[dict[str, Any]]:
+    stream: EventStream[dict[str, Any]] = EventStream(args.path, db=db)
+    if await stream.meta() is None:
+        raise NotFound(f"no stream {args.path!r}")
+    return stream
 
 
 async def _events_read(args: argparse.Namespace) -> int:
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
-        stream: EventStream[dict[str, Any]] = EventStream(args.path, db=db)
-        result = await stream.read(after=args.after, limit=args.limit)
+        stream = await _existing_stream(args, db)
+        result = await stream.read(after=_offset(args.after), limit=args.limit)
+    if args.json:
+        _emit(
+            {
+                "events": [json.loads(event_json(e)) for e in result.events],
+                "next_offset": result.next_offset,
+                "up_to_date": result.up_to_date,
+                "closed": result.closed,
+            }
+        )
+        return OK
     for event in result.events:
         print(event_json(event))
     print(
@@ -153,28 +336,27 @@ async def _events_read(args: argparse.Namespace) -> int:
         f"closed={str(result.closed).lower()}",
         file=sys.stderr,
     )
-    return 0
+    return OK
 
 
 async def _events_tail(args: argparse.Namespace) -> int:
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
-        stream: EventStream[dict[str, Any]] = EventStream(args.path, db=db)
-        async for event in stream.tail(after=args.after):
+        stream = await _existing_stream(args, db)
+        async for event in stream.tail(after=_offset(args.after)):
             print(event_json(event), flush=True)
-    return 0
+    return OK
 
 
 async def _sessions_show(args: argparse.Namespace) -> int:
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         session = await Session.load(args.session_id, db=db)
     if session is None:
-        print(f"error: no session {args.session_id!r}", file=sys.stderr)
-        return 3
+        raise NotFound(f"no session {args.session_id!r}")
     shown = session.model_dump(mode="json")
     entries = session.entries[-args.entries :] if args.entries > 0 else []
     shown["entries"] = [entry.model_dump(mode="json") for entry in entries]
-    print(json.dumps(shown, indent=2, ensure_ascii=False))
-    return 0
+    print(json.dumps(shown, ensure_ascii=False) if args.json else json.dumps(shown, indent=2))
+    return OK
 
 
 async def _submissions_list(args: argparse.Namespace) -> int:
@@ -183,14 +365,26 @@ async def _submissions_list(args: argparse.Namespace) -> int:
         if args.status:
             query = query.where(Submission.status == args.status)
         rows = await query.limit(args.limit).all()
-    for row in rows:
-        owner = f" owner={row.owner_id}" if row.owner_id else ""
-        outcome = f" outcome={row.outcome}" if row.outcome else ""
-        print(
-            f"{row.sequence:>6}  {row.id}  {row.kind:<8} {row.status:<8} "
-            f"session={row.session_id} attempts={row.attempt_count}{owner}{outcome}"
-        )
-    return 0
+    if args.json:
+        _emit([row.model_dump(mode="json") for row in rows])
+        return OK
+    lines = table(
+        [
+            [
+                str(row.sequence),
+                row.id,
+                row.kind,
+                row.status,
+                f"session={row.session_id} attempts={row.attempt_count}"
+                + (f" owner={row.owner_id}" if row.owner_id else "")
+                + (f" outcome={row.outcome}" if row.outcome else ""),
+            ]
+            for row in rows
+        ]
+    )
+    for line in lines:
+        print(line)
+    return OK
 
 
 def _server_for(args: argparse.Namespace) -> EmbeddedServer:
@@ -200,21 +394,41 @@ def _server_for(args: argparse.Namespace) -> EmbeddedServer:
 async def _server_status(args: argparse.Namespace) -> int:
     server = _server_for(args)
     record = server.running()
-    if record is None:
+    identity = server.recorded_identity()
+    if args.json:
+        _emit(
+            {
+                "running": record is not None,
+                "data_dir": str(server.data_dir),
+                "pid": record.pid if record else None,
+                "url": record.url if record else None,
+                "binary": record.binary if record else None,
+                "written_by": identity.label if identity else None,
+            }
+        )
+    elif record is None:
         print(f"embedded server: not running (data in {server.data_dir})")
-        return 3
-    print(f"embedded server: running, pid {record.pid}, {record.url}")
-    print(f"data: {server.data_dir}")
-    print(f"binary: {record.binary}")
-    return 0
+    else:
+        print(f"embedded server: running, pid {record.pid}, {record.url}")
+        print(f"data: {server.data_dir}")
+        print(f"binary: {record.binary}")
+        if identity is not None:
+            print(f"data written by: {identity.label}")
+    return OK if record is not None else NOT_FOUND
 
 
 async def _server_stop(args: argparse.Namespace) -> int:
     server = _server_for(args)
     async with server.locked():
         stopped = await asyncio.to_thread(server.stop)
-    print("embedded server: stopped" if stopped else "embedded server: was not running")
-    return 0
+    if args.json:
+        _emit({"stopped": stopped})
+    else:
+        print("embedded server: stopped" if stopped else "embedded server: was not running")
+    return OK
+
+
+# The parser --------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Durable agent and workflow state in Redis: run the demo, check the "
         "server, migrate the schema, list runs, read and tail event streams, manage the "
         "embedded server.",
+        epilog="Exit status: 0 success, 1 error, 2 usage error, 3 not found.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"flue-models {flue_models.__version__}"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help=f"show tracebacks of errors (or {DEBUG_ENV}=1)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -268,15 +489,20 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(status)
     set_options(status)
     status.set_defaults(handler=_migrations_status)
-    new = migration_commands.add_parser("new", help="write the next numbered migration file")
-    new.add_argument("name", help="what it does, e.g. add_priority")
-    new.add_argument("--dir", help="the migrations folder (default: ./migrations)")
+    new = migration_commands.add_parser(
+        "new", help="write the next numbered migration file of your application"
+    )
+    new.add_argument("name", type=_migration_name, help="what it does, e.g. add_priority")
+    new.add_argument(
+        "--dir", help=f"the migrations folder (default: ${MIGRATIONS_DIR_ENV}, else ./migrations)"
+    )
+    new.add_argument("--json", action="store_true", help="print one JSON document")
     new.set_defaults(handler=_migrations_new)
 
     demo = commands.add_parser(
         "demo", help="run a small simulated agent workload, tail a run, list runs by status"
     )
-    _connection_options(demo)
+    _connection_options(demo, json_output=False)
     demo.set_defaults(handler=_demo)
 
     runs = commands.add_parser("runs", help="list and show workflow runs")
@@ -287,7 +513,6 @@ def build_parser() -> argparse.ArgumentParser:
     runs_list.add_argument("--workflow")
     runs_list.add_argument("--limit", type=int, default=100, help="default 100, at most 1000")
     runs_list.add_argument("--cursor", help="the 'next' cursor a previous page printed")
-    runs_list.add_argument("--json", action="store_true", help="one JSON document")
     runs_list.set_defaults(handler=_runs_list)
     runs_show = run_commands.add_parser("show", help="one run, everything, as JSON")
     _connection_options(runs_show)
@@ -322,12 +547,14 @@ def build_parser() -> argparse.ArgumentParser:
     event_commands = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
     events_read = event_commands.add_parser("read", help="events after an offset, as JSON lines")
     events_tail = event_commands.add_parser(
-        "tail", help="follow a stream until it closes (Ctrl-C to stop)"
+        "tail", help="follow a stream until it closes, as JSON lines (Ctrl-C to stop)"
     )
     for command, handler in ((events_read, _events_read), (events_tail, _events_tail)):
-        _connection_options(command)
+        _connection_options(command, json_output=command is events_read)
         command.add_argument("path", help="e.g. runs/<run id>")
-        command.add_argument("--after", default="-1", help="-1, now, or an offset")
+        command.add_argument(
+            "--after", default="-1", help="-1, now, or an offset (3, 0003 or Flue's full form)"
+        )
         command.set_defaults(handler=handler)
     events_read.add_argument("--limit", type=int, default=100)
 
@@ -341,8 +568,66 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument(
             "--data-dir", help="data directory (default: $FLUE_DATA_DIR or ./.flue/redis)"
         )
+        action.add_argument("--json", action="store_true", help="print one JSON document")
         action.set_defaults(handler=handler)
     return parser
+
+
+# Running -----------------------------------------------------------------------------
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    print(f"warning: {one_line(str(message))}", file=sys.stderr)
+
+
+def _run(handler: Handler, args: argparse.Namespace) -> int:
+    """Run ``handler`` in a fresh event loop; the first Ctrl-C cancels it, for sure.
+
+    A cancellation that lands just as a reply arrives can be swallowed below us, so the
+    command is cancelled again every second until it has stopped.
+    """
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(handler(args))
+    interrupted = False
+
+    def cancel_until_done() -> None:
+        if not task.done():
+            task.cancel()
+            loop.call_later(RECANCEL_SECONDS, cancel_until_done)
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        interrupted = True
+        cancel_until_done()
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        return loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, FlueModelsError | NotFound):
+        return one_line(str(exc))
+    if isinstance(exc, RedisError):
+        return one_line(f"the Redis server connection failed ({type(exc).__name__}: {exc})")
+    return one_line(f"{type(exc).__name__}: {exc}") + " (this is a bug; --debug shows where)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -355,21 +640,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         ...
         ```
     """
-    args = build_parser().parse_args(argv)
-    handler: Handler = args.handler
-    # Ctrl-C stops a command even when it was started with SIGINT ignored (as background
-    # jobs of a non-interactive shell are); asyncio.run then turns it into cancellation.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # main() may be called again
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        return asyncio.run(handler(args))
-    except FlueModelsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        debug = debug or args.debug
+        warnings.showwarning = _show_warning
+        return _run(args.handler, args)
     except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # e.g. `flue-models check | head -1`
+        return INTERRUPTED
+    except BrokenPipeError:  # e.g. `flue-models runs list | head -1`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        return PIPE_CLOSED
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_message(exc)}", file=sys.stderr)
+        return NOT_FOUND if isinstance(exc, NotFound) else FAILED
 
 
 if __name__ == "__main__":

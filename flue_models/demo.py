@@ -14,6 +14,7 @@ from collections.abc import Callable
 from flue_models.connection import Database
 from flue_models.state.events import Event
 from flue_models.state.run import WorkflowRun
+from flue_models.terminal import table
 
 #: (workflow, input, steps, fails): the simulated runs of one demo.
 WORKLOAD = (
@@ -45,8 +46,15 @@ def _show(event: Event[dict[str, object]]) -> str:
     return f"  {event.offset[-4:]}  {kind:<8} {json.dumps(data, ensure_ascii=False)}"
 
 
-async def run_demo(db: Database, out: Callable[[str], None] = print) -> None:
+async def run_demo(
+    db: Database,
+    out: Callable[[str], None] = print,
+    progress: Callable[[str], None] | None = None,
+) -> None:
     """Run the demo workload on ``db`` and print what happens.
+
+    If it is interrupted (Ctrl-C, a closed output pipe, an error), the runs it started
+    and did not finish are cancelled, so no run is left ``active``.
 
     Example:
         ```python
@@ -60,28 +68,46 @@ async def run_demo(db: Database, out: Callable[[str], None] = print) -> None:
     out(f"flue-models demo on {where}, prefix {db.keys.prefix!r}")
     out(f"{earlier} run(s) from earlier demos are stored here")
 
-    runs = [
-        await WorkflowRun.start(workflow, input=data, db=db, metadata={"demo": True})
-        for workflow, data, _steps, _fails in WORKLOAD
-    ]
-    workers = [
-        asyncio.create_task(_simulate(run, steps, fails))
-        for run, (_w, _d, steps, fails) in zip(runs, WORKLOAD, strict=True)
-    ]
-    watched = runs[0]
-    out(f"\nlive tail of run {watched.id} ({watched.workflow}):")
-    async for event in watched.events.tail(after="-1"):
-        out(_show(event))
-    out("  (stream closed: the run ended)")
-    await asyncio.gather(*workers)
+    runs: list[WorkflowRun] = []
+    workers: list[asyncio.Task[None]] = []
+    try:
+        for number, (workflow, data, steps, fails) in enumerate(WORKLOAD, start=1):
+            if progress is not None:
+                progress(f"starting run {number} of {len(WORKLOAD)} ({workflow})")
+            run = await WorkflowRun.start(workflow, input=data, db=db, metadata={"demo": True})
+            runs.append(run)
+            workers.append(asyncio.create_task(_simulate(run, steps, fails)))
+        if progress is not None:
+            progress("")
+        watched = runs[0]
+        out(f"\nlive tail of run {watched.id} ({watched.workflow}):")
+        async for event in watched.events.tail(after="-1"):
+            out(_show(event))
+        out("  (stream closed: the run ended)")
+        await asyncio.gather(*workers)
+    except BaseException:
+        await _abandon(db, runs, workers)
+        raise
 
     for status in ("completed", "errored"):
         page = await WorkflowRun.list(status=status, limit=5, db=db)
         total = await WorkflowRun.find(WorkflowRun.status == status).using(db).count()
         out(f"\n{status}: {total} run(s); newest:")
-        for pointer in page.items:
-            out(
-                f"  {pointer.started_at:%Y-%m-%d %H:%M:%S}  {pointer.workflow:<10} "
-                f"{pointer.id}  {pointer.duration_ms} ms"
-            )
+        rows = [
+            [f"{p.started_at:%Y-%m-%d %H:%M:%S}", p.workflow, p.id, f"{p.duration_ms} ms"]
+            for p in page.items
+        ]
+        for line in table(rows):
+            out(f"  {line}")
     out(f"\nnow {earlier + len(runs)} run(s) stored; run the demo again to see them stay.")
+
+
+async def _abandon(
+    db: Database, runs: list[WorkflowRun], workers: list[asyncio.Task[None]]
+) -> None:
+    """Stop the simulated workers and cancel the runs they did not end."""
+    for worker in workers:
+        worker.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    for run in runs:  # the first terminal state wins: ended runs stay as they ended
+        await asyncio.shield(WorkflowRun.cancel_id(run.id, db=db))

@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from flue_models.connection import Database
@@ -39,10 +39,28 @@ class MigrationContext:
         ```
     """
 
-    def __init__(self, db: Database, file: MigrationFile, lock: MigrationLock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        file: MigrationFile,
+        lock: MigrationLock,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         self.db = db
         self.file = file
         self._lock = lock
+        self._progress = progress
+
+    def report(self, text: str) -> None:
+        """Show a progress line (on a terminal, when run by ``flue-models migrate``).
+
+        Example:
+            ```python
+            ctx.report(f"{done} of {total} tickets fixed")
+            ```
+        """
+        if self._progress is not None:
+            self._progress(f"{self.file.label}: {text}")
 
     def _cursor_field(self, label: str) -> str:
         return f"cursor:{self.file.set_name}:{self.file.number:04d}:{label}"
@@ -64,10 +82,13 @@ class MigrationContext:
         saved = await self.db.client.hget(self.db.keys.meta, cursor_field)
         cursor = reply_text(saved) if saved else None
         query = model.find().using(self.db)
+        done = 0
         while True:
             page: Page[Any] = await query.page(limit=size, cursor=cursor)
             if page.items:
                 yield page.items
+                done += len(page.items)
+                self.report(f"{done} {model.__flue_spec__.collection} record(s)")
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
@@ -93,7 +114,10 @@ class MigrationContext:
         derived, records = found.indexes + found.uniques, found.records
         if derived:
             await db.client.delete(*derived)
+        done = 0
         async for batch in iter_hashes(db, records):
+            done += len(batch)
+            self.report(f"reindexing {done} of {len(records)} {model.__flue_spec__.collection}")
             writes = []
             for key, raw in batch:
                 record = model.from_hash(key, raw, db)

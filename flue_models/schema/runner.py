@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from flue_models.connection import Database
@@ -129,6 +129,7 @@ async def migrate(
     dry_run: bool = False,
     force: bool = False,
     lock_wait: float = LOCK_WAIT_SECONDS,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Step]:
     """Bring the store to the newest schema of every set (the built-in set first).
 
@@ -140,6 +141,8 @@ async def migrate(
         dry_run: report what would run, write nothing.
         force: accept applied files whose checksum changed.
         lock_wait: seconds to wait for another process's migration.
+        progress: called with a line of text as each file starts and as batches of
+            records are done (the command line shows it on a terminal).
 
     Raises:
         SchemaTooNewError: a stored version is newer than the newest file of its set.
@@ -186,7 +189,7 @@ async def migrate(
         versions = await _read_versions(db, ordered)  # another process may have migrated
         steps = []
         for step in _plan(ordered, files, versions, to):
-            steps.append(await _apply(db, lock, step))
+            steps.append(await _apply(db, lock, step, progress))
         return steps
     finally:
         await lock.release(db)
@@ -222,14 +225,18 @@ def _plan(
     return steps
 
 
-async def _apply(db: Database, lock: MigrationLock, step: Step) -> Step:
+async def _apply(
+    db: Database, lock: MigrationLock, step: Step, progress: Callable[[str], None] | None
+) -> Step:
     file = step.file
     migration_set_field = version_field(file.set_name)
     action = file.up if step.direction == "up" else file.down
     assert action is not None
     started = time.monotonic()
     try:
-        await action(MigrationContext(db, file, lock))
+        if progress is not None:
+            progress(f"{'applying' if step.direction == 'up' else 'reverting'} {file.label}")
+        await action(MigrationContext(db, file, lock, progress))
     except Exception as exc:
         before = file.number - 1 if step.direction == "up" else file.number
         raise MigrationFailedError(file.set_name, file.number, file.name, before) from exc

@@ -1,0 +1,276 @@
+"""The command line follows the conventions of git, redis-cli and alembic (docs/cli.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import flue_models as fm
+from flue_models import WorkflowRun
+from flue_models.terminal import display_width
+from tests.command_line import ROOT, run_cli
+from tests.conftest import RedisServers
+from tests.waiting import child_process, within
+
+
+def one_error_line(stderr: str) -> str:
+    """The single ``error: ...`` line of a failed command (and nothing else)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_version_and_usage_errors() -> None:
+    version = run_cli("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"flue-models {fm.__version__}"
+    assert run_cli("no-such-command").returncode == 2
+    assert run_cli("runs", "list", "--limit", "many").returncode == 2
+
+
+def test_runtime_errors_are_one_line_with_exit_1(redis_url: str) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+    refused = run_cli("runs", "list", "--url", f"{base}/99")
+    assert refused.returncode == 1
+    assert "refused database 99" in one_error_line(refused.stderr)
+    unreachable = run_cli("check", "--url", "redis://127.0.0.1:1/0")
+    assert unreachable.returncode == 1
+    assert "Could not connect" in one_error_line(unreachable.stderr)
+    malformed = run_cli("check", "--url", "http://nope")
+    assert malformed.returncode == 1
+    assert "unsupported scheme" in one_error_line(malformed.stderr)
+
+
+def test_debug_shows_the_traceback(redis_url: str) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+    flag = run_cli("--debug", "runs", "list", "--url", f"{base}/99")
+    assert flag.returncode == 1
+    assert "Traceback" in flag.stderr
+    assert flag.stderr.rstrip().splitlines()[-1].startswith("error: ")
+    env = dict(os.environ, FLUE_DEBUG="1")
+    assert "Traceback" in run_cli("runs", "list", "--url", f"{base}/99", env=env).stderr
+
+
+def test_a_wrong_password_says_authentication_failed(redis_servers: RedisServers) -> None:
+    server = redis_servers.start("--requirepass", "Sup3rS3cret")
+    result = run_cli("check", "--url", f"redis://:nope@127.0.0.1:{server.port}/0")
+    assert result.returncode == 1
+    line = one_error_line(result.stderr)
+    assert "authentication failed" in line
+    assert "nope" not in line
+
+
+async def test_a_port_that_is_not_redis_is_one_line() -> None:
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"<html>hello</html>\r\n")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(http, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    async with listener:
+        result = await asyncio.to_thread(run_cli, "check", "--url", f"redis://127.0.0.1:{port}/0")
+    assert result.returncode == 1
+    assert "not a Redis or Valkey server" in one_error_line(result.stderr)
+
+
+async def test_not_found_is_exit_3(db: fm.Database, redis_url: str) -> None:
+    common = ["--url", redis_url, "--prefix", db.keys.prefix]
+    for args in (
+        ("runs", "show", "nope"),
+        ("sessions", "show", "nope"),
+        ("events", "read", "runs/nope"),
+        ("events", "tail", "runs/nope"),  # would otherwise wait forever
+    ):
+        result = await asyncio.to_thread(run_cli, *args, *common)
+        assert result.returncode == 3, (args, result.stderr)
+        assert "no " in one_error_line(result.stderr)
+    stream = await asyncio.to_thread(run_cli, "events", "read", "runs/nope", *common)
+    assert "no stream 'runs/nope'" in stream.stderr
+
+
+async def test_short_offsets_are_accepted(db: fm.Database, redis_url: str) -> None:
+    stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/short")
+    await stream.create()
+    await stream.append_many([{"n": 1}, {"n": 2}, {"n": 3}])
+    common = ["--url", redis_url, "--prefix", db.keys.prefix]
+    for after in ("2", "0002", "0000000000000000_0000000000000002"):
+        result = await asyncio.to_thread(
+            run_cli, "events", "read", "runs/short", "--after", after, *common
+        )
+        assert result.returncode == 0, result.stderr
+        assert [json.loads(line)["data"]["n"] for line in result.stdout.splitlines()] == [3]
+
+
+async def test_every_data_command_prints_json(db: fm.Database, redis_url: str) -> None:
+    run = await WorkflowRun.start("w", run_id="r-json")
+    await run.events.append({"n": 1})
+    await fm.Session.open("s-json")
+    await fm.Submission.admit_direct("p-json", session_id="s-json", input={})
+    common = ["--url", redis_url, "--prefix", db.keys.prefix, "--json"]
+    commands = [
+        ("check",),
+        ("migrate",),
+        ("migrations", "status"),
+        ("runs", "list"),
+        ("runs", "show", "r-json"),
+        ("sessions", "show", "s-json"),
+        ("submissions", "list"),
+        ("events", "read", "runs/r-json"),
+    ]
+    for command in commands:
+        result = await asyncio.to_thread(run_cli, *command, *common)
+        assert result.returncode == 0, (command, result.stderr)
+        assert len(result.stdout.splitlines()) == 1, command  # one document
+        json.loads(result.stdout)
+    listed = json.loads((await asyncio.to_thread(run_cli, "runs", "list", *common)).stdout)
+    assert listed["items"][0]["id"] == "r-json"
+    read = json.loads(
+        (await asyncio.to_thread(run_cli, "events", "read", "runs/r-json", *common)).stdout
+    )
+    assert (read["events"][0]["data"], read["up_to_date"]) == ({"n": 1}, True)
+
+
+def test_a_persistence_warning_is_one_line(redis_servers: RedisServers) -> None:
+    server = redis_servers.start("--appendonly", "no", "--save", "")
+    result = run_cli("migrate", "--url", server.url)  # inspects the server
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("warning: The server keeps nothing on disk")
+    assert "PersistenceWarning" not in result.stderr
+
+
+async def test_columns_line_up_with_wide_characters(db: fm.Database, redis_url: str) -> None:
+    await WorkflowRun.start("日報", run_id="r-wide")
+    await WorkflowRun.start("translate", run_id="r-narrow")
+    result = await asyncio.to_thread(
+        run_cli, "runs", "list", "--url", redis_url, "--prefix", db.keys.prefix
+    )
+    assert result.returncode == 0, result.stderr
+    starts = {display_width(line[: line.index("active")]) for line in result.stdout.splitlines()}
+    assert len(starts) == 1, result.stdout  # the status column starts at one column
+
+
+def test_migrations_new_refuses_the_librarys_own_folder(tmp_path: Path) -> None:
+    before = sorted(p.name for p in (ROOT / "migrations").iterdir())
+    refused = run_cli("migrations", "new", "add_thing", cwd=ROOT)  # ./migrations is ours
+    assert refused.returncode == 1
+    assert "own migrations folder" in one_error_line(refused.stderr)
+    assert sorted(p.name for p in (ROOT / "migrations").iterdir()) == before
+    env = dict(os.environ, FLUE_MIGRATIONS_DIR=str(tmp_path / "app"))
+    created = run_cli("migrations", "new", "add_thing", cwd=ROOT, env=env)
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "app" / "0001_add_thing.py").is_file()
+
+
+def test_progress_shows_on_a_terminal_only(redis_url: str, key_prefix: str) -> None:
+    args = [sys.executable, "-m", "flue_models.cli", "migrate", "--url", redis_url]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    plain = subprocess.run(
+        [*args, "--prefix", key_prefix], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stderr == ""  # not a terminal: no progress line
+
+    controller, terminal = pty.openpty()
+    try:
+        shown = subprocess.run(
+            [*args, "--prefix", f"{key_prefix}-tty"],
+            stdout=subprocess.PIPE, stderr=terminal, env=env, timeout=120,
+        )  # fmt: skip
+        os.close(terminal)
+        terminal = -1
+        seen = b""
+        while chunk := _read_available(controller):
+            seen += chunk
+    finally:
+        if terminal != -1:
+            os.close(terminal)
+        os.close(controller)
+    assert shown.returncode == 0
+    assert b"applying flue/0001_initial" in seen
+
+
+def _read_available(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # the terminal's other end is closed: all was read
+        return b""
+
+
+async def test_the_demo_cut_short_by_a_closed_pipe_leaves_no_run_active(
+    redis_url: str, key_prefix: str
+) -> None:
+    command = f"{sys.executable} -m flue_models.cli demo --url {redis_url} --prefix {key_prefix}"
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", "-o", "pipefail", "-c", f"{command} | head -2"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    assert result.returncode == 141, result.stderr  # the demo's status: its pipe closed
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == ""
+    async with fm.connect(redis_url, key_prefix=key_prefix) as db:
+        started = await WorkflowRun.find().using(db).all()
+        assert started  # it did start runs...
+        assert not [r.id for r in started if r.status == "active"]  # ...and ended them all
+        for run in started:
+            await run.delete()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.3, 1.0])
+async def test_ctrl_c_stops_a_tail_at_any_moment(
+    db: fm.Database, redis_url: str, delay: float
+) -> None:
+    stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/open")
+    await stream.create()
+    async with child_process(
+        sys.executable, "-m", "flue_models.cli", "events", "tail", "runs/open",
+        "--url", redis_url, "--prefix", db.keys.prefix,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    ) as child:  # fmt: skip
+        await asyncio.sleep(delay)  # a moment of the child's start-up or of its tail
+        child.send_signal(signal.SIGINT)
+        _out, err = await within(child.communicate(), "the CLI to stop on the first Ctrl-C")
+    assert child.returncode in (130, -signal.SIGINT), err
+    assert b"Traceback" not in err
+
+
+async def test_the_server_stopping_under_a_tail_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "FLUE_REDIS_SERVER")}
+    env |= {"FLUE_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
+    db = await fm.connect(data_dir=tmp_path / "data", key_prefix="tail")
+    try:
+        stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/live", db=db)
+        await stream.create()
+        await stream.append({"n": 1})
+        async with child_process(
+            sys.executable, "-m", "flue_models.cli", "events", "tail", "runs/live",
+            "--prefix", "tail", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env,
+        ) as child:  # fmt: skip
+            assert child.stdout is not None
+            await within(child.stdout.readline(), "the tail's first event")
+            stop = await asyncio.to_thread(run_cli, "server", "stop", env=env)
+            assert stop.returncode == 0, stop.stderr
+            _out, err = await within(child.communicate(), "the tail to end")
+        assert child.returncode == 1
+        assert "connection" in one_error_line(err.decode()).lower()
+    finally:
+        await db.close()
