@@ -12,6 +12,7 @@ import datetime as dt
 import ssl
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,7 @@ from flue_models.inspection import ServerReport
 from flue_models.keys import KeySpace
 from flue_models.replies import reply_time
 from flue_models.scripts import Scripts
+from flue_models.telemetry import operation_span, server_attributes
 
 #: Every connection flue-models opens carries a client name starting with this.
 CLIENT_NAME_PREFIX = "flue-models"
@@ -126,6 +128,7 @@ class Database:
         self.report: ServerReport | None = None
         self.embedded = embedded
         self._client_name = client_name
+        self._server = server_attributes(url.url, url.scheme, url.db)
         self._closed = False
         self._previous: Database | None = None
 
@@ -144,6 +147,21 @@ class Database:
             ```
         """
         return self._closed
+
+    def span(
+        self, operation: str, collection: str | None = None, **extra: Any
+    ) -> AbstractContextManager[None]:
+        """Return an OpenTelemetry span for one library operation (a no-op unless the
+        ``otel`` extra is installed and a tracer provider is configured).
+
+        Example:
+            ```python
+            with db.span("save", "ticket"):
+                ...
+            ```
+        """
+        system = self.report.flavor if self.report is not None else "redis"
+        return operation_span(operation, collection, system, self._server, **extra)
 
     async def server_time(self) -> dt.datetime:
         """Return the server's clock (``TIME``) as an aware UTC datetime.

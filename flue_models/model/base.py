@@ -363,8 +363,10 @@ class Model(BaseModel, metaclass=_ModelMeta):
             ```
         """
         database = pick_database(db)
-        key = database.keys.record(cls.__flue_spec__.collection, record_id)
-        raw = await database.client.hgetall(key)
+        collection = cls.__flue_spec__.collection
+        key = database.keys.record(collection, record_id)
+        with database.span("get", collection):
+            raw = await database.client.hgetall(key)
         return cls.from_hash(key, reply_hash(raw), database) if raw else None
 
     @classmethod
@@ -383,7 +385,8 @@ class Model(BaseModel, metaclass=_ModelMeta):
         keys = [database.keys.record(collection, record_id) for record_id in record_ids]
         if not keys:
             return []
-        replies = await database.run_batch([("HGETALL", key) for key in keys])
+        with database.span("get", collection, **{"db.operation.batch.size": len(keys)}):
+            replies = await database.run_batch([("HGETALL", key) for key in keys])
         return [
             cls.from_hash(key, reply_hash(raw), database) if raw else None
             for key, raw in zip(keys, replies, strict=True)

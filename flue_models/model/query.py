@@ -162,6 +162,12 @@ class Query(Generic[M]):
     async def _ids(self, db: Database, limit: int, cursor: str | None) -> IdPage:
         plan = self._plan(db.keys)
         position = decode_cursor(plan.fingerprint, cursor) if cursor else None
+        with db.span("query", self.model.__flue_spec__.collection):
+            return await self._walk(db, plan, position, limit)
+
+    async def _walk(
+        self, db: Database, plan: Plan, position: tuple[str, str] | None, limit: int
+    ) -> IdPage:
         ids: list[str] = []
         while len(ids) < limit:
             keys, args = plan.script_args(position, limit - len(ids))

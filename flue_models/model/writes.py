@@ -287,10 +287,13 @@ async def run_writes(db: Database, writes: list[Write]) -> None:
     """
     collection = writes[0].record.__flue_spec__.collection
     keys, args = script_arguments(db.keys.version_counter(collection), writes)
-    reply = await db.scripts.call("save", keys=keys, args=args)
-    error = refusal(writes, reply)
-    if error is not None:
-        raise error
+    operation = "delete" if all(w.mode == "d" for w in writes) else "save"
+    batch = {"db.operation.batch.size": len(writes)} if len(writes) > 1 else {}
+    with db.span(operation, collection, **batch):
+        reply = await db.scripts.call("save", keys=keys, args=args)
+        error = refusal(writes, reply)
+        if error is not None:
+            raise error
     for w, version in zip(writes, reply[1:], strict=True):
         record = w.record
         record._flue_version = int(version)

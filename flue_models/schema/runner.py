@@ -236,7 +236,8 @@ async def _apply(
     try:
         if progress is not None:
             progress(f"{'applying' if step.direction == 'up' else 'reverting'} {file.label}")
-        await action(MigrationContext(db, file, lock, progress))
+        with db.span("migrate", None, **{"flue.migration.file": file.label}):
+            await action(MigrationContext(db, file, lock, progress))
     except Exception as exc:
         before = file.number - 1 if step.direction == "up" else file.number
         raise MigrationFailedError(file.set_name, file.number, file.name, before) from exc

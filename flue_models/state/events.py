@@ -369,9 +369,11 @@ class EventStream(Generic[T]):
     async def _append(self, payloads: list[str], key: str = "") -> list[str]:
         db = self._database()
         digest = hashlib.sha256("\n".join(payloads).encode()).hexdigest() if key else ""
-        reply = await db.scripts.call(
-            "stream_append", keys=list(self._keys(db)), args=[key, digest, *payloads]
-        )
+        batch = {"db.operation.batch.size": len(payloads)} if len(payloads) > 1 else {}
+        with db.span("stream.append", "stream", **batch):
+            reply = await db.scripts.call(
+                "stream_append", keys=list(self._keys(db)), args=[key, digest, *payloads]
+            )
         status = reply_text(reply[0])
         if status == "missing":
             raise StreamNotFoundError(self.path)
@@ -450,10 +452,14 @@ class EventStream(Generic[T]):
         meta, events, _once = self._keys(db)
         start_seq = 0 if after == NOW else parse_offset(after)
         start = "-" if start_seq == 0 else f"(0-{start_seq}"
-        fields, entries = await db.run_batch(
-            [("HMGET", meta, "seq", "closed"), ("XRANGE", events, start, "+", "COUNT", limit + 1)],
-            atomic=True,
-        )
+        with db.span("stream.read", "stream"):
+            fields, entries = await db.run_batch(
+                [
+                    ("HMGET", meta, "seq", "closed"),
+                    ("XRANGE", events, start, "+", "COUNT", limit + 1),
+                ],
+                atomic=True,
+            )
         head_raw, closed_raw = fields
         if head_raw is None:  # missing stream
             return ReadResult([], START, True, False)

@@ -159,6 +159,19 @@ class WorkflowRun(Model):
             ```
         """
         database = pick_database(db)
+        with database.span("run.start", cls.__flue_spec__.collection):
+            return await cls._start(workflow, input, run_id, started_at, metadata, database)
+
+    @classmethod
+    async def _start(
+        cls,
+        workflow: str,
+        input: Any,
+        run_id: str | None,
+        started_at: dt.datetime | None,
+        metadata: dict[str, Any] | None,
+        database: Database,
+    ) -> Self:
         if run_id is not None:
             stored = await cls.get(run_id, db=database)
             if stored is not None:
@@ -202,7 +215,9 @@ class WorkflowRun(Model):
             await run.update(status=status, ended_at=ended_at, duration_ms=duration, **fields)
             return EndResult.ENDED
 
-        outcome = await retry_on_conflict(attempt)
+        verb = {"completed": "run.finish", "errored": "run.fail", "cancelled": "run.cancel"}
+        with database.span(verb.get(status, "run.end"), cls.__flue_spec__.collection):
+            outcome = await retry_on_conflict(attempt)
         if outcome is EndResult.ENDED:
             with contextlib.suppress(StreamNotFoundError):  # e.g. deleted by retention
                 await EventStream(cls.stream_path(run_id), db=database).close()

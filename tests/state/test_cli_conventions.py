@@ -21,6 +21,12 @@ from tests.conftest import RedisServers
 from tests.waiting import child_process, within
 
 
+@pytest.fixture
+def protocol() -> int:
+    """The command line speaks redis-py's default protocol: one run of each test is enough."""
+    return 3
+
+
 def one_error_line(stderr: str) -> str:
     """The single ``error: ...`` line of a failed command (and nothing else)."""
     lines = [line for line in stderr.splitlines() if line.strip()]

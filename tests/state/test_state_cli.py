@@ -9,12 +9,20 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 import flue_models as fm
 from flue_models import WorkflowRun
 from tests.command_line import run_cli
 from tests.waiting import child_process, within
 
 ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def protocol() -> int:
+    """The command line speaks redis-py's default protocol: one run of each test is enough."""
+    return 3
 
 
 async def test_runs_list_show_and_events_read(db: fm.Database, redis_url: str) -> None:

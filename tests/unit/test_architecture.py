@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).parents[2] / "flue_models"
 #: Each module's layer, from the bottom; a module may import only its layer and below.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "config", "replies", "terminal"),
-    ("keys", "inspection", "embedded", "scripts"),
+    ("keys", "inspection", "embedded", "scripts", "telemetry"),
     ("connection",),
     ("model",),
     ("state",),
