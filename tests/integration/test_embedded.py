@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -43,15 +44,45 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def hold(env: dict[str, str]) -> subprocess.Popen[str]:
-    """Start a process that connects, prints the server record and waits for a line."""
-    return subprocess.Popen(
-        [sys.executable, str(CLIENT), "hold"],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+class Holders:
+    """Processes that connect, print the server record and wait for a line; every one
+    still running when the test ends (passed or failed) is killed."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.started: list[subprocess.Popen[str]] = []
+
+    def start(self) -> subprocess.Popen[str]:
+        holder = subprocess.Popen(
+            [sys.executable, str(CLIENT), "hold"],
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.started.append(holder)
+        return holder
+
+    def close(self) -> None:
+        for holder in self.started:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait()
+
+
+@pytest.fixture
+def holders(env: dict[str, str]) -> Iterator[Holders]:
+    started = Holders(env)
+    yield started
+    started.close()
+
+
+def first_line(process: subprocess.Popen[str], seconds: float = 60) -> str:
+    """The process's next output line, or a failed test after ``seconds``."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], seconds)
+    assert ready, f"no output from the process within {seconds:g} s"
+    return process.stdout.readline()
 
 
 def test_check_starts_the_bundled_valkey_when_nothing_else_exists(
@@ -96,16 +127,13 @@ def test_data_written_in_one_run_is_there_in_the_next(env: dict[str, str]) -> No
 
 
 def test_two_processes_share_one_server_and_the_last_one_stops_it(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str], tmp_path: Path, holders: Holders
 ) -> None:
-    holders = [hold(env), hold(env)]
-    records = []
-    for holder in holders:
-        assert holder.stdout is not None
-        records.append(json.loads(holder.stdout.readline()))
+    started = [holders.start(), holders.start()]
+    records = [json.loads(first_line(holder)) for holder in started]
     assert records[0] == records[1]  # one pid, one port: never two servers on one directory
 
-    first, second = holders
+    first, second = started
     assert first.stdin is not None
     first.stdin.write("\n")
     first.stdin.flush()
@@ -141,12 +169,11 @@ async def test_a_stale_record_of_a_killed_server_is_replaced(
     assert server.running() is None
 
 
-def test_server_status_and_stop_commands(env: dict[str, str]) -> None:
+def test_server_status_and_stop_commands(env: dict[str, str], holders: Holders) -> None:
     assert run(env, "-m", "flue_models.cli", "server", "status").returncode == 3
-    holder = hold(env)
-    assert holder.stdout is not None
+    holder = holders.start()
     assert holder.stdin is not None
-    record = json.loads(holder.stdout.readline())
+    record = json.loads(first_line(holder))
 
     status = run(env, "-m", "flue_models.cli", "server", "status")
     assert status.returncode == 0
