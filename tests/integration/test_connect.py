@@ -107,7 +107,10 @@ def _tls_missing() -> str | None:
     """Why the TLS test cannot run here, or ``None`` when it can."""
     if shutil.which("openssl") is None:
         return "needs the openssl command to make certificates"
-    binary = find_binary()
+    try:
+        binary = find_binary()
+    except fm.EmbeddedServerError as exc:
+        return f"no test server binary: {exc}"
     if b"SSL_CTX_new" not in Path(binary).read_bytes():
         return f"the test server ({binary}) was built without TLS"
     return None
