@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,6 +12,7 @@ import flue_models as fm
 from flue_models.connection import current_database
 from flue_models.embedded import find_binary, free_port
 from tests.conftest import RedisServers
+from tests.not_redis import not_redis_port
 
 
 async def test_async_with_binds_the_database_and_closes_it(redis_url: str, protocol: int) -> None:
@@ -154,15 +154,7 @@ async def test_a_database_the_server_lacks_is_named(redis_url: str) -> None:
 
 
 async def test_a_port_that_is_not_redis_is_named() -> None:
-    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(100)
-        writer.write(b"<html>not redis</html>\r\n")
-        await writer.drain()
-        writer.close()
-
-    listener = await asyncio.start_server(http, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    async with listener:
+    async with not_redis_port() as port:
         with pytest.raises(fm.NotRedisError, match="not a Redis or Valkey server"):
             await fm.connect(f"redis://127.0.0.1:{port}/0")
 

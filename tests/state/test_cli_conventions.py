@@ -18,6 +18,7 @@ from flue_models import WorkflowRun
 from flue_models.terminal import display_width
 from tests.command_line import ROOT, run_cli
 from tests.conftest import RedisServers
+from tests.not_redis import not_redis_port
 from tests.waiting import child_process, within
 
 
@@ -77,15 +78,7 @@ def test_a_wrong_password_says_authentication_failed(redis_servers: RedisServers
 
 
 async def test_a_port_that_is_not_redis_is_one_line() -> None:
-    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(100)
-        writer.write(b"<html>hello</html>\r\n")
-        await writer.drain()
-        writer.close()
-
-    listener = await asyncio.start_server(http, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    async with listener:
+    async with not_redis_port() as port:
         result = await asyncio.to_thread(run_cli, "check", "--url", f"redis://127.0.0.1:{port}/0")
     assert result.returncode == 1
     assert "not a Redis or Valkey server" in one_error_line(result.stderr)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,6 @@ import pytest
 import flue_models as fm
 from flue_models import WorkflowRun
 from tests.command_line import run_cli
-from tests.waiting import child_process, within
 
 ROOT = Path(__file__).parents[2]
 
@@ -102,22 +98,3 @@ async def test_submissions_list(db: fm.Database, redis_url: str) -> None:
     assert "d-2" in running.stdout
     assert "owner=worker-a" in running.stdout
     assert "p-1" not in running.stdout
-
-
-async def test_ctrl_c_stops_a_tail_cleanly(db: fm.Database, redis_url: str) -> None:
-    stream: fm.EventStream[dict[str, object]] = fm.EventStream("runs/open")
-    await stream.create()
-    await stream.append({"n": 1})
-    async with child_process(
-        sys.executable, "-m", "flue_models.cli", "events", "tail", "runs/open",
-        "--url", redis_url, "--prefix", db.keys.prefix,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    ) as child:  # fmt: skip
-        assert child.stdout is not None
-        first = await within(child.stdout.readline(), "the tail's first event")
-        assert json.loads(first)["data"] == {"n": 1}  # it is tailing
-        child.send_signal(signal.SIGINT)
-        _out, err = await within(child.communicate(), "the tail to stop on SIGINT")
-    assert child.returncode == 130
-    assert b"Traceback" not in err
