@@ -45,6 +45,16 @@ class MigrationLock:
         self._renewer: asyncio.Task[None] | None = None
 
     async def acquire(self, db: Database, wait: float) -> None:
+        """Take the lock (``SET NX PX``), waiting up to ``wait`` seconds; keep renewing it.
+
+        Raises:
+            MigrationLockError: another process held it for the whole wait.
+
+        Example:
+            ```python
+            await lock.acquire(db, wait=60)
+            ```
+        """
         deadline = time.monotonic() + wait
         delay = 0.05
         while not await db.client.set(self.key, self.owner, nx=True, px=LOCK_TTL_MS):
@@ -60,6 +70,13 @@ class MigrationLock:
             await db.scripts.call("lock_renew", keys=[self.key], args=[self.owner, LOCK_TTL_MS])
 
     async def release(self, db: Database) -> None:
+        """Stop renewing and delete the lock if this owner still holds it.
+
+        Example:
+            ```python
+            await lock.release(db)
+            ```
+        """
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -67,7 +84,17 @@ class MigrationLock:
         await db.scripts.call("lock_release", keys=[self.key], args=[self.owner])
 
     async def record(self, db: Database, values: dict[str, str], remove: list[str]) -> None:
-        """Write to the schema record, fenced on still holding the lock."""
+        """Set ``values`` and delete ``remove`` in the schema record, fenced on still
+        holding the lock (one script call).
+
+        Raises:
+            MigrationLockError: the lock was lost (expired and taken by another process).
+
+        Example:
+            ```python
+            await lock.record(db, {"schema_version": "2"}, ["cursor:flue:0002:ticket"])
+            ```
+        """
         args: list[Any] = [self.owner, len(values)]
         for name, value in values.items():
             args += [name, value]
