@@ -261,6 +261,89 @@ class TLSHandshakeError(ConnectionFailedError):
         )
 
 
+class ScriptError(FlueModelsError):
+    """A Lua script of the library was refused or failed; its name and the reply are kept.
+
+    Example:
+        >>> ScriptError("save", "ERR something").script
+        'save'
+    """
+
+    def __init__(self, script: str, reply: str) -> None:
+        self.script = script
+        self.reply = reply
+        super().__init__(f"The {script!r} script failed: {reply}")
+
+
+class CorruptDataError(ScriptError):
+    """A key the library writes holds something it did not write; nothing was written.
+
+    The script checks every key it will write before its first write, so the store is
+    left exactly as it was.
+
+    Example:
+        >>> issubclass(WrongKeyTypeError, CorruptDataError)
+        True
+    """
+
+
+class WrongKeyTypeError(CorruptDataError):
+    """A key the library keeps as one Redis type holds another.
+
+    Example:
+        >>> "a string" in str(WrongKeyTypeError("save", "p:t:all", "string", "zset"))
+        True
+    """
+
+    def __init__(self, script: str, key: str, found: str, wanted: str) -> None:
+        self.key, self.found, self.wanted = key, found, wanted
+        FlueModelsError.__init__(
+            self,
+            f"Key {key!r} is a {found}, where flue-models keeps a {wanted}; nothing was "
+            "written. Something else wrote it: inspect it (TYPE, DUMP), move it away, then "
+            "rebuild what it held (a migration's ctx.rebuild_indexes for an index).",
+        )
+        self.script, self.reply = script, f"{found} where {wanted}"
+
+
+class CorruptValueError(CorruptDataError):
+    """A counter or field the library parses as a number holds something else.
+
+    Example:
+        >>> "'seven'" in str(CorruptValueError("save", "p:t:x", "version", "seven"))
+        True
+    """
+
+    def __init__(self, script: str, key: str, field: str, value: str) -> None:
+        self.key, self.field, self.value = key, field, value
+        FlueModelsError.__init__(
+            self,
+            f"Field {field!r} of key {key!r} holds {value[:80]!r}, not a number; nothing was "
+            "written. Something else wrote it: restore it from the record it belongs to, "
+            "or delete and re-create that record.",
+        )
+        self.script, self.reply = script, f"{field}={value!r}"
+
+
+class OutOfMemoryError(FlueModelsError):
+    """The server is at ``maxmemory`` (with ``noeviction``) and refuses writes.
+
+    Nothing was written: write scripts are refused up front under OOM.
+
+    Example:
+        >>> "maxmemory" in str(OutOfMemoryError("save"))
+        True
+    """
+
+    def __init__(self, script: str) -> None:
+        self.script = script
+        super().__init__(
+            f"The server is out of memory (used memory > maxmemory) and refused the "
+            f"{script!r} write; nothing was written. Free memory (delete or prune data) or "
+            "raise maxmemory, then retry."
+        )
+
+
 class NotConnectedError(FlueModelsError):
     """A model was used with no database bound, or after its database was closed.
 

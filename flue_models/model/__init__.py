@@ -20,6 +20,7 @@ from flue_models.model.errors import (
     AlreadyExistsError,
     ConflictError,
     DecodeError,
+    DuplicateWriteError,
     GuardError,
     UniqueViolationError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "ConflictError",
     "DecodeError",
     "Drift",
+    "DuplicateWriteError",
     "EncodingError",
     "FieldRef",
     "GuardError",

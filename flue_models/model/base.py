@@ -32,6 +32,7 @@ from flue_models.model.writes import (
     decode_owned,
     plan_delete,
     plan_save,
+    refuse_duplicates,
     retry_on_conflict,
     run_writes,
 )
@@ -241,12 +242,17 @@ class Model(BaseModel, metaclass=_ModelMeta):
         Within a call, every version and unique check passes before anything is
         written; when one fails, that call writes nothing and earlier calls stay written.
 
+        Raises:
+            DuplicateWriteError: two copies of one record are in ``records`` (nothing is
+                written).
+
         Example:
             ```python
             await Ticket.save_many([Ticket(status="open", priority=p) for p in range(100)])
             ```
         """
         items = list(records)
+        refuse_duplicates(items)  # across every batch, before the first is written
         databases = {id(d): d for d in (item._database(db) for item in items)}
         if len(databases) > 1:
             raise ConfigurationError(

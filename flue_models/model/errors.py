@@ -114,3 +114,23 @@ class GuardError(FlueModelsError):
             f"{model} {record_id!r} was not written: {key} exists, which this write is "
             "guarded against. Nothing was written."
         )
+
+
+class DuplicateWriteError(FlueModelsError):
+    """One batch holds two writes of one record; nothing was written.
+
+    Both copies would pass the version check against the same stored version, so one
+    update would be lost without a word.
+
+    Example:
+        >>> "t-1" in str(DuplicateWriteError("Ticket", "t-1"))
+        True
+    """
+
+    def __init__(self, model: str, record_id: str) -> None:
+        self.model = model
+        self.record_id = record_id
+        super().__init__(
+            f"save_many got {model} {record_id!r} twice; nothing was written. Merge the "
+            "changes into one copy, or save the copies one after the other."
+        )

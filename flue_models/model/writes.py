@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,6 +36,7 @@ from flue_models.model.errors import (
     AlreadyExistsError,
     ConflictError,
     DecodeError,
+    DuplicateWriteError,
     GuardError,
     UniqueViolationError,
 )
@@ -285,6 +286,7 @@ async def run_writes(db: Database, writes: list[Write]) -> None:
         await run_writes(db, [plan_save(a, db.keys), plan_save(b, db.keys)])
         ```
     """
+    refuse_duplicates([w.record for w in writes])
     collection = writes[0].record.__flue_spec__.collection
     keys, args = script_arguments(db.keys.version_counter(collection), writes)
     operation = "delete" if all(w.mode == "d" for w in writes) else "save"
@@ -301,6 +303,25 @@ async def run_writes(db: Database, writes: list[Write]) -> None:
         record._flue_entries = w.entries
         record._flue_unique = w.unique
         record._flue_db = db
+
+
+def refuse_duplicates(records: Sequence[Model]) -> None:
+    """Refuse a batch that writes one record twice (by collection and id).
+
+    Raises:
+        DuplicateWriteError: naming the record.
+
+    Example:
+        ```python
+        refuse_duplicates([ticket, other_copy_of_ticket])   # DuplicateWriteError
+        ```
+    """
+    seen: set[tuple[str, str]] = set()
+    for record in records:
+        identity = (record.__flue_spec__.collection, record.id)
+        if identity in seen:
+            raise DuplicateWriteError(type(record).__name__, record.id)
+        seen.add(identity)
 
 
 async def retry_on_conflict(step: Callable[[], Awaitable[R]], *, attempts: int = MAX_ATTEMPTS) -> R:

@@ -1,3 +1,4 @@
+#!lua
 -- One step of a submission's recovery journal, fenced on the attempt.
 -- KEYS[1]: the submission hash, KEYS[2]: its journal hash
 -- ARGV[1]: the operation ("begin" | "phase" | "commit" | "consumed"),
@@ -5,6 +6,8 @@
 --   phase: the phase name, its detail (JSON);  commit: the leaf id;  consumed: the stream
 -- Returns 1 when recorded, 0 when the attempt is not the submission's current running
 -- attempt, or when a commit or a consumed stream was recorded before (they count once).
+local bad = flue_expect(KEYS[1], 'hash') or flue_expect(KEYS[2], 'hash')
+if bad then return bad end
 local row = redis.call('HMGET', KEYS[1], 'status', 'attempt_id')
 if row[1] ~= 'running' or row[2] ~= ARGV[2] then return 0 end
 local op, attempt = ARGV[1], ARGV[2]

@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- Walk one sorted set in order from a keyset cursor and return the ids that pass every
 -- filter. No temporary keys, no SCAN: O(log N + examined).
 --

@@ -1,3 +1,4 @@
+#!lua
 -- Save or delete a batch of records atomically: every version check and unique claim
 -- is verified before anything is written, so the batch is all or nothing.
 --
@@ -65,7 +66,36 @@ for r = 1, tonumber(ARGV[1]) do
   records[r] = rec
 end
 
--- Check phase: nothing is written unless every record passes.
+-- Check phase: nothing is written unless every record passes. First the type of every
+-- key the write phase touches, and the parse of every number it reads.
+local bad = flue_expect(KEYS[1], 'string')
+  or flue_integer(KEYS[1], 'value', redis.call('GET', KEYS[1]))
+if bad then return bad end
+for _, rec in ipairs(records) do
+  bad = flue_expect(rec.key, 'hash')
+    or flue_integer(rec.key, 'version', redis.call('HGET', rec.key, 'version'))
+  if bad then return bad end
+  for _, key in ipairs(rec.zrem) do
+    bad = flue_expect(key, 'zset')
+    if bad then return bad end
+  end
+  for _, entry in ipairs(rec.zadd) do
+    bad = flue_expect(entry[1], 'zset')
+    if bad then return bad end
+  end
+  for _, pairs_ in ipairs({rec.claims, rec.releases}) do
+    for _, claim in ipairs(pairs_) do
+      bad = flue_expect(claim[1], 'hash')
+      if bad then return bad end
+    end
+  end
+  for _, list in ipairs(rec.lists) do  -- no elements: the key is deleted, whatever it is
+    if #list.elements > 0 then
+      bad = flue_expect(list.key, 'list')
+      if bad then return bad end
+    end
+  end
+end
 local releasing, claiming = {}, {}
 for r, rec in ipairs(records) do
   local stored = tonumber(redis.call('HGET', rec.key, 'version') or '0')

@@ -1,9 +1,14 @@
+#!lua
 -- Append entries to a session: RPUSH their elements and move the leaf, atomically.
 -- Earlier entries are not touched. The session's version does not change.
 -- KEYS[1]: the session hash, KEYS[2]: its entry list
 -- ARGV[1]: the new leaf id, ARGV[2]: how many entries, ARGV[3...]: the list elements
 -- Returns {entry_count, updated_at} or 0 (writing nothing) when the session is missing.
+local bad = flue_expect(KEYS[1], 'hash') or flue_expect(KEYS[2], 'list')
+if bad then return bad end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+bad = flue_integer(KEYS[1], 'entry_count', redis.call('HGET', KEYS[1], 'entry_count'))
+if bad then return bad end
 
 -- Server time as ISO 8601 UTC with microseconds, as the model stores datetimes.
 local function iso(sec, usec)

@@ -1,9 +1,13 @@
+#!lua
 -- Append events to a stream with ids 0-<seq>, all or nothing; optionally idempotent.
 -- KEYS[1]: metadata hash, KEYS[2]: the Redis Stream of events, KEYS[3]: idempotency hash
 -- ARGV[1]: idempotency key ("" for none), ARGV[2]: digest of the payloads,
 -- ARGV[3...]: the payloads (JSON)
 -- Returns {"ok", seq, ...}, {"missing"}, {"closed"}, or {"conflict", seq} when the
 -- idempotency key was used with other payloads ({"ok", seq, ...} on an exact retry).
+local bad = flue_expect(KEYS[1], 'hash') or flue_expect(KEYS[2], 'stream')
+  or flue_expect(KEYS[3], 'hash')
+if bad then return bad end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 if ARGV[1] ~= '' then
   local prior = redis.call('HGET', KEYS[3], ARGV[1])
@@ -15,6 +19,20 @@ if ARGV[1] ~= '' then
   end
 end
 if redis.call('HGET', KEYS[1], 'closed') == '1' then return {'closed'} end
+local seq_text = redis.call('HGET', KEYS[1], 'seq')
+bad = flue_integer(KEYS[1], 'seq', seq_text)
+  or flue_integer(KEYS[1], 'max_len', redis.call('HGET', KEYS[1], 'max_len'))
+if bad then return bad end
+-- The next id must be above the stream's last one (metadata deleted and created again
+-- would restart seq below the events still stored).
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+if last then
+  local last_seq = tonumber(string.match(last[1], '^0%-(%d+)$') or '-1')
+  if last_seq == -1 or last_seq >= tonumber(seq_text or '0') + 1 then
+    return redis.error_reply('FLUE_CORRUPT ' .. KEYS[1] .. ' seq ' .. tostring(seq_text)
+      .. ' (behind the last event id ' .. last[1] .. ')')
+  end
+end
 local max_len = redis.call('HGET', KEYS[1], 'max_len')
 local reply, seqs = {'ok'}, {}
 for i = 3, #ARGV do

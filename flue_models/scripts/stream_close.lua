@@ -1,7 +1,12 @@
+#!lua
 -- Close a stream: no more appends; a marker entry after the last event wakes live tails.
 -- KEYS[1]: metadata hash, KEYS[2]: the Redis Stream of events
 -- Returns 1 when closed now, 2 when it was closed already, 0 when the stream is missing.
+local bad = flue_expect(KEYS[1], 'hash') or flue_expect(KEYS[2], 'stream')
+if bad then return bad end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+bad = flue_integer(KEYS[1], 'seq', redis.call('HGET', KEYS[1], 'seq'))
+if bad then return bad end
 if redis.call('HGET', KEYS[1], 'closed') == '1' then return 2 end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local now = redis.call('TIME')

@@ -1,7 +1,10 @@
+#!lua
 -- Create an event stream's metadata unless it exists (creating again keeps everything).
 -- KEYS[1]: the stream's metadata hash
 -- ARGV[1]: the path, ARGV[2]: the maximum length ("" for none)
 -- Returns 1 when created, 0 when it already existed.
+local bad = flue_expect(KEYS[1], 'hash')
+if bad then return bad end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local now = redis.call('TIME')
 redis.call('HSET', KEYS[1], 'path', ARGV[1], 'seq', 0, 'closed', 0,

@@ -57,3 +57,27 @@ async def test_batch_raises_on_the_first_error_naming_position_and_command(
     assert isinstance(error.results[1], Exception)
     # The commands around the failure were sent: the caller is told, not left guessing.
     assert await db.client.get(f"{key}2") == b"after"
+
+
+async def test_a_script_without_flags_is_refused_naming_the_file(
+    db: fm.Database, tmp_path: Path
+) -> None:
+    (tmp_path / "bare.lua").write_text("return 1\n")
+    db.scripts.add_directory(tmp_path)
+    with pytest.raises(ConfigurationError, match="#!lua"):
+        await db.scripts.call("bare")
+
+
+async def test_every_script_of_the_package_declares_its_flags() -> None:
+    from flue_models.scripts import SCRIPTS_DIR, read_script
+
+    for path in sorted(SCRIPTS_DIR.glob("*.lua")):
+        if path.name.startswith("_"):
+            continue  # the shared check-phase helpers, inserted into write scripts
+        text = read_script(path)
+        first = text.splitlines()[0]
+        assert first in ("#!lua", "#!lua flags=no-writes"), path.name
+        assert "allow-oom" not in first
+        if first == "#!lua":
+            assert "local function flue_expect" in text, path.name  # has the check phase
+            assert "flue_expect(KEYS" in text, path.name  # and uses it

@@ -1,3 +1,4 @@
+#!lua
 -- Increment a counter and return its new value.
 -- KEYS[1]: the counter
 -- ARGV[1]: the increment

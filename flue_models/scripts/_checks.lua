@@ -1,0 +1,22 @@
+-- The check phase shared by every write script: it runs before the script's first write
+-- and refuses with an error reply the Python side turns into a typed error.
+--   FLUE_WRONGTYPE <key> <found type> <wanted type>
+--   FLUE_CORRUPT <key> <field> <value found>
+-- (Inserted by the loader after the script's #!lua line; see scripts/__init__.py.)
+
+-- Nil when `key` is absent or of type `wanted`; else the refusal to return.
+local function flue_expect(key, wanted)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= wanted then
+    return redis.error_reply('FLUE_WRONGTYPE ' .. key .. ' ' .. found .. ' ' .. wanted)
+  end
+  return nil
+end
+
+-- Nil when `value` (read from `field` of `key`) is absent or a whole number.
+local function flue_integer(key, field, value)
+  if value and not string.match(value, '^%-?%d+$') then
+    return redis.error_reply('FLUE_CORRUPT ' .. key .. ' ' .. field .. ' ' .. value)
+  end
+  return nil
+end

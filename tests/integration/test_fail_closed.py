@@ -1,0 +1,234 @@
+"""Write scripts check every key they will write before their first write.
+
+Each test plants something the library did not write at one position a script writes,
+runs the operation, and asserts that it raised a typed error naming the key and that the
+store is exactly as it was (every key, its type and its contents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import flue_models as fm
+from flue_models.keys import encode_segment
+from flue_models.replies import reply_text
+from flue_models.state.submission import Submission
+from tests.conftest import RedisServers
+from tests.integration.models import Ticket
+
+
+async def snapshot(db: fm.Database) -> dict[str, tuple[str, Any]]:
+    """Every key under the prefix with its type and contents."""
+    found: dict[str, tuple[str, Any]] = {}
+    async for raw in db.client.scan_iter(match=db.keys.pattern()):
+        key = reply_text(raw)
+        kind = reply_text(await db.client.type(key))
+        if kind == "string":
+            value: Any = await db.client.get(key)
+        elif kind == "hash":
+            value = await db.client.hgetall(key)
+        elif kind == "zset":
+            value = await db.client.zrange(key, 0, -1, withscores=True)
+        elif kind == "list":
+            value = await db.client.lrange(key, 0, -1)
+        elif kind == "stream":
+            value = await db.client.xrange(key)
+        else:
+            value = await db.client.smembers(key)
+        found[key] = (kind, value)
+    return found
+
+
+async def refused_without_a_trace(
+    db: fm.Database,
+    action: Callable[[], Awaitable[Any]],
+    error: type[fm.CorruptDataError],
+    key: str,
+) -> fm.CorruptDataError:
+    before = await snapshot(db)
+    with pytest.raises(error) as caught:
+        await action()
+    assert caught.value.key == key  # type: ignore[attr-defined]
+    assert key in str(caught.value)
+    assert "nothing was written" in str(caught.value)
+    assert await snapshot(db) == before
+    return caught.value
+
+
+async def test_a_version_counter_of_the_wrong_type(db: fm.Database) -> None:
+    counter = db.keys.version_counter("it_ticket")
+    await db.client.hset(counter, "x", "1")
+    error = await refused_without_a_trace(
+        db, Ticket(status="open", priority=1).save, fm.WrongKeyTypeError, counter
+    )
+    assert (error.found, error.wanted) == ("hash", "string")  # type: ignore[attr-defined]
+
+
+async def test_a_version_counter_that_is_not_a_number(db: fm.Database) -> None:
+    counter = db.keys.version_counter("it_ticket")
+    await db.client.set(counter, "many")
+    await refused_without_a_trace(
+        db, Ticket(status="open", priority=1).save, fm.CorruptValueError, counter
+    )
+
+
+async def test_a_record_key_of_the_wrong_type(db: fm.Database) -> None:
+    key = db.keys.record("it_ticket", "t-1")
+    await db.client.set(key, "not a hash")
+    await refused_without_a_trace(
+        db, Ticket(id="t-1", status="open", priority=1).save, fm.WrongKeyTypeError, key
+    )
+
+
+async def test_a_stored_version_that_is_not_a_number(db: fm.Database) -> None:
+    copy = await Ticket(id="t-1", status="open", priority=1).save()
+    key = db.keys.record("it_ticket", "t-1")
+    await db.client.hset(key, "version", "seven")
+    await refused_without_a_trace(
+        db, lambda: copy.update(status="closed"), fm.CorruptValueError, key
+    )
+
+
+async def test_an_index_to_add_to_of_the_wrong_type(db: fm.Database) -> None:
+    index = db.keys.index("it_ticket", "status", b"open")
+    await db.client.set(index, "not a sorted set")
+    await refused_without_a_trace(
+        db, Ticket(status="open", priority=1).save, fm.WrongKeyTypeError, index
+    )
+
+
+async def test_an_index_to_remove_from_of_the_wrong_type(db: fm.Database) -> None:
+    ticket = await Ticket(id="t-1", status="open", priority=1).save()
+    index = db.keys.index("it_ticket", "status", b"open")
+    await db.client.delete(index)
+    await db.client.set(index, "not a sorted set")
+    await refused_without_a_trace(
+        db, lambda: ticket.update(status="closed"), fm.WrongKeyTypeError, index
+    )
+
+
+async def test_a_unique_claim_hash_of_the_wrong_type(db: fm.Database) -> None:
+    unique = db.keys.unique("it_ticket", "email")
+    await db.client.set(unique, "not a hash")
+    await refused_without_a_trace(
+        db,
+        Ticket(status="open", priority=1, email="a@b.c").save,
+        fm.WrongKeyTypeError,
+        unique,
+    )
+
+
+async def test_an_owned_list_of_the_wrong_type(db: fm.Database) -> None:
+    entries = fm.Session.owned_keys(db.keys, "s-1")[0]
+    await db.client.hset(entries, "x", "1")
+    message = fm.MessageEntry(id="m1", role="user", content="hi")
+    await refused_without_a_trace(
+        db, lambda: fm.Session.save_snapshot("s-1", [message]), fm.WrongKeyTypeError, entries
+    )
+
+
+async def test_a_session_whose_entries_or_counter_are_corrupt(db: fm.Database) -> None:
+    session = await fm.Session.open("s-1")
+    message = fm.MessageEntry(id="m1", role="user", content="hi")
+    key = db.keys.record("session", "s-1")
+    await db.client.hset(key, "entry_count", "lots")
+    await refused_without_a_trace(db, lambda: session.append(message), fm.CorruptValueError, key)
+    await db.client.hset(key, "entry_count", "0")
+    entries = fm.Session.owned_keys(db.keys, "s-1")[0]
+    await db.client.set(entries, "not a list")
+    await refused_without_a_trace(
+        db, lambda: session.append(message), fm.WrongKeyTypeError, entries
+    )
+
+
+async def test_a_stream_whose_metadata_was_made_again_refuses_appends(db: fm.Database) -> None:
+    stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/again")
+    await stream.create()
+    await stream.append_many([{"n": 1}, {"n": 2}])
+    meta = db.keys.stream("runs/again").meta
+    await db.client.delete(meta)  # the events stay: the next seq would go backwards
+    await stream.create()
+    await refused_without_a_trace(db, lambda: stream.append({"n": 3}), fm.CorruptValueError, meta)
+
+
+async def test_stream_keys_of_the_wrong_type(db: fm.Database) -> None:
+    stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/typed")
+    await stream.create()
+    keys = db.keys.stream("runs/typed")
+    await db.client.set(keys.events, "not a stream")
+    await refused_without_a_trace(
+        db, lambda: stream.append({"n": 1}), fm.WrongKeyTypeError, keys.events
+    )
+    await refused_without_a_trace(db, stream.close, fm.WrongKeyTypeError, keys.events)
+    await db.client.delete(keys.events)
+    await db.client.hset(keys.meta, "seq", "x")
+    await refused_without_a_trace(
+        db, lambda: stream.append({"n": 1}), fm.CorruptValueError, keys.meta
+    )
+
+
+async def test_a_journal_of_the_wrong_type(db: fm.Database) -> None:
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "worker")
+    assert attempt is not None
+    journal = Submission.journal_key(db.keys, "p-1")
+    await db.client.set(journal, "not a hash")
+    await refused_without_a_trace(
+        db, lambda: Submission.journal_begin(attempt), fm.WrongKeyTypeError, journal
+    )
+
+
+async def test_any_other_script_failure_is_a_script_error(db: fm.Database) -> None:
+    with pytest.raises(fm.ScriptError, match="'save'") as caught:
+        await db.scripts.call("save", keys=[], args=["not a count"])
+    assert caught.value.__cause__ is not None  # redis-py's error, chained
+
+
+def test_key_names_never_contain_a_space() -> None:
+    # The refusals are parsed on spaces; every key segment a user supplies is base64url.
+    assert " " not in fm.KeySpace("p").record("t", "a b") + encode_segment("x y")
+
+
+async def test_writes_are_refused_up_front_when_the_server_is_out_of_memory(
+    redis_servers: RedisServers, key_prefix: str
+) -> None:
+    server = redis_servers.start()  # its own, so filling it up disturbs no other test
+    try:
+        async with fm.connect(server.url, key_prefix=key_prefix) as db:
+            ticket = await Ticket(status="open", priority=1).save()
+            session = await fm.Session.open("s-1")
+            await db.client.set(f"{key_prefix}:ballast", "x" * (1024 * 1024))
+            used = int((await db.client.info("memory"))["used_memory"])
+            await db.client.config_set("maxmemory", used - 256 * 1024)  # now over it
+            before = await snapshot(db)
+            message = fm.MessageEntry(id="m1", role="user", content="hi")
+            for action in (
+                lambda: ticket.update(status="closed"),
+                Ticket(status="new", priority=2).save,
+                lambda: fm.Session.save_snapshot("s-1", [message]),  # its first write: DEL
+                lambda: session.append(message),
+                ticket.delete,
+            ):
+                with pytest.raises(fm.OutOfMemoryError, match="nothing was written"):
+                    await action()
+            assert await snapshot(db) == before
+            await db.client.config_set("maxmemory", 0)
+    finally:
+        server.kill()
+
+
+async def test_save_many_refuses_two_copies_of_one_record(db: fm.Database) -> None:
+    ticket = await Ticket(id="t-1", status="open", priority=1).save()
+    first, second = await Ticket.get_many(["t-1", "t-1"])
+    assert first is not None
+    assert second is not None
+    first.status, second.priority = "closed", 9  # both pass one version check
+    others = [Ticket(status="open", priority=p) for p in range(600)]  # spans two batches
+    before = await snapshot(db)
+    with pytest.raises(fm.DuplicateWriteError, match="'t-1' twice"):
+        await Ticket.save_many([first, *others, second])
+    assert await snapshot(db) == before
+    assert (await Ticket.get("t-1")) == ticket
