@@ -107,7 +107,9 @@ def _offset(text: str) -> str:
 
 
 async def _check(args: argparse.Namespace) -> int:
-    async with connect(args.url, key_prefix=args.prefix, inspect_server=False, migrate=False) as db:
+    async with connect(
+        args.url, key_prefix=args.prefix, inspect_server=False, migrate=False, check_schema=False
+    ) as db:
         report = await read_server(db.client)
         embedded = None if db.embedded is None else str(db.embedded.data_dir)
     caught: list[str] = []
@@ -157,7 +159,11 @@ def _sets(args: argparse.Namespace) -> list[MigrationSet]:
 async def _migrate(args: argparse.Namespace) -> int:
     progress = Progress()
     async with connect(
-        args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect, migrate=False
+        args.url,
+        key_prefix=args.prefix,
+        inspect_server=not args.no_inspect,
+        migrate=False,
+        check_schema=False,
     ) as db:
         try:
             steps = await migrate(
@@ -196,7 +202,9 @@ async def _migrate(args: argparse.Namespace) -> int:
 
 
 async def _migrations_status(args: argparse.Namespace) -> int:
-    async with connect(args.url, key_prefix=args.prefix, inspect_server=False, migrate=False) as db:
+    async with connect(
+        args.url, key_prefix=args.prefix, inspect_server=False, migrate=False, check_schema=False
+    ) as db:
         statuses = await schema_status(db, _sets(args))
     too_new = [s for s in statuses if s.stored > s.newest]
     if args.json:

@@ -368,6 +368,56 @@ class SchemaError(FlueModelsError):
     """
 
 
+class SchemaStampError(SchemaError):
+    """A schema version in the record is not a number this library writes.
+
+    Example:
+        >>> "'two'" in str(SchemaStampError("p:meta", "schema_version", "two"))
+        True
+    """
+
+    def __init__(self, key: str, field: str, value: str) -> None:
+        self.key, self.field, self.value = key, field, value
+        super().__init__(
+            f"Field {field!r} of the schema record {key} holds {value[:80]!r}, which is not "
+            "a schema version flue-models writes; nothing was read further or written. "
+            "Restore the record, or use another key prefix."
+        )
+
+
+class ForeignSchemaError(SchemaError):
+    """The schema record holds a stamp another tool wrote (or is not a hash at all).
+
+    Example:
+        >>> "another tool" in str(ForeignSchemaError("flue:meta", "format_version", "1"))
+        True
+    """
+
+    def __init__(self, key: str, field: str, value: str) -> None:
+        self.key, self.field, self.value = key, field, value
+        super().__init__(
+            f"{key} holds {field} = {value[:80]!r}, which flue-models does not write: "
+            "another tool owns this prefix (the Flue TypeScript adapter, for one, also "
+            "defaults to 'flue'). Nothing was written. Use another key prefix."
+        )
+
+
+class SchemaMissingError(SchemaError):
+    """``connect(migrate=False)`` on a prefix that was never migrated.
+
+    Example:
+        >>> "migrate" in str(SchemaMissingError("app", "app:meta"))
+        True
+    """
+
+    def __init__(self, prefix: str, key: str) -> None:
+        self.prefix = prefix
+        super().__init__(
+            f"The prefix {prefix!r} has no schema record ({key}); run `flue-models migrate` "
+            "or connect with migrate=True first. Nothing was written."
+        )
+
+
 class SchemaTooNewError(SchemaError):
     """The store was migrated by a newer flue-models (or application) than this one.
 

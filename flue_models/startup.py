@@ -59,6 +59,7 @@ def connect(
     data_dir: Path | str | None = None,
     migrate: bool = True,
     migrations: Sequence[MigrationSet] = (),
+    check_schema: bool = True,
 ) -> Connecting:
     """Connect to Redis and check that the server can keep agent state safely.
 
@@ -75,8 +76,11 @@ def connect(
         protocol: 2 or 3 for RESP2 or RESP3; ``None`` keeps redis-py's default.
         data_dir: the embedded server's data directory.
         migrate: bring the schema up to date (see :func:`flue_models.schema.migrate`);
-            with ``False`` the store is used as it is.
+            with ``False`` the store is used as it is, after checking its schema record.
         migrations: the application's migration sets, applied after the built-in one.
+        check_schema: with ``migrate=False``, refuse a missing, foreign, unparsable or
+            newer schema record (:func:`flue_models.schema.check_schema`); ``False`` skips
+            even that, for maintenance tools that inspect or migrate the store themselves.
 
     Raises:
         InvalidURLError: the URL is malformed.
@@ -84,7 +88,8 @@ def connect(
         ServerCheckError: the server could lose state (a subclass says why).
         EmbeddedServerError: the embedded server could not start.
         SchemaError: the stored schema is newer than this installation, the prefix holds
-            data that is not ours, or a migration failed (a subclass says which).
+            data that is not ours, a migration failed, or (with ``migrate=False``) the
+            prefix was never migrated (a subclass says which).
 
     Example:
         ```python
@@ -102,6 +107,7 @@ def connect(
         data_dir=data_dir,
         migrate=migrate,
         migrations=tuple(migrations),
+        check_schema=check_schema,
     )
 
 
@@ -114,6 +120,7 @@ async def _start(
     data_dir: Path | str | None,
     migrate: bool,
     migrations: tuple[MigrationSet, ...],
+    check_schema: bool,
 ) -> Database:
     db = await open_database(url, key_prefix=key_prefix, protocol=protocol, data_dir=data_dir)
     try:
@@ -121,6 +128,8 @@ async def _start(
             db.report = await inspection.inspect_server(db.client)
         if migrate:
             await schema.migrate(db, migrations)
+        elif check_schema:
+            await schema.check_schema(db, migrations)
     except BaseException:
         await db.close()
         raise

@@ -26,7 +26,14 @@ from flue_models.schema.files import (
     version_field,
 )
 from flue_models.schema.lock import LOCK_TTL_MS, LOCK_WAIT_SECONDS, MigrationLock
-from flue_models.schema.runner import SetStatus, Step, migrate, schema_status
+from flue_models.schema.runner import (
+    SetStatus,
+    Step,
+    check_schema,
+    migrate,
+    read_record,
+    schema_status,
+)
 
 __all__ = [
     "BUILTIN_SET",
@@ -39,8 +46,10 @@ __all__ = [
     "SetStatus",
     "Step",
     "builtin_directory",
+    "check_schema",
     "migrate",
     "new_migration_file",
+    "read_record",
     "schema_status",
     "version_field",
 ]

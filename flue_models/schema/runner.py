@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,13 +18,16 @@ from dataclasses import dataclass
 from flue_models.connection import Database
 from flue_models.errors import (
     ConfigurationError,
+    ForeignSchemaError,
     MigrationChecksumError,
     MigrationFailedError,
     MigrationFileError,
+    SchemaMissingError,
+    SchemaStampError,
     SchemaTooNewError,
     UnversionedDataError,
 )
-from flue_models.replies import reply_text
+from flue_models.replies import reply_pairs, reply_text
 from flue_models.schema.context import MigrationContext
 from flue_models.schema.files import BUILTIN_SET, MigrationFile, MigrationSet, version_field
 from flue_models.schema.lock import LOCK_WAIT_SECONDS, MigrationLock
@@ -77,9 +81,93 @@ def _all_sets(sets: Sequence[MigrationSet]) -> list[MigrationSet]:
     return ordered
 
 
-async def _read_versions(db: Database, sets: list[MigrationSet]) -> list[int]:
-    replies = await db.client.hmget(db.keys.meta, [s.version_field for s in sets])
-    return [int(reply_text(v)) if v is not None else 0 for v in replies]
+#: The fields of the schema record this library writes (see the module docstring).
+_OWN_FIELD = re.compile(
+    r"^(schema_version(:[a-z][a-z0-9_]{0,31})?"
+    r"|applied:[a-z][a-z0-9_]{0,31}:\d{4}"
+    r"|cursor:[a-z][a-z0-9_]{0,31}:\d{4}:.+)$"
+)
+
+
+async def read_record(db: Database) -> dict[str, str]:
+    """Read the schema record (``{}`` when there is none), refusing anything foreign.
+
+    Raises:
+        ForeignSchemaError: the key is not a hash, or holds a field this library does
+            not write (another tool's stamp).
+
+    Example:
+        ```python
+        record = await read_record(db)   # {'schema_version': '1', 'applied:flue:0001': ...}
+        ```
+    """
+    key = db.keys.meta
+    kind = reply_text(await db.client.type(key))
+    if kind not in ("hash", "none"):
+        raise ForeignSchemaError(key, "(the key itself)", f"a {kind}")
+    record = reply_pairs(await db.client.hgetall(key))
+    for field, value in sorted(record.items()):
+        if not _OWN_FIELD.match(field):
+            raise ForeignSchemaError(key, field, value)
+    return record
+
+
+def _parse_versions(db: Database, record: dict[str, str], ordered: list[MigrationSet]) -> list[int]:
+    """Each set's stored version (0: none), refusing one that is not a number."""
+    versions = []
+    for migration_set in ordered:
+        text = record.get(migration_set.version_field, "0")
+        if not text.isdigit():
+            raise SchemaStampError(db.keys.meta, migration_set.version_field, text)
+        versions.append(int(text))
+    return versions
+
+
+def _stored_versions(
+    db: Database,
+    record: dict[str, str],
+    ordered: list[MigrationSet],
+    files: dict[str, list[MigrationFile]],
+) -> list[int]:
+    """Each set's stored version, refusing an unparsable one or one newer than its files."""
+    versions = _parse_versions(db, record, ordered)
+    for migration_set, stored in zip(ordered, versions, strict=True):
+        newest = len(files[migration_set.name])
+        if stored > newest:
+            raise SchemaTooNewError(
+                migration_set.name, stored=stored, newest=newest, prefix=db.keys.prefix
+            )
+    return versions
+
+
+async def _refuse_unversioned(db: Database) -> None:
+    """Refuse a prefix holding keys but no schema record (this library's own meta and lock
+    keys do not count)."""
+    own = {db.keys.meta, db.keys.migration_lock}
+    async for raw in db.client.scan_iter(match=db.keys.pattern(), count=1000):
+        if reply_text(raw) not in own:
+            raise UnversionedDataError(db.keys.prefix, reply_text(raw), db.keys.meta)
+
+
+async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
+    """Refuse to use a store whose record is missing, foreign, unparsable or too new.
+
+    What ``connect(migrate=False)`` runs instead of :func:`migrate`: it reads, never writes.
+
+    Raises:
+        SchemaMissingError: the prefix was never migrated.
+        ForeignSchemaError, SchemaStampError, SchemaTooNewError: as in :func:`migrate`.
+
+    Example:
+        ```python
+        await check_schema(db)
+        ```
+    """
+    ordered = _all_sets(sets)
+    record = await read_record(db)
+    if not record:
+        raise SchemaMissingError(db.keys.prefix, db.keys.meta)
+    _stored_versions(db, record, ordered, {s.name: s.files() for s in ordered})
 
 
 async def schema_status(
@@ -97,10 +185,8 @@ async def schema_status(
     """
     ordered = _all_sets(sets)
     loaded = files or {s.name: s.files() for s in ordered}
-    versions = await _read_versions(db, ordered)
-    record = {
-        reply_text(k): reply_text(v) for k, v in (await db.client.hgetall(db.keys.meta)).items()
-    }
+    record = await read_record(db)
+    versions = _parse_versions(db, record, ordered)
     statuses = []
     for migration_set, stored in zip(ordered, versions, strict=True):
         set_files = loaded[migration_set.name]
@@ -146,6 +232,8 @@ async def migrate(
 
     Raises:
         SchemaTooNewError: a stored version is newer than the newest file of its set.
+        SchemaStampError: a stored version is not a number.
+        ForeignSchemaError: the record holds fields this library does not write.
         UnversionedDataError: keys exist under the prefix but no schema record does.
         MigrationChecksumError: an applied file changed (unless ``force``).
         MigrationLockError: another process held the lock for over ``lock_wait``.
@@ -160,21 +248,12 @@ async def migrate(
     ordered = _all_sets(sets)
     files = {s.name: s.files() for s in ordered}
 
-    # First command of all: refuse a newer schema before reading anything else.
-    versions = await _read_versions(db, ordered)
-    for migration_set, stored in zip(ordered, versions, strict=True):
-        if stored > len(files[migration_set.name]):
-            raise SchemaTooNewError(
-                migration_set.name,
-                stored=stored,
-                newest=len(files[migration_set.name]),
-                prefix=db.keys.prefix,
-            )
+    # First command of all: refuse a foreign, unparsable or newer stamp before anything else.
+    record = await read_record(db)
+    versions = _stored_versions(db, record, ordered, files)
     lock = MigrationLock(db)
-    if not await db.client.exists(db.keys.meta):
-        async for key in db.client.scan_iter(match=db.keys.pattern(), count=1000):
-            if reply_text(key) != lock.key:  # another process may be creating the record now
-                raise UnversionedDataError(db.keys.prefix, reply_text(key), db.keys.meta)
+    if dry_run and not record:
+        await _refuse_unversioned(db)
 
     statuses = await schema_status(db, sets, files=files)
     drift = [label for status in statuses for label in status.drift]
@@ -186,7 +265,10 @@ async def migrate(
 
     await lock.acquire(db, lock_wait)
     try:
-        versions = await _read_versions(db, ordered)  # another process may have migrated
+        record = await read_record(db)  # another process may have migrated meanwhile
+        versions = _stored_versions(db, record, ordered, files)
+        if not record:  # decided under the lock: nobody else can be stamping it now
+            await _refuse_unversioned(db)
         steps = []
         for step in _plan(ordered, files, versions, to):
             steps.append(await _apply(db, lock, step, progress))

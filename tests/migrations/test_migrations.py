@@ -21,7 +21,13 @@ from flue_models.errors import (
     SchemaTooNewError,
     UnversionedDataError,
 )
-from flue_models.schema import MigrationSet, migrate, new_migration_file, schema_status
+from flue_models.schema import (
+    MigrationSet,
+    migrate,
+    new_migration_file,
+    runner,
+    schema_status,
+)
 from tests.command_line import run_cli
 from tests.integration.models import Ticket
 
@@ -35,8 +41,10 @@ def scenario(name: str, set_name: str = "app") -> MigrationSet:
 
 @pytest.fixture
 async def bare(redis_url: str, protocol: int, key_prefix: str) -> AsyncIterator[fm.Database]:
-    """A database whose prefix has not been migrated (connect(migrate=False))."""
-    db = await fm.connect(redis_url, key_prefix=key_prefix, protocol=protocol, migrate=False)
+    """A database whose prefix has not been migrated (nor its schema checked)."""
+    db = await fm.connect(
+        redis_url, key_prefix=key_prefix, protocol=protocol, migrate=False, check_schema=False
+    )
     try:
         yield db
     finally:
@@ -200,7 +208,9 @@ async def test_the_unversioned_check_escapes_glob_characters(
     redis_url: str, key_prefix: str
 ) -> None:
     tricky = f"{key_prefix}[x]*"
-    async with fm.connect(redis_url, key_prefix=key_prefix + "x", migrate=False) as other:
+    async with fm.connect(
+        redis_url, key_prefix=key_prefix + "x", migrate=False, check_schema=False
+    ) as other:
         await other.client.set(f"{key_prefix}x:data", "1")  # matched by an unescaped glob
         async with fm.connect(redis_url, key_prefix=tricky) as db:
             assert await db.client.exists(db.keys.meta)
@@ -212,7 +222,8 @@ async def test_five_concurrent_migrators_run_each_step_exactly_once(
     redis_url: str, key_prefix: str
 ) -> None:
     databases = [
-        await fm.connect(redis_url, key_prefix=key_prefix, migrate=False) for _ in range(5)
+        await fm.connect(redis_url, key_prefix=key_prefix, migrate=False, check_schema=False)
+        for _ in range(5)
     ]
     try:
         results = await asyncio.gather(*(migrate(db, [scenario("counting")]) for db in databases))
@@ -373,3 +384,74 @@ def test_the_builtin_migrations_ship_in_the_wheel(
         capture_output=True, text=True, timeout=60, check=True, cwd=elsewhere, env=env,
     )  # fmt: skip
     assert str(venv) in located.stdout
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error", "named"),
+    [
+        ("schema_version", "two", fm.SchemaStampError, "'two'"),
+        ("schema_version", "-1", fm.SchemaStampError, "'-1'"),
+        ("format_version", "1", fm.ForeignSchemaError, "format_version"),  # the TS adapter's
+    ],
+    ids=["not-a-number", "negative", "foreign-stamp"],
+)
+async def test_a_stamp_this_library_did_not_write_is_refused_untouched(
+    bare: fm.Database, field: str, value: str, error: type[fm.SchemaError], named: str
+) -> None:
+    await bare.client.hset(bare.keys.meta, field, value)
+    await bare.client.set(f"{bare.keys.prefix}:session:abc", "their data")
+    before = await dump(bare)
+    for attempt in (
+        lambda: migrate(bare),
+        lambda: migrate(bare, dry_run=True),
+        lambda: schema_status(bare),
+        lambda: fm.connect(bare.url.url, key_prefix=bare.keys.prefix),
+        lambda: fm.connect(bare.url.url, key_prefix=bare.keys.prefix, migrate=False),
+    ):
+        with pytest.raises(error) as caught:
+            await attempt()
+        assert bare.keys.meta in str(caught.value)
+        assert named in str(caught.value)
+    assert await dump(bare) == before
+
+
+async def test_a_schema_record_of_the_wrong_type_is_foreign(bare: fm.Database) -> None:
+    await bare.client.set(bare.keys.meta, "v1")
+    with pytest.raises(fm.ForeignSchemaError, match="a string"):
+        await migrate(bare)
+
+
+async def test_connect_without_migrating_still_checks_the_record(bare: fm.Database) -> None:
+    url, prefix = bare.url.url, bare.keys.prefix
+    with pytest.raises(fm.SchemaMissingError, match="run `flue-models migrate`"):
+        await fm.connect(url, key_prefix=prefix, migrate=False)
+    assert [k async for k in bare.client.scan_iter(match=bare.keys.pattern())] == []
+    await migrate(bare)
+    async with fm.connect(url, key_prefix=prefix, migrate=False) as db:  # stamped: fine
+        assert await db.client.hget(db.keys.meta, "schema_version") == b"1"
+    await bare.client.hset(bare.keys.meta, "schema_version", "9")
+    with pytest.raises(SchemaTooNewError):
+        await fm.connect(url, key_prefix=prefix, migrate=False)
+
+
+async def test_the_unversioned_check_is_decided_under_the_lock(
+    bare: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process stamps the prefix and writes data right after our first read of
+    the record: we must then see its record, not refuse its data as unversioned (the
+    check used to read EXISTS meta, then SCAN, outside the lock)."""
+    read_record = runner.read_record
+    raced = False
+
+    async def then_another_process(db: fm.Database) -> dict[str, str]:
+        nonlocal raced
+        record = await read_record(db)
+        if not raced:
+            raced = True
+            async with fm.connect(db.url.url, key_prefix=db.keys.prefix) as other:
+                await other.client.set(f"{db.keys.prefix}:session:written-by-other", "x")
+        return record
+
+    monkeypatch.setattr(runner, "read_record", then_another_process)
+    assert await migrate(bare) == []  # the other process applied everything meanwhile
+    assert raced
