@@ -218,7 +218,9 @@ class WorkflowRun(Model):
         verb = {"completed": "run.finish", "errored": "run.fail", "cancelled": "run.cancel"}
         with database.span(verb.get(status, "run.end"), cls.__flue_spec__.collection):
             outcome = await retry_on_conflict(attempt)
-        if outcome is EndResult.ENDED:
+        if outcome is not EndResult.NOT_FOUND:
+            # Also when it had ended already: a crash or a lost reply between ending the
+            # run and closing its stream leaves the stream open until a retry closes it.
             with contextlib.suppress(StreamNotFoundError):  # e.g. deleted by retention
                 await EventStream(cls.stream_path(run_id), db=database).close()
         return outcome
@@ -235,7 +237,8 @@ class WorkflowRun(Model):
         """End this run as ``completed`` with ``result``; the first terminal state wins.
 
         This copy then shows what the store holds. Safe to retry: a retry after a lost
-        reply returns ``ALREADY_ENDED``.
+        reply (or a crash) returns ``ALREADY_ENDED`` and closes the run's event stream if
+        the first call could not.
 
         Example:
             ```python

@@ -266,3 +266,26 @@ async def _list_twenty_thousand(db: fm.Database, monkeypatch: pytest.MonkeyPatch
     # A cursor adds two lookups (ZSCORE and ZREVRANK of the cursor's entry), no more.
     assert costs[1][1] <= costs[50][1] <= costs[1][1] + 2
     assert costs[50][1] < 1000  # O(page): the page's own ZSCOREs and HMGETs, not O(N)
+
+
+async def test_a_retried_end_closes_a_stream_the_first_call_left_open(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = await WorkflowRun.start("w")
+    close = fm.EventStream.close
+
+    async def crash(self: fm.EventStream[object]) -> bool:
+        raise ConnectionError("the process died between ending the run and closing its stream")
+
+    monkeypatch.setattr(fm.EventStream, "close", crash)
+    with pytest.raises(ConnectionError):
+        await WorkflowRun.finish_id(run.id, result=1)
+    meta = await run.events.meta()
+    assert meta is not None
+    assert not meta.closed  # ended, but its stream is still open
+    monkeypatch.setattr(fm.EventStream, "close", close)
+    assert await WorkflowRun.finish_id(run.id, result=1) is EndResult.ALREADY_ENDED
+    meta = await run.events.meta()
+    assert meta is not None
+    assert meta.closed  # the retry closed it: tails of the run end
+    assert [e async for e in run.events.tail()] == []
