@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ import flue_models as fm
 from flue_models.state import submission as sub
 from flue_models.state.submission import Submission
 from tests.integration.roundtrips import count_round_trips
+from tests.waiting import poll_until
 
 EXPIRED = dt.timedelta(seconds=-1)  # a lease that is over as soon as it is granted
 
@@ -323,3 +325,59 @@ async def test_listing_runnable_heads_takes_three_round_trips(
         heads = await Submission.list_runnable()
     assert [r.id for r in heads] == [f"p-{i}" for i in range(10)]
     assert trips[0] == 3  # the queued ids, the rows with the clock, the sessions' heads
+
+
+async def test_one_deletion_at_a_time_and_only_settled_rows_go(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        await Submission.admit_direct(f"p-{n}", session_id="s-1", input={"n": n})
+        assert await Submission.settle_queued(f"p-{n}", "aborted")
+    marker = Submission._deleting_key(db.keys, "s-1")
+    id_page = fm.Query.id_page
+    seen: list[str] = []
+
+    async def meanwhile(self: fm.Query[Any], limit: int = 50, cursor: str | None = None) -> Any:
+        if self.model is Submission and not seen:
+            seen.append("second deleter")
+            with pytest.raises(sub.SessionDeletingError):  # a second deleter is refused...
+                await Submission.delete_session("s-1")
+            assert await db.client.exists(marker)  # ...and leaves the first one's marker
+            with pytest.raises(sub.SessionDeletingError):  # admissions stay refused
+                await Submission.admit_dispatch("d-new", session_id="s-1", input={})
+            # A row that is not settled (here: made queued behind the deletion's back)
+            # is never deleted by it.
+            row = await Submission.get("p-1")
+            assert row is not None
+            await row.update(status="queued", outcome=None, settled_at=None)
+        return await id_page(self, limit, cursor)
+
+    monkeypatch.setattr(fm.Query, "id_page", meanwhile)
+    assert await Submission.delete_session("s-1") == 2
+    assert seen == ["second deleter"]
+    assert not await db.client.exists(marker)
+    survivor = await Submission.get("p-1")
+    assert survivor is not None
+    assert survivor.status == "queued"
+    assert await Submission.interrupted_deletions() == []
+
+
+async def test_a_crashed_deletion_blocks_admissions_only_until_its_lease_ends(
+    db: fm.Database,
+) -> None:
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    assert await Submission.settle_queued("p-1", "aborted")
+    marker = Submission._deleting_key(db.keys, "s-1")
+    await db.client.set(marker, "a-crashed-deleter", px=60_000)  # as a crash leaves it
+    await db.client.sadd(Submission._collection_key(db.keys, "deletions"), "s-1")
+    with pytest.raises(sub.SessionDeletingError):
+        await Submission.delete_session("s-1")  # it might still be running
+    await db.client.pexpire(marker, 1)  # its lease runs out
+
+    async def gone() -> bool:
+        return not await db.client.exists(marker)
+
+    await poll_until(gone, "the crashed deletion's lease to end")
+    assert await Submission.interrupted_deletions() == ["s-1"]
+    assert await Submission.delete_session("s-1") == 1  # resumed
+    assert await Submission.interrupted_deletions() == []
