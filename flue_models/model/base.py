@@ -18,7 +18,7 @@ from pydantic._internal._model_construction import ModelMetaclass
 from flue_models.connection import Database, pick_database
 from flue_models.errors import ConfigurationError
 from flue_models.keys import KeySpace
-from flue_models.model.errors import DecodeError
+from flue_models.model.errors import AlreadyExistsError, DecodeError
 from flue_models.model.expressions import AllOf, Condition, FieldRef
 from flue_models.model.fields import new_id
 from flue_models.model.spec import (
@@ -225,15 +225,27 @@ class Model(BaseModel, metaclass=_ModelMeta):
     async def create(cls, *, db: Database | None = None, **values: Any) -> Self:
         """Build a record from ``values`` and insert it; refuse an id that exists.
 
+        Safe to retry: when the id exists and the stored record has exactly these values
+        (a retry after a lost reply, with the same explicit ``id``), the stored record is
+        returned instead of an error.
+
         Raises:
-            AlreadyExistsError: a record with this id exists.
+            AlreadyExistsError: a record with this id exists with other values.
 
         Example:
             ```python
-            ticket = await Ticket.create(status="open", priority=2)
+            ticket = await Ticket.create(id="t-1", status="open", priority=2)
+            again = await Ticket.create(id="t-1", status="open", priority=2)  # the same
             ```
         """
-        return await cls(**values).save(db=db)
+        record = cls(**values)
+        try:
+            return await record.save(db=db)
+        except AlreadyExistsError:
+            stored = await cls.get(record.id, db=record._database(db))
+            if stored is not None and stored._values() == record._values():
+                return stored
+            raise
 
     @classmethod
     async def save_many(cls, records: Iterable[Self], *, db: Database | None = None) -> None:

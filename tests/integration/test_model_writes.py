@@ -352,3 +352,14 @@ async def test_verification_reports_every_kind_of_drift(db: fm.Database) -> None
         ("wrong_score", "t-v"),
     ]
     assert ticket.version == 1
+
+
+async def test_a_create_retried_with_the_same_values_returns_the_stored_record(
+    db: fm.Database,
+) -> None:
+    first = await Ticket.create(id="t-1", status="open", priority=1)
+    again = await Ticket.create(id="t-1", status="open", priority=1, created_at=first.created_at)
+    assert again == first
+    assert again.version == first.version  # nothing was written
+    with pytest.raises(fm.AlreadyExistsError):
+        await Ticket.create(id="t-1", status="closed", priority=1, created_at=first.created_at)

@@ -206,10 +206,13 @@ async def test_the_first_terminal_state_wins(db: fm.Database, other: fm.Database
         Submission.fail(attempt, "boom", db=other),
         Submission.finish(attempt, db=other),
     )
-    assert results.count(True) == 1
     row = await Submission.get("p-1")
     assert row is not None
     assert row.status == "settled"
+    # One outcome won; the calls that asked for it report success (an identical call is
+    # a retry of it), the other outcome reports failure.
+    won = row.outcome == "completed"
+    assert results == [won, not won, won]
     assert row.settled_at is not None
     assert row.open_session is None
     assert (await fm.verify_collection(fm.Submission)).ok
@@ -381,3 +384,19 @@ async def test_a_crashed_deletion_blocks_admissions_only_until_its_lease_ends(
     assert await Submission.interrupted_deletions() == ["s-1"]
     assert await Submission.delete_session("s-1") == 1  # resumed
     assert await Submission.interrupted_deletions() == []
+
+
+async def test_retries_after_a_lost_reply_tell_the_truth(db: fm.Database) -> None:
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "worker-a")
+    assert attempt is not None
+    # The claim's reply was lost; the worker claims again: it holds the submission.
+    assert await Submission.claim("p-1", "worker-a") == attempt
+    assert await Submission.claim("p-1", "worker-b") is None  # others still lose
+    assert await Submission.fail(attempt, error={"message": "boom"})
+    # The settle's reply was lost; the same call again reports what happened.
+    assert await Submission.fail(attempt, error={"message": "boom"})
+    assert not await Submission.finish(attempt)  # another outcome: the first one won
+    row = await Submission.get("p-1")
+    assert row is not None
+    assert (row.status, row.outcome) == ("settled", "failed")

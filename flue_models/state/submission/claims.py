@@ -104,6 +104,9 @@ class Claiming(SubmissionRow):
         Returns ``None`` when the submission is not a queued head (or another claimer
         won). A submission out of attempts is settled as failed instead.
 
+        Safe to retry: a claim retried by the owner that holds the submission (its first
+        call's reply was lost) returns that owner's current attempt.
+
         Example:
             ```python
             attempt = await Submission.claim("sub-1", "worker-a", lease=timedelta(seconds=60))
@@ -113,6 +116,10 @@ class Claiming(SubmissionRow):
 
         async def attempt() -> Attempt | None:
             row, now = await cls._read(database, submission_id)
+            held = row is not None and row.status == "running" and row.owner_id == owner_id
+            if held and row and row.attempt_id and row.lease_expires_at:
+                # A retry after a lost reply: this owner holds it; say so.
+                return Attempt(row.id, row.attempt_id, owner_id, row.lease_expires_at)
             if row is None or row.status != "queued":
                 return None
             heads = await cls._heads(database, [row.session_id])
@@ -141,12 +148,19 @@ class Claiming(SubmissionRow):
         submission_id: str,
         attempt_id: str,
         change: Callable[[Self, dt.datetime], bool],
+        done: Callable[[Self], bool] | None = None,
     ) -> bool:
-        """Apply ``change(row, now)`` to a running row of this attempt, as a compare-and-set."""
+        """Apply ``change(row, now)`` to a running row of this attempt, as a compare-and-set.
+
+        ``done(row)`` says whether the row already shows this change by this attempt (a
+        retry after a lost reply): then the call reports success without writing.
+        """
         database = pick_database(db)
 
         async def attempt() -> bool:
             row, now = await cls._read(database, submission_id)
+            if row is not None and row.attempt_id == attempt_id and done and done(row):
+                return True
             if row is None or row.status != "running" or row.attempt_id != attempt_id:
                 return False
             if not change(row, now):
@@ -291,14 +305,18 @@ class Claiming(SubmissionRow):
             row._settle(now, outcome, error)
             return True
 
-        return await cls._fenced(db, attempt.submission_id, attempt.attempt_id, change)
+        def done(row: Self) -> bool:
+            return row.status == "settled" and (row.outcome, row.error) == (outcome, error)
+
+        return await cls._fenced(db, attempt.submission_id, attempt.attempt_id, change, done)
 
     @classmethod
     async def finish(cls, attempt: Attempt, *, db: Database | None = None) -> bool:
         """Settle the attempt's submission as completed; the first terminal state wins.
 
-        A stale attempt (replaced, requeued, already settled) changes nothing and gets
-        False.
+        A stale attempt (replaced, requeued, settled otherwise) changes nothing and gets
+        False. Safe to retry: a retry of this attempt after a lost reply finds the row
+        settled as it asked and returns True.
 
         Example:
             ```python
