@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -68,6 +68,9 @@ class Write:
             ``releases``: unique values to release.
         lists: keys the record owns, each replaced by the given elements (``[]`` deletes).
         absent: guard keys that must not exist for the write to happen.
+        counter: ``(counter key, field)``: the field takes the counter's next value in
+            the script, after every check passed, so a refused write consumes none;
+            ``seq_scored`` are the sorted sets whose score is that value.
         snapshot, entries, unique: what the copy holds once the write lands.
 
     Example:
@@ -89,6 +92,8 @@ class Write:
     releases: list[tuple[str, bytes]] = field(default_factory=list)
     lists: dict[str, list[bytes]] = field(default_factory=dict)
     absent: list[str] = field(default_factory=list)
+    counter: tuple[str, str] | None = None
+    seq_scored: set[str] = field(default_factory=set)
     snapshot: dict[str, bytes] = field(default_factory=dict)
     entries: dict[str, float] = field(default_factory=dict)
     unique: dict[str, bytes] = field(default_factory=dict)
@@ -97,10 +102,20 @@ class Write:
 # What a record owns ------------------------------------------------------------------
 
 
-def encode_owned(keys: KeySpace, entries: dict[str, float], unique: dict[str, bytes]) -> bytes:
+#: What stands for a counter's value (see :class:`Write`) until the script assigns it.
+SEQ = "#seq"
+
+
+def encode_owned(
+    keys: KeySpace,
+    entries: dict[str, float],
+    unique: dict[str, bytes],
+    seq_scored: Collection[str] = (),
+) -> bytes:
     """Encode the index entries and unique claims a record owns, as stored in ``_owned``.
 
-    Keys are stored relative to the prefix; unique values as unpadded base64url (they are bytes).
+    Keys are stored relative to the prefix; unique values as unpadded base64url (they are
+    bytes); the score of a ``seq_scored`` set is ``"#seq"`` until the script assigns it.
 
     Example:
         >>> encode_owned(KeySpace("p"), {"p:t:all": 1.0}, {"p:t:uniq:email": b"a@b"})
@@ -108,7 +123,7 @@ def encode_owned(keys: KeySpace, entries: dict[str, float], unique: dict[str, by
     """
     owned = {
         "u": {keys.relative(k): encode_segment(v) for k, v in unique.items()},
-        "z": {keys.relative(k): score for k, score in entries.items()},
+        "z": {keys.relative(k): SEQ if k in seq_scored else s for k, s in entries.items()},
     }
     return json.dumps(owned, sort_keys=True, separators=(",", ":")).encode()
 
@@ -137,7 +152,13 @@ def decode_owned(
 # Plans -------------------------------------------------------------------------------
 
 
-def plan_save(record: Model, keys: KeySpace, *, owns_nothing: bool = False) -> Write:
+def plan_save(
+    record: Model,
+    keys: KeySpace,
+    *,
+    owns_nothing: bool = False,
+    counter: tuple[str, str] | None = None,
+) -> Write:
     """Plan the write of ``record``: only what changed since it was read.
 
     Args:
@@ -145,6 +166,8 @@ def plan_save(record: Model, keys: KeySpace, *, owns_nothing: bool = False) -> W
         keys: the key space of the database it goes to.
         owns_nothing: plan as if the record held no index entry or unique claim (its
             collection's indexes were just dropped, to be rebuilt).
+        counter: ``(counter key, field)``: the (integer) field takes the counter's next
+            value inside the script (see :class:`Write`).
 
     Example:
         ```python
@@ -159,7 +182,12 @@ def plan_save(record: Model, keys: KeySpace, *, owns_nothing: bool = False) -> W
     }
     entries = spec.entries(keys, values)
     unique = spec.unique_claims(keys, values)
-    encoded[OWNED_FIELD] = encode_owned(keys, entries, unique)
+    seq_scored: set[str] = set()
+    if counter is not None:  # the sets whose score moves with the counter's field
+        shifted = spec.entries(keys, {**values, counter[1]: values[counter[1]] + 1})
+        seq_scored = {k for k, score in entries.items() if shifted.get(k) != score}
+        encoded[counter[1]] = SEQ.encode()
+    encoded[OWNED_FIELD] = encode_owned(keys, entries, unique, seq_scored)
     # Read the private state once: each access goes through pydantic's __getattr__.
     old_entries, old_unique = record._flue_entries, record._flue_unique
     if owns_nothing:
@@ -176,6 +204,8 @@ def plan_save(record: Model, keys: KeySpace, *, owns_nothing: bool = False) -> W
         zadd={k: s for k, s in entries.items() if old_entries.get(k) != s},
         claims=[(k, v, spec.unique_field(k)) for k, v in unique.items() if old_unique.get(k) != v],
         releases=[(k, v) for k, v in old_unique.items() if unique.get(k) != v],
+        counter=counter,
+        seq_scored=seq_scored,
         snapshot=encoded,
         entries=entries,
         unique=unique,
@@ -225,7 +255,7 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
         args.append(len(w.zadd))
         for key, score in w.zadd.items():
             keys.append(key)
-            args.append(repr(score))
+            args.append(SEQ if key in w.seq_scored else repr(score))
         args.append(len(w.claims))
         for key, value, _field in w.claims:
             keys.append(key)
@@ -240,6 +270,11 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
             args += [len(elements), *elements]
         args.append(len(w.absent))
         keys += w.absent
+        if w.counter is None:
+            args.append("")
+        else:
+            keys.append(w.counter[0])
+            args.append(w.counter[1])
     return keys, args
 
 
@@ -296,8 +331,11 @@ async def run_writes(db: Database, writes: list[Write]) -> None:
         error = refusal(writes, reply)
         if error is not None:
             raise error
-    for w, version in zip(writes, reply[1:], strict=True):
+    for w, version, counted in zip(writes, reply[1::2], reply[2::2], strict=True):
         record = w.record
+        if w.counter is not None:  # the field's value came from the script: plan again
+            object.__setattr__(record, w.counter[1], int(counted))
+            w = plan_save(record, db.keys)
         record._flue_version = int(version)
         record._flue_snapshot = w.snapshot
         record._flue_entries = w.entries

@@ -18,8 +18,11 @@
 --   mode ("s" save, "d" delete), id, expected version (0: must not exist),
 --   n_hset, field, value, ...,   n_hdel, field, ...,
 --   n_zrem,   n_zadd, score, ...,   n_claim, value, ...,   n_release, value, ...,
---   n_list, then per list: n_elements, element, ...,   n_absent
--- Returns {"ok", new_version, ...} (0 for a delete), or, writing nothing,
+--   n_list, then per list: n_elements, element, ...,   n_absent,
+--   counter field ("" for none; else the next KEY is a counter whose next value becomes
+--   that field, the scores given as "#seq", and the "#seq" scores in _owned's JSON)
+-- Returns {"ok", new_version, counter_value, ...} (0s for a delete, counter_value 0 with
+--   no counter), or, writing nothing,
 --   {"conflict", record_number, stored_version} or
 --   {"unique", record_number, claim_number, holder_id} or
 --   {"guard", record_number, guard_number}   (numbers count from 1).
@@ -63,6 +66,8 @@ for r = 1, tonumber(ARGV[1]) do
   rec.absent = {}
   local n_absent = tonumber(ARGV[a]); a = a + 1
   for _ = 1, n_absent do table.insert(rec.absent, KEYS[k]); k = k + 1 end
+  if ARGV[a] ~= '' then rec.counter, rec.counter_field = KEYS[k], ARGV[a]; k = k + 1 end
+  a = a + 1
   records[r] = rec
 end
 
@@ -88,6 +93,11 @@ for _, rec in ipairs(records) do
       bad = flue_expect(claim[1], 'hash')
       if bad then return bad end
     end
+  end
+  if rec.counter then
+    bad = flue_expect(rec.counter, 'string')
+      or flue_integer(rec.counter, 'value', redis.call('GET', rec.counter))
+    if bad then return bad end
   end
   for _, list in ipairs(rec.lists) do  -- no elements: the key is deleted, whatever it is
     if #list.elements > 0 then
@@ -121,6 +131,10 @@ end
 
 -- Write phase.
 local versions = {'ok'}
+-- A counter field takes its value here, after every check passed (a refused write
+-- consumes no number): '#seq' in the hash values, the scores and _owned becomes it.
+-- (As Python writes a float score: "7.0", so _owned stays byte-equal to its encoding.)
+local function with_seq(text, seq) return (string.gsub(text, '"#seq"', seq .. '.0')) end
 for _, rec in ipairs(records) do
   for _, rel in ipairs(rec.releases) do
     if redis.call('HGET', rel[1], rel[2]) == rec.id then redis.call('HDEL', rel[1], rel[2]) end
@@ -135,14 +149,26 @@ for _, rec in ipairs(records) do
   if rec.mode == 'd' then
     redis.call('DEL', rec.key)
     table.insert(versions, 0)
+    table.insert(versions, 0)
   else
     local version = redis.call('INCR', KEYS[1])
+    local seq = 0
+    if rec.counter then
+      seq = redis.call('INCR', rec.counter)
+      for i = 1, #rec.hset, 2 do
+        if rec.hset[i] == rec.counter_field then rec.hset[i + 1] = tostring(seq)
+        elseif rec.hset[i] == '_owned' then rec.hset[i + 1] = with_seq(rec.hset[i + 1], seq) end
+      end
+    end
     if #rec.hdel > 0 then redis.call('HDEL', rec.key, unpack(rec.hdel)) end
     if #rec.hset > 0 then redis.call('HSET', rec.key, unpack(rec.hset)) end
     redis.call('HSET', rec.key, 'version', version)
-    for _, entry in ipairs(rec.zadd) do redis.call('ZADD', entry[1], entry[2], rec.id) end
+    for _, entry in ipairs(rec.zadd) do
+      redis.call('ZADD', entry[1], entry[2] == '#seq' and seq or entry[2], rec.id)
+    end
     for _, claim in ipairs(rec.claims) do redis.call('HSET', claim[1], claim[2], rec.id) end
     table.insert(versions, version)
+    table.insert(versions, seq)
   end
 end
 return versions

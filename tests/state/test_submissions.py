@@ -400,3 +400,40 @@ async def test_retries_after_a_lost_reply_tell_the_truth(db: fm.Database) -> Non
     row = await Submission.get("p-1")
     assert row is not None
     assert (row.status, row.outcome) == ("settled", "failed")
+
+
+async def test_a_slow_admission_lands_behind_a_later_one_and_never_runs_beside_it(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A admits first but lands after B was admitted and claimed: A's number is taken as
+    it lands, so B stays the head and A cannot be claimed while B runs."""
+    write = sub.SubmissionRow._write
+    claimed: list[sub.Attempt] = []
+
+    async def slow_first(self: Any, db_: fm.Database, *args: Any, **kwargs: Any) -> None:
+        if self.id == "A" and not claimed:
+            await Submission.admit_direct("B", session_id="s-1", input={})
+            attempt = await Submission.claim("B", "worker-b")
+            assert attempt is not None
+            claimed.append(attempt)
+        await write(self, db_, *args, **kwargs)
+
+    monkeypatch.setattr(sub.SubmissionRow, "_write", slow_first)
+    a = await Submission.admit_direct("A", session_id="s-1", input={})
+    b = await Submission.get("B")
+    assert b is not None
+    assert a.sequence > b.sequence  # order of landing
+    assert await Submission.claim("A", "worker-a") is None  # B is the running head
+    assert await Submission.list_runnable() == []
+    assert await Submission.finish(claimed[0])
+    assert [r.id for r in await Submission.list_runnable()] == ["A"]
+
+
+async def test_racing_exact_replays_consume_no_sequence_number(db: fm.Database) -> None:
+    results = await asyncio.gather(
+        *(Submission.admit_dispatch("d-1", session_id="s-1", input={"n": 1}) for _ in range(20))
+    )
+    assert sum(r.created for r in results) == 1
+    assert {r.submission.sequence for r in results if r.submission} == {1}
+    assert await sequence_counter(db) == 1
+    assert (await Submission.admit_direct("p-2", session_id="s-1", input={})).sequence == 2

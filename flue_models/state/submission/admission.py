@@ -57,18 +57,17 @@ class Admitting(SubmissionRow):
                 return Admission(None, created=False, conflict=not same, receipt=receipt)
             if await database.client.exists(deleting):
                 raise SessionDeletingError(session_id)
-            counter = cls._collection_key(database.keys, "sequence")
             row = cls(
                 id=submission_id,
                 session_id=session_id,
                 kind=kind,
                 input=input,
-                sequence=int(await database.client.incr(counter)),
+                sequence=0,  # the script assigns the next number as the row lands
                 accepted_at=now,
                 open_session=session_id,
             )
             try:
-                await row._write(database, guard=[deleting])
+                await row._write(database, guard=[deleting], admitting=True)
             except GuardError:
                 raise SessionDeletingError(session_id) from None
             return Admission(row, created=True)

@@ -298,14 +298,21 @@ class SubmissionRow(Model):
             atomic=True,
         )
 
-    async def _write(self, db: Database, guard: list[str] | None = None) -> None:
+    async def _write(
+        self, db: Database, guard: list[str] | None = None, *, admitting: bool = False
+    ) -> None:
         """Write this row under its version check (and ``guard`` keys that must not exist).
+
+        ``admitting``: the row takes its ``sequence`` from the collection's counter inside
+        the same script, so admission order is the order rows land, and a refused
+        admission (an exact replay, a racing one) consumes no number.
 
         Raises:
             ConflictError: another writer got there first (``retry_on_conflict`` retries).
             GuardError: a guard key exists.
         """
-        write = plan_save(self, db.keys)
+        counter = (type(self)._collection_key(db.keys, "sequence"), "sequence")
+        write = plan_save(self, db.keys, counter=counter if admitting else None)
         write.absent = guard or []
         await run_writes(db, [write])
 
