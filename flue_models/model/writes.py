@@ -67,6 +67,7 @@ class Write:
         claims: unique values to claim (``uniq`` hash key, value, field name);
             ``releases``: unique values to release.
         lists: keys the record owns, each replaced by the given elements (``[]`` deletes).
+        hashes: owned hashes, each replaced by the given fields (``{}`` deletes).
         absent: guard keys that must not exist for the write to happen.
         counter: ``(counter key, field)``: the field takes the counter's next value in
             the script, after every check passed, so a refused write consumes none;
@@ -91,6 +92,7 @@ class Write:
     claims: list[tuple[str, bytes, str]] = field(default_factory=list)
     releases: list[tuple[str, bytes]] = field(default_factory=list)
     lists: dict[str, list[bytes]] = field(default_factory=dict)
+    hashes: dict[str, dict[str, bytes]] = field(default_factory=dict)
     absent: list[str] = field(default_factory=list)
     counter: tuple[str, str] | None = None
     seq_scored: set[str] = field(default_factory=set)
@@ -264,10 +266,15 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
         for key, value in w.releases:
             keys.append(key)
             args.append(value)
-        args.append(len(w.lists))
+        args.append(len(w.lists) + len(w.hashes))
         for key, elements in w.lists.items():
             keys.append(key)
-            args += [len(elements), *elements]
+            args += ["l", len(elements), *elements]
+        for key, fields in w.hashes.items():
+            keys.append(key)
+            args += ["h", 2 * len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
         args.append(len(w.absent))
         keys += w.absent
         if w.counter is None:

@@ -11,14 +11,15 @@
 --   n_zadd sorted sets to add the id to (with the scores in ARGV),
 --   n_claim "uniq" hashes to claim a value in,
 --   n_release "uniq" hashes to release a value from,
---   n_list lists the record owns, each replaced by the elements in ARGV (a delete
---   passes its lists with no elements, which removes them),
+--   n_list keys the record owns, each replaced by the elements in ARGV: a list ("l"),
+--   or a hash ("h", elements are field, value pairs); no elements removes the key
+--   (a delete passes every owned key so),
 --   n_absent keys that must not exist for the write to happen (guards).
 -- ARGV: n_records, then per record:
 --   mode ("s" save, "d" delete), id, expected version (0: must not exist),
 --   n_hset, field, value, ...,   n_hdel, field, ...,
 --   n_zrem,   n_zadd, score, ...,   n_claim, value, ...,   n_release, value, ...,
---   n_list, then per list: n_elements, element, ...,   n_absent,
+--   n_list, then per owned key: kind ("l" | "h"), n_elements, element, ...,   n_absent,
 --   counter field ("" for none; else the next KEY is a counter whose next value becomes
 --   that field, the scores given as "#seq", and the "#seq" scores in _owned's JSON)
 -- Returns {"ok", new_version, counter_value, ...} (0s for a delete, counter_value 0 with
@@ -57,9 +58,9 @@ for r = 1, tonumber(ARGV[1]) do
   rec.lists = {}
   local n_list = tonumber(ARGV[a]); a = a + 1
   for _ = 1, n_list do
-    local list = {key = KEYS[k], elements = {}}
+    local list = {key = KEYS[k], kind = ARGV[a], elements = {}}
     k = k + 1
-    local n_elements = tonumber(ARGV[a]); a = a + 1
+    local n_elements = tonumber(ARGV[a + 1]); a = a + 2
     for _ = 1, n_elements do table.insert(list.elements, ARGV[a]); a = a + 1 end
     table.insert(rec.lists, list)
   end
@@ -101,7 +102,7 @@ for _, rec in ipairs(records) do
   end
   for _, list in ipairs(rec.lists) do  -- no elements: the key is deleted, whatever it is
     if #list.elements > 0 then
-      bad = flue_expect(list.key, 'list')
+      bad = flue_expect(list.key, list.kind == 'h' and 'hash' or 'list')
       if bad then return bad end
     end
   end
@@ -142,8 +143,9 @@ for _, rec in ipairs(records) do
   for _, key in ipairs(rec.zrem) do redis.call('ZREM', key, rec.id) end
   for _, list in ipairs(rec.lists) do
     redis.call('DEL', list.key)
+    local add = list.kind == 'h' and 'HSET' or 'RPUSH'
     for i = 1, #list.elements, 1000 do
-      redis.call('RPUSH', list.key, unpack(list.elements, i, math.min(i + 999, #list.elements)))
+      redis.call(add, list.key, unpack(list.elements, i, math.min(i + 999, #list.elements)))
     end
   end
   if rec.mode == 'd' then

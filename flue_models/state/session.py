@@ -193,10 +193,16 @@ class Session(Model):
 
     #: The owned list holding the entries.
     ENTRIES: ClassVar[str] = "entries"
+    #: The owned hash from each entry id to the list position of its first element.
+    ENTRY_IDS: ClassVar[str] = "entry_ids"
 
     @classmethod
     def _entries_key(cls, keys: KeySpace, session_id: str) -> str:
         return keys.owned(cls.__flue_spec__.collection, cls.ENTRIES, session_id)
+
+    @classmethod
+    def _entry_ids_key(cls, keys: KeySpace, session_id: str) -> str:
+        return keys.owned(cls.__flue_spec__.collection, cls.ENTRY_IDS, session_id)
 
     @property
     def entries(self) -> list[MessageEntry | CompactionEntry]:
@@ -216,14 +222,14 @@ class Session(Model):
 
     @classmethod
     def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
-        """The entries list goes with the session.
+        """The entries list and its id index go with the session.
 
         Example:
             ```python
-            Session.owned_keys(db.keys, "s-1")   # ['flue:session/entries:cy0x']
+            Session.owned_keys(db.keys, "s-1")   # ['flue:session/entries:cy0x', ...]
             ```
         """
-        return [cls._entries_key(keys, record_id)]
+        return [cls._entries_key(keys, record_id), cls._entry_ids_key(keys, record_id)]
 
     @classmethod
     async def open(
@@ -276,29 +282,41 @@ class Session(Model):
         session._entries = decode_entries(entries_key, elements)
         return session
 
-    async def append(self, entry: MessageEntry | CompactionEntry) -> None:
+    async def append(self, entry: MessageEntry | CompactionEntry, *, once: bool = False) -> None:
         """Append one entry and make it the leaf. See :meth:`append_many`.
 
         Example:
             ```python
             await session.append(MessageEntry(id="m2", parent_id="m1", role="assistant"))
+            await session.append(entry, once=True)   # safe to retry after a lost reply
             ```
         """
-        await self.append_many([entry])
+        await self.append_many([entry], once=once)
 
-    async def append_many(self, entries: Sequence[MessageEntry | CompactionEntry]) -> None:
+    async def append_many(
+        self, entries: Sequence[MessageEntry | CompactionEntry], *, once: bool = False
+    ) -> None:
         """Append entries atomically (all or nothing); the last one becomes the leaf.
 
         Earlier entries are never rewritten: this is one RPUSH, in a Lua call that also
-        sets ``leaf_id``, ``entry_count`` and ``updated_at`` (server time).
+        sets ``leaf_id``, ``entry_count`` and ``updated_at`` (server time) and records
+        each entry's position under its id.
+
+        Args:
+            entries: the entries to append, in order.
+            once: idempotent on the entry ids: when every entry was appended before with
+                the same content (a retry after a lost reply), nothing is written and
+                this copy shows the stored state. Safe to retry only with ``once=True``.
 
         Raises:
-            SessionError: an entry is not a ``MessageEntry`` or ``CompactionEntry``.
+            SessionError: an entry is not a ``MessageEntry`` or ``CompactionEntry``; or,
+                with ``once``, an id was appended before with other content, or only some
+                of the entries were (nothing is appended).
             ConflictError: the session was deleted.
 
         Example:
             ```python
-            await session.append_many([user_message, assistant_message])
+            await session.append_many([user_message, assistant_message], once=True)
             ```
         """
         if not entries:
@@ -310,25 +328,39 @@ class Session(Model):
                     f"{type(entry).__name__}; nothing was appended."
                 )
         database = self._database(None)
-        elements = [element for entry in entries for element in encode_entry(entry)]
-        key = database.keys.record(self.__flue_spec__.collection, self.id)
+        args: list[Any] = [entries[-1].id, len(entries), "1" if once else "0"]
+        for entry in entries:
+            encoded = encode_entry(entry)
+            args += [entry.id, len(encoded), *encoded]
         reply = await database.scripts.call(
             "session_append",
-            keys=[key, self._entries_key(database.keys, self.id)],
-            args=[entries[-1].id, len(entries), *elements],
+            keys=[
+                database.keys.record(self.__flue_spec__.collection, self.id),
+                self._entries_key(database.keys, self.id),
+                self._entry_ids_key(database.keys, self.id),
+            ],
+            args=args,
         )
-        if not reply:
+        status = reply_text(reply[0])
+        if status == "missing":
             raise ConflictError(type(self).__name__, self.id, self._flue_version, 0)
-        count, updated = reply
-        object.__setattr__(self, "leaf_id", entries[-1].id)
-        object.__setattr__(self, "entry_count", int(count))
-        object.__setattr__(self, "updated_at", dt.datetime.fromisoformat(reply_text(updated)))
+        if status == "conflict":
+            raise SessionError(
+                f"Entry {reply_text(reply[1])!r} of session {self.id!r} was appended before "
+                "with other content (or only some of these entries were); nothing was "
+                "appended. Use new entry ids for new entries."
+            )
+        # "ok", or "replay" (appended by an earlier call): show what the store holds.
+        object.__setattr__(self, "leaf_id", reply_text(reply[3]))
+        object.__setattr__(self, "entry_count", int(reply[1]))
+        object.__setattr__(self, "updated_at", dt.datetime.fromisoformat(reply_text(reply[2])))
         self._flue_snapshot.update(
             {name: self.__flue_spec__.codecs[name].encode(getattr(self, name))
              for name in ("leaf_id", "entry_count", "updated_at")}
         )  # fmt: skip
         if self._entries is not None:
-            self._entries = [*self._entries, *entries]
+            known = {entry.id for entry in self._entries} if status == "replay" else set()
+            self._entries = [*self._entries, *(e for e in entries if e.id not in known)]
 
     @classmethod
     async def save_snapshot(
@@ -348,7 +380,11 @@ class Session(Model):
             ```
         """
         database = pick_database(db)
-        elements = [element for entry in entries for element in encode_entry(entry)]
+        elements: list[bytes] = []
+        positions: dict[str, bytes] = {}
+        for entry in entries:
+            positions.setdefault(entry.id, str(len(elements)).encode())
+            elements += encode_entry(entry)
 
         async def attempt() -> Session:
             current = await cls.get(session_id, db=database)
@@ -360,6 +396,7 @@ class Session(Model):
             target.entry_count = len(entries)
             write = plan_save(target, database.keys)
             write.lists[cls._entries_key(database.keys, session_id)] = elements
+            write.hashes[cls._entry_ids_key(database.keys, session_id)] = positions
             await run_writes(database, [write])  # a racing writer: plan again on its state
             target._entries = list(entries)
             return target

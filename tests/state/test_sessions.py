@@ -165,3 +165,46 @@ async def test_a_damaged_entry_list_raises_naming_the_key(db: fm.Database) -> No
     await db.client.rpush(db.keys.owned("session", "entries", "s-bad"), b"garbage")
     with pytest.raises(fm.DecodeError, match=r"session/entries.*entries\[1\]"):
         await Session.load("s-bad")
+
+
+async def test_an_append_with_once_is_safe_to_retry(db: fm.Database) -> None:
+    session = await fm.Session.open("s-once")
+    first = fm.MessageEntry(id="m1", role="user", content="hello")
+    big = fm.MessageEntry(id="m2", role="assistant", content="x" * (3 * 512 * 1024))  # chunked
+    await session.append_many([first, big], once=True)
+    for _ in range(2):  # the replies were lost: the caller tries again
+        retry = await fm.Session.load("s-once")
+        assert retry is not None
+        await retry.append_many([first, big], once=True)
+        assert retry.entry_count == 2
+    loaded = await fm.Session.load("s-once")
+    assert loaded is not None
+    assert [e.id for e in loaded.entries] == ["m1", "m2"]
+    assert loaded.entry_count == 2
+
+    other = fm.MessageEntry(id="m1", role="user", content="something else")
+    with pytest.raises(fm.SessionError, match=r"'m1'.*other content"):
+        await loaded.append(other, once=True)
+    fresh = fm.MessageEntry(id="m3", role="user", content="next")
+    with pytest.raises(fm.SessionError, match="nothing was appended"):
+        await loaded.append_many([first, fresh], once=True)  # only some were appended
+    after = await fm.Session.load("s-once")
+    assert after is not None
+    assert after.entry_count == 2
+
+    await loaded.append(fresh, once=True)
+    await loaded.append(fresh)  # without once, a retry stores it again (documented)
+    final = await fm.Session.load("s-once")
+    assert final is not None
+    assert [e.id for e in final.entries] == ["m1", "m2", "m3", "m3"]
+
+
+async def test_once_knows_the_entries_of_a_snapshot_and_deletion_takes_the_index(
+    db: fm.Database,
+) -> None:
+    entries = [fm.MessageEntry(id=f"m{n}", role="user", content=str(n)) for n in range(3)]
+    session = await fm.Session.save_snapshot("s-snap", entries)
+    await session.append(entries[1], once=True)  # already there: nothing written
+    assert (await fm.Session.load("s-snap")).entry_count == 3  # type: ignore[union-attr]
+    assert await fm.Session.delete_id("s-snap")
+    assert [k async for k in db.client.scan_iter(match=f"{db.keys.prefix}:session/*")] == []
