@@ -305,6 +305,40 @@ class WorkflowRun(Model):
         return await cls._end(run_id, "cancelled", db)
 
     @classmethod
+    async def open_streams_of_ended_runs(
+        cls, *, repair: bool = False, db: Database | None = None
+    ) -> list[str]:
+        """Return the ids of ended runs whose event stream is still open; close them with
+        ``repair``.
+
+        A process that died between ending a run and closing its stream leaves tails of
+        the run waiting; any retry of the end closes it, and this finds the ones nobody
+        retried. A maintenance path: it walks every ended run (two round trips per 500).
+
+        Example:
+            ```python
+            stuck = await WorkflowRun.open_streams_of_ended_runs(repair=True)
+            ```
+        """
+        database = pick_database(db)
+        found: list[str] = []
+        for status in ("completed", "errored", "cancelled"):
+            query = cls.find(cls.status == status).using(database)
+            cursor = None
+            while True:
+                page = await query.id_page(limit=500, cursor=cursor)
+                metas = [database.keys.stream(cls.stream_path(i)).meta for i in page.ids]
+                replies = await database.run_batch([("HGET", m, "closed") for m in metas])
+                found += [i for i, c in zip(page.ids, replies, strict=True) if c == b"0"]
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        if repair:
+            for run_id in found:
+                await EventStream(cls.stream_path(run_id), db=database).close()
+        return sorted(found)
+
+    @classmethod
     async def _pointers(cls, ids: Sequence[str], db: Database) -> list[RunPointer]:
         spec = cls.__flue_spec__
         keys = [db.keys.record(spec.collection, run_id) for run_id in ids]

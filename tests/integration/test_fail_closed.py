@@ -232,3 +232,39 @@ async def test_save_many_refuses_two_copies_of_one_record(db: fm.Database) -> No
         await Ticket.save_many([first, *others, second])
     assert await snapshot(db) == before
     assert (await Ticket.get("t-1")) == ticket
+
+
+async def test_the_remaining_positions_of_the_other_scripts(db: fm.Database) -> None:
+    """The keys not covered above: the session's id index, a stream's metadata and
+    idempotency hash, and the migration lock the schema record is fenced on."""
+    session = await fm.Session.open("s-2")
+    ids = fm.Session.owned_keys(db.keys, "s-2")[1]
+    await db.client.set(ids, "not a hash")
+    message = fm.MessageEntry(id="m1", role="user", content="hi")
+    await refused_without_a_trace(db, lambda: session.append(message), fm.WrongKeyTypeError, ids)
+
+    stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/keys")
+    keys = db.keys.stream("runs/keys")
+    await db.client.set(keys.meta, "not a hash")
+    for action in (stream.create, stream.close, lambda: stream.trim(1)):
+        await refused_without_a_trace(db, action, fm.WrongKeyTypeError, keys.meta)
+    await db.client.delete(keys.meta)
+    await stream.create()
+    await db.client.set(keys.once, "not a hash")
+    await refused_without_a_trace(
+        db, lambda: stream.append_once("k", {"n": 1}), fm.WrongKeyTypeError, keys.once
+    )
+
+    lock = db.keys.migration_lock
+    await db.client.hset(lock, "x", "1")
+    for script, script_keys, args in (
+        ("lock_renew", [lock], ["owner", 1000]),
+        ("lock_release", [lock], ["owner"]),
+        ("schema_record", [db.keys.meta, lock], ["owner", 1, "f", "v", 0]),
+    ):
+        await refused_without_a_trace(
+            db,
+            lambda s=script, k=script_keys, a=args: db.scripts.call(s, keys=k, args=a),
+            fm.WrongKeyTypeError,
+            lock,
+        )

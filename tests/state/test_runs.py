@@ -289,3 +289,24 @@ async def test_a_retried_end_closes_a_stream_the_first_call_left_open(
     assert meta is not None
     assert meta.closed  # the retry closed it: tails of the run end
     assert [e async for e in run.events.tail()] == []
+
+
+async def test_open_streams_of_ended_runs_are_found_and_repaired(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finished = await WorkflowRun.start("w")
+    await finished.finish()
+    active = await WorkflowRun.start("w")
+    stuck = await WorkflowRun.start("w")
+
+    async def crash(self: fm.EventStream[object]) -> bool:
+        raise ConnectionError("died before closing the stream")
+
+    monkeypatch.setattr(fm.EventStream, "close", crash)
+    with pytest.raises(ConnectionError):
+        await stuck.fail(error="x")
+    monkeypatch.undo()
+    assert await WorkflowRun.open_streams_of_ended_runs() == [stuck.id]
+    assert await WorkflowRun.open_streams_of_ended_runs(repair=True) == [stuck.id]
+    assert await WorkflowRun.open_streams_of_ended_runs() == []
+    assert (await active.events.meta()).closed is False  # type: ignore[union-attr]
