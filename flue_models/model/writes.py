@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flue_models.connection import Database
+from flue_models.errors import ScriptError
 from flue_models.keys import KeySpace, decode_segment, encode_segment
 from flue_models.model.errors import (
     AlreadyExistsError,
@@ -203,7 +204,7 @@ def plan_save(
         hset={k: v for k, v in encoded.items() if stored.get(k) != v},
         hdel=[k for k in stored if k not in encoded],
         zrem=[k for k in old_entries if k not in entries],
-        zadd={k: s for k, s in entries.items() if old_entries.get(k) != s},
+        zadd={k: s for k, s in entries.items() if k in seq_scored or old_entries.get(k) != s},
         claims=[(k, v, spec.unique_field(k)) for k, v in unique.items() if old_unique.get(k) != v],
         releases=[(k, v) for k, v in old_unique.items() if unique.get(k) != v],
         counter=counter,
@@ -309,7 +310,7 @@ def refusal(writes: list[Write], reply: list[Any]) -> Exception | None:
         _key, _value, field_name = failed.claims[int(reply[2]) - 1]
         shown = getattr(failed.record, field_name)
         return UniqueViolationError(name, field_name, shown, reply_text(reply[3]))
-    raise AssertionError(f"save.lua replied {status!r}")  # a script/Python mismatch
+    return ScriptError("save", f"an unknown reply {status!r}")  # a script/Python mismatch
 
 
 async def run_writes(db: Database, writes: list[Write]) -> None:
