@@ -11,6 +11,7 @@ line. Progress of long work is a line on stderr, shown only on a terminal.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import TracebackType
@@ -26,8 +27,22 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 def _quiet_interrupt(
     kind: type[BaseException], value: BaseException, tb: TracebackType | None
 ) -> None:
-    if not issubclass(kind, KeyboardInterrupt):
-        sys.__excepthook__(kind, value, tb)
+    # Python may wrap the KeyboardInterrupt (e.g. in a RuntimeError when it lands in a
+    # class body's __set_name__ during an import): look along the chain.
+    if _interrupted(value):
+        sys.stdout.flush()
+        os._exit(130)  # interrupted while starting: exit as Ctrl-C does, quietly
+    sys.__excepthook__(kind, value, tb)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was caused by, a Ctrl-C."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 sys.excepthook = _quiet_interrupt
@@ -35,7 +50,6 @@ sys.excepthook = _quiet_interrupt
 import argparse
 import asyncio
 import json
-import os
 import re
 import traceback
 import warnings
@@ -661,6 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return PIPE_CLOSED
     except Exception as exc:
+        if _interrupted(exc):
+            return INTERRUPTED
         if debug:
             traceback.print_exc()
         print(f"error: {_message(exc)}", file=sys.stderr)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -231,7 +232,7 @@ async def test_the_demo_cut_short_by_a_closed_pipe_leaves_no_run_active(
             await run.delete()
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.3, 1.0])
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0])
 async def test_ctrl_c_stops_a_tail_at_any_moment(
     db: fm.Database, redis_url: str, delay: float
 ) -> None:
@@ -246,8 +247,15 @@ async def test_ctrl_c_stops_a_tail_at_any_moment(
         await asyncio.sleep(delay)  # a moment of the child's start-up or of its tail
         child.send_signal(signal.SIGINT)
         _out, err = await within(child.communicate(), "the CLI to stop on the first Ctrl-C")
-    assert child.returncode in (130, -signal.SIGINT), err
-    assert b"Traceback" not in err
+    text = err.decode()
+    if "Traceback" in text:
+        # Only Python's own start-up (site, the editable install's finder, the package's
+        # two-line __init__) may print one: from the CLI module's first line on, a Ctrl-C
+        # anywhere, imports included, ends the command quietly.
+        assert not re.search(r"flue_models/(?!__init__\.py)", text), text
+        assert child.returncode != 0
+    else:
+        assert child.returncode in (130, -signal.SIGINT), text
 
 
 async def test_the_server_stopping_under_a_tail_is_one_line(
