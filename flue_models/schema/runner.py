@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from flue_models.connection import Database
 from flue_models.errors import (
+    BatchCommandError,
     ConfigurationError,
     ForeignSchemaError,
     MigrationChecksumError,
@@ -102,10 +103,12 @@ async def read_record(db: Database) -> dict[str, str]:
         ```
     """
     key = db.keys.meta
-    kind = reply_text(await db.client.type(key))
-    if kind not in ("hash", "none"):
-        raise ForeignSchemaError(key, "(the key itself)", f"a {kind}")
-    record = reply_pairs(await db.client.hgetall(key))
+    try:  # one round trip; HGETALL is refused when the key is not a hash
+        _kind, raw = await db.run_batch([("TYPE", key), ("HGETALL", key)])
+    except BatchCommandError as exc:
+        kind = reply_text(exc.results[0])
+        raise ForeignSchemaError(key, "(the key itself)", f"a {kind}") from exc
+    record = reply_pairs(raw)
     for field, value in sorted(record.items()):
         if not _OWN_FIELD.match(field):
             raise ForeignSchemaError(key, field, value)
@@ -170,12 +173,7 @@ async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
     _stored_versions(db, record, ordered, {s.name: s.files() for s in ordered})
 
 
-async def schema_status(
-    db: Database,
-    sets: Sequence[MigrationSet] = (),
-    *,
-    files: dict[str, list[MigrationFile]] | None = None,
-) -> list[SetStatus]:
+async def schema_status(db: Database, sets: Sequence[MigrationSet] = ()) -> list[SetStatus]:
     """Report each set's stored version, newest file, pending files and checksum drift.
 
     Example:
@@ -184,8 +182,17 @@ async def schema_status(
         ```
     """
     ordered = _all_sets(sets)
-    loaded = files or {s.name: s.files() for s in ordered}
     record = await read_record(db)
+    return _statuses(db, record, ordered, {s.name: s.files() for s in ordered})
+
+
+def _statuses(
+    db: Database,
+    record: dict[str, str],
+    ordered: list[MigrationSet],
+    loaded: dict[str, list[MigrationFile]],
+) -> list[SetStatus]:
+    """Each set's status from a schema record already read (no I/O)."""
     versions = _parse_versions(db, record, ordered)
     statuses = []
     for migration_set, stored in zip(ordered, versions, strict=True):
@@ -255,7 +262,7 @@ async def migrate(
     if dry_run and not record:
         await _refuse_unversioned(db)
 
-    statuses = await schema_status(db, sets, files=files)
+    statuses = _statuses(db, record, ordered, files)
     drift = [label for status in statuses for label in status.drift]
     if drift and not force:
         raise MigrationChecksumError(drift)
