@@ -269,10 +269,10 @@ class ScriptError(FlueModelsError):
         'save'
     """
 
-    def __init__(self, script: str, reply: str) -> None:
+    def __init__(self, script: str, reply: str, message: str | None = None) -> None:
         self.script = script
         self.reply = reply
-        super().__init__(f"The {script!r} script failed: {reply}")
+        super().__init__(message or f"The {script!r} script failed: {reply}")
 
 
 class CorruptDataError(ScriptError):
@@ -297,13 +297,13 @@ class WrongKeyTypeError(CorruptDataError):
 
     def __init__(self, script: str, key: str, found: str, wanted: str) -> None:
         self.key, self.found, self.wanted = key, found, wanted
-        FlueModelsError.__init__(
-            self,
+        super().__init__(
+            script,
+            f"{found} where {wanted}",
             f"Key {key!r} is a {found}, where flue-models keeps a {wanted}; nothing was "
             "written. Something else wrote it: inspect it (TYPE, DUMP), move it away, then "
             "rebuild what it held (a migration's ctx.rebuild_indexes for an index).",
         )
-        self.script, self.reply = script, f"{found} where {wanted}"
 
 
 class CorruptValueError(CorruptDataError):
@@ -316,13 +316,13 @@ class CorruptValueError(CorruptDataError):
 
     def __init__(self, script: str, key: str, field: str, value: str) -> None:
         self.key, self.field, self.value = key, field, value
-        FlueModelsError.__init__(
-            self,
+        super().__init__(
+            script,
+            f"{field}={value!r}",
             f"Field {field!r} of key {key!r} holds {value[:80]!r}, not a number; nothing was "
             "written. Something else wrote it: restore it from the record it belongs to, "
             "or delete and re-create that record.",
         )
-        self.script, self.reply = script, f"{field}={value!r}"
 
 
 class OutOfMemoryError(FlueModelsError):

@@ -116,9 +116,13 @@ class Claiming(SubmissionRow):
 
         async def attempt() -> Attempt | None:
             row, now = await cls._read(database, submission_id)
-            held = row is not None and row.status == "running" and row.owner_id == owner_id
-            if held and row and row.attempt_id and row.lease_expires_at:
-                # A retry after a lost reply: this owner holds it; say so.
+            if (
+                row is not None
+                and row.status == "running"
+                and row.owner_id == owner_id
+                and row.attempt_id
+                and row.lease_expires_at
+            ):  # a retry after a lost reply: this owner holds it; say so
                 return Attempt(row.id, row.attempt_id, owner_id, row.lease_expires_at)
             if row is None or row.status != "queued":
                 return None
