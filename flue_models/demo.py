@@ -14,7 +14,7 @@ from collections.abc import Callable
 from flue_models.connection import Database
 from flue_models.state.events import Event
 from flue_models.state.run import WorkflowRun
-from flue_models.terminal import table
+from flue_models.terminal import Progress, table
 
 #: (workflow, input, steps, fails): the simulated runs of one demo.
 WORKLOAD = (
@@ -49,7 +49,7 @@ def _show(event: Event[dict[str, object]]) -> str:
 async def run_demo(
     db: Database,
     out: Callable[[str], None] = print,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Run the demo workload on ``db`` and print what happens.
 
@@ -78,7 +78,7 @@ async def run_demo(
             runs.append(run)
             workers.append(asyncio.create_task(_simulate(run, steps, fails)))
         if progress is not None:
-            progress("")
+            progress.done()  # clear the line before the tail prints
         watched = runs[0]
         out(f"\nlive tail of run {watched.id} ({watched.workflow}):")
         async for event in watched.events.tail(after="-1"):
