@@ -289,6 +289,24 @@ once='p:stream:cnVucy80Mg:once')
         base = f"{self.prefix}:stream:{encode_segment(path)}"
         return StreamKeys(base, f"{base}:events", f"{base}:once")
 
+    def stream_chunks(self, path: str) -> str:
+        """Return the hash of a stream's chunk segments (partial output, by index).
+
+        Example:
+            >>> KeySpace("p").stream_chunks("runs/42")
+            'p:stream:cnVucy80Mg:chunks'
+        """
+        return f"{self.stream(path).meta}:chunks"
+
+    def closed_streams(self) -> str:
+        """Return the sorted set of closed streams' paths, scored by when they closed.
+
+        Example:
+            >>> KeySpace("p").closed_streams()
+            'p:stream/closed'
+        """
+        return self.collection_key("stream", "closed")
+
     def index(self, collection: str, field: str, value: bytes) -> str:
         """Return the sorted set of the ids whose ``field`` encodes to ``value``.
 

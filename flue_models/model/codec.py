@@ -134,6 +134,9 @@ class FieldCodec:
     kind: Kind
     nullable: bool
     adapter: TypeAdapter[Any]
+    #: Every value the field can hold when that set is finite (``Literal``, ``Enum``,
+    #: ``bool``), else empty: a save removes the record from the other values' indexes.
+    domain: tuple[Any, ...] = ()
 
     def _aware(self, value: dt.datetime) -> dt.datetime:
         if value.tzinfo is None or value.utcoffset() is None:
@@ -280,5 +283,19 @@ def codec_for(name: str, annotation: Any) -> FieldCodec:
     """
     inner, nullable = _strip_optional(annotation)
     return FieldCodec(
-        name=name, kind=_kind_of(inner), nullable=nullable, adapter=TypeAdapter(inner)
+        name=name,
+        kind=_kind_of(inner),
+        nullable=nullable,
+        adapter=TypeAdapter(inner),
+        domain=_domain(inner),
     )
+
+
+def _domain(annotation: Any) -> tuple[Any, ...]:
+    if annotation is bool:
+        return (False, True)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return tuple(annotation)
+    if typing.get_origin(annotation) is typing.Literal and _kind_of(annotation) != "json":
+        return typing.get_args(annotation)
+    return ()

@@ -6,6 +6,8 @@ declaration time fails here, with a message naming the model and the field.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +131,36 @@ class ModelSpec:
             if all(p is not None for p in parts):
                 owned[self.compound_key(keys, fields, parts)] = score
         return owned
+
+    def disowned(self, keys: KeySpace, values: dict[str, Any], limit: int = 64) -> list[str]:
+        """Return the equality sets a record with ``values`` must not be in, as far as a
+        finite domain (``Literal``, ``Enum``, ``bool``) names them.
+
+        A save removes the record from each, so a stale entry (a crash of an older
+        version, a hand edit) never lists a record under a value it no longer has: a
+        mutation repairs the status indexes of the row it touches. Compound indexes
+        vary their finite fields over the record's other values, up to ``limit`` sets.
+
+        Example:
+            ```python
+            spec.disowned(db.keys, {"status": "open", ...})
+            # ['flue:ticket:idx:status:Y2xvc2Vk']   (status is Literal["open", "closed"])
+            ```
+        """
+        owned = self.entries(keys, values)
+        found: list[str] = []
+        for field in sorted(self.equality_fields):
+            for value in self.codecs[field].domain:
+                found.append(self.equality_key(keys, field, value))
+        for fields in self.compound:
+            choices = [
+                self.codecs[f].domain or ((values[f],) if values.get(f) is not None else ())
+                for f in fields
+            ]
+            if 0 < math.prod(len(c) for c in choices) <= limit:
+                for parts in itertools.product(*choices):
+                    found.append(self.compound_key(keys, fields, list(parts)))
+        return [key for key in dict.fromkeys(found) if key not in owned]
 
     def unique_field(self, unique_key: str) -> str:
         """Return the field a ``uniq`` hash key belongs to (its last segment).

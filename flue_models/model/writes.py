@@ -203,7 +203,10 @@ def plan_save(
         expected=record._flue_version,
         hset={k: v for k, v in encoded.items() if stored.get(k) != v},
         hdel=[k for k in stored if k not in encoded],
-        zrem=[k for k in old_entries if k not in entries],
+        zrem=[
+            *(k for k in old_entries if k not in entries),
+            *(k for k in spec.disowned(keys, values) if k not in old_entries),
+        ],
         zadd={k: s for k, s in entries.items() if k in seq_scored or old_entries.get(k) != s},
         claims=[(k, v, spec.unique_field(k)) for k, v in unique.items() if old_unique.get(k) != v],
         releases=[(k, v) for k, v in old_unique.items() if unique.get(k) != v],
@@ -224,12 +227,23 @@ def plan_delete(record: Model, keys: KeySpace) -> Write:
         ```
     """
     spec = record.__flue_spec__
+    values = record._values()
     return Write(
         record=record,
         mode="d",
         key=keys.record(spec.collection, record.id),
         expected=record._flue_version,
-        zrem=list(record._flue_entries),
+        # What it owns, and every set its values or their finite domains could have
+        # left a stale entry of it in (a delete leaves no trace in any index).
+        zrem=list(
+            dict.fromkeys(
+                [
+                    *record._flue_entries,
+                    *spec.entries(keys, values),
+                    *spec.disowned(keys, values),
+                ]
+            )
+        ),
         releases=list(record._flue_unique.items()),
         lists={key: [] for key in type(record).owned_keys(keys, record.id)},
     )

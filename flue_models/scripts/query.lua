@@ -14,6 +14,9 @@
 --         "score"     (1 set)  n, score, ...  (passes if the id's score is one of them)
 --         "notscore"  (1 set)  n, score, ...  (passes unless it is)
 -- Returns {ids, last_score, last_id, exhausted (0|1), driver_number, examined}.
+-- Once ``limit`` ids are found the walk looks one match ahead (within the budget), so
+-- a page that ends the results says ``exhausted`` instead of leading to an empty page;
+-- last_score/last_id stay at the last returned id, where the next page starts.
 
 -- Scores travel as text that Redis and Python both parse exactly.
 local function num(text)
@@ -141,9 +144,13 @@ while true do
     end
     if not skip then
       examined = examined + 1
-      last_score, last_id = s_text, id
-      if passes(id) then table.insert(ids, id) end
-      if #ids >= limit or examined >= budget then stop = true; break end
+      if #ids >= limit then  -- looking ahead: one more match means more pages
+        if passes(id) then stop = true; break end
+      else
+        last_score, last_id = s_text, id
+        if passes(id) then table.insert(ids, id) end
+      end
+      if examined >= budget then stop = true; break end
     end
   end
   if stop then break end

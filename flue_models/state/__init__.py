@@ -10,6 +10,7 @@ Example:
 """
 
 from flue_models.state.events import (
+    ChunkSegment,
     Event,
     EventStream,
     ReadResult,
@@ -23,6 +24,7 @@ from flue_models.state.events import (
     parse_offset,
     tail_many,
 )
+from flue_models.state.retention import PruneReport, Retention, prune
 from flue_models.state.run import EndResult, RunPage, RunPointer, WorkflowRun
 from flue_models.state.session import (
     CompactionEntry,
@@ -32,17 +34,29 @@ from flue_models.state.session import (
     SessionError,
     session_key,
 )
-from flue_models.state.submission import Admission, Attempt, Submission, SubmissionError
+from flue_models.state.submission import (
+    Admission,
+    Attempt,
+    AttemptMarker,
+    Journal,
+    Submission,
+    SubmissionError,
+)
 
 __all__ = [
     "Admission",
     "Attempt",
+    "AttemptMarker",
+    "ChunkSegment",
     "CompactionEntry",
     "EndResult",
     "Event",
     "EventStream",
+    "Journal",
     "MessageEntry",
+    "PruneReport",
     "ReadResult",
+    "Retention",
     "RunPage",
     "RunPointer",
     "Session",
@@ -59,6 +73,7 @@ __all__ = [
     "WorkflowRun",
     "format_offset",
     "parse_offset",
+    "prune",
     "session_key",
     "tail_many",
 ]

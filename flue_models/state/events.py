@@ -41,6 +41,8 @@ START = "-1"
 NOW = "now"
 #: Most events one ``read`` returns.
 MAX_READ = 1000
+#: Events :meth:`EventStream.read` returns when no (or a non-positive) limit is given.
+DEFAULT_READ = 100
 #: How long one blocking wait of a tail lasts before it checks again (below the
 #: client's default 5 s socket timeout).
 TAIL_BLOCK_MS = 2000
@@ -174,6 +176,20 @@ class ReadResult(Generic[T]):
     next_offset: str
     up_to_date: bool
     closed: bool
+
+
+@dataclass(frozen=True, order=True)
+class ChunkSegment:
+    """One segment of a stream's partial output (see ``append_chunk_segment``).
+
+    Example:
+        ```python
+        [ChunkSegment(0, "The answer"), ChunkSegment(1, " is 42.")]
+        ```
+    """
+
+    index: int
+    body: str
 
 
 @dataclass(frozen=True)
@@ -310,13 +326,17 @@ class EventStream(Generic[T]):
         """
         db = self._database()
         meta, events, _once = self._keys(db)
-        reply = int(await db.scripts.call("stream_close", keys=[meta, events]))
+        reply = int(
+            await db.scripts.call("stream_close", keys=[meta, events, db.keys.closed_streams()])
+        )
         if reply == 0:
             raise StreamNotFoundError(self.path)
         return reply == 1
 
     async def delete(self) -> bool:
-        """Delete the stream, its events and its idempotency keys. Returns whether it existed.
+        """Delete the stream: its events, idempotency keys and chunk segments, atomically.
+
+        Returns whether it existed. Safe to retry.
 
         Example:
             ```python
@@ -324,7 +344,15 @@ class EventStream(Generic[T]):
             ```
         """
         db = self._database()
-        return bool(await db.client.delete(*self._keys(db)))
+        meta, events, once = self._keys(db)
+        deleted, _closed = await db.run_batch(
+            [
+                ("DEL", meta, events, once, db.keys.stream_chunks(self.path)),
+                ("ZREM", db.keys.closed_streams(), self.path),
+            ],
+            atomic=True,
+        )
+        return bool(deleted)
 
     async def meta(self) -> StreamInfo | None:
         """Return the stream's metadata, or ``None`` when it does not exist.
@@ -428,10 +456,67 @@ class EventStream(Generic[T]):
         (offset,) = await self._append([self._encode(data)], key)
         return offset
 
+    # Chunk segments --------------------------------------------------------------------
+
+    async def append_chunk_segment(self, index: int, body: str) -> bool:
+        """Keep segment ``index`` of the partial output being streamed: first writer wins.
+
+        Chunk segments keep a provider's partial output so an interrupted stream can be
+        recovered; they live beside the stream (it need not exist) and go with
+        :meth:`delete`. A segment is never overwritten: returns True when this call wrote
+        it, False when segment ``index`` existed (whatever its body). Safe to retry.
+
+        Raises:
+            StreamError: ``index`` is not a non-negative int, or ``body`` is not text
+                UTF-8 can store.
+
+        Example:
+            ```python
+            await stream.append_chunk_segment(0, "The answer")
+            await stream.append_chunk_segment(1, " is 42.")
+            ```
+        """
+        if type(index) is not int or index < 0:
+            raise StreamError(f"A chunk segment index is an int of 0 or more, not {index!r}.")
+        try:
+            data = body.encode()
+        except (AttributeError, UnicodeEncodeError) as exc:
+            raise StreamError(f"Chunk segment {index} of {self.path!r}: {exc}.") from None
+        db = self._database()
+        return bool(await db.client.hsetnx(db.keys.stream_chunks(self.path), str(index), data))
+
+    async def chunk_segments(self) -> list[ChunkSegment]:
+        """Return the stream's chunk segments sorted by index (one round trip).
+
+        Example:
+            ```python
+            text = "".join(s.body for s in await stream.chunk_segments())
+            ```
+        """
+        db = self._database()
+        found = reply_pairs(await db.client.hgetall(db.keys.stream_chunks(self.path)))
+        return sorted(ChunkSegment(int(i), body) for i, body in found.items())
+
+    async def delete_chunk_segments(self) -> int:
+        """Delete every chunk segment of the stream; return how many there were.
+
+        Example:
+            ```python
+            await stream.delete_chunk_segments()   # the output was committed
+            ```
+        """
+        db = self._database()
+        key = db.keys.stream_chunks(self.path)
+        count, _deleted = await db.run_batch([("HLEN", key), ("DEL", key)], atomic=True)
+        return int(count)
+
     # Reading ---------------------------------------------------------------------------
 
-    async def read(self, after: str = START, limit: int = 100) -> ReadResult[T]:
+    async def read(self, after: str = START, limit: int = DEFAULT_READ) -> ReadResult[T]:
         """Return up to ``limit`` events after ``after`` (``"-1"``, ``"now"`` or an offset).
+
+        A ``limit`` of zero or less means the default (100); a larger one than 1000 reads
+        1000 (the Flue contract).
 
         ``"now"`` returns the head and no events. A missing stream reads as empty, up to
         date and not closed, with ``next_offset="-1"``.
@@ -446,8 +531,7 @@ class EventStream(Generic[T]):
                 print(event.offset, event.data)
             ```
         """
-        if not 0 < limit <= MAX_READ:
-            raise StreamError(f"limit must be between 1 and {MAX_READ}, not {limit}.")
+        limit = DEFAULT_READ if limit <= 0 else min(limit, MAX_READ)
         db = self._database()
         meta, events, _once = self._keys(db)
         start_seq = 0 if after == NOW else parse_offset(after)

@@ -107,7 +107,7 @@ class WorkflowRun(Model):
     workflow: Annotated[str, Indexed()]
     status: Annotated[RunStatus, Indexed()] = "active"
     started_at: dt.datetime
-    ended_at: dt.datetime | None = None
+    ended_at: Annotated[dt.datetime | None, Indexed(range=True)] = None
     duration_ms: int | None = None
     input: Any = None
     result: Any = None
@@ -383,7 +383,10 @@ class WorkflowRun(Model):
             status: only runs in this status.
             workflow: only runs of this workflow.
             limit: page size: default 100, at most 1000; zero or less means the default.
-            cursor: the ``next_cursor`` of the previous page.
+            cursor: the ``next_cursor`` of the previous page; the last page has none.
+
+        Every listed run is checked against its row: a stale index entry (a crash, a
+        hand edit) never lists a run under a status it does not have.
 
         Example:
             ```python
@@ -400,5 +403,14 @@ class WorkflowRun(Model):
         if workflow is not None:
             conditions.append(cls.workflow == workflow)
         query = cls.find(*conditions).sort_by("-started_at").using(database)
-        found = await query.id_page(size, cursor)
-        return RunPage(await cls._pointers(found.ids, database), found.next_cursor)
+        items: list[RunPointer] = []
+        while True:  # the rows are the truth: an index entry the row disowns is passed over
+            found = await query.id_page(size - len(items), cursor)
+            items += [
+                pointer
+                for pointer in await cls._pointers(found.ids, database)
+                if status in (None, pointer.status) and workflow in (None, pointer.workflow)
+            ]
+            cursor = found.next_cursor
+            if cursor is None or len(items) >= size:
+                return RunPage(items, cursor)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +35,9 @@ from tests.integration.models import Ticket
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 ROOT = Path(__file__).parents[2]
+#: The library's own migrations, as labels, and the schema version they lead to.
+BUILTIN = [f"flue/{path.stem}" for path in sorted((ROOT / "migrations").glob("[0-9]*.py"))]
+LATEST = len(BUILTIN)
 
 
 def scenario(name: str, set_name: str = "app") -> MigrationSet:
@@ -91,7 +96,7 @@ async def steps(db: fm.Database) -> list[str]:
 async def test_a_clean_chain_applies_in_order_and_records_each_file(bare: fm.Database) -> None:
     applied = await migrate(bare, [scenario("clean_chain")])
     assert [s.file.label for s in applied] == [
-        "flue/0001_initial",
+        *BUILTIN,
         "app/0001_first",
         "app/0002_second",
         "app/0003_third",
@@ -100,7 +105,7 @@ async def test_a_clean_chain_applies_in_order_and_records_each_file(bare: fm.Dat
     record = {
         k.decode(): v.decode() for k, v in (await bare.client.hgetall(bare.keys.meta)).items()
     }
-    assert record["schema_version"] == "1"
+    assert record["schema_version"] == str(LATEST)
     assert record["schema_version:app"] == "3"
     entry = json.loads(record["applied:app:0002"])
     assert entry["name"] == "second"
@@ -167,7 +172,7 @@ async def test_an_application_set_runs_after_the_builtin_set_under_its_own_versi
         assert await steps(db) == ["billing-1"]
         statuses = await schema_status(db, [billing])
         assert [(s.name, s.stored, s.newest) for s in statuses] == [
-            ("flue", 1, 1),
+            ("flue", LATEST, LATEST),
             ("billing", 1, 1),
         ]
         assert billing.files()[0].description == "create the billing marker"
@@ -183,7 +188,8 @@ async def test_a_newer_schema_is_refused_and_every_key_is_left_untouched(bare: f
     await migrate(bare, [scenario("clean_chain")])
     await bare.client.hset(bare.keys.meta, "schema_version", "7")
     before = await dump(bare)
-    with pytest.raises(SchemaTooNewError, match=r"version 7.*only up to 1.*upgrade flue-models"):
+    too_new = rf"version 7.*only up to {LATEST}.*upgrade flue-models"
+    with pytest.raises(SchemaTooNewError, match=too_new):
         await migrate(bare, [scenario("clean_chain")])
     assert await dump(bare) == before
     with pytest.raises(SchemaTooNewError):
@@ -227,7 +233,7 @@ async def test_five_concurrent_migrators_run_each_step_exactly_once(
     ]
     try:
         results = await asyncio.gather(*(migrate(db, [scenario("counting")]) for db in databases))
-        assert sum(len(r) for r in results) == 3  # flue/0001, app/0001, app/0002 once each
+        assert sum(len(r) for r in results) == LATEST + 2  # each flue file, app/0001, app/0002
         client = databases[0].client
         assert await client.get(f"{key_prefix}:ups:1") == b"1"
         assert await client.get(f"{key_prefix}:ups:2") == b"1"
@@ -268,7 +274,7 @@ async def test_a_changed_applied_file_is_reported_and_refused_unless_forced(
 
 async def test_dry_run_reports_and_writes_nothing(bare: fm.Database) -> None:
     planned = await migrate(bare, [scenario("clean_chain")], dry_run=True)
-    assert len(planned) == 4
+    assert len(planned) == LATEST + 3
     assert await dump(bare) == {}
 
 
@@ -321,7 +327,7 @@ def test_cli_new_then_migrate_then_noop_then_an_older_install_is_refused(
     assert "applied app/0002_backfill" in first.stdout
     again = run_cli("migrate", *common, "--dir", str(folder))
     assert again.returncode == 0
-    assert again.stdout.strip() == "up to date: flue at 1, app at 2"
+    assert again.stdout.strip() == f"up to date: flue at {LATEST}, app at 2"
 
     second.unlink()  # an install that knows fewer migrations
     older = run_cli("migrate", *common, "--dir", str(folder))
@@ -428,7 +434,7 @@ async def test_connect_without_migrating_still_checks_the_record(bare: fm.Databa
     assert [k async for k in bare.client.scan_iter(match=bare.keys.pattern())] == []
     await migrate(bare)
     async with fm.connect(url, key_prefix=prefix, migrate=False) as db:  # stamped: fine
-        assert await db.client.hget(db.keys.meta, "schema_version") == b"1"
+        assert await db.client.hget(db.keys.meta, "schema_version") == str(LATEST).encode()
     await bare.client.hset(bare.keys.meta, "schema_version", "9")
     with pytest.raises(SchemaTooNewError):
         await fm.connect(url, key_prefix=prefix, migrate=False)
@@ -455,3 +461,71 @@ async def test_the_unversioned_check_is_decided_under_the_lock(
     monkeypatch.setattr(runner, "read_record", then_another_process)
     assert await migrate(bare) == []  # the other process applied everything meanwhile
     assert raced
+
+
+async def test_0002_moves_receipts_and_journals_lists_closed_streams_and_indexes_times(
+    bare: fm.Database,
+) -> None:
+    db = bare
+    await migrate(db, to=1)
+    # The layout version 1 wrote: a running submission with a journal per attempt, a
+    # receipt in the one hash, a closed stream nobody listed, no range entries for the
+    # retention times.
+    await fm.Submission.admit_direct("p-1", session_id="s-1", input={}, db=db)
+    attempt = await fm.Submission.claim("p-1", "w", db=db)
+    assert attempt is not None
+    journal = fm.Submission.journal_key(db.keys, "p-1")
+    a = attempt.attempt_id
+    await db.client.delete(journal)
+    await db.client.hset(
+        journal,
+        mapping={
+            "attempt": a,
+            f"phase:{a}": "provider_started",
+            f"detail:{a}": '{"r":1}',
+            "consumed:st-1": a,
+        },
+    )
+    receipt = {"id": "d-9", "session_id": "s-9", "outcome": "completed", "sequence": 9}
+    receipt["digest"] = '{"input":{"n":1},"kind":"dispatch","session_id":"s-9"}'
+    receipt["accepted_at"] = "2026-01-01T00:00:00.000000+00:00"
+    await db.client.hset(
+        db.keys.collection_key("submission", "receipts"), "d-9", json.dumps(receipt)
+    )
+    stream = fm.EventStream("agents/a", db=db)
+    await stream.create()
+    await stream.close()
+    await db.client.delete(db.keys.closed_streams())
+    await fm.Submission.admit_direct("p-2", session_id="s-2", input={}, db=db)
+    assert await fm.Submission.settle_queued("p-2", "aborted", db=db)
+    run = await fm.WorkflowRun.start("wf", run_id="r-1", db=db)
+    await run.finish()
+    spec_s, spec_r = fm.Submission.__flue_spec__, fm.WorkflowRun.__flue_spec__
+    await db.client.delete(spec_s.range_key(db.keys, "settled_at"))
+    await db.client.delete(spec_r.range_key(db.keys, "ended_at"))
+
+    applied = await migrate(db)
+    assert [s.file.label for s in applied] == ["flue/0002_flue_contract"]
+
+    slot = await fm.Submission.read_journal("p-1", db=db)
+    assert slot is not None
+    assert (slot.attempt_id, slot.revision, slot.phase, slot.detail) == (
+        a,
+        1,
+        "provider_started",
+        {"r": 1},
+    )
+    assert (slot.stream_key, slot.stream_consumed) == ("st-1", True)
+    assert await fm.Submission.journal_phase(attempt, "tool_request_recorded", db=db)
+    replay = await fm.Submission.admit_dispatch("d-9", session_id="s-9", input={"n": 1}, db=db)
+    assert replay.receipt is not None
+    assert (replay.created, replay.submission) == (False, None)
+    assert not await db.client.exists(db.keys.collection_key("submission", "receipts"))
+    assert await db.client.zscore(db.keys.closed_streams(), "agents/a") is not None
+    settled_at: Any = fm.Submission.settled_at
+    ended_at: Any = fm.WorkflowRun.ended_at
+    far = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+    assert [s.id for s in await fm.Submission.find(settled_at < far).using(db).all()] == ["p-2"]
+    assert [r.id for r in await fm.WorkflowRun.find(ended_at < far).using(db).all()] == ["r-1"]
+    assert (await fm.verify_collection(fm.Submission, db=db)).ok
+    assert await migrate(db) == []  # a rerun finds nothing to do

@@ -1,8 +1,9 @@
 """Submissions: accepted prompts and dispatches, their claims, leases and recovery journal.
 
 :class:`Submission` is one model assembled from one part per seam: admission
-(``admission``), claims and leases (``claims``), the recovery journal (``journal``) and
-session deletion (``deletion``), over the shared row (``row``). Every state change is a
+(``admission``), claims and leases (``claims``), the recovery journal (``journal``),
+attempt markers (``markers``) and session deletion (``deletion``), over the shared row
+(``row``). Every state change is a
 compare-and-set on the server and times come from the server clock.
 
 Example:
@@ -17,7 +18,8 @@ Example:
 from flue_models.state.submission.admission import Admitting
 from flue_models.state.submission.claims import Claiming
 from flue_models.state.submission.deletion import Deleting
-from flue_models.state.submission.journal import Journaling
+from flue_models.state.submission.journal import Journal, Journaling
+from flue_models.state.submission.markers import AttemptMarker, Marking
 from flue_models.state.submission.row import (
     DEFAULT_LEASE,
     DEFAULT_TIMEOUT,
@@ -35,7 +37,7 @@ from flue_models.state.submission.row import (
 )
 
 
-class Submission(Admitting, Claiming, Journaling, Deleting):
+class Submission(Admitting, Claiming, Journaling, Marking, Deleting):
     """One accepted prompt (``direct``) or dispatch, and the state of its processing.
 
     Example:
@@ -57,6 +59,8 @@ __all__ = [
     "Admission",
     "AdmissionConflictError",
     "Attempt",
+    "AttemptMarker",
+    "Journal",
     "Kind",
     "Outcome",
     "Phase",

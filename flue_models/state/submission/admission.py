@@ -42,7 +42,7 @@ class Admitting(SubmissionRow):
     ) -> Admission:
         database = pick_database(db)
         wanted = digest(session_id, kind, input)
-        receipts = cls._collection_key(database.keys, "receipts")
+        receipt_key = cls._receipt_key(database.keys, submission_id)
         deleting = cls._deleting_key(database.keys, session_id)
 
         async def attempt() -> Admission:
@@ -50,7 +50,7 @@ class Admitting(SubmissionRow):
             if row is not None:
                 same = digest(row.session_id, row.kind, row.input) == wanted
                 return Admission(row, created=False, conflict=not same)
-            receipt_raw = await database.client.hget(receipts, submission_id)
+            receipt_raw = await database.client.get(receipt_key)
             if receipt_raw is not None:
                 receipt = json.loads(receipt_raw)
                 same = receipt["digest"] == wanted

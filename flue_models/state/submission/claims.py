@@ -22,7 +22,7 @@ from typing import Any, Self
 
 from flue_models.connection import Database, pick_database
 from flue_models.model.writes import retry_on_conflict
-from flue_models.replies import reply_text
+from flue_models.replies import reply_pairs, reply_text
 from flue_models.state.submission.row import (
     DEFAULT_LEASE,
     DEFAULT_TIMEOUT,
@@ -46,22 +46,52 @@ class Claiming(SubmissionRow):
         abstract = True
 
     @classmethod
-    async def _heads(cls, db: Database, session_ids: list[str]) -> dict[str, str | None]:
-        """Each session's head: its unsettled submission with the lowest sequence."""
-        replies = await db.run_batch(
-            [("ZRANGE", cls._index_key(db.keys, "open_session", s), 0, 0) for s in session_ids]
-        )
-        return {
-            s: (reply_text(reply[0]) if reply else None)
-            for s, reply in zip(session_ids, replies, strict=True)
-        }
+    async def _heads(
+        cls, db: Database, session_ids: list[str], known: dict[str, Self] | None = None
+    ) -> dict[str, Self | None]:
+        """Each session's head: its unsettled submission with the lowest sequence.
+
+        The ``open_session`` index proposes the order and the rows decide: an entry whose
+        row is missing, settled or of another session (a stale entry) is passed over.
+        ``known`` rows were read by the caller and are not read again.
+        """
+        rows: dict[str, Self] = dict(known or {})
+        heads: dict[str, Self | None] = {}
+        pending, start, window = sorted(set(session_ids)), 0, 4
+        while pending:
+            stop = start + window - 1
+            by_session = [cls._index_key(db.keys, "open_session", s) for s in pending]
+            replies = await db.run_batch([("ZRANGE", key, start, stop) for key in by_session])
+            proposed = {
+                s: [reply_text(m) for m in reply] for s, reply in zip(pending, replies, strict=True)
+            }
+            unread = sorted({i for ids in proposed.values() for i in ids if i not in rows})
+            if unread:
+                found, _now = await cls._read_many(db, unread)
+                rows.update({row.id: row for row in found if row is not None})
+            pending = []
+            for session_id, ids in proposed.items():
+                open_rows = [
+                    rows[i]
+                    for i in ids
+                    if i in rows
+                    and rows[i].status != "settled"
+                    and rows[i].session_id == session_id
+                ]
+                if open_rows or len(ids) < window:
+                    heads[session_id] = open_rows[0] if open_rows else None
+                else:
+                    pending.append(session_id)  # only stale entries so far: look further
+            start += window
+        return heads
 
     @classmethod
     async def list_runnable(cls, limit: int = 100, *, db: Database | None = None) -> list[Self]:
         """Return at most one submission per session: its head, if queued, in admission order.
 
-        Three round trips per page of candidates: their ids, the rows, and each session's
-        head.
+        Listings trust only the rows: a stale index entry (a crash of an older version, a
+        hand edit) never lists a row that is not queued or not its session's head. Three
+        round trips per page of candidates: their ids, the rows, and each session's head.
 
         Example:
             ```python
@@ -76,17 +106,45 @@ class Claiming(SubmissionRow):
         while len(runnable) < limit:
             page = await query.id_page(limit=max(limit, 50), cursor=cursor)
             found, _now = await cls._read_many(database, page.ids)
-            rows = [row for row in found if row is not None]
-            heads = await cls._heads(database, sorted({r.session_id for r in rows}))
+            rows = [row for row in found if row is not None and row.status == "queued"]
+            heads = await cls._heads(
+                database, [r.session_id for r in rows], {r.id: r for r in rows}
+            )
             seen = {r.session_id for r in runnable}
             for row in rows:
-                if heads.get(row.session_id) == row.id and row.session_id not in seen:
+                head = heads.get(row.session_id)
+                if head is not None and head.id == row.id and row.session_id not in seen:
                     runnable.append(row)
                     seen.add(row.session_id)
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
         return runnable[:limit]
+
+    @classmethod
+    async def has_unsettled(cls, session_id: str, *, db: Database | None = None) -> bool:
+        """Return whether any submission of the session is queued or running (by its row).
+
+        Example:
+            ```python
+            if not await Submission.has_unsettled("s-1"):
+                await Submission.delete_session("s-1")
+            ```
+        """
+        database = pick_database(db)
+        return (await cls._heads(database, [session_id]))[session_id] is not None
+
+    @classmethod
+    async def list_running(cls, *, db: Database | None = None) -> list[Self]:
+        """Return every running submission, in admission order (checked against its row).
+
+        Example:
+            ```python
+            mine = [row for row in await Submission.list_running() if row.owner_id == me]
+            ```
+        """
+        query = cls.find(cls.status == "running").using(pick_database(db))
+        return [row for row in await query.all() if row.status == "running"]
 
     @classmethod
     async def claim(
@@ -126,8 +184,8 @@ class Claiming(SubmissionRow):
                 return Attempt(row.id, row.attempt_id, owner_id, row.lease_expires_at)
             if row is None or row.status != "queued":
                 return None
-            heads = await cls._heads(database, [row.session_id])
-            if heads[row.session_id] != row.id:
+            head = (await cls._heads(database, [row.session_id], {row.id: row}))[row.session_id]
+            if head is None or head.id != row.id:
                 return None
             if row.attempt_count >= row.max_attempts:
                 row._settle(now, "failed", f"gave up after {row.attempt_count} attempts")
@@ -196,8 +254,13 @@ class Claiming(SubmissionRow):
 
     @classmethod
     async def requeue(cls, attempt: Attempt, *, db: Database | None = None) -> bool:
-        """Give a running submission back to the queue (its owner only); clears attempt
-        and lease.
+        """Give a running submission back to the queue before its input was applied.
+
+        Clears the attempt, owner, lease and ``input_applied_at``; the journal slot stays
+        (the next attempt begins its own turn). Refused (False, nothing written) once the
+        input was applied (the work must be recovered, not redone), and for a stale
+        attempt. Safe to retry: a retry finds the attempt gone and returns False; read
+        the row to tell.
 
         Example:
             ```python
@@ -206,10 +269,11 @@ class Claiming(SubmissionRow):
         """
 
         def change(row: Self, now: dt.datetime) -> bool:
-            if row.owner_id != attempt.owner_id:
+            if row.owner_id != attempt.owner_id or row.input_applied_at is not None:
                 return False
             row.status = "queued"
             row.attempt_id = row.owner_id = row.lease_expires_at = None
+            row.input_applied_at = None
             return True
 
         return await cls._fenced(db, attempt.submission_id, attempt.attempt_id, change)
@@ -250,6 +314,8 @@ class Claiming(SubmissionRow):
     async def list_expired(cls, *, db: Database | None = None) -> list[Self]:
         """Return the running submissions whose lease has expired (by the server clock).
 
+        Each is checked against its row, not only its index entries.
+
         Example:
             ```python
             for row in await Submission.list_expired():
@@ -260,7 +326,11 @@ class Claiming(SubmissionRow):
         now = await database.server_time()
         lease: Any = cls.lease_expires_at  # a FieldRef on the class; typed as the value
         query = cls.find(cls.status == "running", lease < now).sort_by("lease_expires_at")
-        return await query.using(database).all()
+        return [
+            row
+            for row in await query.using(database).all()
+            if row.status == "running" and row.lease_expires_at and row.lease_expires_at < now
+        ]
 
     @classmethod
     async def replace_attempt(
@@ -272,9 +342,14 @@ class Claiming(SubmissionRow):
         lease: dt.timedelta = DEFAULT_LEASE,
         db: Database | None = None,
     ) -> Attempt | None:
-        """Hand a running submission's attempt over to a new owner (recovery): a new
-        attempt id, a new lease, ``attempt_count + 1``. Only while ``old_attempt_id`` is
-        the current one.
+        """Hand a running submission's attempt over to a new owner (recovery).
+
+        A new attempt id, a new lease, ``attempt_count + 1``; ``input_applied_at`` stays,
+        so the recovering attempt knows the input was applied; an uncommitted journal
+        slot moves to the new attempt (in the same atomic write), so it goes on with the
+        turn. Only while ``old_attempt_id`` is the current attempt of a running row;
+        else ``None``. Not idempotent: a retry after a lost reply finds the old attempt
+        replaced and returns ``None``; read the row to tell.
 
         Example:
             ```python
@@ -283,21 +358,28 @@ class Claiming(SubmissionRow):
         """
         if old_attempt_id is None:
             return None
-        new_attempt = uuid.uuid4().hex
-        expires: list[dt.datetime] = []
+        database = pick_database(db)
+        journal_key = cls.journal_key(database.keys, submission_id)
 
-        def change(row: Self, now: dt.datetime) -> bool:
-            row.attempt_id = new_attempt
+        async def attempt() -> Attempt | None:
+            row, now = await cls._read(database, submission_id)
+            if row is None or row.status != "running" or row.attempt_id != old_attempt_id:
+                return None
+            # Read after the row: a journal step in between gives the row a new version,
+            # so the write below is refused and this runs again.
+            slot = reply_pairs(await database.client.hgetall(journal_key))
+            row.attempt_id = uuid.uuid4().hex
             row.owner_id = new_owner_id
             row.lease_expires_at = now + lease
             row.attempt_count += 1
-            row.input_applied_at = None
-            expires.append(row.lease_expires_at)
-            return True
+            hashes = {}
+            if slot.get("attempt") == old_attempt_id and "committed" not in slot:
+                slot["attempt"] = row.attempt_id
+                hashes[journal_key] = {k: v.encode() for k, v in slot.items()}
+            await row._write(database, hashes=hashes)
+            return Attempt(submission_id, row.attempt_id, new_owner_id, row.lease_expires_at)
 
-        if not await cls._fenced(db, submission_id, old_attempt_id, change):
-            return None
-        return Attempt(submission_id, new_attempt, new_owner_id, expires[-1])
+        return await retry_on_conflict(attempt)
 
     # Settling --------------------------------------------------------------------------
 

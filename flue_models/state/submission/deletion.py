@@ -8,9 +8,9 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import json
+import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 
 from flue_models.connection import Database, pick_database
 from flue_models.model.writes import retry_on_conflict
@@ -19,7 +19,6 @@ from flue_models.state.submission.row import (
     SessionBusyError,
     SessionDeletingError,
     SubmissionRow,
-    digest,
 )
 
 #: The lease of a session's deletion marker; a running deletion renews it every page,
@@ -41,8 +40,21 @@ class Deleting(SubmissionRow):
         abstract = True
 
     @classmethod
-    async def delete_session(cls, session_id: str, *, db: Database | None = None) -> int:
+    async def delete_session(
+        cls,
+        session_id: str,
+        *,
+        delete_snapshot: Callable[[str], Awaitable[None]] | None = None,
+        db: Database | None = None,
+    ) -> int:
         """Delete a session's settled submissions and journals, keeping dispatch receipts.
+
+        ``delete_snapshot(session_id)``, when given, deletes what the application keeps
+        of the session elsewhere (its snapshot). It is called by the deleter holding the
+        marker, after the busy check and before any row is removed, so of two racing
+        deleters only one calls it. If it raises, the marker is removed (admissions are
+        accepted again, nothing is listed as interrupted), nothing was deleted, and the
+        error is raised again.
 
         One deletion runs per session at a time: it holds the session's deletion marker
         (a token with a lease, renewed as it goes, removed only by its holder), and
@@ -70,16 +82,32 @@ class Deleting(SubmissionRow):
         token = uuid.uuid4().hex
         await cls._take_marker(database, session_id, marker, token)
         try:
-            open_count = int(
-                await database.client.zcard(cls._index_key(keys, "open_session", session_id))
-            )
+            open_count = await cls._open_count(database, session_id)
             if open_count:
                 raise SessionBusyError(session_id, open_count)
+            if delete_snapshot is not None:
+                try:
+                    await delete_snapshot(session_id)
+                except BaseException:
+                    await cls._forget_deletion(database, session_id)
+                    raise
             removed = await cls._remove_settled(database, session_id, marker, token)
         finally:
             await database.scripts.call("lock_release", keys=[marker], args=[token])
-        await database.client.srem(cls._collection_key(keys, "deletions"), session_id)
+        await cls._forget_deletion(database, session_id)
         return removed
+
+    @classmethod
+    async def _forget_deletion(cls, db: Database, session_id: str) -> None:
+        await db.client.srem(cls._collection_key(db.keys, "deletions"), session_id)
+
+    @classmethod
+    async def _open_count(cls, db: Database, session_id: str) -> int:
+        """How many of the session's submissions are queued or running, by their rows."""
+        by_session = cls._index_key(db.keys, "open_session", session_id)
+        ids = [reply_text(i) for i in await db.client.zrange(by_session, 0, -1)]
+        rows, _now = await cls._read_many(db, ids)
+        return sum(1 for r in rows if r and r.status != "settled" and r.session_id == session_id)
 
     @classmethod
     async def _take_marker(cls, db: Database, session_id: str, marker: str, token: str) -> None:
@@ -101,28 +129,8 @@ class Deleting(SubmissionRow):
 
     @classmethod
     async def _remove_settled(cls, db: Database, session_id: str, marker: str, token: str) -> int:
-        receipts = cls._collection_key(db.keys, "receipts")
         by_session = cls._index_key(db.keys, "session_id", session_id)
         query = cls.find(cls.session_id == session_id).using(db)
-
-        async def remove(submission_id: str) -> bool:
-            row, _now = await cls._read(db, submission_id)
-            if row is None:  # an entry without a row (or a quarantined row)
-                await db.client.zrem(by_session, submission_id)
-                return False
-            if row.status != "settled":
-                return False  # queued or running: never deleted here
-            if row.kind == "dispatch":
-                receipt = {
-                    "id": row.id,
-                    "session_id": row.session_id,
-                    "digest": digest(row.session_id, row.kind, row.input),
-                    "accepted_at": row.accepted_at.isoformat(timespec="microseconds"),
-                    "sequence": row.sequence,
-                    "outcome": row.outcome,
-                }
-                await db.client.hset(receipts, row.id, json.dumps(receipt))
-            return await row.delete(db=db)  # under the version check
 
         removed, cursor = 0, None
         while True:
@@ -133,10 +141,42 @@ class Deleting(SubmissionRow):
                 raise SessionDeletingError(session_id)  # the lease ran out: stop at once
             page = await query.id_page(limit=200, cursor=cursor)
             for submission_id in page.ids:
-                removed += await retry_on_conflict(functools.partial(remove, submission_id))
+                removed += await cls._remove_settled_row(db, submission_id, orphan_of=[by_session])
             if page.next_cursor is None:
                 return removed
             cursor = page.next_cursor
+
+    @classmethod
+    async def _remove_settled_row(
+        cls,
+        db: Database,
+        submission_id: str,
+        *,
+        settled_before: dt.datetime | None = None,
+        orphan_of: Sequence[str] = (),
+    ) -> bool:
+        """Remove a settled row (settled before ``settled_before``, if given) with its
+        journal, under its version check; a dispatch leaves its receipt first. A missing
+        row's entries in ``orphan_of`` are removed (the row is the truth).
+        Returns whether this call removed the row."""
+
+        async def remove() -> bool:
+            row, now = await cls._read(db, submission_id)
+            if row is None:  # an entry without a row (or a quarantined row)
+                if orphan_of:
+                    await db.run_batch([("ZREM", key, submission_id) for key in orphan_of])
+                return False
+            if row.status != "settled":
+                return False  # queued or running: never removed here
+            if settled_before is not None and (
+                row.settled_at is None or row.settled_at >= settled_before
+            ):
+                return False
+            if row.kind == "dispatch":
+                await row._keep_receipt(db, now)
+            return await row.delete(db=db)  # under the version check
+
+        return await retry_on_conflict(remove)
 
     @classmethod
     async def interrupted_deletions(cls, *, db: Database | None = None) -> list[str]:

@@ -179,7 +179,7 @@ class SubmissionRow(Model):
     max_attempts: int = 10
     timeout_at: dt.datetime | None = None
     input_applied_at: dt.datetime | None = None
-    settled_at: dt.datetime | None = None
+    settled_at: Annotated[dt.datetime | None, Indexed(range=True)] = None
     outcome: Outcome | None = None
     error: Any = None
     open_session: Annotated[str | None, Indexed()] = None
@@ -213,8 +213,14 @@ class SubmissionRow(Model):
         return keys.owned(cls.__flue_spec__.collection, "deleting", session_id)
 
     @classmethod
+    def _receipt_key(cls, keys: KeySpace, submission_id: str) -> str:
+        """The receipt (JSON) of a dispatch whose row was removed."""
+        return keys.owned(cls.__flue_spec__.collection, "receipt", submission_id)
+
+    @classmethod
     def _collection_key(cls, keys: KeySpace, name: str) -> str:
-        """``receipts`` (hash), ``deletions`` (set) or ``sequence`` (counter)."""
+        """``receipt_times`` (sorted set: receipt ids by when they were kept),
+        ``deletions`` (set), ``attempt_markers`` (sorted set) or ``sequence`` (counter)."""
         return keys.collection_key(cls.__flue_spec__.collection, name)
 
     @classmethod
@@ -299,9 +305,17 @@ class SubmissionRow(Model):
         )
 
     async def _write(
-        self, db: Database, guard: list[str] | None = None, *, admitting: bool = False
+        self,
+        db: Database,
+        guard: list[str] | None = None,
+        *,
+        admitting: bool = False,
+        hashes: dict[str, dict[str, bytes]] | None = None,
     ) -> None:
         """Write this row under its version check (and ``guard`` keys that must not exist).
+
+        ``hashes``: owned hashes (the journal) replaced by the given fields in the same
+        atomic write.
 
         ``admitting``: the row takes its ``sequence`` from the collection's counter inside
         the same script, so admission order is the order rows land, and a refused
@@ -314,7 +328,33 @@ class SubmissionRow(Model):
         counter = (type(self)._collection_key(db.keys, "sequence"), "sequence")
         write = plan_save(self, db.keys, counter=counter if admitting else None)
         write.absent = guard or []
+        write.hashes = hashes or {}
         await run_writes(db, [write])
+
+    async def _keep_receipt(self, db: Database, now: dt.datetime) -> None:
+        """Keep the receipt a replay of this dispatch is answered with once the row is
+        gone (written before the row is removed: a crash in between leaves both)."""
+        receipt = {
+            "id": self.id,
+            "session_id": self.session_id,
+            "digest": digest(self.session_id, self.kind, self.input),
+            "accepted_at": self.accepted_at.isoformat(timespec="microseconds"),
+            "sequence": self.sequence,
+            "outcome": self.outcome,
+        }
+        keys = db.keys
+        await db.run_batch(
+            [
+                ("SET", type(self)._receipt_key(keys, self.id), json.dumps(receipt)),
+                (
+                    "ZADD",
+                    type(self)._collection_key(keys, "receipt_times"),
+                    int(now.timestamp() * 1000),
+                    self.id,
+                ),
+            ],
+            atomic=True,
+        )
 
     def _settle(self, now: dt.datetime, outcome: Outcome, error: Any) -> None:
         """Turn this row into a settled one (the caller writes it under the version check)."""

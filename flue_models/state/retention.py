@@ -1,0 +1,272 @@
+"""Retention: pruning ended state by age, in bounded batches, from any number of processes.
+
+Nothing is pruned unless a :class:`Retention` names the kind: ended runs (with their event
+streams and chunk segments), settled submissions (with their journals; a dispatch leaves
+the receipt a replay is answered with), receipts, closed streams and attempt markers.
+Each kind is walked through a sorted set scored by its time (``WorkflowRun.ended_at`` and
+``Submission.settled_at`` range indexes, the receipt, closed-stream and marker sets), so a
+call costs O(log N + limit) per kind whatever the store holds. Rows are the truth: every
+candidate is checked against its row before it is removed, rows are removed under their
+version check, and every removal is idempotent, so racing pruners remove each thing once.
+
+Example:
+    ```python
+    policy = Retention(ended_runs=timedelta(days=30), receipts=timedelta(days=90))
+    report = await prune(policy)          # one bounded batch per kind
+    while report.more:
+        report = await prune(policy)
+    ```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from flue_models.connection import Database, pick_database
+from flue_models.errors import ConfigurationError
+from flue_models.model.writes import retry_on_conflict
+from flue_models.replies import reply_text
+from flue_models.state.events import EventStream
+from flue_models.state.run import WorkflowRun
+from flue_models.state.submission import Submission
+
+#: Items of each kind one :func:`prune` call removes at most.
+DEFAULT_PRUNE_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long ended state is kept; a kind left ``None`` is kept forever (the default).
+
+    Attributes:
+        ended_runs: runs that ended longer ago, with their event streams.
+        settled_submissions: submissions settled longer ago, with their journals; a
+            dispatch leaves its receipt, so a replay is still answered.
+        receipts: receipts kept longer ago (of dispatches whose row was removed).
+        closed_streams: event streams closed longer ago (any stream, also one whose run
+            is kept). Streams are bounded by length with ``EventStream.create(max_len=)``.
+        attempt_markers: attempt markers created longer ago.
+
+    Example:
+        ```python
+        Retention(ended_runs=timedelta(days=30), settled_submissions=timedelta(days=7))
+        ```
+    """
+
+    ended_runs: dt.timedelta | None = None
+    settled_submissions: dt.timedelta | None = None
+    receipts: dt.timedelta | None = None
+    closed_streams: dt.timedelta | None = None
+    attempt_markers: dt.timedelta | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and (
+                not isinstance(value, dt.timedelta) or value <= dt.timedelta(0)
+            ):
+                raise ConfigurationError(
+                    f"Retention.{f.name} must be a positive timedelta or None, not {value!r}."
+                )
+
+    def kinds(self) -> dict[str, dt.timedelta]:
+        """Return the kinds this policy prunes, with their ages.
+
+        Example:
+            >>> Retention(receipts=dt.timedelta(days=1)).kinds()
+            {'receipts': datetime.timedelta(days=1)}
+        """
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+
+@dataclass
+class PruneReport:
+    """What one :func:`prune` call removed (or, in a dry run, found due), per kind.
+
+    Attributes:
+        dry_run: nothing was removed; ``counts`` are every item due, by its index.
+        counts: per kind, the items removed (or due).
+        pending: the kinds with more due than this call's ``limit`` removed.
+
+    Example:
+        ```python
+        report = await prune(policy)
+        report.counts   # {'ended_runs': 120, 'receipts': 0}
+        ```
+    """
+
+    dry_run: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)
+
+    @property
+    def more(self) -> bool:
+        """Whether another call has more to remove.
+
+        Example:
+            ```python
+            while (report := await prune(policy)).more:
+                ...
+            ```
+        """
+        return bool(self.pending)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-ready data (what ``flue-models prune --json`` prints).
+
+        Example:
+            >>> PruneReport(False, {"receipts": 2}).as_dict()
+            {'counts': {'receipts': 2}, 'dry_run': False, 'more': []}
+        """
+        return {"counts": self.counts, "dry_run": self.dry_run, "more": sorted(self.pending)}
+
+
+def _ms(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+async def prune(
+    retention: Retention,
+    *,
+    limit: int = DEFAULT_PRUNE_LIMIT,
+    dry_run: bool = False,
+    db: Database | None = None,
+) -> PruneReport:
+    """Remove what ``retention`` no longer keeps: at most ``limit`` items of each kind.
+
+    Ages are measured by the server clock. Each kind is one ranged read of a sorted set
+    and one check of each candidate's row; runs and submissions are removed under their
+    version check, sets in atomic batches, so several processes may prune at once and
+    each item is removed (and counted) once. Call it again while ``report.more``. With
+    ``dry_run`` nothing is written and ``counts`` are every item due (from the indexes,
+    O(log N) per kind).
+
+    Raises:
+        ConfigurationError: ``limit`` is not positive.
+
+    Example:
+        ```python
+        report = await prune(Retention(ended_runs=timedelta(days=30)), limit=1000)
+        ```
+    """
+    if type(limit) is not int or limit <= 0:
+        raise ConfigurationError(f"The prune limit must be a positive int, not {limit!r}.")
+    database = pick_database(db)
+    now = await database.server_time()
+    report = PruneReport(dry_run)
+    for kind, age in retention.kinds().items():
+        cutoff = now - age
+        with database.span(f"prune.{kind}", kind):
+            if dry_run:
+                report.counts[kind] = await _due(database, kind, cutoff)
+                continue
+            removed, more = await PRUNERS[kind](database, cutoff, limit)
+        report.counts[kind] = removed
+        if more:
+            report.pending.add(kind)
+    return report
+
+
+# What each kind walks ----------------------------------------------------------------
+
+
+def _time_set(db: Database, kind: str) -> str:
+    """The sorted set a kind is walked through, scored in epoch milliseconds."""
+    if kind == "ended_runs":
+        return WorkflowRun.__flue_spec__.range_key(db.keys, "ended_at")
+    if kind == "settled_submissions":
+        return Submission.__flue_spec__.range_key(db.keys, "settled_at")
+    if kind == "receipts":
+        return Submission._collection_key(db.keys, "receipt_times")
+    if kind == "attempt_markers":
+        return Submission._markers_key(db)
+    return db.keys.closed_streams()
+
+
+async def _due(db: Database, kind: str, cutoff: dt.datetime) -> int:
+    return int(await db.client.zcount(_time_set(db, kind), "-inf", f"({_ms(cutoff)}"))
+
+
+async def _candidates(db: Database, kind: str, cutoff: dt.datetime, limit: int) -> list[str]:
+    found = await db.client.zrangebyscore(
+        _time_set(db, kind), "-inf", f"({_ms(cutoff)}", start=0, num=limit
+    )
+    return [reply_text(member) for member in found]
+
+
+async def _prune_runs(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
+    ids = await _candidates(db, "ended_runs", cutoff, limit)
+
+    async def remove(run_id: str) -> bool:
+        run = await WorkflowRun.get(run_id, db=db)
+        if run is None:  # an entry without a row: the row is the truth
+            await db.client.zrem(_time_set(db, "ended_runs"), run_id)
+            return False
+        if run.status == "active" or not run.ended_at or run.ended_at >= cutoff:
+            return False
+        # The stream first: a crash in between leaves an ended run, pruned next time.
+        await EventStream(WorkflowRun.stream_path(run_id), db=db).delete()
+        return await run.delete(db=db)
+
+    removed = [await retry_on_conflict(functools.partial(remove, i)) for i in ids]
+    return sum(removed), len(ids) == limit
+
+
+async def _prune_submissions(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
+    ids = await _candidates(db, "settled_submissions", cutoff, limit)
+    removed = [
+        await Submission._remove_settled_row(
+            db, i, settled_before=cutoff, orphan_of=[_time_set(db, "settled_submissions")]
+        )
+        for i in ids
+    ]
+    return sum(removed), len(ids) == limit
+
+
+async def _prune_receipts(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
+    ids = await _candidates(db, "receipts", cutoff, limit)
+    if not ids:
+        return 0, False
+    _deleted, removed = await db.run_batch(
+        [
+            ("DEL", *(Submission._receipt_key(db.keys, i) for i in ids)),
+            ("ZREM", _time_set(db, "receipts"), *ids),
+        ],
+        atomic=True,
+    )
+    return int(removed), len(ids) == limit
+
+
+async def _prune_streams(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
+    paths = await _candidates(db, "closed_streams", cutoff, limit)
+    removed = 0
+    for path in paths:
+        stream: EventStream[dict[str, Any]] = EventStream(path, db=db)
+        info = await stream.meta()
+        if info is None or not info.closed or (info.closed_ms or 0) >= _ms(cutoff):
+            await db.client.zrem(db.keys.closed_streams(), path)  # not the truth: drop it
+            continue
+        removed += await stream.delete()
+    return removed, len(paths) == limit
+
+
+async def _prune_markers(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
+    members = await _candidates(db, "attempt_markers", cutoff, limit)
+    if not members:
+        return 0, False
+    removed = await db.client.zrem(_time_set(db, "attempt_markers"), *members)
+    return int(removed), len(members) == limit
+
+
+PRUNERS = {
+    "ended_runs": _prune_runs,
+    "settled_submissions": _prune_submissions,
+    "receipts": _prune_receipts,
+    "closed_streams": _prune_streams,
+    "attempt_markers": _prune_markers,
+}

@@ -1,0 +1,134 @@
+"""Attempt markers: durable evidence that an attempt started, kept until it is resolved.
+
+A runtime inserts a marker before it starts an attempt's side effects and deletes it when
+the attempt is resolved; a marker left behind after a crash says which attempt to
+recover. One sorted set per collection, scored by the marker's creation time (server
+clock), so listing is oldest first and retention prunes by age.
+
+Example:
+    ```python
+    marker = await Submission.insert_attempt_marker(attempt.submission_id, attempt.attempt_id)
+    ...
+    await Submission.delete_attempt_marker(attempt.submission_id, attempt.attempt_id)
+    ```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import cast
+
+from flue_models.connection import Database, pick_database
+from flue_models.model.codec import canonical_json
+from flue_models.replies import reply_text
+from flue_models.state.submission.row import SubmissionError, SubmissionRow
+
+
+@dataclass(frozen=True)
+class AttemptMarker:
+    """Evidence that attempt ``attempt_id`` of submission ``submission_id`` started.
+
+    Example:
+        ```python
+        for marker in await Submission.list_attempt_markers():
+            print(marker.submission_id, marker.attempt_id, marker.created_at)
+        ```
+    """
+
+    submission_id: str
+    attempt_id: str
+    created_at: dt.datetime
+
+
+def _member(submission_id: str, attempt_id: str) -> str:
+    if not submission_id or not attempt_id:
+        raise SubmissionError("An attempt marker needs a submission id and an attempt id.")
+    return canonical_json([submission_id, attempt_id])
+
+
+def _from_ms(ms: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+class Marking(SubmissionRow):
+    """The attempt-marker part of :class:`~flue_models.state.submission.Submission`.
+
+    Example:
+        ```python
+        stale = await Submission.list_attempt_markers()
+        ```
+    """
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def _markers_key(cls, db: Database) -> str:
+        return cls._collection_key(db.keys, "attempt_markers")
+
+    @classmethod
+    async def insert_attempt_marker(
+        cls, submission_id: str, attempt_id: str, *, db: Database | None = None
+    ) -> AttemptMarker:
+        """Record that an attempt started; idempotent: a repeat keeps the first time.
+
+        Returns the marker as stored (its ``created_at`` from the first insert). Safe to
+        retry.
+
+        Example:
+            ```python
+            marker = await Submission.insert_attempt_marker("sub-1", attempt.attempt_id)
+            ```
+        """
+        database = pick_database(db)
+        member = _member(submission_id, attempt_id)
+        now = await database.server_time()
+        key = cls._markers_key(database)
+        ms = int(now.timestamp() * 1000)
+        _added, score = await database.run_batch(
+            [("ZADD", key, "NX", ms, member), ("ZSCORE", key, member)], atomic=True
+        )
+        return AttemptMarker(submission_id, attempt_id, _from_ms(float(score)))
+
+    @classmethod
+    async def delete_attempt_marker(
+        cls, submission_id: str, attempt_id: str, *, db: Database | None = None
+    ) -> bool:
+        """Delete the marker of exactly this (submission, attempt); return whether it
+        existed. A marker of another attempt of the submission stays. Safe to retry.
+
+        Example:
+            ```python
+            await Submission.delete_attempt_marker("sub-1", attempt.attempt_id)
+            ```
+        """
+        database = pick_database(db)
+        member = _member(submission_id, attempt_id)
+        return bool(await database.client.zrem(cls._markers_key(database), member))
+
+    @classmethod
+    async def list_attempt_markers(
+        cls, *, limit: int = 1000, db: Database | None = None
+    ) -> list[AttemptMarker]:
+        """Return up to ``limit`` attempt markers, oldest first.
+
+        Example:
+            ```python
+            for marker in await Submission.list_attempt_markers():
+                row = await Submission.get(marker.submission_id)
+            ```
+        """
+        if limit <= 0:
+            raise SubmissionError(f"limit must be positive, not {limit}.")
+        database = pick_database(db)
+        found = cast(
+            "list[tuple[bytes, float]]",
+            await database.client.zrange(cls._markers_key(database), 0, limit - 1, withscores=True),
+        )
+        markers = []
+        for member, score in found:
+            submission_id, attempt_id = json.loads(reply_text(member))
+            markers.append(AttemptMarker(submission_id, attempt_id, _from_ms(float(score))))
+        return markers
