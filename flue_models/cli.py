@@ -49,6 +49,7 @@ sys.excepthook = _quiet_interrupt
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import re
 import traceback
@@ -74,6 +75,7 @@ from flue_models.schema import (
 )
 from flue_models.startup import connect
 from flue_models.state.events import EventStream, event_json, format_offset
+from flue_models.state.retention import DEFAULT_PRUNE_LIMIT, PruneReport, Retention, prune
 from flue_models.state.run import WorkflowRun
 from flue_models.state.session import Session
 from flue_models.state.submission import Submission
@@ -257,6 +259,25 @@ def _migration_name(text: str) -> str:
     return text
 
 
+#: Units of the ages ``flue-models prune`` takes (``30d``, ``12h``, ``45m``, ``90s``).
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: ``prune`` options: the flag and the ``Retention`` field each sets.
+PRUNE_KINDS = {
+    "runs": "ended_runs",
+    "submissions": "settled_submissions",
+    "receipts": "receipts",
+    "streams": "closed_streams",
+    "markers": "attempt_markers",
+}
+
+
+def _age(text: str) -> dt.timedelta:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text)
+    if not match or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive age such as 30d, 12h or 45m")
+    return dt.timedelta(seconds=float(match[1]) * AGE_UNITS[match[2]])
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -282,6 +303,37 @@ def _new_migration(args: argparse.Namespace) -> Path:
                 f"own folder: pass --dir (or set {MIGRATIONS_DIR_ENV}). Nothing was written."
             )
     return new_migration_file(directory, args.name)
+
+
+async def _prune(args: argparse.Namespace) -> int:
+    chosen = {field: getattr(args, flag) for flag, field in PRUNE_KINDS.items()}
+    policy = Retention(**chosen)
+    if not policy.kinds():
+        flags = ", ".join(f"--{flag}" for flag in PRUNE_KINDS)
+        print(f"error: nothing to prune: give an age to at least one of {flags}", file=sys.stderr)
+        return USAGE
+    progress = Progress()
+    total = PruneReport(args.dry_run, dict.fromkeys(policy.kinds(), 0))
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect) as db:
+        try:
+            while True:  # one bounded batch per kind per call, until nothing more is due
+                report = await prune(policy, limit=args.limit, dry_run=args.dry_run, db=db)
+                for kind, count in report.counts.items():
+                    total.counts[kind] += count
+                progress(", ".join(f"{k} {n}" for k, n in total.counts.items()))
+                if not report.more or not any(report.counts.values()):
+                    total.pending = report.pending  # what is left (stale entries only)
+                    break
+        finally:
+            progress.done()
+    if args.json:
+        _emit(total.as_dict())
+        return OK
+    verb = "due" if args.dry_run else "removed"
+    for flag, field in PRUNE_KINDS.items():
+        if field in total.counts:
+            print(f"{flag}: {total.counts[field]} {verb}")
+    return OK
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -526,6 +578,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_options(demo, json_output=False)
     demo.set_defaults(handler=_demo)
+
+    prune_command = commands.add_parser(
+        "prune",
+        help="remove ended state older than the given ages (retention)",
+        description="Remove what is older than the given ages, in bounded batches, until "
+        "nothing more is due. Kinds without an age are kept. Ages: 30d, 12h, 45m, 90s.",
+    )
+    _connection_options(prune_command)
+    for flag, what in (
+        ("runs", "ended runs (and their event streams) that ended longer ago"),
+        ("submissions", "settled submissions (and journals; dispatches keep a receipt)"),
+        ("receipts", "receipts of removed dispatches kept longer ago"),
+        ("streams", "event streams closed longer ago"),
+        ("markers", "attempt markers created longer ago"),
+    ):
+        prune_command.add_argument(f"--{flag}", type=_age, metavar="AGE", help=what)
+    prune_command.add_argument(
+        "--limit", type=int, default=DEFAULT_PRUNE_LIMIT, help="items per batch and kind"
+    )
+    prune_command.add_argument(
+        "--dry-run", action="store_true", help="count what is due; remove nothing"
+    )
+    prune_command.set_defaults(handler=_prune)
 
     runs = commands.add_parser("runs", help="list and show workflow runs")
     run_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
