@@ -51,7 +51,16 @@ async def main() -> None:
             metadata={"title": "Replaced"},
         )
         # --8<-- [end:snapshot]
-        await Session.delete_id(session.id)
+
+        # --8<-- [start:delete]
+        async def delete_snapshot(session_id: str) -> None:
+            await Session.delete_id(session_id)  # or a snapshot kept elsewhere
+
+        # Refused while a submission of the session is queued or running; removes the
+        # settled ones (dispatches keep a receipt), then the snapshot, exactly once.
+        await fm.Submission.delete_session(session.id, delete_snapshot=delete_snapshot)
+        assert await Session.load(session.id) is None
+        # --8<-- [end:delete]
 
 
 if __name__ == "__main__":
