@@ -273,9 +273,12 @@ PRUNE_KINDS = {
 
 def _age(text: str) -> dt.timedelta:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text)
-    if not match or float(match[1]) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a positive age such as 30d, 12h or 45m")
-    return dt.timedelta(seconds=float(match[1]) * AGE_UNITS[match[2]])
+    try:
+        if match and float(match[1]) > 0:
+            return dt.timedelta(seconds=float(match[1]) * AGE_UNITS[match[2]])
+    except OverflowError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r}: give a positive age such as 30d, 12h or 45m")
 
 
 def _inside(path: Path, folder: Path) -> bool:

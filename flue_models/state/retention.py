@@ -160,7 +160,11 @@ async def prune(
     now = await database.server_time()
     report = PruneReport(dry_run)
     for kind, age in retention.kinds().items():
-        cutoff = now - age
+        try:
+            cutoff = now - age
+        except OverflowError:  # older than year 1: nothing is that old
+            report.counts[kind] = 0
+            continue
         with database.span(f"prune.{kind}", kind):
             if dry_run:
                 report.counts[kind] = await _due(database, kind, cutoff)

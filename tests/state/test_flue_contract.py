@@ -66,13 +66,8 @@ async def test_requeue_before_input_applied_clears_the_attempt_and_the_stamp(
     assert await Submission.requeue(attempt) is True
     row = await Submission.get("p-1")
     assert row is not None
-    assert (row.status, row.attempt_id, row.owner_id, row.lease_expires_at) == (
-        "queued",
-        None,
-        None,
-        None,
-    )
-    assert row.input_applied_at is None
+    cleared = (row.attempt_id, row.owner_id, row.lease_expires_at, row.input_applied_at)
+    assert (row.status, cleared) == ("queued", (None, None, None, None))
     again = await Submission.claim("p-1", "w2")
     assert again is not None
     assert await Submission.mark_input_applied(again) is True  # the next attempt applies it

@@ -191,6 +191,25 @@ def test_a_retention_age_is_a_positive_timedelta(bad: object) -> None:
         Retention(ended_runs=bad)  # type: ignore[arg-type]
 
 
+async def test_an_age_older_than_the_calendar_prunes_nothing(db: fm.Database) -> None:
+    await ended_run("r-1", LONG_AGO, db)
+    report = await prune(Retention(ended_runs=dt.timedelta.max))
+    assert report.counts == {"ended_runs": 0}
+    assert await WorkflowRun.get("r-1") is not None
+
+
+async def test_a_journal_detail_that_is_not_json_is_refused(db: fm.Database) -> None:
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "w")
+    assert attempt is not None
+    await Submission.journal_begin(attempt)
+    with pytest.raises(fm.SubmissionError, match="not JSON"):
+        await Submission.journal_phase(attempt, "provider_started", {1, 2})
+    journal = await Submission.read_journal("p-1")
+    assert journal is not None
+    assert journal.phase == "before_provider"
+
+
 async def test_a_prune_limit_is_positive(db: fm.Database) -> None:
     with pytest.raises(fm.ConfigurationError, match="limit"):
         await prune(Retention(receipts=DAY), limit=0)
@@ -212,6 +231,8 @@ async def test_the_prune_command(db: fm.Database, redis_url: str) -> None:
     nothing = await asyncio.to_thread(run_cli, "prune", *common)
     assert nothing.returncode == 2
     assert nothing.stderr.startswith("error: nothing to prune")
-    bad = await asyncio.to_thread(run_cli, "prune", *common, "--runs", "soon")
-    assert bad.returncode == 2
-    assert "'soon'" in bad.stderr
+    for age in ("soon", "0d", "-1d", "1e999d", "9" * 400 + "d"):
+        bad = await asyncio.to_thread(run_cli, "prune", *common, f"--runs={age}")
+        assert bad.returncode == 2, age
+        assert "give a positive age" in bad.stderr
+        assert "Traceback" not in bad.stderr

@@ -259,8 +259,8 @@ class Claiming(SubmissionRow):
         Clears the attempt, owner, lease and ``input_applied_at``; the journal slot stays
         (the next attempt begins its own turn). Refused (False, nothing written) once the
         input was applied (the work must be recovered, not redone), and for a stale
-        attempt. Safe to retry: a retry finds the attempt gone and returns False; read
-        the row to tell.
+        attempt. Not idempotent: a retry after a lost reply finds the attempt gone and
+        returns False; read the row to tell.
 
         Example:
             ```python

@@ -126,11 +126,11 @@ class Journaling(SubmissionRow):
         """
         if stream_key == "":
             raise SubmissionError("stream_key must be a non-empty string or None.")
-        return bool(
-            await cls._journal(
-                attempt, "phase", db, phase, canonical_json(detail), stream_key or ""
-            )
-        )
+        try:
+            encoded = canonical_json(detail)
+        except (TypeError, ValueError) as exc:
+            raise SubmissionError(f"The journal detail is not JSON: {exc}.") from None
+        return bool(await cls._journal(attempt, "phase", db, phase, encoded, stream_key or ""))
 
     @classmethod
     async def journal_commit(
