@@ -31,6 +31,7 @@ from flue_models.connection import Database, pick_database
 from flue_models.errors import FlueModelsError
 from flue_models.keys import StreamKeys
 from flue_models.model.codec import canonical_json
+from flue_models.model.errors import DecodeError
 from flue_models.replies import reply_pairs, reply_text
 
 T = TypeVar("T")
@@ -494,7 +495,11 @@ class EventStream(Generic[T]):
             ```
         """
         db = self._database()
-        found = reply_pairs(await db.client.hgetall(db.keys.stream_chunks(self.path)))
+        key = db.keys.stream_chunks(self.path)
+        found = reply_pairs(await db.client.hgetall(key))
+        bad = [i for i in found if not (i.isascii() and i.isdigit())]
+        if bad:
+            raise DecodeError(key, bad[0], "is not a chunk segment index")
         return sorted(ChunkSegment(int(i), body) for i, body in found.items())
 
     async def delete_chunk_segments(self) -> int:

@@ -291,6 +291,14 @@ async def test_a_chunk_index_is_a_non_negative_int(db: fm.Database, index: objec
     assert await fm.EventStream("s").chunk_segments() == []
 
 
+async def test_a_corrupted_chunk_index_is_a_decode_error(db: fm.Database) -> None:
+    stream = fm.EventStream("provider/st-1")
+    await stream.append_chunk_segment(0, "a")
+    await db.client.hset(db.keys.stream_chunks("provider/st-1"), "²", "x")
+    with pytest.raises(fm.DecodeError, match="chunk segment index"):
+        await stream.chunk_segments()
+
+
 # Attempt markers --------------------------------------------------------------------
 
 
@@ -328,6 +336,20 @@ async def test_attempt_markers_list_oldest_first(db: fm.Database) -> None:
     markers = await Submission.list_attempt_markers()
     assert [m.created_at for m in markers] == sorted(m.created_at for m in markers)
     assert len(await Submission.list_attempt_markers(limit=2)) == 2
+
+
+async def test_a_corrupted_marker_is_a_decode_error(db: fm.Database) -> None:
+    await Submission.insert_attempt_marker("p-1", "a-1")
+    await db.client.zadd(Submission._collection_key(db.keys, "attempt_markers"), {"{no": 1})
+    with pytest.raises(fm.DecodeError, match="not a marker"):
+        await Submission.list_attempt_markers()
+
+
+async def test_a_corrupted_receipt_is_a_decode_error(db: fm.Database) -> None:
+    await db.client.set(Submission._receipt_key(db.keys, "d-1"), "not json")
+    with pytest.raises(fm.DecodeError, match="not a receipt"):
+        await Submission.admit_dispatch("d-1", session_id="s-1", input={})
+    assert await Submission.get("d-1") is None  # nothing admitted
 
 
 # Session deletion -------------------------------------------------------------------

@@ -12,7 +12,7 @@ import json
 from typing import Any, Self
 
 from flue_models.connection import Database, pick_database
-from flue_models.model.errors import GuardError
+from flue_models.model.errors import DecodeError, GuardError
 from flue_models.model.writes import retry_on_conflict
 from flue_models.state.submission.row import (
     Admission,
@@ -52,8 +52,12 @@ class Admitting(SubmissionRow):
                 return Admission(row, created=False, conflict=not same)
             receipt_raw = await database.client.get(receipt_key)
             if receipt_raw is not None:
-                receipt = json.loads(receipt_raw)
-                same = receipt["digest"] == wanted
+                try:
+                    receipt = json.loads(receipt_raw)
+                    same = receipt["digest"] == wanted
+                except (ValueError, TypeError, KeyError) as exc:
+                    problem = f"holds {receipt_raw[:80]!r}, not a receipt ({exc!r})"
+                    raise DecodeError(receipt_key, "receipt", problem) from None
                 return Admission(None, created=False, conflict=not same, receipt=receipt)
             if await database.client.exists(deleting):
                 raise SessionDeletingError(session_id)

@@ -22,7 +22,7 @@ from typing import cast
 
 from flue_models.connection import Database, pick_database
 from flue_models.model.codec import canonical_json
-from flue_models.replies import reply_text
+from flue_models.model.errors import DecodeError
 from flue_models.state.submission.row import SubmissionError, SubmissionRow
 
 
@@ -129,6 +129,12 @@ class Marking(SubmissionRow):
         )
         markers = []
         for member, score in found:
-            submission_id, attempt_id = json.loads(reply_text(member))
-            markers.append(AttemptMarker(submission_id, attempt_id, _from_ms(float(score))))
+            try:
+                submission_id, attempt_id = json.loads(member)
+                markers.append(AttemptMarker(str(submission_id), str(attempt_id), _from_ms(score)))
+            except (ValueError, TypeError) as exc:
+                key = cls._markers_key(database)
+                raise DecodeError(
+                    key, "member", f"{member[:80]!r} is not a marker ({exc})"
+                ) from None
         return markers
