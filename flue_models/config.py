@@ -50,24 +50,57 @@ class RedisURL:
 def redact_url(url: str) -> str:
     """Return ``url`` with the password (if any) replaced by ``***``.
 
-    Works on malformed URLs too, so it is safe to use in any error message.
+    The user information is everything before the *last* ``@`` after ``scheme://``, so a
+    password holding ``/``, ``@``, ``:``, ``%``, ``?``, ``#`` or spaces, encoded or not, is
+    masked whole. Works on malformed URLs too, so it is safe to use in any error message.
 
     Example:
         >>> redact_url("rediss://app:hunter2@db.example:6380/0")
         'rediss://app:***@db.example:6380/0'
+        >>> redact_url("redis://:a/b@c:d e%2F@db:6379/0")
+        'redis://:***@db:6379/0'
         >>> redact_url("redis://localhost:6379")
         'redis://localhost:6379'
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url if "@" not in url else "***@" + url.rsplit("@", 1)[1]
-    authority, slash, tail = rest.partition("/")
-    if "@" not in authority:
+    if "@" not in rest:
         return url
-    userinfo, host = authority.rsplit("@", 1)
+    userinfo, host = rest.rsplit("@", 1)
     user, colon, _password = userinfo.partition(":")
-    masked = f"{user}:***" if colon else "***"
-    return f"{scheme}://{masked}@{host}{slash}{tail}"
+    masked = f"{user}:***" if colon and "/" not in user else "***"
+    return f"{scheme}://{masked}@{host}"
+
+
+def password_of(url: str) -> str | None:
+    """Return the password part of ``url`` as written (and decoded), for scrubbing it from
+    texts that are not ours (a server's or a client library's error message).
+
+    Example:
+        >>> password_of("redis://app:s%2Fcret@h:1/0")
+        's%2Fcret'
+    """
+    _scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return None
+    userinfo = rest.rsplit("@", 1)[0]
+    secret = userinfo.partition(":")[2] if ":" in userinfo else userinfo
+    return secret or None
+
+
+def scrub(text: str, url: str) -> str:
+    """Return ``text`` with the password of ``url`` (as written, and decoded) masked.
+
+    Example:
+        >>> scrub("auth failed for p%40ss and p@ss", "redis://:p%40ss@h:1")
+        'auth failed for *** and ***'
+    """
+    secret = password_of(url)
+    if secret:
+        for form in sorted({secret, unquote(secret)}, key=len, reverse=True):
+            text = text.replace(form, "***")
+    return text
 
 
 def parse_url(url: str) -> RedisURL:
@@ -94,6 +127,11 @@ def parse_url(url: str) -> RedisURL:
         raise bad(str(exc)) from None
     if parts.scheme not in _SCHEMES:
         raise bad(f"unsupported scheme {parts.scheme or '(none)'!r}")
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        raise bad(
+            "the password holds '/', '?' or '#', which end the host part of a URL; "
+            "percent-encode them (%2F, %3F, %23)"
+        )
     db = ""
     if parts.scheme == "unix":
         if not parts.path:

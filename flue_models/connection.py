@@ -23,7 +23,13 @@ from redis.exceptions import AuthenticationError, InvalidResponse, RedisError, R
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from flue_models.config import RedisURL, data_dir_from_environment, parse_url, url_from_environment
+from flue_models.config import (
+    RedisURL,
+    data_dir_from_environment,
+    parse_url,
+    scrub,
+    url_from_environment,
+)
 from flue_models.embedded import EmbeddedServer
 from flue_models.errors import (
     AuthenticationFailedError,
@@ -345,7 +351,7 @@ def connection_error(url: RedisURL, exc: BaseException) -> ConnectionFailedError
         >>> type(connection_error(url, AuthenticationError("WRONGPASS"))).__name__
         'AuthenticationFailedError'
     """
-    reason = str(exc) or type(exc).__name__
+    reason = scrub(str(exc) or type(exc).__name__, url.url)
     if isinstance(exc, AuthenticationError) or any(text in reason for text in _NEEDS_AUTH):
         return AuthenticationFailedError(url.display, reason)
     if isinstance(exc, ResponseError) and "DB index" in reason:

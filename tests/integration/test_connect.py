@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -162,3 +163,33 @@ async def test_a_port_that_is_not_redis_is_named() -> None:
 async def test_tls_to_a_plain_port_says_the_handshake_failed(redis_url: str) -> None:
     with pytest.raises(fm.TLSHandshakeError, match="use redis:// for a plain port"):
         await fm.connect(redis_url.replace("redis://", "rediss://", 1))
+
+
+@pytest.mark.parametrize("secret", ["QX/Z9/K", "QX@Z9@K", "QX:Z9:K", "QX%Z9%K", "QX Z9 K"])
+async def test_hostile_passwords_connect_and_never_show(
+    redis_url: str, key_prefix: str, secret: str
+) -> None:
+    admin = await fm.connect(redis_url, key_prefix=key_prefix, migrate=False, check_schema=False)
+    user = f"u{key_prefix.replace(':', '')}"
+    host = redis_url.split("://", 1)[1].rsplit("/", 1)[0]
+    try:
+        await admin.client.acl_setuser(
+            user, enabled=True, passwords=[f"+{secret}"], keys=["*"], commands=["+@all"]
+        )
+        encoded = f"redis://{user}:{quote(secret, safe='')}@{host}/0"
+        async with fm.connect(encoded, key_prefix=key_prefix) as db:
+            assert await db.client.ping()
+            assert "Z9" not in repr(db)
+        wrong = f"redis://{user}:{quote(secret[::-1], safe='')}@{host}/0"
+        dead = f"redis://{user}:{quote(secret, safe='')}@127.0.0.1:1/0"
+        for url in (wrong, f"redis://{user}:{secret[::-1]}@{host}/0", dead):
+            with pytest.raises(fm.FlueModelsError) as caught:
+                await fm.connect(url, key_prefix=key_prefix)
+            assert "Z9" not in str(caught.value), str(caught.value)
+            assert "9Z" not in str(caught.value), str(caught.value)
+    finally:
+        await admin.client.acl_deluser(user)
+        keys = [k async for k in admin.client.scan_iter(match=admin.keys.pattern())]
+        if keys:
+            await admin.client.delete(*keys)
+        await admin.close()

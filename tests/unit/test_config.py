@@ -58,3 +58,37 @@ def test_repr_of_a_parsed_url_hides_the_password() -> None:
     parsed = parse_url("redis://:topsecret@localhost:6379/0")
     assert "topsecret" not in repr(parsed)
     assert "topsecret" not in parsed.display
+
+
+#: Passwords that break naive URL handling: each must never be shown.
+HOSTILE_PASSWORDS = ["QX/Z9/K", "QX@Z9@K", "QX:Z9:K", "QX%2FZ9%40K", "QX Z9 K", "QX?Z9#K"]
+
+
+@pytest.mark.parametrize("secret", HOSTILE_PASSWORDS)
+@pytest.mark.parametrize(
+    "template",
+    [
+        "redis://app:{}@db.example:6379/0",
+        "redis://:{}@db.example:6379/0",
+        "rediss://app:{}@db.example:notaport/0",
+        "redis://app:{}@db.example:6379/zero",
+        "http://app:{}@db.example",
+        "app:{}@db.example:6379",
+    ],
+)
+def test_hostile_passwords_never_show(secret: str, template: str) -> None:
+    url = template.format(secret)
+    assert "Z9" not in redact_url(url)
+    shown: list[str] = []
+    try:
+        parsed = parse_url(url)
+        shown += [parsed.display, repr(parsed)]
+    except InvalidURLError as exc:
+        shown.append(str(exc))
+    assert not [text for text in shown if "Z9" in text], shown
+
+
+def test_an_unencoded_slash_in_a_password_says_to_percent_encode_it() -> None:
+    with pytest.raises(InvalidURLError, match="percent-encode") as caught:
+        parse_url("redis://app:se/cret@db.example:6379/0")
+    assert "se/cret" not in str(caught.value)
