@@ -74,7 +74,12 @@ from flue_models.schema import (
     schema_status,
 )
 from flue_models.startup import connect
-from flue_models.state.events import EventStream, event_json, format_offset
+from flue_models.state.events import (
+    TAIL_OUTAGE_SECONDS,
+    EventStream,
+    event_json,
+    format_offset,
+)
 from flue_models.state.retention import DEFAULT_PRUNE_LIMIT, PruneReport, Retention, prune
 from flue_models.state.run import WorkflowRun
 from flue_models.state.session import Session
@@ -419,7 +424,7 @@ async def _events_read(args: argparse.Namespace) -> int:
 async def _events_tail(args: argparse.Namespace) -> int:
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         stream = await _existing_stream(args, db)
-        async for event in stream.tail(after=_offset(args.after)):
+        async for event in stream.tail(after=_offset(args.after), outage=args.outage):
             print(event_json(event), flush=True)
     return OK
 
@@ -657,6 +662,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.set_defaults(handler=handler)
     events_read.add_argument("--limit", type=int, default=100)
+    events_tail.add_argument(
+        "--outage",
+        type=float,
+        default=TAIL_OUTAGE_SECONDS,
+        metavar="SECONDS",
+        help="how long to keep reconnecting to a server that went away (default 60)",
+    )
 
     server = commands.add_parser("server", help="manage the embedded server (status, stop)")
     server_commands = server.add_subparsers(dest="server_command", metavar="ACTION", required=True)

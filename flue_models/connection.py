@@ -8,6 +8,7 @@ Cluster routing) can later be added in one place.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import ssl
 import uuid
@@ -18,11 +19,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, InvalidResponse, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from flue_models.client import (
+    POLICY,
+    ClientSettings,
+    FlueRedis,
+    RetryPolicy,
+    make_client,
+    with_retries,
+)
 from flue_models.config import (
     RedisURL,
     data_dir_from_environment,
@@ -36,7 +43,9 @@ from flue_models.errors import (
     BatchCommandError,
     ConfigurationError,
     ConnectionFailedError,
+    ConnectionLostError,
     DatabaseRefusedError,
+    FlueModelsError,
     NotConnectedError,
     NotRedisError,
     TLSHandshakeError,
@@ -120,7 +129,7 @@ class Database:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: FlueRedis,
         url: RedisURL,
         keys: KeySpace,
         *,
@@ -183,13 +192,15 @@ class Database:
         return reply_time(await self.client.time())
 
     async def run_batch(
-        self, commands: Sequence[Sequence[Any]], *, atomic: bool = False
+        self, commands: Sequence[Sequence[Any]], *, atomic: bool = False, unsafe: bool = False
     ) -> list[Any]:
         """Send ``commands`` in one round trip and return their replies in order.
 
         Args:
             commands: each a command and its arguments, e.g. ``("HSET", key, "f", "v")``.
             atomic: wrap the batch in MULTI/EXEC so no other client runs in between.
+            unsafe: the batch is not safe to repeat after a lost reply; it is retried
+                only when it never reached the server (see :mod:`flue_models.client`).
 
         Raises:
             BatchCommandError: a command failed; it names the first failing command's
@@ -201,10 +212,16 @@ class Database:
             assert replies == [True, 2]
             ```
         """
-        async with self.client.pipeline(transaction=atomic) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            results: list[Any] = await pipe.execute(raise_on_error=False)
+
+        async def send() -> list[Any]:
+            async with self.client.pipeline(transaction=atomic) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(await pipe.execute(raise_on_error=False))
+
+        name = "MULTI" if atomic else "pipeline"
+        policy = self.client.flue_policy
+        results: list[Any] = await with_retries(send, policy, self.url.display, name, unsafe=unsafe)
         for position, result in enumerate(results):
             if isinstance(result, Exception):
                 name = str(commands[position][0]).upper()
@@ -236,9 +253,10 @@ class Database:
     async def _release_embedded(self, server: EmbeddedServer) -> None:
         """Stop the embedded server when no other flue-models client is connected to it."""
         async with server.locked():
-            try:
-                clients = await self.client.client_list()
-            except (RedisConnectionError, RedisTimeoutError):
+            try:  # no retries: a server that is gone needs no stopping
+                no_retry = {POLICY: RetryPolicy(retries=0)}
+                clients = await self.client.execute_command("CLIENT LIST", **no_retry)
+            except ConnectionLostError:
                 return  # already gone: nothing to stop
             others = [
                 c
@@ -283,6 +301,7 @@ async def open_database(
     key_prefix: str,
     protocol: int | None = None,
     data_dir: Path | str | None = None,
+    settings: ClientSettings | None = None,
 ) -> Database:
     """Open a client on ``url``, else ``$REDIS_URL``, else the embedded server, and PING it.
 
@@ -301,16 +320,19 @@ async def open_database(
         ```
     """
     keys = KeySpace(key_prefix)
+    chosen = settings or ClientSettings()
+    if protocol is not None:
+        chosen = dataclasses.replace(chosen, protocol=protocol)
     client_name = f"{CLIENT_NAME_PREFIX}:{uuid.uuid4().hex}"
     given = url or url_from_environment()
     if given is not None:
-        db = _make_database(parse_url(given), keys, protocol, client_name, None)
+        db = _make_database(parse_url(given), keys, client_name, None, chosen)
         await _ping(db)
         return db
     embedded = EmbeddedServer(data_dir if data_dir is not None else data_dir_from_environment())
     async with embedded.locked():
         record, _started = await asyncio.to_thread(embedded.ensure_running)
-        db = _make_database(parse_url(record.url), keys, protocol, client_name, embedded)
+        db = _make_database(parse_url(record.url), keys, client_name, embedded, chosen)
         await _ping(db)  # connected before the lock is released: a closer sees us
     return db
 
@@ -318,24 +340,24 @@ async def open_database(
 def _make_database(
     url: RedisURL,
     keys: KeySpace,
-    protocol: int | None,
     client_name: str,
     embedded: EmbeddedServer | None,
+    settings: ClientSettings,
 ) -> Database:
     options: dict[str, Any] = {"client_name": client_name, "decode_responses": False}
-    if protocol is not None:
-        options["protocol"] = protocol
-    client = aioredis.Redis.from_url(url.url, **options)
+    client = make_client(url.url, display=url.display, settings=settings, **options)
     return Database(client, url, keys, client_name=client_name, embedded=embedded)
 
 
 async def _ping(db: Database) -> None:
+    """PING once, without retries: a server that is not there fails start-up at once."""
     try:
-        await db.client.ping()
-    except (RedisError, OSError) as exc:
+        await db.client.execute_command("PING", **{POLICY: RetryPolicy(retries=0)})
+    except (FlueModelsError, RedisError, OSError) as exc:
         await db.client.aclose()
         db._closed = True
-        raise connection_error(db.url, exc) from exc
+        cause = exc.__cause__ if isinstance(exc, FlueModelsError) and exc.__cause__ else exc
+        raise connection_error(db.url, cause) from cause
 
 
 #: Server replies that mean "authenticate first".

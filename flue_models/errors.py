@@ -261,6 +261,79 @@ class TLSHandshakeError(ConnectionFailedError):
         )
 
 
+class ConnectionLostError(FlueModelsError):
+    """The server went away during a call and the retries did not bring it back.
+
+    ``unsafe`` is True when the command was not safe to repeat and may have run before
+    the connection dropped: read the state to tell.
+
+    Example:
+        ```python
+        try:
+            await stream.append({"n": 1})
+        except ConnectionLostError as exc:
+            if exc.unsafe:
+                ...   # read the stream: the event may be there
+        ```
+    """
+
+    def __init__(
+        self, display_url: str, command: str, reason: str, *, unsafe: bool = False
+    ) -> None:
+        self.url, self.command, self.unsafe = display_url, command, unsafe
+        if unsafe:
+            outcome = (
+                f"{command} is not safe to repeat, so it was not retried; it may or may not "
+                "have run: read the state to tell"
+            )
+        else:
+            outcome = "the retries did not reach it; check that the server is up"
+        super().__init__(
+            f"Lost the connection to the Redis server at {display_url} "
+            f"({reason.rstrip('.')}): {outcome}."
+        )
+
+
+class ServerTimeoutError(ConnectionLostError):
+    """The server did not answer in time (``connect(timeout=...)``), after the retries.
+
+    Example:
+        >>> issubclass(ServerTimeoutError, ConnectionLostError)
+        True
+    """
+
+
+class PoolExhaustedError(FlueModelsError):
+    """Every connection of the pool stayed busy for ``pool_timeout`` seconds.
+
+    Example:
+        ```python
+        await fm.connect(pool_size=200, pool_timeout=30)   # more, or a longer wait
+        ```
+    """
+
+    def __init__(self, display_url: str, reason: str) -> None:
+        self.url = display_url
+        super().__init__(
+            f"No free connection to {display_url} ({reason.rstrip('.')}): every connection "
+            "of the pool stayed busy for pool_timeout seconds. Raise connect(pool_size=...) "
+            "or pool_timeout, or run fewer calls at once."
+        )
+
+
+class CommandError(FlueModelsError):
+    """The server refused a command (a wrong key type, a denied command, ...).
+
+    Example:
+        >>> CommandError("GET", "WRONGTYPE Operation against a key").reply
+        'WRONGTYPE Operation against a key'
+    """
+
+    def __init__(self, command: str, reply: str) -> None:
+        self.command, self.reply = command, reply
+        super().__init__(f"The server refused {command}: {reply}")
+
+
 class ScriptError(FlueModelsError):
     """A Lua script of the library was refused or failed; its name and the reply are kept.
 

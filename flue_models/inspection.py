@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from flue_models.errors import (
     ClusterEnabledError,
+    CommandError,
     EvictionPolicyError,
     PersistenceWarning,
     ServerUnverifiableError,
@@ -28,6 +29,10 @@ from flue_models.replies import reply_pairs, reply_text
 #: The oldest version flue-models accepts, per server family (Redis 7.0 brought script
 #: flags; Valkey began at 7.2).
 MINIMUM_VERSIONS: dict[str, tuple[int, ...]] = {"redis": (7, 0), "valkey": (7, 2)}
+
+#: What a server's refusal of a command raises: redis-py's error on a plain client, the
+#: library's on a :class:`~flue_models.client.FlueRedis`.
+REFUSED = (ResponseError, CommandError)
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ def parse_info(reply: Any) -> dict[str, str]:
 async def _config_get(client: Redis, name: str) -> str | None:
     try:
         reply = await _call(client, "CONFIG", "GET", name)
-    except ResponseError:
+    except REFUSED:
         return None
     return reply_pairs(reply).get(name)
 
@@ -122,7 +127,7 @@ async def _config_get(client: Redis, name: str) -> str | None:
 async def _info(client: Redis, section: str) -> dict[str, str]:
     try:
         reply = await _call(client, "INFO", section)
-    except ResponseError:
+    except REFUSED:
         return {}
     return parse_info(reply)
 
@@ -135,7 +140,7 @@ async def _version(client: Redis) -> tuple[str | None, str]:
         return server["redis_version"], "redis"
     try:
         hello = reply_pairs(await _call(client, "HELLO"))
-    except ResponseError:
+    except REFUSED:
         return None, "redis"
     return hello.get("version"), hello.get("server", "redis")
 

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from flue_models import inspection, schema
+from flue_models.client import ClientSettings, RetryPolicy
 from flue_models.connection import Database, open_database
 from flue_models.schema import MigrationSet
 
@@ -60,6 +61,10 @@ def connect(
     migrate: bool = True,
     migrations: Sequence[MigrationSet] = (),
     check_schema: bool = True,
+    pool_size: int = 50,
+    pool_timeout: float = 10.0,
+    timeout: float | None = 30.0,
+    retry: RetryPolicy | None = None,
 ) -> Connecting:
     """Connect to Redis and check that the server can keep agent state safely.
 
@@ -81,9 +86,19 @@ def connect(
         check_schema: with ``migrate=False``, refuse a missing, foreign, unparsable or
             newer schema record (:func:`flue_models.schema.check_schema`); ``False`` skips
             even that, for maintenance tools that inspect or migrate the store themselves.
+        pool_size: connections at most; more concurrent calls wait for a free one.
+        pool_timeout: seconds a call waits for a free connection before
+            ``PoolExhaustedError``.
+        timeout: seconds a reply (or a connect) may take before ``ServerTimeoutError``;
+            ``None`` waits forever.
+        retry: how calls are retried after a connection error or a timeout (default
+            :class:`~flue_models.client.RetryPolicy`: about 3 s of backoff with jitter).
+            Calls that are not safe to repeat are retried only when they never reached
+            the server.
 
     Raises:
         InvalidURLError: the URL is malformed.
+        ConfigurationError: a pool, timeout or retry setting is out of range.
         ConnectionFailedError: the server does not answer.
         ServerCheckError: the server could lose state (a subclass says why).
         EmbeddedServerError: the embedded server could not start.
@@ -103,11 +118,17 @@ def connect(
         url=url,
         key_prefix=key_prefix,
         inspect_server=inspect_server,
-        protocol=protocol,
         data_dir=data_dir,
         migrate=migrate,
         migrations=tuple(migrations),
         check_schema=check_schema,
+        settings=ClientSettings(
+            protocol=protocol,
+            retry=retry or RetryPolicy(),
+            pool_size=pool_size,
+            pool_timeout=pool_timeout,
+            timeout=timeout,
+        ),
     )
 
 
@@ -116,13 +137,13 @@ async def _start(
     url: str | None,
     key_prefix: str,
     inspect_server: bool,
-    protocol: int | None,
     data_dir: Path | str | None,
     migrate: bool,
     migrations: tuple[MigrationSet, ...],
     check_schema: bool,
+    settings: ClientSettings,
 ) -> Database:
-    db = await open_database(url, key_prefix=key_prefix, protocol=protocol, data_dir=data_dir)
+    db = await open_database(url, key_prefix=key_prefix, data_dir=data_dir, settings=settings)
     try:
         if inspect_server:
             db.report = await inspection.inspect_server(db.client)

@@ -57,12 +57,18 @@ class MigrationLock:
         """
         deadline = time.monotonic() + wait
         delay = 0.05
-        while not await db.client.set(self.key, self.owner, nx=True, px=LOCK_TTL_MS):
+        while not await self._take(db):
             if time.monotonic() > deadline:
                 raise MigrationLockError(self.key, wait)
             await asyncio.sleep(delay)  # another process migrates: wait for it
             delay = min(delay * 2, 1.0)
         self._renewer = asyncio.create_task(self._renew(db))
+
+    async def _take(self, db: Database) -> bool:
+        if await db.client.set(self.key, self.owner, nx=True, px=LOCK_TTL_MS):
+            return True
+        # A SET retried after its reply was lost finds the lock it took: ours.
+        return bool(await db.client.get(self.key) == self.owner.encode())
 
     async def _renew(self, db: Database) -> None:
         while True:

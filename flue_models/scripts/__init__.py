@@ -8,25 +8,29 @@ KEYS and ARGV. Everything a script touches is passed in KEYS (DESIGN invariant 7
   them before they run. The loader inserts ``_checks.lua`` after their first line: the
   helpers of the check phase each runs before its first write.
 
-Calls go through redis-py's ``AsyncScript``, which sends EVALSHA and, on a NOSCRIPT reply
-(after ``SCRIPT FLUSH`` or a server restart), loads the text once more and retries. Every
-error reply becomes a :class:`~flue_models.errors.ScriptError` (a refusal of the check
-phase a :class:`~flue_models.errors.CorruptDataError`), with redis-py's error chained.
+A call sends EVALSHA and, on a NOSCRIPT reply (after ``SCRIPT FLUSH`` or a server
+restart), loads the text and sends it again (NOSCRIPT means it did not run). It goes
+through the client's retries: a script that is not safe to repeat is called with
+``unsafe=True``. Every error reply becomes a :class:`~flue_models.errors.ScriptError` (a
+refusal of the check phase a :class:`~flue_models.errors.CorruptDataError`), with
+redis-py's error chained.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
-from redis.exceptions import ResponseError
 
+from flue_models.client import UNSAFE, FlueRedis
 from flue_models.errors import (
+    CommandError,
     ConfigurationError,
     CorruptValueError,
     FlueModelsError,
@@ -66,7 +70,7 @@ def read_script(path: Path) -> str:
     return f"{shebang}\n{(SCRIPTS_DIR / '_checks.lua').read_text()}{body}"
 
 
-def script_error(name: str, exc: ResponseError) -> FlueModelsError:
+def script_error(name: str, exc: ResponseError | CommandError) -> FlueModelsError:
     """Turn a script's error reply into the library's error for it.
 
     Example:
@@ -84,6 +88,21 @@ def script_error(name: str, exc: ResponseError) -> FlueModelsError:
     return ScriptError(name, message)
 
 
+@dataclass(frozen=True)
+class Script:
+    """A registered script: its text and the SHA1 EVALSHA names it by.
+
+    Example:
+        ```python
+        db.scripts.get("save").sha   # '3f7a...'
+        ```
+    """
+
+    name: str
+    text: str
+    sha: str
+
+
 class Scripts:
     """The scripts of one client, by name (the file name without ``.lua``).
 
@@ -93,10 +112,10 @@ class Scripts:
         ```
     """
 
-    def __init__(self, client: Redis, directories: Sequence[Path] = (SCRIPTS_DIR,)) -> None:
+    def __init__(self, client: FlueRedis, directories: Sequence[Path] = (SCRIPTS_DIR,)) -> None:
         self._client = client
         self._directories = list(directories)
-        self._loaded: dict[str, AsyncScript] = {}
+        self._loaded: dict[str, Script] = {}
 
     def add_directory(self, directory: Path) -> None:
         """Make the ``.lua`` files of another folder callable by name.
@@ -108,7 +127,7 @@ class Scripts:
         """
         self._directories.append(directory)
 
-    def get(self, name: str) -> AsyncScript:
+    def get(self, name: str) -> Script:
         """Return the registered script ``name``, registering it on first use.
 
         Raises:
@@ -124,7 +143,8 @@ class Scripts:
             for directory in self._directories:
                 path = directory / f"{name}.lua"
                 if path.is_file():
-                    script = self._client.register_script(read_script(path))
+                    text = read_script(path)
+                    script = Script(name, text, hashlib.sha1(text.encode()).hexdigest())
                     break
             else:
                 raise ConfigurationError(
@@ -133,15 +153,32 @@ class Scripts:
             self._loaded[name] = script
         return script
 
-    async def call(self, name: str, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        """Run script ``name`` with EVALSHA (reloading it on NOSCRIPT) and return its reply.
+    async def call(
+        self,
+        name: str,
+        keys: Sequence[Any] = (),
+        args: Sequence[Any] = (),
+        *,
+        unsafe: bool = False,
+    ) -> Any:
+        """Run script ``name`` with EVALSHA (loading it on NOSCRIPT) and return its reply.
+
+        ``unsafe``: the script is not safe to repeat after a lost reply (see
+        :class:`~flue_models.client.FlueRedis`).
 
         Example:
             ```python
             reply = await db.scripts.call("save", keys=["flue:ticket:dC0x"], args=["1"])
             ```
         """
+        script = self.get(name)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            return await self.get(name)(keys=list(keys), args=list(args))
-        except ResponseError as exc:
-            raise script_error(name, exc) from exc
+            try:
+                return await self._client.execute_command(*command, **{UNSAFE: unsafe})
+            except NoScriptError:  # flushed or restarted: it did not run
+                await self._client.execute_command("SCRIPT LOAD", script.text)
+                return await self._client.execute_command(*command, **{UNSAFE: unsafe})
+        except CommandError as exc:
+            cause = exc.__cause__
+            raise script_error(name, cause if isinstance(cause, ResponseError) else exc) from exc

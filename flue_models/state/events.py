@@ -18,8 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
@@ -28,7 +30,7 @@ from aiostream import stream as aiostream_stream
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import FlueModelsError
+from flue_models.errors import ConnectionLostError, FlueModelsError
 from flue_models.keys import StreamKeys
 from flue_models.model.codec import canonical_json
 from flue_models.model.errors import DecodeError
@@ -44,9 +46,13 @@ NOW = "now"
 MAX_READ = 1000
 #: Events :meth:`EventStream.read` returns when no (or a non-positive) limit is given.
 DEFAULT_READ = 100
-#: How long one blocking wait of a tail lasts before it checks again (below the
-#: client's default 5 s socket timeout).
+#: How long one blocking wait of a tail lasts before it checks again (at most half of
+#: the client's ``timeout``).
 TAIL_BLOCK_MS = 2000
+#: Seconds a tail waits between two reads that found the server gone.
+TAIL_RECONNECT_PAUSE = 0.2
+#: Seconds a live tail keeps reconnecting to a server that went away before it gives up.
+TAIL_OUTAGE_SECONDS = 60.0
 
 
 class StreamError(FlueModelsError):
@@ -401,7 +407,10 @@ class EventStream(Generic[T]):
         batch = {"db.operation.batch.size": len(payloads)} if len(payloads) > 1 else {}
         with db.span("stream.append", "stream", **batch):
             reply = await db.scripts.call(
-                "stream_append", keys=list(self._keys(db)), args=[key, digest, *payloads]
+                "stream_append",
+                keys=list(self._keys(db)),
+                args=[key, digest, *payloads],
+                unsafe=not key,  # only append_once is safe to repeat after a lost reply
             )
         status = reply_text(reply[0])
         if status == "missing":
@@ -571,11 +580,17 @@ class EventStream(Generic[T]):
             last = seq
         return ReadResult(found, format_offset(last), last >= head, closed)
 
-    async def tail(self, after: str = START) -> AsyncIterator[Event[T]]:
+    async def tail(
+        self, after: str = START, *, outage: float = TAIL_OUTAGE_SECONDS
+    ) -> AsyncIterator[Event[T]]:
         """Yield the events after ``after``, then new ones as any process appends them.
 
         Waits with a blocking read (XREAD BLOCK), not a polling loop, and ends when the
-        stream is closed. Cancelling the iterating task leaves the database usable.
+        stream is closed. Cancelling the iterating task leaves the database usable. When
+        the server goes away (a restart, a failover), the tail reconnects and resumes
+        from the last offset it yielded, with no event lost or repeated; it gives up with
+        :class:`~flue_models.errors.ConnectionLostError` after ``outage`` seconds without
+        the server.
 
         Example:
             ```python
@@ -585,9 +600,20 @@ class EventStream(Generic[T]):
         """
         db = self._database()
         _meta, events_key, _once = self._keys(db)
+        timeout = db.client.connection_pool.connection_kwargs.get("socket_timeout")
+        block = TAIL_BLOCK_MS if not timeout else min(TAIL_BLOCK_MS, int(timeout * 500))
         position = after
+        lost_since: float | None = None
         while True:
-            result = await self.read(after=position, limit=MAX_READ)
+            try:
+                result = await self.read(after=position, limit=MAX_READ)
+                lost_since = None
+            except ConnectionLostError:  # the client's retries waited with backoff
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > outage:
+                    raise
+                await asyncio.sleep(TAIL_RECONNECT_PAUSE)  # even with no retries set
+                continue
             for event in result.events:
                 yield event
             position = result.next_offset
@@ -595,8 +621,11 @@ class EventStream(Generic[T]):
                 continue
             if result.closed:
                 return
-            last_id = f"0-{parse_offset(position)}"
-            await db.client.xread({events_key: last_id}, count=1, block=TAIL_BLOCK_MS)
+            try:
+                last_id = f"0-{parse_offset(position)}"
+                await db.client.xread({events_key: last_id}, count=1, block=block)
+            except ConnectionLostError:
+                lost_since = lost_since or time.monotonic()  # the next read decides
 
 
 async def tail_many(

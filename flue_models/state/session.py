@@ -340,6 +340,7 @@ class Session(Model):
                 self._entry_ids_key(database.keys, self.id),
             ],
             args=args,
+            unsafe=not once,  # without `once` a repeat would append the entries again
         )
         status = reply_text(reply[0])
         if status == "missing":

@@ -95,8 +95,9 @@ async def acl_user(redis_url: str) -> AsyncIterator[MakeUser]:
 async def test_info_fallback_when_config_is_denied(acl_user: MakeUser, protocol: int) -> None:
     url = await acl_user("-config")
     async with fm.connect(url, protocol=protocol) as db:
-        with pytest.raises(NoPermissionError):
+        with pytest.raises(fm.CommandError) as denied:
             await db.client.config_get("maxmemory-policy")
+        assert isinstance(denied.value.__cause__, NoPermissionError)
         assert db.report is not None
         assert db.report.maxmemory_policy == "noeviction"
         assert db.report.cluster_enabled is False

@@ -271,7 +271,7 @@ async def test_the_server_stopping_under_a_tail_is_one_line(
         await stream.append({"n": 1})
         async with child_process(
             sys.executable, "-m", "flue_models.cli", "events", "tail", "runs/live",
-            "--prefix", "tail", stdout=asyncio.subprocess.PIPE,
+            "--prefix", "tail", "--outage", "1", stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env,
         ) as child:  # fmt: skip
             assert child.stdout is not None

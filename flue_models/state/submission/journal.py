@@ -83,6 +83,7 @@ class Journaling(SubmissionRow):
                 database.keys.version_counter(collection),
             ],
             args=[op, attempt.attempt_id, *args],
+            unsafe=op == "begin",  # a repeated begin would raise the revision twice
         )
         return int(reply)
 

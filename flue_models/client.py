@@ -1,0 +1,299 @@
+"""The Redis client every flue-models call goes through: retries, a waiting pool, one error
+hierarchy.
+
+:class:`FlueRedis` is a ``redis.asyncio.Redis`` whose ``execute_command`` (the path of
+every single command, script call and blocking read) retries connection errors and
+timeouts with exponential backoff and full jitter (:class:`RetryPolicy`) and turns every
+redis-py error into a :class:`~flue_models.errors.FlueModelsError`: a lost connection
+into :class:`~flue_models.errors.ConnectionLostError`, a timeout into
+:class:`~flue_models.errors.ServerTimeoutError`, an empty pool into
+:class:`~flue_models.errors.PoolExhaustedError`, a refused command into
+:class:`~flue_models.errors.CommandError`, each with the redis-py error as its cause.
+
+A command that is not safe to repeat (an append without an idempotency key, say) is sent
+with ``flue_unsafe=True``: it is retried only when it provably never reached the server
+(the connection could not be made, or the server answered ``LOADING``); otherwise the
+error says it may or may not have run.
+
+redis-py's own retry is turned off (it would repeat every command, unsafe ones included),
+and its pool is a ``BlockingConnectionPool``: a caller waits for a free connection up to
+the pool timeout instead of failing at a fixed count.
+
+Example:
+    ```python
+    client = make_client("redis://127.0.0.1:6379/0", display="...", settings=ClientSettings())
+    await client.execute_command("XADD", key, "*", "d", "x", flue_unsafe=True)
+    ```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    InvalidResponse,
+    NoScriptError,
+    RedisError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from flue_models.errors import (
+    CommandError,
+    ConfigurationError,
+    ConnectionLostError,
+    FlueModelsError,
+    PoolExhaustedError,
+    ServerTimeoutError,
+)
+
+#: The option that marks a command as not safe to repeat after a lost reply.
+UNSAFE = "flue_unsafe"
+#: Seconds a pooled connection may idle before it is pinged ahead of its next command.
+HEALTH_CHECK_SECONDS = 15
+#: The option that gives one command another :class:`RetryPolicy` (e.g. none at start-up).
+POLICY = "flue_policy"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How commands are retried after a connection error or a timeout.
+
+    Attributes:
+        retries: retries after the first try (0: none).
+        base: the first backoff, in seconds; each retry doubles it.
+        cap: the longest backoff, in seconds.
+
+    The wait before retry ``n`` is uniform in ``[0, min(cap, base * 2**n)]`` ("full
+    jitter"), so clients that lost the same server do not come back in step. The default
+    rides out about 3 seconds of unavailability (a restart).
+
+    Example:
+        ```python
+        await fm.connect(retry=RetryPolicy(retries=10, cap=5.0))
+        ```
+    """
+
+    retries: int = 6
+    base: float = 0.05
+    cap: float = 2.0
+
+    def __post_init__(self) -> None:
+        if type(self.retries) is not int or self.retries < 0:
+            raise ConfigurationError(
+                f"RetryPolicy.retries must be 0 or more, not {self.retries!r}."
+            )
+        if not (self.base > 0 and self.cap >= self.base):
+            raise ConfigurationError("RetryPolicy needs 0 < base <= cap (seconds).")
+
+    def delay(self, attempt: int) -> float:
+        """Return the wait before retry number ``attempt`` (counted from 0).
+
+        Example:
+            >>> 0 <= RetryPolicy(base=0.1, cap=1.0).delay(5) <= 1.0
+            True
+        """
+        return random.uniform(0, min(self.cap, self.base * 2 ** min(attempt, 32)))
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How the client of one database talks to its server (``connect()``'s options).
+
+    Attributes:
+        protocol: 2 or 3 for RESP2 or RESP3; ``None`` keeps redis-py's default.
+        retry: retries after connection errors and timeouts.
+        pool_size: connections at most; more concurrent calls wait for one.
+        pool_timeout: seconds a call waits for a free connection before
+            ``PoolExhaustedError``.
+        timeout: seconds a reply (or a connect) may take before ``ServerTimeoutError``;
+            ``None`` waits forever.
+
+    Example:
+        ```python
+        ClientSettings(pool_size=200, timeout=5.0)
+        ```
+    """
+
+    protocol: int | None = None
+    retry: RetryPolicy = RetryPolicy()
+    pool_size: int = 50
+    pool_timeout: float = 10.0
+    timeout: float | None = 30.0
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether a connection error proves the command never reached the server.
+
+    True when the connection could not be made, or when the server answered ``LOADING``
+    (it refuses every command while it loads its data).
+
+    Example:
+        >>> never_sent(RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Refused."))
+        True
+        >>> never_sent(RedisConnectionError("Connection closed by server."))
+        False
+    """
+    text = str(exc)
+    return isinstance(exc, BusyLoadingError) or "connecting to" in text
+
+
+def translate(
+    exc: RedisError, display: str, command: str, *, unsafe: bool = False
+) -> FlueModelsError:
+    """Turn a redis-py error into the library's error for it (the caller chains it).
+
+    Example:
+        >>> type(translate(RedisTimeoutError("Timeout reading"), "redis://h", "GET")).__name__
+        'ServerTimeoutError'
+    """
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, RedisTimeoutError):
+        return ServerTimeoutError(display, command, reason, unsafe=unsafe)
+    if isinstance(exc, RedisConnectionError) and "No connection available" in reason:
+        return PoolExhaustedError(display, reason)
+    if isinstance(exc, InvalidResponse) or (
+        isinstance(exc, RedisConnectionError)
+        and not isinstance(exc, AuthenticationError | AuthorizationError)
+    ):  # gone, or not speaking Redis (a protocol error): the connection is lost either way
+        return ConnectionLostError(display, command, reason, unsafe=unsafe)
+    return CommandError(command, reason)
+
+
+def _retriable(exc: RedisError) -> bool:
+    if isinstance(exc, AuthenticationError | AuthorizationError):
+        return False
+    if isinstance(exc, RedisConnectionError):
+        return "No connection available" not in str(exc)  # a full pool is not retried
+    return isinstance(exc, RedisTimeoutError)
+
+
+async def with_retries(
+    call: Any, policy: RetryPolicy, display: str, command: str, *, unsafe: bool = False
+) -> Any:
+    """Await ``call()`` until it succeeds, retrying what ``policy`` and ``unsafe`` allow.
+
+    Raises:
+        ConnectionLostError, ServerTimeoutError, PoolExhaustedError, CommandError: with
+            the redis-py error as the cause.
+
+    Example:
+        ```python
+        replies = await with_retries(pipe.execute, policy, display, "MULTI")
+        ```
+    """
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except NoScriptError:
+            raise  # the script caller reloads it
+        except RedisError as exc:
+            may_have_run = unsafe and not never_sent(exc)
+            if not _retriable(exc) or may_have_run or attempt >= policy.retries:
+                raise translate(exc, display, command, unsafe=may_have_run) from exc
+            await asyncio.sleep(policy.delay(attempt))
+            attempt += 1
+
+
+class FlueRedis(Redis):
+    """``redis.asyncio.Redis`` with the library's retries and errors on every command.
+
+    Example:
+        ```python
+        await db.client.execute_command("GET", key)       # retried if the connection drops
+        ```
+    """
+
+    flue_policy: RetryPolicy = RetryPolicy()
+    flue_display: str = ""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Run one command with retries; raise the library's errors.
+
+        ``flue_unsafe=True`` marks a command that is not safe to repeat after a lost
+        reply: it is retried only when it never reached the server. ``flue_policy``
+        gives this command another :class:`RetryPolicy`.
+
+        Example:
+            ```python
+            await db.client.execute_command("EVALSHA", sha, 1, key, flue_unsafe=True)
+            ```
+        """
+        unsafe = bool(options.pop(UNSAFE, False))
+        policy = options.pop(POLICY, None) or self.flue_policy
+
+        async def once() -> Any:
+            return await Redis.execute_command(self, *args, **options)  # type: ignore[no-untyped-call]
+
+        command = str(args[0]) if args else "?"
+        return await with_retries(once, policy, self.flue_display, command, unsafe=unsafe)
+
+
+def make_client(url: str, *, display: str, settings: ClientSettings, **options: Any) -> FlueRedis:
+    """Build the client of one database: a waiting pool, no redis-py retries, ours instead.
+
+    Idle connections are pinged before use after ``HEALTH_CHECK_SECONDS``, so a dead one
+    (a server restart) is replaced before a command is sent on it.
+
+    Args:
+        url: the server's URL (with its password).
+        display: the URL as shown in messages (password masked).
+        settings: retries, pool and timeouts.
+        options: more ``redis.asyncio.Redis`` options (``client_name``...).
+
+    Raises:
+        ConfigurationError: a setting is out of range.
+
+    Example:
+        ```python
+        client = make_client(url, display=redact_url(url), settings=ClientSettings())
+        ```
+    """
+    size, wait, timeout = settings.pool_size, settings.pool_timeout, settings.timeout
+    if type(size) is not int or size <= 0:
+        raise ConfigurationError(f"pool_size must be a positive int, not {size!r}.")
+    if not isinstance(wait, int | float) or wait <= 0:
+        raise ConfigurationError(f"pool_timeout must be positive seconds, not {wait!r}.")
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise ConfigurationError(f"timeout must be positive seconds or None, not {timeout!r}.")
+    if settings.protocol is not None:
+        options["protocol"] = settings.protocol
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=size,
+        timeout=wait,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=HEALTH_CHECK_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+        **options,
+    )
+    client = FlueRedis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # the client owns its pool (as from_pool)
+    client.flue_policy = settings.retry
+    client.flue_display = display
+    return client
+
+
+__all__ = [
+    "HEALTH_CHECK_SECONDS",
+    "POLICY",
+    "UNSAFE",
+    "ClientSettings",
+    "FlueRedis",
+    "RetryPolicy",
+    "make_client",
+    "never_sent",
+    "translate",
+    "with_retries",
+]

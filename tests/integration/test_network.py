@@ -1,0 +1,180 @@
+"""The network: lost replies, server restarts, a busy pool, one error hierarchy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+import flue_models as fm
+from flue_models import EventStream, RetryPolicy, Submission
+from tests.conftest import RedisServers
+from tests.integration.models import Ticket
+from tests.proxy import ReplyDropper
+from tests.waiting import within
+
+#: Fast retries, so tests that exhaust them stay quick.
+QUICK = RetryPolicy(retries=2, base=0.01, cap=0.02)
+
+
+@pytest.fixture
+async def dropper(redis_url: str) -> AsyncIterator[ReplyDropper]:
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    async with ReplyDropper(port).running() as proxy:
+        yield proxy
+
+
+@pytest.fixture
+async def via_proxy(
+    dropper: ReplyDropper, key_prefix: str, protocol: int
+) -> AsyncIterator[fm.Database]:
+    """A database reached through the reply-dropping proxy."""
+    url = f"redis://127.0.0.1:{dropper.port}/0"
+    async with fm.connect(url, key_prefix=key_prefix, protocol=protocol) as db:
+        yield db
+
+
+async def test_a_read_whose_reply_is_lost_is_retried(
+    via_proxy: fm.Database, dropper: ReplyDropper
+) -> None:
+    await Ticket(id="t-1", status="open", priority=1).save()
+    dropper.drop_next_reply()
+    found = await Ticket.get("t-1")
+    assert found is not None
+    assert dropper.dropped == 1
+
+
+async def test_an_append_whose_reply_is_lost_is_not_repeated(
+    via_proxy: fm.Database, dropper: ReplyDropper
+) -> None:
+    stream = EventStream("s")
+    await stream.create()
+    await stream.append({"n": 0})  # the script is loaded: the next call runs it at once
+    dropper.drop_next_reply()
+    with pytest.raises(fm.ConnectionLostError, match="may or may not have run") as lost:
+        await stream.append({"n": 1})
+    assert lost.value.unsafe is True
+    events = (await stream.read()).events
+    assert [e.data for e in events] == [{"n": 0}, {"n": 1}]  # it ran once, not again
+
+
+async def test_an_idempotent_append_whose_reply_is_lost_is_retried_once(
+    via_proxy: fm.Database, dropper: ReplyDropper
+) -> None:
+    stream = EventStream("s")
+    await stream.create()
+    dropper.drop_next_reply()
+    offset = await stream.append_once("k-1", {"n": 1})
+    events = (await stream.read()).events
+    assert [(e.offset, e.data) for e in events] == [(offset, {"n": 1})]
+    assert dropper.dropped == 1
+
+
+async def test_a_claim_whose_reply_is_lost_still_returns_the_attempt(
+    via_proxy: fm.Database, dropper: ReplyDropper
+) -> None:
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    dropper.drop_next_reply(2)  # the read goes through; then the write's reply is lost
+    attempt = await Submission.claim("p-1", "w")
+    assert attempt is not None
+    row = await Submission.get("p-1")
+    assert row is not None
+    assert (row.status, row.attempt_id, row.attempt_count) == ("running", attempt.attempt_id, 1)
+
+
+async def test_a_session_append_without_once_is_not_repeated(
+    via_proxy: fm.Database, dropper: ReplyDropper
+) -> None:
+    session = await fm.Session.open("s-1")
+    await session.append(fm.MessageEntry(id="m0", role="user", content="hi"))  # loads it
+    dropper.drop_next_reply()
+    with pytest.raises(fm.ConnectionLostError):
+        await session.append(fm.MessageEntry(id="m1", role="user", content="hi"))
+    loaded = await fm.Session.load("s-1")
+    assert loaded is not None
+    assert [e.id for e in loaded.entries] == ["m0", "m1"]
+    dropper.drop_next_reply()
+    await loaded.append(fm.MessageEntry(id="m2", role="user", content="hi"), once=True)
+    again = await fm.Session.load("s-1")
+    assert again is not None
+    assert [e.id for e in again.entries] == ["m0", "m1", "m2"]
+
+
+async def test_a_restarted_server_is_reconnected_to(redis_servers: RedisServers) -> None:
+    server = redis_servers.start()
+    async with fm.connect(server.url, key_prefix="restart") as db:
+        await Ticket(id="t-1", status="open", priority=1).save()
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.start)  # same port, same AOF
+        found = await Ticket.get("t-1")  # the first call after the restart
+        assert found is not None
+        await Ticket(id="t-2", status="open", priority=2).save()
+        assert await Ticket.find().count() == 2
+        assert db.client.connection_pool is not None
+
+
+async def test_a_live_tail_resumes_after_a_restart(redis_servers: RedisServers) -> None:
+    server = redis_servers.start()
+    async with fm.connect(server.url, key_prefix="tail") as db:
+        stream = EventStream("runs/r-1", db=db)
+        await stream.create()
+        await stream.append({"n": 1})
+        seen: list[int] = []
+        first = asyncio.Event()
+
+        async def follow() -> None:
+            async for event in stream.tail(after="-1"):
+                seen.append(event.data["n"])
+                first.set()
+
+        tail = asyncio.create_task(follow())
+        await within(first.wait(), "the tail's first event")
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.start)
+        await stream.append({"n": 2})
+        await stream.close()
+        await within(tail, "the tail to end after the restart")
+        assert seen == [1, 2]
+
+
+async def test_a_tail_gives_up_after_its_outage(redis_servers: RedisServers) -> None:
+    server = redis_servers.start()
+    async with fm.connect(server.url, key_prefix="gone", retry=QUICK) as db:
+        stream = EventStream("runs/r-1", db=db)
+        await stream.create()
+        await asyncio.to_thread(server.kill)
+
+        async def follow() -> None:
+            async for _event in stream.tail(after="-1", outage=0.5):
+                pass
+
+        with pytest.raises(fm.ConnectionLostError):
+            await within(follow(), "the tail to give up")
+
+
+async def test_more_concurrent_calls_than_connections_wait_for_one(
+    redis_url: str, key_prefix: str
+) -> None:
+    async with fm.connect(redis_url, key_prefix=key_prefix, pool_size=10):
+        await Ticket(id="t-1", status="open", priority=1).save()
+        found = await asyncio.gather(*(Ticket.get("t-1") for _ in range(150)))
+        assert all(t is not None and t.id == "t-1" for t in found)
+
+
+async def test_a_pool_that_stays_busy_says_so(redis_url: str, key_prefix: str) -> None:
+    async with fm.connect(redis_url, key_prefix=key_prefix, pool_size=1, pool_timeout=0.2) as db:
+        key = db.keys.collection_key("t", "list")
+        blocked = asyncio.create_task(db.client.blpop([key], timeout=2))
+        await asyncio.sleep(0)  # let it take the only connection
+        with pytest.raises(fm.PoolExhaustedError, match="pool_size"):
+            await within(db.client.get(key), "the pool refusal")
+        await within(blocked, "the blocked pop")
+
+
+@pytest.mark.parametrize(
+    "setting", [{"pool_size": 0}, {"pool_timeout": 0}, {"timeout": -1}], ids=str
+)
+async def test_bad_client_settings_are_refused(redis_url: str, setting: dict[str, float]) -> None:
+    with pytest.raises(fm.ConfigurationError):
+        await fm.connect(redis_url, **setting)  # type: ignore[arg-type]
