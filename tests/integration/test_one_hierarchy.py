@@ -31,7 +31,7 @@ def entry_points(db: fm.Database) -> dict[str, Call]:
     query = Ticket.find(Ticket.status == "open").using(db)
 
     async def first_tail_event() -> object:
-        async for event in stream.tail(after="-1"):
+        async for event in stream.tail(after="-1", outage=0.5):
             return event
         return None
 
