@@ -192,7 +192,12 @@ class Database:
         return reply_time(await self.client.time())
 
     async def run_batch(
-        self, commands: Sequence[Sequence[Any]], *, atomic: bool = False, unsafe: bool = False
+        self,
+        commands: Sequence[Sequence[Any]],
+        *,
+        atomic: bool = False,
+        unsafe: bool = False,
+        return_errors: bool = False,
     ) -> list[Any]:
         """Send ``commands`` in one round trip and return their replies in order.
 
@@ -201,6 +206,8 @@ class Database:
             atomic: wrap the batch in MULTI/EXEC so no other client runs in between.
             unsafe: the batch is not safe to repeat after a lost reply; it is retried
                 only when it never reached the server (see :mod:`flue_models.client`).
+            return_errors: return a command's error reply in its place (a redis-py
+                ``ResponseError``) instead of raising ``BatchCommandError``.
 
         Raises:
             BatchCommandError: a command failed; it names the first failing command's
@@ -223,7 +230,7 @@ class Database:
         policy = self.client.flue_policy
         results: list[Any] = await with_retries(send, policy, self.url.display, name, unsafe=unsafe)
         for position, result in enumerate(results):
-            if isinstance(result, Exception):
+            if isinstance(result, Exception) and not return_errors:
                 name = str(commands[position][0]).upper()
                 raise BatchCommandError(position, name, results) from result
         return results

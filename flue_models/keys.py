@@ -41,7 +41,13 @@ def encode_segment(value: str | bytes) -> str:
         >>> encode_segment(b"")
         ''
     """
-    raw = value.encode() if isinstance(value, str) else value
+    try:
+        raw = value.encode() if isinstance(value, str) else value
+    except UnicodeEncodeError as exc:
+        raise ConfigurationError(
+            f"A key segment (an id, a path, a name) holds a lone surrogate at {exc.start}, "
+            "which UTF-8 cannot store; nothing was written."
+        ) from None
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 

@@ -22,6 +22,7 @@ from flue_models.model.errors import (
     DecodeError,
     DuplicateWriteError,
     GuardError,
+    SkippedRecordWarning,
     UniqueViolationError,
 )
 from flue_models.model.expressions import AllOf, Condition, FieldRef, QueryError, in_
@@ -46,6 +47,7 @@ __all__ = [
     "Page",
     "Query",
     "QueryError",
+    "SkippedRecordWarning",
     "Unique",
     "UniqueViolationError",
     "VerifyReport",

@@ -36,7 +36,7 @@ from flue_models.model.writes import (
     retry_on_conflict,
     run_writes,
 )
-from flue_models.replies import reply_hash, reply_text
+from flue_models.replies import reply_hash
 
 if typing.TYPE_CHECKING:
     from flue_models.model.query import Query
@@ -334,7 +334,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             ```
         """
         spec = cls.__flue_spec__
-        fields = {reply_text(k): v for k, v in raw.items()}
+        fields = {k.decode("utf-8", "replace"): v for k, v in raw.items()}  # ours are ASCII
         owned = fields.pop(OWNED_FIELD, None)
         version_text = fields.pop(VERSION_FIELD, None)
         if version_text is None or not version_text.isdigit():
@@ -380,12 +380,8 @@ class Model(BaseModel, metaclass=_ModelMeta):
             ticket = await Ticket.get("t-1")
             ```
         """
-        database = pick_database(db)
-        collection = cls.__flue_spec__.collection
-        key = database.keys.record(collection, record_id)
-        with database.span("get", collection):
-            raw = await database.client.hgetall(key)
-        return cls.from_hash(key, reply_hash(raw), database) if raw else None
+        (found,) = await cls.get_many([record_id], db=db)
+        return found
 
     @classmethod
     async def get_many(
@@ -393,9 +389,33 @@ class Model(BaseModel, metaclass=_ModelMeta):
     ) -> list[Self | None]:
         """Return the records with these ids, in order (``None`` where absent); one round trip.
 
+        Raises:
+            DecodeError: a stored record cannot be read as this model, or its key holds
+                another type than a hash (naming the key and the field).
+
         Example:
             ```python
             first, second = await Ticket.get_many(["t-1", "t-2"])
+            ```
+        """
+        found = await cls.read_records(record_ids, db=db)
+        for item in found:
+            if isinstance(item, DecodeError):
+                raise item
+        return [item for item in found if not isinstance(item, DecodeError)]
+
+    @classmethod
+    async def read_records(
+        cls, record_ids: Sequence[str], *, db: Database | None = None
+    ) -> list[Self | DecodeError | None]:
+        """Read records in one round trip; a record that cannot be read comes back as the
+        :class:`DecodeError` saying why, in its place, so one bad row never hides the rest.
+
+        Example:
+            ```python
+            for item in await Ticket.read_records(ids):
+                if isinstance(item, DecodeError):
+                    log.warning("skipping %s", item)
             ```
         """
         database = pick_database(db)
@@ -404,11 +424,21 @@ class Model(BaseModel, metaclass=_ModelMeta):
         if not keys:
             return []
         with database.span("get", collection, **{"db.operation.batch.size": len(keys)}):
-            replies = await database.run_batch([("HGETALL", key) for key in keys])
-        return [
-            cls.from_hash(key, reply_hash(raw), database) if raw else None
-            for key, raw in zip(keys, replies, strict=True)
-        ]
+            replies = await database.run_batch(
+                [("HGETALL", key) for key in keys], return_errors=True
+            )
+        found: list[Self | DecodeError | None] = []
+        for key, raw in zip(keys, replies, strict=True):
+            if isinstance(raw, Exception):
+                found.append(DecodeError(key, "(the key)", f"cannot be read as a hash: {raw}"))
+            elif not raw:
+                found.append(None)
+            else:
+                try:
+                    found.append(cls.from_hash(key, reply_hash(raw), database))
+                except DecodeError as exc:
+                    found.append(exc)
+        return found
 
     @classmethod
     def find(cls, *conditions: Condition | AllOf | bool) -> Query[Self]:

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import json
 import math
+import sys
 import types
 import typing
 import uuid
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from flue_models.errors import FlueModelsError
 
@@ -61,11 +63,94 @@ class EncodingError(FlueModelsError):
 def canonical_json(value: Any) -> str:
     """Serialize JSON-compatible data with sorted keys and no spaces.
 
+    Raises:
+        ValueError: a float is NaN or infinite (JSON has no such number).
+
     Example:
         >>> canonical_json({"b": 1, "a": [1, "é"]})
         '{"a":[1,"é"],"b":1}'
     """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def max_int_digits() -> int:
+    """Return the most decimal digits an int may have to be stored and read back: Python's
+    own limit on turning text into ints (``sys.get_int_max_str_digits()``, 4,300 by
+    default).
+
+    Example:
+        >>> max_int_digits() >= 640
+        True
+    """
+    return sys.get_int_max_str_digits() or 1_000_000
+
+
+#: The largest |exponent| a Decimal may have (``Decimal("1E+1000")`` is the largest power
+#: of ten), so its index key (written out in full) stays under about 1 KB.
+MAX_DECIMAL_EXPONENT = 1_000
+
+
+def _text_problem(text: str) -> str | None:
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        found = text[exc.start]
+        return f"holds a lone surrogate ({found!r} at {exc.start}), which UTF-8 cannot store"
+    return None
+
+
+@functools.cache
+def _int_bound(digits: int) -> int:
+    return int(10**digits)
+
+
+def _int_problem(value: int) -> str | None:
+    if abs(value) >= _int_bound(max_int_digits()):  # more digits than can be read back
+        return (
+            f"holds an int of over {max_int_digits():,} digits, which cannot be read back "
+            "(sys.get_int_max_str_digits)"
+        )
+    return None
+
+
+def value_problem(value: Any) -> str | None:
+    """Say why ``value`` (a JSON-like tree, Pydantic models included) cannot be stored
+    exactly, or return ``None``: a non-finite float (JSON has none; Pydantic would write
+    ``null``), a lone surrogate in a string or key, an int too long to read back.
+
+    Example:
+        >>> value_problem({"a": [1.0, float("nan")]})
+        "at ['a'][1]: holds nan, which JSON cannot store (it would become null)"
+        >>> value_problem({"ok": 1}) is None
+        True
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        problem: str | None = None
+        if isinstance(item, str):
+            problem = _text_problem(item)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            problem = _int_problem(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                problem = f"holds {item!r}, which JSON cannot store (it would become null)"
+        elif isinstance(item, BaseModel):
+            stack.append((item.model_dump(mode="python"), path))
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and (key_problem := _text_problem(key)):
+                    return f"at {path or 'the top'}: a key {key_problem}"
+                stack.append((child, f"{path}[{key!r}]"))
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+        if problem:
+            return f"at {path}: {problem}" if path else problem
+    return None
 
 
 def _strip_optional(annotation: Any) -> tuple[Any, bool]:
@@ -144,15 +229,67 @@ class FieldCodec:
                 f"Field {self.name!r} holds a naive datetime ({value.isoformat()}); give it a "
                 "time zone, e.g. datetime.now(UTC) or value.replace(tzinfo=UTC)."
             )
-        return value.astimezone(dt.UTC)
+        try:
+            utc = value.astimezone(dt.UTC)
+            back = utc.astimezone(value.tzinfo)
+        except OverflowError:
+            raise self._refuse(
+                f"holds {value.isoformat()}, whose UTC time is outside years 1 to 9999"
+            ) from None
+        if back.replace(tzinfo=None, fold=0) != value.replace(tzinfo=None, fold=0):
+            raise self._refuse(
+                f"holds {value.isoformat()}, a local time that does not exist in {value.tzinfo} "
+                "(skipped by a clock change), so it names no instant"
+            )
+        return utc
+
+    def _refuse(self, problem: str) -> EncodingError:
+        return EncodingError(f"Field {self.name!r} {problem}; nothing was written.")
+
+    def check(self, value: Any) -> None:
+        """Refuse a value this field cannot store exactly, before any I/O.
+
+        Raises:
+            EncodingError: naming the field and what is wrong: a lone surrogate, a
+                non-finite float inside JSON, an int too long to read back, a datetime
+                whose UTC form is outside years 1 to 9999, a Decimal that is not finite
+                or beyond ``MAX_DECIMAL_EXPONENT``.
+
+        Example:
+            >>> codec_for("n", dict[str, float]).check({"x": float("inf")})
+            Traceback (most recent call last):
+            ...
+            flue_models.model.codec.EncodingError: Field 'n' at ['x']: holds inf, ...
+        """
+        kind = self.kind
+        problem: str | None = None
+        if kind == "datetime":
+            self._aware(value)
+        elif kind == "decimal":
+            decimal = Decimal(value)
+            if not decimal.is_finite():
+                problem = f"holds Decimal({str(decimal)!r}), which has no place in an order"
+            elif abs(decimal.adjusted()) > MAX_DECIMAL_EXPONENT:
+                problem = (
+                    f"holds a Decimal with exponent {decimal.adjusted():,}, beyond "
+                    f"±{MAX_DECIMAL_EXPONENT:,}"
+                )
+        elif kind in ("str", "int", "json", "enum"):
+            problem = value_problem(value.value if kind == "enum" else value)
+        if problem:
+            raise self._refuse(problem)
 
     def encode(self, value: Any) -> bytes:
         """Return the bytes stored in the hash for ``value`` (never ``None``).
+
+        Raises:
+            EncodingError: the value cannot be stored exactly (see :meth:`check`).
 
         Example:
             >>> codec_for("d", dict[str, int]).encode({"b": 2, "a": 1})
             b'{"a":1,"b":2}'
         """
+        self.check(value)
         kind = self.kind
         if kind == "bytes":
             return bytes(value)

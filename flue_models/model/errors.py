@@ -134,3 +134,13 @@ class DuplicateWriteError(FlueModelsError):
             f"save_many got {model} {record_id!r} twice; nothing was written. Merge the "
             "changes into one copy, or save the copies one after the other."
         )
+
+
+class SkippedRecordWarning(UserWarning):
+    """A query with ``on_error("skip")`` left out a record it could not read.
+
+    Example:
+        ```python
+        warnings.simplefilter("error", SkippedRecordWarning)   # make skips fatal in tests
+        ```
+    """

@@ -25,8 +25,10 @@ from flue_models.keys import KeySpace
 from flue_models.model.expressions import Condition, QueryError
 from flue_models.model.spec import ModelSpec
 
-#: Most index entries one script call examines before it returns what it has so far.
-SCAN_BUDGET = 2000
+#: Most Redis calls (each ZSCORE, ZRANGE, ZCOUNT) one query script call makes before it
+#: returns what it has so far: a few milliseconds of server time, whatever the query (a
+#: 10,000-value ``in_`` included), so other clients are never held up for long.
+SCAN_BUDGET = 10_000
 
 
 def _score_text(value: float) -> str:

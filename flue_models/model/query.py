@@ -4,17 +4,21 @@ A query walks one sorted set in the requested order (the candidate with the fewe
 entries inside the score bounds, chosen on the server) and checks every other condition
 against the index sets with ZSCORE, inside the ``query`` Lua script. Matching ids come
 back with a keyset cursor; the records are then read in one pipelined round trip. No
-temporary keys, no SCAN: a page costs O(log N + examined entries).
+temporary keys, no SCAN: a page costs O(log N + examined entries), and one script call
+makes at most ``SCAN_BUDGET`` Redis calls.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from flue_models.connection import Database, pick_database
+from flue_models.errors import ScriptError
 from flue_models.keys import KeySpace
+from flue_models.model.errors import DecodeError, SkippedRecordWarning
 from flue_models.model.expressions import AllOf, Condition, QueryError
 from flue_models.model.planner import Plan, decode_cursor, encode_cursor, plan_query
 from flue_models.replies import reply_text
@@ -42,6 +46,8 @@ class Page(Generic[M]):
 
     items: list[M]
     next_cursor: str | None
+    #: Records of this page that could not be read (``on_error("skip")`` only).
+    skipped: list[DecodeError] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class Query(Generic[M]):
     sort: str | None = None
     max_items: int | None = None
     db: Database | None = field(default=None, compare=False)
+    errors: Literal["raise", "skip"] = "raise"
 
     def where(self, *conditions: Condition | AllOf | bool) -> Query[M]:
         """Return this query with more conditions (all must hold).
@@ -128,6 +135,25 @@ class Query(Generic[M]):
             raise QueryError(f"limit must be zero or more, not {count}.")
         return replace(self, max_items=count)
 
+    def on_error(self, choice: Literal["raise", "skip"]) -> Query[M]:
+        """Say what a record that cannot be read does to the query.
+
+        ``"raise"`` (the default): the query raises its :class:`DecodeError`. ``"skip"``:
+        it is left out, reported in ``Page.skipped`` and by a
+        :class:`SkippedRecordWarning` (so ``all()`` and ``async for`` report it too), and
+        every other record is returned: one bad row never hides the rest.
+
+        Example:
+            ```python
+            page = await Ticket.find().on_error("skip").page(limit=50)
+            for error in page.skipped:
+                log.warning("unreadable: %s", error.key)
+            ```
+        """
+        if choice not in ("raise", "skip"):
+            raise QueryError(f"on_error takes 'raise' or 'skip', not {choice!r}.")
+        return replace(self, errors=choice)
+
     def using(self, db: Database) -> Query[M]:
         """Run this query on ``db`` instead of the enclosing ``connect()``.
 
@@ -171,9 +197,10 @@ class Query(Generic[M]):
         ids: list[str] = []
         while len(ids) < limit:
             keys, args = plan.script_args(position, limit - len(ids))
-            found, last_score, last_id, exhausted, _driver, _examined = await db.scripts.call(
-                "query", keys=keys, args=args
-            )
+            reply = await db.scripts.call("query", keys=keys, args=args)
+            if not isinstance(reply, list) or len(reply) != 6:  # a script/Python mismatch
+                raise ScriptError("query", f"a reply of another shape: {reply!r:.200}")
+            found, last_score, last_id, exhausted, _driver, _calls = reply
             ids += [reply_text(item) for item in found]
             if int(exhausted):
                 return IdPage(ids, None)
@@ -181,9 +208,18 @@ class Query(Generic[M]):
         assert position is not None
         return IdPage(ids, encode_cursor(plan.fingerprint, *position))
 
-    async def _load(self, db: Database, ids: list[str]) -> list[M]:
-        records = await self.model.get_many(ids, db=db)
-        return [record for record in records if record is not None]  # deleted meanwhile
+    async def _load(self, db: Database, ids: list[str]) -> tuple[list[M], list[DecodeError]]:
+        records: list[M] = []
+        skipped: list[DecodeError] = []
+        for item in await self.model.read_records(ids, db=db):
+            if isinstance(item, DecodeError):
+                if self.errors == "raise":
+                    raise item
+                warnings.warn(SkippedRecordWarning(str(item)), stacklevel=3)
+                skipped.append(item)
+            elif item is not None:  # None: deleted meanwhile
+                records.append(item)
+        return records, skipped
 
     async def page(self, limit: int = DEFAULT_PAGE, cursor: str | None = None) -> Page[M]:
         """Return up to ``limit`` records after ``cursor``, and the next cursor.
@@ -201,7 +237,8 @@ class Query(Generic[M]):
             ```
         """
         found = await self.id_page(limit, cursor)
-        return Page(await self._load(self._database(), found.ids), found.next_cursor)
+        records, skipped = await self._load(self._database(), found.ids)
+        return Page(records, found.next_cursor, skipped)
 
     async def __aiter_records(self) -> AsyncIterator[M]:
         db = self._database()
@@ -210,7 +247,7 @@ class Query(Generic[M]):
         while remaining is None or remaining > 0:
             size = CHUNK if remaining is None else min(CHUNK, remaining)
             found = await self._ids(db, size, cursor)
-            records = await self._load(db, found.ids)
+            records, _skipped = await self._load(db, found.ids)  # skipped: warned
             for record in records:
                 yield record
             if remaining is not None:

@@ -6,14 +6,16 @@
 --       score bounds is walked), then the keys the filters read, in filter order.
 -- ARGV: n_drivers, direction ("asc" | "desc"),
 --       min, min_exclusive ("1" | "0"), max, max_exclusive   (scores; "-inf"/"inf" ok),
---       cursor_score ("" for none), cursor_id, limit, budget (most entries to examine),
+--       cursor_score ("" for none), cursor_id, limit, budget (most redis.call to make:
+--       every ZSCORE, ZRANGE and ZCOUNT counts; the entry being checked is finished, so a
+--       call always makes progress and does bounded work whatever the query),
 --       n_filters, then per filter: type, n_keys, and for its type:
 --         "member"    (n_keys sets; passes if the id is in any)          no more args
 --         "notmember" (n_keys sets; passes if the id is in none)         no more args
 --         "range"     (1 set)  lo, lo_exclusive, hi, hi_exclusive
 --         "score"     (1 set)  n, score, ...  (passes if the id's score is one of them)
 --         "notscore"  (1 set)  n, score, ...  (passes unless it is)
--- Returns {ids, last_score, last_id, exhausted (0|1), driver_number, examined}.
+-- Returns {ids, last_score, last_id, exhausted (0|1), driver_number, calls made}.
 -- Once ``limit`` ids are found the walk looks one match ahead (within the budget), so
 -- a page that ends the results says ``exhausted`` instead of leading to an empty page;
 -- last_score/last_id stay at the last returned id, where the next page starts.
@@ -34,6 +36,8 @@ local cursor_id = ARGV[8]
 local limit, budget = tonumber(ARGV[9]), tonumber(ARGV[10])
 local function lo_text() return (min_ex and '(' or '') .. ARGV[3] end
 local function hi_text() return (max_ex and '(' or '') .. ARGV[5] end
+
+local calls = n_drivers + 2  -- the ZCOUNTs below that pick the driver and find the start
 
 -- Pick the candidate with the fewest entries inside the bounds.
 local driver, driver_number, best = KEYS[1], 1, nil
@@ -66,16 +70,21 @@ local function in_range(s, lo, lo_ex, hi, hi_ex)
   return true
 end
 
+local function zscore(key, id)
+  calls = calls + 1
+  return redis.call('ZSCORE', key, id)
+end
+
 local function passes(id)
   for _, f in ipairs(filters) do
     if f.kind == 'member' or f.kind == 'notmember' then
       local found = false
       for _, key in ipairs(f.keys) do
-        if redis.call('ZSCORE', key, id) then found = true; break end
+        if zscore(key, id) then found = true; break end
       end
       if found ~= (f.kind == 'member') then return false end
     else
-      local s = redis.call('ZSCORE', f.keys[1], id)
+      local s = zscore(f.keys[1], id)
       if f.kind == 'range' then
         if not s or not in_range(tonumber(s), f.lo, f.lo_ex, f.hi, f.hi_ex) then return false end
       elseif f.kind == 'score' then
@@ -123,10 +132,11 @@ if cursor_score then
   if position > start then start = position end
 end
 
-local ids, examined, exhausted = {}, 0, 0
+local ids, exhausted = {}, 0
 local last_score, last_id = ARGV[7], cursor_id
 local chunk = math.max(limit, 64)
 while true do
+  calls = calls + 1
   local entries = redis.call(desc and 'ZREVRANGE' or 'ZRANGE', driver, start, start + chunk - 1, 'WITHSCORES')
   if #entries == 0 then exhausted = 1; break end
   local stop = false
@@ -143,18 +153,17 @@ while true do
       if desc then skip = not before(id, cursor_id) else skip = not before(cursor_id, id) end
     end
     if not skip then
-      examined = examined + 1
       if #ids >= limit then  -- looking ahead: one more match means more pages
         if passes(id) then stop = true; break end
       else
         last_score, last_id = s_text, id
         if passes(id) then table.insert(ids, id) end
       end
-      if examined >= budget then stop = true; break end
+      if calls >= budget then stop = true; break end
     end
   end
   if stop then break end
   if #entries < chunk * 2 then exhausted = 1; break end
   start = start + chunk
 end
-return {ids, last_score, last_id, exhausted, driver_number, examined}
+return {ids, last_score, last_id, exhausted, driver_number, calls}

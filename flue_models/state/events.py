@@ -32,7 +32,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from flue_models.connection import Database, pick_database
 from flue_models.errors import ConnectionLostError, FlueModelsError
 from flue_models.keys import StreamKeys
-from flue_models.model.codec import canonical_json
+from flue_models.model.codec import EncodingError, canonical_json, value_problem
 from flue_models.model.errors import DecodeError
 from flue_models.replies import reply_pairs, reply_text
 
@@ -278,6 +278,8 @@ class EventStream(Generic[T]):
         return db.keys.stream(self.path)
 
     def _encode(self, data: T | Mapping[str, Any]) -> str:
+        if isinstance(data, BaseModel | Mapping) and (problem := value_problem(data)):
+            raise EncodingError(f"An event of {self.path!r} {problem}; nothing was appended.")
         if isinstance(data, BaseModel):
             return canonical_json(data.model_dump(mode="json"))
         if isinstance(data, Mapping):

@@ -15,14 +15,14 @@ import contextlib
 import datetime as dt
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from flue_models.connection import Database, pick_database
 from flue_models.model.base import Model
-from flue_models.model.errors import AlreadyExistsError
+from flue_models.model.errors import AlreadyExistsError, DecodeError
 from flue_models.model.fields import Indexed, new_id
 from flue_models.model.writes import retry_on_conflict
 from flue_models.state.events import EventStream, StreamNotFoundError
@@ -82,6 +82,8 @@ class RunPage:
 
     items: list[RunPointer]
     next_cursor: str | None
+    #: Runs of this page that could not be read (``on_error="skip"`` only).
+    skipped: list[DecodeError] = field(default_factory=list)
 
 
 class WorkflowRun(Model):
@@ -339,20 +341,32 @@ class WorkflowRun(Model):
         return sorted(found)
 
     @classmethod
-    async def _pointers(cls, ids: Sequence[str], db: Database) -> list[RunPointer]:
+    async def _pointers(cls, ids: Sequence[str], db: Database) -> list[RunPointer | DecodeError]:
+        """Read light pointers; one that cannot be read is its DecodeError, in place."""
         spec = cls.__flue_spec__
         keys = [db.keys.record(spec.collection, run_id) for run_id in ids]
-        replies = await db.run_batch([("HMGET", key, *POINTER_FIELDS) for key in keys])
-        pointers = []
-        for values in replies:
+        replies = await db.run_batch(
+            [("HMGET", key, *POINTER_FIELDS) for key in keys], return_errors=True
+        )
+        pointers: list[RunPointer | DecodeError] = []
+        for key, values in zip(keys, replies, strict=True):
+            if isinstance(values, Exception):
+                pointers.append(DecodeError(key, "(the key)", f"cannot be read: {values}"))
+                continue
             if values[0] is None:
                 continue  # deleted between the index read and this one
-            data = {
-                name: spec.codecs[name].decode(raw)
-                for name, raw in zip(POINTER_FIELDS, values, strict=True)
-                if raw is not None
-            }
-            pointers.append(RunPointer.model_validate(data))
+            name = "id"
+            try:
+                data = {}
+                for name, raw in zip(POINTER_FIELDS, values, strict=True):
+                    if raw is not None:
+                        data[name] = spec.codecs[name].decode(raw)
+                name = "?"
+                pointers.append(RunPointer.model_validate(data))
+            except (ValueError, ValidationError) as exc:  # ValidationError is a ValueError
+                if isinstance(exc, ValidationError):
+                    name = ".".join(str(p) for p in exc.errors()[0]["loc"]) or name
+                pointers.append(DecodeError(key, name, f"cannot be read: {exc}"))
         return pointers
 
     @classmethod
@@ -365,7 +379,11 @@ class WorkflowRun(Model):
             ```
         """
         found = await cls._pointers([run_id], pick_database(db))
-        return found[0] if found else None
+        if not found:
+            return None
+        if isinstance(found[0], DecodeError):
+            raise found[0]
+        return found[0]
 
     @classmethod
     async def list(
@@ -375,6 +393,7 @@ class WorkflowRun(Model):
         limit: int = DEFAULT_LIST,
         cursor: str | None = None,
         *,
+        on_error: Literal["raise", "skip"] = "raise",
         db: Database | None = None,
     ) -> RunPage:
         """List runs newest first (by ``started_at``, ties by id), filtered by status and workflow.
@@ -384,6 +403,9 @@ class WorkflowRun(Model):
             workflow: only runs of this workflow.
             limit: page size: default 100, at most 1000; zero or less means the default.
             cursor: the ``next_cursor`` of the previous page; the last page has none.
+            on_error: a run whose row cannot be read raises its ``DecodeError``
+                (``"raise"``), or is left out and listed in ``RunPage.skipped``
+                (``"skip"``), so one bad row never hides the rest.
 
         Every listed run is checked against its row: a stale index entry (a crash, a
         hand edit) never lists a run under a status it does not have.
@@ -404,13 +426,16 @@ class WorkflowRun(Model):
             conditions.append(cls.workflow == workflow)
         query = cls.find(*conditions).sort_by("-started_at").using(database)
         items: list[RunPointer] = []
+        skipped: list[DecodeError] = []
         while True:  # the rows are the truth: an index entry the row disowns is passed over
             found = await query.id_page(size - len(items), cursor)
-            items += [
-                pointer
-                for pointer in await cls._pointers(found.ids, database)
-                if status in (None, pointer.status) and workflow in (None, pointer.workflow)
-            ]
+            for pointer in await cls._pointers(found.ids, database):
+                if isinstance(pointer, DecodeError):
+                    if on_error == "raise":
+                        raise pointer
+                    skipped.append(pointer)
+                elif status in (None, pointer.status) and workflow in (None, pointer.workflow):
+                    items.append(pointer)
             cursor = found.next_cursor
             if cursor is None or len(items) >= size:
-                return RunPage(items, cursor)
+                return RunPage(items, cursor, skipped)

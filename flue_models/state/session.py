@@ -29,7 +29,7 @@ from flue_models.connection import Database, pick_database
 from flue_models.errors import FlueModelsError
 from flue_models.keys import KeySpace
 from flue_models.model.base import Model
-from flue_models.model.codec import canonical_json
+from flue_models.model.codec import EncodingError, canonical_json, value_problem
 from flue_models.model.errors import AlreadyExistsError, ConflictError, DecodeError
 from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
 from flue_models.replies import reply_hash, reply_text
@@ -123,6 +123,9 @@ def encode_entry(entry: MessageEntry | CompactionEntry) -> list[bytes]:
         >>> first.startswith(b"E")
         True
     """
+    problem = value_problem(entry)
+    if problem:
+        raise EncodingError(f"Session entry {entry.id!r} {problem}; nothing was appended.")
     data = canonical_json(entry.model_dump(mode="json")).encode()
     if len(data) <= CHUNK_BYTES:
         return [b"E" + data]

@@ -235,3 +235,18 @@ async def test_a_cursor_from_another_query_is_refused(db: fm.Database) -> None:
     assert page.next_cursor is not None
     with pytest.raises(fm.QueryError, match="different query"):
         await Ticket.find(Ticket.status == "open").page(limit=2, cursor=page.next_cursor)
+
+
+async def test_a_huge_in_is_split_across_bounded_script_calls(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await Ticket.save_many(
+        [Ticket(id=f"t-{i}", status=f"s-{i % 10}", priority=i) for i in range(30)]
+    )
+    values = [f"s-{i}" for i in range(3, 10_004)]  # 10,001 values, 7 of them stored
+    with count_round_trips(db, monkeypatch) as sent:
+        found = await Ticket.find(Ticket.status.in_(values)).all()
+    assert sorted(t.id for t in found) == sorted(f"t-{i}" for i in range(30) if i % 10 >= 3)
+    # Each candidate that matches nothing costs 10,001 ZSCOREs: with at most 10,000 Redis
+    # calls per script call, the 9 such candidates take several script calls, not one.
+    assert sent[0] >= 9

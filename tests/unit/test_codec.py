@@ -51,7 +51,10 @@ CASES: list[tuple[Any, st.SearchStrategy[Any]]] = [
     (Literal["a", "b"], st.sampled_from(["a", "b"])),
     (Literal[1, 2], st.sampled_from([1, 2])),
     (list[int], st.lists(st.integers())),
-    (dict[str, float], st.dictionaries(st.text(), st.floats(allow_nan=False))),
+    (
+        dict[str, float],
+        st.dictionaries(st.text(), st.floats(allow_nan=False, allow_infinity=False)),
+    ),  # inside JSON: finite (test_values)
     (tuple[int, str], st.tuples(st.integers(), st.text())),
     (
         Inner,

@@ -12,6 +12,7 @@ import json
 from typing import Any, Self
 
 from flue_models.connection import Database, pick_database
+from flue_models.model.codec import EncodingError, value_problem
 from flue_models.model.errors import DecodeError, GuardError
 from flue_models.model.writes import retry_on_conflict
 from flue_models.state.submission.row import (
@@ -41,6 +42,9 @@ class Admitting(SubmissionRow):
         cls, kind: Kind, submission_id: str, session_id: str, input: Any, db: Database | None
     ) -> Admission:
         database = pick_database(db)
+        problem = value_problem({"session_id": session_id, "input": input})
+        if problem:
+            raise EncodingError(f"Submission {submission_id!r} {problem}; nothing was admitted.")
         wanted = digest(session_id, kind, input)
         receipt_key = cls._receipt_key(database.keys, submission_id)
         deleting = cls._deleting_key(database.keys, session_id)

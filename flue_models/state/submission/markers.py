@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from flue_models.connection import Database, pick_database
-from flue_models.model.codec import canonical_json
+from flue_models.model.codec import canonical_json, value_problem
 from flue_models.model.errors import DecodeError
 from flue_models.state.submission.row import SubmissionError, SubmissionRow
 
@@ -45,6 +45,9 @@ class AttemptMarker:
 def _member(submission_id: str, attempt_id: str) -> str:
     if not submission_id or not attempt_id:
         raise SubmissionError("An attempt marker needs a submission id and an attempt id.")
+    problem = value_problem([submission_id, attempt_id])
+    if problem:
+        raise SubmissionError(f"An attempt marker's ids: {problem}.")
     return canonical_json([submission_id, attempt_id])
 
 

@@ -1,0 +1,95 @@
+"""Values that cannot be stored exactly are refused before any I/O, naming the field;
+the store is left as it was."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+import flue_models as fm
+from flue_models import EventStream, Session, Submission, WorkflowRun
+from tests.integration.models import Everything, Ticket
+
+BAD_TEXT = "bad\ud800"
+PLUS_FIVE = dt.timezone(dt.timedelta(hours=5))
+
+
+async def keys_under(db: fm.Database) -> list[bytes]:
+    return sorted([k async for k in db.client.scan_iter(match=db.keys.pattern())])
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: Ticket(id="t-1", status=BAD_TEXT, priority=1), "status"),
+        (lambda: Ticket(id="t-1", status="open", priority=1, title=BAD_TEXT), "title"),
+        (lambda: WorkflowRun(workflow="w", started_at=dt.datetime(1, 1, 1, tzinfo=PLUS_FIVE)),
+         "started_at"),
+        (lambda: WorkflowRun(workflow="w", started_at=dt.datetime.now(dt.UTC),
+                             input={"x": float("nan")}), "input"),
+        (lambda: WorkflowRun(workflow="w", started_at=dt.datetime.now(dt.UTC),
+                             result=[10**5000]), "result"),
+    ],
+)  # fmt: skip
+async def test_a_record_that_cannot_be_stored_is_refused_naming_the_field(
+    db: fm.Database, make: Any, field: str
+) -> None:
+    before = await keys_under(db)
+    record = make()
+    with pytest.raises(fm.EncodingError, match=f"'{field}'"):
+        await record.save()
+    assert await keys_under(db) == before
+
+
+@pytest.mark.parametrize(
+    "value", [Decimal("1E+1000000"), Decimal("1E+999999"), Decimal("-1E-1001")]
+)
+async def test_decimals_beyond_the_bound_are_refused(db: fm.Database, value: Decimal) -> None:
+    before = await keys_under(db)
+    with pytest.raises(fm.EncodingError, match="'money'"):
+        await Everything(id="e-1", money=value).save()
+    assert await keys_under(db) == before
+
+
+@pytest.mark.parametrize(
+    "event", [{"x": float("inf")}, {"x": BAD_TEXT}, {BAD_TEXT: 1}, {"x": [10**5000]}]
+)
+async def test_an_event_that_cannot_be_stored_is_refused(db: fm.Database, event: Any) -> None:
+    stream = EventStream("s")
+    await stream.create()
+    with pytest.raises(fm.EncodingError, match="nothing was appended"):
+        await stream.append(event)
+    assert (await stream.meta()).length == 0  # type: ignore[union-attr]
+
+
+async def test_session_content_and_admission_input_are_checked(db: fm.Database) -> None:
+    session = await Session.open("s-1")
+    with pytest.raises(fm.EncodingError, match="'m1'"):
+        await session.append(fm.MessageEntry(id="m1", role="user", content={"t": float("nan")}))
+    loaded = await Session.load("s-1")
+    assert loaded is not None
+    assert loaded.entries == []
+    with pytest.raises(fm.EncodingError, match="'p-1'"):
+        await Submission.admit_direct("p-1", session_id="s-1", input={"x": float("-inf")})
+    assert await Submission.get("p-1") is None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: Ticket.get(BAD_TEXT),
+        lambda: EventStream(BAD_TEXT).create(),
+        lambda: Session.open(BAD_TEXT),
+        lambda: WorkflowRun.start("w", run_id=BAD_TEXT),
+        lambda: Submission.admit_direct("p-1", session_id=BAD_TEXT, input={}),
+        lambda: Submission.insert_attempt_marker(BAD_TEXT, "a"),
+    ],
+)
+async def test_a_lone_surrogate_in_an_id_or_path_is_refused(db: fm.Database, call: Any) -> None:
+    before = await keys_under(db)
+    with pytest.raises(fm.FlueModelsError, match="surrogate"):
+        await call()
+    assert await keys_under(db) == before
