@@ -80,6 +80,7 @@ if TYPE_CHECKING:
         in_,
         new_id,
         now,
+        repair_collection,
         verify_collection,
     )
     from flue_models.startup import Connecting, connect
@@ -102,6 +103,7 @@ if TYPE_CHECKING:
         Session,
         SessionContext,
         SessionError,
+        StateReport,
         StreamClosedError,
         StreamConflictError,
         StreamError,
@@ -114,6 +116,7 @@ if TYPE_CHECKING:
         prune,
         session_key,
         tail_many,
+        verify_state,
     )
 
 __version__ = "0.1.0"
@@ -133,6 +136,9 @@ _EXPORTS: dict[str, str] = {
     "AllOf": "flue_models.model",
     "AlreadyExistsError": "flue_models.model",
     "Attempt": "flue_models.state",
+    "StateReport": "flue_models.state",
+    "verify_state": "flue_models.state",
+    "repair_collection": "flue_models.model",
     "SkippedRecordWarning": "flue_models.model",
     "ClientSettings": "flue_models.client",
     "RetryPolicy": "flue_models.client",
@@ -302,6 +308,7 @@ __all__ = [
     "SessionContext",
     "SessionError",
     "SkippedRecordWarning",
+    "StateReport",
     "StreamClosedError",
     "StreamConflictError",
     "StreamError",
@@ -327,8 +334,10 @@ __all__ = [
     "prune",
     "read_server",
     "redact_url",
+    "repair_collection",
     "schema",
     "session_key",
     "tail_many",
     "verify_collection",
+    "verify_state",
 ]

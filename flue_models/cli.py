@@ -50,6 +50,7 @@ sys.excepthook = _quiet_interrupt
 import argparse
 import asyncio
 import datetime as dt
+import importlib
 import json
 import re
 import traceback
@@ -66,6 +67,7 @@ from flue_models.demo import run_demo
 from flue_models.embedded import EmbeddedServer
 from flue_models.errors import FlueModelsError, ServerCheckError
 from flue_models.inspection import check_report, read_server
+from flue_models.model.base import Model
 from flue_models.schema import (
     MigrationSet,
     builtin_directory,
@@ -80,6 +82,7 @@ from flue_models.state.events import (
     event_json,
     format_offset,
 )
+from flue_models.state.integrity import STATE_MODELS, verify_state
 from flue_models.state.retention import DEFAULT_PRUNE_LIMIT, PruneReport, Retention, prune
 from flue_models.state.run import WorkflowRun
 from flue_models.state.session import Session
@@ -342,6 +345,43 @@ async def _prune(args: argparse.Namespace) -> int:
         if field in total.counts:
             print(f"{flag}: {total.counts[field]} {verb}")
     return OK
+
+
+def _model(text: str) -> type[Model]:
+    module_name, _, name = text.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc} (give module:Class)") from None
+    if not (isinstance(found, type) and issubclass(found, Model)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a flue-models Model class")
+    return found
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    models = (*STATE_MODELS, *args.model)
+    if args.collection:
+        models = tuple(m for m in models if m.__flue_spec__.collection in args.collection)
+        known = {m.__flue_spec__.collection for m in (*STATE_MODELS, *args.model)}
+        unknown = sorted(set(args.collection) - known)
+        if unknown:
+            names = ", ".join(sorted(known))
+            print(f"error: no collection {unknown[0]!r}: known are {names}", file=sys.stderr)
+            return USAGE
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect) as db:
+        report = await verify_state(models, repair=args.repair, db=db)
+    if args.json:
+        _emit(report.as_dict())
+    else:
+        for drift in report.all_drift:
+            print(
+                f"{drift.kind}: {drift.key} {drift.record_id} ({drift.detail})".replace(" ()", "")
+            )
+        checked = ", ".join(f"{c.collection} {c.records}" for c in report.collections)
+        repaired = f", {report.repaired} repaired" if args.repair else ""
+        verdict = "ok" if report.ok else f"{len(report.all_drift)} finding(s)"
+        print(f"{verdict}: {checked}, streams {report.streams}{repaired}")
+    return OK if report.ok else FAILED
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -609,6 +649,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="count what is due; remove nothing"
     )
     prune_command.set_defaults(handler=_prune)
+
+    verify = commands.add_parser(
+        "verify",
+        help="check rows against indexes, claims, streams and runs (exit 1 on drift)",
+        description="Check every row against its index entries and unique claims, every "
+        "stream against its events, every run against its stream. --repair rebuilds what "
+        "is derived from the rows (the truth), then checks again.",
+    )
+    _connection_options(verify)
+    verify.add_argument(
+        "--collection", action="append", default=[], help="only this collection (repeatable)"
+    )
+    verify.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        type=_model,
+        metavar="MODULE:CLASS",
+        help="also an application model, e.g. myapp.models:Ticket (repeatable)",
+    )
+    verify.add_argument("--repair", action="store_true", help="rebuild derived data from rows")
+    verify.set_defaults(handler=_verify)
 
     runs = commands.add_parser("runs", help="list and show workflow runs")
     run_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)

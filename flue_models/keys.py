@@ -22,6 +22,7 @@ a fixed word such as ``all`` is not the canonical encoding of any byte string.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from typing import NamedTuple
 
@@ -30,6 +31,9 @@ from flue_models.errors import ConfigurationError
 _COLLECTION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 #: Collection names that would shadow a key of the layout itself.
 RESERVED_COLLECTIONS = frozenset({"meta", "stream"})
+#: Longest indexed value (in bytes, as encoded) named as itself in its index key; longer
+#: ones are named by their digest.
+INDEX_VALUE_BOUND = 128
 
 
 def encode_segment(value: str | bytes) -> str:
@@ -304,6 +308,28 @@ once='p:stream:cnVucy80Mg:once')
         """
         return f"{self.stream(path).meta}:chunks"
 
+    def stream_meta_pattern(self) -> str:
+        """Return the SCAN pattern of every stream's keys (metadata, events, ...).
+
+        Example:
+            >>> KeySpace("p").stream_meta_pattern()
+            'p:stream:*'
+        """
+        return escape_glob(f"{self.prefix}:stream:") + "*"
+
+    def is_stream_meta(self, key: str) -> bool:
+        """Whether ``key`` (found by :meth:`stream_meta_pattern`) is a stream's metadata.
+
+        Example:
+            >>> keys = KeySpace("p")
+            >>> keys.is_stream_meta("p:stream:cnVucy8x")
+            True
+            >>> keys.is_stream_meta("p:stream:cnVucy8x:events")
+            False
+        """
+        head = f"{self.prefix}:stream:"
+        return key.startswith(head) and ":" not in key[len(head) :]
+
     def closed_streams(self) -> str:
         """Return the sorted set of closed streams' paths, scored by when they closed.
 
@@ -316,8 +342,18 @@ once='p:stream:cnVucy80Mg:once')
     def index(self, collection: str, field: str, value: bytes) -> str:
         """Return the sorted set of the ids whose ``field`` encodes to ``value``.
 
+        A value longer than ``INDEX_VALUE_BOUND`` bytes is named by its SHA-256 digest
+        (``~`` and 64 hex digits, which no base64url segment can be), so a key name never
+        grows with the value; queries re-check such values against the rows.
+
         Example:
             >>> KeySpace("p").index("ticket", "status", b"open")
             'p:ticket:idx:status:b3Blbg'
+            >>> len(KeySpace("p").index("ticket", "title", b"x" * 10_000))
+            84
         """
-        return f"{self.prefix}:{collection}:idx:{field}:{encode_segment(value)}"
+        if len(value) > INDEX_VALUE_BOUND:
+            segment = "~" + hashlib.sha256(value).hexdigest()
+        else:
+            segment = encode_segment(value)
+        return f"{self.prefix}:{collection}:idx:{field}:{segment}"

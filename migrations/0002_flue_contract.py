@@ -17,7 +17,6 @@ Every step is idempotent, so a rerun after a failure finishes the work.
 import json
 
 from flue_models.errors import WrongKeyTypeError
-from flue_models.keys import escape_glob
 from flue_models.replies import reply_pairs, reply_text
 from flue_models.schema import MigrationContext
 from flue_models.state.run import WorkflowRun
@@ -79,11 +78,10 @@ async def up(ctx: MigrationContext) -> None:
             converted += 1
     ctx.report(f"{converted} journal(s) converted")
 
-    base = f"{keys.prefix}:stream:"
     closed = 0
-    async for raw in db.client.scan_iter(match=escape_glob(base) + "*", count=500):
+    async for raw in db.client.scan_iter(match=keys.stream_meta_pattern(), count=500):
         key = reply_text(raw)
-        if ":" in key[len(base) :] or reply_text(await db.client.type(key)) != "hash":
+        if not keys.is_stream_meta(key) or reply_text(await db.client.type(key)) != "hash":
             continue  # events, idempotency keys, chunks
         path, is_closed, closed_ms = await db.client.hmget(key, "path", "closed", "closed_ms")
         if path is not None and is_closed == b"1":

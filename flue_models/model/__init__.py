@@ -28,7 +28,7 @@ from flue_models.model.errors import (
 from flue_models.model.expressions import AllOf, Condition, FieldRef, QueryError, in_
 from flue_models.model.fields import Indexed, Unique, new_id, now
 from flue_models.model.query import Page, Query
-from flue_models.model.verify import Drift, VerifyReport, verify_collection
+from flue_models.model.verify import Drift, VerifyReport, repair_collection, verify_collection
 
 __all__ = [
     "AllOf",
@@ -54,5 +54,6 @@ __all__ = [
     "in_",
     "new_id",
     "now",
+    "repair_collection",
     "verify_collection",
 ]

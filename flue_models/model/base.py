@@ -520,7 +520,8 @@ class Bound(Generic[M]):
 async def iter_hashes(
     db: Database, keys: Sequence[str], chunk: int = 500
 ) -> AsyncIterator[list[tuple[str, dict[bytes, bytes]]]]:
-    """Read record hashes ``chunk`` at a time (one round trip each); skip vanished ones.
+    """Read record hashes ``chunk`` at a time (one round trip each); skip vanished ones
+    and keys that are not hashes (``verify_collection`` reports those).
 
     The one chunked loader of maintenance paths (verification, index rebuilds).
 
@@ -532,5 +533,9 @@ async def iter_hashes(
     """
     for start in range(0, len(keys), chunk):
         part = keys[start : start + chunk]
-        replies = await db.run_batch([("HGETALL", key) for key in part])
-        yield [(key, reply_hash(raw)) for key, raw in zip(part, replies, strict=True) if raw]
+        replies = await db.run_batch([("HGETALL", key) for key in part], return_errors=True)
+        yield [
+            (key, reply_hash(raw))
+            for key, raw in zip(part, replies, strict=True)
+            if raw and not isinstance(raw, Exception)  # not a hash: verify reports it
+        ]

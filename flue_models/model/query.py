@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from flue_models.connection import Database, pick_database
 from flue_models.errors import ScriptError
-from flue_models.keys import KeySpace
+from flue_models.keys import INDEX_VALUE_BOUND, KeySpace
 from flue_models.model.errors import DecodeError, SkippedRecordWarning
 from flue_models.model.expressions import AllOf, Condition, QueryError
 from flue_models.model.planner import Plan, decode_cursor, encode_cursor, plan_query
@@ -217,9 +217,24 @@ class Query(Generic[M]):
                     raise item
                 warnings.warn(SkippedRecordWarning(str(item)), stacklevel=3)
                 skipped.append(item)
-            elif item is not None:  # None: deleted meanwhile
+            elif item is not None and self._rechecked(item):  # None: deleted meanwhile
                 records.append(item)
         return records, skipped
+
+    def _rechecked(self, record: M) -> bool:
+        """Whether ``record`` really has the long values (indexed by digest) asked for."""
+        spec = self.model.__flue_spec__
+        for cond in self.conditions:
+            if cond.op not in ("eq", "in") or cond.field not in spec.equality_fields:
+                continue
+            codec = spec.codecs[cond.field]
+            wanted = [codec.index_value(v) for v in cond.values if v is not None]
+            if all(len(w) <= INDEX_VALUE_BOUND for w in wanted):
+                continue
+            value = getattr(record, cond.field)
+            if value is None or codec.index_value(value) not in wanted:
+                return False
+        return True
 
     async def page(self, limit: int = DEFAULT_PAGE, cursor: str | None = None) -> Page[M]:
         """Return up to ``limit`` records after ``cursor``, and the next cursor.

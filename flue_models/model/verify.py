@@ -1,7 +1,8 @@
 """Check a collection's rows against its indexes and report every drift.
 
 This is a maintenance tool, not a request path: it SCANs the collection's keys and
-reads every index set in full.
+reads every index set, in bounded chunks. :func:`repair_collection` rebuilds what is
+derived (index entries, unique claims) from the rows, which are the truth.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flue_models.connection import Database, pick_database
+from flue_models.errors import ConfigurationError
+from flue_models.keys import encode_segment
 from flue_models.model.base import Model, iter_hashes
 from flue_models.model.errors import DecodeError
+from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
 from flue_models.replies import reply_hash, reply_text
 
 
@@ -23,10 +27,13 @@ class Drift:
     Attributes:
         kind: ``missing`` (a record lacks an entry), ``wrong_score``, ``orphan`` (an
             entry whose record does not exist), ``stale`` (an entry the record's values do
-            not call for), ``undecodable`` (a record hash that cannot be read).
+            not call for), ``undecodable`` (a record hash that cannot be read),
+            ``wrong_type`` (a key of another type where a record, an index or claims are
+            kept).
         key: the index (or record) key concerned.
         record_id: the id concerned.
         detail: what was expected and what was found.
+        claimed: for a unique claim, the claimed value.
 
     Example:
         ```python
@@ -38,6 +45,19 @@ class Drift:
     key: str
     record_id: str
     detail: str
+    #: For a unique claim: the claimed value.
+    claimed: str | None = None
+
+    @property
+    def shown_id(self) -> str:
+        """The id as printable text: bytes that are not UTF-8 as backslash escapes.
+
+        Example:
+            ```python
+            print(drift.shown_id)   # '\\xff\\xfe' for a member of bytes ff fe
+            ```
+        """
+        return self.record_id.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -106,8 +126,40 @@ async def scan_collection(db: Database, collection: str) -> CollectionKeys:
     return found
 
 
+#: Index entries read per round trip while verifying (a bounded reply each time).
+ENTRY_CHUNK = 1000
+
+
+def _member_text(member: bytes) -> str:
+    """An id as text; bytes that are not UTF-8 (no id of ours) keep their escapes."""
+    return member.decode("utf-8", "surrogateescape")
+
+
+async def _read_set(db: Database, key: str) -> dict[str, float] | str:
+    """Every entry of a sorted set, read ``ENTRY_CHUNK`` at a time; or the type found
+    when the key is not a sorted set."""
+    kind = reply_text(await db.client.type(key))
+    if kind not in ("zset", "none"):
+        return kind
+    entries: dict[str, float] = {}
+    start = 0
+    while True:
+        pairs: list[Any] = await db.client.zrange(
+            key, start, start + ENTRY_CHUNK - 1, withscores=True
+        )
+        entries.update((_member_text(member), float(score)) for member, score in pairs)
+        if len(pairs) < ENTRY_CHUNK:
+            return entries
+        start += ENTRY_CHUNK
+
+
 async def verify_collection(model: type[Model], *, db: Database | None = None) -> VerifyReport:
     """Compare every record of ``model`` with every index entry of its collection.
+
+    It never stops at what it finds: a key of the wrong type where a record, an index or
+    a unique hash should be, an undecodable row, an id that is not UTF-8 are each a
+    :class:`Drift`. Records are read 500 at a time and index sets 1,000 entries at a time,
+    so no single call is large.
 
     Example:
         ```python
@@ -121,14 +173,21 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
     report = VerifyReport(collection=spec.collection)
 
     found = await scan_collection(database, spec.collection)
-    index_keys, unique_keys, record_keys = found.indexes, found.uniques, found.records
+    index_keys, unique_keys = found.indexes, found.uniques
 
     expected: dict[str, dict[str, float]] = defaultdict(dict)
     expected_unique: dict[str, dict[str, str]] = defaultdict(dict)
-    async for batch in iter_hashes(database, record_keys):
-        for key, raw in batch:
+    for start in range(0, len(found.records), 500):
+        part = found.records[start : start + 500]
+        replies = await database.run_batch([("HGETALL", key) for key in part], return_errors=True)
+        for key, raw in zip(part, replies, strict=True):
+            if isinstance(raw, Exception):
+                report.drift.append(Drift("wrong_type", key, "", f"not a record hash: {raw}"))
+                continue
+            if not raw:
+                continue  # deleted meanwhile
             try:
-                record = model.from_hash(key, raw, database)
+                record = model.from_hash(key, reply_hash(raw), database)
             except DecodeError as exc:
                 report.drift.append(Drift("undecodable", key, "", str(exc)))
                 continue
@@ -137,42 +196,136 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
             for entry_key, score in spec.entries(database.keys, values).items():
                 expected[entry_key][record.id] = score
             for unique_key, value in spec.unique_claims(database.keys, values).items():
-                expected_unique[unique_key][value.decode("utf-8", "surrogateescape")] = record.id
+                expected_unique[unique_key][_member_text(value)] = record.id
 
-    actual: dict[str, dict[str, float]] = {}
-    for key in index_keys:
-        pairs: list[Any] = await database.client.zrange(key, 0, -1, withscores=True)
-        actual[key] = {reply_text(member): float(score) for member, score in pairs}
-        report.entries += len(pairs)
-    for key in set(expected) | set(actual):
-        want, have = expected.get(key, {}), actual.get(key, {})
+    for key in sorted(set(expected) | set(index_keys)):
+        have = await _read_set(database, key)
+        want = expected.get(key, {})
+        if isinstance(have, str):
+            report.drift.append(Drift("wrong_type", key, "", f"a {have} where an index is kept"))
+            continue
+        report.entries += len(have)
         for record_id, score in want.items():
             if record_id not in have:
                 report.drift.append(Drift("missing", key, record_id, f"expected score {score}"))
             elif have[record_id] != score:
-                report.drift.append(
-                    Drift(
-                        "wrong_score", key, record_id, f"expected {score}, found {have[record_id]}"
-                    )
-                )
-        for record_id in have.keys() - want.keys():
+                detail = f"expected {score}, found {have[record_id]}"
+                report.drift.append(Drift("wrong_score", key, record_id, detail))
+        for record_id in sorted(have.keys() - want.keys()):
             known = any(record_id in entries for entries in expected.values())
             kind = "stale" if known else "orphan"
             report.drift.append(Drift(kind, key, record_id, f"score {have[record_id]}"))
 
-    for key in set(unique_keys) | set(expected_unique):
+    for key in sorted(set(unique_keys) | set(expected_unique)):
+        kind = reply_text(await database.client.type(key))
+        if kind not in ("hash", "none"):
+            report.drift.append(Drift("wrong_type", key, "", f"a {kind} where claims are kept"))
+            continue
         raw_claims = reply_hash(await database.client.hgetall(key))
-        have_claims = {
-            k.decode("utf-8", "surrogateescape"): reply_text(v) for k, v in raw_claims.items()
-        }
+        have_claims = {_member_text(k): _member_text(v) for k, v in raw_claims.items()}
         want_claims = expected_unique.get(key, {})
         for claimed, record_id in want_claims.items():
             if have_claims.get(claimed) != record_id:
                 report.drift.append(
-                    Drift("missing", key, record_id, f"unique value {claimed!r} not claimed")
+                    Drift(
+                        "missing", key, record_id, f"unique value {claimed!r} not claimed", claimed
+                    )
                 )
-        for claimed in have_claims.keys() - want_claims.keys():
+        for claimed in sorted(have_claims.keys() - want_claims.keys()):
             report.drift.append(
-                Drift("orphan", key, have_claims[claimed], f"unique value {claimed!r} held")
+                Drift(
+                    "orphan", key, have_claims[claimed], f"unique value {claimed!r} held", claimed
+                )
             )
     return report
+
+
+async def repair_collection(
+    model: type[Model], report: VerifyReport, *, db: Database | None = None
+) -> int:
+    """Repair what ``report`` found, from the rows (the rows are the truth).
+
+    * a record missing an entry or a claim, or with a wrong score: the record is saved
+      again through the write path, which adds every entry and claim it calls for (under
+      its version check: a concurrent writer wins, and its own save is exact);
+    * a stale or orphan entry or claim: removed by the ``index_repair`` script only if the
+      row, read inside the script, does not own it, so a racing writer is never undone;
+    * a key of the wrong type where an index or claims are kept: deleted, then every
+      record it should hold is saved again. Undecodable rows and wrong-type record keys
+      are left as they are (nothing to derive them from) and stay in the next report.
+
+    Returns the number of drifts acted on.
+
+    Example:
+        ```python
+        report = await verify_collection(Ticket)
+        if not report.ok:
+            await repair_collection(Ticket, report)
+        ```
+    """
+    database = pick_database(db)
+    spec = model.__flue_spec__
+    resave: set[str] = set()
+    acted = 0
+    for drift in report.drift:
+        if drift.kind in ("missing", "wrong_score"):
+            resave.add(drift.record_id)
+        elif drift.kind in ("stale", "orphan"):
+            kind = "z" if drift.claimed is None else "u"
+            member = drift.record_id if drift.claimed is None else drift.claimed
+            raw_member = member.encode("utf-8", "surrogateescape")
+            try:
+                record_key = database.keys.record(spec.collection, drift.record_id)
+            except ConfigurationError:  # not UTF-8: no row of ours has this id
+                remove = (
+                    ("ZREM", drift.key, raw_member)
+                    if kind == "z"
+                    else ("HDEL", drift.key, raw_member)
+                )
+                await database.run_batch([remove])
+                acted += 1
+                continue
+            await database.scripts.call(
+                "index_repair",
+                keys=[record_key, drift.key],
+                args=[kind, raw_member, database.keys.relative(drift.key),
+                      encode_segment(raw_member)],
+            )  # fmt: skip
+        elif drift.kind == "wrong_type" and database.keys.classify(spec.collection, drift.key) in (
+            "index",
+            "unique",
+        ):
+            await database.client.delete(drift.key)
+            resave.update(await _ids_calling_for(model, database, drift.key))
+        else:
+            continue
+        acted += 1
+    for record_id in sorted(resave):
+        await _resave(model, database, record_id)
+    return acted
+
+
+async def _ids_calling_for(model: type[Model], db: Database, key: str) -> set[str]:
+    spec = model.__flue_spec__
+    ids: set[str] = set()
+    found = await scan_collection(db, spec.collection)
+    async for batch in iter_hashes(db, found.records):
+        for record_key, raw in batch:
+            try:
+                record = model.from_hash(record_key, raw, db)
+            except DecodeError:
+                continue
+            values = record._values()
+            if key in spec.entries(db.keys, values) or key in spec.unique_claims(db.keys, values):
+                ids.add(record.id)
+    return ids
+
+
+async def _resave(model: type[Model], db: Database, record_id: str) -> None:
+    async def attempt() -> None:
+        (record,) = await model.read_records([record_id], db=db)
+        if record is None or isinstance(record, DecodeError):
+            return
+        await run_writes(db, [plan_save(record, db.keys, owns_nothing=True)])
+
+    await retry_on_conflict(attempt)

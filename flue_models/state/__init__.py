@@ -24,6 +24,7 @@ from flue_models.state.events import (
     parse_offset,
     tail_many,
 )
+from flue_models.state.integrity import StateReport, verify_state
 from flue_models.state.retention import PruneReport, Retention, prune
 from flue_models.state.run import EndResult, RunPage, RunPointer, WorkflowRun
 from flue_models.state.session import (
@@ -62,6 +63,7 @@ __all__ = [
     "Session",
     "SessionContext",
     "SessionError",
+    "StateReport",
     "StreamClosedError",
     "StreamConflictError",
     "StreamError",
@@ -76,4 +78,5 @@ __all__ = [
     "prune",
     "session_key",
     "tail_many",
+    "verify_state",
 ]

@@ -93,3 +93,25 @@ async def test_a_lone_surrogate_in_an_id_or_path_is_refused(db: fm.Database, cal
     with pytest.raises(fm.FlueModelsError, match="surrogate"):
         await call()
     assert await keys_under(db) == before
+
+
+async def test_a_long_indexed_value_gets_a_short_key_and_exact_equality(
+    db: fm.Database,
+) -> None:
+    long_a, long_b = "a" * 1_000_000, "a" * 999_999 + "b"
+    await Ticket(id="t-a", status=long_a, priority=1).save()
+    await Ticket(id="t-b", status=long_b, priority=2).save()
+    await Ticket(id="t-s", status="short", priority=3).save()
+    names = [k.decode() async for k in db.client.scan_iter(match=db.keys.pattern())]
+    assert max(len(name) for name in names) < 200  # was 1.4 MB
+    assert [t.id for t in await Ticket.find(Ticket.status == long_a).all()] == ["t-a"]
+    assert [t.id for t in await Ticket.find(Ticket.status.in_([long_b, "short"])).all()] == [
+        "t-b",
+        "t-s",
+    ]
+    assert await Ticket.find(Ticket.status == "a" * 1_000_001).all() == []
+    found = await Ticket.get("t-a")
+    assert found is not None
+    await found.update(status="short")
+    assert await Ticket.find(Ticket.status == long_a).count() == 0
+    assert (await fm.verify_collection(Ticket)).ok

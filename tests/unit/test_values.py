@@ -107,7 +107,7 @@ def test_datetimes_round_trip_or_are_refused(value: dt.datetime) -> None:
         assert "'at'" in refused
         assert "outside years 1 to 9999" in refused or "does not exist" in refused
     else:
-        assert back == value  # the same instant
+        assert back == value.astimezone(dt.UTC)  # the same instant (a fold keeps its side)
 
 
 @settings(max_examples=300)

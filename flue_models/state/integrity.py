@@ -1,0 +1,241 @@
+"""Verify (and repair) the Flue state beyond each collection's indexes: streams against
+their events and the closed set, runs against their streams.
+
+What :func:`verify_state` reports, besides :func:`~flue_models.model.verify_collection`'s
+index drift for each of ``Session``, ``Submission`` and ``WorkflowRun``:
+
+* ``wrong_type``: a key of another type where a stream's metadata or events are kept;
+* ``stream_seq``: events stored beyond the stream's recorded head (not repaired: the
+  events are data, read them);
+* ``stream_close``: a closed stream without its close marker, or the reverse (not
+  repaired);
+* ``closed_set``: a closed stream missing from the closed set, or an entry for a stream
+  that is not closed (repaired);
+* ``open_stream``: an ended run whose stream is still open (repaired: closed);
+* ``missing_stream``: an active run without its stream (repaired: created).
+
+A maintenance path: it SCANs the stream keys in batches and reads each stream's head.
+
+Example:
+    ```python
+    report = await verify_state(repair=True)
+    for drift in report.drift:
+        print(drift.kind, drift.key, drift.detail)
+    ```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flue_models.connection import Database, pick_database
+from flue_models.model.base import Model
+from flue_models.model.verify import Drift, VerifyReport, repair_collection, verify_collection
+from flue_models.replies import reply_text
+from flue_models.state.events import EventStream
+from flue_models.state.run import WorkflowRun
+from flue_models.state.session import Session
+from flue_models.state.submission import Submission
+
+#: The built-in models :func:`verify_state` checks.
+STATE_MODELS: tuple[type[Model], ...] = (Session, Submission, WorkflowRun)
+#: Stream metadata keys read per round trip.
+STREAM_CHUNK = 200
+
+
+@dataclass
+class StateReport:
+    """What :func:`verify_state` found (and, with ``repair``, did).
+
+    Example:
+        ```python
+        report = await verify_state()
+        report.ok, report.counts()
+        ```
+    """
+
+    collections: list[VerifyReport] = field(default_factory=list)
+    streams: int = 0
+    drift: list[Drift] = field(default_factory=list)
+    repaired: int = 0
+
+    @property
+    def all_drift(self) -> list[Drift]:
+        """Every drift found: each collection's, then the streams'.
+
+        Example:
+            ```python
+            for drift in report.all_drift:
+                print(drift.kind, drift.key)
+            ```
+        """
+        return [d for c in self.collections for d in c.drift] + self.drift
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing drifted.
+
+        Example:
+            ```python
+            assert (await verify_state()).ok
+            ```
+        """
+        return not self.all_drift
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-ready data (what ``flue-models verify --json`` prints).
+
+        Example:
+            ```python
+            json.dumps(report.as_dict())
+            ```
+        """
+        return {
+            "ok": self.ok,
+            "collections": {c.collection: {"records": c.records} for c in self.collections},
+            "streams": self.streams,
+            "repaired": self.repaired,
+            "drift": [
+                {"kind": d.kind, "key": d.key, "id": d.shown_id, "detail": d.detail}
+                for d in self.all_drift
+            ],
+        }
+
+
+async def verify_state(
+    models: tuple[type[Model], ...] = STATE_MODELS,
+    *,
+    repair: bool = False,
+    db: Database | None = None,
+) -> StateReport:
+    """Verify ``models`` (the built-in state by default) and the streams; repair with
+    ``repair`` (derived data only: rows and events are the truth), then verify again.
+
+    Example:
+        ```python
+        report = await verify_state(repair=True)
+        assert report.ok, report.all_drift   # what repair could not fix stays listed
+        ```
+    """
+    database = pick_database(db)
+    report = await _verify(models, database)
+    if not repair or report.ok:
+        return report
+    repaired = 0
+    for model, collection in zip(models, report.collections, strict=True):
+        repaired += await repair_collection(model, collection, db=database)
+    repaired += await _repair_streams(database, report.drift)
+    again = await _verify(models, database)
+    again.repaired = repaired
+    return again
+
+
+async def _verify(models: tuple[type[Model], ...], db: Database) -> StateReport:
+    report = StateReport()
+    for model in models:
+        report.collections.append(await verify_collection(model, db=db))
+    if WorkflowRun in models:
+        report.streams, report.drift = await _verify_streams(db)
+    return report
+
+
+async def _verify_streams(db: Database) -> tuple[int, list[Drift]]:
+    metas: list[str] = []
+    async for raw in db.client.scan_iter(match=db.keys.stream_meta_pattern(), count=500):
+        key = reply_text(raw)
+        if db.keys.is_stream_meta(key):  # not :events, :once, :chunks
+            metas.append(key)
+    drift: list[Drift] = []
+    closed_set = db.keys.closed_streams()
+    seen_closed: set[str] = set()
+    for start in range(0, len(metas), STREAM_CHUNK):
+        part = sorted(metas)[start : start + STREAM_CHUNK]
+        metas_read = await db.run_batch(
+            [("HMGET", key, "path", "seq", "closed") for key in part], return_errors=True
+        )
+        for key, values in zip(part, metas_read, strict=True):
+            if isinstance(values, Exception):
+                drift.append(Drift("wrong_type", key, "", f"not a stream's metadata: {values}"))
+                continue
+            path, seq_raw, closed_raw = (None if v is None else reply_text(v) for v in values)
+            if path is None or seq_raw is None or not seq_raw.isdigit():
+                drift.append(Drift("undecodable", key, "", f"stream metadata {values!r}"))
+                continue
+            drift += await _check_stream(db, key, path, int(seq_raw), closed_raw == "1")
+            if closed_raw == "1":
+                seen_closed.add(path)
+    listed = {reply_text(m) for m in await db.client.zrange(closed_set, 0, -1)}
+    for path in sorted(seen_closed - listed):
+        drift.append(Drift("closed_set", closed_set, path, "closed, but not in the closed set"))
+    for path in sorted(listed - seen_closed):
+        drift.append(Drift("closed_set", closed_set, path, "listed, but not a closed stream"))
+    drift += await _verify_run_streams(db)
+    return len(metas), drift
+
+
+async def _check_stream(db: Database, meta: str, path: str, seq: int, closed: bool) -> list[Drift]:
+    events = db.keys.stream(path).events
+    if meta != db.keys.stream(path).meta:
+        return [Drift("undecodable", meta, path, "its path names another stream")]
+    reply = await db.run_batch([("XREVRANGE", events, "+", "-", "COUNT", 2)], return_errors=True)
+    if isinstance(reply[0], Exception):
+        return [Drift("wrong_type", events, path, f"not a Redis Stream: {reply[0]}")]
+    last: list[Any] = reply[0]
+    found: list[Drift] = []
+    marker = bool(last) and b"closed" in (last[0][1] or {})
+    newest_event = (
+        last[1] if marker and len(last) > 1 else (last[0] if last and not marker else None)
+    )
+    if newest_event is not None:
+        newest = int(reply_text(newest_event[0]).split("-", 1)[1])
+        if newest > seq:
+            found.append(Drift("stream_seq", events, path, f"event {newest} beyond head {seq}"))
+    if closed != marker:
+        state = "closed without its close marker" if closed else "a close marker, not closed"
+        found.append(Drift("stream_close", events, path, state))
+    return found
+
+
+async def _verify_run_streams(db: Database) -> list[Drift]:
+    drift = [
+        Drift("open_stream", db.keys.stream(WorkflowRun.stream_path(i)).meta, i, "run ended")
+        for i in await WorkflowRun.open_streams_of_ended_runs(db=db)
+    ]
+    query = WorkflowRun.find(WorkflowRun.status == "active").using(db)
+    cursor = None
+    while True:
+        page = await query.id_page(limit=500, cursor=cursor)
+        metas = [db.keys.stream(WorkflowRun.stream_path(i)).meta for i in page.ids]
+        exists = await db.run_batch([("EXISTS", m) for m in metas])
+        drift += [
+            Drift("missing_stream", meta, run_id, "active run without its stream")
+            for run_id, meta, there in zip(page.ids, metas, exists, strict=True)
+            if not there
+        ]
+        if page.next_cursor is None:
+            return drift
+        cursor = page.next_cursor
+
+
+async def _repair_streams(db: Database, drift: list[Drift]) -> int:
+    acted = 0
+    for d in drift:
+        if d.kind == "closed_set":
+            stream: EventStream[dict[str, Any]] = EventStream(d.record_id, db=db)
+            info = await stream.meta()
+            if info is not None and info.closed:
+                await db.client.zadd(d.key, {d.record_id: info.closed_ms or 0})
+            else:
+                await db.client.zrem(d.key, d.record_id)
+        elif d.kind == "open_stream":
+            await EventStream(WorkflowRun.stream_path(d.record_id), db=db).close()
+        elif d.kind == "missing_stream":
+            run = await WorkflowRun.get(d.record_id, db=db)
+            if run is None or run.status != "active":
+                continue
+            await run.events.create()
+        else:
+            continue
+        acted += 1
+    return acted
