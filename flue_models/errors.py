@@ -462,7 +462,7 @@ class ForeignSchemaError(SchemaError):
     """The schema record holds a stamp another tool wrote (or is not a hash at all).
 
     Example:
-        >>> "another tool" in str(ForeignSchemaError("flue:meta", "format_version", "1"))
+        >>> "another tool" in str(ForeignSchemaError("flue::meta", "format_version", "1"))
         True
     """
 

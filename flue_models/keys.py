@@ -65,11 +65,18 @@ def decode_segment(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
+#: What ends the prefix in every key name. A prefix never contains it, so no key or SCAN
+#: pattern of one prefix can match a key of another, nested ones included (``app`` and
+#: ``app:prod``: ``app::*`` cannot match ``app:prod::meta``).
+SEPARATOR = "::"
+
+
 def normalize_prefix(prefix: str) -> str:
     """Strip trailing colons from a key prefix and reject an empty one.
 
     Raises:
-        ConfigurationError: the prefix is empty, all colons, or contains whitespace.
+        ConfigurationError: the prefix is empty, all colons, or contains whitespace or
+            ``::``.
 
     Example:
         >>> normalize_prefix("myapp:")
@@ -85,6 +92,11 @@ def normalize_prefix(prefix: str) -> str:
         raise ConfigurationError(
             f"The key prefix {prefix!r} contains whitespace; use letters, digits, '_', '-' "
             "and ':' only."
+        )
+    if SEPARATOR in cleaned:
+        raise ConfigurationError(
+            f"The key prefix {prefix!r} contains {SEPARATOR!r}, which ends a prefix in every "
+            "key name (that is what keeps nested prefixes apart); use single ':'."
         )
     return cleaned
 
@@ -123,7 +135,7 @@ class StreamKeys(NamedTuple):
     Example:
         >>> meta, events, once = KeySpace("p").stream("runs/1")
         >>> events
-        'p:stream:cnVucy8x:events'
+        'p::stream:cnVucy8x:events'
     """
 
     meta: str
@@ -136,18 +148,22 @@ class KeySpace:
 
     Example:
         >>> keys = KeySpace("flue:")
-        >>> keys.meta
-        'flue:meta'
+        >>> keys.meta, keys.legacy_meta
+        ('flue::meta', 'flue:meta')
         >>> keys.record("ticket", "t-1")
-        'flue:ticket:dC0x'
+        'flue::ticket:dC0x'
         >>> keys.index("ticket", "status", b"open")
-        'flue:ticket:idx:status:b3Blbg'
+        'flue::ticket:idx:status:b3Blbg'
     """
 
     def __init__(self, prefix: str) -> None:
         self.prefix = normalize_prefix(prefix)
-        self.meta = f"{self.prefix}:meta"
+        self.head = self.prefix + SEPARATOR
+        self.meta = f"{self.head}meta"
         self.migration_lock = f"{self.meta}:lock"
+        #: Where the schema record was kept before the layout ended prefixes with ``::``
+        #: (migration ``0002_disjoint_prefixes`` moves it).
+        self.legacy_meta = f"{self.prefix}:meta"
 
     def __repr__(self) -> str:
         return f"KeySpace({self.prefix!r})"
@@ -157,9 +173,9 @@ class KeySpace:
 
         Example:
             >>> KeySpace("a*b").pattern()
-            'a\\\\*b:*'
+            'a\\\\*b::*'
         """
-        return escape_glob(self.prefix) + ":*"
+        return escape_glob(self.head) + "*"
 
     def relative(self, key: str) -> str:
         """Return ``key`` without this prefix (how a record stores the keys it owns).
@@ -168,31 +184,30 @@ class KeySpace:
             ConfigurationError: ``key`` is not under this prefix.
 
         Example:
-            >>> KeySpace("p").relative("p:ticket:all")
+            >>> KeySpace("p").relative("p::ticket:all")
             'ticket:all'
         """
-        head = f"{self.prefix}:"
-        if not key.startswith(head):
+        if not key.startswith(self.head):
             raise ConfigurationError(f"Key {key!r} is not under the prefix {self.prefix!r}.")
-        return key[len(head) :]
+        return key[len(self.head) :]
 
     def absolute(self, relative_key: str) -> str:
         """Return the full key of a key made relative by :meth:`relative`.
 
         Example:
             >>> KeySpace("p").absolute("ticket:all")
-            'p:ticket:all'
+            'p::ticket:all'
         """
-        return f"{self.prefix}:{relative_key}"
+        return f"{self.head}{relative_key}"
 
     def collection_pattern(self, collection: str) -> str:
         """Return the SCAN pattern of a collection's records, indexes and counter.
 
         Example:
             >>> KeySpace("p").collection_pattern("ticket")
-            'p:ticket:*'
+            'p::ticket:*'
         """
-        return escape_glob(f"{self.prefix}:{collection}:") + "*"
+        return escape_glob(f"{self.head}{collection}:") + "*"
 
     def classify(self, collection: str, key: str) -> str | None:
         """Say what a key matched by :meth:`collection_pattern` is.
@@ -202,10 +217,10 @@ class KeySpace:
 
         Example:
             >>> keys = KeySpace("p")
-            >>> keys.classify("t", "p:t:all"), keys.classify("t", "p:t:dC0x")
+            >>> keys.classify("t", "p::t:all"), keys.classify("t", "p::t:dC0x")
             ('index', 'record')
         """
-        base = f"{self.prefix}:{collection}:"
+        base = f"{self.head}{collection}:"
         if not key.startswith(base):
             return None
         rest = key[len(base) :]
@@ -222,56 +237,56 @@ class KeySpace:
 
         Example:
             >>> KeySpace("p").record("ticket", "x")
-            'p:ticket:eA'
+            'p::ticket:eA'
         """
         if not record_id:
             raise ConfigurationError("A record id must be a non-empty string.")
-        return f"{self.prefix}:{collection}:{encode_segment(record_id)}"
+        return f"{self.head}{collection}:{encode_segment(record_id)}"
 
     def all(self, collection: str) -> str:
         """Return the sorted set holding every id of a collection.
 
         Example:
             >>> KeySpace("p").all("ticket")
-            'p:ticket:all'
+            'p::ticket:all'
         """
-        return f"{self.prefix}:{collection}:all"
+        return f"{self.head}{collection}:all"
 
     def version_counter(self, collection: str) -> str:
         """Return the counter every write of a collection takes its new version from.
 
         Example:
             >>> KeySpace("p").version_counter("ticket")
-            'p:ticket:version'
+            'p::ticket:version'
         """
-        return f"{self.prefix}:{collection}:version"
+        return f"{self.head}{collection}:version"
 
     def range_index(self, collection: str, field: str) -> str:
         """Return the sorted set of the ids that have ``field`` set, scored by its value.
 
         Example:
             >>> KeySpace("p").range_index("ticket", "priority")
-            'p:ticket:rng:priority'
+            'p::ticket:rng:priority'
         """
-        return f"{self.prefix}:{collection}:rng:{field}"
+        return f"{self.head}{collection}:rng:{field}"
 
     def unique(self, collection: str, field: str) -> str:
         """Return the hash mapping each value of a unique field to the id holding it.
 
         Example:
             >>> KeySpace("p").unique("user", "email")
-            'p:user:uniq:email'
+            'p::user:uniq:email'
         """
-        return f"{self.prefix}:{collection}:uniq:{field}"
+        return f"{self.head}{collection}:uniq:{field}"
 
     def collection_key(self, collection: str, name: str) -> str:
         """Return a key that belongs to a whole collection (a counter, a marker set).
 
         Example:
             >>> KeySpace("p").collection_key("submission", "sequence")
-            'p:submission/sequence'
+            'p::submission/sequence'
         """
-        return f"{self.prefix}:{collection}/{name}"
+        return f"{self.head}{collection}/{name}"
 
     def owned(self, collection: str, name: str, record_id: str) -> str:
         """Return a key a record owns besides its hash (e.g. a session's entry list).
@@ -280,23 +295,23 @@ class KeySpace:
 
         Example:
             >>> KeySpace("p").owned("session", "entries", "s-1")
-            'p:session/entries:cy0x'
+            'p::session/entries:cy0x'
         """
         if not record_id:
             raise ConfigurationError("A record id must be a non-empty string.")
-        return f"{self.prefix}:{collection}/{name}:{encode_segment(record_id)}"
+        return f"{self.head}{collection}/{name}:{encode_segment(record_id)}"
 
     def stream(self, path: str) -> StreamKeys:
         """Return the keys of an event stream: metadata hash, events, idempotency keys.
 
         Example:
             >>> KeySpace("p").stream("runs/42")
-            StreamKeys(meta='p:stream:cnVucy80Mg', events='p:stream:cnVucy80Mg:events', \
-once='p:stream:cnVucy80Mg:once')
+            StreamKeys(meta='p::stream:cnVucy80Mg', events='p::stream:cnVucy80Mg:events', \
+once='p::stream:cnVucy80Mg:once')
         """
         if not path:
             raise ConfigurationError("A stream path must be a non-empty string.")
-        base = f"{self.prefix}:stream:{encode_segment(path)}"
+        base = f"{self.head}stream:{encode_segment(path)}"
         return StreamKeys(base, f"{base}:events", f"{base}:once")
 
     def stream_chunks(self, path: str) -> str:
@@ -304,7 +319,7 @@ once='p:stream:cnVucy80Mg:once')
 
         Example:
             >>> KeySpace("p").stream_chunks("runs/42")
-            'p:stream:cnVucy80Mg:chunks'
+            'p::stream:cnVucy80Mg:chunks'
         """
         return f"{self.stream(path).meta}:chunks"
 
@@ -313,21 +328,21 @@ once='p:stream:cnVucy80Mg:once')
 
         Example:
             >>> KeySpace("p").stream_meta_pattern()
-            'p:stream:*'
+            'p::stream:*'
         """
-        return escape_glob(f"{self.prefix}:stream:") + "*"
+        return escape_glob(f"{self.head}stream:") + "*"
 
     def is_stream_meta(self, key: str) -> bool:
         """Whether ``key`` (found by :meth:`stream_meta_pattern`) is a stream's metadata.
 
         Example:
             >>> keys = KeySpace("p")
-            >>> keys.is_stream_meta("p:stream:cnVucy8x")
+            >>> keys.is_stream_meta("p::stream:cnVucy8x")
             True
-            >>> keys.is_stream_meta("p:stream:cnVucy8x:events")
+            >>> keys.is_stream_meta("p::stream:cnVucy8x:events")
             False
         """
-        head = f"{self.prefix}:stream:"
+        head = f"{self.head}stream:"
         return key.startswith(head) and ":" not in key[len(head) :]
 
     def closed_streams(self) -> str:
@@ -335,7 +350,7 @@ once='p:stream:cnVucy80Mg:once')
 
         Example:
             >>> KeySpace("p").closed_streams()
-            'p:stream/closed'
+            'p::stream/closed'
         """
         return self.collection_key("stream", "closed")
 
@@ -348,12 +363,12 @@ once='p:stream:cnVucy80Mg:once')
 
         Example:
             >>> KeySpace("p").index("ticket", "status", b"open")
-            'p:ticket:idx:status:b3Blbg'
+            'p::ticket:idx:status:b3Blbg'
             >>> len(KeySpace("p").index("ticket", "title", b"x" * 10_000))
-            84
+            85
         """
         if len(value) > INDEX_VALUE_BOUND:
             segment = "~" + hashlib.sha256(value).hexdigest()
         else:
             segment = encode_segment(value)
-        return f"{self.prefix}:{collection}:idx:{field}:{segment}"
+        return f"{self.head}{collection}:idx:{field}:{segment}"

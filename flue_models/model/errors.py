@@ -84,7 +84,7 @@ class DecodeError(FlueModelsError):
 
     Example:
         ```python
-        await Ticket.get("t-1")   # DecodeError: key flue:ticket:dC0x, field 'priority': ...
+        await Ticket.get("t-1")   # DecodeError: key flue::ticket:dC0x, field 'priority': ...
         ```
     """
 

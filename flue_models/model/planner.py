@@ -102,7 +102,7 @@ class Filter:
 
     Example:
         ```python
-        Filter("member", ("flue:ticket:idx:status:b3Blbg",), text="status == 'open'")
+        Filter("member", ("flue::ticket:idx:status:b3Blbg",), text="status == 'open'")
         ```
     """
 
@@ -169,7 +169,7 @@ def plan_query(
     Example:
         ```python
         plan = plan_query(spec, db.keys, [Ticket.status == "open"], "-created_at")
-        plan.drivers   # ('flue:ticket:all', 'flue:ticket:idx:status:b3Blbg')
+        plan.drivers   # ('flue::ticket:all', 'flue::ticket:idx:status:b3Blbg')
         ```
     """
     descending = bool(sort and sort.startswith("-"))

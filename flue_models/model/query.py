@@ -331,7 +331,7 @@ class Query(Generic[M]):
         Example:
             ```python
             print(await Ticket.find(Ticket.status == "open").explain())
-            # walks flue:ticket:idx:status:b3Blbg (3 entries in bounds) ascending by created_at
+            # walks flue::ticket:idx:status:b3Blbg (3 entries in bounds) ascending by created_at
             ```
         """
         db = self._database()

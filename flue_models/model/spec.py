@@ -64,7 +64,7 @@ class ModelSpec:
 
         Example:
             ```python
-            spec.range_key(db.keys, "priority")   # 'flue:ticket:rng:priority'
+            spec.range_key(db.keys, "priority")   # 'flue::ticket:rng:priority'
             ```
         """
         if field == self.order_by:
@@ -115,7 +115,7 @@ class ModelSpec:
         Example:
             ```python
             spec.entries(db.keys, ticket.model_dump())
-            # {'flue:ticket:all': 1.76e12, 'flue:ticket:idx:status:b3Blbg': 1.76e12, ...}
+            # {'flue::ticket:all': 1.76e12, 'flue::ticket:idx:status:b3Blbg': 1.76e12, ...}
             ```
         """
         score = self.order_score(values)
@@ -144,7 +144,7 @@ class ModelSpec:
         Example:
             ```python
             spec.disowned(db.keys, {"status": "open", ...})
-            # ['flue:ticket:idx:status:Y2xvc2Vk']   (status is Literal["open", "closed"])
+            # ['flue::ticket:idx:status:Y2xvc2Vk']   (status is Literal["open", "closed"])
             ```
         """
         owned = self.entries(keys, values)

@@ -37,7 +37,7 @@ class Drift:
 
     Example:
         ```python
-        Drift("missing", "flue:ticket:idx:status:b3Blbg", "t-1", "expected score 1.0")
+        Drift("missing", "flue::ticket:idx:status:b3Blbg", "t-1", "expected score 1.0")
         ```
     """
 

@@ -121,7 +121,7 @@ def encode_owned(
     bytes); the score of a ``seq_scored`` set is ``"#seq"`` until the script assigns it.
 
     Example:
-        >>> encode_owned(KeySpace("p"), {"p:t:all": 1.0}, {"p:t:uniq:email": b"a@b"})
+        >>> encode_owned(KeySpace("p"), {"p::t:all": 1.0}, {"p::t:uniq:email": b"a@b"})
         b'{"u":{"t:uniq:email":"YUBi"},"z":{"t:all":1.0}}'
     """
     owned = {
@@ -140,8 +140,8 @@ def decode_owned(
         DecodeError: the field is not what :func:`encode_owned` writes.
 
     Example:
-        >>> decode_owned(KeySpace("p"), "p:t:x", b'{"u":{},"z":{"t:all":1.0}}')
-        ({'p:t:all': 1.0}, {})
+        >>> decode_owned(KeySpace("p"), "p::t:x", b'{"u":{},"z":{"t:all":1.0}}')
+        ({'p::t:all': 1.0}, {})
     """
     try:
         owned = json.loads(raw)

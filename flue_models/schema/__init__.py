@@ -1,6 +1,6 @@
 """The schema record and the migrations that move the stored layout forward.
 
-``<prefix>:meta`` holds, for each migration set, its ``schema_version`` (the built-in
+``<prefix>::meta`` holds, for each migration set, its ``schema_version`` (the built-in
 set ``flue``) or ``schema_version:<set>`` (an application's set), and for every applied
 file ``applied:<set>:<NNNN>`` = ``{"name", "checksum", "at"}``. A numbered folder of
 ``NNNN_name.py`` files moves the stored layout forward; a store written by a newer

@@ -31,7 +31,7 @@ _SET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
 def version_field(set_name: str) -> str:
-    """Return the field of ``<prefix>:meta`` that holds a set's version.
+    """Return the field of ``<prefix>::meta`` that holds a set's version.
 
     Example:
         >>> version_field("flue"), version_field("billing")
@@ -155,7 +155,7 @@ class MigrationSet:
 
     @property
     def version_field(self) -> str:
-        """The field of ``<prefix>:meta`` holding this set's version.
+        """The field of ``<prefix>::meta`` holding this set's version.
 
         Example:
             >>> MigrationSet("billing", ".").version_field

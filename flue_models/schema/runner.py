@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from redis.exceptions import NoPermissionError
+
 from flue_models.connection import Database
 from flue_models.errors import (
     BatchCommandError,
@@ -93,6 +95,10 @@ _OWN_FIELD = re.compile(
 async def read_record(db: Database) -> dict[str, str]:
     """Read the schema record (``{}`` when there is none), refusing anything foreign.
 
+    A store written before migration ``0002_disjoint_prefixes`` keeps its record at
+    ``<prefix>:meta`` (``KeySpace.legacy_meta``): that record is read when the new one
+    does not exist, and the migration moves it.
+
     Raises:
         ForeignSchemaError: the key is not a hash, or holds a field this library does
             not write (another tool's stamp).
@@ -102,10 +108,20 @@ async def read_record(db: Database) -> dict[str, str]:
         record = await read_record(db)   # {'schema_version': '1', 'applied:flue:0001': ...}
         ```
     """
-    key = db.keys.meta
+    record = await _read_record_at(db, db.keys.meta)
+    if not record:  # a store of the layout before 0002_disjoint_prefixes keeps it here
+        legacy = await _read_record_at(db, db.keys.legacy_meta, legacy=True)
+        if legacy.get(version_field(BUILTIN_SET)):
+            return legacy
+    return record
+
+
+async def _read_record_at(db: Database, key: str, *, legacy: bool = False) -> dict[str, str]:
     try:  # one round trip; HGETALL is refused when the key is not a hash
         _kind, raw = await db.run_batch([("TYPE", key), ("HGETALL", key)])
     except BatchCommandError as exc:
+        if legacy and isinstance(exc.results[0], NoPermissionError):
+            return {}  # an ACL of the new layout (~<prefix>::*): no old store to read
         kind = reply_text(exc.results[0])
         raise ForeignSchemaError(key, "(the key itself)", f"a {kind}") from exc
     record = reply_pairs(raw)

@@ -168,7 +168,7 @@ class Scripts:
 
         Example:
             ```python
-            reply = await db.scripts.call("save", keys=["flue:ticket:dC0x"], args=["1"])
+            reply = await db.scripts.call("save", keys=["flue::ticket:dC0x"], args=["1"])
             ```
         """
         script = self.get(name)

@@ -1,7 +1,7 @@
 """Agent sessions: metadata plus a tree of entries (messages and compactions).
 
 A session's record is a hash (``metadata``, ``leaf_id``, times, version); its entries are
-a list the record owns, ``<prefix>:session/entries:<b64 id>``. Entries are appended one
+a list the record owns, ``<prefix>::session/entries:<b64 id>``. Entries are appended one
 by one (``RPUSH`` in a Lua call that also moves ``leaf_id``), never by rewriting the
 session; a load reads the hash and the list in one MULTI, so it always sees a whole
 state. Entries larger than 512 KiB are stored as several list elements and joined back
@@ -229,7 +229,7 @@ class Session(Model):
 
         Example:
             ```python
-            Session.owned_keys(db.keys, "s-1")   # ['flue:session/entries:cy0x', ...]
+            Session.owned_keys(db.keys, "s-1")   # ['flue::session/entries:cy0x', ...]
             ```
         """
         return [cls._entries_key(keys, record_id), cls._entry_ids_key(keys, record_id)]

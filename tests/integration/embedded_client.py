@@ -18,9 +18,9 @@ async def main(action: str, *args: str) -> None:
     async with fm.connect(key_prefix="embedded-test") as db:
         assert db.embedded is not None
         if action == "write":
-            await db.client.set(f"{db.keys.prefix}:{args[0]}", args[1])
+            await db.client.set(db.keys.absolute(f"{args[0]}"), args[1])
         elif action == "read":
-            value = await db.client.get(f"{db.keys.prefix}:{args[0]}")
+            value = await db.client.get(db.keys.absolute(f"{args[0]}"))
             print(value.decode() if value is not None else "<missing>")
         elif action == "hold":
             record = db.embedded.running()

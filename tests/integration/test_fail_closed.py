@@ -200,7 +200,7 @@ async def test_writes_are_refused_up_front_when_the_server_is_out_of_memory(
         async with fm.connect(server.url, key_prefix=key_prefix) as db:
             ticket = await Ticket(status="open", priority=1).save()
             session = await fm.Session.open("s-1")
-            await db.client.set(f"{key_prefix}:ballast", "x" * (1024 * 1024))
+            await db.client.set(db.keys.absolute("ballast"), "x" * (1024 * 1024))
             used = int((await db.client.info("memory"))["used_memory"])
             await db.client.config_set("maxmemory", used - 256 * 1024)  # now over it
             before = await snapshot(db)

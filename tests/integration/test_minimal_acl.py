@@ -39,14 +39,14 @@ async def minimal_user(redis_url: str, key_prefix: str) -> AsyncIterator[str]:
     admin = aioredis.Redis.from_url(redis_url)
     name = f"flue-acl-{uuid.uuid4().hex[:8]}"
     await admin.execute_command(
-        "ACL", "SETUSER", name, "reset", "on", ">pw", f"~{key_prefix}:*", *MINIMAL_RULES
+        "ACL", "SETUSER", name, "reset", "on", ">pw", f"~{key_prefix}::*", *MINIMAL_RULES
     )
     host = redis_url.split("://", 1)[1].rsplit("@", 1)[-1]
     try:
         yield f"redis://{name}:pw@{host}"
     finally:
         await admin.execute_command("ACL", "DELUSER", name)
-        keys = [k async for k in admin.scan_iter(match=f"{key_prefix}:*")]
+        keys = [k async for k in admin.scan_iter(match=f"{key_prefix}::*")]
         if keys:
             await admin.delete(*keys)
         await admin.aclose()
@@ -96,5 +96,8 @@ async def test_the_minimal_acl_keeps_the_user_in_its_prefix(
     async with fm.connect(minimal_user, key_prefix=key_prefix) as db:
         with pytest.raises(fm.CommandError, match=r"(?i)permission"):
             await db.client.get("another-app:secret")
+        nested = fm.KeySpace(f"{key_prefix}:prod")  # a nested prefix is another user's
+        with pytest.raises(fm.CommandError, match=r"(?i)permission"):
+            await db.client.get(nested.meta)
         with pytest.raises(fm.CommandError):
             await db.client.flushdb()

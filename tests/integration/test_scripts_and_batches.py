@@ -14,7 +14,7 @@ LUA = Path(__file__).parent / "lua"
 
 async def test_script_runs_by_evalsha_and_survives_script_flush(db: fm.Database) -> None:
     db.scripts.add_directory(LUA)
-    counter = f"{db.keys.prefix}:counter"
+    counter = db.keys.absolute("counter")
     assert await db.scripts.call("bump", keys=[counter], args=[2]) == 2
     script = db.scripts.get("bump")
     assert await db.client.script_exists(script.sha) == [True]
@@ -36,7 +36,7 @@ async def test_unknown_script_names_the_folders(db: fm.Database) -> None:
 
 
 async def test_batch_returns_every_reply_in_order(db: fm.Database) -> None:
-    key = f"{db.keys.prefix}:n"
+    key = db.keys.absolute("n")
     replies = await db.run_batch([("SET", key, "1"), ("INCR", key), ("GET", key)])
     assert replies == [True, 2, b"2"]
 
@@ -45,7 +45,7 @@ async def test_batch_returns_every_reply_in_order(db: fm.Database) -> None:
 async def test_batch_raises_on_the_first_error_naming_position_and_command(
     db: fm.Database, atomic: bool
 ) -> None:
-    key = f"{db.keys.prefix}:s"
+    key = db.keys.absolute("s")
     with pytest.raises(fm.BatchCommandError, match=r"Command 1 .*INCR") as caught:
         await db.run_batch(
             [("SET", key, "text"), ("INCR", key), ("SET", f"{key}2", "after")], atomic=atomic

@@ -109,4 +109,4 @@ async def test_each_migration_file_is_a_span(
         for span in exporter.get_finished_spans()
         if span.name == "migrate"
     ]
-    assert files == ["flue/0001_initial", "flue/0002_flue_contract"]
+    assert files == ["flue/0001_initial", "flue/0002_disjoint_prefixes", "flue/0003_flue_contract"]

@@ -90,7 +90,7 @@ async def changes_since_save(db: fm.Database) -> int:
 
 
 async def steps(db: fm.Database) -> list[str]:
-    return [s.decode() for s in await db.client.lrange(f"{db.keys.prefix}:steps", 0, -1)]
+    return [s.decode() for s in await db.client.lrange(db.keys.absolute("steps"), 0, -1)]
 
 
 async def test_a_clean_chain_applies_in_order_and_records_each_file(bare: fm.Database) -> None:
@@ -152,12 +152,12 @@ async def test_a_failing_step_stops_at_the_last_completed_file_and_a_rerun_resum
     statuses = await schema_status(bare, [scenario("failing")])
     assert statuses[1].stored == 1
     assert [f.label for f in statuses[1].pending] == ["app/0002_flaky", "app/0003_third"]
-    assert await bare.client.lrange(f"{bare.keys.prefix}:visited", 0, -1) == [b"t0", b"t1", b"t2"]
+    assert await bare.client.lrange(bare.keys.absolute("visited"), 0, -1) == [b"t0", b"t1", b"t2"]
 
-    await bare.client.set(f"{bare.keys.prefix}:fixed", "1")
+    await bare.client.set(bare.keys.absolute("fixed"), "1")
     applied = await migrate(bare, [scenario("failing")])
     assert [s.file.label for s in applied] == ["app/0002_flaky", "app/0003_third"]
-    visited = [v.decode() for v in await bare.client.lrange(f"{bare.keys.prefix}:visited", 0, -1)]
+    visited = [v.decode() for v in await bare.client.lrange(bare.keys.absolute("visited"), 0, -1)]
     # The first batch ran twice (it failed before its position was kept); then the rest.
     assert visited == ["t0", "t1", "t2", "t0", "t1", "t2", "t3", "t4", "t5", "t6"]
     record = await bare.client.hkeys(bare.keys.meta)
@@ -203,7 +203,7 @@ async def test_an_application_set_ahead_of_its_files_is_refused(bare: fm.Databas
 
 
 async def test_unversioned_data_is_refused_writing_nothing(bare: fm.Database) -> None:
-    await bare.client.set(f"{bare.keys.prefix}:somebody-else", "data")
+    await bare.client.set(bare.keys.absolute("somebody-else"), "data")
     before = await dump(bare)
     with pytest.raises(UnversionedDataError, match="somebody-else"):
         await migrate(bare)
@@ -217,11 +217,11 @@ async def test_the_unversioned_check_escapes_glob_characters(
     async with fm.connect(
         redis_url, key_prefix=key_prefix + "x", migrate=False, check_schema=False
     ) as other:
-        await other.client.set(f"{key_prefix}x:data", "1")  # matched by an unescaped glob
+        await other.client.set(other.keys.absolute("data"), "1")  # an unescaped glob matches
         async with fm.connect(redis_url, key_prefix=tricky) as db:
             assert await db.client.exists(db.keys.meta)
             await db.client.delete(db.keys.meta)
-        await other.client.delete(f"{key_prefix}x:data")
+        await other.client.delete(other.keys.absolute("data"))
 
 
 async def test_five_concurrent_migrators_run_each_step_exactly_once(
@@ -235,11 +235,12 @@ async def test_five_concurrent_migrators_run_each_step_exactly_once(
         results = await asyncio.gather(*(migrate(db, [scenario("counting")]) for db in databases))
         assert sum(len(r) for r in results) == LATEST + 2  # each flue file, app/0001, app/0002
         client = databases[0].client
-        assert await client.get(f"{key_prefix}:ups:1") == b"1"
-        assert await client.get(f"{key_prefix}:ups:2") == b"1"
-        assert not await client.exists(f"{key_prefix}:meta:lock")  # released
+        keys = databases[0].keys
+        assert await client.get(keys.absolute("ups:1")) == b"1"
+        assert await client.get(keys.absolute("ups:2")) == b"1"
+        assert not await client.exists(keys.migration_lock)  # released
     finally:
-        keys = [k async for k in databases[0].client.scan_iter(match=f"{key_prefix}:*")]
+        keys = [k async for k in databases[0].client.scan_iter(match=f"{key_prefix}*")]
         if keys:
             await databases[0].client.delete(*keys)
         for db in databases:
@@ -292,9 +293,9 @@ async def test_rebuild_indexes_restores_exact_indexes(bare: fm.Database, tmp_pat
     await migrate(bare)
     tickets = Ticket.using(bare)
     await tickets.save_many([Ticket(status="open", priority=i, email=f"{i}@x") for i in range(20)])
-    prefix = bare.keys.prefix
+    pattern = bare.keys.collection_pattern("it_ticket")
     await bare.client.delete(
-        *[k async for k in bare.client.scan_iter(match=f"{prefix}:it_ticket:idx:*")]
+        *[k async for k in bare.client.scan_iter(match=pattern) if b":idx:" in k]
     )
     await bare.client.zadd(bare.keys.index("it_ticket", "status", b"gone"), {"ghost": 1})
     assert not (await fm.verify_collection(Ticket, db=bare)).ok
@@ -405,7 +406,7 @@ async def test_a_stamp_this_library_did_not_write_is_refused_untouched(
     bare: fm.Database, field: str, value: str, error: type[fm.SchemaError], named: str
 ) -> None:
     await bare.client.hset(bare.keys.meta, field, value)
-    await bare.client.set(f"{bare.keys.prefix}:session:abc", "their data")
+    await bare.client.set(bare.keys.absolute("session:abc"), "their data")
     before = await dump(bare)
     for attempt in (
         lambda: migrate(bare),
@@ -455,7 +456,7 @@ async def test_the_unversioned_check_is_decided_under_the_lock(
         if not raced:
             raced = True
             async with fm.connect(db.url.url, key_prefix=db.keys.prefix) as other:
-                await other.client.set(f"{db.keys.prefix}:session:written-by-other", "x")
+                await other.client.set(db.keys.absolute("session:written-by-other"), "x")
         return record
 
     monkeypatch.setattr(runner, "read_record", then_another_process)
@@ -505,7 +506,10 @@ async def test_0002_moves_receipts_and_journals_lists_closed_streams_and_indexes
     await db.client.delete(spec_r.range_key(db.keys, "ended_at"))
 
     applied = await migrate(db)
-    assert [s.file.label for s in applied] == ["flue/0002_flue_contract"]
+    assert [s.file.label for s in applied] == [
+        "flue/0002_disjoint_prefixes",
+        "flue/0003_flue_contract",
+    ]
 
     slot = await fm.Submission.read_journal("p-1", db=db)
     assert slot is not None

@@ -82,7 +82,7 @@ async def test_ending_an_unknown_run_does_nothing_and_says_so(db: fm.Database) -
     assert await WorkflowRun.finish_id("nope", result=1) is EndResult.NOT_FOUND
     assert await WorkflowRun.fail_id("nope") is EndResult.NOT_FOUND
     assert await WorkflowRun.cancel_id("nope") is EndResult.NOT_FOUND
-    assert [k async for k in db.client.scan_iter(match=f"{db.keys.prefix}:workflow_run:*")] == []
+    assert [k async for k in db.client.scan_iter(match=db.keys.absolute("workflow_run:*"))] == []
 
 
 async def test_racing_ends_on_two_clients_leave_one_status(

@@ -207,4 +207,4 @@ async def test_once_knows_the_entries_of_a_snapshot_and_deletion_takes_the_index
     await session.append(entries[1], once=True)  # already there: nothing written
     assert (await fm.Session.load("s-snap")).entry_count == 3  # type: ignore[union-attr]
     assert await fm.Session.delete_id("s-snap")
-    assert [k async for k in db.client.scan_iter(match=f"{db.keys.prefix}:session/*")] == []
+    assert [k async for k in db.client.scan_iter(match=db.keys.absolute("session/*"))] == []

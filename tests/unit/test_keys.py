@@ -47,7 +47,7 @@ def test_fixed_words_are_not_the_encoding_of_any_id(word: str) -> None:
 def test_ids_with_colons_cannot_reach_another_collection() -> None:
     keys = KeySpace("p")
     assert keys.record("a", "b:all") != keys.all("a")
-    assert keys.record("a", "x").count(":") == 2
+    assert keys.record("a", "x").count(":") == 3  # p::a:<id>
 
 
 def test_empty_record_id_is_rejected() -> None:
@@ -62,4 +62,33 @@ def test_bad_collection_names_are_rejected(bad: str) -> None:
 
 
 def test_scan_pattern_escapes_glob_characters() -> None:
-    assert KeySpace("a*[b]?").pattern() == "a\\*\\[b\\]\\?:*"
+    assert KeySpace("a*[b]?").pattern() == "a\\*\\[b\\]\\?::*"
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner"), [("app", "app:prod"), ("iso", "iso:tenant"), ("a:b", "a:b:c:d")]
+)
+def test_nested_prefixes_never_match_each_others_keys(outer: str, inner: str) -> None:
+    import fnmatch
+
+    a, b = KeySpace(outer), KeySpace(inner)
+    samples = [
+        a.meta, a.migration_lock, a.record("tenant", "meta"), a.all("prod"),
+        a.stream("x").events, a.collection_key("prod", "x"), a.owned("tenant", "meta", "x"),
+        b.meta, b.migration_lock, b.record("tenant", "x"), b.all("ticket"),
+        b.stream("x").meta, b.closed_streams(),
+    ]  # fmt: skip
+    for key in samples:
+        mine = key.startswith(a.head)
+        assert fnmatch.fnmatchcase(key, a.pattern()) == mine, key
+        assert fnmatch.fnmatchcase(key, b.pattern()) == (not mine), key
+    assert a.collection_pattern("prod") != b.pattern()
+
+
+@pytest.mark.parametrize("bad", ["a::b", "::a", "a::"])
+def test_a_prefix_may_not_hold_the_separator(bad: str) -> None:
+    if bad == "a::":
+        assert KeySpace(bad).prefix == "a"  # trailing colons are stripped
+        return
+    with pytest.raises(ConfigurationError, match="::"):
+        KeySpace(bad)

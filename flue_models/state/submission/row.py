@@ -192,7 +192,7 @@ class SubmissionRow(Model):
 
         Example:
             ```python
-            Submission.journal_key(db.keys, "s")   # 'flue:submission/journal:cw'
+            Submission.journal_key(db.keys, "s")   # 'flue::submission/journal:cw'
             ```
         """
         return keys.owned(cls.__flue_spec__.collection, "journal", submission_id)
@@ -203,7 +203,7 @@ class SubmissionRow(Model):
 
         Example:
             ```python
-            Submission.owned_keys(db.keys, "s")   # ['flue:submission/journal:cw']
+            Submission.owned_keys(db.keys, "s")   # ['flue::submission/journal:cw']
             ```
         """
         return [cls.journal_key(keys, record_id)]

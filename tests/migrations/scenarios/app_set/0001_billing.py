@@ -6,4 +6,4 @@ from flue_models.schema import MigrationContext  # noqa: E402
 
 
 async def up(ctx: MigrationContext) -> None:
-    await ctx.db.client.rpush(f"{ctx.db.keys.prefix}:steps", "billing-1")
+    await ctx.db.client.rpush(ctx.db.keys.absolute("steps"), "billing-1")

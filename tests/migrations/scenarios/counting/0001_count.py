@@ -4,4 +4,4 @@ from flue_models.schema import MigrationContext
 
 
 async def up(ctx: MigrationContext) -> None:
-    await ctx.db.client.incr(f"{ctx.db.keys.prefix}:ups:1")
+    await ctx.db.client.incr(ctx.db.keys.absolute("ups:1"))

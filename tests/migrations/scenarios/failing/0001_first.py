@@ -4,8 +4,8 @@ from flue_models.schema import MigrationContext
 
 
 async def up(ctx: MigrationContext) -> None:
-    await ctx.db.client.rpush(f"{ctx.db.keys.prefix}:steps", "1")
+    await ctx.db.client.rpush(ctx.db.keys.absolute("steps"), "1")
 
 
 async def down(ctx: MigrationContext) -> None:
-    await ctx.db.client.lrem(f"{ctx.db.keys.prefix}:steps", 0, "1")
+    await ctx.db.client.lrem(ctx.db.keys.absolute("steps"), 0, "1")

@@ -5,9 +5,9 @@ from tests.integration.models import Ticket
 
 
 async def up(ctx: MigrationContext) -> None:
-    prefix = ctx.db.keys.prefix
+    keys = ctx.db.keys
     async for batch in ctx.batches(Ticket, size=3):
         for ticket in batch:
-            await ctx.db.client.rpush(f"{prefix}:visited", ticket.id)
-        if not await ctx.db.client.exists(f"{prefix}:fixed"):
+            await ctx.db.client.rpush(keys.absolute("visited"), ticket.id)
+        if not await ctx.db.client.exists(keys.absolute("fixed")):
             raise RuntimeError("the cause is not fixed yet")

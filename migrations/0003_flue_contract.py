@@ -29,7 +29,7 @@ async def up(ctx: MigrationContext) -> None:
     old_receipts = keys.collection_key("submission", "receipts")
     kind = reply_text(await db.client.type(old_receipts))
     if kind not in ("none", "hash"):
-        raise WrongKeyTypeError("0002_flue_contract", old_receipts, kind, "hash")
+        raise WrongKeyTypeError("0003_flue_contract", old_receipts, kind, "hash")
     now_ms = int((await db.server_time()).timestamp() * 1000)
     moved = 0
     async for submission_id, body in db.client.hscan_iter(old_receipts):
