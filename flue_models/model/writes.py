@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flue_models.connection import Database
-from flue_models.errors import ScriptError
 from flue_models.keys import KeySpace, decode_segment, encode_segment
 from flue_models.model.errors import (
     AlreadyExistsError,
@@ -43,6 +42,7 @@ from flue_models.model.errors import (
 )
 from flue_models.model.spec import OWNED_FIELD
 from flue_models.replies import reply_text
+from flue_models.scripts import checked_reply
 
 if TYPE_CHECKING:
     from flue_models.model.base import Model
@@ -303,12 +303,16 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
 def refusal(writes: list[Write], reply: list[Any]) -> Exception | None:
     """Return the typed error a ``save`` reply stands for, or ``None`` for ``ok``.
 
+    Raises:
+        ScriptError: the reply has another shape than ``save`` answers with.
+
     Example:
         ```python
         error = refusal(writes, [b"conflict", 1, 7])   # ConflictError(..., found=7)
         ```
     """
-    status = reply_text(reply[0])
+    shapes = {"ok": 1 + 2 * len(writes), "conflict": 3, "guard": 3, "unique": 4}
+    status, reply = checked_reply("save", reply, shapes)
     if status == "ok":
         return None
     failed = writes[int(reply[1]) - 1]
@@ -320,11 +324,9 @@ def refusal(writes: list[Write], reply: list[Any]) -> Exception | None:
         return ConflictError(name, record_id, failed.expected, found)
     if status == "guard":
         return GuardError(name, record_id, failed.absent[int(reply[2]) - 1])
-    if status == "unique":
-        _key, _value, field_name = failed.claims[int(reply[2]) - 1]
-        shown = getattr(failed.record, field_name)
-        return UniqueViolationError(name, field_name, shown, reply_text(reply[3]))
-    return ScriptError("save", f"an unknown reply {status!r}")  # a script/Python mismatch
+    _key, _value, field_name = failed.claims[int(reply[2]) - 1]  # "unique", the last status
+    shown = getattr(failed.record, field_name)
+    return UniqueViolationError(name, field_name, shown, reply_text(reply[3]))
 
 
 async def run_writes(db: Database, writes: list[Write]) -> None:

@@ -88,6 +88,33 @@ def script_error(name: str, exc: ResponseError | CommandError) -> FlueModelsErro
     return ScriptError(name, message)
 
 
+#: What each status of a script reply must come with: its least number of elements.
+ReplyShape = dict[str, int]
+
+
+def checked_reply(name: str, reply: Any, shapes: ReplyShape) -> tuple[str, list[Any]]:
+    """Return a script's ``(status, reply)`` after checking its shape, before any use.
+
+    ``shapes`` maps each status the script may answer with to the least number of
+    elements that reply has (the status included).
+
+    Raises:
+        ScriptError: the reply is not a list, has an unknown status, or is too short (a
+            script and library that do not match: nothing is guessed).
+
+    Example:
+        >>> checked_reply("stream_append", [b"ok", 7], {"ok": 2, "closed": 1})
+        ('ok', [b'ok', 7])
+    """
+    if not isinstance(reply, list) or not reply or not isinstance(reply[0], bytes | str):
+        raise ScriptError(name, f"a reply of another shape: {reply!r:.200}")
+    status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+    least = shapes.get(status)
+    if least is None or len(reply) < least:
+        raise ScriptError(name, f"a reply of another shape: {reply!r:.200}")
+    return status, reply
+
+
 @dataclass(frozen=True)
 class Script:
     """A registered script: its text and the SHA1 EVALSHA names it by.

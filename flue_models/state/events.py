@@ -35,6 +35,7 @@ from flue_models.keys import StreamKeys
 from flue_models.model.codec import EncodingError, canonical_json, value_problem
 from flue_models.model.errors import DecodeError
 from flue_models.replies import reply_pairs, reply_text
+from flue_models.scripts import checked_reply
 
 T = TypeVar("T")
 
@@ -414,7 +415,8 @@ class EventStream(Generic[T]):
                 args=[key, digest, *payloads],
                 unsafe=not key,  # only append_once is safe to repeat after a lost reply
             )
-        status = reply_text(reply[0])
+        shapes = {"ok": 1 + len(payloads), "missing": 1, "closed": 1, "conflict": 2}
+        status, reply = checked_reply("stream_append", reply, shapes)
         if status == "missing":
             raise StreamNotFoundError(self.path)
         if status == "closed":

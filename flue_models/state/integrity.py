@@ -12,7 +12,11 @@ index drift for each of ``Session``, ``Submission`` and ``WorkflowRun``:
 * ``closed_set``: a closed stream missing from the closed set, or an entry for a stream
   that is not closed (repaired);
 * ``open_stream``: an ended run whose stream is still open (repaired: closed);
-* ``missing_stream``: an active run without its stream (repaired: created).
+* ``missing_stream``: an active run without its stream (repaired: created);
+* ``session_entries``: a session whose entry list cannot be decoded, disagrees with its
+  ``entry_count`` or ``leaf_id``, or with its ``entry_ids`` positions (not repaired: the
+  list is the truth and appends do not take the version, so a rewrite could lose one;
+  rewrite it with ``Session.save_snapshot`` while no writer runs).
 
 A maintenance path: it SCANs the stream keys in batches and reads each stream's head.
 
@@ -31,11 +35,12 @@ from typing import Any
 
 from flue_models.connection import Database, pick_database
 from flue_models.model.base import Model
+from flue_models.model.errors import DecodeError
 from flue_models.model.verify import Drift, VerifyReport, repair_collection, verify_collection
-from flue_models.replies import reply_text
+from flue_models.replies import reply_pairs, reply_text
 from flue_models.state.events import EventStream
 from flue_models.state.run import WorkflowRun
-from flue_models.state.session import Session
+from flue_models.state.session import Session, decode_entries, encode_entry
 from flue_models.state.submission import Submission
 
 #: The built-in models :func:`verify_state` checks.
@@ -137,7 +142,54 @@ async def _verify(models: tuple[type[Model], ...], db: Database) -> StateReport:
         report.collections.append(await verify_collection(model, db=db))
     if WorkflowRun in models:
         report.streams, report.drift = await _verify_streams(db)
+    if Session in models:
+        report.drift += await _verify_sessions(db)
     return report
+
+
+async def _verify_sessions(db: Database) -> list[Drift]:
+    """Each session's entry list against its row and its ``entry_ids`` positions."""
+    drift: list[Drift] = []
+    query = Session.find().using(db)
+    cursor = None
+    while True:
+        page = await query.id_page(limit=100, cursor=cursor)
+        for session_id in page.ids:
+            drift += await _check_session(db, session_id)
+        if page.next_cursor is None:
+            return drift
+        cursor = page.next_cursor
+
+
+async def _check_session(db: Database, session_id: str) -> list[Drift]:
+    (row,) = await Session.read_records([session_id], db=db)
+    if not isinstance(row, Session):
+        return []  # gone, or undecodable (the collection's own report has it)
+    entries_key = Session._entries_key(db.keys, session_id)
+    ids_key = Session._entry_ids_key(db.keys, session_id)
+    elements, positions = await db.run_batch(
+        [("LRANGE", entries_key, 0, -1), ("HGETALL", ids_key)], return_errors=True
+    )
+    if isinstance(elements, Exception) or isinstance(positions, Exception):
+        return [Drift("wrong_type", entries_key, session_id, "its entries are not a list/hash")]
+    try:
+        entries = decode_entries(entries_key, elements)
+    except DecodeError as exc:
+        return [Drift("session_entries", entries_key, session_id, str(exc))]
+    found: list[Drift] = []
+    if len(entries) != row.entry_count:
+        detail = f"{len(entries)} entries, the row says {row.entry_count}"
+        found.append(Drift("session_entries", entries_key, session_id, detail))
+    if (entries[-1].id if entries else None) != row.leaf_id:
+        found.append(Drift("session_entries", entries_key, session_id, "leaf_id is not the last"))
+    expected: dict[str, str] = {}
+    position = 0
+    for entry in entries:
+        expected.setdefault(entry.id, str(position))
+        position += len(encode_entry(entry))
+    if reply_pairs(positions) != expected:
+        found.append(Drift("session_entries", ids_key, session_id, "entry_ids disagree"))
+    return found
 
 
 async def _verify_streams(db: Database) -> tuple[int, list[Drift]]:

@@ -33,6 +33,7 @@ from flue_models.model.codec import EncodingError, canonical_json, value_problem
 from flue_models.model.errors import AlreadyExistsError, ConflictError, DecodeError
 from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
 from flue_models.replies import reply_hash, reply_text
+from flue_models.scripts import checked_reply
 
 #: Entries larger than this are stored as several list elements.
 CHUNK_BYTES = 512 * 1024
@@ -345,7 +346,8 @@ class Session(Model):
             args=args,
             unsafe=not once,  # without `once` a repeat would append the entries again
         )
-        status = reply_text(reply[0])
+        shapes = {"ok": 4, "replay": 4, "missing": 1, "conflict": 2}
+        status, reply = checked_reply("session_append", reply, shapes)
         if status == "missing":
             raise ConflictError(type(self).__name__, self.id, self._flue_version, 0)
         if status == "conflict":

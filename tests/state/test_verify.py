@@ -99,3 +99,27 @@ async def test_the_verify_command(db: fm.Database, redis_url: str) -> None:
     assert unknown.returncode == 2
     bad_model = await asyncio.to_thread(run_cli, "verify", *common, "--model", "os:path")
     assert bad_model.returncode == 2
+
+
+async def test_a_session_whose_entries_disagree_with_its_row_is_reported(
+    db: fm.Database,
+) -> None:
+    session = await fm.Session.open("s-1")
+    await session.append_many(
+        [
+            fm.MessageEntry(id="m1", role="user", content="hi"),
+            fm.MessageEntry(id="m2", parent_id="m1", role="assistant", content="x" * 600_000),
+            fm.MessageEntry(id="m3", parent_id="m2", role="user", content="ok"),
+        ]
+    )
+    assert (await verify_state((fm.Session,))).ok  # a chunked entry counts its elements
+    ids_key = fm.Session._entry_ids_key(db.keys, "s-1")
+    await db.client.hset(ids_key, "m3", "1")
+    await db.client.hset(db.keys.record("session", "s-1"), "entry_count", "7")
+    report = await verify_state((fm.Session,))
+    details = sorted(d.detail for d in report.all_drift if d.kind == "session_entries")
+    assert details == ["3 entries, the row says 7", "entry_ids disagree"]
+    await db.client.rpush(fm.Session._entries_key(db.keys, "s-1"), b"Xgarbage")
+    report = await verify_state((fm.Session,))
+    assert [d.kind for d in report.all_drift] == ["session_entries"]
+    assert "is not an entry" in report.all_drift[0].detail
