@@ -21,15 +21,24 @@ from types import TracebackType
 # imports below (``import flue_models`` itself imports nothing), so the window in which
 # a Ctrl-C could be lost is the interpreter's own start-up; one that lands during those
 # imports ends the process without a traceback.
-signal.signal(signal.SIGINT, signal.default_int_handler)
+_SIGINT_AT_START_UP: list[bool] = []
+
+
+def _start_up_sigint(signum: int, frame: object) -> None:
+    _SIGINT_AT_START_UP.append(True)  # remembered: the interrupt may come back disguised
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGINT, _start_up_sigint)  # main() puts the default handler back
 
 
 def _quiet_interrupt(
     kind: type[BaseException], value: BaseException, tb: TracebackType | None
 ) -> None:
-    # Python may wrap the KeyboardInterrupt (e.g. in a RuntimeError when it lands in a
-    # class body's __set_name__ during an import): look along the chain.
-    if _interrupted(value):
+    # Python may wrap the KeyboardInterrupt (in a RuntimeError when it lands in a class
+    # body's __set_name__, or turn it into a TypeError inside a C module's import, as
+    # `import ssl` does): an error after a Ctrl-C arrived during the imports is that Ctrl-C.
+    if _SIGINT_AT_START_UP or _interrupted(value):
         sys.stdout.flush()
         os._exit(130)  # interrupted while starting: exit as Ctrl-C does, quietly
     sys.__excepthook__(kind, value, tb)
