@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 from flue_models.connection import Database, pick_database
 from flue_models.errors import ScriptError
 from flue_models.keys import INDEX_VALUE_BOUND, KeySpace
+from flue_models.model.codec import FieldCodec
 from flue_models.model.errors import DecodeError, SkippedRecordWarning
 from flue_models.model.expressions import AllOf, Condition, QueryError
 from flue_models.model.planner import Plan, decode_cursor, encode_cursor, plan_query
@@ -211,30 +212,33 @@ class Query(Generic[M]):
     async def _load(self, db: Database, ids: list[str]) -> tuple[list[M], list[DecodeError]]:
         records: list[M] = []
         skipped: list[DecodeError] = []
+        rechecks = self._rechecks()
         for item in await self.model.read_records(ids, db=db):
             if isinstance(item, DecodeError):
                 if self.errors == "raise":
                     raise item
                 warnings.warn(SkippedRecordWarning(str(item)), stacklevel=3)
                 skipped.append(item)
-            elif item is not None and self._rechecked(item):  # None: deleted meanwhile
+            elif item is not None and all(  # None: deleted meanwhile
+                (value := getattr(item, field)) is not None and codec.index_value(value) in wanted
+                for field, codec, wanted in rechecks
+            ):
                 records.append(item)
         return records, skipped
 
-    def _rechecked(self, record: M) -> bool:
-        """Whether ``record`` really has the long values (indexed by digest) asked for."""
+    def _rechecks(self) -> list[tuple[str, FieldCodec, set[bytes]]]:
+        """The equality conditions whose values include one indexed by its digest (longer
+        than ``INDEX_VALUE_BOUND``): each row found must hold one of the wanted values."""
         spec = self.model.__flue_spec__
+        checks = []
         for cond in self.conditions:
             if cond.op not in ("eq", "in") or cond.field not in spec.equality_fields:
                 continue
             codec = spec.codecs[cond.field]
-            wanted = [codec.index_value(v) for v in cond.values if v is not None]
-            if all(len(w) <= INDEX_VALUE_BOUND for w in wanted):
-                continue
-            value = getattr(record, cond.field)
-            if value is None or codec.index_value(value) not in wanted:
-                return False
-        return True
+            wanted = {codec.index_value(v) for v in cond.values if v is not None}
+            if any(len(w) > INDEX_VALUE_BOUND for w in wanted):
+                checks.append((cond.field, codec, wanted))
+        return checks
 
     async def page(self, limit: int = DEFAULT_PAGE, cursor: str | None = None) -> Page[M]:
         """Return up to ``limit`` records after ``cursor``, and the next cursor.

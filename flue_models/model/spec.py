@@ -132,9 +132,12 @@ class ModelSpec:
                 owned[self.compound_key(keys, fields, parts)] = score
         return owned
 
-    def disowned(self, keys: KeySpace, values: dict[str, Any], limit: int = 64) -> list[str]:
+    def disowned(
+        self, keys: KeySpace, values: dict[str, Any], owned: dict[str, float], limit: int = 64
+    ) -> list[str]:
         """Return the equality sets a record with ``values`` must not be in, as far as a
-        finite domain (``Literal``, ``Enum``, ``bool``) names them.
+        finite domain (``Literal``, ``Enum``, ``bool``) names them; ``owned`` is what
+        :meth:`entries` returned for the same values.
 
         A save removes the record from each, so a stale entry (a crash of an older
         version, a hand edit) never lists a record under a value it no longer has: a
@@ -143,11 +146,10 @@ class ModelSpec:
 
         Example:
             ```python
-            spec.disowned(db.keys, {"status": "open", ...})
+            spec.disowned(db.keys, values, spec.entries(db.keys, values))
             # ['flue::ticket:idx:status:Y2xvc2Vk']   (status is Literal["open", "closed"])
             ```
         """
-        owned = self.entries(keys, values)
         found: list[str] = []
         for field in sorted(self.equality_fields):
             for value in self.codecs[field].domain:

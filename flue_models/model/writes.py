@@ -205,7 +205,7 @@ def plan_save(
         hdel=[k for k in stored if k not in encoded],
         zrem=[
             *(k for k in old_entries if k not in entries),
-            *(k for k in spec.disowned(keys, values) if k not in old_entries),
+            *(k for k in spec.disowned(keys, values, entries) if k not in old_entries),
         ],
         zadd={k: s for k, s in entries.items() if k in seq_scored or old_entries.get(k) != s},
         claims=[(k, v, spec.unique_field(k)) for k, v in unique.items() if old_unique.get(k) != v],
@@ -228,6 +228,7 @@ def plan_delete(record: Model, keys: KeySpace) -> Write:
     """
     spec = record.__flue_spec__
     values = record._values()
+    entries = spec.entries(keys, values)
     return Write(
         record=record,
         mode="d",
@@ -239,8 +240,8 @@ def plan_delete(record: Model, keys: KeySpace) -> Write:
             dict.fromkeys(
                 [
                     *record._flue_entries,
-                    *spec.entries(keys, values),
-                    *spec.disowned(keys, values),
+                    *entries,
+                    *spec.disowned(keys, values, entries),
                 ]
             )
         ),
