@@ -370,8 +370,8 @@ def _model(text: str) -> type[Model]:
 async def _verify(args: argparse.Namespace) -> int:
     models = (*STATE_MODELS, *args.model)
     if args.collection:
+        known = {m.__flue_spec__.collection for m in models}
         models = tuple(m for m in models if m.__flue_spec__.collection in args.collection)
-        known = {m.__flue_spec__.collection for m in (*STATE_MODELS, *args.model)}
         unknown = sorted(set(args.collection) - known)
         if unknown:
             names = ", ".join(sorted(known))

@@ -169,14 +169,6 @@ def translate(
     return CommandError(command, reason)
 
 
-def _retriable(exc: RedisError) -> bool:
-    if isinstance(exc, AuthenticationError | AuthorizationError):
-        return False
-    if isinstance(exc, RedisConnectionError):
-        return "No connection available" not in str(exc)  # a full pool is not retried
-    return isinstance(exc, RedisTimeoutError)
-
-
 async def with_retries(
     call: Any, policy: RetryPolicy, display: str, command: str, *, unsafe: bool = False
 ) -> Any:
@@ -199,8 +191,14 @@ async def with_retries(
             raise  # the script caller reloads it
         except RedisError as exc:
             may_have_run = unsafe and not never_sent(exc)
-            if not _retriable(exc) or may_have_run or attempt >= policy.retries:
-                raise translate(exc, display, command, unsafe=may_have_run) from exc
+            error = translate(exc, display, command, unsafe=may_have_run)
+            # Retried: a lost connection or a timeout (not a full pool, a refused login, a
+            # peer that does not speak Redis), when the command may be sent again.
+            retriable = isinstance(error, ConnectionLostError) and isinstance(
+                exc, RedisConnectionError | RedisTimeoutError
+            )
+            if not retriable or may_have_run or attempt >= policy.retries:
+                raise error from exc
             await asyncio.sleep(policy.delay(attempt))
             attempt += 1
 

@@ -424,21 +424,22 @@ class Model(BaseModel, metaclass=_ModelMeta):
         if not keys:
             return []
         with database.span("get", collection, **{"db.operation.batch.size": len(keys)}):
-            replies = await database.run_batch(
-                [("HGETALL", key) for key in keys], return_errors=True
-            )
-        found: list[Self | DecodeError | None] = []
-        for key, raw in zip(keys, replies, strict=True):
-            if isinstance(raw, Exception):
-                found.append(DecodeError(key, "(the key)", f"cannot be read as a hash: {raw}"))
-            elif not raw:
-                found.append(None)
-            else:
-                try:
-                    found.append(cls.from_hash(key, reply_hash(raw), database))
-                except DecodeError as exc:
-                    found.append(exc)
-        return found
+            replies = await read_hashes(database, keys)
+        return [cls._from_reply(key, raw, database) for key, raw in zip(keys, replies, strict=True)]
+
+    @classmethod
+    def _from_reply(
+        cls, key: str, raw: dict[bytes, bytes] | Exception, db: Database
+    ) -> Self | DecodeError | None:
+        """A record from what :func:`read_hashes` read, or why it cannot be one."""
+        if isinstance(raw, Exception):
+            return DecodeError(key, "(the key)", f"cannot be read as a hash: {raw}")
+        if not raw:
+            return None
+        try:
+            return cls.from_hash(key, raw, db)
+        except DecodeError as exc:
+            return exc
 
     @classmethod
     def find(cls, *conditions: Condition | AllOf | bool) -> Query[Self]:
@@ -517,25 +518,39 @@ class Bound(Generic[M]):
         return self.model.find(*conditions).using(self.db)
 
 
+async def read_hashes(db: Database, keys: Sequence[str]) -> list[dict[bytes, bytes] | Exception]:
+    """HGETALL each key in one round trip: its fields (``{}`` when absent), or in place
+    the error of a key that is not a hash.
+
+    The one reader of record hashes: ``get``, ``get_many``, ``read_records``,
+    :func:`iter_hashes` and verification go through it.
+
+    Example:
+        ```python
+        for key, raw in zip(keys, await read_hashes(db, keys)):
+            if isinstance(raw, Exception):
+                ...   # a string where a record should be
+        ```
+    """
+    replies = await db.run_batch([("HGETALL", key) for key in keys], return_errors=True)
+    return [raw if isinstance(raw, Exception) else reply_hash(raw) for raw in replies]
+
+
 async def iter_hashes(
     db: Database, keys: Sequence[str], chunk: int = 500
-) -> AsyncIterator[list[tuple[str, dict[bytes, bytes]]]]:
-    """Read record hashes ``chunk`` at a time (one round trip each); skip vanished ones
-    and keys that are not hashes (``verify_collection`` reports those).
+) -> AsyncIterator[list[tuple[str, dict[bytes, bytes] | Exception]]]:
+    """Read record hashes ``chunk`` at a time (one round trip each), skipping vanished
+    ones; a key that is not a hash comes with its error (for verification to report).
 
     The one chunked loader of maintenance paths (verification, index rebuilds).
 
     Example:
         ```python
         async for batch in iter_hashes(db, record_keys):
-            records = [Ticket.from_hash(key, raw, db) for key, raw in batch]
+            records = [Ticket.from_hash(k, raw, db) for k, raw in batch if isinstance(raw, dict)]
         ```
     """
     for start in range(0, len(keys), chunk):
         part = keys[start : start + chunk]
-        replies = await db.run_batch([("HGETALL", key) for key in part], return_errors=True)
-        yield [
-            (key, reply_hash(raw))
-            for key, raw in zip(part, replies, strict=True)
-            if raw and not isinstance(raw, Exception)  # not a hash: verify reports it
-        ]
+        found = await read_hashes(db, part)
+        yield [(key, raw) for key, raw in zip(part, found, strict=True) if raw]

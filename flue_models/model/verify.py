@@ -177,17 +177,13 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
 
     expected: dict[str, dict[str, float]] = defaultdict(dict)
     expected_unique: dict[str, dict[str, str]] = defaultdict(dict)
-    for start in range(0, len(found.records), 500):
-        part = found.records[start : start + 500]
-        replies = await database.run_batch([("HGETALL", key) for key in part], return_errors=True)
-        for key, raw in zip(part, replies, strict=True):
+    async for batch in iter_hashes(database, found.records):
+        for key, raw in batch:
             if isinstance(raw, Exception):
                 report.drift.append(Drift("wrong_type", key, "", f"not a record hash: {raw}"))
                 continue
-            if not raw:
-                continue  # deleted meanwhile
             try:
-                record = model.from_hash(key, reply_hash(raw), database)
+                record = model.from_hash(key, raw, database)
             except DecodeError as exc:
                 report.drift.append(Drift("undecodable", key, "", str(exc)))
                 continue
@@ -311,10 +307,9 @@ async def _ids_calling_for(model: type[Model], db: Database, key: str) -> set[st
     found = await scan_collection(db, spec.collection)
     async for batch in iter_hashes(db, found.records):
         for record_key, raw in batch:
-            try:
-                record = model.from_hash(record_key, raw, db)
-            except DecodeError:
-                continue
+            record = model._from_reply(record_key, raw, db)
+            if not isinstance(record, Model):
+                continue  # not a record (verify reports it)
             values = record._values()
             if key in spec.entries(db.keys, values) or key in spec.unique_claims(db.keys, values):
                 ids.add(record.id)

@@ -120,6 +120,8 @@ class MigrationContext:
             self.report(f"reindexing {done} of {len(records)} {model.__flue_spec__.collection}")
             writes = []
             for key, raw in batch:
+                if isinstance(raw, Exception):
+                    continue  # not a record hash: verify reports it
                 record = model.from_hash(key, raw, db)
                 writes.append(plan_save(record, db.keys, owns_nothing=True))  # dropped above
             if writes:

@@ -355,18 +355,19 @@ class WorkflowRun(Model):
                 continue
             if values[0] is None:
                 continue  # deleted between the index read and this one
-            name = "id"
+            data = {}
             try:
-                data = {}
                 for name, raw in zip(POINTER_FIELDS, values, strict=True):
                     if raw is not None:
                         data[name] = spec.codecs[name].decode(raw)
-                name = "?"
-                pointers.append(RunPointer.model_validate(data))
-            except (ValueError, ValidationError) as exc:  # ValidationError is a ValueError
-                if isinstance(exc, ValidationError):
-                    name = ".".join(str(p) for p in exc.errors()[0]["loc"]) or name
+            except ValueError as exc:  # pydantic's ValidationError included
                 pointers.append(DecodeError(key, name, f"cannot be read: {exc}"))
+                continue
+            try:
+                pointers.append(RunPointer.model_validate(data))
+            except ValidationError as exc:
+                where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "?"
+                pointers.append(DecodeError(key, where, f"cannot be read: {exc}"))
         return pointers
 
     @classmethod

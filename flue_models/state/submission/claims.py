@@ -71,13 +71,7 @@ class Claiming(SubmissionRow):
                 rows.update({row.id: row for row in found if row is not None})
             pending = []
             for session_id, ids in proposed.items():
-                open_rows = [
-                    rows[i]
-                    for i in ids
-                    if i in rows
-                    and rows[i].status != "settled"
-                    and rows[i].session_id == session_id
-                ]
+                open_rows = [rows[i] for i in ids if i in rows and rows[i]._open_in(session_id)]
                 if open_rows or len(ids) < window:
                     heads[session_id] = open_rows[0] if open_rows else None
                 else:

@@ -107,7 +107,7 @@ class Deleting(SubmissionRow):
         by_session = cls._index_key(db.keys, "open_session", session_id)
         ids = [reply_text(i) for i in await db.client.zrange(by_session, 0, -1)]
         rows, _now = await cls._read_many(db, ids)
-        return sum(1 for r in rows if r and r.status != "settled" and r.session_id == session_id)
+        return sum(1 for r in rows if r is not None and r._open_in(session_id))
 
     @classmethod
     async def _take_marker(cls, db: Database, session_id: str, marker: str, token: str) -> None:

@@ -356,6 +356,11 @@ class SubmissionRow(Model):
             atomic=True,
         )
 
+    def _open_in(self, session_id: str) -> bool:
+        """Whether this row is an unsettled submission of ``session_id`` (what the
+        ``open_session`` index proposes, as the row decides)."""
+        return self.status != "settled" and self.session_id == session_id
+
     def _settle(self, now: dt.datetime, outcome: Outcome, error: Any) -> None:
         """Turn this row into a settled one (the caller writes it under the version check)."""
         self.status = "settled"
