@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +58,10 @@ class RedisProcess:
             raise RuntimeError(f"redis-server did not start: {self.log.read_text()[-2000:]}")
         return self
 
+    def lost_a_port(self) -> bool:
+        """Whether the last start failed because a port was taken after it was chosen."""
+        return self.log.exists() and "Address already in use" in self.log.read_text()
+
     def sync_client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port)
 
@@ -80,22 +84,32 @@ class RedisServers:
         self.root = root
         self.started: list[RedisProcess] = []
 
-    def start(self, *settings: str, port: int = 0) -> RedisProcess:
-        directory = self.root / uuid.uuid4().hex[:8]
-        server = RedisProcess(find_binary(), directory, (*TEST_SETTINGS, *settings), port)
-        self.started.append(server)
-        return server.start()
+    def start(self, *settings: str) -> RedisProcess:
+        """A new server on a free port."""
+        return self._start(lambda: settings)
+
+    def start_cluster_node(self) -> RedisProcess:
+        """A Cluster-mode server; its bus gets its own free port instead of port + 10000,
+        which may be out of range or held by another process's connection."""
+        return self._start(lambda: ("--cluster-enabled", "yes", "--cluster-port", str(free_port())))
+
+    def _start(self, settings: Callable[[], tuple[str, ...]]) -> RedisProcess:
+        """A port taken between its choice and the server's bind (another process's
+        ephemeral connection) is chosen again, with new settings, at most three times."""
+        for attempt in range(3):
+            directory = self.root / uuid.uuid4().hex[:8]
+            server = RedisProcess(find_binary(), directory, (*TEST_SETTINGS, *settings()))
+            self.started.append(server)
+            try:
+                return server.start()
+            except RuntimeError:
+                if attempt == 2 or not server.lost_a_port():
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         for server in self.started:
             server.kill()
-
-
-def port_below(limit: int) -> int:
-    """A free port below ``limit`` (Cluster mode needs port + 10000 to be a valid port)."""
-    while (port := free_port()) >= limit:
-        pass
-    return port
 
 
 def _docker_engine_answers() -> bool:

@@ -14,7 +14,7 @@ from redis.exceptions import NoPermissionError
 import flue_models as fm
 from flue_models.embedded import ServerIdentity, find_binary
 from tests.command_line import run_cli
-from tests.conftest import RedisServers, port_below
+from tests.conftest import RedisServers
 
 
 async def test_a_well_configured_server_passes(redis_url: str, protocol: int) -> None:
@@ -39,7 +39,7 @@ async def test_the_suite_runs_on_the_server_it_was_given(redis_servers: RedisSer
 
 
 async def test_cluster_mode_is_refused(redis_servers: RedisServers, protocol: int) -> None:
-    server = redis_servers.start("--cluster-enabled", "yes", port=port_below(55535))
+    server = redis_servers.start_cluster_node()
     with pytest.raises(fm.ClusterEnabledError, match="Cluster"):
         await fm.connect(server.url, protocol=protocol)
 
