@@ -166,6 +166,22 @@ class Model(BaseModel, metaclass=_ModelMeta):
         """
         return []
 
+    @classmethod
+    def delete_guards(cls, keys: KeySpace, record_id: str) -> list[str]:
+        """Return keys whose existence refuses a delete of the record (``GuardError``).
+
+        None by default; ``Session`` refuses while forks of it exist.
+
+        Example:
+            ```python
+            class Folder(Model):
+                @classmethod
+                def delete_guards(cls, keys: KeySpace, record_id: str) -> list[str]:
+                    return [keys.owned("folder", "children", record_id)]
+            ```
+        """
+        return []
+
     # Writes ----------------------------------------------------------------------------
 
     async def save(self, *, db: Database | None = None) -> Self:

@@ -59,7 +59,8 @@ class Write:
 
     Attributes:
         record: the copy being written; synced with the store when the call succeeds.
-        mode: ``"s"`` (save) or ``"d"`` (delete).
+        mode: ``"s"`` (save), ``"d"`` (delete) or ``"c"`` (check: only the version
+            check, see :func:`plan_check`).
         key: the record's hash key.
         expected: the version the copy was read at (0: the record must not exist).
         hset: hash fields to set (encoded), ``hdel``: hash fields to delete.
@@ -218,6 +219,23 @@ def plan_save(
     )
 
 
+def plan_check(record: Model, keys: KeySpace) -> Write:
+    """Plan a version check of ``record`` that writes nothing: a batch that holds it is
+    refused with ``ConflictError`` when the record changed since its copy was read.
+
+    Example:
+        ```python
+        # write the child only while the parent is as it was read
+        await run_writes(db, [plan_save(child, db.keys), plan_check(parent, db.keys)])
+        ```
+    """
+    spec = record.__flue_spec__
+    return Write(
+        record=record, mode="c", key=keys.record(spec.collection, record.id),
+        expected=record._flue_version,
+    )  # fmt: skip
+
+
 def plan_delete(record: Model, keys: KeySpace) -> Write:
     """Plan the deletion of ``record``: its hash, every entry it owns, its owned keys.
 
@@ -247,6 +265,7 @@ def plan_delete(record: Model, keys: KeySpace) -> Write:
         ),
         releases=list(record._flue_unique.items()),
         lists={key: [] for key in type(record).owned_keys(keys, record.id)},
+        absent=type(record).delete_guards(keys, record.id),
     )
 
 
@@ -358,6 +377,8 @@ async def run_writes(db: Database, writes: list[Write]) -> None:
             raise error
     for w, version, counted in zip(writes, reply[1::2], reply[2::2], strict=True):
         record = w.record
+        if w.mode == "c":
+            continue
         if w.counter is not None:  # the field's value came from the script: plan again
             object.__setattr__(record, w.counter[1], int(counted))
             w = plan_save(record, db.keys)

@@ -16,7 +16,8 @@
 --   (a delete passes every owned key so),
 --   n_absent keys that must not exist for the write to happen (guards).
 -- ARGV: n_records, then per record:
---   mode ("s" save, "d" delete), id, expected version (0: must not exist),
+--   mode ("s" save, "d" delete, "c" check: the version check only, nothing written),
+--   id, expected version (0: must not exist),
 --   n_hset, field, value, ...,   n_hdel, field, ...,
 --   n_zrem,   n_zadd, score, ...,   n_claim, value, ...,   n_release, value, ...,
 --   n_list, then per owned key: kind ("l" | "h"), n_elements, element, ...,   n_absent,
@@ -148,7 +149,10 @@ for _, rec in ipairs(records) do
       redis.call(add, list.key, unpack(list.elements, i, math.min(i + 999, #list.elements)))
     end
   end
-  if rec.mode == 'd' then
+  if rec.mode == 'c' then
+    table.insert(versions, rec.expected)
+    table.insert(versions, 0)
+  elseif rec.mode == 'd' then
     redis.call('DEL', rec.key)
     table.insert(versions, 0)
     table.insert(versions, 0)
