@@ -28,6 +28,12 @@ from flue_models.embedded import find_binary, free_port, spawn_server, wait_unti
 #: Migration scenario folders are data for the migration tests, not test modules.
 collect_ignore_glob = ["migrations/scenarios/*"]
 
+#: The labels of flue-models' own migrations, in order (the files of ``migrations/``).
+BUILTIN_MIGRATIONS = [
+    f"flue/{path.stem}"
+    for path in sorted((Path(__file__).parent.parent / "migrations").glob("[0-9]*.py"))
+]
+
 #: Settings of every server the tests start: durable, so no persistence warning.
 TEST_SETTINGS = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "")
 

@@ -16,6 +16,8 @@ class ReplyDropper:
         self.target_port = target_port
         self.port = 0
         self.dropped = 0
+        #: Bytes the server sent the client (replies), counted as they pass.
+        self.received = 0
         self._armed = 0
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -42,6 +44,8 @@ class ReplyDropper:
                     self._armed -= 1
                     self.dropped += 1
                     break  # the server answered; the client never hears it
+                if replies:
+                    self.received += len(data)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

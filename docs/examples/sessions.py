@@ -39,12 +39,37 @@ async def main() -> None:
         print("messages:", [m.id for m in context.messages])  # ['m3', 'm4']
         # --8<-- [end:compact]
 
+        # --8<-- [start:context]
+        partial = await Session.load_context(session.id)  # reads m3, c1, m4: the context
+        assert partial is not None
+        assert partial.context() == context
+        page = await Session.history(session.id, limit=2)  # older entries, newest page first
+        assert page is not None
+        print("last two:", [e.id for e in page.entries], "older:", page.next_cursor)
+        # --8<-- [end:context]
+
+        # --8<-- [start:fork]
+        retry = await Session.fork(session.id, "m3", new_id=f"{session.id}/retry")
+        await retry.append(
+            MessageEntry(id="m4b", parent_id="m3", role="assistant", content="Let me look")
+        )
+        forked = await Session.load(retry.id)  # m1..m3 shared with the parent, then m4b
+        assert forked is not None
+        print("fork:", [e.id for e in forked.entries])
+        # --8<-- [end:fork]
+
+        # --8<-- [start:list]
+        recent = await Session.list(agent="support", limit=20)  # most recently updated first
+        print("support sessions:", [s.id for s in recent.items])
+        # --8<-- [end:list]
+
         # --8<-- [start:metadata]
         loaded.metadata["title"] = "Late order"
         await loaded.save()  # under the version check; appends never conflict with it
         # --8<-- [end:metadata]
 
         # --8<-- [start:snapshot]
+        await Session.delete_id(retry.id)  # a session with forks keeps its history
         await Session.save_snapshot(
             session.id,
             [MessageEntry(id="s1", role="system", content="fresh start")],

@@ -5,8 +5,9 @@ KEYS and ARGV. Everything a script touches is passed in KEYS (DESIGN invariant 7
 
 * Read-only scripts say ``#!lua flags=no-writes``.
 * Write scripts say ``#!lua`` with no ``allow-oom``, so a server at ``maxmemory`` refuses
-  them before they run. The loader inserts ``_checks.lua`` after their first line: the
-  helpers of the check phase each runs before its first write.
+  them before they run. The loader inserts ``_checks.lua`` after the first line of every
+  script: the helpers of the check phase a write script runs before its first write (and
+  a read script before it reads).
 
 A call sends EVALSHA and, on a NOSCRIPT reply (after ``SCRIPT FLUSH`` or a server
 restart), loads the text and sends it again (NOSCRIPT means it did not run). It goes
@@ -47,8 +48,7 @@ SCRIPTS_DIR = Path(__file__).parent
 def read_script(path: Path) -> str:
     """Return the text to load for a ``.lua`` file, read from disk once per process.
 
-    A write script (a ``#!lua`` line without ``no-writes``) gets the check-phase helpers
-    of ``_checks.lua`` after that line.
+    Every script gets the check-phase helpers of ``_checks.lua`` after that line.
 
     Raises:
         ConfigurationError: the file does not start with a ``#!lua`` line.
@@ -65,8 +65,6 @@ def read_script(path: Path) -> str:
         raise ConfigurationError(
             f"{path} must start with a '#!lua' line (with flags=no-writes if it only reads)."
         )
-    if "no-writes" in shebang:
-        return text
     return f"{shebang}\n{(SCRIPTS_DIR / '_checks.lua').read_text()}{body}"
 
 

@@ -1,39 +1,59 @@
 #!lua
 -- Append entries to a session: RPUSH their elements, record each entry's position under
--- its id, and move the leaf, atomically. Earlier entries are not touched. The session's
--- version does not change.
--- KEYS[1]: the session hash, KEYS[2]: its entry list, KEYS[3]: entry id -> position hash
--- ARGV[1]: the new leaf id, ARGV[2]: how many entries, ARGV[3]: "1" for once (idempotent
---   on the entry ids), then per entry: its id, n_elements, element, ...
--- Returns {"ok" | "replay", entry_count, updated_at, leaf_id}, {"missing"} (writing
---   nothing: the session does not exist), or {"conflict", entry_id} (writing nothing:
---   with once, that id was appended with other content, or only some entries were).
+-- its id, move the leaf, and rescore the session in its index sets (they are ordered by
+-- updated_at), atomically. Earlier entries are not touched. The version does not change.
+-- Positions are logical: a fork's own list starts at its fork position (the record's
+-- fork.position), below which its history is its parent's.
+-- KEYS[1]: the session hash, KEYS[2]: its entry list, KEYS[3]: entry id -> position hash,
+--   KEYS[4..]: the index sets the session is in (each rescored with the new updated_at)
+-- ARGV[1]: the session id, ARGV[2]: the new leaf id, ARGV[3]: how many entries,
+--   ARGV[4]: "1" for once (idempotent on the entry ids), ARGV[5]: the fork_of the caller
+--   expects ("" for none), ARGV[6]: the record's _owned with "#seq" for each score;
+--   then per entry: its id, the first kept entry id of a compaction ("" for a message),
+--   that entry's position when the caller found it in a parent's history (-1: not
+--   found), n_elements, element, ...
+-- Returns {"ok" | "replay", entry_count, updated_at, leaf_id, context_from},
+--   {"missing"} (the session does not exist), {"stale"} (its fork_of is not the caller's:
+--   the caller's index keys may be wrong), or {"conflict", entry_id} (with once, that id
+--   was appended with other content, or only some entries were); those write nothing.
 local bad = flue_expect(KEYS[1], 'hash') or flue_expect(KEYS[2], 'list')
   or flue_expect(KEYS[3], 'hash')
+for i = 4, #KEYS do bad = bad or flue_expect(KEYS[i], 'zset') end
 if bad then return bad end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-bad = flue_integer(KEYS[1], 'entry_count', redis.call('HGET', KEYS[1], 'entry_count'))
+local row = redis.call('HMGET', KEYS[1], 'entry_count', 'context_from', 'fork_of', 'origin')
+bad = flue_integer(KEYS[1], 'entry_count', row[1])
+  or flue_integer(KEYS[1], 'context_from', row[2])
 if bad then return bad end
+if (row[3] or '') ~= ARGV[5] then return {'stale'} end
+local base = 0
+if row[4] then
+  local ok, origin = pcall(cjson.decode, row[4])
+  if not ok or type(origin) ~= 'table' or not tonumber(origin.position) then
+    return redis.error_reply('FLUE_CORRUPT ' .. KEYS[1] .. ' origin ' .. row[4])
+  end
+  base = tonumber(origin.position)
+end
 
-local entries, a = {}, 4
-for _ = 1, tonumber(ARGV[2]) do
-  local entry = {id = ARGV[a], elements = {}}
-  local n = tonumber(ARGV[a + 1]); a = a + 2
+local entries, a = {}, 7
+for _ = 1, tonumber(ARGV[3]) do
+  local entry = {id = ARGV[a], kept = ARGV[a + 1], shared = tonumber(ARGV[a + 2]), elements = {}}
+  local n = tonumber(ARGV[a + 3]); a = a + 4
   for _ = 1, n do table.insert(entry.elements, ARGV[a]); a = a + 1 end
   table.insert(entries, entry)
 end
 
 local function stored_state(status)
-  local row = redis.call('HMGET', KEYS[1], 'entry_count', 'updated_at', 'leaf_id')
-  return {status, tonumber(row[1] or '0'), row[2] or '', row[3] or ''}
+  local now = redis.call('HMGET', KEYS[1], 'entry_count', 'updated_at', 'leaf_id', 'context_from')
+  return {status, tonumber(now[1] or '0'), now[2] or '', now[3] or '', tonumber(now[4] or '0')}
 end
 
-if ARGV[3] == '1' then
+if ARGV[4] == '1' then
   local seen = 0
   for _, entry in ipairs(entries) do
     local at = redis.call('HGET', KEYS[3], entry.id)
     if at then
-      local pos = tonumber(at)
+      local pos = tonumber(at) - base
       local stored = redis.call('LRANGE', KEYS[2], pos, pos + #entry.elements - 1)
       if #stored ~= #entry.elements then return {'conflict', entry.id} end
       for i, element in ipairs(entry.elements) do
@@ -65,16 +85,27 @@ local function iso(sec, usec)
     math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, usec)
 end
 
-local position = redis.call('LLEN', KEYS[2])
+local position = base + redis.call('LLEN', KEYS[2])
+local context_from = tonumber(row[2] or '0')
 for _, entry in ipairs(entries) do
   redis.call('HSETNX', KEYS[3], entry.id, position)  -- the first entry with an id keeps it
+  if entry.kept ~= '' then  -- a compaction: its kept entries start the context now
+    local kept = redis.call('HGET', KEYS[3], entry.kept)
+    context_from = tonumber(kept or '') or (entry.shared >= 0 and entry.shared or position)
+  end
   for i = 1, #entry.elements, 1000 do
     redis.call('RPUSH', KEYS[2], unpack(entry.elements, i, math.min(i + 999, #entry.elements)))
   end
   position = position + #entry.elements
 end
 local now = redis.call('TIME')
-local updated = iso(tonumber(now[1]), tonumber(now[2]))
+local sec, usec = tonumber(now[1]), tonumber(now[2])
+local updated = iso(sec, usec)
+-- The score Python gives updated_at: epoch milliseconds, microseconds as the fraction.
+local score = string.format('%d.%03d', sec * 1000 + math.floor(usec / 1000), usec % 1000)
 local count = redis.call('HINCRBY', KEYS[1], 'entry_count', #entries)
-redis.call('HSET', KEYS[1], 'leaf_id', ARGV[1], 'updated_at', updated)
-return {'ok', count, updated, ARGV[1]}
+local owned = string.gsub(ARGV[6], '"#seq"', score)
+redis.call('HSET', KEYS[1], 'leaf_id', ARGV[2], 'updated_at', updated,
+  'context_from', context_from, '_owned', owned)
+for i = 4, #KEYS do redis.call('ZADD', KEYS[i], score, ARGV[1]) end
+return {'ok', count, updated, ARGV[2], context_from}

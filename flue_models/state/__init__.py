@@ -28,13 +28,15 @@ from flue_models.state.integrity import StateReport, verify_state
 from flue_models.state.retention import PruneReport, Retention, prune
 from flue_models.state.run import EndResult, RunPage, RunPointer, WorkflowRun
 from flue_models.state.session import (
-    CompactionEntry,
-    MessageEntry,
+    Ancestor,
+    ForkOrigin,
+    HistoryPage,
     Session,
-    SessionContext,
     SessionError,
+    SessionForkedError,
     session_key,
 )
+from flue_models.state.session_window import CompactionEntry, MessageEntry, SessionContext
 from flue_models.state.submission import (
     Admission,
     Attempt,
@@ -46,6 +48,7 @@ from flue_models.state.submission import (
 
 __all__ = [
     "Admission",
+    "Ancestor",
     "Attempt",
     "AttemptMarker",
     "ChunkSegment",
@@ -53,6 +56,8 @@ __all__ = [
     "EndResult",
     "Event",
     "EventStream",
+    "ForkOrigin",
+    "HistoryPage",
     "Journal",
     "MessageEntry",
     "PruneReport",
@@ -63,6 +68,7 @@ __all__ = [
     "Session",
     "SessionContext",
     "SessionError",
+    "SessionForkedError",
     "StateReport",
     "StreamClosedError",
     "StreamConflictError",

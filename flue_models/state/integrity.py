@@ -177,13 +177,15 @@ async def _check_session(db: Database, session_id: str) -> list[Drift]:
     except DecodeError as exc:
         return [Drift("session_entries", entries_key, session_id, str(exc))]
     found: list[Drift] = []
-    if len(entries) != row.entry_count:
-        detail = f"{len(entries)} entries, the row says {row.entry_count}"
+    if len(entries) + row.inherited != row.entry_count:
+        shared = f" + {row.inherited} shared" if row.inherited else ""
+        detail = f"{len(entries)}{shared} entries, the row says {row.entry_count}"
         found.append(Drift("session_entries", entries_key, session_id, detail))
-    if (entries[-1].id if entries else None) != row.leaf_id:
+    fork_point = row.origin.entry_id if row.origin is not None else None
+    if (entries[-1].id if entries else fork_point) != row.leaf_id:
         found.append(Drift("session_entries", entries_key, session_id, "leaf_id is not the last"))
     expected: dict[str, str] = {}
-    position = 0
+    position = row.base  # a fork's own list starts where its parent's history ends
     for entry in entries:
         expected.setdefault(entry.id, str(position))
         position += len(encode_entry(entry))

@@ -19,24 +19,54 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
-from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
 from flue_models.connection import Database, pick_database
 from flue_models.errors import FlueModelsError
 from flue_models.keys import KeySpace
 from flue_models.model.base import Model
 from flue_models.model.codec import EncodingError, canonical_json, value_problem
-from flue_models.model.errors import AlreadyExistsError, ConflictError, DecodeError
-from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
+from flue_models.model.errors import AlreadyExistsError, ConflictError, GuardError
+from flue_models.model.fields import Indexed
+from flue_models.model.fields import new_id as make_id
+from flue_models.model.query import Page
+from flue_models.model.spec import OWNED_FIELD as OWNED
+from flue_models.model.writes import (
+    encode_owned,
+    plan_check,
+    plan_save,
+    retry_on_conflict,
+    run_writes,
+)
 from flue_models.replies import reply_hash, reply_text
 from flue_models.scripts import checked_reply
+from flue_models.state.session_window import (
+    AnyEntry,
+    CompactionEntry,
+    Layer,
+    MessageEntry,
+    Need,
+    SessionContext,
+    Window,
+    decode_run,
+    lookup_positions,
+    read_window,
+    walk_context,
+)
 
 #: Entries larger than this are stored as several list elements.
 CHUNK_BYTES = 512 * 1024
+#: How many forks deep a session may be (each level is one more list a load may read).
+MAX_FORK_DEPTH = 16
+#: A context load reads at least this many elements further back when it needs more.
+MIN_STEP = 64
+#: Entries per ``Session.history`` page by default, and at most.
+DEFAULT_HISTORY, MAX_HISTORY = 100, 1000
 
 
 class SessionError(FlueModelsError):
@@ -48,60 +78,75 @@ class SessionError(FlueModelsError):
     """
 
 
-class MessageEntry(BaseModel):
-    """A message of the conversation: a role and JSON content.
+class SessionForkedError(SessionError):
+    """The session has forks, which share its history: it cannot be deleted (unless
+    ``forks="cascade"``) or have its entries replaced.
 
     Example:
         ```python
-        MessageEntry(id="m2", parent_id="m1", role="assistant", content=[{"type": "text"}])
+        try:
+            await Session.delete_id(parent_id)
+        except SessionForkedError:
+            await Session.delete_id(parent_id, forks="cascade")
         ```
     """
 
-    type: Literal["message"] = "message"
-    id: str
-    parent_id: str | None = None
-    role: str
-    content: Any = None
-    dispatch_id: str | None = None
-    submission_id: str | None = None
+    def __init__(self, session_id: str, action: str) -> None:
+        self.session_id = session_id
+        super().__init__(
+            f"Session {session_id!r} has forks, which share its history; {action}. "
+            "Delete the forks first, or delete with forks='cascade'."
+        )
 
 
-class CompactionEntry(BaseModel):
-    """A summary that replaces the entries before ``first_kept_entry_id`` in the context.
+class Ancestor(BaseModel):
+    """One session a fork's history goes through: its id, the position its own list
+    starts at, and the entries before that position.
+
+    Example:
+        >>> Ancestor(session="root", base=0, entries=0).session
+        'root'
+    """
+
+    session: str
+    base: int
+    entries: int
+
+
+class ForkOrigin(BaseModel):
+    """Where a forked session's history comes from.
+
+    ``position`` is where the fork's own list starts (the end of ``entry_id`` in the
+    parent's history); ``entries`` is how many entries it inherited; ``lineage`` lists
+    the parent first, then the parent's own ancestors.
 
     Example:
         ```python
-        CompactionEntry(id="c1", parent_id="m9", summary="...", first_kept_entry_id="m7",
-                        tokens_before=48_000)
+        child = await Session.fork("s-1", "m7", new_id="s-1-retry")
+        child.origin.parent, child.origin.entry_id   # ('s-1', 'm7')
         ```
     """
 
-    type: Literal["compaction"] = "compaction"
-    id: str
-    parent_id: str | None = None
-    summary: str
-    first_kept_entry_id: str
-    tokens_before: int
-    details: Any = None
-    usage: Any = None
+    parent: str
+    entry_id: str
+    position: int
+    entries: int
+    lineage: list[Ancestor]
 
 
-Entry = Annotated[MessageEntry | CompactionEntry, Field(discriminator="type")]
-_ENTRY: TypeAdapter[MessageEntry | CompactionEntry] = TypeAdapter(Entry)
-
-
-class SessionContext(BaseModel):
-    """What a model call needs: the latest summary and the messages kept after it.
+def key_parts(session_id: str) -> tuple[str, str, str] | None:
+    """The agent, instance and harness of a :func:`session_key` id, else ``None``.
 
     Example:
-        ```python
-        context = session.context()
-        prompt = ([context.summary] if context.summary else []) + context.messages
-        ```
+        >>> key_parts("support/eu-1/claude/main")
+        ('support', 'eu-1', 'claude')
+        >>> key_parts("plain-id") is None
+        True
     """
-
-    summary: str | None
-    messages: list[MessageEntry]
+    parts = session_id.split("/")
+    if len(parts) != 4:
+        return None
+    return unquote(parts[0]), unquote(parts[1]), unquote(parts[2])
 
 
 def session_key(agent: str, instance: str, harness: str, name: str) -> str:
@@ -144,34 +189,17 @@ def decode_entries(key: str, elements: Sequence[bytes]) -> list[MessageEntry | C
         >>> decode_entries("k", encode_entry(MessageEntry(id="m1", role="user")))[0].id
         'm1'
     """
-    entries: list[MessageEntry | CompactionEntry] = []
-    position = 0
-    while position < len(elements):
-        element = elements[position]
-        kind, body = element[:1], element[1:]
-        try:
-            if kind == b"E":
-                data, position = body, position + 1
-            elif kind == b"H":
-                count = int(body)
-                parts = elements[position + 1 : position + 1 + count]
-                if len(parts) != count or any(p[:1] != b"C" for p in parts):
-                    raise ValueError(f"expected {count} chunks")
-                data, position = b"".join(p[1:] for p in parts), position + 1 + count
-            else:
-                raise ValueError(f"unknown element kind {kind!r}")
-            entries.append(_ENTRY.validate_json(data))
-        except (ValueError, ValidationError) as exc:
-            raise DecodeError(key, f"entries[{position}]", f"is not an entry: {exc}") from None
-    return entries
+    return [entry for _, entry in decode_run(key, elements, 0)]
 
 
 class Session(Model):
     """An agent session: application metadata and its entries.
 
     ``metadata`` is the application's and is saved under the version check; ``leaf_id``,
-    ``entry_count`` and ``updated_at`` are kept by :meth:`append`. Appends do not change
-    the version, so they never make a metadata save conflict.
+    ``entry_count``, ``updated_at`` and ``context_from`` are kept by :meth:`append`.
+    Appends do not change the version, so they never make a metadata save conflict.
+    ``agent``, ``instance`` and ``harness`` come from a :func:`session_key` id and are
+    indexed, like ``fork_of``, for :meth:`list`.
 
     Example:
         ```python
@@ -184,7 +212,7 @@ class Session(Model):
 
     class Meta:
         collection = "session"
-        order_by = "created_at"
+        order_by = "updated_at"
 
     id: str
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -192,13 +220,33 @@ class Session(Model):
     updated_at: dt.datetime
     leaf_id: str | None = None
     entry_count: int = 0
+    #: Where the latest compaction's kept entries start (a hint for context loads).
+    context_from: int = 0
+    agent: Annotated[str | None, Indexed()] = None
+    instance: Annotated[str | None, Indexed()] = None
+    harness: Annotated[str | None, Indexed()] = None
+    fork_of: Annotated[str | None, Indexed()] = None
+    origin: ForkOrigin | None = None
 
-    _entries: list[MessageEntry | CompactionEntry] | None = PrivateAttr(default=None)
+    _entries: list[AnyEntry] | None = PrivateAttr(default=None)
+    _loaded_from: int = PrivateAttr(default=0)
+    # What a context load learnt about ids before its window (see session_window.Window).
+    _positions: dict[str, int] = PrivateAttr(default_factory=dict)
+    _absent: set[str] = PrivateAttr(default_factory=set)
 
     #: The owned list holding the entries.
     ENTRIES: ClassVar[str] = "entries"
-    #: The owned hash from each entry id to the list position of its first element.
+    #: The owned hash from each entry id to the logical position of its first element.
     ENTRY_IDS: ClassVar[str] = "entry_ids"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parts_from_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("id"), str):
+            parts = key_parts(data["id"])
+            agent, instance, harness = parts if parts is not None else (None, None, None)
+            data = {**data, "agent": agent, "instance": instance, "harness": harness}
+        return data
 
     @classmethod
     def _entries_key(cls, keys: KeySpace, session_id: str) -> str:
@@ -208,9 +256,52 @@ class Session(Model):
     def _entry_ids_key(cls, keys: KeySpace, session_id: str) -> str:
         return keys.owned(cls.__flue_spec__.collection, cls.ENTRY_IDS, session_id)
 
+    @classmethod
+    def _forks_key(cls, keys: KeySpace, session_id: str) -> str:
+        """The index set of the forks of ``session_id``: it exists while any does."""
+        return cls.__flue_spec__.equality_key(keys, "fork_of", session_id)
+
     @property
-    def entries(self) -> list[MessageEntry | CompactionEntry]:
-        """The entries, oldest first, as of :meth:`load` and this copy's appends.
+    def base(self) -> int:
+        """The logical position this session's own list starts at (0 unless a fork).
+
+        Example:
+            ```python
+            (await Session.fork("s-1", "m7", new_id="s-2")).base   # end of m7 in s-1
+            ```
+        """
+        return self.origin.position if self.origin is not None else 0
+
+    @property
+    def inherited(self) -> int:
+        """How many entries this session shares with its fork parent (0 unless a fork).
+
+        Example:
+            ```python
+            child.entry_count - child.inherited   # the fork's own entries
+            ```
+        """
+        return self.origin.entries if self.origin is not None else 0
+
+    def layers(self) -> list[Layer]:
+        """The lists this session's history is read from, its own first.
+
+        Example:
+            ```python
+            [layer.owner for layer in child.layers()]   # ['s-2', 's-1']
+            ```
+        """
+        found = [Layer(self.id, self.base, None)]
+        limit = self.base
+        for ancestor in self.origin.lineage if self.origin is not None else []:
+            found.append(Layer(ancestor.session, ancestor.base, limit))
+            limit = min(limit, ancestor.base)
+        return found
+
+    @property
+    def entries(self) -> list[AnyEntry]:
+        """The entries, oldest first, as of the load and this copy's appends: the whole
+        history after :meth:`load`, from :attr:`loaded_from` on after :meth:`load_context`.
 
         Example:
             ```python
@@ -224,6 +315,17 @@ class Session(Model):
             )
         return self._entries
 
+    @property
+    def loaded_from(self) -> int:
+        """The logical position of the first element this copy read (0: the whole history).
+
+        Example:
+            ```python
+            (await Session.load_context(session_id)).loaded_from   # e.g. 49_960
+            ```
+        """
+        return self._loaded_from
+
     @classmethod
     def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
         """The entries list and its id index go with the session.
@@ -236,22 +338,41 @@ class Session(Model):
         return [cls._entries_key(keys, record_id), cls._entry_ids_key(keys, record_id)]
 
     @classmethod
+    def delete_guards(cls, keys: KeySpace, record_id: str) -> list[str]:
+        """A session with forks is not deleted (they read its history).
+
+        Example:
+            ```python
+            Session.delete_guards(db.keys, "s-1")   # the index set of its forks
+            ```
+        """
+        return [cls._forks_key(keys, record_id)]
+
+    @classmethod
     async def open(
         cls,
         session_id: str,
         *,
         metadata: dict[str, Any] | None = None,
+        context_only: bool = False,
         db: Database | None = None,
     ) -> Session:
         """Return the session with this id, creating it (server time) if it is new.
 
+        Args:
+            metadata: the metadata of a new session (an existing one keeps its own).
+            context_only: read an existing session as :meth:`load_context` does (only
+                what its context needs) instead of as :meth:`load` does (everything).
+
         Example:
             ```python
             session = await Session.open(session_key("support", "eu-1", "claude", "main"))
+            long_lived = await Session.open(agent_session_id, context_only=True)
             ```
         """
         database = pick_database(db)
-        existing = await cls.load(session_id, db=database)
+        read = cls.load_context if context_only else cls.load
+        existing = await read(session_id, db=database)
         if existing is not None:
             return existing
         now = await database.server_time()
@@ -259,7 +380,7 @@ class Session(Model):
         try:
             await fresh.save(db=database)
         except AlreadyExistsError:
-            loaded = await cls.load(session_id, db=database)
+            loaded = await read(session_id, db=database)
             assert loaded is not None
             return loaded
         fresh._entries = []
@@ -268,6 +389,9 @@ class Session(Model):
     @classmethod
     async def load(cls, session_id: str, *, db: Database | None = None) -> Session | None:
         """Return the whole session (record and entries, read atomically), or ``None``.
+
+        A fork's entries include the history it shares with its parent. For a long
+        session, :meth:`load_context` reads only what the context needs.
 
         Example:
             ```python
@@ -283,10 +407,146 @@ class Session(Model):
         if not raw:
             return None
         session = cls.from_hash(key, reply_hash(raw), database)
-        session._entries = decode_entries(entries_key, elements)
+        own = decode_run(entries_key, elements, session.base)
+        shared: list[tuple[int, AnyEntry]] = []
+        if session.base > 0:  # a fork: its parent's history up to the fork point never changes
+            shared, _ = await read_window(
+                database, cls._lists(database), session.layers()[1:], 0, session.base
+            )
+        session._entries = [entry for _, entry in (*shared, *own)]
         return session
 
-    async def append(self, entry: MessageEntry | CompactionEntry, *, once: bool = False) -> None:
+    @classmethod
+    def _lists(cls, database: Database) -> Callable[[str], str]:
+        """Session id -> its entry list key, in ``database``."""
+        return lambda session_id: cls._entries_key(database.keys, session_id)
+
+    @classmethod
+    def _id_hashes(cls, database: Database) -> Callable[[str], str]:
+        """Session id -> its ``entry_ids`` key, in ``database``."""
+        return lambda session_id: cls._entry_ids_key(database.keys, session_id)
+
+    @classmethod
+    async def load_context(cls, session_id: str, *, db: Database | None = None) -> Session | None:
+        """Return the session with only the entries its context needs, or ``None``.
+
+        Reads the record and the entries from the latest compaction's first kept entry
+        to the end, in one atomic call; reads further back only when the branch of the
+        leaf needs it (a branch that leaves the compacted line, a fork made before a
+        compaction), so a session of 50,000 entries with a 40-entry context moves about
+        40 entries. :meth:`context` answers as for a full load; :attr:`entries` holds
+        the entries read (from :attr:`loaded_from` on). Older entries: :meth:`history`.
+
+        Example:
+            ```python
+            session = await Session.load_context(session_id)
+            context = session.context()
+            ```
+        """
+        database = pick_database(db)
+        keys = database.keys
+        row_key = keys.record(cls.__flue_spec__.collection, session_id)
+        for _attempt in range(8):
+            reply = await database.scripts.call(
+                "session_window", keys=[row_key, cls._entries_key(keys, session_id)], args=[]
+            )
+            status, reply = checked_reply("session_window", reply, {"ok": 4, "missing": 1})
+            if status == "missing":
+                return None
+            session = cls.from_hash(row_key, reply_hash(reply[1]), database)
+            start = int(reply[2])
+            first = Window(start)
+            first.add(decode_run(cls._entries_key(keys, session_id), reply[3], start, ragged=True))
+            version = session._flue_version
+            window: Window | None = first
+            if session.context_from < start:  # the context starts in a parent's history
+                window = await session._extend(database, first, session.context_from, version)
+            if window is not None:
+                window = await session._resolve(database, window, session.leaf_id, version)
+            if window is not None:
+                session._entries = window.entries()
+                session._loaded_from = window.start
+                session._positions, session._absent = window.positions, window.absent
+                return session
+            # the session was replaced meanwhile (save_snapshot): read it again
+        raise ConflictError(cls.__name__, session_id, 0, 0)
+
+    async def _extend(
+        self, database: Database, window: Window, start: int, version: int | None
+    ) -> Window | None:
+        """Read ``[start, window.start)`` into ``window``; ``None`` if the record's version
+        is not ``version`` (its entries were replaced: the window is stale)."""
+        row_key = database.keys.record(self.__flue_spec__.collection, self.id)
+        check = [("HGET", row_key, "version")] if version is not None else []
+        entries, stored = await read_window(
+            database, self._lists(database), self.layers(), start, window.start, also=check
+        )
+        if version is not None and (stored[0] is None or int(stored[0]) != version):
+            return None
+        window.add(entries)
+        window.start = start
+        return window
+
+    async def _resolve(
+        self, database: Database, window: Window, leaf_id: str | None, version: int | None
+    ) -> Window | None:
+        """Read further back until the context of ``leaf_id`` is in ``window``."""
+        while isinstance(need := walk_context(leaf_id, window), Need):
+            wanted = [need.id] if need.first_kept is None else [need.id, need.first_kept]
+            hashes = self._id_hashes(database)
+            found = await lookup_positions(database, hashes, self.layers(), wanted)
+            for entry_id, position in found.items():
+                if position is None:
+                    window.absent.add(entry_id)
+                else:
+                    window.positions[entry_id] = position
+            at = found[need.id]
+            if at is None or at >= window.start:
+                window.absent.add(need.id)  # not stored, or not where the window is
+                continue
+            if need.first_kept is not None:
+                kept_at = found[need.first_kept]
+                if kept_at is None or at < kept_at:
+                    continue  # the walk now ends there
+            read = max(MIN_STEP, sum(1 for _ in window.items))
+            start = max(0, min(at, window.start - read))
+            extended = await self._extend(database, window, start, version)
+            if extended is None:
+                return None
+        return window
+
+    def context(self) -> SessionContext:
+        """Return the latest compaction summary and the messages from its first kept entry
+        to the leaf, following ``parent_id`` links from the leaf.
+
+        Raises:
+            SessionError: this copy was loaded with :meth:`load_context` and its appends
+                since need entries it did not read (load the context again).
+
+        Example:
+            ```python
+            context = (await Session.load(session_id)).context()
+            ```
+        """
+        window = Window(
+            self._loaded_from, positions=dict(self._positions), absent=set(self._absent)
+        )
+        window.add(self._positioned())
+        result = walk_context(self.leaf_id, window)
+        if isinstance(result, Need):
+            raise SessionError(
+                f"The context of session {self.id!r} now needs entry {result.id!r}, which "
+                "this copy did not read; use Session.load_context(id) again."
+            )
+        return result[0]
+
+    def _positioned(self) -> list[tuple[int, AnyEntry]]:
+        # Positions only order the entries here; ids map to their first occurrence.
+        return [(self._loaded_from + i, entry) for i, entry in enumerate(self.entries)]
+
+    # Appends and snapshots -------------------------------------------------------------
+
+    async def append(self, entry: AnyEntry, *, once: bool = False) -> None:
         """Append one entry and make it the leaf. See :meth:`append_many`.
 
         Example:
@@ -297,14 +557,14 @@ class Session(Model):
         """
         await self.append_many([entry], once=once)
 
-    async def append_many(
-        self, entries: Sequence[MessageEntry | CompactionEntry], *, once: bool = False
-    ) -> None:
+    async def append_many(self, entries: Sequence[AnyEntry], *, once: bool = False) -> None:
         """Append entries atomically (all or nothing); the last one becomes the leaf.
 
         Earlier entries are never rewritten: this is one RPUSH, in a Lua call that also
-        sets ``leaf_id``, ``entry_count`` and ``updated_at`` (server time) and records
-        each entry's position under its id.
+        sets ``leaf_id``, ``entry_count`` and ``updated_at`` (server time, which also
+        orders :meth:`list`), records each entry's position under its id, and, for a
+        compaction, where its kept entries start. Compacting is appending a
+        :class:`CompactionEntry`: nothing moves, so appends racing it lose nothing.
 
         Args:
             entries: the entries to append, in order.
@@ -332,23 +592,26 @@ class Session(Model):
                     f"{type(entry).__name__}; nothing was appended."
                 )
         database = self._database(None)
-        args: list[Any] = [entries[-1].id, len(entries), "1" if once else "0"]
-        for entry in entries:
-            encoded = encode_entry(entry)
-            args += [entry.id, len(encoded), *encoded]
-        reply = await database.scripts.call(
-            "session_append",
-            keys=[
-                database.keys.record(self.__flue_spec__.collection, self.id),
-                self._entries_key(database.keys, self.id),
-                self._entry_ids_key(database.keys, self.id),
-            ],
-            args=args,
-            unsafe=not once,  # without `once` a repeat would append the entries again
-        )
-        shapes = {"ok": 4, "replay": 4, "missing": 1, "conflict": 2}
-        status, reply = checked_reply("session_append", reply, shapes)
-        if status == "missing":
+        encoded = [encode_entry(entry) for entry in entries]
+        kept_ids = [e.first_kept_entry_id for e in entries if isinstance(e, CompactionEntry)]
+        shared: dict[str, int | None] = {}
+        if kept_ids and self.base > 0:  # a fork's compaction may keep entries it shares
+            shared = await lookup_positions(
+                database, self._id_hashes(database), self.layers()[1:], kept_ids
+            )
+        for _attempt in range(2):
+            reply = await self._append_call(database, entries, encoded, shared, once)
+            shapes = {"ok": 5, "replay": 5, "missing": 1, "conflict": 2, "stale": 1}
+            status, reply = checked_reply("session_append", reply, shapes)
+            if status != "stale":
+                break
+            # This copy's fork_of is not the stored one (a copy made by hand): read it.
+            stored = await type(self).get(self.id, db=database)
+            if stored is None:
+                raise ConflictError(type(self).__name__, self.id, self._flue_version, 0)
+            object.__setattr__(self, "fork_of", stored.fork_of)
+            object.__setattr__(self, "origin", stored.origin)
+        if status in ("missing", "stale"):
             raise ConflictError(type(self).__name__, self.id, self._flue_version, 0)
         if status == "conflict":
             raise SessionError(
@@ -357,28 +620,72 @@ class Session(Model):
                 "appended. Use new entry ids for new entries."
             )
         # "ok", or "replay" (appended by an earlier call): show what the store holds.
-        object.__setattr__(self, "leaf_id", reply_text(reply[3]))
-        object.__setattr__(self, "entry_count", int(reply[1]))
-        object.__setattr__(self, "updated_at", dt.datetime.fromisoformat(reply_text(reply[2])))
-        self._flue_snapshot.update(
-            {name: self.__flue_spec__.codecs[name].encode(getattr(self, name))
-             for name in ("leaf_id", "entry_count", "updated_at")}
-        )  # fmt: skip
+        self._took(
+            database,
+            leaf_id=reply_text(reply[3]),
+            entry_count=int(reply[1]),
+            updated_at=dt.datetime.fromisoformat(reply_text(reply[2])),
+            context_from=int(reply[4]),
+        )
         if self._entries is not None:
             known = {entry.id for entry in self._entries} if status == "replay" else set()
             self._entries = [*self._entries, *(e for e in entries if e.id not in known)]
+
+    async def _append_call(
+        self,
+        database: Database,
+        entries: Sequence[AnyEntry],
+        encoded: list[list[bytes]],
+        shared: dict[str, int | None],
+        once: bool,
+    ) -> Any:
+        keys, spec = database.keys, self.__flue_spec__
+        index_keys = list(spec.entries(keys, self._values()))  # rescored with updated_at
+        template = encode_owned(keys, dict.fromkeys(index_keys, 0.0), {}, index_keys)
+        args: list[Any] = [self.id, entries[-1].id, len(entries), "1" if once else "0"]
+        args += [self.fork_of or "", template]
+        for entry, elements in zip(entries, encoded, strict=True):
+            kept = entry.first_kept_entry_id if isinstance(entry, CompactionEntry) else ""
+            fallback = shared.get(kept) if kept else None
+            args += [entry.id, kept, -1 if fallback is None else fallback]
+            args += [len(elements), *elements]
+        return await database.scripts.call(
+            "session_append",
+            keys=[
+                keys.record(spec.collection, self.id),
+                self._entries_key(keys, self.id),
+                self._entry_ids_key(keys, self.id),
+                *index_keys,
+            ],
+            args=args,
+            unsafe=not once,  # without `once` a repeat would append the entries again
+        )
+
+    def _took(self, database: Database, **stored: Any) -> None:
+        """Set fields a script wrote, and what this copy knows the store holds."""
+        spec = self.__flue_spec__
+        for name, value in stored.items():
+            object.__setattr__(self, name, value)
+            self._flue_snapshot[name] = spec.codecs[name].encode(value)
+        entries = spec.entries(database.keys, self._values())
+        self._flue_entries = entries
+        self._flue_snapshot[OWNED] = encode_owned(database.keys, entries, {})
 
     @classmethod
     async def save_snapshot(
         cls,
         session_id: str,
-        entries: Sequence[MessageEntry | CompactionEntry],
+        entries: Sequence[AnyEntry],
         *,
         metadata: dict[str, Any] | None = None,
         db: Database | None = None,
     ) -> Session:
         """Replace a session's metadata and entries in one atomic write (for runtimes
         that write whole snapshots); creates the session if it is new.
+
+        Raises:
+            SessionForkedError: the session has forks (they share its history).
+            SessionError: the session is a fork (its history is shared with its parent).
 
         Example:
             ```python
@@ -388,54 +695,302 @@ class Session(Model):
         database = pick_database(db)
         elements: list[bytes] = []
         positions: dict[str, bytes] = {}
+        window = Window(0)
         for entry in entries:
             positions.setdefault(entry.id, str(len(elements)).encode())
+            window.add([(len(elements), entry)])
             elements += encode_entry(entry)
+        leaf_id = entries[-1].id if entries else None
+        found = walk_context(leaf_id, window)
+        assert not isinstance(found, Need)  # a window from 0 needs nothing
 
         async def attempt() -> Session:
             current = await cls.get(session_id, db=database)
+            if current is not None and current.origin is not None:
+                raise SessionError(
+                    f"Session {session_id!r} is a fork of {current.origin.parent!r} and shares "
+                    "its history; save_snapshot cannot replace it. Append to it instead."
+                )
             now = await database.server_time()
             target = current or cls(id=session_id, created_at=now, updated_at=now)
             target.metadata = metadata if metadata is not None else target.metadata
             target.updated_at = now
-            target.leaf_id = entries[-1].id if entries else None
+            target.leaf_id = leaf_id
             target.entry_count = len(entries)
+            target.context_from = found[1]
             write = plan_save(target, database.keys)
             write.lists[cls._entries_key(database.keys, session_id)] = elements
             write.hashes[cls._entry_ids_key(database.keys, session_id)] = positions
-            await run_writes(database, [write])  # a racing writer: plan again on its state
+            write.absent.append(cls._forks_key(database.keys, session_id))
+            try:
+                await run_writes(database, [write])  # a racing writer: plan again on its state
+            except GuardError:
+                raise SessionForkedError(session_id, "its entries were not replaced") from None
             target._entries = list(entries)
             return target
 
         return await retry_on_conflict(attempt)
 
-    def context(self) -> SessionContext:
-        """Return the latest compaction summary and the messages from its first kept entry
-        to the leaf, following ``parent_id`` links from the leaf.
+    # History, forks and listings ---------------------------------------------------------
+
+    @classmethod
+    async def history(
+        cls,
+        session_id: str,
+        *,
+        before: str | None = None,
+        limit: int = DEFAULT_HISTORY,
+        db: Database | None = None,
+    ) -> HistoryPage | None:
+        """Page backwards through a session's entries, newest page first (``None`` for a
+        missing session).
+
+        Args:
+            before: the ``next_cursor`` of the previous page; ``None`` starts at the end.
+            limit: entries per page: default 100, at most 1000; zero or less means the
+                default.
+
+        Each page reads about ``limit`` entries (O(page), whatever the session's length);
+        its entries are oldest first. Appends between pages do not move the cursor.
+
+        Raises:
+            SessionError: ``before`` is not a cursor of this method.
 
         Example:
             ```python
-            context = (await Session.load(session_id)).context()
+            page = await Session.history(session_id, limit=50)
+            older = await Session.history(session_id, before=page.next_cursor, limit=50)
             ```
         """
-        by_id = {entry.id: entry for entry in self.entries}
-        branch: list[MessageEntry | CompactionEntry] = []
-        cursor = self.leaf_id
-        while cursor is not None and cursor in by_id:
-            entry = by_id[cursor]
-            branch.append(entry)
-            cursor = entry.parent_id
-        branch.reverse()  # root to leaf
-        compaction_at = max(
-            (i for i, e in enumerate(branch) if isinstance(e, CompactionEntry)), default=None
-        )
-        if compaction_at is None:
-            messages = [e for e in branch if isinstance(e, MessageEntry)]
-            return SessionContext(summary=None, messages=messages)
-        compaction = branch[compaction_at]
-        assert isinstance(compaction, CompactionEntry)
-        ids = [e.id for e in branch]
-        first_kept = compaction.first_kept_entry_id
-        start = ids.index(first_kept) if first_kept in ids else compaction_at
-        kept = [e for e in branch[start:] if isinstance(e, MessageEntry)]
-        return SessionContext(summary=compaction.summary, messages=kept)
+        database = pick_database(db)
+        size = DEFAULT_HISTORY if limit <= 0 else min(limit, MAX_HISTORY)
+        end: int | None = None
+        if before is not None:
+            if not before.isdigit() or not before.isascii():
+                raise SessionError(f"{before!r} is not a Session.history cursor.")
+            end = int(before)
+        session = await cls.get(session_id, db=database)
+        if session is None:
+            return None
+        if end is None:
+            (length,) = await database.run_batch(
+                [("LLEN", cls._entries_key(database.keys, session_id))]
+            )
+            end = session.base + int(length)
+        step = size
+        while True:
+            start = max(0, end - step)
+            layers = session.layers()
+            found, _ = await read_window(database, cls._lists(database), layers, start, end)
+            if len(found) >= size or start == 0:
+                break
+            step *= 2  # chunked entries: more elements than entries
+        page = found[-size:]
+        first = page[0][0] if page else 0
+        return HistoryPage([entry for _, entry in page], str(first) if first > 0 else None)
+
+    @classmethod
+    async def fork(
+        cls,
+        session_id: str,
+        at_entry_id: str,
+        *,
+        new_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        db: Database | None = None,
+    ) -> Session:
+        """Create a session whose history is this one's up to ``at_entry_id`` (shared, not
+        copied), with ``at_entry_id`` as its leaf; its new entries are its own.
+
+        The fork records its parent and the position (:attr:`fork`); loads read the
+        shared part from the parent's list, which cannot be deleted or replaced while a
+        fork uses it (:class:`SessionForkedError`). The cost is O(context): the entry's
+        position, and the context of the fork point for :meth:`load_context`.
+
+        Args:
+            new_id: the fork's id (default: a new random id).
+            metadata: the fork's metadata (default: empty).
+
+        Raises:
+            SessionError: no such session or entry in its history, or the fork would be
+                more than ``MAX_FORK_DEPTH`` deep.
+            AlreadyExistsError: ``new_id`` is taken.
+
+        Example:
+            ```python
+            retry = await Session.fork(session_id, "m7", new_id=f"{session_id}/retry-1")
+            await retry.append(MessageEntry(id="m8b", parent_id="m7", role="user", content="..."))
+            ```
+        """
+        database = pick_database(db)
+        child_id = new_id if new_id is not None else make_id()
+
+        async def attempt() -> Session:
+            parent = await cls.get(session_id, db=database)
+            if parent is None:
+                raise SessionError(f"There is no session {session_id!r} to fork.")
+            lineage = [Ancestor(session=parent.id, base=parent.base, entries=parent.inherited)]
+            lineage += parent.origin.lineage if parent.origin is not None else []
+            if len(lineage) > MAX_FORK_DEPTH:
+                raise SessionError(
+                    f"Session {session_id!r} is {len(lineage) - 1} forks deep; a fork of it "
+                    f"would pass MAX_FORK_DEPTH ({MAX_FORK_DEPTH})."
+                )
+            at, end, inherited = await parent._locate(database, at_entry_id, lineage)
+            now = await database.server_time()
+            child = cls(
+                id=child_id, metadata=metadata or {}, created_at=now, updated_at=now,
+                leaf_id=at_entry_id, entry_count=inherited, fork_of=session_id,
+                origin=ForkOrigin(
+                    parent=session_id, entry_id=at_entry_id, position=end,
+                    entries=inherited, lineage=lineage,
+                ),
+            )  # fmt: skip
+            # Where its context load starts: the parent's compacted context when the
+            # fork point is in it, else the fork point (a load reads back from there).
+            child.context_from = parent.context_from if parent.context_from <= at else at
+            check = plan_check(parent, database.keys)  # its entries not replaced meanwhile
+            await run_writes(database, [plan_save(child, database.keys), check])
+            return child
+
+        return await retry_on_conflict(attempt)
+
+    async def _locate(
+        self, database: Database, entry_id: str, lineage: list[Ancestor]
+    ) -> tuple[int, int, int]:
+        """Position, end position and entry count up to and with ``entry_id``."""
+        layers = self.layers()
+        at = (await lookup_positions(database, self._id_hashes(database), layers, [entry_id]))[
+            entry_id
+        ]
+        if at is None:
+            raise SessionError(f"Session {self.id!r} has no entry {entry_id!r} to fork at.")
+        layer = next(layer for layer in layers if layer.covers(at))
+        owner = next(a for a in lineage if a.session == layer.owner)
+        row_key = database.keys.record(self.__flue_spec__.collection, layer.owner)
+        list_key = self._entries_key(database.keys, layer.owner)
+        first, length, count = await database.run_batch(
+            [("LINDEX", list_key, at - layer.lo), ("LLEN", list_key),
+             ("HGET", row_key, "entry_count")],
+            atomic=True,
+        )  # fmt: skip
+        if first is None or first[:1] not in (b"E", b"H"):
+            raise SessionError(f"Entry {entry_id!r} of session {layer.owner!r} is not readable.")
+        elements = 1 if first[:1] == b"E" else 1 + int(first[1:])
+        before = at - layer.lo
+        if count is None or int(length) != int(count) - owner.entries:  # chunked entries
+            reply = await database.scripts.call("session_count", keys=[list_key], args=[before])
+            _status, reply = checked_reply("session_count", reply, {"ok": 2})
+            before = int(reply[1])
+        return at, at + elements, owner.entries + before + 1
+
+    @classmethod
+    async def list(
+        cls,
+        *,
+        agent: str | None = None,
+        instance: str | None = None,
+        harness: str | None = None,
+        fork_of: str | None = None,
+        limit: int = DEFAULT_HISTORY,
+        cursor: str | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+        db: Database | None = None,
+    ) -> Page[Session]:
+        """List sessions most recently updated first, filtered by the parts of their
+        :func:`session_key` id or by the session they were forked from; rows only (no
+        entries), O(page) with one filter.
+
+        Args:
+            limit: page size: default 100, at most 1000; zero or less means the default.
+            cursor: the ``next_cursor`` of the previous page; the last page has none.
+            on_error: a row that cannot be read raises (``"raise"``) or is left out and
+                listed in ``Page.skipped`` (``"skip"``).
+
+        A session appended to while you page moves to the front: a later page does not
+        show it again.
+
+        Example:
+            ```python
+            page = await Session.list(agent="support", limit=20)
+            for session in page.items:
+                print(session.id, session.updated_at, session.entry_count)
+            ```
+        """
+        filters = {"agent": agent, "instance": instance, "harness": harness, "fork_of": fork_of}
+        conditions = [getattr(cls, name) == value for name, value in filters.items() if value]
+        query = cls.find(*conditions).sort_by("-updated_at").on_error(on_error)
+        size = DEFAULT_HISTORY if limit <= 0 else min(limit, MAX_HISTORY)
+        return await query.using(pick_database(db)).page(size, cursor)
+
+    # Deletes ---------------------------------------------------------------------------
+
+    @classmethod
+    async def delete_id(
+        cls,
+        record_id: str,
+        *,
+        db: Database | None = None,
+        forks: Literal["refuse", "cascade"] = "refuse",
+    ) -> bool:
+        """Delete the session and its entries; ``False`` if there is none.
+
+        Args:
+            forks: a session with forks is refused (``"refuse"``, raising
+                :class:`SessionForkedError`), or deleted after its forks and theirs
+                (``"cascade"``).
+
+        Example:
+            ```python
+            await Session.delete_id(session_id, forks="cascade")
+            ```
+        """
+        database = pick_database(db)
+        for _attempt in range(3):
+            if forks == "cascade":
+                while page := (await cls.list(fork_of=record_id, db=database)).items:
+                    for child in page:
+                        await cls.delete_id(child.id, db=database, forks="cascade")
+            try:
+                return await super().delete_id(record_id, db=database)
+            except GuardError:
+                if forks == "refuse":
+                    raise SessionForkedError(record_id, "it was not deleted") from None
+                # a fork was made while its siblings were deleted: delete again
+        raise SessionForkedError(record_id, "it was not deleted: forks kept appearing")
+
+    async def delete(
+        self, *, db: Database | None = None, forks: Literal["refuse", "cascade"] = "refuse"
+    ) -> bool:
+        """Delete this session under the version check; see :meth:`delete_id` for ``forks``.
+
+        Example:
+            ```python
+            await session.delete()
+            ```
+        """
+        database = self._database(db)
+        if forks == "cascade":
+            while page := (await type(self).list(fork_of=self.id, db=database)).items:
+                for child in page:
+                    await type(self).delete_id(child.id, db=database, forks="cascade")
+        try:
+            return await super().delete(db=database)
+        except GuardError:
+            raise SessionForkedError(self.id, "it was not deleted") from None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """A page of :meth:`Session.history`: entries oldest first, and the cursor of the
+    page before it (``None`` at the start of the history).
+
+    Example:
+        ```python
+        page = await Session.history(session_id, limit=50)
+        page.entries[-1].id, page.next_cursor
+        ```
+    """
+
+    entries: list[AnyEntry]
+    next_cursor: str | None

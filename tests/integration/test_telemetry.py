@@ -15,6 +15,7 @@ from opentelemetry.util._once import Once
 
 import flue_models as fm
 from flue_models import telemetry
+from tests.conftest import BUILTIN_MIGRATIONS
 from tests.integration.models import Ticket
 
 
@@ -109,4 +110,4 @@ async def test_each_migration_file_is_a_span(
         for span in exporter.get_finished_spans()
         if span.name == "migrate"
     ]
-    assert files == ["flue/0001_initial", "flue/0002_disjoint_prefixes", "flue/0003_flue_contract"]
+    assert files == BUILTIN_MIGRATIONS

@@ -31,12 +31,13 @@ from flue_models.schema import (
     schema_status,
 )
 from tests.command_line import run_cli
+from tests.conftest import BUILTIN_MIGRATIONS
 from tests.integration.models import Ticket
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 ROOT = Path(__file__).parents[2]
 #: The library's own migrations, as labels, and the schema version they lead to.
-BUILTIN = [f"flue/{path.stem}" for path in sorted((ROOT / "migrations").glob("[0-9]*.py"))]
+BUILTIN = BUILTIN_MIGRATIONS
 LATEST = len(BUILTIN)
 
 
@@ -506,10 +507,7 @@ async def test_0002_moves_receipts_and_journals_lists_closed_streams_and_indexes
     await db.client.delete(spec_r.range_key(db.keys, "ended_at"))
 
     applied = await migrate(db)
-    assert [s.file.label for s in applied] == [
-        "flue/0002_disjoint_prefixes",
-        "flue/0003_flue_contract",
-    ]
+    assert [s.file.label for s in applied] == BUILTIN[1:]
 
     slot = await fm.Submission.read_journal("p-1", db=db)
     assert slot is not None
@@ -533,3 +531,46 @@ async def test_0002_moves_receipts_and_journals_lists_closed_streams_and_indexes
     assert [r.id for r in await fm.WorkflowRun.find(ended_at < far).using(db).all()] == ["r-1"]
     assert (await fm.verify_collection(fm.Submission, db=db)).ok
     assert await migrate(db) == []  # a rerun finds nothing to do
+
+
+async def test_0004_indexes_sessions_by_update_and_key_parts_and_locates_contexts(
+    bare: fm.Database,
+) -> None:
+    db = bare
+    await migrate(db, to=3)
+    sid = fm.session_key("support", "eu-1", "claude", "main")
+    session = await fm.Session.open(sid, db=db)
+    await session.append_many(
+        [
+            fm.MessageEntry(id="m1", role="user", content="one"),
+            fm.MessageEntry(id="m2", parent_id="m1", role="assistant", content="two"),
+            fm.MessageEntry(id="m3", parent_id="m2", role="user", content="three"),
+        ]
+    )
+    await session.append(
+        fm.CompactionEntry(
+            id="c1", parent_id="m3", summary="s", first_kept_entry_id="m3", tokens_before=9
+        )
+    )
+    await fm.Session.open("plain-id", db=db)
+    # The layout version 3 wrote: ordered by created_at, no key parts, no context_from.
+    spec = fm.Session.__flue_spec__
+    for key in [k async for k in db.client.scan_iter(match=db.keys.pattern())]:
+        if b"session:idx:" in key or key.endswith(b"session:all"):
+            await db.client.delete(key)
+    for record_id in (sid, "plain-id"):
+        record = db.keys.record("session", record_id)
+        await db.client.hdel(record, "agent", "instance", "harness", "context_from")
+        created = await db.client.hget(record, "created_at")
+        score = spec.codecs["created_at"].score(dt.datetime.fromisoformat(created.decode()))
+        await db.client.zadd(db.keys.all("session"), {record_id: score})
+
+    applied = await migrate(db)
+    assert [s.file.label for s in applied] == ["flue/0004_session_context"]
+    page = await fm.Session.list(agent="support", db=db)
+    assert [s.id for s in page.items] == [sid]
+    assert (await fm.Session.get(sid, db=db)).context_from == 2  # m3's position
+    assert (await fm.verify_collection(fm.Session, db=db)).ok
+    loaded = await fm.Session.load_context(sid, db=db)
+    assert loaded is not None
+    assert [e.id for e in loaded.entries] == ["m3", "c1"]
