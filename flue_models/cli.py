@@ -478,13 +478,40 @@ async def _events_tail(args: argparse.Namespace) -> int:
     return OK
 
 
+async def _sessions_list(args: argparse.Namespace) -> int:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
+        page = await Session.list(
+            agent=args.agent, instance=args.instance, harness=args.harness,
+            fork_of=args.fork_of, limit=args.limit, cursor=args.cursor, db=db,
+        )  # fmt: skip
+    if args.json:
+        items = [item.model_dump(mode="json") for item in page.items]
+        _emit({"items": items, "next_cursor": page.next_cursor})
+        return OK
+    rows = [
+        [
+            item.id,
+            item.updated_at.isoformat(timespec="seconds"),
+            f"{item.entry_count} entries",
+            f"fork of {item.fork_of}" if item.fork_of else "",
+        ]
+        for item in page.items
+    ]
+    for line in table(rows):
+        print(line.rstrip())
+    if page.next_cursor:
+        print(f"next: --cursor {page.next_cursor}")
+    return OK
+
+
 async def _sessions_show(args: argparse.Namespace) -> int:
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
-        session = await Session.load(args.session_id, db=db)
-    if session is None:
+        session = await Session.get(args.session_id, db=db)
+        page = await Session.history(args.session_id, limit=args.entries, db=db)
+    if session is None or page is None:
         raise NotFound(f"no session {args.session_id!r}")
     shown = session.model_dump(mode="json")
-    entries = session.entries[-args.entries :] if args.entries > 0 else []
+    entries = page.entries[-args.entries :] if args.entries > 0 else []
     shown["entries"] = [entry.model_dump(mode="json") for entry in entries]
     print(json.dumps(shown, ensure_ascii=False) if args.json else json.dumps(shown, indent=2))
     return OK
@@ -695,10 +722,19 @@ def build_parser() -> argparse.ArgumentParser:
     runs_show.add_argument("run_id")
     runs_show.set_defaults(handler=_runs_show)
 
-    sessions = commands.add_parser("sessions", help="show agent sessions")
+    sessions = commands.add_parser("sessions", help="list and show agent sessions")
     session_commands = sessions.add_subparsers(
         dest="sessions_command", metavar="ACTION", required=True
     )
+    sessions_list = session_commands.add_parser("list", help="most recently updated first")
+    _connection_options(sessions_list)
+    sessions_list.add_argument("--agent", help="the first part of session_key ids")
+    sessions_list.add_argument("--instance", help="the second part")
+    sessions_list.add_argument("--harness", help="the third part")
+    sessions_list.add_argument("--fork-of", help="the forks of this session")
+    sessions_list.add_argument("--limit", type=int, default=100, help="default 100, at most 1000")
+    sessions_list.add_argument("--cursor", help="the 'next' cursor a previous page printed")
+    sessions_list.set_defaults(handler=_sessions_list)
     sessions_show = session_commands.add_parser(
         "show", help="a session's record and its last entries, as JSON"
     )

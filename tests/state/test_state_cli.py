@@ -82,6 +82,30 @@ async def test_sessions_show(db: fm.Database, redis_url: str) -> None:
     assert missing.returncode == 3
 
 
+async def test_sessions_list(db: fm.Database, redis_url: str) -> None:
+    first = await fm.Session.open(fm.session_key("support", "eu-1", "claude", "main"))
+    await first.append(fm.MessageEntry(id="m1", role="user", content="hi"))
+    await fm.Session.open(fm.session_key("sales", "eu-1", "claude", "main"))
+    await fm.Session.fork(first.id, "m1", new_id=fm.session_key("support", "eu-1", "claude", "r"))
+    common = ["--url", redis_url, "--prefix", db.keys.prefix]
+    listed = await asyncio.to_thread(
+        run_cli, "sessions", "list", "--agent", "support", "--limit", "1", *common
+    )
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    fields = lines[0].split()  # id, updated_at, count, "entries", "fork of <parent>"
+    assert fields[0] == "support/eu-1/claude/r"
+    assert fields[2:] == ["1", "entries", "fork", "of", first.id]
+    assert lines[1].startswith("next: --cursor ")
+    cursor = lines[1].removeprefix("next: --cursor ")
+    rest = await asyncio.to_thread(
+        run_cli, "sessions", "list", "--agent", "support", "--cursor", cursor, "--json", *common
+    )
+    body = json.loads(rest.stdout)
+    assert [item["id"] for item in body["items"]] == [first.id]
+    assert body["next_cursor"] is None
+
+
 async def test_submissions_list(db: fm.Database, redis_url: str) -> None:
     await fm.Submission.admit_direct("p-1", session_id="s-1", input={})
     await fm.Submission.admit_dispatch("d-2", session_id="s-2", input={})
