@@ -359,3 +359,34 @@ async def test_a_metadata_save_from_a_stale_copy_keeps_the_listing_order(
     await stale.save()
     assert [s.id for s in (await Session.list()).items] == ["a", "b"]
     assert (await fm.verify_collection(Session)).ok
+
+
+# Hostile and corrupted data --------------------------------------------------------------
+
+
+async def test_a_cycle_of_parent_links_ends_the_walk(db: fm.Database) -> None:
+    await Session.save_snapshot("s", [message("a", "b"), message("b", "a")])
+    full = await Session.load("s")
+    partial = await Session.load_context("s")
+    assert full is not None
+    assert partial is not None
+    assert ids(full.context().messages) == ["a", "b"]
+    assert partial.context() == full.context()
+
+
+async def test_a_corrupted_fork_origin_refuses_appends_and_reads_name_the_key(
+    db: fm.Database,
+) -> None:
+    parent = await Session.open("p")
+    await linear(parent, 3)
+    child = await Session.fork("p", "m1", new_id="c")
+    record = db.keys.record("session", "c")
+    await db.client.hset(record, "origin", "{not json")
+    with pytest.raises(fm.CorruptDataError, match="origin"):
+        await child.append(message("x", "m1"))
+    with pytest.raises(fm.DecodeError, match="origin"):
+        await Session.load_context("c")
+    await db.client.hset(record, "context_from", "many")
+    with pytest.raises(fm.DecodeError, match="context_from"):
+        await Session.load("c")
+    assert await db.client.llen(Session._entries_key(db.keys, "c")) == 0  # nothing appended
