@@ -19,6 +19,13 @@ redis-py's own retry is turned off (it would repeat every command, unsafe ones i
 and its pool is a ``BlockingConnectionPool``: a caller waits for a free connection up to
 the pool timeout instead of failing at a fixed count.
 
+**Automatic pipelining**: while a command of the client is in flight, the commands other
+tasks send meanwhile are queued and go out together, at the end of the event loop's
+turn, as one pipeline on one connection; each caller gets its own reply or its own error
+(the same ones it would get alone), and its retries are its own. A lone caller's command
+is sent at once, as without it. Blocking reads and commands that change a connection's
+state are never queued. ``ClientSettings(auto_pipeline=False)`` turns it off.
+
 Example:
     ```python
     client = make_client("redis://127.0.0.1:6379/0", display="...", settings=ClientSettings())
@@ -43,6 +50,7 @@ from redis.exceptions import (
     InvalidResponse,
     NoScriptError,
     RedisError,
+    ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -117,6 +125,8 @@ class ClientSettings:
             ``PoolExhaustedError``.
         timeout: seconds a reply (or a connect) may take before ``ServerTimeoutError``;
             ``None`` waits forever.
+        auto_pipeline: send the commands concurrent tasks issue in one loop turn as one
+            pipeline (see the module's text).
 
     Example:
         ```python
@@ -129,6 +139,7 @@ class ClientSettings:
     pool_size: int = 50
     pool_timeout: float = 10.0
     timeout: float | None = 30.0
+    auto_pipeline: bool = True
 
 
 def never_sent(exc: BaseException) -> bool:
@@ -203,6 +214,144 @@ async def with_retries(
             attempt += 1
 
 
+#: Commands that block, or change the state of their connection: never queued.
+UNQUEUED = frozenset(
+    {
+        "BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP",
+        "WAIT", "WAITAOF", "MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SELECT", "AUTH",
+        "HELLO", "RESET", "CLIENT", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR",
+        "QUIT", "SHUTDOWN", "DEBUG", "SYNC", "PSYNC", "READONLY", "READWRITE",
+    }
+)  # fmt: skip
+
+
+def queueable(args: tuple[Any, ...]) -> bool:
+    """Whether a command may share a pipeline with other callers' commands.
+
+    Example:
+        >>> queueable(("HGETALL", "k")), queueable(("XREAD", "BLOCK", 0, "STREAMS", "k", "$"))
+        (True, False)
+    """
+    name = str(args[0]).upper() if args else ""
+    if name in UNQUEUED:
+        return False
+    if name in ("XREAD", "XREADGROUP"):  # blocking only with BLOCK
+        words = (a.decode("latin-1") if isinstance(a, bytes) else str(a) for a in args[1:])
+        return all(word.upper() != "BLOCK" for word in words)
+    return True
+
+
+Command = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+class Coalescer:
+    """The queue of automatic pipelining for one client (see the module's text).
+
+    Example:
+        ```python
+        reply = await client.flue_coalescer.send(("HGETALL", key), {})
+        replies = await client.flue_coalescer.send_many([(("GET", a), {}), (("GET", b), {})])
+        ```
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self.in_flight = 0
+        #: Pipelines sent for several callers, and the commands they carried.
+        self.batches = 0
+        self.batched = 0
+        self.queued: list[tuple[list[Command], asyncio.Future[list[Any]]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """Send one command (queued while others are in flight); raise what redis-py
+        raises for it.
+
+        Example:
+            ```python
+            await coalescer.send(("GET", "k"), {})
+            ```
+        """
+        if self.in_flight == 0 and not self.queued:
+            self.in_flight += 1
+            try:
+                return await Redis.execute_command(self.client, *args, **options)  # type: ignore[no-untyped-call]
+            finally:
+                self.in_flight -= 1
+        (reply,) = await self._queue([(args, options)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def send_many(self, commands: list[Command]) -> list[Any]:
+        """Send commands in one pipeline, shared with other callers' while others are in
+        flight; a command's error reply is returned in its place; a lost connection
+        raises.
+
+        Example:
+            ```python
+            await coalescer.send_many([(("HGETALL", a), {}), (("HGETALL", b), {})])
+            ```
+        """
+        if self.in_flight == 0 and not self.queued:
+            self.in_flight += 1
+            try:
+                return await self._pipeline(commands)
+            finally:
+                self.in_flight -= 1
+        return await self._queue(commands)
+
+    async def _pipeline(self, commands: list[Command]) -> list[Any]:
+        if len(commands) == 1:  # a pipeline's set-up costs more than one command's
+            ((args, options),) = commands
+            try:
+                return [await Redis.execute_command(self.client, *args, **options)]  # type: ignore[no-untyped-call]
+            except ResponseError as exc:  # in its place, as a pipeline returns it
+                return [exc]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for args, options in commands:
+                pipe.execute_command(*args, **options)
+            return list(await pipe.execute(raise_on_error=False))
+
+    def _queue(self, commands: list[Command]) -> asyncio.Future[list[Any]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if not self.queued:
+            loop.call_soon(self._flush)
+        self.queued.append((commands, future))
+        return future
+
+    def _flush(self) -> None:
+        groups, self.queued = self.queued, []
+        self.batches += 1
+        self.batched += sum(len(commands) for commands, _ in groups)
+        task = asyncio.get_running_loop().create_task(self._run(groups))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, groups: list[tuple[list[Command], asyncio.Future[list[Any]]]]) -> None:
+        self.in_flight += 1
+        try:
+            replies = await self._pipeline([c for commands, _ in groups for c in commands])
+        except BaseException as exc:  # the whole pipeline failed: every caller hears it
+            for _commands, future in groups:
+                if not future.done():
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self.in_flight -= 1
+        start = 0
+        for commands, future in groups:
+            if not future.done():  # else its caller was cancelled
+                future.set_result(replies[start : start + len(commands)])
+            start += len(commands)
+
+
 class FlueRedis(Redis):
     """``redis.asyncio.Redis`` with the library's retries and errors on every command.
 
@@ -214,6 +363,7 @@ class FlueRedis(Redis):
 
     flue_policy: RetryPolicy = RetryPolicy()
     flue_display: str = ""
+    flue_coalescer: Coalescer | None = None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Run one command with retries; raise the library's errors.
@@ -230,8 +380,15 @@ class FlueRedis(Redis):
         unsafe = bool(options.pop(UNSAFE, False))
         policy = options.pop(POLICY, None) or self.flue_policy
 
-        async def once() -> Any:
-            return await Redis.execute_command(self, *args, **options)  # type: ignore[no-untyped-call]
+        coalescer = self.flue_coalescer
+        if coalescer is not None and queueable(args):
+
+            async def once() -> Any:
+                return await coalescer.send(args, options)
+        else:
+
+            async def once() -> Any:
+                return await Redis.execute_command(self, *args, **options)  # type: ignore[no-untyped-call]
 
         command = str(args[0]) if args else "?"
         return await with_retries(once, policy, self.flue_display, command, unsafe=unsafe)
@@ -280,18 +437,24 @@ def make_client(url: str, *, display: str, settings: ClientSettings, **options: 
     client.auto_close_connection_pool = True  # the client owns its pool (as from_pool)
     client.flue_policy = settings.retry
     client.flue_display = display
+    if settings.auto_pipeline:
+        client.flue_coalescer = Coalescer(client)
     return client
 
 
 __all__ = [
     "HEALTH_CHECK_SECONDS",
     "POLICY",
+    "UNQUEUED",
     "UNSAFE",
     "ClientSettings",
+    "Coalescer",
+    "Command",
     "FlueRedis",
     "RetryPolicy",
     "make_client",
     "never_sent",
+    "queueable",
     "translate",
     "with_retries",
 ]

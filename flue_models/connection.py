@@ -220,7 +220,11 @@ class Database:
             ```
         """
 
+        coalescer = self.client.flue_coalescer
+
         async def send() -> list[Any]:
+            if coalescer is not None and not atomic:  # shared with concurrent callers
+                return await coalescer.send_many([(tuple(c), {}) for c in commands])
             async with self.client.pipeline(transaction=atomic) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)

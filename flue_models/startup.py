@@ -65,6 +65,7 @@ def connect(
     pool_timeout: float = 10.0,
     timeout: float | None = 30.0,
     retry: RetryPolicy | None = None,
+    auto_pipeline: bool = True,
 ) -> Connecting:
     """Connect to Redis and check that the server can keep agent state safely.
 
@@ -95,6 +96,9 @@ def connect(
             :class:`~flue_models.client.RetryPolicy`: about 3 s of backoff with jitter).
             Calls that are not safe to repeat are retried only when they never reached
             the server.
+        auto_pipeline: the commands that concurrent tasks send while one is in flight
+            go out together as one pipeline, each caller getting its own reply or error
+            (:mod:`flue_models.client`); ``False`` sends each on its own.
 
     Raises:
         InvalidURLError: the URL is malformed.
@@ -128,6 +132,7 @@ def connect(
             pool_size=pool_size,
             pool_timeout=pool_timeout,
             timeout=timeout,
+            auto_pipeline=auto_pipeline,
         ),
     )
 
