@@ -478,6 +478,27 @@ async def _events_tail(args: argparse.Namespace) -> int:
     return OK
 
 
+def bench_folder() -> Path | None:
+    """The checkout's ``bench/`` folder (beside an editable install, or under the current
+    directory), or ``None``: the benchmarks are not part of the installed package."""
+    for root in (Path(flue_models.__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "bench" / "__main__.py").is_file():
+            return root
+    return None
+
+
+async def _bench(args: argparse.Namespace) -> int:
+    root = bench_folder()
+    if root is None:
+        raise NotFound(
+            "no bench/ folder: the benchmarks live in the source checkout; run "
+            "'flue-models bench' from it (or 'python -m bench' there)"
+        )
+    command = [sys.executable, "-m", "bench", *args.bench_args]
+    process = await asyncio.create_subprocess_exec(*command, cwd=root)
+    return await process.wait()
+
+
 async def _sessions_list(args: argparse.Namespace) -> int:
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         page = await Session.list(
@@ -685,6 +706,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="count what is due; remove nothing"
     )
     prune_command.set_defaults(handler=_prune)
+
+    bench = commands.add_parser(
+        "bench",
+        help="the benchmarks against raw redis-py (from a source checkout)",
+        description="Run python -m bench in the source checkout; options go to it "
+        "(--json, --runs N, --quick, --full, --no-om, --url URL).",
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for the harness")
+    bench.set_defaults(handler=_bench)
 
     verify = commands.add_parser(
         "verify",

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import redis
+
 from bench import sessions
+from bench.harness import table
+from bench.workloads import Bench
+from flue_models.cli import bench_folder
 
 
 async def test_the_session_benchmark_compares_context_loads_and_forks(redis_url: str) -> None:
@@ -14,3 +21,40 @@ async def test_the_session_benchmark_compares_context_loads_and_forks(redis_url:
         times = figures[operation]
         assert 0 < times["min_ms"] <= times["median_ms"] <= times["max_ms"]
     assert "ratio to baseline" in sessions.table(figures)
+
+
+async def test_the_harness_measures_each_operation_both_ways_and_cleans_up(
+    redis_url: str,
+) -> None:
+    async with Bench(redis_url, runs=5) as bench:
+        rows = [
+            await bench.single_save(5),
+            await bench.update_one_field(5),
+            await bench.bulk_save(20),
+        ]
+        await bench.seed_items(2000)
+        rows += [await bench.get(5), await bench.get_many(3, 10), await bench.page(5)]
+        rows += [await bench.count(5), await bench.memory(2000)]
+        rows += await bench.concurrent(5, 4)
+        rows += await bench.streams(10, batch=10)
+        rows += await bench.sessions(15, entries=50)
+        rows += await bench.run_listing([100, 200], ops=5)
+        rows.append(await bench.tail_latency(5))
+        prefixes = (bench.prefix, bench.raw_prefix)
+    for row in rows:
+        assert row.raw is not None, row.name
+        assert 0 < row.flue.min_us <= row.flue.median_us <= row.flue.max_us, row.name
+        assert row.vs_raw is not None, row.name
+        assert row.vs_raw > 0, row.name
+    assert len({row.name for row in rows}) == len(rows)
+    assert "flue/raw" in table(rows)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for prefix in prefixes:
+            assert not list(client.scan_iter(match=f"{prefix}::*"))
+    finally:
+        client.close()
+
+
+def test_flue_models_bench_finds_the_checkout() -> None:
+    assert bench_folder() == Path(__file__).parents[2]

@@ -1,0 +1,157 @@
+"""Measuring: repetitions, medians and ratios against a baseline run in the same process.
+
+Each figure is the median of ``runs`` repetitions (with min and max); a repetition times a
+loop of ``ops`` operations. The two sides of a comparison alternate repetition by
+repetition, so a drift of the machine touches both alike. A ratio is the baseline's time
+over flue-models' time: 1.0 is as fast, 0.5 half as fast, 2.0 twice as fast.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Step = Callable[[int], Awaitable[Any]]
+
+
+@dataclass
+class Stats:
+    """Microseconds per operation over the repetitions."""
+
+    median_us: float
+    min_us: float
+    max_us: float
+
+    @classmethod
+    def of(cls, samples: list[float]) -> Stats:
+        return cls(statistics.median(samples), min(samples), max(samples))
+
+    @property
+    def per_second(self) -> float:
+        return 1e6 / self.median_us if self.median_us else float("inf")
+
+
+@dataclass
+class Row:
+    """One operation: flue-models and its baselines, each ratio against flue-models."""
+
+    name: str
+    ops: int
+    flue: Stats
+    raw: Stats | None = None
+    om: Stats | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: "us": microseconds per operation; "B": bytes (the ratio is then of bytes).
+    unit: str = "us"
+
+    @property
+    def vs_raw(self) -> float | None:
+        return self.raw.median_us / self.flue.median_us if self.raw else None
+
+    @property
+    def vs_om(self) -> float | None:
+        return self.om.median_us / self.flue.median_us if self.om else None
+
+    def as_json(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["vs_raw"], found["vs_om"] = self.vs_raw, self.vs_om
+        return found
+
+
+async def repeat(ops: int, runs: int, *sides: Step) -> list[Stats]:
+    """Time ``ops`` calls of each side (``side(i)`` for i in range(ops)), ``runs`` times,
+    alternating the sides; return each side's per-operation figures."""
+    samples: list[list[float]] = [[] for _ in sides]
+    counter = 0
+    for _ in range(runs):
+        for index, side in enumerate(sides):
+            start = time.perf_counter()
+            for _ in range(ops):
+                await side(counter)
+                counter += 1
+            samples[index].append((time.perf_counter() - start) / ops * 1e6)
+    return [Stats.of(found) for found in samples]
+
+
+async def repeat_once(runs: int, *sides: Callable[[int], Awaitable[int]]) -> list[Stats]:
+    """Like :func:`repeat` for steps that do many operations themselves: each returns how
+    many it did, and the time is divided by that."""
+    samples: list[list[float]] = [[] for _ in sides]
+    for run in range(runs):
+        for index, side in enumerate(sides):
+            start = time.perf_counter()
+            done = await side(run)
+            samples[index].append((time.perf_counter() - start) / done * 1e6)
+    return [Stats.of(found) for found in samples]
+
+
+def fmt_us(value: float, unit: str = "us") -> str:
+    if unit == "B":
+        return f"{value:,.0f} B"
+    if value >= 10_000:
+        return f"{value / 1000:,.1f} ms"
+    return f"{value:,.1f} µs"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as an aligned text table."""
+    lines = [
+        (
+            "operation",
+            "flue-models",
+            "min-max",
+            "raw redis-py",
+            "flue/raw",
+            "redis-om",
+            "flue/om",
+            "note",
+        )
+    ]
+    for row in rows:
+        lines.append(
+            (
+                row.name,
+                fmt_us(row.flue.median_us, row.unit),
+                f"{fmt_us(row.flue.min_us, row.unit)}-{fmt_us(row.flue.max_us, row.unit)}",
+                fmt_us(row.raw.median_us, row.unit) if row.raw else "",
+                fmt_ratio(row.vs_raw),
+                fmt_us(row.om.median_us, row.unit) if row.om else "",
+                fmt_ratio(row.vs_om),
+                row.note,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def markdown(rows: list[Row]) -> str:
+    """The rows as a Markdown table (for ``docs/benchmarks.md``)."""
+    lines = [
+        "| operation | flue-models | min - max | raw redis-py | flue/raw | redis-om | flue/om "
+        "| note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [
+            row.name,
+            fmt_us(row.flue.median_us, row.unit),
+            f"{fmt_us(row.flue.min_us, row.unit)} - {fmt_us(row.flue.max_us, row.unit)}",
+            fmt_us(row.raw.median_us, row.unit) if row.raw else "",
+            fmt_ratio(row.vs_raw),
+            fmt_us(row.om.median_us, row.unit) if row.om else "",
+            fmt_ratio(row.vs_om),
+            row.note,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
