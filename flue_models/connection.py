@@ -13,7 +13,7 @@ import datetime as dt
 import ssl
 import uuid
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +54,7 @@ from flue_models.inspection import ServerReport
 from flue_models.keys import KeySpace
 from flue_models.replies import reply_time
 from flue_models.scripts import Scripts
+from flue_models.telemetry import enabled as telemetry_enabled
 from flue_models.telemetry import operation_span, server_attributes
 
 #: Every connection flue-models opens carries a client name starting with this.
@@ -106,6 +107,10 @@ def pick_database(given: Database | None = None, *, own: Database | None = None)
             )
         return own
     return given if given is not None else current_database()
+
+
+#: What :meth:`Database.span` returns when telemetry is off: nothing to do.
+NO_SPAN: AbstractContextManager[None] = nullcontext()
 
 
 class Database:
@@ -175,6 +180,8 @@ class Database:
                 ...
             ```
         """
+        if not telemetry_enabled():  # the common case costs one check, no generator
+            return NO_SPAN
         system = self.report.flavor if self.report is not None else "redis"
         return operation_span(operation, collection, system, self._server, **extra)
 

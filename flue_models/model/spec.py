@@ -6,6 +6,7 @@ declaration time fails here, with a message naming the model and the field.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ VERSION_FIELD = "version"
 #: ``_`` keeps it apart from every Pydantic field name).
 OWNED_FIELD = "_owned"
 #: The options a model's ``Meta`` may set.
+#: Equality keys of finite-domain values kept per spec (key spaces x fields x values).
+DOMAIN_KEYS = 4096
 META_OPTIONS = frozenset({"abstract", "collection", "order_by", "indexes"})
 
 
@@ -56,6 +59,9 @@ class ModelSpec:
     range_fields: frozenset[str]
     unique_fields: frozenset[str]
     compound: tuple[tuple[str, ...], ...]
+    _domain_keys: dict[tuple[str, str, Any], str] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     # Key names -------------------------------------------------------------------------
 
@@ -79,7 +85,17 @@ class ModelSpec:
             spec.equality_key(db.keys, "status", "open")
             ```
         """
-        return keys.index(self.collection, field, self.codecs[field].index_value(value))
+        codec = self.codecs[field]
+        if not codec.domain:
+            return keys.index(self.collection, field, codec.index_value(value))
+        # A finite domain (Literal, Enum, bool) has few keys, named on every save: kept.
+        cache = self._domain_keys
+        name = cache.get((keys.head, field, value))
+        if name is None:
+            name = keys.index(self.collection, field, codec.index_value(value))
+            if len(cache) < DOMAIN_KEYS:
+                cache[(keys.head, field, value)] = name
+        return name
 
     def compound_key(self, keys: KeySpace, fields: tuple[str, ...], values: list[Any]) -> str:
         """Return the compound index set of ``fields == values``.
