@@ -9,7 +9,8 @@ the same run (above 1: flue-models is faster).
 
 Options: ``--json``, ``--markdown``, ``--runs N``, ``--quick`` (smaller loops, listing up
 to 10k runs), ``--full`` (listing up to 1M runs), ``--no-om``, ``--url URL`` (else
-``$REDIS_URL``, else the embedded server).
+``$REDIS_URL``, else the embedded server), ``--from-json FILE`` (show a saved ``--json``
+run as a table or ``--markdown``, measuring nothing).
 """
 
 from __future__ import annotations
@@ -124,12 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="list 1M runs too")
     parser.add_argument("--no-om", action="store_true", help="leave redis-om out")
     parser.add_argument("--url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument("--from-json", metavar="FILE", help="show a saved --json run instead")
     options = parser.parse_args(argv)
-    try:
-        rows, context = asyncio.run(measure(options))
-    except fm.FlueModelsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if options.from_json:
+        saved = json.loads(Path(options.from_json).read_text())
+        rows, context = [Row.from_json(row) for row in saved["rows"]], saved["context"]
+    else:
+        try:
+            rows, context = asyncio.run(measure(options))
+        except fm.FlueModelsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     if options.json:
         print(json.dumps({"context": context, "rows": [r.as_json() for r in rows]}, indent=2))
     elif options.markdown:

@@ -61,6 +61,25 @@ class Row:
         found["vs_raw"], found["vs_om"] = self.vs_raw, self.vs_om
         return found
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Row:
+        """The row :meth:`as_json` wrote (to render a saved run again)."""
+        stats = {
+            side: Stats(**data[side]) if data.get(side) else None for side in ("flue", "raw", "om")
+        }
+        flue = stats["flue"]
+        assert flue is not None
+        return cls(
+            data["name"],
+            data["ops"],
+            flue,
+            stats["raw"],
+            stats["om"],
+            data["note"],
+            data.get("extra", {}),
+            data.get("unit", "us"),
+        )
+
 
 async def repeat(ops: int, runs: int, *sides: Step) -> list[Stats]:
     """Time ``ops`` calls of each side (``side(i)`` for i in range(ops)), ``runs`` times,
@@ -101,34 +120,37 @@ def fmt_ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}x"
 
 
+def cells(row: Row, span: str) -> list[str]:
+    """One row's cells, ``span`` joining min and max."""
+    unit = row.unit
+    return [
+        row.name,
+        fmt_us(row.flue.median_us, unit),
+        f"{fmt_us(row.flue.min_us, unit)}{span}{fmt_us(row.flue.max_us, unit)}",
+        fmt_us(row.raw.median_us, unit) if row.raw else "",
+        fmt_ratio(row.vs_raw),
+        fmt_us(row.om.median_us, unit) if row.om else "",
+        fmt_ratio(row.vs_om),
+        row.note,
+    ]
+
+
+HEADINGS = [
+    "operation",
+    "flue-models",
+    "min - max",
+    "raw redis-py",
+    "flue/raw",
+    "redis-om",
+    "flue/om",
+    "note",
+]
+
+
 def table(rows: list[Row]) -> str:
     """The rows as an aligned text table."""
-    lines = [
-        (
-            "operation",
-            "flue-models",
-            "min-max",
-            "raw redis-py",
-            "flue/raw",
-            "redis-om",
-            "flue/om",
-            "note",
-        )
-    ]
-    for row in rows:
-        lines.append(
-            (
-                row.name,
-                fmt_us(row.flue.median_us, row.unit),
-                f"{fmt_us(row.flue.min_us, row.unit)}-{fmt_us(row.flue.max_us, row.unit)}",
-                fmt_us(row.raw.median_us, row.unit) if row.raw else "",
-                fmt_ratio(row.vs_raw),
-                fmt_us(row.om.median_us, row.unit) if row.om else "",
-                fmt_ratio(row.vs_om),
-                row.note,
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    lines = [HEADINGS, *(cells(row, "-") for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADINGS))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in lines
@@ -137,21 +159,6 @@ def table(rows: list[Row]) -> str:
 
 def markdown(rows: list[Row]) -> str:
     """The rows as a Markdown table (for ``docs/benchmarks.md``)."""
-    lines = [
-        "| operation | flue-models | min - max | raw redis-py | flue/raw | redis-om | flue/om "
-        "| note |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        cells = [
-            row.name,
-            fmt_us(row.flue.median_us, row.unit),
-            f"{fmt_us(row.flue.min_us, row.unit)} - {fmt_us(row.flue.max_us, row.unit)}",
-            fmt_us(row.raw.median_us, row.unit) if row.raw else "",
-            fmt_ratio(row.vs_raw),
-            fmt_us(row.om.median_us, row.unit) if row.om else "",
-            fmt_ratio(row.vs_om),
-            row.note,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = ["| " + " | ".join(HEADINGS) + " |", "|" + "---|" * len(HEADINGS)]
+    lines += ["| " + " | ".join(cells(row, " - ")) + " |" for row in rows]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from aredis_om import HashModel, get_redis_connection  # type: ignore[import-not
 
 
 async def main(url: str, prefix: str, ops: int, runs: int) -> None:
-    class Item(HashModel):  # type: ignore[misc]
+    class Item(HashModel, index=True):  # type: ignore[misc, call-arg]
         title: str
         status: str
         priority: int

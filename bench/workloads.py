@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -76,6 +77,11 @@ return 1
 """
 
 
+def status_of(n: int) -> str:
+    """The status of seeded record ``n``: every other one is open."""
+    return "open" if n % 2 else "closed"
+
+
 def item(n: int, status: str = "open") -> BenchItem:
     return BenchItem(
         id=f"i-{n}",
@@ -122,6 +128,7 @@ class Bench:
         self.save_script = self.raw.register_script(RAW_SAVE)
         self.append_script = self.raw.register_script(RAW_APPEND)
         self.session_script = self.raw.register_script(RAW_SESSION_APPEND)
+        await self.raw.script_load(RAW_SAVE)  # pipelined EVALSHA does not load it
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -156,6 +163,18 @@ class Bench:
         args = [f"i-{n}", expected, score.total_seconds() * 1000, *raw_fields(n, status)]
         reply = await self.save_script(keys=self.raw_save_keys(n, status), args=args, client=client)
         self.versions[f"i-{n}"] = int(reply[1])
+
+    async def raw_save_many(
+        self, numbers: range, status: Callable[[int], str] = lambda _n: "open"
+    ) -> None:
+        """New records by the raw script, pipelined."""
+        async with self.raw.pipeline(transaction=False) as pipe:
+            for n in numbers:
+                score = (EPOCH.timestamp() + n) * 1000
+                keys = self.raw_save_keys(n, status(n))
+                fields = raw_fields(n, status(n))
+                pipe.evalsha(self.save_script.sha, 4, *keys, f"i-{n}", 0, score, *fields)
+            await pipe.execute()
 
     # Model operations --------------------------------------------------------------------
 
@@ -198,45 +217,20 @@ class Bench:
 
         async def raw(run: int) -> int:
             start = 20_000_000 + run * size
-            async with self.raw.pipeline(transaction=False) as pipe:
-                for n in range(start, start + size):
-                    score = (EPOCH.timestamp() + n) * 1000
-                    pipe.evalsha(
-                        self.save_script.sha,
-                        4,
-                        *self.raw_save_keys(n),
-                        f"i-{n}",
-                        0,
-                        score,
-                        *raw_fields(n),
-                    )
-                await pipe.execute()
+            await self.raw_save_many(range(start, start + size))
             return size
 
-        await self.raw.script_load(RAW_SAVE)
         fl, rw = await repeat_once(self.runs, flue, raw)
         return Row(
             f"bulk save ({size} per call)", size, fl, rw, note=f"{fl.per_second:,.0f} records/s"
         )
 
     async def seed_items(self, count: int) -> None:
+        """``count`` records both ways, every other one open."""
         for start in range(0, count, 500):
             batch = range(start, min(start + 500, count))
-            status = lambda n: "open" if n % 2 else "closed"  # noqa: E731
-            await BenchItem.save_many([item(n, status(n)) for n in batch], db=self.db)
-            async with self.raw.pipeline(transaction=False) as pipe:
-                for n in batch:
-                    score = (EPOCH.timestamp() + n) * 1000
-                    pipe.evalsha(
-                        self.save_script.sha,
-                        4,
-                        *self.raw_save_keys(n, status(n)),
-                        f"i-{n}",
-                        0,
-                        score,
-                        *raw_fields(n, status(n)),
-                    )
-                await pipe.execute()
+            await BenchItem.save_many([item(n, status_of(n)) for n in batch], db=self.db)
+            await self.raw_save_many(batch, status_of)
             for n in batch:
                 self.versions[f"i-{n}"] = 1
 

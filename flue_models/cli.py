@@ -408,10 +408,6 @@ async def _runs_list(args: argparse.Namespace) -> int:
         page = await WorkflowRun.list(
             status=args.status, workflow=args.workflow, limit=args.limit, cursor=args.cursor, db=db
         )
-    if args.json:
-        items = [item.model_dump(mode="json") for item in page.items]
-        _emit({"items": items, "next_cursor": page.next_cursor})
-        return OK
     rows = [
         [
             item.id,
@@ -422,10 +418,20 @@ async def _runs_list(args: argparse.Namespace) -> int:
         ]
         for item in page.items
     ]
+    return _print_page(args, page.items, page.next_cursor, rows)
+
+
+def _print_page(
+    args: argparse.Namespace, items: Sequence[Any], cursor: str | None, rows: list[list[str]]
+) -> int:
+    """A listing page: JSON (``items`` and ``next_cursor``) or a table and its cursor."""
+    if args.json:
+        _emit({"items": [item.model_dump(mode="json") for item in items], "next_cursor": cursor})
+        return OK
     for line in table(rows):
         print(line.rstrip())
-    if page.next_cursor:
-        print(f"next: --cursor {page.next_cursor}")
+    if cursor:
+        print(f"next: --cursor {cursor}")
     return OK
 
 
@@ -505,10 +511,6 @@ async def _sessions_list(args: argparse.Namespace) -> int:
             agent=args.agent, instance=args.instance, harness=args.harness,
             fork_of=args.fork_of, limit=args.limit, cursor=args.cursor, db=db,
         )  # fmt: skip
-    if args.json:
-        items = [item.model_dump(mode="json") for item in page.items]
-        _emit({"items": items, "next_cursor": page.next_cursor})
-        return OK
     rows = [
         [
             item.id,
@@ -518,11 +520,7 @@ async def _sessions_list(args: argparse.Namespace) -> int:
         ]
         for item in page.items
     ]
-    for line in table(rows):
-        print(line.rstrip())
-    if page.next_cursor:
-        print(f"next: --cursor {page.next_cursor}")
-    return OK
+    return _print_page(args, page.items, page.next_cursor, rows)
 
 
 async def _sessions_show(args: argparse.Namespace) -> int:
@@ -892,7 +890,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # main() may be called again
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if args.handler is _bench:  # its options are the harness's: all of them, in order
+            given = list(sys.argv[1:] if argv is None else argv)
+            args.bench_args = given[given.index("bench") + 1 :]
+        elif unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         debug = debug or args.debug
         warnings.showwarning = _show_warning
         return _run(args.handler, args)

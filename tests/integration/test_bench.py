@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import redis
 
 from bench import sessions
-from bench.harness import table
+from bench.harness import Row, Stats, table
 from bench.workloads import Bench
 from flue_models.cli import bench_folder
+from tests.command_line import run_cli
 
 
 async def test_the_session_benchmark_compares_context_loads_and_forks(redis_url: str) -> None:
@@ -58,3 +60,12 @@ async def test_the_harness_measures_each_operation_both_ways_and_cleans_up(
 
 def test_flue_models_bench_finds_the_checkout() -> None:
     assert bench_folder() == Path(__file__).parents[2]
+
+
+def test_flue_models_bench_passes_its_options_to_the_harness(tmp_path: Path) -> None:
+    row = Row("single save", 10, Stats(300.0, 290.0, 310.0), Stats(150.0, 140.0, 160.0))
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"context": {"server": "x"}, "rows": [row.as_json()]}))
+    shown = run_cli("bench", "--from-json", str(saved), "--markdown")
+    assert shown.returncode == 0, shown.stderr
+    assert "| single save | 300.0 µs | 290.0 µs - 310.0 µs | 150.0 µs | 0.50x |" in shown.stdout
