@@ -508,7 +508,7 @@ class Session(Model):
                 kept_at = found[need.first_kept]
                 if kept_at is None or at < kept_at:
                     continue  # the walk now ends there
-            read = max(MIN_STEP, sum(1 for _ in window.items))
+            read = max(MIN_STEP, len(window.items))
             start = max(0, min(at, window.start - read))
             extended = await self._extend(database, window, start, version)
             if extended is None:
