@@ -507,6 +507,7 @@ class Bench:
                         rw,
                         note=f"{fl.per_second:,.0f} ops/s; without auto-pipelining "
                         f"{rw.median_us / np.median_us:.2f}x raw",
+                        extra={"without_auto_pipeline_us": np.median_us},
                     )
                 )
         finally:

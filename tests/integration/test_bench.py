@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 
 import redis
 
-from bench import sessions
+from bench import charts, sessions
 from bench.harness import Row, Stats, table
 from bench.workloads import Bench
 from flue_models.cli import bench_folder
@@ -69,3 +70,31 @@ def test_flue_models_bench_passes_its_options_to_the_harness(tmp_path: Path) -> 
     shown = run_cli("bench", "--from-json", str(saved), "--markdown")
     assert shown.returncode == 0, shown.stderr
     assert "| single save | 300.0 µs | 290.0 µs - 310.0 µs | 150.0 µs | 0.50x |" in shown.stdout
+
+
+def test_the_charts_of_a_saved_run_are_svg_with_every_figure(tmp_path: Path) -> None:
+    def row(name: str, flue: float, raw: float, **extra: float) -> dict[str, object]:
+        return Row(name, 10, Stats(flue, flue, flue), Stats(raw, raw, raw), extra=extra).as_json()
+
+    run = {
+        "context": {},
+        "rows": [
+            row("single save", 300.0, 150.0),
+            row("run listing page of 50, 1,000 runs", 1500.0, 900.0),
+            row("run listing page of 50, 1,000,000 runs", 1600.0, 950.0),
+            row("100 tasks x 100 gets (per op)", 40.0, 50.0, without_auto_pipeline_us=120.0),
+        ],
+    }
+    written = charts.write(run, tmp_path)
+    assert [p.name for p in written] == ["ratios.svg", "listing.svg", "concurrency.svg"]
+    for path in written:
+        root = ElementTree.parse(path).getroot()
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    ratios = (tmp_path / "ratios.svg").read_text()
+    assert "0.50x" in ratios
+    assert "1.25x" in ratios  # 50 / 40
+    assert "1,000,000 runs" in (tmp_path / "listing.svg").read_text()
+    concurrency = (tmp_path / "concurrency.svg").read_text()
+    assert all(f"{v:,}/s" in concurrency for v in (20000, 8333, 25000))
+    charts.write(run, tmp_path / "again")
+    assert (tmp_path / "again" / "ratios.svg").read_text() == ratios  # the same bytes

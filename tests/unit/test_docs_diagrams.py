@@ -31,7 +31,7 @@ GRAMMAR = {
 
 def blocks() -> list[tuple[str, str]]:
     found = []
-    for page in sorted(DOCS.glob("*.md")):
+    for page in sorted(DOCS.rglob("*.md")):
         found += [(page.name, block) for block in BLOCK.findall(page.read_text())]
     return found
 

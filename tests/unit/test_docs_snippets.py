@@ -4,6 +4,7 @@ function they were cut from, and every include names a section that exists."""
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import markdown
@@ -11,8 +12,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).parents[2]
-PAGES = sorted((ROOT / "docs").glob("*.md"))
-FENCE = re.compile(r"^```[a-z]*\n(.*?)^```", re.S | re.M)
+PAGES = sorted((ROOT / "docs").rglob("*.md"))
+FENCE = re.compile(r"^( *)```[a-z]*\n(.*?)^\1```", re.S | re.M)
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -32,13 +33,16 @@ def snippet_options() -> dict[str, object]:
     raise AssertionError("mkdocs.yml has no pymdownx.snippets")
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if "--8<--" in p.read_text()], ids=str)
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if "--8<--" in p.read_text()], ids=lambda p: p.name
+)
 def test_included_snippets_start_at_the_left_margin(page: Path) -> None:
     options = {**snippet_options(), "base_path": [str(ROOT)]}
     processor = markdown.Markdown(
         extensions=["pymdownx.snippets"], extension_configs={"pymdownx.snippets": options}
     )
-    includes = [block for block in FENCE.findall(page.read_text()) if "--8<--" in block]
+    fences = FENCE.findall(page.read_text())
+    includes = [textwrap.dedent(block) for _indent, block in fences if "--8<--" in block]
     assert includes
     for include in includes:
         block = "\n".join(processor.preprocessors["snippet"].run(include.splitlines()))
