@@ -94,7 +94,7 @@ async def measure(options: argparse.Namespace) -> tuple[list[Row], dict[str, Any
         rows.append(await bench.count(ops(300)))
         rows.append(await bench.memory(2000))
         print("measuring concurrency", file=sys.stderr)
-        rows += await bench.concurrent(100, 100 if not options.quick else 20)
+        rows += await bench.concurrent([1, 10, 100], 100 if not options.quick else 20)
         print("measuring streams and sessions", file=sys.stderr)
         rows += await bench.streams(ops(300))
         rows += await bench.sessions(ops(300))

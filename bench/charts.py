@@ -5,8 +5,9 @@
 * ``ratios.svg``: flue-models against raw redis-py per operation (raw's time over ours;
   the line at 1 is "as fast"), with redis-om where it was measured;
 * ``listing.svg``: the run-listing page against the number of runs, both sides;
-* ``concurrency.svg``: operations per second of 100 tasks at once: raw redis-py with a
-  pool, flue-models without and with automatic pipelining.
+* ``concurrency-gets.svg``, ``concurrency-saves.svg``: operations per second against the
+  number of concurrent tasks: raw redis-py with a pool, flue-models without and with
+  automatic pipelining.
 
 The SVG is written by hand, a few rectangles, lines and labels: no plotting dependency,
 the same bytes for the same run (so a chart changes in a diff only when a figure does),
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -84,65 +86,62 @@ def ratios(rows: list[Row]) -> str:
     return svg(left + int(scale) + 80, height, body, "flue-models against raw redis-py")
 
 
-def listing(rows: list[Row]) -> str:
-    """The run-listing page's median latency against the number of runs."""
-    points = [r for r in rows if r.name.startswith("run listing page")]
-    sizes = [int(r.name.rsplit(", ", 1)[1].split()[0].replace(",", "")) for r in points]
-    left, top, width, height = 70, 50, 420, 200
-    peak = max(max(r.flue.median_us, r.raw.median_us if r.raw else 0) for r in points) * 1.15
-    body = legend(left, 38, [("flue-models", FLUE), ("raw redis-py", RAW)])
+def line_chart(
+    title: str,
+    labels: list[str],
+    series: list[tuple[str, str, list[float]]],
+    unit: Callable[[float], str],
+) -> str:
+    """Lines over categories: ``series`` are (name, color, one value per label)."""
+    left, top, width, height = 80, 50, 420, 200
+    peak = max(max(values) for _n, _c, values in series) * 1.15
+    body = legend(left, 38, [(name, color) for name, color, _v in series])
     body.append(
         f'<line x1="{left}" y1="{top + height}" x2="{left + width}" '
         f'y2="{top + height}" stroke="#222"/>'
     )
-    step = width / max(1, len(points) - 1)
-    for side, color in (("flue", FLUE), ("raw", RAW)):
+    step = width / max(1, len(labels) - 1)
+    for _name, color, values in series:
         coords = []
-        for index, row in enumerate(points):
-            stats = row.flue if side == "flue" else row.raw
-            assert stats is not None
-            x, y = left + index * step, top + height - height * stats.median_us / peak
+        for index, value in enumerate(values):
+            x, y = left + index * step, top + height - height * value / peak
             coords.append(f"{x:.1f},{y:.1f}")
             body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>')
-            body.append(text(x, y - 7, f"{stats.median_us / 1000:.2f} ms", "middle", color))
+            body.append(text(x, y - 7, unit(value), "middle", color))
         body.append(
             f'<polyline points="{" ".join(coords)}" fill="none" stroke="{color}" stroke-width="2"/>'
         )
-    for index, size in enumerate(sizes):
-        body.append(text(left + index * step, top + height + 16, f"{size:,} runs", "middle"))
-    return svg(left + width + 60, top + height + 40, body, "Run listing: a page of 50")
+    for index, label in enumerate(labels):
+        body.append(text(left + index * step, top + height + 16, label, "middle"))
+    return svg(left + width + 70, top + height + 40, body, title)
 
 
-def concurrency(rows: list[Row]) -> str:
-    """Operations per second of 100 concurrent tasks, three ways."""
-    shown = [r for r in rows if " tasks x " in r.name]
-    sides = [
-        ("raw redis-py, pool", RAW),
-        ("flue-models, one at a time", PLAIN),
-        ("flue-models, auto-pipelined", FLUE),
+def listing(rows: list[Row]) -> str:
+    """The run-listing page's median latency against the number of runs."""
+    points = [r for r in rows if r.name.startswith("run listing page") and r.raw]
+    labels = [r.name.rsplit(", ", 1)[1] for r in points]
+    series = [
+        ("flue-models", FLUE, [r.flue.median_us for r in points]),
+        ("raw redis-py", RAW, [r.raw.median_us for r in points if r.raw]),
     ]
-    left, top, bar, gap, scale = 230, 50, 14, 22, 380.0
-    values = []
-    for row in shown:
-        plain = row.extra.get("without_auto_pipeline_us")
-        raw = row.raw.median_us if row.raw else None
-        values.append([1e6 / v if v else 0.0 for v in (raw, plain, row.flue.median_us)])
-    peak = max(max(v) for v in values) * 1.1
-    body = legend(10, 38, sides)
-    y = top
-    for row, numbers in zip(shown, values, strict=True):
-        body.append(text(10, y + 10, row.name.replace(" (per op)", "")))
-        y += 14
-        for (label, color), value in zip(sides, numbers, strict=True):
-            width = scale * value / peak
-            body.append(text(left - 6, y + bar - 3, label, "end"))
-            body.append(
-                f'<rect x="{left}" y="{y}" width="{width:.1f}" height="{bar}" fill="{color}"/>'
-            )
-            body.append(text(left + width + 4, y + bar - 3, f"{value:,.0f}/s"))
-            y += bar + 4
-        y += gap
-    return svg(left + int(scale) + 90, y + 10, body, "100 concurrent tasks: operations per second")
+    return line_chart("Run listing: a page of 50", labels, series, lambda v: f"{v / 1000:.2f} ms")
+
+
+def throughput(rows: list[Row], kind: str) -> str:
+    """Operations per second against the number of concurrent tasks, three ways."""
+    points = [r for r in rows if r.extra.get("kind") == kind and r.raw]
+    labels = [f"{r.extra['tasks']} task{'s' if r.extra['tasks'] != 1 else ''}" for r in points]
+    series = [
+        ("raw redis-py, pool", RAW, [1e6 / r.raw.median_us for r in points if r.raw]),
+        (
+            "flue-models, one at a time",
+            PLAIN,
+            [1e6 / r.extra["without_auto_pipeline_us"] for r in points],
+        ),
+        ("flue-models, auto-pipelined", FLUE, [1e6 / r.flue.median_us for r in points]),
+    ]
+    title = f"Concurrent tasks doing {kind}: operations per second"
+    return line_chart(title, labels, series, lambda v: f"{v:,.0f}/s")
 
 
 def write(run: dict[str, Any], out: Path) -> list[Path]:
@@ -150,9 +149,15 @@ def write(run: dict[str, Any], out: Path) -> list[Path]:
     rows = [Row.from_json(row) for row in run["rows"]]
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, draw in (("ratios", ratios), ("listing", listing), ("concurrency", concurrency)):
+    charts = {
+        "ratios": ratios(rows),
+        "listing": listing(rows),
+        "concurrency-gets": throughput(rows, "gets"),
+        "concurrency-saves": throughput(rows, "saves"),
+    }
+    for name, drawn in charts.items():
         path = out / f"{name}.svg"
-        path.write_text(draw(rows))
+        path.write_text(drawn)
         written.append(path)
     return written
 

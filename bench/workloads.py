@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import os
 import subprocess
@@ -120,6 +121,7 @@ class Bench:
         self.db: fm.Database
         self.raw: aioredis.Redis
         self.versions: dict[str, int] = {}
+        self.salts = itertools.count()
 
     async def __aenter__(self) -> Bench:
         self.db = await fm.connect(self.url, key_prefix=self.prefix)
@@ -476,43 +478,43 @@ class Bench:
 
     # Concurrency -------------------------------------------------------------------------
 
-    async def concurrent(self, tasks: int = 100, each: int = 100) -> list[Row]:
-        """``tasks`` tasks doing ``each`` saves (then gets) at once, one client each side."""
+    async def concurrent(self, task_counts: list[int], each: int = 100) -> list[Row]:
+        """For each count, that many tasks doing ``each`` saves (then gets) at once:
+        flue-models with and without auto-pipelining, raw redis-py with its pool."""
         rows = []
         plain = await fm.connect(self.url, key_prefix=self.prefix, auto_pipeline=False)
         try:
-            for name in ("saves", "gets"):
-
-                async def flue(run: int, db: fm.Database = self.db, kind: str = name) -> int:
-                    await asyncio.gather(
-                        *(self._flue_task(db, kind, run, t, each) for t in range(tasks))
-                    )
-                    return tasks * each
-
-                async def flue_plain(run: int, kind: str = name) -> int:
-                    return await flue(run + 1000, plain, kind)
-
-                async def raw(run: int, kind: str = name) -> int:
-                    await asyncio.gather(
-                        *(self._raw_task(kind, run, t, each) for t in range(tasks))
-                    )
-                    return tasks * each
-
-                fl, rw, np = await repeat_once(self.runs, flue, raw, flue_plain)
-                rows.append(
-                    Row(
-                        f"{tasks} tasks x {each} {name} (per op)",
-                        tasks * each,
-                        fl,
-                        rw,
-                        note=f"{fl.per_second:,.0f} ops/s; without auto-pipelining "
-                        f"{rw.median_us / np.median_us:.2f}x raw",
-                        extra={"without_auto_pipeline_us": np.median_us},
-                    )
-                )
+            for tasks in task_counts:
+                for name in ("saves", "gets"):
+                    rows.append(await self._concurrently(plain, tasks, each, name))
         finally:
             await plain.close()
         return rows
+
+    async def _concurrently(self, plain: fm.Database, tasks: int, each: int, kind: str) -> Row:
+        async def flue(_run: int, db: fm.Database = self.db) -> int:
+            salt = next(self.salts)  # fresh ids for every repetition of every side
+            await asyncio.gather(*(self._flue_task(db, kind, salt, t, each) for t in range(tasks)))
+            return tasks * each
+
+        async def flue_plain(run: int) -> int:
+            return await flue(run, plain)
+
+        async def raw(_run: int) -> int:
+            salt = next(self.salts)
+            await asyncio.gather(*(self._raw_task(kind, salt, t, each) for t in range(tasks)))
+            return tasks * each
+
+        fl, rw, np = await repeat_once(self.runs, flue, raw, flue_plain)
+        return Row(
+            f"{tasks} tasks x {each} {kind} (per op)",
+            tasks * each,
+            fl,
+            rw,
+            note=f"{fl.per_second:,.0f} ops/s; without auto-pipelining "
+            f"{rw.median_us / np.median_us:.2f}x raw",
+            extra={"without_auto_pipeline_us": np.median_us, "tasks": tasks, "kind": kind},
+        )
 
     async def _flue_task(self, db: fm.Database, kind: str, run: int, task: int, each: int) -> None:
         base = 30_000_000 + (run * 1000 + task) * each

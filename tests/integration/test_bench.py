@@ -38,7 +38,7 @@ async def test_the_harness_measures_each_operation_both_ways_and_cleans_up(
         await bench.seed_items(2000)
         rows += [await bench.get(5), await bench.get_many(3, 10), await bench.page(5)]
         rows += [await bench.count(5), await bench.memory(2000)]
-        rows += await bench.concurrent(5, 4)
+        rows += await bench.concurrent([1, 5], 4)
         rows += await bench.streams(10, batch=10)
         rows += await bench.sessions(15, entries=50)
         rows += await bench.run_listing([100, 200], ops=5)
@@ -73,8 +73,12 @@ def test_flue_models_bench_passes_its_options_to_the_harness(tmp_path: Path) -> 
 
 
 def test_the_charts_of_a_saved_run_are_svg_with_every_figure(tmp_path: Path) -> None:
-    def row(name: str, flue: float, raw: float, **extra: float) -> dict[str, object]:
+    def row(name: str, flue: float, raw: float, **extra: object) -> dict[str, object]:
         return Row(name, 10, Stats(flue, flue, flue), Stats(raw, raw, raw), extra=extra).as_json()
+
+    def tasks(count: int, kind: str, flue: float, raw: float, plain: float) -> dict[str, object]:
+        name = f"{count} tasks x 100 {kind} (per op)"
+        return row(name, flue, raw, tasks=count, kind=kind, without_auto_pipeline_us=plain)
 
     run = {
         "context": {},
@@ -82,11 +86,16 @@ def test_the_charts_of_a_saved_run_are_svg_with_every_figure(tmp_path: Path) -> 
             row("single save", 300.0, 150.0),
             row("run listing page of 50, 1,000 runs", 1500.0, 900.0),
             row("run listing page of 50, 1,000,000 runs", 1600.0, 950.0),
-            row("100 tasks x 100 gets (per op)", 40.0, 50.0, without_auto_pipeline_us=120.0),
+            tasks(1, "gets", 200.0, 100.0, 200.0),
+            tasks(100, "gets", 40.0, 50.0, 120.0),
+            tasks(1, "saves", 300.0, 150.0, 300.0),
+            tasks(100, "saves", 150.0, 80.0, 250.0),
         ],
     }
     written = charts.write(run, tmp_path)
-    assert [p.name for p in written] == ["ratios.svg", "listing.svg", "concurrency.svg"]
+    assert [p.name for p in written] == [
+        "ratios.svg", "listing.svg", "concurrency-gets.svg", "concurrency-saves.svg",
+    ]  # fmt: skip
     for path in written:
         root = ElementTree.parse(path).getroot()
         assert root.tag == "{http://www.w3.org/2000/svg}svg"
@@ -94,7 +103,8 @@ def test_the_charts_of_a_saved_run_are_svg_with_every_figure(tmp_path: Path) -> 
     assert "0.50x" in ratios
     assert "1.25x" in ratios  # 50 / 40
     assert "1,000,000 runs" in (tmp_path / "listing.svg").read_text()
-    concurrency = (tmp_path / "concurrency.svg").read_text()
-    assert all(f"{v:,}/s" in concurrency for v in (20000, 8333, 25000))
+    gets = (tmp_path / "concurrency-gets.svg").read_text()
+    assert all(f"{v:,}/s" in gets for v in (5000, 20000, 8333, 25000))
+    assert "1 task<" in gets
     charts.write(run, tmp_path / "again")
     assert (tmp_path / "again" / "ratios.svg").read_text() == ratios  # the same bytes
