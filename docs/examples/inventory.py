@@ -3,6 +3,7 @@
 import asyncio
 from pathlib import Path
 
+from example_support import delete_prefix
 from inventory_models import Item
 
 import flue_models as fm
@@ -21,8 +22,7 @@ async def main() -> None:
         print(await Item.find(Item.priority >= 0).count(), "items have a priority")
         for status in await fm.schema.schema_status(db, [inventory]):
             print(status.name, "at", status.stored, "of", status.newest)
-        keys = [k async for k in db.client.scan_iter(match=db.keys.pattern())]
-        await db.client.delete(*keys)
+        await delete_prefix(db)
 
 
 if __name__ == "__main__":

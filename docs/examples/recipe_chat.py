@@ -4,6 +4,8 @@ context, compact when it grows, list a user's conversations."""
 import asyncio
 import uuid
 
+from example_support import delete_prefix
+
 import flue_models as fm
 from flue_models import CompactionEntry, MessageEntry, Session, session_key
 
@@ -68,9 +70,7 @@ async def main() -> None:
             assert context.summary is not None
             assert page.items[0].id.endswith("bob")
         finally:
-            keys = [key async for key in db.client.scan_iter(match=db.keys.pattern())]
-            if keys:
-                await db.client.delete(*keys)
+            await delete_prefix(db)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ import asyncio
 import typing
 from typing import Any
 
+from example_support import delete_prefix
+
 import flue_models as fm
 from flue_models import WorkflowRun
 from flue_models.state.run import RunStatus
@@ -62,9 +64,7 @@ async def main() -> None:
             # --8<-- [end:use]
             assert shown == 5
         finally:
-            keys = [key async for key in db.client.scan_iter(match=db.keys.pattern())]
-            if keys:
-                await db.client.delete(*keys)
+            await delete_prefix(db)
 
 
 if __name__ == "__main__":

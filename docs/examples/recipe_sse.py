@@ -10,6 +10,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from example_support import delete_prefix
+
 import flue_models as fm
 from flue_models import WorkflowRun
 
@@ -86,9 +88,7 @@ async def main() -> None:
             assert body.count("data: ") == 3
             assert body.endswith("event: end\ndata: {}\n\n")
         finally:
-            keys = [key async for key in db.client.scan_iter(match=db.keys.pattern())]
-            if keys:
-                await db.client.delete(*keys)
+            await delete_prefix(db)
 
 
 if __name__ == "__main__":

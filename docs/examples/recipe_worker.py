@@ -8,6 +8,8 @@ lease over and finishes the turn.
 import asyncio
 import datetime as dt
 
+from example_support import delete_prefix
+
 import flue_models as fm
 from flue_models import Attempt, Submission
 
@@ -78,9 +80,7 @@ async def main() -> None:
                 assert row is not None
                 assert row.status == "settled"
         finally:
-            keys = [key async for key in db.client.scan_iter(match=db.keys.pattern())]
-            if keys:
-                await db.client.delete(*keys)
+            await delete_prefix(db)
 
 
 if __name__ == "__main__":

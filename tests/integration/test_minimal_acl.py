@@ -4,8 +4,10 @@ user limited to its prefix, its commands, and no channels."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,33 +16,25 @@ import flue_models as fm
 from flue_models import EventStream, Retention, Session, Submission, WorkflowRun
 from tests.integration.models import Ticket
 
-#: The rules docs/security.md gives, after the user's name, password and key pattern.
-MINIMAL_RULES = (
-    "resetchannels",
-    "-@all",
-    "+@read",
-    "+@write",
-    "-@dangerous",
-    "+evalsha",
-    "+script|load",
-    "+multi",
-    "+exec",
-    "+discard",
-    "+ping",
-    "+hello",
-    "+client|setname",
-    "+time",
-    "+info",
-)
+
+def documented_acl(prefix: str, password: str) -> list[str]:
+    """The ``ACL SETUSER myapp ...`` rules of docs/security.md, word for word, for a prefix."""
+    text = (Path(__file__).parents[2] / "docs" / "security.md").read_text()
+    found = re.search(r"```text\nACL SETUSER myapp (.*?)```", text, re.S)
+    assert found, "docs/security.md has no ACL SETUSER block"
+    rules = []
+    for word in found[1].split():
+        if word.startswith(">"):
+            word = f">{password}"
+        rules.append(word.replace("~myapp::", f"~{prefix}::"))
+    return rules
 
 
 @pytest.fixture
 async def minimal_user(redis_url: str, key_prefix: str) -> AsyncIterator[str]:
     admin = aioredis.Redis.from_url(redis_url)
     name = f"flue-acl-{uuid.uuid4().hex[:8]}"
-    await admin.execute_command(
-        "ACL", "SETUSER", name, "reset", "on", ">pw", f"~{key_prefix}::*", *MINIMAL_RULES
-    )
+    await admin.execute_command("ACL", "SETUSER", name, *documented_acl(key_prefix, "pw"))
     host = redis_url.split("://", 1)[1].rsplit("@", 1)[-1]
     try:
         yield f"redis://{name}:pw@{host}"
