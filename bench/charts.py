@@ -72,7 +72,8 @@ def ratios(rows: list[Row]) -> str:
         width = scale * (row.vs_raw or 0) / limit
         body.append(text(left - 6, y + bar - 3, row.name, "end"))
         body.append(f'<rect x="{left}" y="{y}" width="{width:.1f}" height="{bar}" fill="{FLUE}"/>')
-        body.append(text(left + width + 4, y + bar - 3, f"{row.vs_raw:.2f}x"))
+        label = f"{row.vs_raw:.2f}x" + (f" (redis-om {row.vs_om:.2f}x)" if row.vs_om else "")
+        body.append(text(left + scale + 12, y + bar - 3, label))  # a column: clear of bars
         if row.vs_om is not None:
             om_x = left + scale * row.vs_om / limit
             body.append(f'<circle cx="{om_x:.1f}" cy="{y + bar / 2}" r="4" fill="{OM}"/>')
@@ -83,7 +84,7 @@ def ratios(rows: list[Row]) -> str:
         'stroke="#222" stroke-dasharray="4 3"/>'
     )
     body.append(text(one, bottom + 16, "1 = as fast as raw redis-py", "middle"))
-    return svg(left + int(scale) + 80, height, body, "flue-models against raw redis-py")
+    return svg(left + int(scale) + 190, height, body, "flue-models against raw redis-py")
 
 
 def line_chart(
@@ -92,28 +93,39 @@ def line_chart(
     series: list[tuple[str, str, list[float]]],
     unit: Callable[[float], str],
 ) -> str:
-    """Lines over categories: ``series`` are (name, color, one value per label)."""
-    left, top, width, height = 80, 50, 420, 200
+    """Lines over categories: ``series`` are (name, color, one value per label); each
+    line's last value is written at its end, the legend above the plot."""
+    left, width, height = 80, 420, 200
+    top = 40 + 16 * len(series)
     peak = max(max(values) for _n, _c, values in series) * 1.15
-    body = legend(left, 38, [(name, color) for name, color, _v in series])
+    body = []
+    for index, (name, color, _values) in enumerate(series):
+        y = 38 + 16 * index
+        body.append(f'<rect x="{left}" y="{y - 9}" width="10" height="10" fill="{color}"/>')
+        body.append(text(left + 14, y, name))
     body.append(
-        f'<line x1="{left}" y1="{top + height}" x2="{left + width}" '
-        f'y2="{top + height}" stroke="#222"/>'
+        f'<line x1="{left}" y1="{top + height}" x2="{left + width}" y2="{top + height}" '
+        'stroke="#222"/>'
     )
     step = width / max(1, len(labels) - 1)
+    ends = []
     for _name, color, values in series:
         coords = []
         for index, value in enumerate(values):
             x, y = left + index * step, top + height - height * value / peak
             coords.append(f"{x:.1f},{y:.1f}")
             body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>')
-            body.append(text(x, y - 7, unit(value), "middle", color))
         body.append(
             f'<polyline points="{" ".join(coords)}" fill="none" stroke="{color}" stroke-width="2"/>'
         )
+        ends.append((top + height - height * values[-1] / peak, values[-1], color))
+    placed = -100.0
+    for y, value, color in sorted(ends):  # from the top down, never on top of each other
+        placed = max(y + 4, placed + 14)
+        body.append(text(left + width + 8, placed, unit(value), "start", color))
     for index, label in enumerate(labels):
         body.append(text(left + index * step, top + height + 16, label, "middle"))
-    return svg(left + width + 70, top + height + 40, body, title)
+    return svg(left + width + 90, top + height + 30, body, title)
 
 
 def listing(rows: list[Row]) -> str:

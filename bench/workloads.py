@@ -507,7 +507,7 @@ class Bench:
 
         fl, rw, np = await repeat_once(self.runs, flue, raw, flue_plain)
         return Row(
-            f"{tasks} tasks x {each} {kind} (per op)",
+            f"{tasks} task{'s' if tasks != 1 else ''} x {each} {kind} (per op)",
             tasks * each,
             fl,
             rw,
