@@ -272,13 +272,7 @@ class Coalescer:
             await coalescer.send(("GET", "k"), {})
             ```
         """
-        if self.in_flight == 0 and not self.queued:
-            self.in_flight += 1
-            try:
-                return await Redis.execute_command(self.client, *args, **options)  # type: ignore[no-untyped-call]
-            finally:
-                self.in_flight -= 1
-        (reply,) = await self._queue([(args, options)])
+        (reply,) = await self.send_many([(args, options)])
         if isinstance(reply, Exception):
             raise reply
         return reply

@@ -25,9 +25,9 @@ VERSION_FIELD = "version"
 #: Hash field listing the index entries and unique claims a record owns (a leading
 #: ``_`` keeps it apart from every Pydantic field name).
 OWNED_FIELD = "_owned"
-#: The options a model's ``Meta`` may set.
 #: Equality keys of finite-domain values kept per spec (key spaces x fields x values).
 DOMAIN_KEYS = 4096
+#: The options a model's ``Meta`` may set.
 META_OPTIONS = frozenset({"abstract", "collection", "order_by", "indexes"})
 
 

@@ -802,10 +802,11 @@ class Session(Model):
         """Create a session whose history is this one's up to ``at_entry_id`` (shared, not
         copied), with ``at_entry_id`` as its leaf; its new entries are its own.
 
-        The fork records its parent and the position (:attr:`fork`); loads read the
+        The fork records its parent and the position (:attr:`origin`); loads read the
         shared part from the parent's list, which cannot be deleted or replaced while a
-        fork uses it (:class:`SessionForkedError`). The cost is O(context): the entry's
-        position, and the context of the fork point for :meth:`load_context`.
+        fork uses it (:class:`SessionForkedError`). Forking costs a few round trips,
+        whatever the history's length; :meth:`load_context` on the fork reads back from
+        the fork point to the context it needs.
 
         Args:
             new_id: the fork's id (default: a new random id).
@@ -948,9 +949,7 @@ class Session(Model):
         database = pick_database(db)
         for _attempt in range(3):
             if forks == "cascade":
-                while page := (await cls.list(fork_of=record_id, db=database)).items:
-                    for child in page:
-                        await cls.delete_id(child.id, db=database, forks="cascade")
+                await cls._delete_forks(database, record_id)
             try:
                 return await super().delete_id(record_id, db=database)
             except GuardError:
@@ -958,6 +957,13 @@ class Session(Model):
                     raise SessionForkedError(record_id, "it was not deleted") from None
                 # a fork was made while its siblings were deleted: delete again
         raise SessionForkedError(record_id, "it was not deleted: forks kept appearing")
+
+    @classmethod
+    async def _delete_forks(cls, database: Database, session_id: str) -> None:
+        """Delete every fork of ``session_id``, and theirs, before it goes."""
+        while page := (await cls.list(fork_of=session_id, db=database)).items:
+            for child in page:
+                await cls.delete_id(child.id, db=database, forks="cascade")
 
     async def delete(
         self, *, db: Database | None = None, forks: Literal["refuse", "cascade"] = "refuse"
@@ -971,9 +977,7 @@ class Session(Model):
         """
         database = self._database(db)
         if forks == "cascade":
-            while page := (await type(self).list(fork_of=self.id, db=database)).items:
-                for child in page:
-                    await type(self).delete_id(child.id, db=database, forks="cascade")
+            await self._delete_forks(database, self.id)
         try:
             return await super().delete(db=database)
         except GuardError:
