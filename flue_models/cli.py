@@ -74,7 +74,7 @@ import flue_models
 from flue_models.config import data_dir_from_environment
 from flue_models.demo import run_demo
 from flue_models.embedded import EmbeddedServer
-from flue_models.errors import FlueModelsError, ServerCheckError
+from flue_models.errors import ConfigurationError, FlueModelsError, ServerCheckError
 from flue_models.inspection import check_report, read_server
 from flue_models.model.base import Model
 from flue_models.schema import (
@@ -92,8 +92,14 @@ from flue_models.state.events import (
     format_offset,
 )
 from flue_models.state.integrity import STATE_MODELS, verify_state
-from flue_models.state.retention import DEFAULT_PRUNE_LIMIT, PruneReport, Retention, prune
-from flue_models.state.run import WorkflowRun
+from flue_models.state.retention import (
+    DEFAULT_PRUNE_LIMIT,
+    KIND_NAMES,
+    Retention,
+    parse_age,
+    prune_all,
+)
+from flue_models.state.run import EndResult, WorkflowRun
 from flue_models.state.session import Session
 from flue_models.state.submission import Submission
 from flue_models.terminal import Progress, one_line, table
@@ -166,6 +172,8 @@ async def _check(args: argparse.Namespace) -> int:
                 "cluster": report.cluster_enabled,
                 "maxmemory_policy": report.maxmemory_policy,
                 "persistence": report.persistence,
+                "used_memory": report.used_memory,
+                "maxmemory": report.maxmemory,
                 "checks": checks,
                 "warnings": caught,
             }
@@ -276,26 +284,11 @@ def _migration_name(text: str) -> str:
     return text
 
 
-#: Units of the ages ``flue-models prune`` takes (``30d``, ``12h``, ``45m``, ``90s``).
-AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-#: ``prune`` options: the flag and the ``Retention`` field each sets.
-PRUNE_KINDS = {
-    "runs": "ended_runs",
-    "submissions": "settled_submissions",
-    "receipts": "receipts",
-    "streams": "closed_streams",
-    "markers": "attempt_markers",
-}
-
-
 def _age(text: str) -> dt.timedelta:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text)
     try:
-        if match and float(match[1]) > 0:
-            return dt.timedelta(seconds=float(match[1]) * AGE_UNITS[match[2]])
-    except OverflowError:
-        pass
-    raise argparse.ArgumentTypeError(f"{text!r}: give a positive age such as 30d, 12h or 45m")
+        return parse_age(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -326,31 +319,29 @@ def _new_migration(args: argparse.Namespace) -> Path:
 
 
 async def _prune(args: argparse.Namespace) -> int:
-    chosen = {field: getattr(args, flag) for flag, field in PRUNE_KINDS.items()}
+    chosen = {field: getattr(args, flag) for flag, field in KIND_NAMES.items()}
     policy = Retention(**chosen)
     if not policy.kinds():
-        flags = ", ".join(f"--{flag}" for flag in PRUNE_KINDS)
+        flags = ", ".join(f"--{flag}" for flag in KIND_NAMES)
         print(f"error: nothing to prune: give an age to at least one of {flags}", file=sys.stderr)
         return USAGE
     progress = Progress()
-    total = PruneReport(args.dry_run, dict.fromkeys(policy.kinds(), 0))
     async with connect(args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect) as db:
         try:
-            while True:  # one bounded batch per kind per call, until nothing more is due
-                report = await prune(policy, limit=args.limit, dry_run=args.dry_run, db=db)
-                for kind, count in report.counts.items():
-                    total.counts[kind] += count
-                progress(", ".join(f"{k} {n}" for k, n in total.counts.items()))
-                if not report.more or not any(report.counts.values()):
-                    total.pending = report.pending  # what is left (stale entries only)
-                    break
+            total = await prune_all(
+                policy,
+                limit=args.limit,
+                dry_run=args.dry_run,
+                progress=lambda t: progress(", ".join(f"{k} {n}" for k, n in t.counts.items())),
+                db=db,
+            )
         finally:
             progress.done()
     if args.json:
         _emit(total.as_dict())
         return OK
     verb = "due" if args.dry_run else "removed"
-    for flag, field in PRUNE_KINDS.items():
+    for flag, field in KIND_NAMES.items():
         if field in total.counts:
             print(f"{flag}: {total.counts[field]} {verb}")
     return OK
@@ -442,6 +433,19 @@ async def _runs_show(args: argparse.Namespace) -> int:
         raise NotFound(f"no run {args.run_id!r}")
     shown = run.model_dump(mode="json")
     print(json.dumps(shown, ensure_ascii=False) if args.json else json.dumps(shown, indent=2))
+    return OK
+
+
+async def _runs_cancel(args: argparse.Namespace) -> int:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
+        outcome = await WorkflowRun.cancel_id(args.run_id, db=db)
+    if outcome is EndResult.NOT_FOUND:
+        raise NotFound(f"no run {args.run_id!r}")
+    if args.json:
+        _emit({"run_id": args.run_id, "outcome": outcome.value})
+    else:
+        done = "cancelled" if outcome is EndResult.ENDED else "had already ended; nothing changed"
+        print(f"run {args.run_id}: {done}")
     return OK
 
 
@@ -562,6 +566,35 @@ async def _submissions_list(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return OK
+
+
+async def _submissions_requeue(args: argparse.Namespace) -> int:
+    async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
+        requeued = await Submission.requeue_expired(args.submission_id, db=db)
+        row = None if requeued else await Submission.get(args.submission_id, db=db)
+    if not requeued and row is None:
+        raise NotFound(f"no submission {args.submission_id!r}")
+    if args.json:
+        _emit({"submission_id": args.submission_id, "requeued": requeued})
+    elif requeued:
+        print(f"submission {args.submission_id}: requeued")
+    if not requeued:
+        raise FlueModelsError(
+            f"submission {args.submission_id!r} was not requeued: it is not running with an "
+            "expired lease, or its input was applied (recover it with replace_attempt)"
+        )
+    return OK
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    try:
+        from flue_models.web import serve
+    except ImportError as exc:  # the optional extra is missing
+        raise FlueModelsError(
+            f"the dashboard needs the web extra ({exc.name} is missing): "
+            "pip install 'flue-models[web]'"
+        ) from exc
+    return await serve(args)
 
 
 def _server_for(args: argparse.Namespace) -> EmbeddedServer:
@@ -749,6 +782,10 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(runs_show)
     runs_show.add_argument("run_id")
     runs_show.set_defaults(handler=_runs_show)
+    runs_cancel = run_commands.add_parser("cancel", help="cancel an active run")
+    _connection_options(runs_cancel)
+    runs_cancel.add_argument("run_id")
+    runs_cancel.set_defaults(handler=_runs_cancel)
 
     sessions = commands.add_parser("sessions", help="list and show agent sessions")
     session_commands = sessions.add_subparsers(
@@ -782,6 +819,12 @@ def build_parser() -> argparse.ArgumentParser:
     submissions_list.add_argument("--status", choices=["queued", "running", "settled"])
     submissions_list.add_argument("--limit", type=int, default=100)
     submissions_list.set_defaults(handler=_submissions_list)
+    submissions_requeue = submission_commands.add_parser(
+        "requeue", help="give a submission whose lease expired back to the queue"
+    )
+    _connection_options(submissions_requeue)
+    submissions_requeue.add_argument("submission_id")
+    submissions_requeue.set_defaults(handler=_submissions_requeue)
 
     events = commands.add_parser("events", help="read and tail event streams")
     event_commands = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
@@ -804,6 +847,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to keep reconnecting to a server that went away (default 60)",
     )
+
+    serve = commands.add_parser(
+        "serve",
+        help="the web dashboard (the 'web' extra): runs, sessions, submissions, streams",
+        description="Serve the dashboard and its JSON API. Read-only unless --allow-actions. "
+        "It binds to loopback; another address needs --auth, whose secret is read from "
+        "$FLUE_WEB_SECRET (a token, or user:password for basic).",
+    )
+    _connection_options(serve, json_output=False)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)"
+    )
+    serve.add_argument(
+        "--auth",
+        choices=["token", "basic"],
+        help="require $FLUE_WEB_SECRET as a bearer token or as basic auth user:password",
+    )
+    serve.add_argument(
+        "--allow-actions",
+        action="store_true",
+        help="allow cancelling runs, requeueing expired submissions and pruning",
+    )
+    serve.set_defaults(handler=_serve)
 
     server = commands.add_parser("server", help="manage the embedded server (status, stop)")
     server_commands = server.add_subparsers(dest="server_command", metavar="ACTION", required=True)

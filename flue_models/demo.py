@@ -1,7 +1,9 @@
 """``flue-models demo``: a small simulated agent workload on real Redis state.
 
 It starts a few workflow runs whose steps stream events (one of them fails), shows a
-live tail of one run while it progresses, then lists runs by status. The state stays:
+live tail of one run while it progresses, then lists runs by status. Beside the runs, two
+agent conversations: prompts admitted as submissions, one answered by a simulated worker
+(claimed, settled, its messages in the session), one left queued. The state stays:
 running the demo again shows the earlier runs still there.
 """
 
@@ -9,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 
 from flue_models.connection import Database
 from flue_models.state.events import Event
 from flue_models.state.run import WorkflowRun
+from flue_models.state.session import Session, session_key
+from flue_models.state.session_window import MessageEntry
+from flue_models.state.submission import Submission
 from flue_models.terminal import Progress, table
 
 #: (workflow, input, steps, fails): the simulated runs of one demo.
@@ -100,6 +106,39 @@ async def run_demo(
         for line in table(rows):
             out(f"  {line}")
     out(f"\nnow {earlier + len(runs)} run(s) stored; run the demo again to see them stay.")
+    out(await _conversations(db))
+
+
+async def _conversations(db: Database) -> str:
+    """Two agent sessions: one prompt answered by a simulated worker, one left queued."""
+    answered = await Session.open(
+        session_key("support", "eu-1", "demo", uuid.uuid4().hex[:8]), db=db
+    )
+    waiting = await Session.open(
+        session_key("billing", "us-1", "demo", uuid.uuid4().hex[:8]), db=db
+    )
+    prompt = {"prompt": "Where is my order?"}
+    row = await Submission.admit_direct(
+        uuid.uuid4().hex, session_id=answered.id, input=prompt, db=db
+    )
+    await Submission.admit_direct(uuid.uuid4().hex, session_id=waiting.id, input=prompt, db=db)
+    attempt = await Submission.claim(row.id, owner_id="demo-worker", db=db)
+    if attempt is None:  # only this demo knows the id: it is this session's head
+        raise RuntimeError(f"the demo could not claim its own submission {row.id}")
+    await Submission.mark_input_applied(attempt, db=db)
+    question = MessageEntry(
+        id=uuid.uuid4().hex, role="user", content=prompt["prompt"], submission_id=row.id
+    )
+    reply = MessageEntry(
+        id=uuid.uuid4().hex, parent_id=question.id, role="assistant",
+        content="It left the warehouse this morning.", submission_id=row.id,
+    )  # fmt: skip
+    await answered.append_many([question, reply])
+    await Submission.finish(attempt, db=db)
+    return (
+        f"sessions: {answered.id} answered (2 entries, its submission settled); "
+        f"{waiting.id} has a queued prompt. 'flue-models serve' shows them all."
+    )
 
 
 async def _abandon(

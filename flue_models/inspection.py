@@ -51,6 +51,10 @@ class ServerReport:
     maxmemory_policy: str | None
     aof_enabled: bool | None
     rdb_enabled: bool | None
+    #: Bytes the server uses (INFO memory ``used_memory``), if readable.
+    used_memory: int | None = None
+    #: The server's ``maxmemory`` in bytes (0: no limit), if readable.
+    maxmemory: int | None = None
 
     @property
     def persistence(self) -> str:
@@ -89,6 +93,7 @@ class ServerReport:
             f"cluster: {show(cluster)}",
             f"maxmemory-policy: {show(self.maxmemory_policy)}",
             f"persistence: {self.persistence}",
+            f"memory: {memory_text(self.used_memory, self.maxmemory)}",
         ]
 
 
@@ -163,9 +168,10 @@ async def read_server(client: Redis) -> ServerReport:
         cluster_raw = (await _info(client, "cluster")).get("cluster_enabled")
     cluster = None if cluster_raw is None else cluster_raw.strip().lower() in ("yes", "1")
 
+    memory = await _info(client, "memory")
     policy = await _config_get(client, "maxmemory-policy")
     if policy is None:
-        policy = (await _info(client, "memory")).get("maxmemory_policy")
+        policy = memory.get("maxmemory_policy")
 
     aof_raw = await _config_get(client, "appendonly")
     save_raw = await _config_get(client, "save")
@@ -180,7 +186,30 @@ async def read_server(client: Redis) -> ServerReport:
         maxmemory_policy=policy.strip() if policy is not None else None,
         aof_enabled=aof,
         rdb_enabled=rdb,
+        used_memory=_int_or_none(memory.get("used_memory")),
+        maxmemory=_int_or_none(memory.get("maxmemory")),
     )
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text is not None and text.strip().isdigit() else None
+
+
+def memory_text(used: int | None, limit: int | None) -> str:
+    """Describe memory use in MiB, against ``maxmemory`` when one is set.
+
+    Example:
+        >>> memory_text(3 * 2**20, 0)
+        '3.0 MiB used, no maxmemory'
+        >>> memory_text(2**20, 4 * 2**20)
+        '1.0 MiB used of 4.0 MiB (25%)'
+    """
+    if used is None:
+        return "unknown"
+    shown = f"{used / 2**20:.1f} MiB used"
+    if not limit:
+        return shown + ("" if limit is None else ", no maxmemory")
+    return f"{shown} of {limit / 2**20:.1f} MiB ({100 * used / limit:.0f}%)"
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

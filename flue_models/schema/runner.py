@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -52,6 +53,8 @@ class SetStatus:
     newest: int
     pending: list[MigrationFile]
     drift: list[str]
+    #: The set's files the stored version covers, oldest first.
+    applied: list[MigrationFile] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ def _statuses(
                 newest=len(set_files),
                 pending=set_files[stored:],
                 drift=drift,
+                applied=set_files[:stored],
             )
         )
     return statuses

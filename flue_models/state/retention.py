@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -35,6 +37,36 @@ from flue_models.state.submission import Submission
 
 #: Items of each kind one :func:`prune` call removes at most.
 DEFAULT_PRUNE_LIMIT = 500
+#: Units of the ages :func:`parse_age` reads (``30d``, ``12h``, ``45m``, ``90s``).
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: Short names of the kinds (``flue-models prune`` options, the dashboard's prune form)
+#: and the :class:`Retention` field each sets.
+KIND_NAMES = {
+    "runs": "ended_runs",
+    "submissions": "settled_submissions",
+    "receipts": "receipts",
+    "streams": "closed_streams",
+    "markers": "attempt_markers",
+}
+
+
+def parse_age(text: str) -> dt.timedelta:
+    """Read a positive age such as ``30d``, ``12h``, ``45m`` or ``90s``.
+
+    Raises:
+        ConfigurationError: not a positive age in one of those units.
+
+    Example:
+        >>> parse_age("12h")
+        datetime.timedelta(seconds=43200)
+    """
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text)
+    try:
+        if match and float(match[1]) > 0:
+            return dt.timedelta(seconds=float(match[1]) * AGE_UNITS[match[2]])
+    except OverflowError:
+        pass
+    raise ConfigurationError(f"{text!r}: give a positive age such as 30d, 12h or 45m")
 
 
 @dataclass(frozen=True)
@@ -174,6 +206,37 @@ async def prune(
         if more:
             report.pending.add(kind)
     return report
+
+
+async def prune_all(
+    retention: Retention,
+    *,
+    limit: int = DEFAULT_PRUNE_LIMIT,
+    dry_run: bool = False,
+    progress: Callable[[PruneReport], None] | None = None,
+    db: Database | None = None,
+) -> PruneReport:
+    """Call :func:`prune` until nothing more is due; return the totals.
+
+    ``progress`` is called with the running totals after each batch. A dry run is one
+    call (it counts everything due at once).
+
+    Example:
+        ```python
+        total = await prune_all(Retention(ended_runs=timedelta(days=30)))
+        total.counts   # {'ended_runs': 1200}
+        ```
+    """
+    total = PruneReport(dry_run, dict.fromkeys(retention.kinds(), 0))
+    while True:  # one bounded batch per kind per call
+        report = await prune(retention, limit=limit, dry_run=dry_run, db=db)
+        for kind, count in report.counts.items():
+            total.counts[kind] += count
+        if progress is not None:
+            progress(total)
+        if not report.more or not any(report.counts.values()):
+            total.pending = report.pending  # what is left (stale entries only)
+            return total
 
 
 # What each kind walks ----------------------------------------------------------------

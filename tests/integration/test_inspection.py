@@ -140,7 +140,7 @@ def test_cli_help_lists_every_command() -> None:
     assert result.returncode == 0
     for command in (
         "demo", "check", "migrate", "migrations", "runs", "sessions", "submissions",
-        "events", "server",
+        "events", "serve", "server",
     ):  # fmt: skip
         assert f"    {command}" in result.stdout
 

@@ -310,3 +310,21 @@ async def test_open_streams_of_ended_runs_are_found_and_repaired(
     assert await WorkflowRun.open_streams_of_ended_runs(repair=True) == [stuck.id]
     assert await WorkflowRun.open_streams_of_ended_runs() == []
     assert (await active.events.meta()).closed is False  # type: ignore[union-attr]
+
+
+async def test_list_and_counts_by_start_time(db: fm.Database) -> None:
+    t0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    runs = [
+        await WorkflowRun.start(w, started_at=t0 + dt.timedelta(hours=n))
+        for n, w in enumerate(["a", "b", "a", "a"])
+    ]
+    await runs[2].fail(error={})
+    since, until = t0 + dt.timedelta(hours=1), t0 + dt.timedelta(hours=3)
+    page = await WorkflowRun.list(since=since, until=until)
+    assert [p.id for p in page.items] == [runs[2].id, runs[1].id]  # since inclusive, until not
+    mine = await WorkflowRun.list(workflow="a", since=since)
+    assert [p.id for p in mine.items] == [runs[3].id, runs[2].id]
+    assert await WorkflowRun.counts("a", since=since) == {
+        "active": 1, "completed": 0, "errored": 1, "cancelled": 0,
+    }  # fmt: skip
+    assert sum((await WorkflowRun.counts()).values()) == 4

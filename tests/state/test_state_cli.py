@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import flue_models as fm
 from flue_models import WorkflowRun
 from tests.command_line import run_cli
+from tests.waiting import poll_until
 
 ROOT = Path(__file__).parents[2]
 
@@ -122,3 +124,42 @@ async def test_submissions_list(db: fm.Database, redis_url: str) -> None:
     assert "d-2" in running.stdout
     assert "owner=worker-a" in running.stdout
     assert "p-1" not in running.stdout
+
+
+async def test_runs_cancel(db: fm.Database, redis_url: str) -> None:
+    run = await WorkflowRun.start("long", run_id="r-cancel")
+    common = ["--url", redis_url, "--prefix", db.keys.prefix]
+    first = await asyncio.to_thread(run_cli, "runs", "cancel", "r-cancel", *common)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "run r-cancel: cancelled\n"
+    again = await asyncio.to_thread(run_cli, "runs", "cancel", "r-cancel", *common, "--json")
+    assert json.loads(again.stdout) == {"run_id": "r-cancel", "outcome": "already_ended"}
+    assert (await WorkflowRun.lookup(run.id)).status == "cancelled"  # type: ignore[union-attr]
+    missing = await asyncio.to_thread(run_cli, "runs", "cancel", "nope", *common)
+    assert missing.returncode == 3
+    assert missing.stderr == "error: no run 'nope'\n"
+
+
+async def test_submissions_requeue(db: fm.Database, redis_url: str) -> None:
+    await fm.Submission.admit_direct("p-1", session_id="s-1", input={})
+    await fm.Submission.admit_direct("p-2", session_id="s-2", input={})
+    assert await fm.Submission.claim("p-1", owner_id="w", lease=dt.timedelta(milliseconds=1))
+    assert await fm.Submission.claim("p-2", owner_id="w")  # a 30 s lease: not expired
+    common = ["--url", redis_url, "--prefix", db.keys.prefix]
+
+    async def expired() -> bool:
+        return bool(await fm.Submission.list_expired())
+
+    await poll_until(expired, "the 1 ms lease to expire by the server clock", seconds=10)
+    done = await asyncio.to_thread(run_cli, "submissions", "requeue", "p-1", *common)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "submission p-1: requeued\n"
+    refused = await asyncio.to_thread(run_cli, "submissions", "requeue", "p-2", *common)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: submission 'p-2' was not requeued")
+    assert len(refused.stderr.splitlines()) == 1
+    row = await fm.Submission.get("p-2")
+    assert row is not None
+    assert row.status == "running"
+    missing = await asyncio.to_thread(run_cli, "submissions", "requeue", "nope", *common)
+    assert missing.returncode == 3

@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("state",),
     ("schema",),
     ("startup",),
+    ("web",),
     ("demo", "cli", "__init__"),
 ]
 #: The one cycle every ORM has: a model starts a query, a query returns models.

@@ -104,4 +104,5 @@ def test_report_lines_name_every_setting() -> None:
         "cluster: off",
         "maxmemory-policy: noeviction",
         "persistence: AOF",
+        "memory: unknown",
     ]

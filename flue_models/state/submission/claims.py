@@ -327,6 +327,32 @@ class Claiming(SubmissionRow):
         ]
 
     @classmethod
+    async def requeue_expired(cls, submission_id: str, *, db: Database | None = None) -> bool:
+        """Give a submission whose lease has expired back to the queue, by an operator.
+
+        The expired attempt is requeued as its owner would (:meth:`requeue`): refused
+        (False, nothing written) once its input was applied (recover it with
+        :meth:`replace_attempt` instead), when the lease has not expired by the server
+        clock, or when the row is no longer running.
+
+        Example:
+            ```python
+            for row in await Submission.list_expired():
+                await Submission.requeue_expired(row.id)
+            ```
+        """
+        database = pick_database(db)
+        row = await cls.get(submission_id, db=database)
+        if row is None or row.status != "running" or row.attempt_id is None:
+            return False
+        if row.owner_id is None or row.lease_expires_at is None:
+            return False
+        if row.lease_expires_at >= await database.server_time():
+            return False
+        expired = Attempt(row.id, row.attempt_id, row.owner_id, row.lease_expires_at)
+        return await cls.requeue(expired, db=database)
+
+    @classmethod
     async def replace_attempt(
         cls,
         submission_id: str,

@@ -1,0 +1,626 @@
+"""The dashboard's routes: each view reads through the public API and returns JSON-ready
+data, served as JSON under ``/api/`` and as a server-rendered page elsewhere.
+
+Example:
+    ```python
+    async with fm.connect() as db:
+        app = create_app(db)        # an ASGI app: uvicorn, hypercorn, or httpx in tests
+    ```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, get_args
+from urllib.parse import parse_qsl, urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+from flue_models.connection import Database
+from flue_models.errors import (
+    ConfigurationError,
+    ConnectionFailedError,
+    ConnectionLostError,
+    FlueModelsError,
+    PoolExhaustedError,
+)
+from flue_models.inspection import memory_text, read_server
+from flue_models.model.errors import DecodeError
+from flue_models.model.expressions import QueryError
+from flue_models.schema import schema_status
+from flue_models.state.events import (
+    EventStream,
+    StreamError,
+    StreamNotFoundError,
+    StreamOffsetError,
+    event_json,
+)
+from flue_models.state.retention import KIND_NAMES, Retention, parse_age, prune_all
+from flue_models.state.run import EndResult, RunStatus, WorkflowRun
+from flue_models.state.session import Session
+from flue_models.state.submission import Submission
+from flue_models.web.security import Csrf
+
+HERE = Path(__file__).parent
+#: Submission views of the submissions page.
+SUBMISSION_VIEWS = ("runnable", "running", "expired", "settled")
+#: Events a run page shows before its live tail starts.
+RUN_EVENTS = 1000
+#: A comment line is sent on a quiet live tail this often, so proxies keep it open and a
+#: client that left is noticed.
+KEEPALIVE_SECONDS = 15.0
+
+View = Callable[[Request], Awaitable[dict[str, Any]]]
+
+
+class HttpError(Exception):
+    """A request the dashboard answers with an error status (bad parameter, not found).
+
+    Example:
+        ```python
+        raise HttpError(404, "NotFound", "no run 'r-1'")
+        ```
+    """
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+
+def error_status(exc: Exception) -> int:
+    """The HTTP status of a library error: 400 for what the request got wrong, 503 for a
+    server out of reach, 500 for the rest.
+
+    Example:
+        >>> error_status(QueryError("bad cursor")), error_status(HttpError(404, "NotFound", "x"))
+        (400, 404)
+    """
+    if isinstance(exc, HttpError):
+        return exc.status
+    if isinstance(exc, QueryError | ConfigurationError | StreamOffsetError):
+        return 400
+    if isinstance(exc, StreamNotFoundError):
+        return 404
+    if isinstance(exc, ConnectionLostError | ConnectionFailedError | PoolExhaustedError):
+        return 503
+    return 500
+
+
+def error_body(exc: Exception) -> dict[str, Any]:
+    """The JSON of an error: the library's class name and message.
+
+    Example:
+        >>> error_body(QueryError("Malformed cursor 'x'"))
+        {'error': {'type': 'QueryError', 'message': "Malformed cursor 'x'"}}
+    """
+    kind = exc.kind if isinstance(exc, HttpError) else type(exc).__name__
+    return {"error": {"type": kind, "message": str(exc)}}
+
+
+# Parameters --------------------------------------------------------------------------
+
+
+def _text(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name, "").strip()
+    return value or None
+
+
+def _int(request: Request, name: str, default: int) -> int:
+    value = _text(request, name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise HttpError(400, "BadParameter", f"{name} must be an integer, not {value!r}") from None
+
+
+def _time(request: Request, name: str) -> dt.datetime | None:
+    value = _text(request, name)
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise HttpError(
+            400, "BadParameter", f"{name} must be an ISO date or time, not {value!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
+    value = _text(request, name)
+    if value is not None and value not in choices:
+        raise HttpError(400, "BadParameter", f"{name} must be one of {', '.join(choices)}")
+    return value
+
+
+def _dump(item: BaseModel) -> dict[str, Any]:
+    return item.model_dump(mode="json")
+
+
+def _skipped(errors: list[DecodeError]) -> list[dict[str, str]]:
+    return [{"key": e.key, "field": e.field, "message": str(e)} for e in errors]
+
+
+def _event(event: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(event_json(event))
+    return data
+
+
+# Views: JSON-ready data from the public API ------------------------------------------
+
+
+class _Views:
+    """The dashboard's reads and actions on one database.
+
+    Example:
+        ```python
+        data = await _Views(db).runs(request)
+        ```
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def runs(self, request: Request) -> dict[str, Any]:
+        """Runs newest first, filtered by status, workflow and start time, with counts."""
+        status: Any = _choice(request, "status", get_args(RunStatus))
+        workflow = _text(request, "workflow")
+        since, until = _time(request, "since"), _time(request, "until")
+        page, counts = await asyncio.gather(
+            WorkflowRun.list(
+                status=status, workflow=workflow, since=since, until=until,
+                limit=_int(request, "limit", 50), cursor=_text(request, "cursor"),
+                on_error="skip", db=self.db,
+            ),
+            WorkflowRun.counts(workflow, since=since, until=until, db=self.db),
+        )  # fmt: skip
+        return {
+            "items": [_dump(item) for item in page.items],
+            "next_cursor": page.next_cursor,
+            "skipped": _skipped(page.skipped),
+            "counts": counts,
+        }
+
+    async def run(self, request: Request) -> dict[str, Any]:
+        """One run and its first events."""
+        run_id = request.path_params["run_id"]
+        run = await WorkflowRun.get(run_id, db=self.db)
+        if run is None:
+            raise HttpError(404, "NotFound", f"no run {run_id!r}")
+        try:
+            read = await run.events.read(limit=RUN_EVENTS)
+        except StreamNotFoundError:  # pruned with its run's retention, or never made
+            return {"run": _dump(run), "stream": None}
+        return {
+            "run": _dump(run),
+            "stream": {
+                "path": WorkflowRun.stream_path(run.id),
+                "events": [_event(e) for e in read.events],
+                "next_offset": read.next_offset,
+                "up_to_date": read.up_to_date,
+                "closed": read.closed,
+            },
+        }
+
+    async def sessions(self, request: Request) -> dict[str, Any]:
+        """Sessions most recently updated first, by agent, instance and harness."""
+        page = await Session.list(
+            agent=_text(request, "agent"), instance=_text(request, "instance"),
+            harness=_text(request, "harness"), fork_of=_text(request, "fork_of"),
+            limit=_int(request, "limit", 50), cursor=_text(request, "cursor"),
+            on_error="skip", db=self.db,
+        )  # fmt: skip
+        return {
+            "items": [_dump(item) for item in page.items],
+            "next_cursor": page.next_cursor,
+            "skipped": _skipped(page.skipped),
+        }
+
+    async def session(self, request: Request) -> dict[str, Any]:
+        """A session's record, its context, and a page of its history (backwards)."""
+        session_id = request.path_params["session_id"]
+        session = await Session.load_context(session_id, db=self.db)
+        history = await Session.history(
+            session_id, before=_text(request, "before"), limit=_int(request, "limit", 50),
+            db=self.db,
+        )  # fmt: skip
+        if session is None or history is None:
+            raise HttpError(404, "NotFound", f"no session {session_id!r}")
+        return {
+            "record": _dump(session),
+            "context": _dump(session.context()),
+            "history": {
+                "entries": [_dump(entry) for entry in history.entries],
+                "next_cursor": history.next_cursor,
+            },
+        }
+
+    async def submissions(self, request: Request) -> dict[str, Any]:
+        """Submissions by view (runnable heads, running, expired leases, settled) or of
+        one session, with the server time leases are judged by."""
+        view = _choice(request, "view", SUBMISSION_VIEWS) or "runnable"
+        session_id = _text(request, "session_id")
+        limit, cursor = _int(request, "limit", 50), _text(request, "cursor")
+        now = await self.db.server_time()
+        next_cursor = None
+        rows: list[Submission]
+        if session_id is not None:
+            query = Submission.find(Submission.session_id == session_id).sort_by("-sequence")
+            page = await query.using(self.db).page(limit=limit, cursor=cursor)
+            rows, next_cursor = page.items, page.next_cursor
+        elif view == "runnable":
+            rows = await Submission.list_runnable(limit=max(limit, 1), db=self.db)
+        elif view == "running":
+            rows = (await Submission.list_running(db=self.db))[: max(limit, 1)]
+        elif view == "expired":
+            rows = (await Submission.list_expired(db=self.db))[: max(limit, 1)]
+        else:
+            query = Submission.find(Submission.status == "settled").sort_by("-settled_at")
+            page = await query.using(self.db).page(limit=limit, cursor=cursor)
+            rows, next_cursor = page.items, page.next_cursor
+        items = []
+        for row in rows:
+            item = _dump(row)
+            lease = row.lease_expires_at
+            item["lease_expired"] = row.status == "running" and lease is not None and lease < now
+            items.append(item)
+        return {
+            "view": None if session_id else view,
+            "session_id": session_id,
+            "server_time": now.isoformat(),
+            "items": items,
+            "next_cursor": next_cursor,
+        }
+
+    async def stream(self, request: Request) -> dict[str, Any]:
+        """A stream's metadata and a page of its events after an offset."""
+        path = _text(request, "path")
+        if path is None:
+            return {"path": None}
+        stream: EventStream[dict[str, Any]] = EventStream(path, db=self.db)
+        info = await stream.meta()
+        if info is None:
+            raise HttpError(404, "NotFound", f"no stream {path!r}")
+        read = await stream.read(
+            after=_text(request, "after") or "-1", limit=_int(request, "limit", 100)
+        )
+        return {
+            "path": path,
+            "length": info.length,
+            "closed": read.closed,
+            "max_len": info.max_len,
+            "events": [_event(e) for e in read.events],
+            "next_offset": read.next_offset,
+            "up_to_date": read.up_to_date,
+        }
+
+    async def server(self, request: Request) -> dict[str, Any]:
+        """The server, the schema version, applied and pending migrations."""
+        report = await read_server(self.db.client)
+        statuses = await schema_status(self.db)
+        return {
+            "url": self.db.url.display,
+            "prefix": self.db.keys.prefix,
+            "server": {
+                "family": report.flavor,
+                "version": report.version,
+                "cluster": report.cluster_enabled,
+                "maxmemory_policy": report.maxmemory_policy,
+                "persistence": report.persistence,
+                "used_memory": report.used_memory,
+                "maxmemory": report.maxmemory,
+                "memory": memory_text(report.used_memory, report.maxmemory),
+            },
+            "schema": [
+                {
+                    "set": status.name,
+                    "stored": status.stored,
+                    "newest": status.newest,
+                    "applied": [f.label for f in status.applied],
+                    "pending": [f.label for f in status.pending],
+                    "changed_since_applied": status.drift,
+                }
+                for status in statuses
+            ],
+        }
+
+    # Actions ---------------------------------------------------------------------------
+
+    async def cancel(self, form: dict[str, str]) -> dict[str, Any]:
+        """Cancel an active run (``WorkflowRun.cancel_id``, as ``flue-models runs cancel``)."""
+        run_id = _required(form, "run_id")
+        outcome = await WorkflowRun.cancel_id(run_id, db=self.db)
+        if outcome is EndResult.NOT_FOUND:
+            raise HttpError(404, "NotFound", f"no run {run_id!r}")
+        return {"run_id": run_id, "outcome": outcome.value}
+
+    async def requeue(self, form: dict[str, str]) -> dict[str, Any]:
+        """Requeue a submission whose lease expired (``Submission.requeue_expired``)."""
+        submission_id = _required(form, "submission_id")
+        return {
+            "submission_id": submission_id,
+            "requeued": await Submission.requeue_expired(submission_id, db=self.db),
+        }
+
+    async def prune(self, form: dict[str, str]) -> dict[str, Any]:
+        """Prune by the ages given (``prune_all``, as ``flue-models prune``)."""
+        ages = {
+            field: parse_age(form[name].strip())
+            for name, field in KIND_NAMES.items()
+            if form.get(name, "").strip()
+        }
+        if not ages:
+            raise HttpError(400, "BadParameter", "give an age to at least one kind")
+        report = await prune_all(Retention(**ages), dry_run=bool(form.get("dry_run")), db=self.db)
+        return report.as_dict()
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An action's fields: a form (``application/x-www-form-urlencoded``) or a JSON object."""
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            raise HttpError(400, "BadParameter", "the body is not JSON") from None
+        if not isinstance(data, dict):
+            raise HttpError(400, "BadParameter", "the body must be a JSON object")
+        return {str(k): "" if v is None or v is False else str(v) for k, v in data.items()}
+    try:
+        return dict(parse_qsl(body.decode(), keep_blank_values=True))
+    except UnicodeDecodeError:
+        raise HttpError(400, "BadParameter", "the form is not UTF-8") from None
+
+
+def _required(form: dict[str, str], name: str) -> str:
+    value = form.get(name, "").strip()
+    if not value:
+        raise HttpError(400, "BadParameter", f"{name} is required")
+    return value
+
+
+# Live tails as server-sent events ----------------------------------------------------
+
+
+class EventSourceResponse(Response):
+    """A stream's events as ``text/event-stream``, until the stream closes or the client
+    leaves; ``Last-Event-ID`` (a browser's reconnect) resumes after the last offset seen.
+
+    Frames: ``id: <offset>`` + ``data: <event JSON>`` per event; ``event: closed`` when
+    the stream closes; ``event: failed`` with the error's JSON if the tail fails; a
+    comment every 15 s on a quiet stream.
+
+    Example:
+        ```python
+        return EventSourceResponse(EventStream("runs/r-1", db=db), after="-1")
+        ```
+    """
+
+    def __init__(self, stream: EventStream[dict[str, Any]], after: str) -> None:
+        # No Response.__init__: it would send content-length: 0, ending the response.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-store"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self.stream, self.after = stream, after
+
+    async def _frames(self) -> AsyncIterator[str]:
+        """The frames to send, in order; keep-alive comments are added by the sender."""
+        try:
+            async for event in self.stream.tail(after=self.after):
+                yield f"id: {event.offset}\ndata: {event_json(event)}\n\n"
+        except (FlueModelsError, StreamError) as exc:
+            yield f"event: failed\ndata: {json.dumps(error_body(exc))}\n\n"
+            return
+        yield "event: closed\ndata: {}\n\n"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=64)
+
+        async def produce() -> None:
+            async for frame in self._frames():
+                await queue.put(frame)
+            await queue.put(None)
+
+        async def pump() -> None:
+            while True:
+                try:
+                    frame = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    frame = ": keep-alive\n\n"
+                if frame is None:
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+                await send(
+                    {"type": "http.response.body", "body": frame.encode(), "more_body": True}
+                )
+
+        async def left() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        tasks = [asyncio.create_task(c) for c in (produce(), pump(), left())]
+        try:
+            await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# The app -----------------------------------------------------------------------------
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
+    env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
+    # As the live tail's JSON.stringify writes it, so loaded and live rows look alike.
+    env.filters["compact"] = lambda value: json.dumps(
+        value, ensure_ascii=False, separators=(",", ":")
+    )
+    env.filters["seq"] = lambda offset: str(int(str(offset).rpartition("_")[2] or 0))
+    env.filters["when"] = lambda value: "" if not value else str(value).replace("T", " ")[:19]
+    env.globals["query"] = query_string
+    return env
+
+
+def query_string(**params: Any) -> str:
+    """A URL query from the parameters that are set (links keep their filters).
+
+    Example:
+        >>> query_string(status="errored", cursor=None, workflow="a&b")
+        '?status=errored&workflow=a%26b'
+    """
+    return "?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
+
+
+def create_app(db: Database, *, allow_actions: bool = False, csrf: Csrf | None = None) -> Starlette:
+    """The dashboard as an ASGI app on ``db``: pages, the JSON API under ``/api/``, live
+    tails, and (with ``allow_actions``) the CSRF-checked action POSTs.
+
+    Wrap it in :class:`~flue_models.web.security.Guard` for the host and credentials
+    checks (``flue-models serve`` does).
+
+    Example:
+        ```python
+        async with fm.connect() as db:
+            app = create_app(db, allow_actions=True)
+        ```
+    """
+    views = _Views(db)
+    csrf = csrf or Csrf()
+    env = _environment()
+
+    def render(request: Request, template: str, data: dict[str, Any], status: int) -> Response:
+        html = env.get_template(template).render(
+            data=data, request=request, params=dict(request.query_params),
+            actions=allow_actions, csrf=csrf.token, notice=_text(request, "notice"),
+            status=status,
+        )  # fmt: skip
+        return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+
+    def page(template: str, view: View) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return render(request, template, await view(request), 200)
+            except (HttpError, FlueModelsError) as exc:
+                return render(request, "error.html", error_body(exc), error_status(exc))
+
+        return endpoint
+
+    def api(view: View) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return JSONResponse(await view(request), headers={"cache-control": "no-store"})
+            except (HttpError, FlueModelsError) as exc:
+                return JSONResponse(error_body(exc), status_code=error_status(exc))
+
+        return endpoint
+
+    def action(
+        perform: Callable[[dict[str, str]], Awaitable[dict[str, Any]]],
+        done: Callable[[dict[str, str], dict[str, Any]], str],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            is_api = request.url.path.startswith("/api/")
+            try:
+                if not allow_actions:
+                    raise HttpError(403, "ActionsDisabled", "actions need serve --allow-actions")
+                form = await _form(request)
+                own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+                given = request.headers.get("x-csrf-token") or form.get("csrf")
+                if not csrf.accepts(given, origin=request.headers.get("origin"), own_origin=own):
+                    raise HttpError(403, "CsrfRefused", "missing or wrong CSRF token")
+                result = await perform(form)
+            except (HttpError, FlueModelsError) as exc:
+                if is_api:
+                    return JSONResponse(error_body(exc), status_code=error_status(exc))
+                return render(request, "error.html", error_body(exc), error_status(exc))
+            if is_api:
+                return JSONResponse(result)
+            return RedirectResponse(done(form, result), status_code=303)
+
+        return endpoint
+
+    async def live(request: Request) -> Response:
+        path = _text(request, "path")
+        if path is None:
+            return JSONResponse(error_body(HttpError(400, "BadParameter", "path is required")), 400)
+        stream: EventStream[dict[str, Any]] = EventStream(path, db=db)
+        try:
+            if await stream.meta() is None:
+                raise HttpError(404, "NotFound", f"no stream {path!r}")
+        except (HttpError, FlueModelsError) as exc:
+            return JSONResponse(error_body(exc), status_code=error_status(exc))
+        after = request.headers.get("last-event-id") or _text(request, "after") or "-1"
+        return EventSourceResponse(stream, after)
+
+    async def csrf_token(request: Request) -> Response:
+        if not allow_actions:
+            return JSONResponse(
+                error_body(HttpError(403, "ActionsDisabled", "actions need serve --allow-actions")),
+                status_code=403,
+            )
+        return JSONResponse({"token": csrf.token})
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/runs", status_code=303)
+
+    def back_to_run(form: dict[str, str], result: dict[str, Any]) -> str:
+        return f"/runs/{form['run_id']}" + query_string(notice=f"run {result['outcome']}")
+
+    def back_to_expired(form: dict[str, str], result: dict[str, Any]) -> str:
+        said = "requeued" if result["requeued"] else "not requeued (input applied, or not expired)"
+        return "/submissions" + query_string(
+            view="expired", notice=f"{form['submission_id']}: {said}"
+        )
+
+    def back_to_server(form: dict[str, str], result: dict[str, Any]) -> str:
+        verb = "due" if result["dry_run"] else "removed"
+        counts = ", ".join(f"{kind} {n} {verb}" for kind, n in result["counts"].items())
+        return "/server" + query_string(notice=f"prune: {counts}")
+
+    reads: list[tuple[str, str, View]] = [
+        ("/runs", "runs.html", views.runs),
+        ("/runs/{run_id:path}", "run.html", views.run),
+        ("/sessions", "sessions.html", views.sessions),
+        ("/sessions/{session_id:path}", "session.html", views.session),
+        ("/submissions", "submissions.html", views.submissions),
+        ("/streams", "stream.html", views.stream),
+        ("/server", "server.html", views.server),
+    ]
+    routes: list[Route | Mount] = [
+        Route("/", home),
+        Route("/live", live),
+        Route("/api/csrf", csrf_token),
+        Route("/actions/cancel", action(views.cancel, back_to_run), methods=["POST"]),
+        Route("/actions/requeue", action(views.requeue, back_to_expired), methods=["POST"]),
+        Route("/actions/prune", action(views.prune, back_to_server), methods=["POST"]),
+        Route("/api/actions/cancel", action(views.cancel, back_to_run), methods=["POST"]),
+        Route("/api/actions/requeue", action(views.requeue, back_to_expired), methods=["POST"]),
+        Route("/api/actions/prune", action(views.prune, back_to_server), methods=["POST"]),
+        *(Route(path, page(template, view)) for path, template, view in reads),
+        *(Route("/api" + path, api(view)) for path, _, view in reads),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,212 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright, against
+``flue-models serve`` in its own process on the test server.
+
+Skipped, with the reason, where no Chromium exists (``.ci/run`` installs Debian's
+``chromium`` package when it is missing). The screenshots of the docs' Dashboard page
+are taken here: ``FLUE_SCREENSHOTS=docs/assets/dashboard pytest tests/web/test_browser.py``
+writes them there (otherwise into the test's temporary directory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import flue_models as fm
+from flue_models import MessageEntry, Session, Submission, WorkflowRun
+from tests.command_line import ROOT
+from tests.waiting import DEADLINE, child_process, within
+
+playwright_api = pytest.importorskip("playwright.async_api")
+Page = playwright_api.Page
+expect = playwright_api.expect
+
+#: Where Chromium is looked for: $FLUE_CHROMIUM, then Debian's package, then PATH.
+CHROMIUM = os.environ.get("FLUE_CHROMIUM") or next(
+    (
+        p
+        for p in ("/usr/bin/chromium", shutil.which("chromium") or "")
+        if p and os.access(p, os.X_OK)
+    ),
+    None,
+)
+#: Flags for a headless Chromium on a machine without a network beyond loopback.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+WAIT_MS = DEADLINE * 1000
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium: install Debian's chromium package (.ci/run does) or set FLUE_CHROMIUM",
+)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[object]:
+    async with playwright_api.async_playwright() as driver:
+        launched = await driver.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def page(browser: object) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1200, "height": 760})  # type: ignore[attr-defined]
+    opened = await context.new_page()
+    dialogs: list[str] = []
+    opened.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    try:
+        yield opened
+    finally:
+        await context.close()
+    assert dialogs == [], f"a payload ran as script: {dialogs}"
+
+
+@pytest.fixture
+async def dashboard(redis_url: str, db: fm.Database) -> AsyncIterator[str]:
+    """``flue-models serve`` on the test's prefix; its base URL."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "flue_models.cli", "serve", "--url", redis_url]
+    async with child_process(
+        *command, "--prefix", db.keys.prefix, "--port", "0", "--no-inspect",
+        stdout=asyncio.subprocess.PIPE, env=env,
+    ) as child:  # fmt: skip
+        assert child.stdout is not None
+        line = (await within(child.stdout.readline(), "serve to print its address")).decode()
+        found = re.search(r"http://\S+", line)
+        assert found, line
+        yield found.group(0)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("FLUE_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+async def test_a_filtered_list_and_its_next_page(dashboard: str, page: Page, shots: Path) -> None:
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    ids = []
+    for n, (workflow, ending) in enumerate(
+        [("summarize", "finish"), ("translate", "finish"), ("summarize", "fail"),
+         ("summarize", "finish"), ("translate", None), ("summarize", None)]
+    ):  # fmt: skip
+        run = await WorkflowRun.start(
+            workflow, input={"doc": f"d-{n}"}, started_at=start + dt.timedelta(minutes=n)
+        )
+        if ending == "finish":
+            await run.finish(result={"pages": n})
+        elif ending == "fail":
+            await run.fail(error={"message": "input unreadable"})
+        if workflow == "summarize":
+            ids.append(run.id)
+    await page.goto(dashboard + "/runs")
+    await expect(page.locator("#runs tbody tr")).to_have_count(6, timeout=WAIT_MS)
+    await page.screenshot(path=shots / "runs.png", full_page=True)
+    await page.fill("input[name=workflow]", "summarize")
+    await page.fill("input[name=limit]", "3")
+    await page.click("button:has-text('Filter')")
+    rows = page.locator("#runs tbody tr")
+    await expect(rows).to_have_count(3, timeout=WAIT_MS)
+    await expect(rows.first).to_contain_text(ids[-1], timeout=WAIT_MS)  # newest first
+    await expect(page.locator(".count.status-errored")).to_contain_text("1", timeout=WAIT_MS)
+    await page.click("#next-page")
+    await expect(rows).to_have_count(1, timeout=WAIT_MS)
+    await expect(rows.first).to_contain_text(ids[0], timeout=WAIT_MS)
+    await expect(page.locator("#next-page")).to_have_count(0, timeout=WAIT_MS)
+    assert "workflow=summarize" in page.url
+
+
+async def test_a_run_page_shows_an_event_appended_after_it_loaded_and_then_the_end(
+    dashboard: str, page: Page, shots: Path
+) -> None:
+    run = await WorkflowRun.start("summarize", input={"doc": "quarterly-report.pdf"})
+    await run.events.append({"type": "log", "message": "summarize started"})
+    await page.goto(f"{dashboard}/runs/{run.id}")
+    state = page.locator("#stream-state")
+    await expect(state).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await run.events.append({"type": "progress", "step": 1, "of": 2})
+    events = page.locator("#events tbody tr")
+    await expect(events).to_have_count(2, timeout=WAIT_MS)
+    await expect(events.last).to_contain_text('"step":1', timeout=WAIT_MS)
+    await page.screenshot(path=shots / "run-live.png", full_page=True)
+    await run.events.append({"type": "progress", "step": 2, "of": 2})
+    await run.finish(result={"summary": "Revenue up 4%"})
+    await expect(state).to_have_attribute("data-state", "closed", timeout=WAIT_MS)
+    await expect(events).to_have_count(3, timeout=WAIT_MS)
+    await expect(page.locator("[data-field=status]")).to_have_text("completed", timeout=WAIT_MS)
+    await expect(page.locator("pre[data-field=result]")).to_contain_text("Revenue up 4%")
+
+
+async def test_a_script_payload_is_shown_as_text(dashboard: str, page: Page) -> None:
+    script = "<script>document.title='pwned'; alert('pwned')</script>"
+    image = "<img src=x onerror=\"alert('pwned')\">"
+    run = await WorkflowRun.start(script, input={"html": image})
+    await run.events.append({"message": script})
+    await page.goto(f"{dashboard}/runs/{run.id}")
+    await expect(page.locator("#stream-state")).to_have_attribute(
+        "data-state", "live", timeout=WAIT_MS
+    )
+    await run.events.append({"message": image})  # arrives through the live tail
+    events = page.locator("#events tbody tr")
+    await expect(events).to_have_count(2, timeout=WAIT_MS)
+    await expect(events.first).to_contain_text(json.dumps(script))  # loaded with the page
+    await expect(events.last).to_contain_text(json.dumps(image))  # written by the live tail
+    await expect(page.locator("dd a").first).to_have_text(script)
+    assert await page.locator("#events img, main script").count() == 0
+    assert await page.title() != "pwned"
+    await page.goto(f"{dashboard}/runs")
+    await expect(page.locator("#runs tbody")).to_contain_text(script, timeout=WAIT_MS)
+
+
+async def test_sessions_submissions_and_server_pages(
+    dashboard: str, page: Page, shots: Path
+) -> None:
+    session = await Session.open(fm.session_key("support", "eu-1", "claude", "order-1432"))
+    parent = None
+    for n, (role, text) in enumerate(
+        [("user", "Where is my order #1432?"), ("assistant", "It left the warehouse today."),
+         ("user", "When will it arrive?"), ("assistant", "Thursday, by noon.")]
+    ):  # fmt: skip
+        await session.append(MessageEntry(id=f"m{n}", parent_id=parent, role=role, content=text))
+        parent = f"m{n}"
+    await Session.open(fm.session_key("billing", "us-1", "claude", "invoice-88"))
+    await Submission.admit_direct("p-1", session_id=session.id, input={"prompt": "hi"})
+    await Submission.admit_direct("p-2", session_id="billing/us-1/claude/invoice-88", input={})
+    attempt = await Submission.claim("p-2", owner_id="worker-a")
+    assert attempt is not None
+
+    await page.goto(dashboard + "/sessions")
+    await expect(page.locator("#sessions tbody tr")).to_have_count(2, timeout=WAIT_MS)
+    await page.click(f"text={session.id}")
+    await expect(page.locator("#context tbody tr")).to_have_count(4, timeout=WAIT_MS)
+    await expect(page.locator("#history")).to_contain_text("Thursday, by noon.")
+    await page.screenshot(path=shots / "session.png", full_page=True)
+
+    await page.goto(dashboard + "/submissions?view=running")
+    await expect(page.locator("#submissions tbody tr")).to_have_count(1, timeout=WAIT_MS)
+    await expect(page.locator("#submissions")).to_contain_text("worker-a")
+    await page.screenshot(path=shots / "submissions.png", full_page=True)
+
+    await page.goto(dashboard + "/server")
+    await expect(page.locator("#schema")).to_contain_text("0001", timeout=WAIT_MS)
+    await page.screenshot(path=shots / "server.png", full_page=True)

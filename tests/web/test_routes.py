@@ -1,0 +1,379 @@
+"""Every route of the dashboard through its ASGI app (httpx, in-process) on a real server:
+pages and the JSON API agree, filters and cursors page exactly, errors keep the library's
+shapes, live tails wake, resume and end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from urllib.parse import parse_qs, quote, urlparse
+
+import httpx
+import pytest
+
+import flue_models as fm
+import flue_models.web.app as web_app
+from flue_models import MessageEntry, Session, Submission, WorkflowRun
+from flue_models.web import create_app
+from tests.conftest import RedisServers
+from tests.waiting import poll_until, within
+from tests.web.conftest import AsgiCall, client_for
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+async def start_runs(workflow: str, count: int, *, first: int = 0) -> list[WorkflowRun]:
+    """``count`` runs started a minute apart from ``T0 + first`` minutes."""
+    return [
+        await WorkflowRun.start(workflow, started_at=T0 + dt.timedelta(minutes=first + n))
+        for n in range(count)
+    ]
+
+
+async def follow_pages(web: httpx.AsyncClient, path: str) -> list[list[str]]:
+    """Every page of an API listing, by its cursors: the ids of each."""
+    pages, cursor = [], None
+    while True:
+        url = path + (f"&cursor={cursor}" if cursor else "")
+        body = (await web.get(url)).json()
+        pages.append([item["id"] for item in body["items"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+# Runs ---------------------------------------------------------------------------------
+
+
+async def test_runs_filter_by_workflow_and_status_and_page_with_cursors(
+    web: httpx.AsyncClient,
+) -> None:
+    mine = await start_runs("ingest", 5)
+    await start_runs("other", 2, first=10)
+    for run in mine[:2]:
+        await run.fail(error={"message": "no"})
+    pages = await follow_pages(web, "/api/runs?workflow=ingest&limit=2")
+    assert [len(p) for p in pages] == [2, 2, 1]  # a full last page has no cursor
+    assert [i for page in pages for i in page] == [
+        r.id for r in reversed(mine)
+    ]  # newest first, each once
+    errored = (await web.get("/api/runs?workflow=ingest&status=errored")).json()
+    assert {i["id"] for i in errored["items"]} == {mine[0].id, mine[1].id}
+    assert errored["counts"] == {"active": 3, "completed": 0, "errored": 2, "cancelled": 0}
+
+
+async def test_runs_filter_by_start_time(web: httpx.AsyncClient) -> None:
+    runs = await start_runs("timed", 4)  # T0, +1, +2, +3 minutes
+    since = (T0 + dt.timedelta(minutes=1)).isoformat()
+    until = (T0 + dt.timedelta(minutes=3)).isoformat()
+    body = (await web.get("/api/runs", params={"since": since, "until": until})).json()
+    assert [i["id"] for i in body["items"]] == [runs[2].id, runs[1].id]
+    assert body["counts"]["active"] == 2
+    naive = (await web.get("/api/runs", params={"since": "2026-01-01T00:02:00"})).json()
+    assert [i["id"] for i in naive["items"]] == [runs[3].id, runs[2].id]  # naive is UTC
+
+
+async def test_the_runs_page_links_its_next_page_with_its_filters(web: httpx.AsyncClient) -> None:
+    runs = await start_runs("paged", 3)
+    first = await web.get("/runs?workflow=paged&limit=2")
+    assert first.status_code == 200
+    href = re.search(r'id="next-page" href="([^"]+)"', first.text)
+    assert href is not None
+    link = href.group(1).replace("&amp;", "&")
+    assert parse_qs(urlparse(link).query)["workflow"] == ["paged"]
+    second = await web.get(link)
+    assert runs[0].id in second.text
+    assert runs[2].id not in second.text
+    assert 'id="next-page"' not in second.text
+    assert "First page" in second.text
+
+
+@pytest.mark.parametrize(
+    ("query", "kind"),
+    [
+        ("status=bogus", "BadParameter"),
+        ("cursor=not-a-cursor", "QueryError"),
+        ("since=yesterday", "BadParameter"),
+        ("limit=ten", "BadParameter"),
+    ],
+)
+async def test_bad_listing_parameters_are_400_with_the_error_shape(
+    web: httpx.AsyncClient, query: str, kind: str
+) -> None:
+    api = await web.get(f"/api/runs?{query}")
+    assert api.status_code == 400
+    assert api.json()["error"]["type"] == kind
+    page = await web.get(f"/runs?{query}")
+    assert page.status_code == 400
+    assert kind in page.text
+
+
+async def test_a_cursor_of_another_listing_is_refused(web: httpx.AsyncClient) -> None:
+    await start_runs("a", 2)
+    cursor = (await web.get("/api/runs?workflow=a&limit=1")).json()["next_cursor"]
+    other = await web.get(f"/api/runs?status=errored&cursor={cursor}")
+    assert other.status_code == 400
+    assert other.json()["error"]["type"] == "QueryError"
+
+
+async def test_run_detail_shows_input_result_and_events(web: httpx.AsyncClient) -> None:
+    run = await WorkflowRun.start("detail", input={"doc": "d-1"})
+    await run.events.append({"type": "log", "message": "step one"})
+    await run.finish(result={"pages": 12})
+    body = (await web.get(f"/api/runs/{run.id}")).json()
+    assert body["run"]["result"] == {"pages": 12}
+    assert body["stream"]["closed"] is True
+    assert [e["data"]["message"] for e in body["stream"]["events"]] == ["step one"]
+    page = await web.get(f"/runs/{run.id}")
+    assert "step one" in page.text
+    assert "&#34;pages&#34;: 12" in page.text
+    assert 'data-state="closed"' in page.text
+    assert "data-source" not in page.text
+
+
+async def test_an_active_run_page_follows_its_stream_from_the_last_offset_shown(
+    web: httpx.AsyncClient,
+) -> None:
+    run = await WorkflowRun.start("live")
+    offset = await run.events.append({"n": 1})
+    page = await web.get(f"/runs/{run.id}")
+    source = re.search(r'data-source="([^"]+)"', page.text)
+    assert source is not None
+    assert parse_qs(urlparse(source.group(1).replace("&amp;", "&")).query) == {
+        "path": [f"runs/{run.id}"],
+        "after": [offset],
+    }
+
+
+async def test_an_unknown_run_is_404(web: httpx.AsyncClient) -> None:
+    assert (await web.get("/runs/nope")).status_code == 404
+    api = await web.get("/api/runs/nope")
+    assert api.status_code == 404
+    assert api.json() == {"error": {"type": "NotFound", "message": "no run 'nope'"}}
+
+
+async def test_the_home_page_is_the_runs_page(web: httpx.AsyncClient) -> None:
+    response = await web.get("/")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/runs"
+
+
+# Live tails ---------------------------------------------------------------------------
+
+
+async def test_a_live_tail_wakes_on_appends_and_ends_when_the_run_ends(db: fm.Database) -> None:
+    run = await WorkflowRun.start("live")
+    call = AsgiCall(create_app(db), "/live", f"path=runs/{run.id}&after=-1")
+    await run.events.append({"step": "<one>"})
+    await call.until('"step":"<one>"')
+    assert call.status == 200
+    assert call.headers["content-type"].startswith("text/event-stream")
+    assert "content-length" not in call.headers  # a length would end the response at once
+    await run.events.append({"step": 2})
+    await call.until('"step":2')
+    await run.finish(result={})
+    await call.until("event: closed")
+    await within(call.task, "the response to end with the stream")
+    frames = call.text.split("\n\n")
+    assert frames[0].startswith("id: ")
+    assert '"data":{"step":"<one>"}' in frames[0]
+    assert frames[2] == "event: closed\ndata: {}"
+
+
+async def test_a_reconnecting_browser_resumes_after_the_last_event_id(db: fm.Database) -> None:
+    run = await WorkflowRun.start("resume")
+    offsets = [await run.events.append({"n": n}) for n in range(3)]
+    await run.finish()
+    call = AsgiCall(create_app(db), "/live", f"path=runs/{run.id}", {"Last-Event-ID": offsets[0]})
+    await within(call.task, "the tail of a closed stream")
+    sent = re.findall(r"^id: (\S+)$", call.text, flags=re.M)
+    assert sent == offsets[1:]
+    assert call.text.endswith("event: closed\ndata: {}\n\n")
+
+
+async def test_a_client_that_leaves_ends_its_tail(db: fm.Database) -> None:
+    run = await WorkflowRun.start("leave")
+    call = AsgiCall(create_app(db), "/live", f"path=runs/{run.id}&after=-1")
+    await run.events.append({"n": 1})
+    await call.until('"n":1')
+    call.hang_up.set()
+    await within(call.task, "the response to end when its client left")
+    assert "event: closed" not in call.text
+
+
+async def test_a_quiet_tail_sends_keep_alive_comments(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_app, "KEEPALIVE_SECONDS", 0.05)
+    run = await WorkflowRun.start("quiet")
+    call = AsgiCall(create_app(db), "/live", f"path=runs/{run.id}&after=-1")
+    await call.until(": keep-alive\n\n")
+    call.hang_up.set()
+    await within(call.task, "the response to end")
+
+
+async def test_live_needs_an_existing_stream(web: httpx.AsyncClient) -> None:
+    assert (await web.get("/live")).status_code == 400
+    missing = await web.get("/live?path=runs/none")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "NotFound"
+
+
+# Sessions -----------------------------------------------------------------------------
+
+
+async def test_sessions_by_agent_newest_first_with_cursors(web: httpx.AsyncClient) -> None:
+    ids = []
+    for n in range(3):
+        session = await Session.open(fm.session_key("support", "eu-1", "h", f"s{n}"))
+        await session.append(MessageEntry(id="m", role="user", content="hi"))
+        ids.append(session.id)
+    await Session.open(fm.session_key("billing", "eu-1", "h", "x"))
+    pages = await follow_pages(web, "/api/sessions?agent=support&limit=2")
+    assert [i for page in pages for i in page] == list(reversed(ids))
+    page = await web.get("/sessions?agent=support")
+    assert all(i in page.text for i in ids)
+    assert "billing" not in page.text
+
+
+async def test_a_session_shows_its_context_and_pages_its_history_backwards(
+    web: httpx.AsyncClient,
+) -> None:
+    session = await Session.open("support/eu-1/h/long")
+    parent = None
+    for n in range(5):
+        await session.append(MessageEntry(id=f"m{n}", parent_id=parent, role="user", content=n))
+        parent = f"m{n}"
+    await session.append(
+        fm.CompactionEntry(
+            id="c", parent_id="m4", summary="asked five times", first_kept_entry_id="m3",
+            tokens_before=100,
+        )
+    )  # fmt: skip
+    body = (await web.get("/api/sessions/support/eu-1/h/long?limit=4")).json()
+    assert body["context"]["summary"] == "asked five times"
+    assert [m["id"] for m in body["context"]["messages"]] == ["m3", "m4"]
+    assert [e["id"] for e in body["history"]["entries"]] == ["m2", "m3", "m4", "c"]
+    cursor = body["history"]["next_cursor"]
+    older = (await web.get(f"/api/sessions/support/eu-1/h/long?limit=4&before={cursor}")).json()
+    assert [e["id"] for e in older["history"]["entries"]] == ["m0", "m1"]
+    assert older["history"]["next_cursor"] is None
+    page = await web.get("/sessions/support/eu-1/h/long?limit=4")
+    assert 'id="older"' in page.text
+    assert "asked five times" in page.text
+
+
+async def test_an_unknown_session_is_404(web: httpx.AsyncClient) -> None:
+    assert (await web.get("/api/sessions/a/b/c/d")).status_code == 404
+
+
+# Submissions --------------------------------------------------------------------------
+
+
+async def test_submission_views(db: fm.Database, web: httpx.AsyncClient) -> None:
+    for name in ("a", "b", "c", "d"):
+        await Submission.admit_direct(f"p-{name}", session_id=f"s-{name}", input={})
+    await Submission.admit_direct("p-a2", session_id="s-a", input={})  # behind p-a
+    running = await Submission.claim("p-b", owner_id="w")
+    expired = await Submission.claim("p-c", owner_id="w", lease=dt.timedelta(milliseconds=1))
+    settled = await Submission.claim("p-d", owner_id="w")
+    assert running
+    assert expired
+    assert settled
+    await Submission.finish(settled)
+    await poll_until(
+        lambda: _has_expired(db), "the 1 ms lease to expire by the server clock", seconds=10
+    )
+
+    async def ids(query: str) -> list[str]:
+        return [i["id"] for i in (await web.get(f"/api/submissions?{query}")).json()["items"]]
+
+    assert await ids("view=runnable") == ["p-a"]  # heads only: p-a2 waits behind p-a
+    assert await ids("view=running") == ["p-b", "p-c"]
+    assert await ids("view=expired") == ["p-c"]
+    assert await ids("view=settled") == ["p-d"]
+    assert await ids("session_id=s-a") == ["p-a2", "p-a"]
+    body = (await web.get("/api/submissions?view=running")).json()
+    assert [i["lease_expired"] for i in body["items"]] == [False, True]
+    page = await web.get("/submissions?view=expired")
+    assert "(expired)" in page.text
+    assert "Requeue" not in page.text
+    assert (await web.get("/api/submissions?view=all")).status_code == 400
+
+
+async def _has_expired(db: fm.Database) -> bool:
+    return bool(await Submission.list_expired(db=db))
+
+
+# Streams and the server ---------------------------------------------------------------
+
+
+async def test_streams_read_by_offset(web: httpx.AsyncClient) -> None:
+    stream = fm.EventStream("tools/search")
+    await stream.create()
+    offsets = [await stream.append({"n": n}) for n in range(5)]
+    body = (await web.get("/api/streams", params={"path": "tools/search", "limit": 2})).json()
+    assert [e["offset"] for e in body["events"]] == offsets[:2]
+    assert body["next_offset"] == offsets[1]
+    assert body["up_to_date"] is False
+    after = {"path": "tools/search", "after": offsets[3]}
+    rest = (await web.get("/api/streams", params=after)).json()
+    assert [e["data"]["n"] for e in rest["events"]] == [4]
+    page = await web.get("/streams", params={"path": "tools/search", "limit": 2})
+    assert 'id="next-page"' in page.text
+    assert "data-source" not in page.text
+    live = await web.get("/streams", params={"path": "tools/search"})
+    assert "data-source" in live.text  # up to date and open: it follows the stream
+    assert (await web.get("/api/streams", params={"path": "nope"})).status_code == 404
+    bad = await web.get("/api/streams", params={"path": "tools/search", "after": "x"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["type"] == "StreamOffsetError"
+    assert (await web.get("/streams")).status_code == 200  # the empty form
+
+
+async def test_the_server_page_shows_the_schema_and_the_server(
+    db: fm.Database, web: httpx.AsyncClient
+) -> None:
+    body = (await web.get("/api/server")).json()
+    assert body["prefix"] == db.keys.prefix
+    builtin = body["schema"][0]
+    assert builtin["set"] == "flue"
+    assert builtin["pending"] == []
+    assert len(builtin["applied"]) == builtin["stored"] == builtin["newest"]
+    assert body["server"]["used_memory"] > 0
+    assert body["server"]["maxmemory_policy"] == "noeviction"
+    page = await web.get("/server")
+    assert builtin["applied"][0] in page.text
+    assert "MiB used" in page.text
+
+
+async def test_the_url_password_is_never_shown(
+    redis_servers: RedisServers, key_prefix: str
+) -> None:
+    secret = "pa/ss@w:rd%"
+    server = redis_servers.start("--requirepass", secret)
+    url = f"redis://:{quote(secret, safe='')}@127.0.0.1:{server.port}/0"
+    async with fm.connect(url, key_prefix=key_prefix) as db, client_for(db) as web:
+        for path in ("/server", "/api/server", "/runs", "/api/runs"):
+            response = await web.get(path)
+            assert response.status_code == 200
+            assert "pa/ss" not in response.text
+            assert "pa%2Fss" not in response.text
+        assert "***" in (await web.get("/api/server")).json()["url"]
+
+
+async def test_a_server_out_of_reach_is_503_with_the_library_error(
+    redis_servers: RedisServers, key_prefix: str
+) -> None:
+    server = redis_servers.start()
+    retry = fm.RetryPolicy(retries=1, base=0.01, cap=0.01)
+    db = await fm.connect(server.url, key_prefix=key_prefix, retry=retry)
+    async with db, client_for(db) as web:
+        assert (await web.get("/api/runs")).status_code == 200
+        server.kill()
+        api = await web.get("/api/runs")
+        assert api.status_code == 503
+        assert api.json()["error"]["type"] in ("ConnectionLostError", "ConnectionFailedError")
+        page = await web.get("/runs")
+        assert page.status_code == 503
+        assert "Connection" in page.text
