@@ -291,6 +291,12 @@ def _age(text: str) -> dt.timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _port(text: str) -> int:
+    if text.isdigit() and int(text) <= 65535:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: give a port from 0 to 65535")
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -858,7 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(serve, json_output=False)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument(
-        "--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)"
+        "--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)"
     )
     serve.add_argument(
         "--auth",

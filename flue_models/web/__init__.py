@@ -66,25 +66,27 @@ async def serve(args: argparse.Namespace) -> int:
         ```
     """
     auth = _auth(args.host, args.auth)
-    async with connect(args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect) as db:
-        sock = _bind(args.host, args.port)
-        app = Guard(
-            create_app(db, allow_actions=args.allow_actions, csrf=Csrf()),
-            auth=auth,
-            hosts=LOOPBACK_HOSTS if auth is None else None,
-        )
-        config = uvicorn.Config(
-            app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=SHUTDOWN_SECONDS,
-        )
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        mode = "actions allowed" if args.allow_actions else "read-only"
-        print(f"serving http://{shown}:{port} ({mode}; Ctrl-C stops)", flush=True)
-        with sock:
+    sock = _bind(args.host, args.port)  # a port in use is refused before connecting
+    with sock:
+        async with connect(
+            args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect
+        ) as db:
+            app = Guard(
+                create_app(db, allow_actions=args.allow_actions, csrf=Csrf()),
+                auth=auth,
+                hosts=LOOPBACK_HOSTS if auth is None else None,
+            )
+            config = uvicorn.Config(
+                app,
+                lifespan="off",
+                log_level="warning",
+                access_log=False,
+                server_header=False,
+                timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+            )
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            mode = "actions allowed" if args.allow_actions else "read-only"
+            print(f"serving http://{shown}:{port} ({mode}; Ctrl-C stops)", flush=True)
             await uvicorn.Server(config).serve(sockets=[sock])
     return 0

@@ -41,7 +41,6 @@ from flue_models.model.expressions import QueryError
 from flue_models.schema import schema_status
 from flue_models.state.events import (
     EventStream,
-    StreamError,
     StreamNotFoundError,
     StreamOffsetError,
     event_json,
@@ -57,6 +56,8 @@ HERE = Path(__file__).parent
 SUBMISSION_VIEWS = ("runnable", "running", "expired", "settled")
 #: Events a run page shows before its live tail starts.
 RUN_EVENTS = 1000
+#: Seconds a live tail rides out a server that went away (then ``event: failed``).
+TAIL_OUTAGE_SECONDS = 60.0
 #: A comment line is sent on a quiet live tail this often, so proxies keep it open and a
 #: client that left is noticed.
 KEEPALIVE_SECONDS = 15.0
@@ -423,10 +424,10 @@ class EventSourceResponse(Response):
     async def _frames(self) -> AsyncIterator[str]:
         """The frames to send, in order; keep-alive comments are added by the sender."""
         try:
-            async for event in self.stream.tail(after=self.after):
+            async for event in self.stream.tail(after=self.after, outage=TAIL_OUTAGE_SECONDS):
                 yield f"id: {event.offset}\ndata: {event_json(event)}\n\n"
-        except (FlueModelsError, StreamError) as exc:
-            yield f"event: failed\ndata: {json.dumps(error_body(exc))}\n\n"
+        except FlueModelsError as exc:
+            yield _failed(exc)
             return
         yield "event: closed\ndata: {}\n\n"
 
@@ -435,9 +436,14 @@ class EventSourceResponse(Response):
         queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=64)
 
         async def produce() -> None:
-            async for frame in self._frames():
-                await queue.put(frame)
-            await queue.put(None)
+            try:
+                async for frame in self._frames():
+                    await queue.put(frame)
+            except Exception as exc:  # a bug: the client is told, the server logs it
+                await queue.put(_failed(exc))
+                raise
+            finally:
+                await queue.put(None)
 
         async def pump() -> None:
             while True:
@@ -462,7 +468,15 @@ class EventSourceResponse(Response):
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        # A send that fails is a client gone; a tail that fails unexpectedly is a bug,
+        # raised for the ASGI server to log (the client got an 'event: failed').
+        if isinstance(outcomes[0], Exception):
+            raise outcomes[0]
+
+
+def _failed(exc: Exception) -> str:
+    return f"event: failed\ndata: {json.dumps(error_body(exc))}\n\n"
 
 
 # The app -----------------------------------------------------------------------------

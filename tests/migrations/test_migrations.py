@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -353,7 +354,7 @@ def test_cli_dry_run_and_bad_names(redis_url: str, key_prefix: str, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_the_builtin_migrations_ship_in_the_wheel(
+def test_the_builtin_migrations_and_the_dashboard_ship_in_the_wheel(
     redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
     wheels = tmp_path / "wheels"
@@ -364,6 +365,9 @@ def test_the_builtin_migrations_ship_in_the_wheel(
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
     (wheel,) = wheels.glob("flue_models-*.whl")
+    shipped = zipfile.ZipFile(wheel).namelist()
+    for name in ("web/templates/run.html", "web/static/live.js", "web/static/dashboard.css"):
+        assert f"flue_models/{name}" in shipped  # the dashboard's files are in the wheel
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)

@@ -5,7 +5,9 @@ shapes, live tails wake, resume and end."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, quote, urlparse
 
 import httpx
@@ -377,3 +379,38 @@ async def test_a_server_out_of_reach_is_503_with_the_library_error(
         page = await web.get("/runs")
         assert page.status_code == 503
         assert "Connection" in page.text
+
+
+async def test_a_tail_that_loses_the_server_for_good_says_failed(
+    redis_servers: RedisServers, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_app, "TAIL_OUTAGE_SECONDS", 0.5)
+    server = redis_servers.start()
+    db = await fm.connect(server.url, key_prefix=key_prefix)
+    async with db:
+        run = await WorkflowRun.start("doomed", db=db)
+        call = AsgiCall(create_app(db), "/live", f"path=runs/{run.id}&after=-1")
+        await run.events.append({"n": 1})
+        await call.until('"n":1')
+        server.kill()
+        await call.until("event: failed\ndata: ")
+        await within(call.task, "the response to end after the failure")
+    failure = json.loads(call.text.split("event: failed\ndata: ")[1])
+    assert failure["error"]["type"] in ("ConnectionLostError", "ConnectionFailedError")
+
+
+class Broken:
+    """A stream whose tail raises what no library call raises: a bug in the dashboard."""
+
+    async def tail(self, after: str, outage: float) -> AsyncIterator[object]:
+        raise RuntimeError("a bug")
+        yield  # an async generator
+
+
+async def test_an_unexpected_tail_error_is_told_and_raised() -> None:
+    response = web_app.EventSourceResponse(Broken(), "-1")  # type: ignore[arg-type]
+    call = AsgiCall(response, "/live")
+    with pytest.raises(RuntimeError, match="a bug"):
+        await within(call.task, "the response to end")
+    assert call.text.startswith('event: failed\ndata: {"error": {"type": "RuntimeError"')
+    assert call.chunks[-1] == b""  # the response was ended, not left open

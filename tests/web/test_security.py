@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import re
 import signal
+import socket
 import sys
 from urllib.parse import quote
 
@@ -242,6 +243,20 @@ def test_serve_refuses_a_public_address_without_auth() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: serving on '0.0.0.0' (not loopback) needs --auth")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_serve_refuses_a_bad_or_taken_port_before_connecting() -> None:
+    bad = run_cli("serve", "--port", "70000", "--url", "redis://127.0.0.1:1/0")
+    assert bad.returncode == 2
+    assert "give a port from 0 to 65535" in bad.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        busy = run_cli("serve", "--port", port, "--url", "redis://127.0.0.1:1/0")
+    assert busy.returncode == 1
+    assert busy.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}")
+    assert len(busy.stderr.splitlines()) == 1
 
 
 def test_serve_refuses_auth_without_its_secret() -> None:
