@@ -75,7 +75,7 @@ from flue_models.config import data_dir_from_environment
 from flue_models.demo import run_demo
 from flue_models.embedded import EmbeddedServer
 from flue_models.errors import ConfigurationError, FlueModelsError, ServerCheckError
-from flue_models.inspection import check_report, read_server
+from flue_models.inspection import assess, read_server
 from flue_models.model.base import Model
 from flue_models.schema import (
     MigrationSet,
@@ -154,13 +154,7 @@ async def _check(args: argparse.Namespace) -> int:
     caught: list[str] = []
     problem: ServerCheckError | None = None
     if not args.no_inspect:
-        with warnings.catch_warnings(record=True) as recorded:
-            warnings.simplefilter("always")
-            try:
-                check_report(report)
-            except ServerCheckError as exc:
-                problem = exc
-        caught = [str(w.message) for w in recorded]
+        problem, caught = assess(report)
     checks = "skipped" if args.no_inspect else "failed" if problem else "passed"
     if args.json:
         _emit(

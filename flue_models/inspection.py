@@ -21,6 +21,7 @@ from flue_models.errors import (
     CommandError,
     EvictionPolicyError,
     PersistenceWarning,
+    ServerCheckError,
     ServerUnverifiableError,
     ServerVersionError,
 )
@@ -223,6 +224,26 @@ def version_tuple(version: str) -> tuple[int, ...]:
     if match is None:
         return ()
     return tuple(int(part) for part in match.groups() if part is not None)
+
+
+def assess(report: ServerReport) -> tuple[ServerCheckError | None, list[str]]:
+    """Run :func:`check_report` without raising: the refusal (or ``None``) and the
+    warnings it gave, as ``flue-models check`` and the dashboard show them.
+
+    Example:
+        >>> bare = ServerReport("7.2.4", "redis", False, "noeviction", False, False)
+        >>> problem, warned = assess(bare)
+        >>> problem is None, warned[0].startswith("The server keeps nothing on disk")
+        (True, True)
+    """
+    problem = None
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        try:
+            check_report(report)
+        except ServerCheckError as exc:
+            problem = exc
+    return problem, [str(w.message) for w in recorded]
 
 
 def check_report(report: ServerReport) -> None:

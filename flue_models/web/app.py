@@ -35,7 +35,7 @@ from flue_models.errors import (
     FlueModelsError,
     PoolExhaustedError,
 )
-from flue_models.inspection import memory_text, read_server
+from flue_models.inspection import assess, memory_text, read_server
 from flue_models.model.errors import DecodeError
 from flue_models.model.expressions import QueryError
 from flue_models.schema import schema_status
@@ -312,6 +312,7 @@ class _Views:
         """The server, the schema version, applied and pending migrations."""
         report = await read_server(self.db.client)
         statuses = await schema_status(self.db)
+        problem, warned = assess(report)
         return {
             "url": self.db.url.display,
             "prefix": self.db.keys.prefix,
@@ -324,6 +325,10 @@ class _Views:
                 "used_memory": report.used_memory,
                 "maxmemory": report.maxmemory,
                 "memory": memory_text(report.used_memory, report.maxmemory),
+            },
+            "checks": {
+                "refusal": None if problem is None else str(problem),
+                "warnings": warned,
             },
             "schema": [
                 {

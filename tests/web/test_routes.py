@@ -344,9 +344,29 @@ async def test_the_server_page_shows_the_schema_and_the_server(
     assert len(builtin["applied"]) == builtin["stored"] == builtin["newest"]
     assert body["server"]["used_memory"] > 0
     assert body["server"]["maxmemory_policy"] == "noeviction"
+    assert body["checks"]["refusal"] is None
     page = await web.get("/server")
     assert builtin["applied"][0] in page.text
     assert "MiB used" in page.text
+    assert "passed (standalone, noeviction" in page.text
+
+
+async def test_the_server_page_shows_a_refusal_and_warnings(
+    redis_servers: RedisServers, key_prefix: str
+) -> None:
+    evicting = redis_servers.start("--maxmemory-policy", "allkeys-lru")
+    forgetful = redis_servers.start("--appendonly", "no")
+    for server, wanted in ((evicting, "refused: The server"), (forgetful, "warning: The server")):
+        db = await fm.connect(server.url, key_prefix=key_prefix, inspect_server=False)
+        async with db, client_for(db) as web:
+            checks = (await web.get("/api/server")).json()["checks"]
+            page = await web.get("/server")
+        if server is evicting:
+            assert "maxmemory-policy is 'allkeys-lru'" in checks["refusal"]
+        else:
+            assert checks["refusal"] is None
+            assert checks["warnings"][0].startswith("The server keeps nothing on disk")
+        assert wanted in page.text
 
 
 async def test_the_url_password_is_never_shown(
