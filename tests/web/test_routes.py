@@ -17,6 +17,7 @@ import flue_models as fm
 import flue_models.web.app as web_app
 from flue_models import MessageEntry, Session, Submission, WorkflowRun
 from flue_models.web import create_app
+from tests.command_line import ROOT
 from tests.conftest import RedisServers
 from tests.waiting import poll_until, within
 from tests.web.conftest import AsgiCall, client_for
@@ -434,3 +435,21 @@ async def test_an_unexpected_tail_error_is_told_and_raised() -> None:
         await within(call.task, "the response to end")
     assert call.text.startswith('event: failed\ndata: {"error": {"type": "RuntimeError"')
     assert call.chunks[-1] == b""  # the response was ended, not left open
+
+
+async def test_every_route_the_docs_name_exists(web: httpx.AsyncClient) -> None:
+    text = (ROOT / "docs" / "dashboard.md").read_text()
+    gets = re.findall(r"^\| `GET (/[^` ]+)`", text, flags=re.M)
+    posts = [p for row in re.findall(r"^\| (`/actions/.*)$", text, flags=re.M)
+             for p in re.findall(r"`(/[a-z/]+)`", row.split("|")[0])]  # fmt: skip
+    assert len(gets) == 8
+    assert len(posts) == 6
+    for path in gets:
+        response = await web.get(path.replace("<id>", "x"))
+        assert response.headers["content-type"] != "text/plain; charset=utf-8", path
+        assert response.status_code in (200, 400, 404), path  # ours, not routing's
+        if response.status_code != 200:
+            assert response.json()["error"]["type"] in ("BadParameter", "NotFound"), path
+    for path in posts:
+        refused = await web.post(path)
+        assert refused.status_code == 403, path  # the route exists; read-only refuses it
