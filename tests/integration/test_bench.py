@@ -8,7 +8,7 @@ from xml.etree import ElementTree
 
 import redis
 
-from bench import charts, sessions
+from bench import charts, in_latency, sessions
 from bench.harness import Row, Stats, table
 from bench.workloads import Bench
 from flue_models.cli import bench_folder
@@ -24,6 +24,16 @@ async def test_the_session_benchmark_compares_context_loads_and_forks(redis_url:
         times = figures[operation]
         assert 0 < times["min_ms"] <= times["median_ms"] <= times["max_ms"]
     assert "ratio to baseline" in sessions.table(figures)
+
+
+async def test_the_in_benchmark_measures_pings_both_ways_and_cleans_up(redis_url: str) -> None:
+    figures = await in_latency.measure(redis_url, records=40, values=100)
+    assert figures["matched"] == 40  # every record's code is among the values
+    assert figures["pings"] > 0
+    assert figures["raw_pings"] > 0
+    assert figures["worst_ping_ms"] > 0
+    with redis.Redis.from_url(redis_url) as client:
+        assert list(client.scan_iter(match="bench-in-*")) == []  # it deleted what it wrote
 
 
 async def test_the_harness_measures_each_operation_both_ways_and_cleans_up(
