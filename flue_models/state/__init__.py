@@ -25,7 +25,7 @@ from flue_models.state.events import (
     tail_many,
 )
 from flue_models.state.integrity import StateReport, verify_state
-from flue_models.state.retention import PruneReport, Retention, prune
+from flue_models.state.retention import PruneReport, Retention, prune, prune_all
 from flue_models.state.run import EndResult, RunPage, RunPointer, WorkflowRun
 from flue_models.state.session import (
     Ancestor,
@@ -82,6 +82,7 @@ __all__ = [
     "format_offset",
     "parse_offset",
     "prune",
+    "prune_all",
     "session_key",
     "tail_many",
     "verify_state",
