@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flue_models.keys import KeySpace
+from flue_models.keys import KeySpace, encode_segment
 from flue_models.model.expressions import Condition, QueryError
 from flue_models.model.spec import ModelSpec
 
@@ -29,6 +29,10 @@ from flue_models.model.spec import ModelSpec
 #: returns what it has so far: a few milliseconds of server time, whatever the query (a
 #: 10,000-value ``in_`` included), so other clients are never held up for long.
 SCAN_BUDGET = 10_000
+#: An ``in_`` over more values than this is checked against each candidate row's own
+#: record of its index entries (``_owned``: one read) instead of one ZSCORE per value, so
+#: its cost does not grow with the number of values.
+OWNED_CHECK_FROM = 8
 
 
 def _score_text(value: float) -> str:
@@ -201,8 +205,13 @@ def plan_query(
             continue
         if cond.field in spec.equality_fields:
             sets = tuple(spec.equality_key(keys, cond.field, v) for v in cond.values)
-            kind = "notmember" if cond.op == "ne" else "member"
-            filters.append(Filter(kind, sets, text=str(cond)))
+            if cond.op == "ne":
+                filters.append(Filter("notmember", sets, text=str(cond)))
+            elif len(sets) > OWNED_CHECK_FROM:  # one read per candidate, not one per set
+                row = keys.relative(keys.record(spec.collection, "x"))[: -len(encode_segment("x"))]
+                filters.append(Filter("owned", sets, (keys.head, row), text=str(cond)))
+            else:
+                filters.append(Filter("member", sets, text=str(cond)))
             if cond.op == "eq":
                 equal_to[cond.field] = cond.values[0]
                 if by_order:

@@ -11,6 +11,12 @@
 --       call always makes progress and does bounded work whatever the query),
 --       n_filters, then per filter: type, n_keys, and for its type:
 --         "member"    (n_keys sets; passes if the id is in any)          no more args
+--         "owned"     (n_keys sets; as "member", read from the row)       head, row
+--                     The row (head .. row .. base64url(id), in the id's slot under a
+--                     tagged layout) records its index entries, relative to the head,
+--                     in its _owned field ({"z": {key: score}, ...}): one HGET per
+--                     candidate instead of one ZSCORE per set. A row without a
+--                     readable _owned falls back to the ZSCOREs.
 --         "notmember" (n_keys sets; passes if the id is in none)         no more args
 --         "range"     (1 set)  lo, lo_exclusive, hi, hi_exclusive
 --         "score"     (1 set)  n, score, ...  (passes if the id's score is one of them)
@@ -52,7 +58,11 @@ for _ = 1, tonumber(ARGV[11]) do
   local f = {kind = ARGV[a], keys = {}}
   local n_keys = tonumber(ARGV[a + 1]); a = a + 2
   for _ = 1, n_keys do table.insert(f.keys, KEYS[k]); k = k + 1 end
-  if f.kind == 'range' then
+  if f.kind == 'owned' then
+    f.set = {}
+    for _, key in ipairs(f.keys) do f.set[key] = true end
+    f.head, f.row = ARGV[a], ARGV[a + 1]; a = a + 2
+  elseif f.kind == 'range' then
     f.lo, f.lo_ex = num(ARGV[a]), ARGV[a + 1] == '1'
     f.hi, f.hi_ex = num(ARGV[a + 2]), ARGV[a + 3] == '1'
     a = a + 4
@@ -75,14 +85,48 @@ local function zscore(key, id)
   return redis.call('ZSCORE', key, id)
 end
 
+-- Unpadded base64url, as keys.encode_segment writes the ids in key names.
+local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+local function segment(id)
+  local out = {}
+  for i = 1, #id, 3 do
+    local b1, b2, b3 = string.byte(id, i, i + 2)
+    local n = b1 * 65536 + (b2 or 0) * 256 + (b3 or 0)
+    local chars = b3 and 4 or (b2 and 3 or 2)
+    for j = 1, chars do
+      local v = math.floor(n / 2 ^ (18 - 6 * (j - 1))) % 64
+      out[#out + 1] = string.sub(B64, v + 1, v + 1)
+    end
+  end
+  return table.concat(out)
+end
+
+-- Whether the row's own record of its index entries names one of the filter's sets;
+-- nil when the row has no readable record (missing, older, or corrupted).
+local function owned_in(f, id)
+  calls = calls + 1
+  local raw = redis.call('HGET', f.head .. f.row .. segment(id), '_owned')
+  if not raw then return nil end
+  local ok, owned = pcall(cjson.decode, raw)
+  if not ok or type(owned) ~= 'table' or type(owned.z) ~= 'table' then return nil end
+  for key, _ in pairs(owned.z) do
+    if f.set[f.head .. key] then return true end
+  end
+  return false
+end
+
 local function passes(id)
   for _, f in ipairs(filters) do
-    if f.kind == 'member' or f.kind == 'notmember' then
-      local found = false
+    local found = nil
+    if f.kind == 'owned' then found = owned_in(f, id) end
+    if f.kind == 'member' or f.kind == 'notmember' or (f.kind == 'owned' and found == nil) then
+      found = false
       for _, key in ipairs(f.keys) do
         if zscore(key, id) then found = true; break end
       end
-      if found ~= (f.kind == 'member') then return false end
+      if found ~= (f.kind ~= 'notmember') then return false end
+    elseif f.kind == 'owned' then
+      if not found then return false end
     else
       local s = zscore(f.keys[1], id)
       if f.kind == 'range' then
