@@ -54,6 +54,8 @@ from flue_models.web.security import Csrf
 HERE = Path(__file__).parent
 #: Submission views of the submissions page.
 SUBMISSION_VIEWS = ("runnable", "running", "expired", "settled")
+#: Largest page any view returns (``limit`` above it is lowered to it).
+MAX_LIMIT = 1000
 #: Events a run page shows before its live tail starts.
 RUN_EVENTS = 1000
 #: Seconds a live tail rides out a server that went away (then ``event: failed``).
@@ -127,6 +129,13 @@ def _int(request: Request, name: str, default: int) -> int:
         raise HttpError(400, "BadParameter", f"{name} must be an integer, not {value!r}") from None
 
 
+def _limit(request: Request, default: int) -> int:
+    """A page size as the library reads one: none or non-positive is the default, at
+    most ``MAX_LIMIT``."""
+    limit = _int(request, "limit", default)
+    return default if limit <= 0 else min(limit, MAX_LIMIT)
+
+
 def _time(request: Request, name: str) -> dt.datetime | None:
     value = _text(request, name)
     if value is None:
@@ -183,7 +192,7 @@ class _Views:
         page, counts = await asyncio.gather(
             WorkflowRun.list(
                 status=status, workflow=workflow, since=since, until=until,
-                limit=_int(request, "limit", 50), cursor=_text(request, "cursor"),
+                limit=_limit(request, 50), cursor=_text(request, "cursor"),
                 on_error="skip", db=self.db,
             ),
             WorkflowRun.counts(workflow, since=since, until=until, db=self.db),
@@ -221,7 +230,7 @@ class _Views:
         page = await Session.list(
             agent=_text(request, "agent"), instance=_text(request, "instance"),
             harness=_text(request, "harness"), fork_of=_text(request, "fork_of"),
-            limit=_int(request, "limit", 50), cursor=_text(request, "cursor"),
+            limit=_limit(request, 50), cursor=_text(request, "cursor"),
             on_error="skip", db=self.db,
         )  # fmt: skip
         return {
@@ -235,7 +244,7 @@ class _Views:
         session_id = request.path_params["session_id"]
         session = await Session.load_context(session_id, db=self.db)
         history = await Session.history(
-            session_id, before=_text(request, "before"), limit=_int(request, "limit", 50),
+            session_id, before=_text(request, "before"), limit=_limit(request, 50),
             db=self.db,
         )  # fmt: skip
         if session is None or history is None:
@@ -254,7 +263,7 @@ class _Views:
         one session, with the server time leases are judged by."""
         view = _choice(request, "view", SUBMISSION_VIEWS) or "runnable"
         session_id = _text(request, "session_id")
-        limit, cursor = _int(request, "limit", 50), _text(request, "cursor")
+        limit, cursor = _limit(request, 50), _text(request, "cursor")
         now = await self.db.server_time()
         next_cursor = None
         rows: list[Submission]
@@ -263,11 +272,11 @@ class _Views:
             page = await query.using(self.db).page(limit=limit, cursor=cursor)
             rows, next_cursor = page.items, page.next_cursor
         elif view == "runnable":
-            rows = await Submission.list_runnable(limit=max(limit, 1), db=self.db)
+            rows = await Submission.list_runnable(limit=limit, db=self.db)
         elif view == "running":
-            rows = (await Submission.list_running(db=self.db))[: max(limit, 1)]
+            rows = (await Submission.list_running(db=self.db))[:limit]
         elif view == "expired":
-            rows = (await Submission.list_expired(db=self.db))[: max(limit, 1)]
+            rows = (await Submission.list_expired(db=self.db))[:limit]
         else:
             query = Submission.find(Submission.status == "settled").sort_by("-settled_at")
             page = await query.using(self.db).page(limit=limit, cursor=cursor)
@@ -295,9 +304,7 @@ class _Views:
         info = await stream.meta()
         if info is None:
             raise HttpError(404, "NotFound", f"no stream {path!r}")
-        read = await stream.read(
-            after=_text(request, "after") or "-1", limit=_int(request, "limit", 100)
-        )
+        read = await stream.read(after=_text(request, "after") or "-1", limit=_limit(request, 100))
         return {
             "path": path,
             "length": info.length,

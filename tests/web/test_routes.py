@@ -453,3 +453,32 @@ async def test_every_route_the_docs_name_exists(web: httpx.AsyncClient) -> None:
     for path in posts:
         refused = await web.post(path)
         assert refused.status_code == 403, path  # the route exists; read-only refuses it
+
+
+async def test_page_sizes_are_clamped_as_the_library_clamps_them(web: httpx.AsyncClient) -> None:
+    await start_runs("sized", 3)
+    for limit, shown in (("0", 3), ("-4", 3), ("2", 2), ("1000000000", 3)):
+        for path in ("/api/runs", "/api/sessions", "/api/submissions?view=settled&"):
+            joiner = "" if path.endswith("&") else "?"
+            response = await web.get(f"{path}{joiner}limit={limit}")
+            assert response.status_code == 200, (path, limit)
+        runs = (await web.get(f"/api/runs?limit={limit}")).json()["items"]
+        assert len(runs) == shown
+
+
+async def test_a_corrupted_run_row_is_named_and_never_hides_the_others(
+    db: fm.Database, web: httpx.AsyncClient
+) -> None:
+    runs = await start_runs("mixed", 3)
+    broken = db.keys.record(WorkflowRun.__flue_spec__.collection, runs[1].id)
+    await db.client.hset(broken, "status", "<b>exploded</b>")
+    body = (await web.get("/api/runs")).json()
+    assert [i["id"] for i in body["items"]] == [runs[2].id, runs[0].id]
+    assert [s["key"] for s in body["skipped"]] == [broken]
+    page = await web.get("/runs")
+    assert "1 unreadable row(s) left out" in page.text
+    assert "<b>exploded" not in page.text
+    detail = await web.get(f"/api/runs/{runs[1].id}")
+    assert detail.status_code == 500
+    assert detail.json()["error"]["type"] == "DecodeError"
+    assert (await web.get(f"/runs/{runs[1].id}")).status_code == 500
