@@ -482,3 +482,24 @@ async def test_a_corrupted_run_row_is_named_and_never_hides_the_others(
     assert detail.status_code == 500
     assert detail.json()["error"]["type"] == "DecodeError"
     assert (await web.get(f"/runs/{runs[1].id}")).status_code == 500
+
+
+async def test_a_fork_shows_its_parent_and_the_parent_lists_its_forks(
+    web: httpx.AsyncClient,
+) -> None:
+    parent = await Session.open("support/eu-1/h/parent")
+    await parent.append(MessageEntry(id="m0", role="user", content="first"))
+    await parent.append(MessageEntry(id="m1", parent_id="m0", role="user", content="second"))
+    fork = await Session.fork(parent.id, "m0", new_id="support/eu-1/h/fork")
+    await fork.append(MessageEntry(id="f1", parent_id="m0", role="user", content="other"))
+    body = (await web.get(f"/api/sessions/{fork.id}")).json()
+    assert body["record"]["fork_of"] == parent.id
+    assert [m["id"] for m in body["context"]["messages"]] == ["m0", "f1"]
+    assert [e["id"] for e in body["history"]["entries"]] == ["m0", "f1"]
+    page = await web.get(f"/sessions/{fork.id}")
+    assert f'href="/sessions/{parent.id}"' in page.text
+    listed = re.search(r'id="forks" href="([^"]+)"', (await web.get(f"/sessions/{parent.id}")).text)
+    assert listed is not None
+    assert fork.id in (await web.get(listed.group(1).replace("&amp;", "&"))).text
+    forks = (await web.get("/api/sessions", params={"fork_of": parent.id})).json()
+    assert [s["id"] for s in forks["items"]] == [fork.id]
