@@ -12,7 +12,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import socket
+from types import FrameType
 from typing import Literal
 
 import uvicorn
@@ -71,8 +74,9 @@ async def serve(args: argparse.Namespace) -> int:
         async with connect(
             args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect
         ) as db:
+            stopping = asyncio.Event()
             app = Guard(
-                create_app(db, allow_actions=args.allow_actions, csrf=Csrf()),
+                create_app(db, allow_actions=args.allow_actions, stopping=stopping),
                 auth=auth,
                 hosts=LOOPBACK_HOSTS if auth is None else None,
             )
@@ -88,5 +92,39 @@ async def serve(args: argparse.Namespace) -> int:
             shown = f"[{host}]" if ":" in host else host
             mode = "actions allowed" if args.allow_actions else "read-only"
             print(f"serving http://{shown}:{port} ({mode}; Ctrl-C stops)", flush=True)
-            await uvicorn.Server(config).serve(sockets=[sock])
+            server = _Server(config, stopping, asyncio.get_running_loop())
+            await _serve_until_stopped(server, sock, stopping)
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending the open live tails when a signal (SIGTERM) stops it."""
+
+    def __init__(
+        self, config: uvicorn.Config, stopping: asyncio.Event, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(config)
+        self.stopping, self.loop = stopping, loop
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.loop.call_soon_threadsafe(self.stopping.set)
+        super().handle_exit(sig, frame)
+
+
+async def _serve_until_stopped(
+    server: uvicorn.Server, sock: socket.socket, stopping: asyncio.Event
+) -> None:
+    """Serve; when cancelled (Ctrl-C), shut down as uvicorn does on its own signal: stop
+    accepting, end the open live tails (``stopping``), give other responses
+    ``SHUTDOWN_SECONDS``, then cancel them. Repeated cancels while it does are absorbed:
+    the shutdown is bounded."""
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        stopping.set()
+        server.should_exit = True
+        while not serving.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(serving)
+        raise

@@ -414,7 +414,8 @@ class EventSourceResponse(Response):
 
     Frames: ``id: <offset>`` + ``data: <event JSON>`` per event; ``event: closed`` when
     the stream closes; ``event: failed`` with the error's JSON if the tail fails; a
-    comment every 15 s on a quiet stream.
+    comment every 15 s on a quiet stream. When ``stopping`` is set (the server shuts
+    down), the response ends at once.
 
     Example:
         ```python
@@ -422,7 +423,12 @@ class EventSourceResponse(Response):
         ```
     """
 
-    def __init__(self, stream: EventStream[dict[str, Any]], after: str) -> None:
+    def __init__(
+        self,
+        stream: EventStream[dict[str, Any]],
+        after: str,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
         # No Response.__init__: it would send content-length: 0, ending the response.
         self.status_code = 200
         self.background = None
@@ -432,6 +438,7 @@ class EventSourceResponse(Response):
             (b"x-accel-buffering", b"no"),
         ]
         self.stream, self.after = stream, after
+        self.stopping = stopping or asyncio.Event()
 
     async def _frames(self) -> AsyncIterator[str]:
         """The frames to send, in order; keep-alive comments are added by the sender."""
@@ -474,13 +481,16 @@ class EventSourceResponse(Response):
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        tasks = [asyncio.create_task(c) for c in (produce(), pump(), left())]
+        tasks = [asyncio.create_task(c) for c in (produce(), pump(), left(), self.stopping.wait())]
         try:
             await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        ended, gone = (t.done() and not t.cancelled() for t in tasks[1:3])
+        if not ended and not gone:  # the server is stopping: end the response cleanly
+            await send({"type": "http.response.body", "body": b""})
         # A send that fails is a client gone; a tail that fails unexpectedly is a bug,
         # raised for the ASGI server to log (the client got an 'event: failed').
         if isinstance(outcomes[0], Exception):
@@ -520,9 +530,16 @@ def query_string(**params: Any) -> str:
     return "?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
 
 
-def create_app(db: Database, *, allow_actions: bool = False, csrf: Csrf | None = None) -> Starlette:
+def create_app(
+    db: Database,
+    *,
+    allow_actions: bool = False,
+    csrf: Csrf | None = None,
+    stopping: asyncio.Event | None = None,
+) -> Starlette:
     """The dashboard as an ASGI app on ``db``: pages, the JSON API under ``/api/``, live
-    tails, and (with ``allow_actions``) the CSRF-checked action POSTs.
+    tails, and (with ``allow_actions``) the CSRF-checked action POSTs. Setting
+    ``stopping`` ends every open live tail (for a server's shutdown).
 
     Wrap it in :class:`~flue_models.web.security.Guard` for the host and credentials
     checks (``flue-models serve`` does).
@@ -599,7 +616,7 @@ def create_app(db: Database, *, allow_actions: bool = False, csrf: Csrf | None =
         except (HttpError, FlueModelsError) as exc:
             return JSONResponse(error_body(exc), status_code=error_status(exc))
         after = request.headers.get("last-event-id") or _text(request, "after") or "-1"
-        return EventSourceResponse(stream, after)
+        return EventSourceResponse(stream, after, stopping)
 
     async def csrf_token(request: Request) -> Response:
         if not allow_actions:

@@ -4,6 +4,7 @@ shapes, live tails wake, resume and end."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
@@ -503,3 +504,15 @@ async def test_a_fork_shows_its_parent_and_the_parent_lists_its_forks(
     assert fork.id in (await web.get(listed.group(1).replace("&amp;", "&"))).text
     forks = (await web.get("/api/sessions", params={"fork_of": parent.id})).json()
     assert [s["id"] for s in forks["items"]] == [fork.id]
+
+
+async def test_a_stopping_server_ends_its_open_tails(db: fm.Database) -> None:
+    run = await WorkflowRun.start("open")
+    stopping = asyncio.Event()
+    call = AsgiCall(create_app(db, stopping=stopping), "/live", f"path=runs/{run.id}&after=-1")
+    await run.events.append({"n": 1})
+    await call.until('"n":1')
+    stopping.set()
+    await within(call.task, "the response to end when the server stops")
+    assert call.chunks[-1] == b""  # ended, not abandoned
+    assert "event: closed" not in call.text  # the stream itself is still open

@@ -267,9 +267,12 @@ def test_serve_refuses_auth_without_its_secret() -> None:
     assert "Traceback" not in result.stderr
 
 
-async def test_serve_answers_on_the_port_it_prints_and_stops_on_ctrl_c(
-    redis_url: str, key_prefix: str
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+async def test_serve_answers_on_the_port_it_prints_and_stops_cleanly_with_a_tail_open(
+    redis_url: str, key_prefix: str, db: fm.Database, stop: signal.Signals
 ) -> None:
+    run = await WorkflowRun.start("watched")
+    await run.events.append({"n": 1})
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "flue_models.cli", "serve", "--url", redis_url]
     async with child_process(
@@ -281,10 +284,18 @@ async def test_serve_answers_on_the_port_it_prints_and_stops_on_ctrl_c(
         line = (await within(child.stdout.readline(), "serve to print its address")).decode()
         match = re.match(r"serving (http://127\.0\.0\.1:\d+) \(read-only; Ctrl-C stops\)", line)
         assert match, line
-        async with httpx.AsyncClient(base_url=match.group(1)) as web:
+        async with httpx.AsyncClient(base_url=match.group(1), timeout=30) as web:
             response = await web.get("/api/runs")
-        assert response.status_code == 200
-        assert response.json()["items"] == []
-        child.send_signal(signal.SIGINT)
-        assert await within(child.wait(), "serve to stop after Ctrl-C", seconds=15) == 130
-        assert "Traceback" not in (await child.stderr.read()).decode()
+            assert response.json()["items"][0]["id"] == run.id
+            live = f"/live?path=runs/{run.id}&after=-1"
+            async with web.stream("GET", live) as tail:
+                lines = tail.aiter_lines()
+                assert (await within(anext(lines), "the first event")).startswith("id: ")
+                child.send_signal(stop)  # while the tail is open
+                rest = [text async for text in lines]  # the server ends the response
+        assert "event: closed" not in rest
+        code = await within(child.wait(), "serve to stop", seconds=15)
+        assert code == (130 if stop == signal.SIGINT else -signal.SIGTERM)
+        errors = (await child.stderr.read()).decode()
+        assert "Traceback" not in errors
+        assert "ERROR" not in errors
