@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 from urllib.parse import quote
 
@@ -299,3 +300,17 @@ async def test_serve_answers_on_the_port_it_prints_and_stops_cleanly_with_a_tail
         errors = (await child.stderr.read()).decode()
         assert "Traceback" not in errors
         assert "ERROR" not in errors
+
+
+def test_serve_without_the_web_extra_says_how_to_install_it() -> None:
+    hide = "import sys; sys.modules['uvicorn'] = None; from flue_models.cli import main; "
+    result = subprocess.run(
+        [sys.executable, "-c", hide + "sys.exit(main(['serve', '--url', 'redis://127.0.0.1:1/0']))"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: the dashboard needs the web extra (uvicorn is missing): "
+        "pip install 'flue-models[web]'\n"
+    )
