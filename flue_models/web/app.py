@@ -119,6 +119,15 @@ def _text(request: Request, name: str) -> str | None:
     return value or None
 
 
+def _id(request: Request) -> str:
+    """The ``id`` query parameter of a detail page. Ids travel in the query, never in the
+    path: an id such as ``..`` or ``a/../b`` would be rewritten by the browser there."""
+    value = request.query_params.get("id", "")
+    if not value:
+        raise HttpError(400, "BadParameter", "id is required")
+    return value
+
+
 def _int(request: Request, name: str, default: int) -> int:
     value = _text(request, name)
     if value is None:
@@ -206,7 +215,7 @@ class _Views:
 
     async def run(self, request: Request) -> dict[str, Any]:
         """One run and its first events."""
-        run_id = request.path_params["run_id"]
+        run_id = _id(request)
         run = await WorkflowRun.get(run_id, db=self.db)
         if run is None:
             raise HttpError(404, "NotFound", f"no run {run_id!r}")
@@ -241,7 +250,7 @@ class _Views:
 
     async def session(self, request: Request) -> dict[str, Any]:
         """A session's record, its context, and a page of its history (backwards)."""
-        session_id = request.path_params["session_id"]
+        session_id = _id(request)
         session = await Session.load_context(session_id, db=self.db)
         history = await Session.history(
             session_id, before=_text(request, "before"), limit=_limit(request, 50),
@@ -630,7 +639,7 @@ def create_app(
         return RedirectResponse("/runs", status_code=303)
 
     def back_to_run(form: dict[str, str], result: dict[str, Any]) -> str:
-        return f"/runs/{form['run_id']}" + query_string(notice=f"run {result['outcome']}")
+        return "/run" + query_string(id=form["run_id"], notice=f"run {result['outcome']}")
 
     def back_to_expired(form: dict[str, str], result: dict[str, Any]) -> str:
         said = "requeued" if result["requeued"] else "not requeued (input applied, or not expired)"
@@ -645,9 +654,9 @@ def create_app(
 
     reads: list[tuple[str, str, View]] = [
         ("/runs", "runs.html", views.runs),
-        ("/runs/{run_id:path}", "run.html", views.run),
+        ("/run", "run.html", views.run),
         ("/sessions", "sessions.html", views.sessions),
-        ("/sessions/{session_id:path}", "session.html", views.session),
+        ("/session", "session.html", views.session),
         ("/submissions", "submissions.html", views.submissions),
         ("/streams", "stream.html", views.stream),
         ("/server", "server.html", views.server),

@@ -141,7 +141,7 @@ async def test_a_run_page_shows_an_event_appended_after_it_loaded_and_then_the_e
 ) -> None:
     run = await WorkflowRun.start("summarize", input={"doc": "quarterly-report.pdf"})
     await run.events.append({"type": "log", "message": "summarize started"})
-    await page.goto(f"{dashboard}/runs/{run.id}")
+    await page.goto(f"{dashboard}/run?id={run.id}")
     state = page.locator("#stream-state")
     await expect(state).to_have_attribute("data-state", "live", timeout=WAIT_MS)
     await run.events.append({"type": "progress", "step": 1, "of": 2})
@@ -162,7 +162,7 @@ async def test_a_script_payload_is_shown_as_text(dashboard: str, page: Page) -> 
     image = "<img src=x onerror=\"alert('pwned')\">"
     run = await WorkflowRun.start(script, input={"html": image})
     await run.events.append({"message": script})
-    await page.goto(f"{dashboard}/runs/{run.id}")
+    await page.goto(f"{dashboard}/run?id={run.id}")
     await expect(page.locator("#stream-state")).to_have_attribute(
         "data-state", "live", timeout=WAIT_MS
     )

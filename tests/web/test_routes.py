@@ -124,11 +124,11 @@ async def test_run_detail_shows_input_result_and_events(web: httpx.AsyncClient) 
     run = await WorkflowRun.start("detail", input={"doc": "d-1"})
     await run.events.append({"type": "log", "message": "step one"})
     await run.finish(result={"pages": 12})
-    body = (await web.get(f"/api/runs/{run.id}")).json()
+    body = (await web.get("/api/run", params={"id": run.id})).json()
     assert body["run"]["result"] == {"pages": 12}
     assert body["stream"]["closed"] is True
     assert [e["data"]["message"] for e in body["stream"]["events"]] == ["step one"]
-    page = await web.get(f"/runs/{run.id}")
+    page = await web.get("/run", params={"id": run.id})
     assert "step one" in page.text
     assert "&#34;pages&#34;: 12" in page.text
     assert 'data-state="closed"' in page.text
@@ -140,7 +140,7 @@ async def test_an_active_run_page_follows_its_stream_from_the_last_offset_shown(
 ) -> None:
     run = await WorkflowRun.start("live")
     offset = await run.events.append({"n": 1})
-    page = await web.get(f"/runs/{run.id}")
+    page = await web.get("/run", params={"id": run.id})
     source = re.search(r'data-source="([^"]+)"', page.text)
     assert source is not None
     assert parse_qs(urlparse(source.group(1).replace("&amp;", "&")).query) == {
@@ -150,8 +150,8 @@ async def test_an_active_run_page_follows_its_stream_from_the_last_offset_shown(
 
 
 async def test_an_unknown_run_is_404(web: httpx.AsyncClient) -> None:
-    assert (await web.get("/runs/nope")).status_code == 404
-    api = await web.get("/api/runs/nope")
+    assert (await web.get("/run?id=nope")).status_code == 404
+    api = await web.get("/api/run?id=nope")
     assert api.status_code == 404
     assert api.json() == {"error": {"type": "NotFound", "message": "no run 'nope'"}}
 
@@ -254,21 +254,23 @@ async def test_a_session_shows_its_context_and_pages_its_history_backwards(
             tokens_before=100,
         )
     )  # fmt: skip
-    body = (await web.get("/api/sessions/support/eu-1/h/long?limit=4")).json()
+    body = (await web.get("/api/session?id=support/eu-1/h/long&limit=4")).json()
     assert body["context"]["summary"] == "asked five times"
     assert [m["id"] for m in body["context"]["messages"]] == ["m3", "m4"]
     assert [e["id"] for e in body["history"]["entries"]] == ["m2", "m3", "m4", "c"]
     cursor = body["history"]["next_cursor"]
-    older = (await web.get(f"/api/sessions/support/eu-1/h/long?limit=4&before={cursor}")).json()
+    older = (await web.get(f"/api/session?id=support/eu-1/h/long&limit=4&before={cursor}")).json()
     assert [e["id"] for e in older["history"]["entries"]] == ["m0", "m1"]
     assert older["history"]["next_cursor"] is None
-    page = await web.get("/sessions/support/eu-1/h/long?limit=4")
+    page = await web.get("/session?id=support/eu-1/h/long&limit=4")
     assert 'id="older"' in page.text
     assert "asked five times" in page.text
 
 
 async def test_an_unknown_session_is_404(web: httpx.AsyncClient) -> None:
-    assert (await web.get("/api/sessions/a/b/c/d")).status_code == 404
+    assert (await web.get("/api/session?id=a/b/c/d")).status_code == 404
+    missing = await web.get("/api/session")
+    assert missing.status_code == 400
 
 
 # Submissions --------------------------------------------------------------------------
@@ -479,10 +481,10 @@ async def test_a_corrupted_run_row_is_named_and_never_hides_the_others(
     page = await web.get("/runs")
     assert "1 unreadable row(s) left out" in page.text
     assert "<b>exploded" not in page.text
-    detail = await web.get(f"/api/runs/{runs[1].id}")
+    detail = await web.get("/api/run", params={"id": runs[1].id})
     assert detail.status_code == 500
     assert detail.json()["error"]["type"] == "DecodeError"
-    assert (await web.get(f"/runs/{runs[1].id}")).status_code == 500
+    assert (await web.get("/run", params={"id": runs[1].id})).status_code == 500
 
 
 async def test_a_fork_shows_its_parent_and_the_parent_lists_its_forks(
@@ -493,13 +495,15 @@ async def test_a_fork_shows_its_parent_and_the_parent_lists_its_forks(
     await parent.append(MessageEntry(id="m1", parent_id="m0", role="user", content="second"))
     fork = await Session.fork(parent.id, "m0", new_id="support/eu-1/h/fork")
     await fork.append(MessageEntry(id="f1", parent_id="m0", role="user", content="other"))
-    body = (await web.get(f"/api/sessions/{fork.id}")).json()
+    body = (await web.get("/api/session", params={"id": fork.id})).json()
     assert body["record"]["fork_of"] == parent.id
     assert [m["id"] for m in body["context"]["messages"]] == ["m0", "f1"]
     assert [e["id"] for e in body["history"]["entries"]] == ["m0", "f1"]
-    page = await web.get(f"/sessions/{fork.id}")
-    assert f'href="/sessions/{parent.id}"' in page.text
-    listed = re.search(r'id="forks" href="([^"]+)"', (await web.get(f"/sessions/{parent.id}")).text)
+    page = await web.get("/session", params={"id": fork.id})
+    assert f'href="/session?id={quote(parent.id, safe="")}"' in page.text
+    listed = re.search(
+        r'id="forks" href="([^"]+)"', (await web.get("/session", params={"id": parent.id})).text
+    )
     assert listed is not None
     assert fork.id in (await web.get(listed.group(1).replace("&amp;", "&"))).text
     forks = (await web.get("/api/sessions", params={"fork_of": parent.id})).json()
@@ -516,3 +520,25 @@ async def test_a_stopping_server_ends_its_open_tails(db: fm.Database) -> None:
     await within(call.task, "the response to end when the server stops")
     assert call.chunks[-1] == b""  # ended, not abandoned
     assert "event: closed" not in call.text  # the stream itself is still open
+
+
+HOSTILE_IDS = ["..", ".", "a/../b", "/lead", "?x#y", "%2e%2e", "sp ace", "&amp;", "日本"]
+
+
+async def test_every_listed_run_and_session_links_to_its_own_page(
+    web: httpx.AsyncClient,
+) -> None:
+    for n, hostile in enumerate(HOSTILE_IDS):
+        await WorkflowRun.start("odd", run_id=hostile, started_at=T0 + dt.timedelta(minutes=n))
+        await Session.open(hostile)
+    for listing, detail, field in (("/runs", "/run", "run"), ("/sessions", "/session", "record")):
+        page = await web.get(listing)
+        links = re.findall(rf'href="({detail}\?id=[^"]+)"', page.text)
+        assert len(links) == len(HOSTILE_IDS), listing
+        shown = []
+        for link in links:
+            target = urlparse(link.replace("&amp;", "&"))
+            assert target.path == detail  # a browser resolves no dot segment in a query
+            api = await web.get("/api" + detail + "?" + target.query)
+            shown.append(api.json()[field]["id"])
+        assert sorted(shown) == sorted(HOSTILE_IDS)

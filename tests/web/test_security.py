@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -45,12 +44,12 @@ async def test_html_and_script_in_every_payload_are_shown_as_text(
     pages = [
         "/runs",
         f"/runs?{httpx.QueryParams({'workflow': SCRIPT})}",
-        f"/runs/{run.id}",
+        f"/run?id={run.id}",
         f"/streams?{httpx.QueryParams({'path': WorkflowRun.stream_path(run.id)})}",
         "/sessions",
-        f"/sessions/{session.id}",
+        f"/session?{httpx.QueryParams({'id': session.id})}",
         f"/submissions?{httpx.QueryParams({'session_id': session.id})}",
-        f"/runs/{quote(SCRIPT, safe='')}",  # a 404 page naming the id
+        f"/run?{httpx.QueryParams({'id': SCRIPT})}",  # a 404 page naming the id
     ]
     for path in pages:
         page = await web.get(path)
@@ -123,7 +122,7 @@ async def test_actions_are_refused_on_a_read_only_dashboard(web: httpx.AsyncClie
         refused = await web.post(path, data={"run_id": run.id})
         assert refused.status_code == 403
     assert (await web.get("/api/csrf")).status_code == 403
-    assert "Cancel run" not in (await web.get(f"/runs/{run.id}")).text
+    assert "Cancel run" not in (await web.get(f"/run?id={run.id}")).text
     assert (await WorkflowRun.get(run.id)) is not None
     assert (await WorkflowRun.lookup(run.id)).status == "active"  # type: ignore[union-attr]
 
@@ -162,7 +161,7 @@ async def test_an_action_needs_the_csrf_token_and_its_own_origin(db: fm.Database
 async def test_the_cancel_form_on_the_run_page(db: fm.Database) -> None:
     run = await WorkflowRun.start("form")
     async with client_for(db, allow_actions=True) as web:
-        page = await web.get(f"/runs/{run.id}")
+        page = await web.get(f"/run?id={run.id}")
         token = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert token is not None
         assert "Cancel run" in page.text
