@@ -564,10 +564,12 @@ def create_app(
     env = _environment()
 
     def render(request: Request, template: str, data: dict[str, Any], status: int) -> Response:
+        notice = _text(request, "notice")
+        if notice is not None and not csrf.signed(notice, request.query_params.get("sig", "")):
+            notice = None  # only the dashboard's own redirects say something
         html = env.get_template(template).render(
             data=data, request=request, params=dict(request.query_params),
-            actions=allow_actions, csrf=csrf.token, notice=_text(request, "notice"),
-            status=status,
+            actions=allow_actions, csrf=csrf.token, notice=notice, status=status,
         )  # fmt: skip
         return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
 
@@ -638,19 +640,20 @@ def create_app(
     async def home(request: Request) -> Response:
         return RedirectResponse("/runs", status_code=303)
 
+    def saying(path: str, notice: str, **params: str) -> str:
+        return path + query_string(**params, notice=notice, sig=csrf.sign(notice))
+
     def back_to_run(form: dict[str, str], result: dict[str, Any]) -> str:
-        return "/run" + query_string(id=form["run_id"], notice=f"run {result['outcome']}")
+        return saying("/run", f"run {result['outcome']}", id=form["run_id"])
 
     def back_to_expired(form: dict[str, str], result: dict[str, Any]) -> str:
         said = "requeued" if result["requeued"] else "not requeued (input applied, or not expired)"
-        return "/submissions" + query_string(
-            view="expired", notice=f"{form['submission_id']}: {said}"
-        )
+        return saying("/submissions", f"{form['submission_id']}: {said}", view="expired")
 
     def back_to_server(form: dict[str, str], result: dict[str, Any]) -> str:
         verb = "due" if result["dry_run"] else "removed"
         counts = ", ".join(f"{kind} {n} {verb}" for kind, n in result["counts"].items())
-        return "/server" + query_string(notice=f"prune: {counts}")
+        return saying("/server", f"prune: {counts}")
 
     reads: list[tuple[str, str, View]] = [
         ("/runs", "runs.html", views.runs),

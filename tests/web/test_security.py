@@ -173,6 +173,15 @@ async def test_the_cancel_form_on_the_run_page(db: fm.Database) -> None:
         assert "Cancel run" not in shown.text
 
 
+async def test_a_crafted_link_cannot_make_the_dashboard_say_something(
+    web: httpx.AsyncClient,
+) -> None:
+    forged = "Your session expired: log in again at https://evil.example"
+    page = await web.get("/runs", params={"notice": forged, "sig": "0" * 64})
+    assert page.status_code == 200
+    assert "evil.example" not in page.text
+
+
 async def test_requeue_an_expired_submission(db: fm.Database) -> None:
     await Submission.admit_direct("p-1", session_id="s-1", input={})
     await Submission.admit_direct("p-2", session_id="s-2", input={})
