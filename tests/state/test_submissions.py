@@ -287,6 +287,21 @@ async def test_a_malformed_row_is_settled_as_failed_and_listing_goes_on(db: fm.D
     assert [r.id for r in await Submission.list_runnable()] == ["good"]
 
 
+@pytest.mark.parametrize("listing", ["list_running", "list_expired"])
+async def test_a_malformed_running_row_never_hides_the_others(
+    db: fm.Database, listing: str
+) -> None:
+    for name in ("bad", "good"):
+        await Submission.admit_direct(name, session_id=f"s-{name}", input={})
+        assert await Submission.claim(name, owner_id="w", lease=EXPIRED)
+    key = db.keys.record("submission", "bad")
+    await db.client.hset(key, "attempt_count", "lots")
+    assert [r.id for r in await getattr(Submission, listing)()] == ["good"]
+    raw = await db.client.hgetall(key)
+    assert raw[b"status"] == b"settled"  # quarantined as a claim would
+    assert b"malformed" in raw[b"error"]
+
+
 async def test_listing_runnable_heads_takes_three_round_trips(
     db: fm.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

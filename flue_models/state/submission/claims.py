@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
 from flue_models.connection import Database, pick_database
+from flue_models.model.query import Query
 from flue_models.model.writes import retry_on_conflict
 from flue_models.replies import reply_pairs, reply_text
 from flue_models.state.submission.row import (
@@ -137,8 +138,9 @@ class Claiming(SubmissionRow):
             mine = [row for row in await Submission.list_running() if row.owner_id == me]
             ```
         """
-        query = cls.find(cls.status == "running").using(pick_database(db))
-        return [row for row in await query.all() if row.status == "running"]
+        database = pick_database(db)
+        query = cls.find(cls.status == "running").using(database)
+        return [row for row in await cls._rows_listed(database, query) if row.status == "running"]
 
     @classmethod
     async def claim(
@@ -322,9 +324,23 @@ class Claiming(SubmissionRow):
         query = cls.find(cls.status == "running", lease < now).sort_by("lease_expires_at")
         return [
             row
-            for row in await query.using(database).all()
+            for row in await cls._rows_listed(database, query.using(database))
             if row.status == "running" and row.lease_expires_at and row.lease_expires_at < now
         ]
+
+    @classmethod
+    async def _rows_listed(cls, database: Database, query: Query[Self]) -> list[Self]:
+        """Every row ``query`` lists, read as a claim reads rows: a malformed one is
+        quarantined (settled as failed) instead of failing the whole listing."""
+        rows: list[Self] = []
+        cursor = None
+        while True:
+            page = await query.id_page(limit=500, cursor=cursor)
+            found, _now = await cls._read_many(database, page.ids)
+            rows += [row for row in found if row is not None]
+            if page.next_cursor is None:
+                return rows
+            cursor = page.next_cursor
 
     @classmethod
     async def requeue_expired(cls, submission_id: str, *, db: Database | None = None) -> bool:
