@@ -38,6 +38,7 @@ from flue_models.errors import (
 from flue_models.inspection import assess, memory_text, read_server
 from flue_models.model.errors import DecodeError
 from flue_models.model.expressions import QueryError
+from flue_models.model.query import Page
 from flue_models.schema import schema_status
 from flue_models.state.events import (
     EventStream,
@@ -274,22 +275,21 @@ class _Views:
         session_id = _text(request, "session_id")
         limit, cursor = _limit(request, 50), _text(request, "cursor")
         now = await self.db.server_time()
-        next_cursor = None
+        page: Page[Submission] | None = None
         rows: list[Submission]
         if session_id is not None:
             query = Submission.find(Submission.session_id == session_id).sort_by("-sequence")
-            page = await query.using(self.db).page(limit=limit, cursor=cursor)
-            rows, next_cursor = page.items, page.next_cursor
+        elif view == "settled":
+            query = Submission.find(Submission.status == "settled").sort_by("-settled_at")
+        if session_id is not None or view == "settled":
+            page = await query.using(self.db).on_error("skip").page(limit=limit, cursor=cursor)
+            rows = page.items
         elif view == "runnable":
             rows = await Submission.list_runnable(limit=limit, db=self.db)
         elif view == "running":
             rows = (await Submission.list_running(db=self.db))[:limit]
-        elif view == "expired":
-            rows = (await Submission.list_expired(db=self.db))[:limit]
         else:
-            query = Submission.find(Submission.status == "settled").sort_by("-settled_at")
-            page = await query.using(self.db).page(limit=limit, cursor=cursor)
-            rows, next_cursor = page.items, page.next_cursor
+            rows = (await Submission.list_expired(db=self.db))[:limit]
         items = []
         for row in rows:
             item = _dump(row)
@@ -301,7 +301,8 @@ class _Views:
             "session_id": session_id,
             "server_time": now.isoformat(),
             "items": items,
-            "next_cursor": next_cursor,
+            "next_cursor": page.next_cursor if page else None,
+            "skipped": _skipped(page.skipped if page else []),
         }
 
     async def stream(self, request: Request) -> dict[str, Any]:

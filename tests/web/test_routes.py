@@ -542,3 +542,24 @@ async def test_every_listed_run_and_session_links_to_its_own_page(
             api = await web.get("/api" + detail + "?" + target.query)
             shown.append(api.json()[field]["id"])
         assert sorted(shown) == sorted(HOSTILE_IDS)
+
+
+async def test_a_corrupted_submission_never_hides_the_others(
+    db: fm.Database, web: httpx.AsyncClient
+) -> None:
+    for name in ("bad", "good"):
+        await Submission.admit_direct(name, session_id="s-1", input={})
+        attempt = await Submission.claim(name, owner_id="w")
+        assert attempt is not None
+        await Submission.finish(attempt)
+    broken = db.keys.record(Submission.__flue_spec__.collection, "bad")
+    await db.client.hset(broken, "attempt_count", "<i>lots</i>")
+    for query in ("view=settled", "session_id=s-1"):
+        with pytest.warns(fm.SkippedRecordWarning):  # the server's log says so too
+            body = (await web.get(f"/api/submissions?{query}")).json()
+        assert [i["id"] for i in body["items"]] == ["good"], query
+        assert [s["key"] for s in body["skipped"]] == [broken], query
+    with pytest.warns(fm.SkippedRecordWarning):
+        page = await web.get("/submissions?view=settled")
+    assert "1 unreadable row(s) left out" in page.text
+    assert "<i>lots" not in page.text
