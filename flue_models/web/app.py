@@ -59,6 +59,9 @@ SUBMISSION_VIEWS = ("runnable", "running", "expired", "settled")
 MAX_LIMIT = 1000
 #: Events a run page shows before its live tail starts.
 RUN_EVENTS = 1000
+#: Live tails one dashboard keeps open at once (the connection pool holds 50 by default;
+#: each open tail holds one): a tail beyond it is refused with 503 ``TooManyTails``.
+MAX_TAILS = 32
 #: Seconds a live tail rides out a server that went away (then ``event: failed``).
 TAIL_OUTAGE_SECONDS = 60.0
 #: A comment line is sent on a quiet live tail this often, so proxies keep it open and a
@@ -438,6 +441,7 @@ class EventSourceResponse(Response):
         stream: EventStream[dict[str, Any]],
         after: str,
         stopping: asyncio.Event | None = None,
+        slots: TailSlots | None = None,
     ) -> None:
         # No Response.__init__: it would send content-length: 0, ending the response.
         self.status_code = 200
@@ -449,6 +453,7 @@ class EventSourceResponse(Response):
         ]
         self.stream, self.after = stream, after
         self.stopping = stopping or asyncio.Event()
+        self.slots = slots or TailSlots(MAX_TAILS)
 
     async def _frames(self) -> AsyncIterator[str]:
         """The frames to send, in order; keep-alive comments are added by the sender."""
@@ -461,6 +466,17 @@ class EventSourceResponse(Response):
         yield "event: closed\ndata: {}\n\n"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.slots.used >= self.slots.size:
+            refusal = HttpError(503, "TooManyTails", f"{self.slots.size} live tails are open")
+            await JSONResponse(error_body(refusal), 503)(scope, receive, send)
+            return
+        self.slots.used += 1
+        try:
+            await self._stream(receive, send)
+        finally:
+            self.slots.used -= 1
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=64)
 
@@ -507,6 +523,21 @@ class EventSourceResponse(Response):
             raise outcomes[0]
 
 
+class TailSlots:
+    """How many live tails may be open at once, and how many are: each open tail holds
+    one of the connection pool's connections (in its blocking read), so a cap keeps
+    connections for the pages.
+
+    Example:
+        >>> slots = TailSlots(32)
+        >>> slots.used, slots.size
+        (0, 32)
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size, self.used = size, 0
+
+
 def _failed(exc: Exception) -> str:
     return f"event: failed\ndata: {json.dumps(error_body(exc))}\n\n"
 
@@ -546,10 +577,12 @@ def create_app(
     allow_actions: bool = False,
     csrf: Csrf | None = None,
     stopping: asyncio.Event | None = None,
+    max_tails: int = MAX_TAILS,
 ) -> Starlette:
     """The dashboard as an ASGI app on ``db``: pages, the JSON API under ``/api/``, live
     tails, and (with ``allow_actions``) the CSRF-checked action POSTs. Setting
-    ``stopping`` ends every open live tail (for a server's shutdown).
+    ``stopping`` ends every open live tail (for a server's shutdown); at most
+    ``max_tails`` are open at once.
 
     Wrap it in :class:`~flue_models.web.security.Guard` for the host and credentials
     checks (``flue-models serve`` does).
@@ -562,6 +595,7 @@ def create_app(
     """
     views = _Views(db)
     csrf = csrf or Csrf()
+    slots = TailSlots(max_tails)
     env = _environment()
 
     def render(request: Request, template: str, data: dict[str, Any], status: int) -> Response:
@@ -628,7 +662,7 @@ def create_app(
         except (HttpError, FlueModelsError) as exc:
             return JSONResponse(error_body(exc), status_code=error_status(exc))
         after = request.headers.get("last-event-id") or _text(request, "after") or "-1"
-        return EventSourceResponse(stream, after, stopping)
+        return EventSourceResponse(stream, after, stopping, slots)
 
     async def csrf_token(request: Request) -> Response:
         if not allow_actions:

@@ -563,3 +563,25 @@ async def test_a_corrupted_submission_never_hides_the_others(
         page = await web.get("/submissions?view=settled")
     assert "1 unreadable row(s) left out" in page.text
     assert "<i>lots" not in page.text
+
+
+async def test_live_tails_beyond_the_cap_are_refused_and_slots_come_back(
+    db: fm.Database,
+) -> None:
+    run = await WorkflowRun.start("popular")
+    app = create_app(db, max_tails=2)
+    query = f"path=runs/{run.id}&after=-1"
+    first, second = AsgiCall(app, "/live", query), AsgiCall(app, "/live", query)
+    await run.events.append({"n": 1})
+    await first.until('"n":1')
+    await second.until('"n":1')
+    third = AsgiCall(app, "/live", query)
+    await within(third.task, "the refusal")
+    assert third.status == 503
+    assert '"TooManyTails"' in third.text
+    first.hang_up.set()
+    await within(first.task, "the first tail to end")
+    fourth = AsgiCall(app, "/live", query)
+    await fourth.until('"n":1')  # the slot came back
+    await run.finish()
+    await within(asyncio.gather(second.task, fourth.task), "the tails to end with the run")
