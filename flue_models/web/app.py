@@ -41,10 +41,12 @@ from flue_models.model.expressions import QueryError
 from flue_models.model.query import Page
 from flue_models.schema import schema_status
 from flue_models.state.events import (
+    START,
     EventStream,
     StreamNotFoundError,
     StreamOffsetError,
     event_json,
+    format_offset,
 )
 from flue_models.state.retention import KIND_NAMES, Retention, parse_age, prune_all
 from flue_models.state.run import EndResult, RunStatus, WorkflowRun
@@ -218,19 +220,24 @@ class _Views:
         }
 
     async def run(self, request: Request) -> dict[str, Any]:
-        """One run and its first events."""
+        """One run and its last events (at most ``RUN_EVENTS``; a live tail goes on)."""
         run_id = _id(request)
         run = await WorkflowRun.get(run_id, db=self.db)
         if run is None:
             raise HttpError(404, "NotFound", f"no run {run_id!r}")
-        try:
-            read = await run.events.read(limit=RUN_EVENTS)
-        except StreamNotFoundError:  # pruned with its run's retention, or never made
+        info = await run.events.meta()
+        if info is None:  # pruned with its run's retention, or never made
             return {"run": _dump(run), "stream": None}
+        earlier = max(info.length - RUN_EVENTS, 0)
+        read = await run.events.read(
+            after=format_offset(earlier) if earlier else START, limit=RUN_EVENTS
+        )
         return {
             "run": _dump(run),
             "stream": {
                 "path": WorkflowRun.stream_path(run.id),
+                "length": info.length,
+                "earlier": earlier,
                 "events": [_event(e) for e in read.events],
                 "next_offset": read.next_offset,
                 "up_to_date": read.up_to_date,

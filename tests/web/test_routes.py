@@ -585,3 +585,19 @@ async def test_live_tails_beyond_the_cap_are_refused_and_slots_come_back(
     await fourth.until('"n":1')  # the slot came back
     await run.finish()
     await within(asyncio.gather(second.task, fourth.task), "the tails to end with the run")
+
+
+async def test_a_long_run_page_shows_its_last_events_then_follows(
+    web: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_app, "RUN_EVENTS", 3)
+    run = await WorkflowRun.start("long")
+    offsets = [await run.events.append({"n": n}) for n in range(7)]
+    body = (await web.get("/api/run", params={"id": run.id})).json()["stream"]
+    assert [e["data"]["n"] for e in body["events"]] == [4, 5, 6]
+    assert (body["length"], body["earlier"], body["next_offset"]) == (7, 4, offsets[-1])
+    page = await web.get("/run", params={"id": run.id})
+    assert "the last 3 of 7 events; the first 4 are in the stream reader" in page.text
+    source = re.search(r'data-source="([^"]+)"', page.text)
+    assert source is not None
+    assert f"after={offsets[-1]}" in source.group(1)  # the tail goes on from the last shown
