@@ -36,7 +36,6 @@ from flue_models.errors import (
     PoolExhaustedError,
 )
 from flue_models.inspection import assess, memory_text, read_server
-from flue_models.model.errors import DecodeError
 from flue_models.model.expressions import QueryError
 from flue_models.model.query import Page
 from flue_models.schema import schema_status
@@ -49,7 +48,7 @@ from flue_models.state.events import (
     format_offset,
 )
 from flue_models.state.retention import KIND_NAMES, Retention, parse_age, prune_all
-from flue_models.state.run import EndResult, RunStatus, WorkflowRun
+from flue_models.state.run import EndResult, RunPage, RunStatus, WorkflowRun
 from flue_models.state.session import Session
 from flue_models.state.submission import Submission
 from flue_models.web.security import Csrf
@@ -117,6 +116,14 @@ def error_body(exc: Exception) -> dict[str, Any]:
     return {"error": {"type": kind, "message": str(exc)}}
 
 
+def _error_json(exc: Exception) -> JSONResponse:
+    return JSONResponse(error_body(exc), status_code=error_status(exc))
+
+
+def _actions_off() -> HttpError:
+    return HttpError(403, "ActionsDisabled", "actions need serve --allow-actions")
+
+
 # Parameters --------------------------------------------------------------------------
 
 
@@ -175,8 +182,18 @@ def _dump(item: BaseModel) -> dict[str, Any]:
     return item.model_dump(mode="json")
 
 
-def _skipped(errors: list[DecodeError]) -> list[dict[str, str]]:
-    return [{"key": e.key, "field": e.field, "message": str(e)} for e in errors]
+def _listing(
+    page: RunPage | Page[Any] | None, items: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A listing's ``items`` (the page's, dumped, unless given), ``next_cursor`` and the
+    unreadable rows it ``skipped``."""
+    if page is None:
+        return {"items": items or [], "next_cursor": None, "skipped": []}
+    return {
+        "items": [_dump(item) for item in page.items] if items is None else items,
+        "next_cursor": page.next_cursor,
+        "skipped": [{"key": e.key, "field": e.field, "message": str(e)} for e in page.skipped],
+    }
 
 
 def _event(event: Any) -> dict[str, Any]:
@@ -212,12 +229,7 @@ class _Views:
             ),
             WorkflowRun.counts(workflow, since=since, until=until, db=self.db),
         )  # fmt: skip
-        return {
-            "items": [_dump(item) for item in page.items],
-            "next_cursor": page.next_cursor,
-            "skipped": _skipped(page.skipped),
-            "counts": counts,
-        }
+        return {**_listing(page), "counts": counts}
 
     async def run(self, request: Request) -> dict[str, Any]:
         """One run and its last events (at most ``RUN_EVENTS``; a live tail goes on)."""
@@ -253,11 +265,7 @@ class _Views:
             limit=_limit(request, 50), cursor=_text(request, "cursor"),
             on_error="skip", db=self.db,
         )  # fmt: skip
-        return {
-            "items": [_dump(item) for item in page.items],
-            "next_cursor": page.next_cursor,
-            "skipped": _skipped(page.skipped),
-        }
+        return _listing(page)
 
     async def session(self, request: Request) -> dict[str, Any]:
         """A session's record, its context, and a page of its history (backwards)."""
@@ -310,9 +318,7 @@ class _Views:
             "view": None if session_id else view,
             "session_id": session_id,
             "server_time": now.isoformat(),
-            "items": items,
-            "next_cursor": page.next_cursor if page else None,
-            "skipped": _skipped(page.skipped if page else []),
+            **_listing(page, items),
         }
 
     async def stream(self, request: Request) -> dict[str, Any]:
@@ -475,7 +481,7 @@ class EventSourceResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.slots.used >= self.slots.size:
             refusal = HttpError(503, "TooManyTails", f"{self.slots.size} live tails are open")
-            await JSONResponse(error_body(refusal), 503)(scope, receive, send)
+            await _error_json(refusal)(scope, receive, send)
             return
         self.slots.used += 1
         try:
@@ -629,7 +635,7 @@ def create_app(
             try:
                 return JSONResponse(await view(request), headers={"cache-control": "no-store"})
             except (HttpError, FlueModelsError) as exc:
-                return JSONResponse(error_body(exc), status_code=error_status(exc))
+                return _error_json(exc)
 
         return endpoint
 
@@ -641,7 +647,7 @@ def create_app(
             is_api = request.url.path.startswith("/api/")
             try:
                 if not allow_actions:
-                    raise HttpError(403, "ActionsDisabled", "actions need serve --allow-actions")
+                    raise _actions_off()
                 form = await _form(request)
                 own = f"{request.url.scheme}://{request.headers.get('host', '')}"
                 given = request.headers.get("x-csrf-token") or form.get("csrf")
@@ -650,7 +656,7 @@ def create_app(
                 result = await perform(form)
             except (HttpError, FlueModelsError) as exc:
                 if is_api:
-                    return JSONResponse(error_body(exc), status_code=error_status(exc))
+                    return _error_json(exc)
                 return render(request, "error.html", error_body(exc), error_status(exc))
             if is_api:
                 return JSONResponse(result)
@@ -659,25 +665,20 @@ def create_app(
         return endpoint
 
     async def live(request: Request) -> Response:
-        path = _text(request, "path")
-        if path is None:
-            return JSONResponse(error_body(HttpError(400, "BadParameter", "path is required")), 400)
-        stream: EventStream[dict[str, Any]] = EventStream(path, db=db)
         try:
+            path = _text(request, "path")
+            if path is None:
+                raise HttpError(400, "BadParameter", "path is required")
+            stream: EventStream[dict[str, Any]] = EventStream(path, db=db)
             if await stream.meta() is None:
                 raise HttpError(404, "NotFound", f"no stream {path!r}")
         except (HttpError, FlueModelsError) as exc:
-            return JSONResponse(error_body(exc), status_code=error_status(exc))
+            return _error_json(exc)
         after = request.headers.get("last-event-id") or _text(request, "after") or "-1"
         return EventSourceResponse(stream, after, stopping, slots)
 
     async def csrf_token(request: Request) -> Response:
-        if not allow_actions:
-            return JSONResponse(
-                error_body(HttpError(403, "ActionsDisabled", "actions need serve --allow-actions")),
-                status_code=403,
-            )
-        return JSONResponse({"token": csrf.token})
+        return JSONResponse({"token": csrf.token}) if allow_actions else _error_json(_actions_off())
 
     async def home(request: Request) -> Response:
         return RedirectResponse("/runs", status_code=303)
@@ -710,12 +711,15 @@ def create_app(
         Route("/", home),
         Route("/live", live),
         Route("/api/csrf", csrf_token),
-        Route("/actions/cancel", action(views.cancel, back_to_run), methods=["POST"]),
-        Route("/actions/requeue", action(views.requeue, back_to_expired), methods=["POST"]),
-        Route("/actions/prune", action(views.prune, back_to_server), methods=["POST"]),
-        Route("/api/actions/cancel", action(views.cancel, back_to_run), methods=["POST"]),
-        Route("/api/actions/requeue", action(views.requeue, back_to_expired), methods=["POST"]),
-        Route("/api/actions/prune", action(views.prune, back_to_server), methods=["POST"]),
+        *(
+            Route(f"{api_prefix}/actions/{name}", action(perform, done), methods=["POST"])
+            for name, perform, done in (
+                ("cancel", views.cancel, back_to_run),
+                ("requeue", views.requeue, back_to_expired),
+                ("prune", views.prune, back_to_server),
+            )
+            for api_prefix in ("", "/api")
+        ),
         *(Route(path, page(template, view)) for path, template, view in reads),
         *(Route("/api" + path, api(view)) for path, _, view in reads),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
