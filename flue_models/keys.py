@@ -241,7 +241,17 @@ class KeySpace:
         """
         if not record_id:
             raise ConfigurationError("A record id must be a non-empty string.")
-        return f"{self.head}{collection}:{encode_segment(record_id)}"
+        return self.record_prefix(collection) + encode_segment(record_id)
+
+    def record_prefix(self, collection: str) -> str:
+        """Return what every record key of ``collection`` starts with (its id follows,
+        as :func:`encode_segment` writes it).
+
+        Example:
+            >>> KeySpace("p").record_prefix("ticket")
+            'p::ticket:'
+        """
+        return f"{self.head}{collection}:"
 
     def all(self, collection: str) -> str:
         """Return the sorted set holding every id of a collection.

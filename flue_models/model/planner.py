@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flue_models.keys import KeySpace, encode_segment
+from flue_models.keys import KeySpace
 from flue_models.model.expressions import Condition, QueryError
 from flue_models.model.spec import ModelSpec
 
@@ -208,7 +208,7 @@ def plan_query(
             if cond.op == "ne":
                 filters.append(Filter("notmember", sets, text=str(cond)))
             elif len(sets) > OWNED_CHECK_FROM:  # one read per candidate, not one per set
-                row = keys.relative(keys.record(spec.collection, "x"))[: -len(encode_segment("x"))]
+                row = keys.relative(keys.record_prefix(spec.collection))
                 filters.append(Filter("owned", sets, (keys.head, row), text=str(cond)))
             else:
                 filters.append(Filter("member", sets, text=str(cond)))

@@ -115,18 +115,20 @@ local function owned_in(f, id)
   return false
 end
 
+local function in_any(keys, id)
+  for _, key in ipairs(keys) do
+    if zscore(key, id) then return true end
+  end
+  return false
+end
+
 local function passes(id)
   for _, f in ipairs(filters) do
-    local found = nil
-    if f.kind == 'owned' then found = owned_in(f, id) end
-    if f.kind == 'member' or f.kind == 'notmember' or (f.kind == 'owned' and found == nil) then
-      found = false
-      for _, key in ipairs(f.keys) do
-        if zscore(key, id) then found = true; break end
-      end
+    if f.kind == 'member' or f.kind == 'notmember' or f.kind == 'owned' then
+      local found = nil
+      if f.kind == 'owned' then found = owned_in(f, id) end
+      if found == nil then found = in_any(f.keys, id) end
       if found ~= (f.kind ~= 'notmember') then return false end
-    elseif f.kind == 'owned' then
-      if not found then return false end
     else
       local s = zscore(f.keys[1], id)
       if f.kind == 'range' then
