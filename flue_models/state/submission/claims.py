@@ -15,9 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Self
 
 from flue_models.connection import Database, pick_database
@@ -96,24 +97,22 @@ class Claiming(SubmissionRow):
         """
         database = pick_database(db)
         runnable: list[Self] = []
-        cursor = None
         query = cls.find(cls.status == "queued").using(database)
-        while len(runnable) < limit:
-            page = await query.id_page(limit=max(limit, 50), cursor=cursor)
-            found, _now = await cls._read_many(database, page.ids)
-            rows = [row for row in found if row is not None and row.status == "queued"]
-            heads = await cls._heads(
-                database, [r.session_id for r in rows], {r.id: r for r in rows}
-            )
-            seen = {r.session_id for r in runnable}
-            for row in rows:
-                head = heads.get(row.session_id)
-                if head is not None and head.id == row.id and row.session_id not in seen:
-                    runnable.append(row)
-                    seen.add(row.session_id)
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
+        pages = cls._listed_pages(database, query, max(limit, 50))
+        async with contextlib.aclosing(pages):  # closed at once when the page is full
+            async for found in pages:
+                rows = [row for row in found if row.status == "queued"]
+                heads = await cls._heads(
+                    database, [r.session_id for r in rows], {r.id: r for r in rows}
+                )
+                seen = {r.session_id for r in runnable}
+                for row in rows:
+                    head = heads.get(row.session_id)
+                    if head is not None and head.id == row.id and row.session_id not in seen:
+                        runnable.append(row)
+                        seen.add(row.session_id)
+                if len(runnable) >= limit:
+                    break
         return runnable[:limit]
 
     @classmethod
@@ -330,16 +329,23 @@ class Claiming(SubmissionRow):
 
     @classmethod
     async def _rows_listed(cls, database: Database, query: Query[Self]) -> list[Self]:
-        """Every row ``query`` lists, read as a claim reads rows: a malformed one is
-        quarantined (settled as failed) instead of failing the whole listing."""
-        rows: list[Self] = []
+        """Every row ``query`` lists (see :meth:`_listed_pages`)."""
+        return [row async for page in cls._listed_pages(database, query) for row in page]
+
+    @classmethod
+    async def _listed_pages(
+        cls, database: Database, query: Query[Self], size: int = 500
+    ) -> AsyncGenerator[list[Self], None]:
+        """The rows ``query`` lists, a page at a time, read as a claim reads rows: a
+        malformed one is quarantined (settled as failed) instead of failing the listing;
+        a row gone meanwhile is left out."""
         cursor = None
         while True:
-            page = await query.id_page(limit=500, cursor=cursor)
+            page = await query.id_page(limit=size, cursor=cursor)
             found, _now = await cls._read_many(database, page.ids)
-            rows += [row for row in found if row is not None]
+            yield [row for row in found if row is not None]
             if page.next_cursor is None:
-                return rows
+                return
             cursor = page.next_cursor
 
     @classmethod
