@@ -51,13 +51,15 @@ from flue_models.errors import (
     TLSHandshakeError,
 )
 from flue_models.inspection import ServerReport
-from flue_models.keys import KeySpace
+from flue_models.keys import KeySpace, encode_segment
 from flue_models.replies import reply_time
 from flue_models.scripts import Scripts
+from flue_models.slots import command_keys, one_slot
 from flue_models.telemetry import enabled as telemetry_enabled
 from flue_models.telemetry import operation_span, server_attributes
 
-#: Every connection flue-models opens carries a client name starting with this.
+#: Every connection flue-models opens carries a client name starting with this (then
+#: ``:<random hex>:<prefix as base64url>``).
 CLIENT_NAME_PREFIX = "flue-models"
 
 _current: ContextVar[Database | None] = ContextVar("flue_models_database", default=None)
@@ -157,6 +159,18 @@ class Database:
         return f"<Database {self.url.display} prefix={self.keys.prefix!r} {state}>"
 
     @property
+    def client_name(self) -> str:
+        """The name every connection of this database carries (``CLIENT LIST`` shows it):
+        ``flue-models:<random hex>:<the prefix, base64url>``.
+
+        Example:
+            ```python
+            assert db.client_name.startswith("flue-models:")
+            ```
+        """
+        return self._client_name
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` has run.
 
@@ -219,6 +233,8 @@ class Database:
         Raises:
             BatchCommandError: a command failed; it names the first failing command's
                 position and name, and carries every reply. Nothing fails silently.
+            CrossSlotError: ``atomic`` with the slot check on, and the commands name
+                keys of several Cluster slots (nothing was sent).
 
         Example:
             ```python
@@ -226,7 +242,8 @@ class Database:
             assert replies == [True, 2]
             ```
         """
-
+        if atomic and self.scripts.check_slots:
+            one_slot("MULTI", [key for command in commands for key in command_keys(command)])
         coalescer = self.client.flue_coalescer
 
         async def send() -> list[Any]:
@@ -341,7 +358,7 @@ async def open_database(
     chosen = settings or ClientSettings()
     if protocol is not None:
         chosen = dataclasses.replace(chosen, protocol=protocol)
-    client_name = f"{CLIENT_NAME_PREFIX}:{uuid.uuid4().hex}"
+    client_name = f"{CLIENT_NAME_PREFIX}:{uuid.uuid4().hex}:{encode_segment(keys.prefix)}"
     given = url or url_from_environment()
     if given is not None:
         db = _make_database(parse_url(given), keys, client_name, None, chosen)

@@ -348,6 +348,27 @@ class ScriptError(FlueModelsError):
         super().__init__(message or f"The {script!r} script failed: {reply}")
 
 
+class CrossSlotError(FlueModelsError):
+    """One script call or MULTI named keys of several Redis Cluster hash slots.
+
+    A cluster refuses such a call (``CROSSSLOT``); the slot check
+    (``FLUE_CHECK_SLOTS=1``, on in the test suite) refuses it on a standalone server too,
+    before sending it, so a key layout mistake fails without a cluster.
+
+    Example:
+        >>> str(CrossSlotError("save", {"a": 15495, "b": 3300}))[:39]
+        "The 'save' call names keys of 2 Cluster"
+    """
+
+    def __init__(self, call: str, slots: dict[str, int]) -> None:
+        self.call, self.slots = call, slots
+        shown = ", ".join(f"{key} (slot {slot})" for key, slot in list(slots.items())[:4])
+        super().__init__(
+            f"The {call!r} call names keys of {len(set(slots.values()))} Cluster hash slots "
+            f"({shown}); a script or MULTI may touch one slot only. Nothing was sent."
+        )
+
+
 class CorruptDataError(ScriptError):
     """A key the library writes holds something it did not write; nothing was written.
 
@@ -508,6 +529,45 @@ class SchemaTooNewError(SchemaError):
             f"set {set_name!r}, but this installation knows only up to {newest}. Nothing was "
             "read or written: upgrade flue-models (or the application that owns the set), "
             "or use another key prefix."
+        )
+
+
+class SchemaLayoutError(SchemaError):
+    """The store is in a key layout this version of flue-models no longer reads.
+
+    Raised by ``connect(migrate=False)`` (which never writes) for a store whose built-in
+    schema version is older than the current key layout; ``flue-models migrate`` (with
+    the store's writers stopped) moves it.
+
+    Example:
+        >>> "migrate" in str(SchemaLayoutError("app", 4, 5))
+        True
+    """
+
+    def __init__(self, prefix: str, stored: int, needed: int) -> None:
+        self.prefix, self.stored, self.needed = prefix, stored, needed
+        super().__init__(
+            f"The store under prefix {prefix!r} is at schema version {stored}, in the key "
+            f"layout before version {needed}, which this flue-models no longer reads; stop "
+            "its writers and run `flue-models migrate` (or connect with migrate=True)."
+        )
+
+
+class WritersActiveError(SchemaError):
+    """Other flue-models clients are connected to the prefix a migration must move
+    (migration ``0005_hash_tags`` refuses to rename keys under a running writer).
+
+    Example:
+        >>> "stop" in str(WritersActiveError("app", ["127.0.0.1:5000 flue-models:ab"]))
+        True
+    """
+
+    def __init__(self, prefix: str, clients: list[str]) -> None:
+        self.prefix, self.clients = prefix, clients
+        super().__init__(
+            f"{len(clients)} other flue-models client(s) may be using prefix {prefix!r} "
+            f"({', '.join(clients[:3])}); stop every process using it, then migrate again. "
+            "Nothing was moved."
         )
 
 

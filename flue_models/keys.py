@@ -1,18 +1,29 @@
 """Every Redis key flue-models uses, built in one place.
 
-Layout (see DESIGN.md, "Storage layout"):
+Layout (see DESIGN.md, "Storage layout", and the Cluster page of the docs). Every key
+starts with ``<prefix>::``; the Redis Cluster hash tag that follows (``{...}``) says which
+keys share a slot, so every script and MULTI touches keys of one tag only:
 
-* ``<prefix>:meta``: the schema record (hash); ``<prefix>:meta:lock``: the migration lock.
-* ``<prefix>:<collection>:<b64 id>``: one record (hash).
-* ``<prefix>:<collection>:all``: every id of a collection (sorted set).
-* ``<prefix>:<collection>:version``: the counter record versions are taken from.
-* ``<prefix>:<collection>:idx:<field>:<b64 value>``: the ids with that value (sorted
+* ``<prefix>::{meta}``: the schema record (hash); ``<prefix>::{meta}:lock``: the lock.
+* ``<prefix>::{<collection>:<bucket>}:<b64 id>``: one record (hash). A collection's
+  records are spread over buckets by their id (today one bucket, ``0``, per collection);
+  a bucket's records, its counter and its slice of every index share one tag:
+* ``...{<collection>:<bucket>}:all``: every id of the bucket (sorted set).
+* ``...{<collection>:<bucket>}:version``: the counter record versions are taken from.
+* ``...{<collection>:<bucket>}:idx:<field>:<b64 value>``: the ids with that value (sorted
   set scored by the model's order field).
-* ``<prefix>:<collection>:rng:<field>``: the ids with the field set, scored by its value.
-* ``<prefix>:<collection>:uniq:<field>``: value -> id of a unique field (hash).
-* ``<prefix>:<collection>/<name>:<b64 id>``: a key a record owns (a session's entries).
-* ``<prefix>:stream:<b64 path>`` (hash), ``...:events`` (stream), ``...:once`` (hash): an
-  event stream's metadata, events and idempotency keys.
+* ``...{<collection>:<bucket>}:rng:<field>``: the ids with the field set, scored by it.
+* ``...{<collection>:<bucket>}:uniq:<field>``: value -> id of a unique field (hash).
+* ``...{<collection>:<bucket>}/<name>:<b64 id>``: a key a record owns (a session's
+  entries); ``...{<collection>:<bucket>}/<name>``: a key of the bucket (a counter).
+* ``<prefix>::{stream:<b64 path>}`` (hash), ``...:events`` (stream), ``...:once``,
+  ``...:chunks`` (hashes): an event stream's keys, one slot per stream.
+* ``<prefix>::{stream}/closed``: the closed streams (a hint for retention).
+
+Migration ``0005_hash_tags`` moved stores of the layout before it (the same names
+without tags: ``<prefix>::<collection>:<b64 id>``, ``<prefix>::stream:<b64 path>``,
+``<prefix>::meta``), which ``KeySpace(prefix, tagged=False)`` still names for the
+migrations written before it.
 
 User-supplied segments (ids, values, paths) are base64url-encoded without padding,
 so they never contain ``:`` and never collide with the fixed words of the layout:
@@ -29,6 +40,7 @@ from typing import NamedTuple
 from flue_models.errors import ConfigurationError
 
 _COLLECTION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_ONE_TAG = re.compile(r"^[^{}]*\{[^{}]+\}[^{}]*$")
 #: Collection names that would shadow a key of the layout itself.
 RESERVED_COLLECTIONS = frozenset({"meta", "stream"})
 #: Longest indexed value (in bytes, as encoded) named as itself in its index key; longer
@@ -74,13 +86,19 @@ SEPARATOR = "::"
 def normalize_prefix(prefix: str) -> str:
     """Strip trailing colons from a key prefix and reject an empty one.
 
+    A prefix may hold one Cluster hash tag (``{app}``): every key then shares its slot
+    (one node holds the whole store). Any other brace is refused, since it would change
+    which part of a key names its slot.
+
     Raises:
-        ConfigurationError: the prefix is empty, all colons, or contains whitespace or
-            ``::``.
+        ConfigurationError: the prefix is empty, all colons, or contains whitespace,
+            ``::`` or a brace outside one non-empty tag.
 
     Example:
         >>> normalize_prefix("myapp:")
         'myapp'
+        >>> normalize_prefix("{myapp}:prod")
+        '{myapp}:prod'
     """
     cleaned = prefix.rstrip(":")
     if not cleaned:
@@ -97,6 +115,12 @@ def normalize_prefix(prefix: str) -> str:
         raise ConfigurationError(
             f"The key prefix {prefix!r} contains {SEPARATOR!r}, which ends a prefix in every "
             "key name (that is what keeps nested prefixes apart); use single ':'."
+        )
+    if ("{" in cleaned or "}" in cleaned) and not _ONE_TAG.match(cleaned):
+        raise ConfigurationError(
+            f"The key prefix {prefix!r} holds a brace that is not one non-empty hash tag; "
+            "use no braces, or one tag such as '{myapp}' to keep the whole store in one "
+            "Cluster slot."
         )
     return cleaned
 
@@ -135,7 +159,7 @@ class StreamKeys(NamedTuple):
     Example:
         >>> meta, events, once = KeySpace("p").stream("runs/1")
         >>> events
-        'p::stream:cnVucy8x:events'
+        'p::{stream:cnVucy8x}:events'
     """
 
     meta: str
@@ -143,30 +167,60 @@ class StreamKeys(NamedTuple):
     once: str
 
 
+#: The bucket every record of a collection is in today (its hash tag is
+#: ``{<collection>:0}``); a later layout may spread a collection over more.
+BUCKET = 0
+
+
 class KeySpace:
     """The key names under one normalized prefix.
+
+    ``tagged=False`` names the layout before migration ``0005_hash_tags`` (no Cluster hash
+    tags), for the migrations that run before it.
 
     Example:
         >>> keys = KeySpace("flue:")
         >>> keys.meta, keys.legacy_meta
-        ('flue::meta', 'flue:meta')
+        ('flue::{meta}', 'flue:meta')
         >>> keys.record("ticket", "t-1")
-        'flue::ticket:dC0x'
+        'flue::{ticket:0}:dC0x'
         >>> keys.index("ticket", "status", b"open")
-        'flue::ticket:idx:status:b3Blbg'
+        'flue::{ticket:0}:idx:status:b3Blbg'
+        >>> KeySpace("flue", tagged=False).record("ticket", "t-1")
+        'flue::ticket:dC0x'
     """
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, tagged: bool = True) -> None:
         self.prefix = normalize_prefix(prefix)
+        self.tagged = tagged
         self.head = self.prefix + SEPARATOR
-        self.meta = f"{self.head}meta"
+        self.meta = f"{self.head}{{meta}}" if tagged else f"{self.head}meta"
         self.migration_lock = f"{self.meta}:lock"
         #: Where the schema record was kept before the layout ended prefixes with ``::``
         #: (migration ``0002_disjoint_prefixes`` moves it).
         self.legacy_meta = f"{self.prefix}:meta"
 
     def __repr__(self) -> str:
-        return f"KeySpace({self.prefix!r})"
+        return (
+            f"KeySpace({self.prefix!r})"
+            if self.tagged
+            else f"KeySpace({self.prefix!r}, tagged=False)"
+        )
+
+    def untagged(self) -> KeySpace:
+        """Return the key space of this prefix in the layout before ``0005_hash_tags``.
+
+        Example:
+            >>> KeySpace("p").untagged().meta
+            'p::meta'
+        """
+        return KeySpace(self.prefix, tagged=False)
+
+    def _base(self, collection: str) -> str:
+        """What every key of a collection's bucket starts with (``:`` or ``/`` follows)."""
+        if self.tagged:
+            return f"{self.head}{{{collection}:{BUCKET}}}"
+        return f"{self.head}{collection}"
 
     def pattern(self) -> str:
         """Return the SCAN pattern matching every key under this prefix.
@@ -184,8 +238,8 @@ class KeySpace:
             ConfigurationError: ``key`` is not under this prefix.
 
         Example:
-            >>> KeySpace("p").relative("p::ticket:all")
-            'ticket:all'
+            >>> KeySpace("p").relative("p::{ticket:0}:all")
+            '{ticket:0}:all'
         """
         if not key.startswith(self.head):
             raise ConfigurationError(f"Key {key!r} is not under the prefix {self.prefix!r}.")
@@ -195,8 +249,8 @@ class KeySpace:
         """Return the full key of a key made relative by :meth:`relative`.
 
         Example:
-            >>> KeySpace("p").absolute("ticket:all")
-            'p::ticket:all'
+            >>> KeySpace("p").absolute("{ticket:0}:all")
+            'p::{ticket:0}:all'
         """
         return f"{self.head}{relative_key}"
 
@@ -205,9 +259,9 @@ class KeySpace:
 
         Example:
             >>> KeySpace("p").collection_pattern("ticket")
-            'p::ticket:*'
+            'p::{ticket:0}:*'
         """
-        return escape_glob(f"{self.head}{collection}:") + "*"
+        return escape_glob(f"{self._base(collection)}:") + "*"
 
     def classify(self, collection: str, key: str) -> str | None:
         """Say what a key matched by :meth:`collection_pattern` is.
@@ -217,10 +271,10 @@ class KeySpace:
 
         Example:
             >>> keys = KeySpace("p")
-            >>> keys.classify("t", "p::t:all"), keys.classify("t", "p::t:dC0x")
+            >>> keys.classify("t", "p::{t:0}:all"), keys.classify("t", "p::{t:0}:dC0x")
             ('index', 'record')
         """
-        base = f"{self.head}{collection}:"
+        base = f"{self._base(collection)}:"
         if not key.startswith(base):
             return None
         rest = key[len(base) :]
@@ -237,7 +291,7 @@ class KeySpace:
 
         Example:
             >>> KeySpace("p").record("ticket", "x")
-            'p::ticket:eA'
+            'p::{ticket:0}:eA'
         """
         if not record_id:
             raise ConfigurationError("A record id must be a non-empty string.")
@@ -249,54 +303,54 @@ class KeySpace:
 
         Example:
             >>> KeySpace("p").record_prefix("ticket")
-            'p::ticket:'
+            'p::{ticket:0}:'
         """
-        return f"{self.head}{collection}:"
+        return f"{self._base(collection)}:"
 
     def all(self, collection: str) -> str:
         """Return the sorted set holding every id of a collection.
 
         Example:
             >>> KeySpace("p").all("ticket")
-            'p::ticket:all'
+            'p::{ticket:0}:all'
         """
-        return f"{self.head}{collection}:all"
+        return f"{self._base(collection)}:all"
 
     def version_counter(self, collection: str) -> str:
         """Return the counter every write of a collection takes its new version from.
 
         Example:
             >>> KeySpace("p").version_counter("ticket")
-            'p::ticket:version'
+            'p::{ticket:0}:version'
         """
-        return f"{self.head}{collection}:version"
+        return f"{self._base(collection)}:version"
 
     def range_index(self, collection: str, field: str) -> str:
         """Return the sorted set of the ids that have ``field`` set, scored by its value.
 
         Example:
             >>> KeySpace("p").range_index("ticket", "priority")
-            'p::ticket:rng:priority'
+            'p::{ticket:0}:rng:priority'
         """
-        return f"{self.head}{collection}:rng:{field}"
+        return f"{self._base(collection)}:rng:{field}"
 
     def unique(self, collection: str, field: str) -> str:
         """Return the hash mapping each value of a unique field to the id holding it.
 
         Example:
             >>> KeySpace("p").unique("user", "email")
-            'p::user:uniq:email'
+            'p::{user:0}:uniq:email'
         """
-        return f"{self.head}{collection}:uniq:{field}"
+        return f"{self._base(collection)}:uniq:{field}"
 
     def collection_key(self, collection: str, name: str) -> str:
-        """Return a key that belongs to a whole collection (a counter, a marker set).
+        """Return a key that belongs to a collection's bucket (a counter, a marker set).
 
         Example:
             >>> KeySpace("p").collection_key("submission", "sequence")
-            'p::submission/sequence'
+            'p::{submission:0}/sequence'
         """
-        return f"{self.head}{collection}/{name}"
+        return f"{self._base(collection)}/{name}"
 
     def owned(self, collection: str, name: str, record_id: str) -> str:
         """Return a key a record owns besides its hash (e.g. a session's entry list).
@@ -305,23 +359,26 @@ class KeySpace:
 
         Example:
             >>> KeySpace("p").owned("session", "entries", "s-1")
-            'p::session/entries:cy0x'
+            'p::{session:0}/entries:cy0x'
         """
         if not record_id:
             raise ConfigurationError("A record id must be a non-empty string.")
-        return f"{self.head}{collection}/{name}:{encode_segment(record_id)}"
+        return f"{self._base(collection)}/{name}:{encode_segment(record_id)}"
 
     def stream(self, path: str) -> StreamKeys:
         """Return the keys of an event stream: metadata hash, events, idempotency keys.
 
+        Each stream has its own hash tag, so streams spread over a cluster's slots.
+
         Example:
             >>> KeySpace("p").stream("runs/42")
-            StreamKeys(meta='p::stream:cnVucy80Mg', events='p::stream:cnVucy80Mg:events', \
-once='p::stream:cnVucy80Mg:once')
+            StreamKeys(meta='p::{stream:cnVucy80Mg}', events='p::{stream:cnVucy80Mg}:events', \
+once='p::{stream:cnVucy80Mg}:once')
         """
         if not path:
             raise ConfigurationError("A stream path must be a non-empty string.")
-        base = f"{self.head}stream:{encode_segment(path)}"
+        segment = encode_segment(path)
+        base = f"{self.head}{{stream:{segment}}}" if self.tagged else f"{self.head}stream:{segment}"
         return StreamKeys(base, f"{base}:events", f"{base}:once")
 
     def stream_chunks(self, path: str) -> str:
@@ -329,7 +386,7 @@ once='p::stream:cnVucy80Mg:once')
 
         Example:
             >>> KeySpace("p").stream_chunks("runs/42")
-            'p::stream:cnVucy80Mg:chunks'
+            'p::{stream:cnVucy80Mg}:chunks'
         """
         return f"{self.stream(path).meta}:chunks"
 
@@ -338,31 +395,40 @@ once='p::stream:cnVucy80Mg:once')
 
         Example:
             >>> KeySpace("p").stream_meta_pattern()
-            'p::stream:*'
+            'p::{stream:*'
         """
-        return escape_glob(f"{self.head}stream:") + "*"
+        return escape_glob(self._stream_head) + "*"
+
+    @property
+    def _stream_head(self) -> str:
+        return f"{self.head}{{stream:" if self.tagged else f"{self.head}stream:"
 
     def is_stream_meta(self, key: str) -> bool:
         """Whether ``key`` (found by :meth:`stream_meta_pattern`) is a stream's metadata.
 
         Example:
             >>> keys = KeySpace("p")
-            >>> keys.is_stream_meta("p::stream:cnVucy8x")
+            >>> keys.is_stream_meta("p::{stream:cnVucy8x}")
             True
-            >>> keys.is_stream_meta("p::stream:cnVucy8x:events")
+            >>> keys.is_stream_meta("p::{stream:cnVucy8x}:events")
             False
         """
-        head = f"{self.head}stream:"
-        return key.startswith(head) and ":" not in key[len(head) :]
+        head = self._stream_head
+        if not key.startswith(head):
+            return False
+        rest = key[len(head) :]
+        if self.tagged:
+            return rest.endswith("}") and not any(ch in rest[:-1] for ch in ":{}")
+        return ":" not in rest
 
     def closed_streams(self) -> str:
         """Return the sorted set of closed streams' paths, scored by when they closed.
 
         Example:
             >>> KeySpace("p").closed_streams()
-            'p::stream/closed'
+            'p::{stream}/closed'
         """
-        return self.collection_key("stream", "closed")
+        return f"{self.head}{{stream}}/closed" if self.tagged else f"{self.head}stream/closed"
 
     def index(self, collection: str, field: str, value: bytes) -> str:
         """Return the sorted set of the ids whose ``field`` encodes to ``value``.
@@ -373,12 +439,12 @@ once='p::stream:cnVucy80Mg:once')
 
         Example:
             >>> KeySpace("p").index("ticket", "status", b"open")
-            'p::ticket:idx:status:b3Blbg'
+            'p::{ticket:0}:idx:status:b3Blbg'
             >>> len(KeySpace("p").index("ticket", "title", b"x" * 10_000))
-            85
+            89
         """
         if len(value) > INDEX_VALUE_BOUND:
             segment = "~" + hashlib.sha256(value).hexdigest()
         else:
             segment = encode_segment(value)
-        return f"{self.head}{collection}:idx:{field}:{segment}"
+        return f"{self._base(collection)}:idx:{field}:{segment}"

@@ -25,6 +25,10 @@ import redis
 import flue_models as fm
 from flue_models.embedded import find_binary, free_port, spawn_server, wait_until_ready
 
+# Every script call and MULTI of the whole suite checks that its keys share one Cluster
+# slot, so a key layout mistake fails here without a cluster (flue_models.slots).
+os.environ["FLUE_CHECK_SLOTS"] = "1"
+
 #: Migration scenario folders are data for the migration tests, not test modules.
 collect_ignore_glob = ["migrations/scenarios/*"]
 

@@ -59,7 +59,7 @@ class ModelSpec:
     range_fields: frozenset[str]
     unique_fields: frozenset[str]
     compound: tuple[tuple[str, ...], ...]
-    _domain_keys: dict[tuple[str, str, Any], str] = dataclasses.field(
+    _domain_keys: dict[tuple[str, bool, str, Any], str] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
 
@@ -90,11 +90,11 @@ class ModelSpec:
             return keys.index(self.collection, field, codec.index_value(value))
         # A finite domain (Literal, Enum, bool) has few keys, named on every save: kept.
         cache = self._domain_keys
-        name = cache.get((keys.head, field, value))
+        name = cache.get((keys.head, keys.tagged, field, value))
         if name is None:
             name = keys.index(self.collection, field, codec.index_value(value))
             if len(cache) < DOMAIN_KEYS:
-                cache[(keys.head, field, value)] = name
+                cache[(keys.head, keys.tagged, field, value)] = name
         return name
 
     def compound_key(self, keys: KeySpace, fields: tuple[str, ...], values: list[Any]) -> str:

@@ -26,11 +26,13 @@ from flue_models.errors import (
     MigrationChecksumError,
     MigrationFailedError,
     MigrationFileError,
+    SchemaLayoutError,
     SchemaMissingError,
     SchemaStampError,
     SchemaTooNewError,
     UnversionedDataError,
 )
+from flue_models.keys import KeySpace
 from flue_models.replies import reply_pairs, reply_text
 from flue_models.schema.context import MigrationContext
 from flue_models.schema.files import BUILTIN_SET, MigrationFile, MigrationSet, version_field
@@ -95,12 +97,19 @@ _OWN_FIELD = re.compile(
 )
 
 
+#: The built-in schema version from which keys carry Cluster hash tags: migration
+#: ``0005_hash_tags`` moves a store into that layout, and the files before it run on the
+#: layout before it (``KeySpace(prefix, tagged=False)``).
+TAGGED_FROM = 5
+
+
 async def read_record(db: Database) -> dict[str, str]:
     """Read the schema record (``{}`` when there is none), refusing anything foreign.
 
-    A store written before migration ``0002_disjoint_prefixes`` keeps its record at
-    ``<prefix>:meta`` (``KeySpace.legacy_meta``): that record is read when the new one
-    does not exist, and the migration moves it.
+    The record is at ``<prefix>::{meta}``; a store of an older layout keeps it at
+    ``<prefix>::meta`` (before ``0005_hash_tags``) or ``<prefix>:meta`` (before
+    ``0002_disjoint_prefixes``): those are read when the newer one does not exist, and
+    the migrations move them.
 
     Raises:
         ForeignSchemaError: the key is not a hash, or holds a field this library does
@@ -111,12 +120,59 @@ async def read_record(db: Database) -> dict[str, str]:
         record = await read_record(db)   # {'schema_version': '1', 'applied:flue:0001': ...}
         ```
     """
-    record = await _read_record_at(db, db.keys.meta)
-    if not record:  # a store of the layout before 0002_disjoint_prefixes keeps it here
-        legacy = await _read_record_at(db, db.keys.legacy_meta, legacy=True)
-        if legacy.get(version_field(BUILTIN_SET)):
-            return legacy
+    record, _older = await _read_located(db)
     return record
+
+
+async def _read_located(db: Database) -> tuple[dict[str, str], bool]:
+    """The schema record, and whether it is in a layout before ``0005_hash_tags`` (where
+    the record is says which layout the store is in)."""
+    tagged = KeySpace(db.keys.prefix)
+    record = await _read_record_at(db, tagged.meta)
+    if record:
+        return record, False
+    older = await _read_record_at(db, tagged.untagged().meta)
+    if older.get(version_field(BUILTIN_SET)):
+        return older, True
+    legacy = await _read_record_at(db, db.keys.legacy_meta, legacy=True)
+    if legacy.get(version_field(BUILTIN_SET)):  # before 0002_disjoint_prefixes
+        return legacy, True
+    return record, False
+
+
+def stored_builtin_version(record: dict[str, str]) -> int:
+    """The built-in set's version in a schema record (0: none or unreadable).
+
+    Example:
+        >>> stored_builtin_version({"schema_version": "4"})
+        4
+    """
+    text = record.get(version_field(BUILTIN_SET), "0")
+    return int(text) if text.isdigit() else 0
+
+
+def _use_layout(db: Database, tagged: bool, check_slots: bool) -> None:
+    """Name keys in the layout of the stored version while migrating (the slot check
+    only applies to the tagged layout: the older one never runs on a cluster)."""
+    if db.keys.tagged != tagged:
+        db.keys = KeySpace(db.keys.prefix, tagged=tagged)
+    db.scripts.check_slots = check_slots and tagged
+
+
+def _moved_the_layout(step: Step) -> bool:
+    """Whether ``step`` is ``0005_hash_tags`` going up (it moves the whole store)."""
+    file = step.file
+    return file.set_name == BUILTIN_SET and file.number == TAGGED_FROM and step.direction == "up"
+
+
+def _tagged_during(step: Step, older: bool) -> bool:
+    """Whether ``step`` runs on the tagged layout: on a store of the ``older`` layout,
+    the built-in files before ``0005_hash_tags`` do not."""
+    file = step.file
+    if not older or file.set_name != BUILTIN_SET:
+        return True
+    start = file.number - 1 if step.direction == "up" else file.number
+    return start >= TAGGED_FROM
 
 
 async def _read_record_at(db: Database, key: str, *, legacy: bool = False) -> dict[str, str]:
@@ -165,7 +221,8 @@ def _stored_versions(
 async def _refuse_unversioned(db: Database) -> None:
     """Refuse a prefix holding keys but no schema record (this library's own meta and lock
     keys do not count)."""
-    own = {db.keys.meta, db.keys.migration_lock}
+    tagged = KeySpace(db.keys.prefix)
+    own = {tagged.meta, tagged.migration_lock, tagged.untagged().migration_lock}
     async for raw in db.client.scan_iter(match=db.keys.pattern(), count=1000):
         if reply_text(raw) not in own:
             raise UnversionedDataError(db.keys.prefix, reply_text(raw), db.keys.meta)
@@ -178,6 +235,8 @@ async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
 
     Raises:
         SchemaMissingError: the prefix was never migrated.
+        SchemaLayoutError: the store is in a key layout this version no longer reads
+            (migrate it first).
         ForeignSchemaError, SchemaStampError, SchemaTooNewError: as in :func:`migrate`.
 
     Example:
@@ -186,10 +245,12 @@ async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
         ```
     """
     ordered = _all_sets(sets)
-    record = await read_record(db)
+    record, older = await _read_located(db)
     if not record:
         raise SchemaMissingError(db.keys.prefix, db.keys.meta)
     _stored_versions(db, record, ordered, {s.name: s.files() for s in ordered})
+    if older:
+        raise SchemaLayoutError(db.keys.prefix, stored_builtin_version(record), TAGGED_FROM)
 
 
 async def schema_status(db: Database, sets: Sequence[MigrationSet] = ()) -> list[SetStatus]:
@@ -276,9 +337,8 @@ async def migrate(
     files = {s.name: s.files() for s in ordered}
 
     # First command of all: refuse a foreign, unparsable or newer stamp before anything else.
-    record = await read_record(db)
+    record, older = await _read_located(db)
     versions = _stored_versions(db, record, ordered, files)
-    lock = MigrationLock(db)
     if dry_run and not record:
         await _refuse_unversioned(db)
 
@@ -290,18 +350,32 @@ async def migrate(
     if not plan or dry_run:
         return plan
 
-    await lock.acquire(db, lock_wait)
+    check_slots = db.scripts.check_slots
     try:
-        record = await read_record(db)  # another process may have migrated meanwhile
-        versions = _stored_versions(db, record, ordered, files)
-        if not record:  # decided under the lock: nobody else can be stamping it now
-            await _refuse_unversioned(db)
-        steps = []
-        for step in _plan(ordered, files, versions, to):
-            steps.append(await _apply(db, lock, step, progress))
-        return steps
+        # The lock of the layout the record is in (older processes take that one too);
+        # taken again when another process moved the store meanwhile.
+        while True:
+            _use_layout(db, not older, check_slots)
+            lock = MigrationLock(db)
+            await lock.acquire(db, lock_wait)
+            was_older = older
+            record, older = await _read_located(db)  # another process may have migrated
+            if older == was_older:
+                break
+            await lock.release(db)
+        try:
+            versions = _stored_versions(db, record, ordered, files)
+            if not record:  # decided under the lock: nobody else can be stamping it now
+                await _refuse_unversioned(db)
+            steps = []
+            for step in _plan(ordered, files, versions, to):
+                _use_layout(db, _tagged_during(step, older), check_slots)
+                steps.append(await _apply(db, lock, step, progress, check_slots))
+            return steps
+        finally:
+            await lock.release(db)
     finally:
-        await lock.release(db)
+        _use_layout(db, True, check_slots)
 
 
 def _plan(
@@ -335,7 +409,11 @@ def _plan(
 
 
 async def _apply(
-    db: Database, lock: MigrationLock, step: Step, progress: Callable[[str], None] | None
+    db: Database,
+    lock: MigrationLock,
+    step: Step,
+    progress: Callable[[str], None] | None,
+    check_slots: bool,
 ) -> Step:
     file = step.file
     migration_set_field = version_field(file.set_name)
@@ -350,6 +428,9 @@ async def _apply(
     except Exception as exc:
         before = file.number - 1 if step.direction == "up" else file.number
         raise MigrationFailedError(file.set_name, file.number, file.name, before) from exc
+    if not db.keys.tagged and _moved_the_layout(step):  # the store and its record moved
+        _use_layout(db, True, check_slots)
+        await lock.move(db, db.keys.migration_lock)
     record = {reply_text(k) for k in await db.client.hkeys(db.keys.meta)}
     cursors = [f for f in record if f.startswith(f"cursor:{file.set_name}:{file.number:04d}:")]
     applied_field = f"applied:{file.set_name}:{file.number:04d}"

@@ -39,6 +39,7 @@ from flue_models.errors import (
     ScriptError,
     WrongKeyTypeError,
 )
+from flue_models.slots import check_slots_from_environment, one_slot
 
 #: Folder holding the package's own scripts.
 SCRIPTS_DIR = Path(__file__).parent
@@ -141,6 +142,9 @@ class Scripts:
         self._client = client
         self._directories = list(directories)
         self._loaded: dict[str, Script] = {}
+        #: Refuse a call whose keys span Cluster slots before sending it (see
+        #: :mod:`flue_models.slots`); a cluster refuses it anyway.
+        self.check_slots = check_slots_from_environment()
 
     def add_directory(self, directory: Path) -> None:
         """Make the ``.lua`` files of another folder callable by name.
@@ -191,12 +195,17 @@ class Scripts:
         ``unsafe``: the script is not safe to repeat after a lost reply (see
         :class:`~flue_models.client.FlueRedis`).
 
+        Raises:
+            CrossSlotError: the slot check is on and ``keys`` span several slots.
+
         Example:
             ```python
-            reply = await db.scripts.call("save", keys=["flue::ticket:dC0x"], args=["1"])
+            reply = await db.scripts.call("save", keys=["flue::{ticket:0}:dC0x"], args=["1"])
             ```
         """
         script = self.get(name)
+        if self.check_slots:
+            one_slot(name, keys)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             try:

@@ -336,12 +336,15 @@ class EventStream(Generic[T]):
         """
         db = self._database()
         meta, events, _once = self._keys(db)
-        reply = int(
-            await db.scripts.call("stream_close", keys=[meta, events, db.keys.closed_streams()])
-        )
-        if reply == 0:
+        reply = await db.scripts.call("stream_close", keys=[meta, events])
+        shapes = {"missing": 1, "closed": 2, "already": 2}
+        status, reply = checked_reply("stream_close", reply, shapes)
+        if status == "missing":
             raise StreamNotFoundError(self.path)
-        return reply == 1
+        # The closed set is in another slot: added after the close, and again by a retried
+        # close, so a crash in between is repaired by closing again (or by verify --repair).
+        await db.client.zadd(db.keys.closed_streams(), {self.path: int(reply[1])})
+        return status == "closed"
 
     async def delete(self) -> bool:
         """Delete the stream: its events, idempotency keys and chunk segments, atomically.
@@ -355,13 +358,10 @@ class EventStream(Generic[T]):
         """
         db = self._database()
         meta, events, once = self._keys(db)
-        deleted, _closed = await db.run_batch(
-            [
-                ("DEL", meta, events, once, db.keys.stream_chunks(self.path)),
-                ("ZREM", db.keys.closed_streams(), self.path),
-            ],
-            atomic=True,
-        )
+        deleted = await db.client.delete(meta, events, once, db.keys.stream_chunks(self.path))
+        # The closed set is in another slot: a crash before this leaves an entry for a
+        # missing stream, which pruning drops (and verify reports).
+        await db.client.zrem(db.keys.closed_streams(), self.path)
         return bool(deleted)
 
     async def meta(self) -> StreamInfo | None:

@@ -22,23 +22,24 @@ async def test_save_writes_the_hash_and_every_index_in_the_documented_layout(
     ticket = await Ticket(id="t-1", status="open", priority=2, owner="ann").save()
     assert ticket.version == 1
     p = db.keys.prefix
-    record_key = f"{p}::it_ticket:{encode_segment('t-1')}"
+    record_key = f"{p}::{{it_ticket:0}}:{encode_segment('t-1')}"
     stored = await db.client.hgetall(record_key)
     assert stored[b"status"] == b"open"
     assert stored[b"priority"] == b"2"
     assert stored[b"version"] == b"1"
     assert b"email" not in stored  # None is never stored
-    score = await db.client.zscore(f"{p}::it_ticket:all", "t-1")
+    score = await db.client.zscore(f"{p}::{{it_ticket:0}}:all", "t-1")
     since_epoch = ticket.created_at - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     micros = (since_epoch.days * 86400 + since_epoch.seconds) * 10**6 + since_epoch.microseconds
     assert score == micros / 1000  # epoch milliseconds, microseconds as the fraction
     assert (
-        await db.client.zscore(f"{p}::it_ticket:idx:status:{encode_segment('open')}", "t-1")
+        await db.client.zscore(f"{p}::{{it_ticket:0}}:idx:status:{encode_segment('open')}", "t-1")
         == score
     )
-    assert await db.client.zscore(f"{p}::it_ticket:rng:priority", "t-1") == 2.0
+    assert await db.client.zscore(f"{p}::{{it_ticket:0}}:rng:priority", "t-1") == 2.0
     assert (
-        await db.client.zscore(f"{p}::it_ticket:idx:owner:{encode_segment('ann')}", "t-1") == score
+        await db.client.zscore(f"{p}::{{it_ticket:0}}:idx:owner:{encode_segment('ann')}", "t-1")
+        == score
     )
 
 
@@ -147,7 +148,7 @@ async def test_delete_removes_the_row_and_every_index_entry(db: fm.Database) -> 
     assert await Ticket.get(ticket.id) is None
     assert await Ticket.find().count() == 0
     assert await db.client.hlen(db.keys.unique("it_ticket", "email")) == 0
-    pattern = db.keys.absolute("it_ticket:*")
+    pattern = db.keys.collection_pattern("it_ticket")
     leftovers = [k async for k in db.client.scan_iter(match=pattern)]
     assert leftovers == [db.keys.version_counter("it_ticket").encode()]  # versions go on
     assert await ticket.delete() is False  # already gone

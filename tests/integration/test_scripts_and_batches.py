@@ -8,6 +8,7 @@ import pytest
 
 import flue_models as fm
 from flue_models.errors import ConfigurationError
+from flue_models.slots import slot_of
 
 LUA = Path(__file__).parent / "lua"
 
@@ -45,7 +46,7 @@ async def test_batch_returns_every_reply_in_order(db: fm.Database) -> None:
 async def test_batch_raises_on_the_first_error_naming_position_and_command(
     db: fm.Database, atomic: bool
 ) -> None:
-    key = db.keys.absolute("s")
+    key = db.keys.absolute("{s}")  # one hash tag: a MULTI may touch one slot only
     with pytest.raises(fm.BatchCommandError, match=r"Command 1 .*INCR") as caught:
         await db.run_batch(
             [("SET", key, "text"), ("INCR", key), ("SET", f"{key}2", "after")], atomic=atomic
@@ -57,6 +58,23 @@ async def test_batch_raises_on_the_first_error_naming_position_and_command(
     assert isinstance(error.results[1], Exception)
     # The commands around the failure were sent: the caller is told, not left guessing.
     assert await db.client.get(f"{key}2") == b"after"
+
+
+async def test_the_slot_check_refuses_a_cross_slot_multi_or_script_before_sending(
+    db: fm.Database,
+) -> None:
+    assert db.scripts.check_slots  # the suite runs with FLUE_CHECK_SLOTS=1
+    a, b = db.keys.absolute("{a}"), db.keys.absolute("{b}")
+    assert slot_of(a) != slot_of(b)
+    with pytest.raises(fm.CrossSlotError, match="MULTI") as caught:
+        await db.run_batch([("SET", a, "1"), ("DEL", "x", b)], atomic=True)
+    assert set(caught.value.slots) == {a, "x", b}
+    with pytest.raises(fm.CrossSlotError, match="'lock_release'"):
+        await db.scripts.call("lock_release", keys=[a, b], args=["owner"])
+    assert await db.client.exists(a, b) == 0  # nothing was sent
+    # Keys of one tag pass; a batch that is not atomic is not one call on a cluster.
+    assert await db.run_batch([("SET", a, "1"), ("GET", f"{a}:2")], atomic=True) == [True, None]
+    assert await db.run_batch([("SET", b, "2"), ("GET", a)]) == [True, b"1"]
 
 
 async def test_a_script_without_flags_is_refused_naming_the_file(

@@ -56,17 +56,17 @@ async def test_a_row_records_the_entries_it_owns(db: fm.Database) -> None:
     stored = await db.client.hget(db.keys.record("it_ticket", "t-1"), "_owned")
     owned = json.loads(stored)
     assert set(owned["z"]) == {
-        "it_ticket:all",
-        f"it_ticket:idx:status:{encode_segment('open')}",
-        f"it_ticket:idx:email:{encode_segment('a@b.c')}",
-        "it_ticket:rng:priority",
+        "{it_ticket:0}:all",
+        f"{{it_ticket:0}}:idx:status:{encode_segment('open')}",
+        f"{{it_ticket:0}}:idx:email:{encode_segment('a@b.c')}",
+        "{it_ticket:0}:rng:priority",
     }
-    assert owned["z"]["it_ticket:rng:priority"] == 2.0
-    assert owned["u"] == {"it_ticket:uniq:email": encode_segment("a@b.c")}
+    assert owned["z"]["{it_ticket:0}:rng:priority"] == 2.0
+    assert owned["u"] == {"{it_ticket:0}:uniq:email": encode_segment("a@b.c")}
     await ticket.update(status="closed")
     owned = json.loads(await db.client.hget(db.keys.record("it_ticket", "t-1"), "_owned"))
-    assert f"it_ticket:idx:status:{encode_segment('closed')}" in owned["z"]
-    assert f"it_ticket:idx:status:{encode_segment('open')}" not in owned["z"]
+    assert f"{{it_ticket:0}}:idx:status:{encode_segment('closed')}" in owned["z"]
+    assert f"{{it_ticket:0}}:idx:status:{encode_segment('open')}" not in owned["z"]
 
 
 async def test_removing_an_index_from_the_declaration_orphans_nothing(db: fm.Database) -> None:
@@ -116,7 +116,7 @@ async def test_rebuild_indexes_rewrites_what_rows_own(db: fm.Database) -> None:
     assert await MigrationContext(db, file, MigrationLock(db)).rebuild_indexes(indexed) == 1
     assert await db.client.zscore(index_key, "g-1") is not None
     owned = json.loads(await db.client.hget(db.keys.record("it_gadget", "g-1"), "_owned"))
-    assert f"it_gadget:idx:color:{encode_segment('red')}" in owned["z"]
+    assert f"{{it_gadget:0}}:idx:color:{encode_segment('red')}" in owned["z"]
     assert (await fm.verify_collection(indexed)).ok
 
 

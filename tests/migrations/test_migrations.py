@@ -452,19 +452,19 @@ async def test_the_unversioned_check_is_decided_under_the_lock(
     """Another process stamps the prefix and writes data right after our first read of
     the record: we must then see its record, not refuse its data as unversioned (the
     check used to read EXISTS meta, then SCAN, outside the lock)."""
-    read_record = runner.read_record
+    read_located = runner._read_located
     raced = False
 
-    async def then_another_process(db: fm.Database) -> dict[str, str]:
+    async def then_another_process(db: fm.Database) -> tuple[dict[str, str], bool]:
         nonlocal raced
-        record = await read_record(db)
+        located = await read_located(db)
         if not raced:
             raced = True
             async with fm.connect(db.url.url, key_prefix=db.keys.prefix) as other:
-                await other.client.set(db.keys.absolute("session:written-by-other"), "x")
-        return record
+                await other.client.set(db.keys.absolute("{session:0}:written-by-other"), "x")
+        return located
 
-    monkeypatch.setattr(runner, "read_record", then_another_process)
+    monkeypatch.setattr(runner, "_read_located", then_another_process)
     assert await migrate(bare) == []  # the other process applied everything meanwhile
     assert raced
 
@@ -570,7 +570,7 @@ async def test_0004_indexes_sessions_by_update_and_key_parts_and_locates_context
         await db.client.zadd(db.keys.all("session"), {record_id: score})
 
     applied = await migrate(db)
-    assert [s.file.label for s in applied] == ["flue/0004_session_context"]
+    assert [s.file.label for s in applied] == BUILTIN[3:]
     page = await fm.Session.list(agent="support", db=db)
     assert [s.id for s in page.items] == [sid]
     assert (await fm.Session.get(sid, db=db)).context_from == 2  # m3's position

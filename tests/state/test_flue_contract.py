@@ -451,6 +451,21 @@ async def test_closing_a_stream_records_when_it_closed(db: fm.Database) -> None:
     assert await db.client.zscore(db.keys.closed_streams(), "s") is None
 
 
+async def test_a_retried_close_lists_a_stream_a_crash_left_out_of_the_closed_set(
+    db: fm.Database,
+) -> None:
+    """The closed set is in another Cluster slot than the stream, so it is written after
+    the close script: closing again (what a caller does after a lost reply) adds it with
+    the time the stream closed."""
+    stream = fm.EventStream("s")
+    await stream.create()
+    assert await stream.close() is True
+    first = await db.client.zscore(db.keys.closed_streams(), "s")
+    await db.client.zrem(db.keys.closed_streams(), "s")  # the crash between the two steps
+    assert await stream.close() is False  # closed already
+    assert await db.client.zscore(db.keys.closed_streams(), "s") == first
+
+
 async def test_expired_listing_trusts_the_row(db: fm.Database) -> None:
     attempt = await running()
     lease = Submission.__flue_spec__.range_key(db.keys, "lease_expires_at")

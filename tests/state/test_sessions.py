@@ -163,7 +163,7 @@ async def test_a_damaged_entry_list_raises_naming_the_key(db: fm.Database) -> No
     session = await Session.open("s-bad")
     await session.append(message("m1", None))
     await db.client.rpush(db.keys.owned("session", "entries", "s-bad"), b"garbage")
-    with pytest.raises(fm.DecodeError, match=r"session/entries.*entries\[1\]"):
+    with pytest.raises(fm.DecodeError, match=r"session:0}/entries.*entries\[1\]"):
         await Session.load("s-bad")
 
 

@@ -152,8 +152,8 @@ def test_plan_drives_by_the_equality_sets_and_the_compound_index() -> None:
         "-published_at",
     )
     assert plan.descending
-    assert plan.drivers[0] == "p::unit_article:all"
-    assert "p::unit_article:idx:section:bmV3cw" in plan.drivers
+    assert plan.drivers[0] == "p::{unit_article:0}:all"
+    assert "p::{unit_article:0}:idx:section:bmV3cw" in plan.drivers
     assert any("section+status" in d for d in plan.drivers)
     assert [f.kind for f in plan.filters] == ["member", "member", "range"]
 
@@ -162,7 +162,7 @@ def test_plan_turns_ranges_on_the_sort_field_into_bounds() -> None:
     plan = plan_query(
         Article.__flue_spec__, KeySpace("p"), [Article.words > 5, Article.words <= 9], "words"
     )
-    assert plan.drivers == ("p::unit_article:rng:words",)
+    assert plan.drivers == ("p::{unit_article:0}:rng:words",)
     assert (plan.low.value, plan.low.exclusive, plan.high.value, plan.high.exclusive) == (
         5,
         True,

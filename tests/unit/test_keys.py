@@ -47,7 +47,7 @@ def test_fixed_words_are_not_the_encoding_of_any_id(word: str) -> None:
 def test_ids_with_colons_cannot_reach_another_collection() -> None:
     keys = KeySpace("p")
     assert keys.record("a", "b:all") != keys.all("a")
-    assert keys.record("a", "x").count(":") == 3  # p::a:<id>
+    assert keys.record("a", "x").count(":") == 4  # p::{a:0}:<id>
 
 
 def test_empty_record_id_is_rejected() -> None:
