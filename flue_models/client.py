@@ -38,19 +38,24 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     BusyLoadingError,
+    ClusterDownError,
     InvalidResponse,
+    MaxConnectionsError,
     NoScriptError,
+    RedisClusterException,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -155,11 +160,14 @@ def never_sent(exc: BaseException) -> bool:
         False
     """
     text = str(exc)
-    return isinstance(exc, BusyLoadingError) or "connecting to" in text
+    # LOADING, and on a cluster TRYAGAIN (a slot half-moved) and CLUSTERDOWN: refused
+    # before running.
+    refused = BusyLoadingError | TryAgainError | ClusterDownError
+    return isinstance(exc, refused) or "connecting to" in text
 
 
 def translate(
-    exc: RedisError, display: str, command: str, *, unsafe: bool = False
+    exc: RedisError | RedisClusterException, display: str, command: str, *, unsafe: bool = False
 ) -> FlueModelsError:
     """Turn a redis-py error into the library's error for it (the caller chains it).
 
@@ -170,8 +178,12 @@ def translate(
     reason = str(exc) or type(exc).__name__
     if isinstance(exc, RedisTimeoutError):
         return ServerTimeoutError(display, command, reason, unsafe=unsafe)
-    if isinstance(exc, RedisConnectionError) and "No connection available" in reason:
+    if isinstance(exc, MaxConnectionsError) or (
+        isinstance(exc, RedisConnectionError) and "No connection available" in reason
+    ):
         return PoolExhaustedError(display, reason)
+    if isinstance(exc, TryAgainError | ClusterDownError):  # retried; after that, lost
+        return ConnectionLostError(display, command, reason, unsafe=unsafe)
     if isinstance(exc, InvalidResponse) or (
         isinstance(exc, RedisConnectionError)
         and not isinstance(exc, AuthenticationError | AuthorizationError)
@@ -200,13 +212,14 @@ async def with_retries(
             return await call()
         except NoScriptError:
             raise  # the script caller reloads it
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             may_have_run = unsafe and not never_sent(exc)
             error = translate(exc, display, command, unsafe=may_have_run)
             # Retried: a lost connection or a timeout (not a full pool, a refused login, a
-            # peer that does not speak Redis), when the command may be sent again.
+            # peer that does not speak Redis), when the command may be sent again; on a
+            # cluster, a slot being moved (TRYAGAIN) or a cluster that is down for now.
             retriable = isinstance(error, ConnectionLostError) and isinstance(
-                exc, RedisConnectionError | RedisTimeoutError
+                exc, RedisConnectionError | RedisTimeoutError | TryAgainError | ClusterDownError
             )
             if not retriable or may_have_run or attempt >= policy.retries:
                 raise error from exc
@@ -346,8 +359,9 @@ class Coalescer:
             start += len(commands)
 
 
-class FlueRedis(Redis):
-    """``redis.asyncio.Redis`` with the library's retries and errors on every command.
+class FlueCommands:
+    """What both clients add to redis-py's: retries and the library's errors on every
+    command, and automatic pipelining (a standalone server only).
 
     Example:
         ```python
@@ -358,6 +372,8 @@ class FlueRedis(Redis):
     flue_policy: RetryPolicy = RetryPolicy()
     flue_display: str = ""
     flue_coalescer: Coalescer | None = None
+    #: Seconds a reply may take (``ClientSettings.timeout``); blocking reads stay below it.
+    flue_timeout: float | None = None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Run one command with retries; raise the library's errors.
@@ -375,6 +391,7 @@ class FlueRedis(Redis):
         policy = options.pop(POLICY, None) or self.flue_policy
 
         coalescer = self.flue_coalescer
+        parent: Any = super()
         if coalescer is not None and queueable(args):
 
             async def once() -> Any:
@@ -382,10 +399,85 @@ class FlueRedis(Redis):
         else:
 
             async def once() -> Any:
-                return await Redis.execute_command(self, *args, **options)  # type: ignore[no-untyped-call]
+                return await parent.execute_command(*args, **options)
 
         command = str(args[0]) if args else "?"
         return await with_retries(once, policy, self.flue_display, command, unsafe=unsafe)
+
+
+class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own bases disagree
+    """``redis.asyncio.Redis`` with the library's retries and errors on every command.
+
+    Example:
+        ```python
+        await db.client.execute_command("GET", key)       # retried if the connection drops
+        ```
+    """
+
+
+class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as above
+    """``redis.asyncio.RedisCluster`` with the library's retries and errors: each command
+    goes to the primary of its keys' slot (redis-py follows ``MOVED`` and ``ASK``), and a
+    slot being moved (``TRYAGAIN``) is retried with the client's :class:`RetryPolicy`.
+
+    Example:
+        ```python
+        await db.client.execute_command("EVALSHA", sha, 1, key)   # to the key's primary
+        ```
+    """
+
+
+#: The client of a :class:`~flue_models.Database`: one server, or a cluster.
+FlueClient = FlueRedis | FlueRedisCluster
+
+
+def _check_settings(settings: ClientSettings, options: dict[str, Any]) -> None:
+    size, wait, timeout = settings.pool_size, settings.pool_timeout, settings.timeout
+    if type(size) is not int or size <= 0:
+        raise ConfigurationError(f"pool_size must be a positive int, not {size!r}.")
+    if not isinstance(wait, int | float) or wait <= 0:
+        raise ConfigurationError(f"pool_timeout must be positive seconds, not {wait!r}.")
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise ConfigurationError(f"timeout must be positive seconds or None, not {timeout!r}.")
+    if settings.protocol is not None:
+        options["protocol"] = settings.protocol
+
+
+def make_cluster_client(
+    url: str, *, display: str, settings: ClientSettings, **options: Any
+) -> FlueRedisCluster:
+    """Build the client of a database on a Redis Cluster (``url`` names any of its nodes).
+
+    ``pool_size`` is the most connections per node; a command finding them all busy
+    fails with :class:`~flue_models.errors.PoolExhaustedError` (redis-py's cluster pool
+    does not wait). No automatic pipelining. Call ``await client.initialize()`` next.
+
+    Raises:
+        ConfigurationError: a setting is out of range.
+
+    Example:
+        ```python
+        client = make_cluster_client(url, display=redact_url(url), settings=ClientSettings())
+        await client.initialize()
+        ```
+    """
+    _check_settings(settings, options)
+    client = cast(
+        FlueRedisCluster,
+        FlueRedisCluster.from_url(
+            url,
+            max_connections=settings.pool_size,
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.timeout,
+            health_check_interval=HEALTH_CHECK_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+            **options,
+        ),
+    )
+    client.flue_policy = settings.retry
+    client.flue_display = display
+    client.flue_timeout = settings.timeout
+    return client
 
 
 def make_client(url: str, *, display: str, settings: ClientSettings, **options: Any) -> FlueRedis:
@@ -408,15 +500,8 @@ def make_client(url: str, *, display: str, settings: ClientSettings, **options: 
         client = make_client(url, display=redact_url(url), settings=ClientSettings())
         ```
     """
+    _check_settings(settings, options)
     size, wait, timeout = settings.pool_size, settings.pool_timeout, settings.timeout
-    if type(size) is not int or size <= 0:
-        raise ConfigurationError(f"pool_size must be a positive int, not {size!r}.")
-    if not isinstance(wait, int | float) or wait <= 0:
-        raise ConfigurationError(f"pool_timeout must be positive seconds, not {wait!r}.")
-    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-        raise ConfigurationError(f"timeout must be positive seconds or None, not {timeout!r}.")
-    if settings.protocol is not None:
-        options["protocol"] = settings.protocol
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=size,
@@ -431,6 +516,7 @@ def make_client(url: str, *, display: str, settings: ClientSettings, **options: 
     client.auto_close_connection_pool = True  # the client owns its pool (as from_pool)
     client.flue_policy = settings.retry
     client.flue_display = display
+    client.flue_timeout = settings.timeout
     if settings.auto_pipeline:
         client.flue_coalescer = Coalescer(client)
     return client
@@ -444,9 +530,13 @@ __all__ = [
     "ClientSettings",
     "Coalescer",
     "Command",
+    "FlueClient",
+    "FlueCommands",
     "FlueRedis",
+    "FlueRedisCluster",
     "RetryPolicy",
     "make_client",
+    "make_cluster_client",
     "never_sent",
     "queueable",
     "translate",

@@ -25,9 +25,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from flue_models.client import (
     POLICY,
     ClientSettings,
-    FlueRedis,
+    FlueClient,
     RetryPolicy,
     make_client,
+    make_cluster_client,
     with_retries,
 )
 from flue_models.config import (
@@ -41,6 +42,7 @@ from flue_models.embedded import EmbeddedServer
 from flue_models.errors import (
     AuthenticationFailedError,
     BatchCommandError,
+    ClusterNotReadyError,
     ConfigurationError,
     ConnectionFailedError,
     ConnectionLostError,
@@ -50,7 +52,7 @@ from flue_models.errors import (
     NotRedisError,
     TLSHandshakeError,
 )
-from flue_models.inspection import ServerReport
+from flue_models.inspection import ServerReport, parse_info
 from flue_models.keys import KeySpace, encode_segment
 from flue_models.replies import reply_time
 from flue_models.scripts import Scripts
@@ -136,7 +138,7 @@ class Database:
 
     def __init__(
         self,
-        client: FlueRedis,
+        client: FlueClient,
         url: RedisURL,
         keys: KeySpace,
         *,
@@ -363,13 +365,34 @@ async def open_database(
     if given is not None:
         db = _make_database(parse_url(given), keys, client_name, None, chosen)
         await _ping(db)
-        return db
+        return await _to_cluster_if_enabled(db, chosen)
     embedded = EmbeddedServer(data_dir if data_dir is not None else data_dir_from_environment())
     async with embedded.locked():
         record, _started = await asyncio.to_thread(embedded.ensure_running)
         db = _make_database(parse_url(record.url), keys, client_name, embedded, chosen)
         await _ping(db)  # connected before the lock is released: a closer sees us
     return db
+
+
+async def _to_cluster_if_enabled(db: Database, settings: ClientSettings) -> Database:
+    """Replace a standalone client by a cluster client when the server is a Cluster node
+    (``INFO cluster``: ``cluster_enabled:1``); keep it otherwise, or when INFO is denied
+    (the start-up checks then refuse what they cannot read)."""
+    try:
+        info = await db.client.execute_command("INFO", "cluster")
+    except FlueModelsError:
+        return db
+    if parse_info(info).get("cluster_enabled", "0").strip() != "1":
+        return db
+    await db.client.aclose()
+    options: dict[str, Any] = {"client_name": db.client_name, "decode_responses": False}
+    client = make_cluster_client(db.url.url, display=db.url.display, settings=settings, **options)
+    try:
+        await with_retries(client.initialize, client.flue_policy, db.url.display, "CLUSTER")
+    except FlueModelsError as exc:
+        await client.aclose()
+        raise ClusterNotReadyError(db.url.display, str(exc)) from exc
+    return Database(client, db.url, db.keys, client_name=db.client_name)
 
 
 def _make_database(

@@ -71,7 +71,8 @@ class ServerCheckError(FlueModelsError):
 
 
 class ClusterEnabledError(ServerCheckError):
-    """The server runs in Redis Cluster mode, which flue-models does not support yet.
+    """The server runs in Redis Cluster mode, but the client talks to it as one server
+    (``inspect_server`` given a plain client); ``connect()`` builds a cluster client.
 
     Example:
         >>> str(ClusterEnabledError()).startswith("The server has Redis Cluster enabled")
@@ -80,9 +81,26 @@ class ClusterEnabledError(ServerCheckError):
 
     def __init__(self) -> None:
         super().__init__(
-            "The server has Redis Cluster enabled (cluster_enabled:1); flue-models needs a "
-            "standalone server or a single-shard deployment. Point REDIS_URL at a server "
-            "with cluster-enabled no."
+            "The server has Redis Cluster enabled (cluster_enabled:1), but this client "
+            "talks to one node; open it with flue_models.connect(), which builds a "
+            "cluster client for a Cluster node."
+        )
+
+
+class ClusterNotReadyError(ServerCheckError):
+    """The server is a Redis Cluster node, but the cluster cannot serve every slot yet
+    (slots not assigned, a node down, nodes that do not know each other).
+
+    Example:
+        >>> "CLUSTER INFO" in str(ClusterNotReadyError("redis://h:7000", "slots not covered"))
+        True
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url, self.reason = url, reason
+        super().__init__(
+            f"{url} is a Redis Cluster node, but the cluster is not ready: {reason}. Check "
+            "CLUSTER INFO (cluster_state:ok, every slot assigned) and connect again."
         )
 
 

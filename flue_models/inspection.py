@@ -7,6 +7,7 @@ shapes are accepted, and raw ``INFO`` text is split on ``\\r\\n``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
 from flue_models.errors import (
@@ -56,6 +58,9 @@ class ServerReport:
     used_memory: int | None = None
     #: The server's ``maxmemory`` in bytes (0: no limit), if readable.
     maxmemory: int | None = None
+    #: On a cluster, the report of every primary (this report is the first one's);
+    #: empty for a standalone server.
+    primaries: tuple[ServerReport, ...] = ()
 
     @property
     def persistence(self) -> str:
@@ -89,6 +94,8 @@ class ServerReport:
         cluster = (
             None if self.cluster_enabled is None else ("on" if self.cluster_enabled else "off")
         )
+        if self.primaries:
+            cluster = f"on, {len(self.primaries)} primaries"
         return [
             f"server: {self.flavor} {show(self.version)}",
             f"cluster: {show(cluster)}",
@@ -98,8 +105,21 @@ class ServerReport:
         ]
 
 
-async def _call(client: Redis, *args: str) -> Any:
-    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+class _OnNode:
+    """One node of a cluster client, as the readers below call a client."""
+
+    def __init__(self, client: RedisCluster, node: ClusterNode) -> None:
+        self.client, self.node = client, node
+
+    async def execute_command(self, *args: Any) -> Any:
+        return await self.client.execute_command(*args, target_nodes=self.node)
+
+
+Readable = Redis | _OnNode
+
+
+async def _call(client: Readable, *args: str) -> Any:
+    return await client.execute_command(*args)
 
 
 def parse_info(reply: Any) -> dict[str, str]:
@@ -122,7 +142,7 @@ def parse_info(reply: Any) -> dict[str, str]:
     return fields
 
 
-async def _config_get(client: Redis, name: str) -> str | None:
+async def _config_get(client: Readable, name: str) -> str | None:
     try:
         reply = await _call(client, "CONFIG", "GET", name)
     except REFUSED:
@@ -130,7 +150,7 @@ async def _config_get(client: Redis, name: str) -> str | None:
     return reply_pairs(reply).get(name)
 
 
-async def _info(client: Redis, section: str) -> dict[str, str]:
+async def _info(client: Readable, section: str) -> dict[str, str]:
     try:
         reply = await _call(client, "INFO", section)
     except REFUSED:
@@ -138,7 +158,7 @@ async def _info(client: Redis, section: str) -> dict[str, str]:
     return parse_info(reply)
 
 
-async def _version(client: Redis) -> tuple[str | None, str]:
+async def _version(client: Readable) -> tuple[str | None, str]:
     server = await _info(client, "server")
     if "valkey_version" in server:
         return server["valkey_version"], "valkey"
@@ -151,10 +171,11 @@ async def _version(client: Redis) -> tuple[str | None, str]:
     return hello.get("version"), hello.get("server", "redis")
 
 
-async def read_server(client: Redis) -> ServerReport:
+async def read_server(client: Redis | RedisCluster) -> ServerReport:
     """Read the server's version, Cluster state, eviction policy and persistence.
 
     Never raises for a denied command: what cannot be read is ``None`` in the report.
+    Through a cluster client, every primary is read (``primaries``).
 
     Example:
         ```python
@@ -162,6 +183,13 @@ async def read_server(client: Redis) -> ServerReport:
         print("\\n".join(report.lines()))
         ```
     """
+    if isinstance(client, RedisCluster):
+        reports = [await _read_one(_OnNode(client, n)) for n in client.get_primaries()]
+        return dataclasses.replace(reports[0], primaries=tuple(reports))
+    return await _read_one(client)
+
+
+async def _read_one(client: Readable) -> ServerReport:
     version, flavor = await _version(client)
 
     cluster_raw = await _config_get(client, "cluster-enabled")
@@ -249,9 +277,12 @@ def assess(report: ServerReport) -> tuple[ServerCheckError | None, list[str]]:
 def check_report(report: ServerReport) -> None:
     """Raise the first reason to refuse this server; warn when it persists nothing.
 
+    On a cluster, every primary must pass.
+
     Raises:
         ServerVersionError: Redis older than 7.0, Valkey older than 7.2.
-        ClusterEnabledError: Cluster mode is on.
+        ClusterEnabledError: Cluster mode is on, and the report was read through a
+            client of one node.
         EvictionPolicyError: ``maxmemory-policy`` is not ``noeviction``.
         ServerUnverifiableError: one of these could not be read at all.
 
@@ -261,19 +292,9 @@ def check_report(report: ServerReport) -> None:
         ...
         flue_models.errors.ServerVersionError: The server runs redis 6.2.14; ...
     """
-    if report.version is None:
-        raise ServerUnverifiableError("version")
-    minimum = MINIMUM_VERSIONS.get(report.flavor, MINIMUM_VERSIONS["redis"])
-    if version_tuple(report.version) < minimum:
-        raise ServerVersionError(report.version, report.flavor)
-    if report.cluster_enabled is None:
-        raise ServerUnverifiableError("cluster-enabled setting")
-    if report.cluster_enabled:
-        raise ClusterEnabledError()
-    if report.maxmemory_policy is None:
-        raise ServerUnverifiableError("maxmemory-policy")
-    if report.maxmemory_policy != "noeviction":
-        raise EvictionPolicyError(report.maxmemory_policy)
+    for primary in report.primaries:
+        _check_one(primary, cluster_client=True)
+    _check_one(report, cluster_client=bool(report.primaries))
     if report.aof_enabled is False and report.rdb_enabled is False:
         warnings.warn(
             "The server keeps nothing on disk (appendonly no, save ''): agent state survives "
@@ -284,7 +305,23 @@ def check_report(report: ServerReport) -> None:
         )
 
 
-async def inspect_server(client: Redis) -> ServerReport:
+def _check_one(report: ServerReport, *, cluster_client: bool) -> None:
+    if report.version is None:
+        raise ServerUnverifiableError("version")
+    minimum = MINIMUM_VERSIONS.get(report.flavor, MINIMUM_VERSIONS["redis"])
+    if version_tuple(report.version) < minimum:
+        raise ServerVersionError(report.version, report.flavor)
+    if report.cluster_enabled is None:
+        raise ServerUnverifiableError("cluster-enabled setting")
+    if report.cluster_enabled and not cluster_client:
+        raise ClusterEnabledError()
+    if report.maxmemory_policy is None:
+        raise ServerUnverifiableError("maxmemory-policy")
+    if report.maxmemory_policy != "noeviction":
+        raise EvictionPolicyError(report.maxmemory_policy)
+
+
+async def inspect_server(client: Redis | RedisCluster) -> ServerReport:
     """Read the server and refuse it when it could lose state; return what was read.
 
     Example:

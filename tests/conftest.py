@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,22 @@ BUILTIN_MIGRATIONS = [
     f"flue/{path.stem}"
     for path in sorted((Path(__file__).parent.parent / "migrations").glob("[0-9]*.py"))
 ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the Cluster pass, leave out (deselect, not skip) the tests marked ``standalone``:
+    the standalone passes of .ci/run run them."""
+    if os.environ.get("FLUE_TEST_CLUSTER") != "1":
+        return
+    kept = [item for item in items if item.get_closest_marker("standalone") is None]
+    left_out = [item for item in items if item.get_closest_marker("standalone") is not None]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
+#: Hash slots of a Redis Cluster.
+CLUSTER_SLOTS = 16384
 
 #: Settings of every server the tests start: durable, so no persistence warning.
 TEST_SETTINGS = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "")
@@ -103,6 +120,32 @@ class RedisServers:
         which may be out of range or held by another process's connection."""
         return self._start(lambda: ("--cluster-enabled", "yes", "--cluster-port", str(free_port())))
 
+    def start_cluster(self, primaries: int = 3) -> list[RedisProcess]:
+        """A cluster of ``primaries`` nodes sharing the 16384 slots, joined with CLUSTER
+        MEET (no redis-cli needed); returns once every node says ``cluster_state:ok``."""
+        nodes = [self.start_cluster_node() for _ in range(primaries)]
+        clients = [node.sync_client() for node in nodes]
+        try:
+            step = CLUSTER_SLOTS // primaries
+            for i, client in enumerate(clients):
+                last = CLUSTER_SLOTS - 1 if i == primaries - 1 else (i + 1) * step - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
+            for node in nodes[1:]:
+                bus = node.settings[node.settings.index("--cluster-port") + 1]
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
+            deadline = time.monotonic() + 30
+            wanted = ("cluster_state:ok", f"cluster_known_nodes:{primaries}")
+            while True:
+                texts = [str(c.execute_command("CLUSTER", "INFO")) for c in clients]
+                if all(all(w in text for w in wanted) for text in texts):
+                    return nodes
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the cluster did not form in 30 s: {texts}")
+                time.sleep(0.05)  # polling the cluster's own state, under the deadline
+        finally:
+            for client in clients:
+                client.close()
+
     def _start(self, settings: Callable[[], tuple[str, ...]]) -> RedisProcess:
         """A port taken between its choice and the server's bind (another process's
         ephemeral connection) is chosen again, with new settings, at most three times."""
@@ -147,6 +190,9 @@ def redis_url(redis_servers: RedisServers) -> Iterator[str]:
     configured = os.environ.get("REDIS_URL")
     if configured:
         yield configured
+        return
+    if os.environ.get("FLUE_TEST_CLUSTER") == "1":  # the suites against a local cluster
+        yield redis_servers.start_cluster()[0].url
         return
     if _docker_engine_answers():
         from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]

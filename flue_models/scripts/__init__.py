@@ -29,7 +29,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 
-from flue_models.client import UNSAFE, FlueRedis
+from flue_models.client import UNSAFE, FlueClient
 from flue_models.errors import (
     CommandError,
     ConfigurationError,
@@ -138,7 +138,7 @@ class Scripts:
         ```
     """
 
-    def __init__(self, client: FlueRedis, directories: Sequence[Path] = (SCRIPTS_DIR,)) -> None:
+    def __init__(self, client: FlueClient, directories: Sequence[Path] = (SCRIPTS_DIR,)) -> None:
         self._client = client
         self._directories = list(directories)
         self._loaded: dict[str, Script] = {}

@@ -604,7 +604,7 @@ class EventStream(Generic[T]):
         """
         db = self._database()
         _meta, events_key, _once = self._keys(db)
-        timeout = db.client.connection_pool.connection_kwargs.get("socket_timeout")
+        timeout = db.client.flue_timeout
         block = TAIL_BLOCK_MS if not timeout else min(TAIL_BLOCK_MS, int(timeout * 500))
         position = after
         lost_since: float | None = None

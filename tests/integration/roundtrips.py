@@ -7,15 +7,30 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 import flue_models as fm
+
+
+def on_cluster(db: fm.Database) -> bool:
+    """Whether ``db`` talks to a Redis Cluster. A batch with a keyless command (``TIME``)
+    is then one request more: the keyless one goes to another node, in parallel."""
+    return isinstance(db.client, RedisCluster)
+
+
+def connection_class_of(db: fm.Database) -> Any:
+    """The class of ``db``'s connections (on a cluster, every node's are of one class)."""
+    client: Any = db.client
+    if isinstance(client, RedisCluster):
+        return client.get_default_node().connection_class
+    return client.connection_pool.connection_class
 
 
 @contextmanager
 def count_round_trips(db: fm.Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Yield a one-item list holding the number of requests sent on ``db`` so far."""
     counter = [0]
-    connection_class = db.client.connection_pool.connection_class
+    connection_class = connection_class_of(db)
     original = connection_class.send_packed_command
 
     async def counting(self: Any, command: Any, check_health: bool = True) -> None:

@@ -38,10 +38,37 @@ async def test_the_suite_runs_on_the_server_it_was_given(redis_servers: RedisSer
     print(f"test server: {expected.label}")
 
 
-async def test_cluster_mode_is_refused(redis_servers: RedisServers, protocol: int) -> None:
-    server = redis_servers.start_cluster_node()
-    with pytest.raises(fm.ClusterEnabledError, match="Cluster"):
+async def test_a_cluster_that_serves_no_slot_is_refused_as_not_ready(
+    redis_servers: RedisServers, protocol: int
+) -> None:
+    server = redis_servers.start_cluster_node()  # Cluster mode, no slot assigned
+    with pytest.raises(fm.ClusterNotReadyError, match="CLUSTER INFO"):
         await fm.connect(server.url, protocol=protocol)
+
+
+async def test_a_cluster_node_read_through_a_client_of_one_server_is_refused(
+    redis_servers: RedisServers,
+) -> None:
+    server = redis_servers.start_cluster_node()
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        with pytest.raises(fm.ClusterEnabledError, match=r"connect\(\)"):
+            await fm.inspect_server(client)
+    finally:
+        await client.aclose()
+
+
+async def test_every_primary_of_a_cluster_is_checked(redis_servers: RedisServers) -> None:
+    nodes = redis_servers.start_cluster()
+    async with fm.connect(nodes[0].url, key_prefix="checked") as db:
+        assert db.report is not None
+        assert len(db.report.primaries) == 3
+        assert "cluster: on, 3 primaries" in db.report.lines()
+    nodes[2].sync_client().config_set("maxmemory-policy", "allkeys-lru")
+    with pytest.raises(fm.EvictionPolicyError, match="allkeys-lru"):
+        await fm.connect(nodes[0].url, key_prefix="checked")
+    for node in nodes:
+        node.kill()
 
 
 async def test_an_evicting_policy_is_refused_by_name(

@@ -10,7 +10,6 @@ through redis-py's ``RedisCluster``, which routes each call by its keys.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -25,35 +24,10 @@ from flue_models.scripts import Scripts
 from tests.conftest import RedisProcess, RedisServers
 from tests.migrations.test_hash_tags import fill
 
-SLOTS = 16384
-
-
-def bus_port(node: RedisProcess) -> int:
-    settings = list(node.settings)
-    return int(settings[settings.index("--cluster-port") + 1])
-
 
 @pytest.fixture(scope="module")
 def cluster(redis_servers: RedisServers) -> Iterator[list[RedisProcess]]:
-    """Three primaries sharing the slots, joined with CLUSTER MEET (no redis-cli needed)."""
-    nodes = [redis_servers.start_cluster_node() for _ in range(3)]
-    clients = [node.sync_client() for node in nodes]
-    step = SLOTS // 3
-    for i, client in enumerate(clients):
-        last = SLOTS - 1 if i == 2 else (i + 1) * step - 1
-        client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
-    for node in nodes[1:]:
-        clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_port(node))
-    deadline = time.monotonic() + 30
-    while True:
-        infos = [client.execute_command("CLUSTER", "INFO") for client in clients]
-        texts = [i.decode() if isinstance(i, bytes) else str(i) for i in infos]
-        if all("cluster_state:ok" in t and "cluster_known_nodes:3" in t for t in texts):
-            break
-        assert time.monotonic() < deadline, f"the cluster did not form: {texts}"
-        time.sleep(0.05)  # polling the cluster's own state, under the deadline above
-    for client in clients:
-        client.close()
+    nodes = redis_servers.start_cluster()
     yield nodes
     for node in nodes:
         node.kill()

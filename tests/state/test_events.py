@@ -225,6 +225,7 @@ async def test_a_tail_in_another_process_is_woken_by_an_append(
         assert await within(child.wait(), "the child to exit") == 0
 
 
+@pytest.mark.standalone  # it finds the blocked tail in CLIENT LIST of the one server
 async def test_cancelling_a_tail_leaves_the_database_usable(
     db: fm.Database, stream: EventStream[dict[str, Any]]
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 import flue_models as fm
 from flue_models import EndResult, WorkflowRun
 from tests.conftest import RedisServers
-from tests.integration.roundtrips import count_round_trips
+from tests.integration.roundtrips import connection_class_of, count_round_trips
 
 UTC = dt.UTC
 PLUS5 = dt.timezone(dt.timedelta(hours=5))
@@ -191,13 +191,13 @@ async def test_pointers_are_light_and_get_is_whole(
     assert whole is not None
     assert whole.input == {"big": "x" * 10_000}
     sent: list[bytes] = []
-    original = db.client.connection_pool.connection_class.send_packed_command
+    original = connection_class_of(db).send_packed_command
 
     async def spy(self: object, command: object, check_health: bool = True) -> None:
         sent.append(b"".join(command) if isinstance(command, list) else bytes(command))  # type: ignore[arg-type]
         await original(self, command, check_health)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(db.client.connection_pool.connection_class, "send_packed_command", spy)
+    monkeypatch.setattr(connection_class_of(db), "send_packed_command", spy)
     await WorkflowRun.list()
     assert b"HMGET" in b"".join(sent)
     assert b"input" not in b"".join(sent)  # the heavy fields are never asked for

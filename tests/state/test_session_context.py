@@ -77,6 +77,7 @@ async def test_a_context_load_gives_the_context_of_a_full_load(db: fm.Database, 
             assert ids(partial.entries) == ids(full.entries)[-len(partial.entries) :]
 
 
+@pytest.mark.standalone  # it counts bytes through a proxy in front of the one server
 async def test_a_context_load_of_a_long_session_reads_only_the_context(
     redis_url: str, key_prefix: str, protocol: int
 ) -> None:
