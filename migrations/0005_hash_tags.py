@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoPermissionError
 
 from flue_models.errors import MigrationFileError, SchemaError, WritersActiveError
@@ -103,6 +104,12 @@ async def up(ctx: MigrationContext) -> None:
         moves.append((flat.meta, tagged.meta))
     if len(moves) <= 1:
         return  # an empty store: only the record to move (or already moved)
+    if isinstance(db.client, RedisCluster):
+        raise MigrationFileError(
+            "This store is in the layout before hash tags, on a cluster: its keys cannot be "
+            "renamed into their slots here. Move it to a standalone server, migrate it "
+            "there, then import it (see the Redis Cluster page). Nothing was moved."
+        )
     await _refuse_other_clients(ctx)
     for start in range(0, len(moves), BATCH):  # nothing is overwritten: check it all first
         part = moves[start : start + BATCH]
