@@ -955,6 +955,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ```
     """
     signal.signal(signal.SIGINT, signal.default_int_handler)  # main() may be called again
+    if _SIGINT_AT_START_UP:  # a Ctrl-C during the imports that Python swallowed (one that
+        return INTERRUPTED  # lands in a finalizer is only printed as "ignored")
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         parser = build_parser()

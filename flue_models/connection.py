@@ -43,6 +43,7 @@ from flue_models.errors import (
     AuthenticationFailedError,
     BatchCommandError,
     ClusterNotReadyError,
+    CommandError,
     ConfigurationError,
     ConnectionFailedError,
     ConnectionLostError,
@@ -123,7 +124,8 @@ class Database:
     Made by :func:`connect`; use it as ``async with`` or close it with :meth:`close`.
 
     Attributes:
-        client: the ``redis.asyncio.Redis`` client (bytes replies, never decoded).
+        client: the ``redis.asyncio.Redis`` client, or ``RedisCluster`` on a Cluster
+            (bytes replies, never decoded).
         keys: the key space of this prefix.
         scripts: the Lua scripts, called by EVALSHA.
         report: what the start-up inspection read, or ``None`` when it was skipped.
@@ -376,12 +378,16 @@ async def open_database(
 
 async def _to_cluster_if_enabled(db: Database, settings: ClientSettings) -> Database:
     """Replace a standalone client by a cluster client when the server is a Cluster node
-    (``INFO cluster``: ``cluster_enabled:1``); keep it otherwise, or when INFO is denied
-    (the start-up checks then refuse what they cannot read)."""
+    (``INFO cluster``: ``cluster_enabled:1``); keep it otherwise, or when INFO is refused
+    (the start-up checks then refuse what they cannot read). Any other failure closes the
+    client and raises."""
     try:
         info = await db.client.execute_command("INFO", "cluster")
-    except FlueModelsError:
+    except CommandError:
         return db
+    except BaseException:
+        await db.close()
+        raise
     if parse_info(info).get("cluster_enabled", "0").strip() != "1":
         return db
     await db.client.aclose()

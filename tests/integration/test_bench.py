@@ -9,6 +9,7 @@ from xml.etree import ElementTree
 import redis
 
 from bench import charts, in_latency, sessions
+from bench import cluster as cluster_bench
 from bench.harness import Row, Stats, table
 from bench.workloads import Bench
 from flue_models.cli import bench_folder
@@ -119,3 +120,11 @@ def test_the_charts_of_a_saved_run_are_svg_with_every_figure(tmp_path: Path) -> 
     assert "1 task<" in gets
     charts.write(run, tmp_path / "again")
     assert (tmp_path / "again" / "ratios.svg").read_text() == ratios  # the same bytes
+
+
+async def test_the_cluster_benchmark_measures_both_topologies_both_ways() -> None:
+    found = await cluster_bench.run(writers=2, ops=20, runs=1)
+    assert list(found) == ["1 primary", "3 primaries"]
+    for rows in found.values():
+        assert [r.name.split(",")[0] for r in rows] == ["event append", "model save"]
+        assert all(r.raw is not None and r.flue.median_us > 0 for r in rows)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import flue_models as fm
-from flue_models import WorkflowRun
+from flue_models import WorkflowRun, cli
 from flue_models.terminal import display_width
 from tests.command_line import ROOT, run_cli
 from tests.conftest import RedisServers
@@ -283,3 +283,14 @@ async def test_the_server_stopping_under_a_tail_is_one_line(
         assert "connection" in one_error_line(err.decode()).lower()
     finally:
         await db.close()
+
+
+def test_a_ctrl_c_swallowed_during_the_imports_still_stops_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Ctrl-C that lands in a finalizer while the CLI imports is only printed as
+    "Exception ignored" by Python; the start-up handler remembered it, so the command
+    stops before doing anything (it used to go on, and tail forever)."""
+    monkeypatch.setattr(cli, "_SIGINT_AT_START_UP", [True])
+    monkeypatch.setattr(cli, "_run", lambda *_a: pytest.fail("the command ran"))
+    assert cli.main(["check", "--url", "redis://127.0.0.1:1/0"]) == 130

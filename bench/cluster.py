@@ -1,0 +1,163 @@
+"""Throughput on one primary and on a three-primary cluster.
+
+Starts the suite's servers (the embedded Valkey, or ``$FLUE_REDIS_SERVER``) on free
+ports: one standalone server and a cluster of three primaries. On each, ``--writers``
+concurrent tasks write as fast as they can, two ways in this process: flue-models, and
+raw redis-py doing the same Redis work (the same script shapes, on keys of the same hash
+tags): event appends, each writer to a stream of its own (each stream has its own slot,
+so they spread over the primaries), and model saves (one collection is one bucket, one
+slot: one primary takes them all). Each figure is the median of ``--runs`` repetitions
+of microseconds per operation across all writers; the ratio is raw redis-py's time over
+flue-models'.
+
+Run it with ``python -m bench.cluster [--json] [--writers N] [--ops N] [--runs N]``. On
+a machine with fewer cores than servers plus the client, the client and the servers
+share the cores, so read the 1-versus-3 comparison as what the layout allows, not as
+the scaling a cluster of machines gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+import flue_models as fm
+from bench.harness import Row, repeat_once, table
+from bench.workloads import RAW_APPEND, RAW_SAVE
+from flue_models import Indexed, Model
+from tests.conftest import RedisServers
+
+
+class Item(Model):
+    """What the saves write: one indexed field, ordered by creation."""
+
+    class Meta:
+        collection = "bench_citem"
+        order_by = "created_at"
+
+    id: str
+    status: Annotated[str, Indexed()]
+    created_at: dt.datetime = fm.now()
+
+
+Side = Callable[[int], Awaitable[int]]
+
+
+def concurrently(writers: int, ops: int, one: Callable[[int, int], Awaitable[Any]]) -> Side:
+    """A side doing ``ops`` operations split over ``writers`` tasks (``one(writer, n)``)."""
+
+    async def side(run: int) -> int:
+        each = ops // writers
+
+        async def writer(w: int) -> None:
+            for n in range(each):
+                await one(w, run * ops + w * each + n)
+
+        await asyncio.gather(*(writer(w) for w in range(writers)))
+        return each * writers
+
+    return side
+
+
+async def measure(url: str, raw: Any, writers: int, ops: int, runs: int) -> list[Row]:
+    """Both workloads on the server (or cluster) at ``url``; ``raw`` is a client of it."""
+    stamp = time.time_ns()
+    prefix, raw_prefix = f"bench-cl-{stamp}", f"bench-clraw-{stamp}"
+    db = await fm.connect(url, key_prefix=prefix)
+    append = raw.register_script(RAW_APPEND)
+    save = raw.register_script(RAW_SAVE)
+    payload = {"type": "log", "message": "x" * 64}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    try:
+        streams = [fm.EventStream(f"bench/{w}", db=db) for w in range(writers)]
+        for stream in streams:
+            await stream.create()
+        for w in range(writers):
+            await raw.hset(f"{raw_prefix}::{{stream:{w}}}", mapping={"seq": 0})
+
+        async def flue_append(w: int, _n: int) -> None:
+            await streams[w].append(payload)
+
+        async def raw_append(w: int, _n: int) -> None:
+            tag = f"{raw_prefix}::{{stream:{w}}}"
+            await append(keys=[tag, f"{tag}:events"], args=[text])
+
+        async def flue_save(_w: int, n: int) -> None:
+            await Item(id=f"i-{n}", status="open").save(db=db)
+
+        async def raw_save(_w: int, n: int) -> None:
+            base = f"{raw_prefix}::{{item:0}}"
+            keys = [f"{base}:version", f"{base}:i-{n}", f"{base}:all", f"{base}:idx:status:open"]
+            score = time.time() * 1000
+            await save(keys=keys, args=[f"i-{n}", 0, score, "id", f"i-{n}", "status", "open"])
+
+        rows = []
+        for name, flue, baseline in (
+            ("event append, a stream per writer", flue_append, raw_append),
+            ("model save, one collection", flue_save, raw_save),
+        ):
+            fl, rw = await repeat_once(
+                runs, concurrently(writers, ops, flue), concurrently(writers, ops, baseline)
+            )
+            rows.append(Row(f"{name}, {writers} writers", ops, fl, rw))
+        return rows
+    finally:
+        for pattern in (f"{prefix}::*", f"{raw_prefix}::*"):
+            async for key in raw.scan_iter(match=pattern, count=1000):
+                await raw.delete(key)
+        await db.close()
+
+
+async def run(writers: int, ops: int, runs: int) -> dict[str, list[Row]]:
+    """Start the servers, measure both topologies, stop the servers."""
+    servers = RedisServers(Path(tempfile.mkdtemp(prefix="flue-bench-cluster-")))
+    try:
+        standalone = servers.start()
+        nodes = servers.start_cluster(3)
+        plain = aioredis.Redis.from_url(standalone.url)
+        cluster = RedisCluster(host="127.0.0.1", port=nodes[0].port)
+        try:
+            return {
+                "1 primary": await measure(standalone.url, plain, writers, ops, runs),
+                "3 primaries": await measure(nodes[0].url, cluster, writers, ops, runs),
+            }
+        finally:
+            await plain.aclose()
+            await cluster.aclose()
+    finally:
+        servers.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__)
+    parser.add_argument("--writers", type=int, default=32)
+    parser.add_argument("--ops", type=int, default=3200, help="operations per repetition")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.writers < 1 or args.ops < args.writers or args.runs < 1:
+        parser.error("need writers >= 1, ops >= writers, runs >= 1")
+    found = asyncio.run(run(args.writers, args.ops, args.runs))
+    if args.json:
+        print(json.dumps({k: [r.as_json() for r in rows] for k, rows in found.items()}))
+        return 0
+    for topology, rows in found.items():
+        for row in rows:
+            row.name = f"{row.name}, {topology}"
+    print(table([row for rows in found.values() for row in rows]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
