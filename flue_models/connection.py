@@ -19,7 +19,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from redis.exceptions import AuthenticationError, InvalidResponse, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    InvalidResponse,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flue_models.client import (
@@ -60,6 +68,10 @@ from flue_models.scripts import Scripts
 from flue_models.slots import command_keys, one_slot
 from flue_models.telemetry import enabled as telemetry_enabled
 from flue_models.telemetry import operation_span, server_attributes
+
+#: Errors a pipeline may return in a command's place that mean the command may not have
+#: run, or its reply was lost: retried (or reported) like a lost connection.
+LOST_IN_PLACE = (RedisConnectionError, RedisTimeoutError, TryAgainError, ClusterDownError)
 
 #: Every connection flue-models opens carries a client name starting with this (then
 #: ``:<random hex>:<prefix as base64url>``).
@@ -256,7 +268,13 @@ class Database:
             async with self.client.pipeline(transaction=atomic) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)
-                return list(await pipe.execute(raise_on_error=False))
+                replies = list(await pipe.execute(raise_on_error=False))
+            # A cluster pipeline returns a node's lost connection (or a TRYAGAIN) in the
+            # place of each of its commands: that is the batch's failure, not a reply.
+            lost = next((r for r in replies if isinstance(r, LOST_IN_PLACE)), None)
+            if lost is not None:
+                raise lost
+            return replies
 
         name = "MULTI" if atomic else "pipeline"
         policy = self.client.flue_policy
