@@ -148,8 +148,8 @@ async def test_0005_moves_every_key_into_its_tag_and_nothing_is_lost(
         owned = json.loads(await db.client.hget(db.keys.record("it_ticket", "t-0"), "_owned"))
         assert all(key.startswith("{it_ticket:0}:") for part in owned.values() for key in part)
         assert await migrate(db) == []
-    async with fm.connect(redis_url, key_prefix=key_prefix):
-        await readable_everywhere(fm.current_database())
+    async with fm.connect(redis_url, key_prefix=key_prefix) as db:
+        await readable_everywhere(db)
 
 
 @OLDER_LAYOUT
@@ -170,8 +170,8 @@ async def test_0005_resumes_a_move_a_crash_stopped_halfway(
             await db.client.rename(key, hash_tags.new_name(flat, tagged, key))
         assert [s.file.label for s in await migrate(db)] == [HASH_TAGS]
         assert len(await all_keys(db)) == len(older_store)
-    async with fm.connect(redis_url, key_prefix=key_prefix):
-        await readable_everywhere(fm.current_database())
+    async with fm.connect(redis_url, key_prefix=key_prefix) as db:
+        await readable_everywhere(db)
 
 
 @OLDER_LAYOUT
@@ -182,15 +182,17 @@ async def test_0005_refuses_while_another_client_uses_the_prefix(
     older_version = aioredis.Redis.from_url(redis_url, client_name="flue-models:0123abcd")
     stranger = aioredis.Redis.from_url(redis_url, client_name="redis-cli")
     try:
-        for clients in ([other], [older_version]):
-            for client in clients:
-                await (client.client if isinstance(client, fm.Database) else client).ping()
+
+        async def refused() -> None:
             with pytest.raises(MigrationFailedError) as failed:
                 await fm.connect(redis_url, key_prefix=key_prefix)
             assert isinstance(failed.value.__cause__, fm.WritersActiveError)
             assert "stop every process" in str(failed.value.__cause__)
-            if clients == [other]:
-                await other.close()
+
+        await refused()  # another process of this version, on this prefix
+        await other.close()
+        await older_version.ping()
+        await refused()  # a process of an older version, which names no prefix
         await older_version.aclose()
         await stranger.ping()  # a connection that is not flue-models' does not count
         async with fm.connect(

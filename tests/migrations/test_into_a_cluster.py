@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -21,6 +23,8 @@ from tests.migrations.test_hash_tags import (
     readable_everywhere,
     write_in_older_layout,
 )
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="no redis-cli")
 
 
 async def import_into(node: RedisProcess, standalone: RedisProcess) -> None:
@@ -36,20 +40,38 @@ async def import_into(node: RedisProcess, standalone: RedisProcess) -> None:
     assert copied.returncode == 0, copied.stdout[-2000:] + copied.stderr[-2000:]
 
 
-@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="no redis-cli on PATH")
-async def test_a_standalone_store_moves_into_its_tags_then_into_a_cluster_with_nothing_lost(
-    redis_servers: RedisServers, key_prefix: str
-) -> None:
-    standalone = redis_servers.start()
-    async with fm.connect(standalone.url, key_prefix=key_prefix) as db:
+@dataclass
+class Servers:
+    standalone: RedisProcess
+    cluster: list[RedisProcess]
+
+
+@pytest.fixture
+def servers(redis_servers: RedisServers) -> Iterator[Servers]:
+    """A standalone server and a three-primary cluster of their own, killed afterwards."""
+    found = Servers(redis_servers.start(), redis_servers.start_cluster())
+    yield found
+    for node in [found.standalone, *found.cluster]:
+        node.kill()
+
+
+async def older_store(url: str, key_prefix: str) -> list[str]:
+    """Write one of everything in the layout before 0005 at ``url``; return its keys."""
+    async with fm.connect(url, key_prefix=key_prefix) as db:
         await write_in_older_layout(db)
-        written = await all_keys(db)
+        return await all_keys(db)
+
+
+async def test_a_standalone_store_moves_into_its_tags_then_into_a_cluster_with_nothing_lost(
+    servers: Servers, key_prefix: str
+) -> None:
+    standalone, nodes = servers.standalone, servers.cluster
+    written = await older_store(standalone.url, key_prefix)
     with pytest.raises(fm.SchemaLayoutError):
         await fm.connect(standalone.url, key_prefix=key_prefix, migrate=False)
     async with fm.connect(standalone.url, key_prefix=key_prefix) as db:  # runs 0005
         moved = await all_keys(db)
         assert len(moved) == len(written)  # counted: one key for each key
-    nodes = redis_servers.start_cluster()
     await import_into(nodes[0], standalone)
     async with fm.connect(nodes[0].url, key_prefix=key_prefix) as db:
         assert db.report is not None
@@ -61,19 +83,13 @@ async def test_a_standalone_store_moves_into_its_tags_then_into_a_cluster_with_n
         await readable_everywhere(db)
         assert [s.file.label for s in await fm.schema.migrate(db)] == []
         assert HASH_TAGS in [s.label for s in (await fm.schema.schema_status(db))[0].applied]
-    for node in [standalone, *nodes]:
-        node.kill()
 
 
-@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="no redis-cli on PATH")
 async def test_a_store_of_the_older_layout_on_a_cluster_is_refused_before_any_write(
-    redis_servers: RedisServers, key_prefix: str
+    servers: Servers, key_prefix: str
 ) -> None:
-    standalone = redis_servers.start()
-    async with fm.connect(standalone.url, key_prefix=key_prefix) as db:
-        await write_in_older_layout(db)
-        written = await all_keys(db)
-    nodes = redis_servers.start_cluster()
+    standalone, nodes = servers.standalone, servers.cluster
+    written = await older_store(standalone.url, key_prefix)
     await import_into(nodes[0], standalone)
     with pytest.raises(MigrationFailedError) as failed:
         await fm.connect(nodes[0].url, key_prefix=key_prefix)
@@ -82,5 +98,3 @@ async def test_a_store_of_the_older_layout_on_a_cluster_is_refused_before_any_wr
         nodes[0].url, key_prefix=key_prefix, migrate=False, check_schema=False
     ) as db:
         assert await all_keys(db) == written  # nothing was moved or rewritten
-    for node in [standalone, *nodes]:
-        node.kill()
