@@ -6,9 +6,9 @@ concurrent tasks write as fast as they can, two ways in this process: flue-model
 raw redis-py doing the same Redis work (the same script shapes, on keys of the same hash
 tags): event appends, each writer to a stream of its own (each stream has its own slot,
 so they spread over the primaries), and model saves (one collection is one bucket, one
-slot: one primary takes them all). Each figure is the median of ``--runs`` repetitions
-of microseconds per operation across all writers; the ratio is raw redis-py's time over
-flue-models'.
+slot: one primary takes them all); then one caller reads 100 records in one batch. Each
+figure is the median of ``--runs`` repetitions of microseconds per operation across all
+writers; the ratio is raw redis-py's time over flue-models'.
 
 Run it with ``python -m bench.cluster [--json] [--writers N] [--ops N] [--runs N]``. On
 a machine with fewer cores than servers plus the client, the client and the servers
@@ -111,6 +111,25 @@ async def measure(url: str, raw: Any, writers: int, ops: int, runs: int) -> list
                 runs, concurrently(writers, ops, flue), concurrently(writers, ops, baseline)
             )
             rows.append(Row(f"{name}, {writers} writers", ops, fl, rw))
+        ids = [f"r-{n}" for n in range(100)]
+        raw_rows = [f"{raw_prefix}::{{item:0}}:{i}" for i in ids]
+        await Item.save_many([Item(id=i, status="open") for i in ids], db=db)
+        for key, record_id in zip(raw_rows, ids, strict=True):
+            await raw.hset(key, mapping={"id": record_id, "status": "open", "version": 1})
+
+        async def flue_read(_n: int) -> int:
+            assert all(item is not None for item in await Item.get_many(ids, db=db))
+            return 1
+
+        async def raw_read(_n: int) -> int:
+            async with raw.pipeline(transaction=False) as pipe:
+                for key in raw_rows:
+                    pipe.hgetall(key)
+                assert all(await pipe.execute())
+            return 1
+
+        fl, rw = await repeat_once(max(runs, 20), flue_read, raw_read)
+        rows.append(Row("get_many of 100 records, one caller", 1, fl, rw))
         return rows
     finally:
         for pattern in (f"{prefix}::*", f"{raw_prefix}::*"):
