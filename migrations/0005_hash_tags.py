@@ -25,7 +25,7 @@ import re
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoPermissionError
 
-from flue_models.errors import MigrationFileError, SchemaError, WritersActiveError
+from flue_models.errors import CommandError, MigrationFileError, SchemaError, WritersActiveError
 from flue_models.keys import KeySpace, encode_segment
 from flue_models.model.spec import OWNED_FIELD
 from flue_models.replies import reply_text
@@ -166,7 +166,9 @@ async def _refuse_other_clients(ctx: MigrationContext) -> None:
     db = ctx.db
     try:
         clients = await db.client.execute_command("CLIENT LIST")
-    except NoPermissionError as exc:
+    except CommandError as exc:
+        if not isinstance(exc.__cause__, NoPermissionError):
+            raise
         raise SchemaError(
             "Moving a store into the tagged key layout checks that no other process uses "
             "it (CLIENT LIST), which this user may not run; migrate as a user that may, "

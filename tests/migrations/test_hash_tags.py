@@ -12,13 +12,14 @@ import redis.asyncio as aioredis
 
 import flue_models as fm
 from flue_models import EventStream, Session, Submission, WorkflowRun
-from flue_models.errors import MigrationFailedError, SchemaLayoutError
+from flue_models.errors import MigrationFailedError, SchemaError, SchemaLayoutError
 from flue_models.keys import KeySpace
 from flue_models.model.errors import UniqueViolationError
 from flue_models.schema import migrate
 from flue_models.slots import slot_of
 from flue_models.state.integrity import verify_state
 from tests.integration.models import Ticket
+from tests.integration.test_minimal_acl import documented_acl
 
 MODELS = (Ticket, WorkflowRun, Submission, Session)
 #: A store of the older layout exists on a standalone server only: its keys have no tags,
@@ -247,3 +248,26 @@ async def test_a_fresh_store_starts_tagged_and_0005_has_nothing_to_move(
         await fill(db)
         assert all(k.startswith(f"{db.keys.head}{{") for k in await all_keys(db))
         await readable_everywhere(db)
+
+
+@OLDER_LAYOUT
+async def test_0005_says_which_right_it_lacks_to_check_for_other_clients(
+    redis_url: str, key_prefix: str, older_store: list[str]
+) -> None:
+    admin = aioredis.Redis.from_url(redis_url)
+    name = f"flue-acl-{key_prefix[-8:]}"
+    await admin.execute_command("ACL", "SETUSER", name, *documented_acl(key_prefix, "pw"))
+    host = redis_url.split("://", 1)[1].rsplit("@", 1)[-1]
+    try:
+        with pytest.raises(MigrationFailedError) as failed:
+            await fm.connect(f"redis://{name}:pw@{host}", key_prefix=key_prefix)
+        cause = failed.value.__cause__
+        assert isinstance(cause, SchemaError)
+        assert "(CLIENT LIST), which this user may not run" in str(cause)
+        async with fm.connect(
+            redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
+        ) as db:
+            assert await all_keys(db) == older_store  # nothing was moved
+    finally:
+        await admin.execute_command("ACL", "DELUSER", name)
+        await admin.aclose()
