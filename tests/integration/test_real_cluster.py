@@ -1,11 +1,11 @@
-"""The tagged key layout on a real three-primary cluster: every script call and MULTI the
-library sends while it writes one of everything lands in one slot, as the slot check
-(``FLUE_CHECK_SLOTS``, on for the whole suite) promises; and a call the slot check refuses
-is refused by the cluster too.
+"""The tagged key layout on a real three-primary cluster.
 
-Connecting the library itself to a cluster is refused at start-up for now (see
-docs/cluster.md); these tests replay what it sends on a standalone server, call by call,
-through redis-py's ``RedisCluster``, which routes each call by its keys.
+Every script call and MULTI the library sends while it writes one of everything on a
+standalone server is replayed, call by call, through redis-py's ``RedisCluster`` (which
+routes each by its keys): all run in one slot, as the slot check (``FLUE_CHECK_SLOTS``, on
+for the whole suite) promises, and a call the slot check refuses is refused by the cluster
+too. Then the library itself on the cluster: a slot moved under writers leaves every
+index exact.
 """
 
 from __future__ import annotations
