@@ -1,8 +1,9 @@
 """The connection layer: one ``redis.asyncio`` client per :class:`Database`.
 
 Every Redis call of the library goes through a :class:`Database` (its client, its
-scripts, :meth:`Database.run_batch`), so connection-wide behaviour (pipelining,
-Cluster routing) can later be added in one place.
+scripts, :meth:`Database.run_batch`), so connection-wide behaviour lives in one place:
+retries, automatic pipelining, and on a Cluster node a cluster client that routes each
+call by its keys' slot (:func:`open_database` chooses it).
 """
 
 from __future__ import annotations
