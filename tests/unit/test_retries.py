@@ -1,0 +1,57 @@
+"""How the client classifies a failure: what it retries, and what it lets through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from flue_models.client import RetryPolicy, with_retries
+from flue_models.errors import ConnectionLostError
+
+QUICK = RetryPolicy(retries=3, base=0.001, cap=0.001)
+
+
+def lost_writer_in(filename: str) -> Callable[[], Any]:
+    """A function that fails as redis-py's connection does when another task closed it
+    (its writer is None), with its frame in ``filename``."""
+    namespace: dict[str, Any] = {}
+    code = "def send():\n    writer = None\n    writer.writelines([b'PING'])\n"
+    exec(compile(code, filename, "exec"), namespace)
+    return namespace["send"]  # type: ignore[no-any-return]
+
+
+def failing_once(fail: Callable[[], Any]) -> Callable[[], Any]:
+    calls = []
+
+    async def call() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            fail()
+        return "sent"
+
+    return call
+
+
+async def test_a_connection_closed_under_a_command_is_retried_even_when_unsafe() -> None:
+    send = lost_writer_in("/venv/site-packages/redis/asyncio/connection.py")
+    call = failing_once(send)
+    assert await with_retries(call, QUICK, "redis://h", "XADD", unsafe=True) == "sent"
+
+
+async def test_the_same_error_anywhere_else_is_not_taken_for_a_lost_connection() -> None:
+    call = failing_once(lost_writer_in("/my/app/code.py"))
+    with pytest.raises(AttributeError, match="writelines"):
+        await with_retries(call, QUICK, "redis://h", "XADD", unsafe=True)
+
+
+async def test_a_connection_closed_under_every_try_ends_as_a_lost_connection() -> None:
+    send = lost_writer_in("/venv/site-packages/redis/asyncio/connection.py")
+
+    async def always() -> None:
+        send()
+
+    with pytest.raises(ConnectionLostError, match="closed under the command") as lost:
+        await with_retries(always, QUICK, "redis://h", "GET")
+    assert isinstance(lost.value.__cause__.__cause__, AttributeError)  # type: ignore[union-attr]
