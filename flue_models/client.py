@@ -187,6 +187,14 @@ async def _once(call: Any) -> Any:
         raise ClosedUnderUsError(f"the connection was closed under the command ({exc})") from exc
 
 
+#: A cluster's refusals of a command it did not run: a slot half-moved (``TRYAGAIN``), a
+#: cluster down for now (``CLUSTERDOWN``).
+CLUSTER_REFUSED = (TryAgainError, ClusterDownError)
+#: The failures retried when the command may be sent again: a lost connection, a
+#: timeout, a cluster's refusal. A pipeline may also return them in a command's place.
+RETRIED = (RedisConnectionError, RedisTimeoutError, *CLUSTER_REFUSED)
+
+
 def never_sent(exc: BaseException) -> bool:
     """Whether a connection error proves the command never reached the server.
 
@@ -200,9 +208,7 @@ def never_sent(exc: BaseException) -> bool:
         False
     """
     text = str(exc)
-    # LOADING, and on a cluster TRYAGAIN (a slot half-moved) and CLUSTERDOWN: refused
-    # before running.
-    refused = BusyLoadingError | TryAgainError | ClusterDownError | ClosedUnderUsError
+    refused = (BusyLoadingError, ClosedUnderUsError, *CLUSTER_REFUSED)  # before running
     return isinstance(exc, refused) or "connecting to" in text
 
 
@@ -222,7 +228,7 @@ def translate(
         isinstance(exc, RedisConnectionError) and "No connection available" in reason
     ):
         return PoolExhaustedError(display, reason)
-    if isinstance(exc, TryAgainError | ClusterDownError):  # retried; after that, lost
+    if isinstance(exc, CLUSTER_REFUSED):  # retried; after that, lost
         return ConnectionLostError(display, command, reason, unsafe=unsafe)
     if isinstance(exc, InvalidResponse) or (
         isinstance(exc, RedisConnectionError)
@@ -258,9 +264,7 @@ async def with_retries(
             # Retried: a lost connection or a timeout (not a full pool, a refused login, a
             # peer that does not speak Redis), when the command may be sent again; on a
             # cluster, a slot being moved (TRYAGAIN) or a cluster that is down for now.
-            retriable = isinstance(error, ConnectionLostError) and isinstance(
-                exc, RedisConnectionError | RedisTimeoutError | TryAgainError | ClusterDownError
-            )
+            retriable = isinstance(error, ConnectionLostError) and isinstance(exc, RETRIED)
             if not retriable or may_have_run or attempt >= policy.retries:
                 raise error from exc
             await asyncio.sleep(policy.delay(attempt))
@@ -563,8 +567,10 @@ def make_client(url: str, *, display: str, settings: ClientSettings, **options: 
 
 
 __all__ = [
+    "CLUSTER_REFUSED",
     "HEALTH_CHECK_SECONDS",
     "POLICY",
+    "RETRIED",
     "UNQUEUED",
     "UNSAFE",
     "ClientSettings",

@@ -20,21 +20,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from redis.exceptions import (
-    AuthenticationError,
-    ClusterDownError,
-    InvalidResponse,
-    RedisError,
-    ResponseError,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import AuthenticationError, InvalidResponse, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flue_models.client import (
     POLICY,
+    RETRIED,
     ClientSettings,
     FlueClient,
+    FlueRedisCluster,
     RetryPolicy,
     make_client,
     make_cluster_client,
@@ -69,10 +63,6 @@ from flue_models.scripts import Scripts
 from flue_models.slots import command_keys, one_slot
 from flue_models.telemetry import enabled as telemetry_enabled
 from flue_models.telemetry import operation_span, server_attributes
-
-#: Errors a pipeline may return in a command's place that mean the command may not have
-#: run, or its reply was lost: retried (or reported) like a lost connection.
-LOST_IN_PLACE = (RedisConnectionError, RedisTimeoutError, TryAgainError, ClusterDownError)
 
 #: Every connection flue-models opens carries a client name starting with this (then
 #: ``:<random hex>:<prefix as base64url>``).
@@ -272,7 +262,7 @@ class Database:
                 replies = list(await pipe.execute(raise_on_error=False))
             # A cluster pipeline returns a node's lost connection (or a TRYAGAIN) in the
             # place of each of its commands: that is the batch's failure, not a reply.
-            lost = next((r for r in replies if isinstance(r, LOST_IN_PLACE)), None)
+            lost = next((r for r in replies if isinstance(r, RETRIED)), None)
             if lost is not None:
                 raise lost
             return replies
@@ -410,14 +400,15 @@ async def _to_cluster_if_enabled(db: Database, settings: ClientSettings) -> Data
     if parse_info(info).get("cluster_enabled", "0").strip() != "1":
         return db
     await db.client.aclose()
-    options: dict[str, Any] = {"client_name": db.client_name, "decode_responses": False}
-    client = make_cluster_client(db.url.url, display=db.url.display, settings=settings, **options)
+    cluster = _make_database(db.url, db.keys, db.client_name, None, settings, cluster=True)
+    client = cluster.client
+    assert isinstance(client, FlueRedisCluster)
     try:
         await with_retries(client.initialize, client.flue_policy, db.url.display, "CLUSTER")
     except FlueModelsError as exc:
         await client.aclose()
         raise ClusterNotReadyError(db.url.display, str(exc)) from exc
-    return Database(client, db.url, db.keys, client_name=db.client_name)
+    return cluster
 
 
 def _make_database(
@@ -426,9 +417,12 @@ def _make_database(
     client_name: str,
     embedded: EmbeddedServer | None,
     settings: ClientSettings,
+    *,
+    cluster: bool = False,
 ) -> Database:
     options: dict[str, Any] = {"client_name": client_name, "decode_responses": False}
-    client = make_client(url.url, display=url.display, settings=settings, **options)
+    make = make_cluster_client if cluster else make_client
+    client = make(url.url, display=url.display, settings=settings, **options)
     return Database(client, url, keys, client_name=client_name, embedded=embedded)
 
 
