@@ -377,8 +377,7 @@ once='p::{stream:cnVucy80Mg}:once')
         """
         if not path:
             raise ConfigurationError("A stream path must be a non-empty string.")
-        segment = encode_segment(path)
-        base = f"{self.head}{{stream:{segment}}}" if self.tagged else f"{self.head}stream:{segment}"
+        base = self._stream_head + encode_segment(path) + ("}" if self.tagged else "")
         return StreamKeys(base, f"{base}:events", f"{base}:once")
 
     def stream_chunks(self, path: str) -> str:

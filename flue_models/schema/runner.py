@@ -140,17 +140,6 @@ async def _read_located(db: Database) -> tuple[dict[str, str], bool]:
     return record, False
 
 
-def stored_builtin_version(record: dict[str, str]) -> int:
-    """The built-in set's version in a schema record (0: none or unreadable).
-
-    Example:
-        >>> stored_builtin_version({"schema_version": "4"})
-        4
-    """
-    text = record.get(version_field(BUILTIN_SET), "0")
-    return int(text) if text.isdigit() else 0
-
-
 def _use_layout(db: Database, tagged: bool, check_slots: bool) -> None:
     """Name keys in the layout of the stored version while migrating (the slot check
     only applies to the tagged layout: the older one never runs on a cluster)."""
@@ -248,9 +237,9 @@ async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
     record, older = await _read_located(db)
     if not record:
         raise SchemaMissingError(db.keys.prefix, db.keys.meta)
-    _stored_versions(db, record, ordered, {s.name: s.files() for s in ordered})
-    if older:
-        raise SchemaLayoutError(db.keys.prefix, stored_builtin_version(record), TAGGED_FROM)
+    versions = _stored_versions(db, record, ordered, {s.name: s.files() for s in ordered})
+    if older:  # versions[0]: the built-in set's, which _all_sets puts first
+        raise SchemaLayoutError(db.keys.prefix, versions[0], TAGGED_FROM)
 
 
 async def schema_status(db: Database, sets: Sequence[MigrationSet] = ()) -> list[SetStatus]:
