@@ -36,6 +36,7 @@ import flue_models as fm
 from bench.harness import Row, repeat_once, table
 from bench.workloads import RAW_APPEND, RAW_SAVE
 from flue_models import Indexed, Model
+from flue_models.keys import bucket_of
 from tests.conftest import RedisServers
 
 
@@ -49,6 +50,43 @@ class Item(Model):
     id: str
     status: Annotated[str, Indexed()]
     created_at: dt.datetime = fm.now()
+
+
+class SpreadItem(Model):
+    """``Item`` over 16 buckets: its saves spread over 16 slots."""
+
+    class Meta:
+        collection = "bench_citem16"
+        order_by = "created_at"
+        buckets = 16
+
+    id: str
+    status: Annotated[str, Indexed()]
+    created_at: dt.datetime = fm.now()
+
+
+def listed(buckets: int) -> type[Model]:
+    """A model over ``buckets`` buckets for the listing rows (one class per count)."""
+
+    count = buckets
+
+    class Listed(Model):
+        class Meta:
+            collection = f"bench_list{count}"
+            order_by = "created_at"
+            buckets = count
+
+        id: str
+        status: Annotated[str, Indexed()]
+        created_at: dt.datetime = fm.now()
+
+    return Listed
+
+
+#: Bucket counts of the listing rows, and the records each collection holds.
+LISTING_BUCKETS = (1, 4, 16, 64)
+LISTING_RECORDS = 4000
+LISTED = {buckets: listed(buckets) for buckets in LISTING_BUCKETS}
 
 
 Side = Callable[[int], Awaitable[int]]
@@ -102,10 +140,20 @@ async def measure(url: str, raw: Any, writers: int, ops: int, runs: int) -> list
             score = time.time() * 1000
             await save(keys=keys, args=[f"i-{n}", 0, score, "id", f"i-{n}", "status", "open"])
 
+        async def flue_spread_save(_w: int, n: int) -> None:
+            await SpreadItem(id=f"i-{n}", status="open").save(db=db)
+
+        async def raw_spread_save(_w: int, n: int) -> None:
+            base = f"{raw_prefix}::{{item16:{bucket_of(f'i-{n}', 16)}}}"
+            keys = [f"{base}:version", f"{base}:i-{n}", f"{base}:all", f"{base}:idx:status:open"]
+            score = time.time() * 1000
+            await save(keys=keys, args=[f"i-{n}", 0, score, "id", f"i-{n}", "status", "open"])
+
         rows = []
         for name, flue, baseline in (
             ("event append, a stream per writer", flue_append, raw_append),
             ("model save, one collection", flue_save, raw_save),
+            ("model save, 16 buckets", flue_spread_save, raw_spread_save),
         ):
             fl, rw = await repeat_once(
                 runs, concurrently(writers, ops, flue), concurrently(writers, ops, baseline)
@@ -130,12 +178,52 @@ async def measure(url: str, raw: Any, writers: int, ops: int, runs: int) -> list
 
         fl, rw = await repeat_once(max(runs, 20), flue_read, raw_read)
         rows.append(Row("get_many of 100 records, one caller", 1, fl, rw))
+        rows += await listing_rows(db, raw, runs)
         return rows
     finally:
         for pattern in (f"{prefix}::*", f"{raw_prefix}::*"):
             async for key in raw.scan_iter(match=pattern, count=1000):
                 await raw.delete(key)
         await db.close()
+
+
+async def listing_rows(db: fm.Database, raw: Any, runs: int) -> list[Row]:
+    """A page of 100 of the open records (half of them), newest first, from a collection
+    in 1, 4, 16 and 64 buckets; the baseline is raw redis-py reading the one-bucket
+    collection's index and rows (one ZREVRANGE, then 100 HGETALL in one pipeline)."""
+    for model in LISTED.values():
+        await model.save_many(
+            [
+                model(id=f"l-{n}", status="open" if n % 2 else "done")
+                for n in range(LISTING_RECORDS)
+            ],
+            db=db,
+        )
+    one = LISTED[1].__flue_spec__.collection
+    index, keys = db.keys.index(one, "status", b"open"), db.keys
+
+    async def raw_page(_n: int) -> int:
+        ids = await raw.zrevrange(index, 0, 99)
+        async with raw.pipeline(transaction=False) as pipe:
+            for record_id in ids:
+                pipe.hgetall(keys.record(one, record_id.decode()))
+            assert len(await pipe.execute()) == 100
+        return 1
+
+    rows = []
+    for buckets, model in LISTED.items():
+        query = model.find(model.status == "open").sort_by("-created_at").using(db)  # type: ignore[attr-defined]
+
+        async def flue_page(_n: int, query: Any = query) -> int:
+            page = await query.page(limit=100)
+            assert len(page.items) == 100
+            return 1
+
+        fl, rw = await repeat_once(max(runs, 20), flue_page, raw_page)
+        rows.append(
+            Row(f"page of 100 of {LISTING_RECORDS:,} records, {buckets} bucket(s)", 1, fl, rw)
+        )
+    return rows
 
 
 async def run(writers: int, ops: int, runs: int) -> dict[str, list[Row]]:

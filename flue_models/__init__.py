@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from flue_models.errors import (
         AuthenticationFailedError,
         BatchCommandError,
+        BucketCountError,
         ClusterEnabledError,
         ClusterNotReadyError,
         CommandError,
@@ -135,6 +136,7 @@ _EXPORTS: dict[str, str] = {
     "SchemaStampError": "flue_models.errors",
     "SchemaMissingError": "flue_models.errors",
     "SchemaLayoutError": "flue_models.errors",
+    "BucketCountError": "flue_models.errors",
     "WritersActiveError": "flue_models.errors",
     "CrossSlotError": "flue_models.errors",
     "ForeignSchemaError": "flue_models.errors",
@@ -268,6 +270,7 @@ __all__ = [
     "AuthenticationFailedError",
     "BatchCommandError",
     "Bound",
+    "BucketCountError",
     "ChunkSegment",
     "ClientSettings",
     "ClusterEnabledError",

@@ -58,6 +58,7 @@ sys.excepthook = _quiet_interrupt
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import importlib
 import json
@@ -84,6 +85,7 @@ from flue_models.schema import (
     new_migration_file,
     schema_status,
 )
+from flue_models.schema.split import split_collection
 from flue_models.startup import connect
 from flue_models.state.events import (
     TAIL_OUTAGE_SECONDS,
@@ -382,6 +384,25 @@ async def _verify(args: argparse.Namespace) -> int:
         verdict = "ok" if report.ok else f"{len(report.all_drift)} finding(s)"
         print(f"{verdict}: {checked}, streams {report.streams}{repaired}")
     return OK if report.ok else FAILED
+
+
+async def _cluster_split(args: argparse.Namespace) -> int:
+    progress = Progress()
+    async with connect(
+        args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect, migrate=False
+    ) as db:
+        try:
+            report = await split_collection(db, args.collection, args.buckets, progress=progress)
+        finally:
+            progress.done()
+    if args.json:
+        _emit(dataclasses.asdict(report))
+    else:
+        print(
+            f"{report.collection}: {report.moved} of {report.records} record(s) moved; "
+            f"{report.buckets} bucket(s) now"
+        )
+    return OK
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -871,6 +892,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow cancelling runs, requeueing expired submissions and pruning",
     )
     serve.set_defaults(handler=_serve)
+
+    cluster = commands.add_parser("cluster", help="prepare a store for Redis Cluster")
+    cluster_commands = cluster.add_subparsers(
+        dest="cluster_command", metavar="ACTION", required=True
+    )
+    split = cluster_commands.add_parser(
+        "split",
+        help="move a collection's records into N buckets (standalone server, writers stopped)",
+        description="Move every record of COLLECTION whose bucket changes, with its index "
+        "entries and owned keys, one atomic call per record, then record the count; "
+        "declare the same Meta.buckets in its model. Checks everything before the first "
+        "move; safe to run again after a failure.",
+    )
+    _connection_options(split)
+    split.add_argument("collection", help="the collection (its Meta.collection)")
+    split.add_argument(
+        "--buckets", type=int, required=True, help="the new bucket count (a power of two)"
+    )
+    split.set_defaults(handler=_cluster_split)
 
     server = commands.add_parser("server", help="manage the embedded server (status, stop)")
     server_commands = server.add_subparsers(dest="server_command", metavar="ACTION", required=True)

@@ -160,6 +160,9 @@ class Database:
         self._server = server_attributes(url.url, url.scheme, url.db)
         self._closed = False
         self._previous: Database | None = None
+        #: Collections whose bucket count this database has checked against the store
+        #: (:func:`flue_models.model.buckets.check_buckets`).
+        self.checked_buckets: set[str] = set()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

@@ -589,6 +589,26 @@ class WritersActiveError(SchemaError):
         )
 
 
+class BucketCountError(SchemaError):
+    """A model declares another number of buckets (``Meta.buckets``) than its collection's
+    records are stored in; reading it so would miss records, writing would scatter them.
+
+    Example:
+        >>> "cluster split" in str(BucketCountError("app", "ticket", stored=1, declared=16))
+        True
+    """
+
+    def __init__(self, prefix: str, collection: str, *, stored: int, declared: int) -> None:
+        self.prefix, self.collection = prefix, collection
+        self.stored, self.declared = stored, declared
+        super().__init__(
+            f"Collection {collection!r} under prefix {prefix!r} is stored in {stored} "
+            f"bucket(s) but its model declares Meta.buckets = {declared}. Nothing was read "
+            f"or written. Stop its writers and run `flue-models cluster split {collection} "
+            f"--buckets {declared}` on a standalone server, or declare {stored} again."
+        )
+
+
 class UnversionedDataError(SchemaError):
     """Keys exist under the prefix but no schema record does: data this library did not write.
 

@@ -6,8 +6,9 @@ keys share a slot, so every script and MULTI touches keys of one tag only:
 
 * ``<prefix>::{meta}``: the schema record (hash); ``<prefix>::{meta}:lock``: the lock.
 * ``<prefix>::{<collection>:<bucket>}:<b64 id>``: one record (hash). A collection's
-  records are spread over buckets by their id (today one bucket, ``0``, per collection);
-  a bucket's records, its counter and its slice of every index share one tag:
+  records are spread over its ``Meta.buckets`` buckets by their id (one, ``0``, unless
+  the model declares more); a bucket's records, its counter and its slice of every index
+  share one tag:
 * ``...{<collection>:<bucket>}:all``: every id of the bucket (sorted set).
 * ``...{<collection>:<bucket>}:version``: the counter record versions are taken from.
 * ``...{<collection>:<bucket>}:idx:<field>:<b64 value>``: the ids with that value (sorted
@@ -36,6 +37,8 @@ import base64
 import hashlib
 import re
 from typing import NamedTuple
+
+from redis.crc import key_slot
 
 from flue_models.errors import ConfigurationError
 
@@ -167,16 +170,33 @@ class StreamKeys(NamedTuple):
     once: str
 
 
-#: The bucket every record of a collection is in today (its hash tag is
-#: ``{<collection>:0}``); a later layout may spread a collection over more.
+#: The bucket of every record of a one-bucket collection (its hash tag is
+#: ``{<collection>:0}``), and the one a split keeps in place.
 BUCKET = 0
+#: The most buckets a collection may have (``Meta.buckets``, a power of two).
+MAX_BUCKETS = 1024
+
+
+def bucket_of(record_id: str, buckets: int) -> int:
+    """Return the bucket of a record: CRC16 of its id (the Cluster slot hash), masked.
+
+    ``buckets`` is a power of two; 1 puts every record in bucket 0.
+
+    Example:
+        >>> bucket_of("t-2", 1), bucket_of("t-2", 16)
+        (0, 3)
+    """
+    if buckets == 1:
+        return 0
+    return int(key_slot(record_id.encode("utf-8", "surrogateescape"))) & (buckets - 1)
 
 
 class KeySpace:
     """The key names under one normalized prefix.
 
     ``tagged=False`` names the layout before migration ``0005_hash_tags`` (no Cluster hash
-    tags), for the migrations that run before it.
+    tags), for the migrations that run before it. A collection's keys are those of bucket
+    ``bucket``; :meth:`in_bucket` returns the key space of another bucket.
 
     Example:
         >>> keys = KeySpace("flue:")
@@ -190,9 +210,15 @@ class KeySpace:
         'flue::ticket:dC0x'
     """
 
-    def __init__(self, prefix: str, *, tagged: bool = True) -> None:
+    def __init__(self, prefix: str, *, tagged: bool = True, bucket: int = BUCKET) -> None:
         self.prefix = normalize_prefix(prefix)
         self.tagged = tagged
+        if bucket != BUCKET and not tagged:
+            raise ConfigurationError("The untagged layout has one bucket per collection.")
+        if not 0 <= bucket < MAX_BUCKETS:
+            raise ConfigurationError(f"A bucket is 0 to {MAX_BUCKETS - 1}, not {bucket}.")
+        self.bucket = bucket
+        self._buckets: dict[int, KeySpace] = {bucket: self}
         self.head = self.prefix + SEPARATOR
         self.meta = f"{self.head}{{meta}}" if tagged else f"{self.head}meta"
         self.migration_lock = f"{self.meta}:lock"
@@ -201,11 +227,25 @@ class KeySpace:
         self.legacy_meta = f"{self.prefix}:meta"
 
     def __repr__(self) -> str:
-        return (
-            f"KeySpace({self.prefix!r})"
-            if self.tagged
-            else f"KeySpace({self.prefix!r}, tagged=False)"
-        )
+        if not self.tagged:
+            return f"KeySpace({self.prefix!r}, tagged=False)"
+        if self.bucket != BUCKET:
+            return f"KeySpace({self.prefix!r}, bucket={self.bucket})"
+        return f"KeySpace({self.prefix!r})"
+
+    def in_bucket(self, bucket: int) -> KeySpace:
+        """Return the key space whose collection keys are those of bucket ``bucket``.
+
+        Every other key (streams, the schema record) is the same in all of them.
+
+        Example:
+            >>> KeySpace("p").in_bucket(3).all("ticket")
+            'p::{ticket:3}:all'
+        """
+        found = self._buckets.get(bucket)
+        if found is None:
+            found = self._buckets[bucket] = KeySpace(self.prefix, tagged=self.tagged, bucket=bucket)
+        return found
 
     def untagged(self) -> KeySpace:
         """Return the key space of this prefix in the layout before ``0005_hash_tags``.
@@ -219,7 +259,7 @@ class KeySpace:
     def _base(self, collection: str) -> str:
         """What every key of a collection's bucket starts with (``:`` or ``/`` follows)."""
         if self.tagged:
-            return f"{self.head}{{{collection}:{BUCKET}}}"
+            return f"{self.head}{{{collection}:{self.bucket}}}"
         return f"{self.head}{collection}"
 
     def pattern(self) -> str:
@@ -262,6 +302,34 @@ class KeySpace:
             'p::{ticket:0}:*'
         """
         return escape_glob(f"{self._base(collection)}:") + "*"
+
+    def buckets_pattern(self, collection: str) -> str:
+        """Return the SCAN pattern of a collection's keys in every bucket.
+
+        Example:
+            >>> KeySpace("p").buckets_pattern("ticket")
+            'p::{ticket:*'
+        """
+        if not self.tagged:
+            return self.collection_pattern(collection)
+        return escape_glob(f"{self.head}{{{collection}:") + "*"
+
+    def bucket_in_key(self, collection: str, key: str) -> int | None:
+        """Return the bucket a key found by :meth:`buckets_pattern` is in (``None``: not a
+        key of a bucket of ``collection``).
+
+        Example:
+            >>> KeySpace("p").bucket_in_key("ticket", "p::{ticket:12}:all")
+            12
+        """
+        if not self.tagged:
+            return BUCKET if key.startswith(f"{self._base(collection)}:") else None
+        head = f"{self.head}{{{collection}:"
+        number, brace, _rest = key[len(head) :].partition("}")
+        if not key.startswith(head) or not brace or not number.isdigit():
+            return None
+        bucket = int(number)
+        return bucket if str(bucket) == number and bucket < MAX_BUCKETS else None
 
     def classify(self, collection: str, key: str) -> str | None:
         """Say what a key matched by :meth:`collection_pattern` is.

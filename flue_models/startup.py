@@ -16,6 +16,8 @@ from typing import Any
 from flue_models import inspection, schema
 from flue_models.client import ClientSettings, RetryPolicy
 from flue_models.connection import Database, open_database
+from flue_models.model.base import registered_specs
+from flue_models.model.buckets import check_collections
 from flue_models.schema import MigrationSet
 
 
@@ -107,8 +109,9 @@ def connect(
         ServerCheckError: the server could lose state (a subclass says why).
         EmbeddedServerError: the embedded server could not start.
         SchemaError: the stored schema is newer than this installation, the prefix holds
-            data that is not ours, a migration failed, or (with ``migrate=False``) the
-            prefix was never migrated (a subclass says which).
+            data that is not ours, a migration failed, (with ``migrate=False``) the
+            prefix was never migrated, or a model declares another ``Meta.buckets``
+            than its collection is stored in (a subclass says which).
 
     Example:
         ```python
@@ -156,6 +159,8 @@ async def _start(
             await schema.migrate(db, migrations)
         elif check_schema:
             await schema.check_schema(db, migrations)
+        if migrate or check_schema:  # every model declared by now; later ones at first use
+            await check_collections(db, registered_specs())
     except BaseException:
         await db.close()
         raise

@@ -8,6 +8,7 @@ entry, so no reader and no crash ever sees one without the other.
 
 from __future__ import annotations
 
+import asyncio
 import typing
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
@@ -18,6 +19,7 @@ from pydantic._internal._model_construction import ModelMetaclass
 from flue_models.connection import Database, pick_database
 from flue_models.errors import ConfigurationError
 from flue_models.keys import KeySpace
+from flue_models.model.buckets import check_buckets
 from flue_models.model.errors import AlreadyExistsError, DecodeError
 from flue_models.model.expressions import AllOf, Condition, FieldRef
 from flue_models.model.fields import new_id
@@ -46,6 +48,28 @@ M = TypeVar("M", bound="Model")
 _REGISTRY: dict[str, type[Model]] = {}
 #: Records per script call in ``save_many``: each call is atomic and one round trip.
 SAVE_BATCH = 500
+
+
+def registered_specs() -> list[ModelSpec]:
+    """Return the storage plan of every model class declared so far (one per collection).
+
+    Example:
+        ```python
+        [spec.collection for spec in registered_specs()]   # ['session', ..., 'ticket']
+        ```
+    """
+    return [model.__flue_spec__ for model in _REGISTRY.values()]
+
+
+def registered_model(collection: str) -> type[Model] | None:
+    """Return the model class declared on ``collection`` so far, if any.
+
+    Example:
+        ```python
+        registered_model("ticket")   # <class 'myapp.models.Ticket'>
+        ```
+    """
+    return _REGISTRY.get(collection)
 
 
 class _ModelMeta(ModelMetaclass):
@@ -265,10 +289,13 @@ class Model(BaseModel, metaclass=_ModelMeta):
 
     @classmethod
     async def save_many(cls, records: Iterable[Self], *, db: Database | None = None) -> None:
-        """Save many records, one round trip and one atomic script call per 500 records.
+        """Save many records, one round trip and one atomic script call per 500 records
+        of one bucket (a collection with ``Meta.buckets`` > 1 has one call per bucket).
 
         Within a call, every version and unique check passes before anything is
         written; when one fails, that call writes nothing and earlier calls stay written.
+        The buckets are written concurrently; when one fails the others still finish,
+        and the first failure (in bucket order) is raised.
 
         Raises:
             DuplicateWriteError: two copies of one record are in ``records`` (nothing is
@@ -290,9 +317,22 @@ class Model(BaseModel, metaclass=_ModelMeta):
         if not items:
             return
         (database,) = databases.values()
-        for start in range(0, len(items), SAVE_BATCH):
-            batch = items[start : start + SAVE_BATCH]
-            await run_writes(database, [plan_save(item, database.keys) for item in batch])
+        spec = cls.__flue_spec__
+        by_bucket: dict[int, list[Self]] = {}
+        for item in items:
+            by_bucket.setdefault(spec.keys_of(database.keys, item.id).bucket, []).append(item)
+
+        async def save_bucket(group: list[Self]) -> None:
+            for start in range(0, len(group), SAVE_BATCH):
+                batch = group[start : start + SAVE_BATCH]
+                await run_writes(database, [plan_save(item, database.keys) for item in batch])
+
+        outcomes = await asyncio.gather(
+            *(save_bucket(by_bucket[b]) for b in sorted(by_bucket)), return_exceptions=True
+        )
+        for outcome in outcomes:  # every bucket ran; the first failure (bucket order) is raised
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def delete(self, *, db: Database | None = None) -> bool:
         """Delete this record (its hash, index entries and owned keys) under the version check.
@@ -375,8 +415,9 @@ class Model(BaseModel, metaclass=_ModelMeta):
         record._flue_version = int(version_text)
         if owned is None:  # written before records kept their entries: the declaration's
             values = record._values()
-            record._flue_entries = spec.entries(db.keys, values)
-            record._flue_unique = spec.unique_claims(db.keys, values)
+            keys = spec.keys_of(db.keys, record.id)
+            record._flue_entries = spec.entries(keys, values)
+            record._flue_unique = spec.unique_claims(keys, values)
         else:
             snapshot[OWNED_FIELD] = owned
             record._flue_entries, record._flue_unique = decode_owned(db.keys, key, owned)
@@ -435,10 +476,15 @@ class Model(BaseModel, metaclass=_ModelMeta):
             ```
         """
         database = pick_database(db)
-        collection = cls.__flue_spec__.collection
-        keys = [database.keys.record(collection, record_id) for record_id in record_ids]
+        spec = cls.__flue_spec__
+        collection = spec.collection
+        keys = [
+            spec.keys_of(database.keys, record_id).record(collection, record_id)
+            for record_id in record_ids
+        ]
         if not keys:
             return []
+        await check_buckets(database, spec)
         with database.span("get", collection, **{"db.operation.batch.size": len(keys)}):
             replies = await read_hashes(database, keys)
         return [cls._from_reply(key, raw, database) for key, raw in zip(keys, replies, strict=True)]

@@ -135,9 +135,10 @@ class Plan:
     fingerprint: str
 
     def script_args(
-        self, cursor: tuple[str, str] | None, limit: int
+        self, cursor: tuple[str, str] | None, limit: int, budget: int = SCAN_BUDGET
     ) -> tuple[list[str], list[Any]]:
-        """Return the KEYS and ARGV of one ``query`` script call.
+        """Return the KEYS and ARGV of one ``query`` script call (``budget``: the most
+        Redis calls it makes).
 
         Example:
             ```python
@@ -153,7 +154,7 @@ class Plan:
             cursor[0] if cursor else "",
             cursor[1] if cursor else "",
             limit,
-            SCAN_BUDGET,
+            budget,
             len(self.filters),
         ]
         for f in self.filters:

@@ -10,6 +10,8 @@ makes at most ``SCAN_BUDGET`` Redis calls.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -18,10 +20,17 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 from flue_models.connection import Database, pick_database
 from flue_models.errors import ScriptError
 from flue_models.keys import INDEX_VALUE_BOUND, KeySpace
+from flue_models.model.buckets import check_buckets
 from flue_models.model.codec import FieldCodec
 from flue_models.model.errors import DecodeError, SkippedRecordWarning
 from flue_models.model.expressions import AllOf, Condition, QueryError
-from flue_models.model.planner import Plan, decode_cursor, encode_cursor, plan_query
+from flue_models.model.planner import (
+    SCAN_BUDGET,
+    Plan,
+    decode_cursor,
+    encode_cursor,
+    plan_query,
+)
 from flue_models.replies import reply_text
 
 if TYPE_CHECKING:
@@ -186,28 +195,71 @@ class Query(Generic[M]):
             raise QueryError(f"page limit must be positive, not {limit}.")
         return await self._ids(self._database(), limit, cursor)
 
+    async def _plans(self, db: Database) -> list[Plan]:
+        """One plan per bucket of the collection (the same query on each bucket's sets)."""
+        spec = self.model.__flue_spec__
+        await check_buckets(db, spec)
+        return [self._plan(keys) for keys in spec.bucket_keys(db.keys)]
+
     async def _ids(self, db: Database, limit: int, cursor: str | None) -> IdPage:
-        plan = self._plan(db.keys)
-        position = decode_cursor(plan.fingerprint, cursor) if cursor else None
+        plans = await self._plans(db)
+        position = decode_cursor(plans[0].fingerprint, cursor) if cursor else None
         with db.span("query", self.model.__flue_spec__.collection):
-            return await self._walk(db, plan, position, limit)
+            if len(plans) == 1:
+                return await self._walk(db, plans[0], position, limit)
+            return await self._gather(db, plans, position, limit)
 
     async def _walk(
         self, db: Database, plan: Plan, position: tuple[str, str] | None, limit: int
     ) -> IdPage:
         ids: list[str] = []
         while len(ids) < limit:
-            keys, args = plan.script_args(position, limit - len(ids))
-            reply = await db.scripts.call("query", keys=keys, args=args)
-            if not isinstance(reply, list) or len(reply) != 6:  # a script/Python mismatch
-                raise ScriptError("query", f"a reply of another shape: {reply!r:.200}")
-            found, last_score, last_id, exhausted, _driver, _calls = reply
-            ids += [reply_text(item) for item in found]
-            if int(exhausted):
+            run = await _run_query(db, plan, position, limit - len(ids))
+            ids += [item for _score, item in run.found]
+            if run.exhausted:
                 return IdPage(ids, None)
-            position = (reply_text(last_score), reply_text(last_id))
+            position = run.last
         assert position is not None
         return IdPage(ids, encode_cursor(plan.fingerprint, *position))
+
+    async def _gather(
+        self, db: Database, plans: list[Plan], position: tuple[str, str] | None, limit: int
+    ) -> IdPage:
+        """Walk every bucket from one cursor at once and merge the walks by (score, id).
+
+        Each bucket returns its matches after ``position`` and the last entry it
+        examined. Up to the frontier (the earliest last entry among the buckets that are
+        not exhausted) every bucket has been read, so the merged matches up to it are
+        exactly the next ones in the collection's order; a round that yields fewer than
+        ``limit`` continues from the frontier. The cursor is the last (score, id) given
+        out, so its format does not depend on the number of buckets.
+        """
+        descending = plans[0].descending
+        ids: list[str] = []
+        need = limit
+        budget = max(MIN_BUCKET_BUDGET, SCAN_BUDGET // len(plans))
+        while True:
+            share = need / len(plans)
+            each = min(need, math.ceil(share + 3 * math.sqrt(share)) + 1)
+            runs = await asyncio.gather(
+                *(_run_query(db, plan, position, each, budget) for plan in plans)
+            )
+            ends = [run.last for run in runs if not run.exhausted and run.last is not None]
+            frontier = _walk_order(ends, descending)[0] if ends else None
+            merged = _walk_order([item for run in runs for item in run.found], descending)
+            if frontier is not None:
+                merged = _up_to(merged, frontier, descending)
+            if len(merged) > need:
+                taken = merged[:need]
+                ids += [item for _score, item in taken]
+                return IdPage(ids, encode_cursor(plans[0].fingerprint, *taken[-1]))
+            ids += [item for _score, item in merged]
+            need -= len(merged)
+            if frontier is None:
+                return IdPage(ids, None)
+            position = frontier
+            if need == 0:
+                return IdPage(ids, encode_cursor(plans[0].fingerprint, *position))
 
     async def _load(self, db: Database, ids: list[str]) -> tuple[list[M], list[DecodeError]]:
         records: list[M] = []
@@ -303,7 +355,8 @@ class Query(Generic[M]):
         """Return how many records match.
 
         With no filter beyond score bounds this is one ZCOUNT; otherwise the ids are
-        walked on the server in pages, without reading the records.
+        walked on the server in pages, without reading the records. A collection with
+        more buckets counts each bucket at once and adds the counts up.
 
         Example:
             ```python
@@ -311,23 +364,14 @@ class Query(Generic[M]):
             ```
         """
         db = self._database()
-        plan = self._plan(db.keys)
-        sole = plan.filters[0] if len(plan.filters) == 1 else None
-        walks_all = plan.drivers[0] == db.keys.all(self.model.__flue_spec__.collection)
-        # One equality set is the answer only when the walk is over every record (a sort
-        # by a range field lists only records where that field is set).
-        if not plan.filters or (
-            walks_all and sole and sole.kind == "member" and len(sole.keys) == 1
-        ):
-            key = sole.keys[0] if sole else plan.drivers[0]
-            return int(await db.client.zcount(key, plan.low.zset_text(), plan.high.zset_text()))
-        total, cursor = 0, None
-        while True:
-            found = await self._ids(db, 1000, cursor)
-            total += len(found.ids)
-            if found.next_cursor is None:
-                return total
-            cursor = found.next_cursor
+        plans = await self._plans(db)
+        collection = self.model.__flue_spec__.collection
+        with db.span("count", collection):
+            every = [keys.all(collection) for keys in self.model.__flue_spec__.bucket_keys(db.keys)]
+            counted = await asyncio.gather(
+                *(_count(db, plan, all_key) for plan, all_key in zip(plans, every, strict=True))
+            )
+        return sum(counted)
 
     async def explain(self) -> str:
         """Describe how this query runs: the candidate sets, their sizes, the filters.
@@ -339,18 +383,106 @@ class Query(Generic[M]):
             ```
         """
         db = self._database()
-        plan = self._plan(db.keys)
+        plans = await self._plans(db)
+        plan = plans[0]
         low, high = plan.low.zset_text(), plan.high.zset_text()
-        counts = await db.run_batch([("ZCOUNT", key, low, high) for key in plan.drivers])
-        chosen = min(range(len(counts)), key=lambda i: (int(counts[i]), i))
+        found = await db.run_batch(
+            [("ZCOUNT", key, low, high) for each in plans for key in each.drivers]
+        )
+        width = len(plan.drivers)  # each bucket's plan names the same sets of its bucket
+        counts = [sum(int(c) for c in found[i::width]) for i in range(width)]
+        chosen = min(range(len(counts)), key=lambda i: (counts[i], i))
         direction = "descending" if plan.descending else "ascending"
         lines = [
             f"walks {plan.drivers[chosen]} ({counts[chosen]} entries in bounds) {direction} "
             f"by {plan.sort_field}, scores in [{low}, {high}]"
         ]
+        if len(plans) > 1:
+            lines.append(
+                f"  in each of {len(plans)} buckets at once (the sets of bucket 0 are shown; "
+                "entries are counted over every bucket), merged by (score, id)"
+            )
         for key, count in zip(plan.drivers, counts, strict=True):
             if key != plan.drivers[chosen]:
                 lines.append(f"  not chosen: {key} ({count} entries)")
         for f in plan.filters:
             lines.append(f"  filter {f.text}: {f.kind} on {', '.join(f.keys)}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one ``query`` script call returned: its matches as (score text, id), the
+    last entry it examined, and whether the walk reached the end."""
+
+    found: list[tuple[str, str]]
+    last: tuple[str, str] | None
+    exhausted: bool
+
+
+#: The least ``SCAN_BUDGET`` each bucket's walk of a scatter-gather page gets.
+MIN_BUCKET_BUDGET = 256
+
+
+async def _run_query(
+    db: Database,
+    plan: Plan,
+    position: tuple[str, str] | None,
+    limit: int,
+    budget: int = SCAN_BUDGET,
+) -> _Run:
+    """Call the ``query`` script once on ``plan``'s sets (one bucket)."""
+    keys, args = plan.script_args(position, limit, budget)
+    reply = await db.scripts.call("query", keys=keys, args=args)
+    if not isinstance(reply, list) or len(reply) != 7:  # a script/Python mismatch
+        raise ScriptError("query", f"a reply of another shape: {reply!r:.200}")
+    found, last_score, last_id, exhausted, _driver, _calls, scores = reply
+    if len(scores) != len(found):
+        raise ScriptError("query", f"{len(found)} ids but {len(scores)} scores")
+    last = None if last_score in (b"", "") else (reply_text(last_score), reply_text(last_id))
+    return _Run(
+        [(reply_text(score), reply_text(item)) for score, item in zip(scores, found, strict=True)],
+        last,
+        bool(int(exhausted)),
+    )
+
+
+def _order_key(item: tuple[str, str]) -> tuple[float, bytes]:
+    """An entry's place in a sorted set: its score, then its member's bytes."""
+    return float(item[0]), item[1].encode("utf-8", "surrogateescape")
+
+
+def _walk_order(items: list[tuple[str, str]], descending: bool) -> list[tuple[str, str]]:
+    """``items`` in the order a walk meets them: by score, ties by member bytes (both
+    reversed for a descending walk), as ZRANGE and ZREVRANGE list a sorted set."""
+    return sorted(items, key=_order_key, reverse=descending)
+
+
+def _up_to(
+    items: list[tuple[str, str]], frontier: tuple[str, str], descending: bool
+) -> list[tuple[str, str]]:
+    """The prefix of ``items`` (in walk order) that the walk meets no later than
+    ``frontier``."""
+    end = _order_key(frontier)
+    if descending:
+        return [item for item in items if _order_key(item) >= end]
+    return [item for item in items if _order_key(item) <= end]
+
+
+async def _count(db: Database, plan: Plan, all_key: str) -> int:
+    """Count one bucket's matches (``all_key``: the bucket's set of every id): one ZCOUNT
+    when a set holds exactly them, else a walk of the ids on the server."""
+    sole = plan.filters[0] if len(plan.filters) == 1 else None
+    # One equality set is the answer only when the walk is over every record of the
+    # bucket (a sort by a range field lists only records where that field is set).
+    walks_all = plan.drivers[0] == all_key
+    if not plan.filters or (walks_all and sole and sole.kind == "member" and len(sole.keys) == 1):
+        key = sole.keys[0] if sole else plan.drivers[0]
+        return int(await db.client.zcount(key, plan.low.zset_text(), plan.high.zset_text()))
+    total, position = 0, None
+    while True:
+        run = await _run_query(db, plan, position, 1000)
+        total += len(run.found)
+        if run.exhausted:
+            return total
+        position = run.last

@@ -16,7 +16,7 @@ import annotated_types
 from pydantic.fields import FieldInfo
 
 from flue_models.errors import ConfigurationError
-from flue_models.keys import KeySpace, check_collection, encode_segment
+from flue_models.keys import MAX_BUCKETS, KeySpace, bucket_of, check_collection, encode_segment
 from flue_models.model.codec import MAX_EXACT_INT, RANGE_KINDS, FieldCodec, codec_for
 from flue_models.model.fields import Indexed, Unique
 
@@ -28,7 +28,7 @@ OWNED_FIELD = "_owned"
 #: Equality keys of finite-domain values kept per spec (key spaces x fields x values).
 DOMAIN_KEYS = 4096
 #: The options a model's ``Meta`` may set.
-META_OPTIONS = frozenset({"abstract", "collection", "order_by", "indexes"})
+META_OPTIONS = frozenset({"abstract", "collection", "order_by", "indexes", "buckets"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class ModelSpec:
             the collection's ``all`` set).
         unique_fields: fields whose values are claimed in a ``uniq`` hash.
         compound: compound equality indexes, each a tuple of field names.
+        buckets: how many buckets the records are spread over by id (``Meta.buckets``);
+            each bucket has its own hash tag, so on a cluster its own slot.
 
     Example:
         ```python
@@ -59,11 +61,34 @@ class ModelSpec:
     range_fields: frozenset[str]
     unique_fields: frozenset[str]
     compound: tuple[tuple[str, ...], ...]
-    _domain_keys: dict[tuple[str, bool, str, Any], str] = dataclasses.field(
+    buckets: int = 1
+    _domain_keys: dict[tuple[str, bool, int, str, Any], str] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
 
     # Key names -------------------------------------------------------------------------
+
+    def keys_of(self, keys: KeySpace, record_id: str) -> KeySpace:
+        """Return the key space of the bucket the record with ``record_id`` is in.
+
+        Example:
+            ```python
+            spec.keys_of(db.keys, "t-2").all(spec.collection)   # 'flue::{ticket:3}:all'
+            ```
+        """
+        if self.buckets == 1:
+            return keys
+        return keys.in_bucket(bucket_of(record_id, self.buckets))
+
+    def bucket_keys(self, keys: KeySpace) -> list[KeySpace]:
+        """Return the key space of each bucket of the collection, in bucket order.
+
+        Example:
+            ```python
+            [k.all(spec.collection) for k in spec.bucket_keys(db.keys)]
+            ```
+        """
+        return [keys.in_bucket(bucket) for bucket in range(self.buckets)]
 
     def range_key(self, keys: KeySpace, field: str) -> str:
         """Return the set scored by ``field``'s value (the ``all`` set for ``order_by``).
@@ -90,11 +115,11 @@ class ModelSpec:
             return keys.index(self.collection, field, codec.index_value(value))
         # A finite domain (Literal, Enum, bool) has few keys, named on every save: kept.
         cache = self._domain_keys
-        name = cache.get((keys.head, keys.tagged, field, value))
+        name = cache.get((keys.head, keys.tagged, keys.bucket, field, value))
         if name is None:
             name = keys.index(self.collection, field, codec.index_value(value))
             if len(cache) < DOMAIN_KEYS:
-                cache[(keys.head, keys.tagged, field, value)] = name
+                cache[(keys.head, keys.tagged, keys.bucket, field, value)] = name
         return name
 
     def compound_key(self, keys: KeySpace, fields: tuple[str, ...], values: list[Any]) -> str:
@@ -333,6 +358,21 @@ def build_spec(model_name: str, meta: type | None, fields: dict[str, FieldInfo])
                 raise bad(f"compound index {group!r}: field {field!r} cannot be indexed.")
         compound.append(group)
 
+    buckets = getattr(meta, "buckets", 1)
+    if (
+        not isinstance(buckets, int)
+        or isinstance(buckets, bool)
+        or not 1 <= buckets <= MAX_BUCKETS
+        or buckets & (buckets - 1)
+    ):
+        raise bad(f"Meta.buckets must be a power of two from 1 to {MAX_BUCKETS}, not {buckets!r}.")
+    if buckets > 1 and unique:
+        raise bad(
+            f"Unique() field(s) {sorted(unique)} need every record in one bucket (a unique "
+            f"claim and the record it names are written in one atomic call); Meta.buckets "
+            f"is {buckets}. Use Indexed() and check uniqueness in the application, or one bucket."
+        )
+
     return ModelSpec(
         model_name=model_name,
         collection=collection,
@@ -342,4 +382,5 @@ def build_spec(model_name: str, meta: type | None, fields: dict[str, FieldInfo])
         range_fields=frozenset(ranged),
         unique_fields=frozenset(unique),
         compound=tuple(compound),
+        buckets=buckets,
     )

@@ -29,7 +29,8 @@ class Drift:
             entry whose record does not exist), ``stale`` (an entry the record's values do
             not call for), ``undecodable`` (a record hash that cannot be read),
             ``wrong_type`` (a key of another type where a record, an index or claims are
-            kept).
+            kept), ``misplaced`` (a record in another bucket than its id calls for: a
+            hand edit or an unfinished ``cluster split``; reads by id do not find it).
         key: the index (or record) key concerned.
         record_id: the id concerned.
         detail: what was expected and what was found.
@@ -102,10 +103,13 @@ class CollectionKeys:
     records: list[str] = field(default_factory=list)
     indexes: list[str] = field(default_factory=list)  # all, idx:*, rng:*
     uniques: list[str] = field(default_factory=list)  # uniq:*
+    #: The bucket of each key found (from its hash tag).
+    buckets: dict[str, int] = field(default_factory=dict)
 
 
 async def scan_collection(db: Database, collection: str) -> CollectionKeys:
-    """SCAN a collection's keys and sort them by kind (a maintenance path, never a request).
+    """SCAN a collection's keys in every bucket and sort them by kind (a maintenance
+    path, never a request). On a cluster the scan visits every primary.
 
     Example:
         ```python
@@ -113,10 +117,14 @@ async def scan_collection(db: Database, collection: str) -> CollectionKeys:
         ```
     """
     found = CollectionKeys()
-    pattern = db.keys.collection_pattern(collection)
+    pattern = db.keys.buckets_pattern(collection)
     async for raw_key in db.client.scan_iter(match=pattern, count=1000):
         key = reply_text(raw_key)
-        kind = db.keys.classify(collection, key)
+        bucket = db.keys.bucket_in_key(collection, key)
+        if bucket is None:
+            continue
+        found.buckets[key] = bucket
+        kind = db.keys.in_bucket(bucket).classify(collection, key)
         if kind == "index":
             found.indexes.append(key)
         elif kind == "unique":
@@ -188,10 +196,14 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
                 report.drift.append(Drift("undecodable", key, "", str(exc)))
                 continue
             report.records += 1
+            keys = spec.keys_of(database.keys, record.id)
+            if found.buckets[key] != keys.bucket:
+                detail = f"in bucket {found.buckets[key]}; its id puts it in bucket {keys.bucket}"
+                report.drift.append(Drift("misplaced", key, record.id, detail))
             values = record._values()  # what the declaration calls for, not what it owns
-            for entry_key, score in spec.entries(database.keys, values).items():
+            for entry_key, score in spec.entries(keys, values).items():
                 expected[entry_key][record.id] = score
-            for unique_key, value in spec.unique_claims(database.keys, values).items():
+            for unique_key, value in spec.unique_claims(keys, values).items():
                 expected_unique[unique_key][_member_text(value)] = record.id
 
     for key in sorted(set(expected) | set(index_keys)):
@@ -248,7 +260,9 @@ async def repair_collection(
       row, read inside the script, does not own it, so a racing writer is never undone;
     * a key of the wrong type where an index or claims are kept: deleted, then every
       record it should hold is saved again. Undecodable rows and wrong-type record keys
-      are left as they are (nothing to derive them from) and stay in the next report.
+      are left as they are (nothing to derive them from) and stay in the next report;
+      so are misplaced records (``flue-models cluster split`` moves them to their
+      bucket).
 
     Returns the number of drifts acted on.
 
@@ -270,8 +284,12 @@ async def repair_collection(
             kind = "z" if drift.claimed is None else "u"
             member = drift.record_id if drift.claimed is None else drift.claimed
             raw_member = member.encode("utf-8", "surrogateescape")
+            # The row that could own the entry: the one in the entry's own bucket (slot).
+            bucket = database.keys.bucket_in_key(spec.collection, drift.key) or 0
             try:
-                record_key = database.keys.record(spec.collection, drift.record_id)
+                record_key = database.keys.in_bucket(bucket).record(
+                    spec.collection, drift.record_id
+                )
             except ConfigurationError:  # not UTF-8: no row of ours has this id
                 remove = (
                     ("ZREM", drift.key, raw_member)
@@ -287,10 +305,7 @@ async def repair_collection(
                 args=[kind, raw_member, database.keys.relative(drift.key),
                       encode_segment(raw_member)],
             )  # fmt: skip
-        elif drift.kind == "wrong_type" and database.keys.classify(spec.collection, drift.key) in (
-            "index",
-            "unique",
-        ):
+        elif drift.kind == "wrong_type" and _derived(database, spec.collection, drift.key):
             await database.client.delete(drift.key)
             resave.update(await _ids_calling_for(model, database, drift.key))
         else:
@@ -299,6 +314,14 @@ async def repair_collection(
     for record_id in sorted(resave):
         await _resave(model, database, record_id)
     return acted
+
+
+def _derived(db: Database, collection: str, key: str) -> bool:
+    """Whether ``key`` is an index or claims key of ``collection`` (rebuilt from rows)."""
+    bucket = db.keys.bucket_in_key(collection, key)
+    if bucket is None:
+        return False
+    return db.keys.in_bucket(bucket).classify(collection, key) in ("index", "unique")
 
 
 async def _ids_calling_for(model: type[Model], db: Database, key: str) -> set[str]:
@@ -311,7 +334,8 @@ async def _ids_calling_for(model: type[Model], db: Database, key: str) -> set[st
             if not isinstance(record, Model):
                 continue  # not a record (verify reports it)
             values = record._values()
-            if key in spec.entries(db.keys, values) or key in spec.unique_claims(db.keys, values):
+            keys = spec.keys_of(db.keys, record.id)
+            if key in spec.entries(keys, values) or key in spec.unique_claims(keys, values):
                 ids.add(record.id)
     return ids
 

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flue_models.connection import Database
+from flue_models.errors import ConfigurationError
 from flue_models.keys import KeySpace, decode_segment, encode_segment
+from flue_models.model.buckets import check_buckets
 from flue_models.model.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -180,6 +182,7 @@ def plan_save(
         ```
     """
     spec = record.__flue_spec__
+    keys = spec.keys_of(keys, record.id)
     values = record._values()
     encoded = {
         name: spec.codecs[name].encode(value) for name, value in values.items() if value is not None
@@ -230,10 +233,8 @@ def plan_check(record: Model, keys: KeySpace) -> Write:
         ```
     """
     spec = record.__flue_spec__
-    return Write(
-        record=record, mode="c", key=keys.record(spec.collection, record.id),
-        expected=record._flue_version,
-    )  # fmt: skip
+    key = spec.keys_of(keys, record.id).record(spec.collection, record.id)
+    return Write(record=record, mode="c", key=key, expected=record._flue_version)
 
 
 def plan_delete(record: Model, keys: KeySpace) -> Write:
@@ -245,6 +246,7 @@ def plan_delete(record: Model, keys: KeySpace) -> Write:
         ```
     """
     spec = record.__flue_spec__
+    keys = spec.keys_of(keys, record.id)
     values = record._values()
     entries = spec.entries(keys, values)
     return Write(
@@ -350,7 +352,8 @@ def refusal(writes: list[Write], reply: list[Any]) -> Exception | None:
 
 
 async def run_writes(db: Database, writes: list[Write]) -> None:
-    """Send ``writes`` (one collection) as one ``save`` call; raise what it refused.
+    """Send ``writes`` (one bucket of one collection) as one ``save`` call; raise what it
+    refused.
 
     On success every copy takes its new version and state, and remembers ``db``.
 
@@ -359,6 +362,8 @@ async def run_writes(db: Database, writes: list[Write]) -> None:
             for a new record whose id is taken).
         UniqueViolationError: a ``Unique()`` value is held by another record.
         GuardError: a guard key exists.
+        ConfigurationError: the writes are of records in more than one bucket.
+        BucketCountError: the store keeps the collection in another number of buckets.
 
     Example:
         ```python
@@ -367,7 +372,8 @@ async def run_writes(db: Database, writes: list[Write]) -> None:
     """
     refuse_duplicates([w.record for w in writes])
     collection = writes[0].record.__flue_spec__.collection
-    keys, args = script_arguments(db.keys.version_counter(collection), writes)
+    await check_buckets(db, writes[0].record.__flue_spec__)
+    keys, args = script_arguments(one_bucket(db.keys, writes).version_counter(collection), writes)
     operation = "delete" if all(w.mode == "d" for w in writes) else "save"
     batch = {"db.operation.batch.size": len(writes)} if len(writes) > 1 else {}
     with db.span(operation, collection, **batch):
@@ -387,6 +393,28 @@ async def run_writes(db: Database, writes: list[Write]) -> None:
         record._flue_entries = w.entries
         record._flue_unique = w.unique
         record._flue_db = db
+
+
+def one_bucket(keys: KeySpace, writes: Sequence[Write]) -> KeySpace:
+    """Return the key space of the one bucket every record of ``writes`` is in.
+
+    Raises:
+        ConfigurationError: the records are in more than one bucket (one script call
+            touches one bucket; ``save_many`` groups records by bucket).
+
+    Example:
+        ```python
+        one_bucket(db.keys, [plan_save(a, db.keys)]).version_counter("ticket")
+        ```
+    """
+    spec = writes[0].record.__flue_spec__
+    found = {spec.keys_of(keys, w.record.id).bucket for w in writes}
+    if len(found) > 1:
+        raise ConfigurationError(
+            f"One atomic write touches one bucket; these records of {spec.model_name} are in "
+            f"buckets {sorted(found)}. Nothing was written."
+        )
+    return keys.in_bucket(found.pop())
 
 
 def refuse_duplicates(records: Sequence[Model]) -> None:

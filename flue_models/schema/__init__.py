@@ -1,10 +1,12 @@
 """The schema record and the migrations that move the stored layout forward.
 
-``<prefix>::meta`` holds, for each migration set, its ``schema_version`` (the built-in
-set ``flue``) or ``schema_version:<set>`` (an application's set), and for every applied
-file ``applied:<set>:<NNNN>`` = ``{"name", "checksum", "at"}``. A numbered folder of
-``NNNN_name.py`` files moves the stored layout forward; a store written by a newer
-schema, or a prefix holding keys but no record, is refused before anything is written.
+``<prefix>::{meta}`` holds, for each migration set, its ``schema_version`` (the built-in
+set ``flue``) or ``schema_version:<set>`` (an application's set), for every applied
+file ``applied:<set>:<NNNN>`` = ``{"name", "checksum", "at"}``, and for each collection
+stored in more than one bucket ``buckets:<collection>``
+(:mod:`flue_models.model.buckets`). A numbered folder of ``NNNN_name.py`` files moves
+the stored layout forward; a store written by a newer schema, or a prefix holding keys
+but no record, is refused before anything is written.
 
 Modules: ``files`` (the numbered files and their sets), ``lock`` (one migrating process
 per prefix), ``context`` (what a file's ``up(ctx)`` receives), ``runner`` (status and

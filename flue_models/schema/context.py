@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from flue_models.connection import Database
+from flue_models.errors import SchemaError
 from flue_models.model.base import Model, iter_hashes
 from flue_models.model.query import Page
 from flue_models.model.verify import scan_collection
-from flue_models.model.writes import plan_save, run_writes
+from flue_models.model.writes import Write, plan_save, run_writes
 from flue_models.replies import reply_text
 from flue_models.schema.files import MigrationFile
 from flue_models.schema.lock import MigrationLock
@@ -103,6 +104,10 @@ class MigrationContext:
         after a failure starts over and ends with the same indexes. Returns the number
         of records found.
 
+        Raises:
+            SchemaError: a record is in another bucket than its id calls for (nothing of
+                its bucket's batch is written).
+
         Example:
             ```python
             async def up(ctx: MigrationContext) -> None:
@@ -118,12 +123,19 @@ class MigrationContext:
         async for batch in iter_hashes(db, records):
             done += len(batch)
             self.report(f"reindexing {done} of {len(records)} {model.__flue_spec__.collection}")
-            writes = []
+            by_bucket: dict[int, list[Write]] = {}
             for key, raw in batch:
                 if isinstance(raw, Exception):
                     continue  # not a record hash: verify reports it
                 record = model.from_hash(key, raw, db)
-                writes.append(plan_save(record, db.keys, owns_nothing=True))  # dropped above
-            if writes:
+                bucket = model.__flue_spec__.keys_of(db.keys, record.id).bucket
+                if bucket != found.buckets[key]:
+                    raise SchemaError(
+                        f"{key} is in bucket {found.buckets[key]} but its id puts it in bucket "
+                        f"{bucket}; run `flue-models cluster split` to move it, then again."
+                    )
+                write = plan_save(record, db.keys, owns_nothing=True)  # dropped above
+                by_bucket.setdefault(bucket, []).append(write)
+            for writes in by_bucket.values():  # one atomic call per bucket
                 await run_writes(db, writes)
         return len(records)

@@ -93,7 +93,8 @@ def _all_sets(sets: Sequence[MigrationSet]) -> list[MigrationSet]:
 _OWN_FIELD = re.compile(
     r"^(schema_version(:[a-z][a-z0-9_]{0,31})?"
     r"|applied:[a-z][a-z0-9_]{0,31}:\d{4}"
-    r"|cursor:[a-z][a-z0-9_]{0,31}:\d{4}:.+)$"
+    r"|cursor:[a-z][a-z0-9_]{0,31}:\d{4}:.+"
+    r"|buckets:[a-z][a-z0-9_]{0,63})$"
 )
 
 

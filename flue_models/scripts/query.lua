@@ -21,7 +21,8 @@
 --         "range"     (1 set)  lo, lo_exclusive, hi, hi_exclusive
 --         "score"     (1 set)  n, score, ...  (passes if the id's score is one of them)
 --         "notscore"  (1 set)  n, score, ...  (passes unless it is)
--- Returns {ids, last_score, last_id, exhausted (0|1), driver_number, calls made}.
+-- Returns {ids, last_score, last_id, exhausted (0|1), driver_number, calls made, scores}
+-- (scores: each returned id's score in the walked set, for merging the walks of buckets).
 -- Once ``limit`` ids are found the walk looks one match ahead (within the budget), so
 -- a page that ends the results says ``exhausted`` instead of leading to an empty page;
 -- last_score/last_id stay at the last returned id, where the next page starts.
@@ -178,7 +179,7 @@ if cursor_score then
   if position > start then start = position end
 end
 
-local ids, exhausted = {}, 0
+local ids, scores, exhausted = {}, {}, 0
 local last_score, last_id = ARGV[7], cursor_id
 local chunk = math.max(limit, 64)
 while true do
@@ -203,7 +204,7 @@ while true do
         if passes(id) then stop = true; break end
       else
         last_score, last_id = s_text, id
-        if passes(id) then table.insert(ids, id) end
+        if passes(id) then table.insert(ids, id); table.insert(scores, s_text) end
       end
       if calls >= budget then stop = true; break end
     end
@@ -212,4 +213,4 @@ while true do
   if #entries < chunk * 2 then exhausted = 1; break end
   start = start + chunk
 end
-return {ids, last_score, last_id, exhausted, driver_number, calls}
+return {ids, last_score, last_id, exhausted, driver_number, calls, scores}

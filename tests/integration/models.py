@@ -74,3 +74,19 @@ class Item(Model):
     size: Annotated[int, Indexed(range=True)]
     weight: Annotated[float | None, Indexed(range=True)] = None
     seq: int = 0
+
+
+class SpreadItem(Model):
+    """``Item`` spread over eight buckets: listings gather from every bucket."""
+
+    class Meta:
+        collection = "it_spread_item"
+        order_by = "seq"
+        indexes = (("color", "flag"),)
+        buckets = 8
+
+    color: Annotated[str, Indexed()]
+    flag: Annotated[bool, Indexed()]
+    size: Annotated[int, Indexed(range=True)]
+    weight: Annotated[float | None, Indexed(range=True)] = None
+    seq: int = 0

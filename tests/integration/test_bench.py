@@ -127,5 +127,17 @@ async def test_the_cluster_benchmark_measures_both_topologies_both_ways() -> Non
     assert list(found) == ["1 primary", "3 primaries"]
     for rows in found.values():
         names = [r.name.split(",")[0] for r in rows]
-        assert names == ["event append", "model save", "get_many of 100 records"]
+        assert names == [
+            "event append",
+            "model save",
+            "model save",
+            "get_many of 100 records",
+            *["page of 100 of 4"] * 4,
+        ]
+        assert [r.name.rsplit(", ", 1)[1] for r in rows[-4:]] == [
+            "1 bucket(s)",
+            "4 bucket(s)",
+            "16 bucket(s)",
+            "64 bucket(s)",
+        ]
         assert all(r.raw is not None and r.flue.median_us > 0 for r in rows)

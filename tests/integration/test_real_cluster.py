@@ -23,10 +23,11 @@ from redis.exceptions import RedisClusterException, ResponseError
 
 import flue_models as fm
 from flue_models.connection import Database
+from flue_models.keys import bucket_of
 from flue_models.scripts import Scripts
 from flue_models.slots import slot_of
 from tests.conftest import RedisProcess, RedisServers
-from tests.integration.models import Ticket
+from tests.integration.models import SpreadItem, Ticket
 from tests.migrations.test_hash_tags import fill
 from tests.waiting import within
 
@@ -196,3 +197,43 @@ async def test_a_slot_moved_under_writers_leaves_every_index_exact(
         assert await Ticket.find(Ticket.status == "new").count() == 0
         report = await fm.verify_collection(Ticket)
         assert report.ok, report
+
+
+async def test_a_bucketed_collection_spreads_over_the_primaries_and_lists_as_one(
+    cluster: list[RedisProcess], key_prefix: str
+) -> None:
+    """A collection of eight buckets is in eight slots on more than one primary; its
+    listings gather every bucket into one order, equal to the ids sorted by (seq, id)."""
+    async with fm.connect(cluster[0].url, key_prefix=key_prefix) as db:
+        items = [
+            SpreadItem(id=f"s-{n}", color=("red", "blue")[n % 2], flag=True, size=n, seq=n % 50)
+            for n in range(400)
+        ]
+        await SpreadItem.save_many(items)
+        nodes = {
+            db.client.get_node_from_key(db.keys.in_bucket(b).all("it_spread_item")).port  # type: ignore[union-attr]
+            for b in range(8)
+        }
+        assert len(nodes) >= 2
+        for b in range(8):  # each bucket's records on its bucket's node
+            home = db.keys.in_bucket(b)
+            assert await db.client.zcard(home.all("it_spread_item")) == sum(
+                1 for i in items if bucket_of(i.id, 8) == b
+            )
+        # A descending walk orders ties by id descending too (ZREVRANGE).
+        blue = sorted((i for i in items if i.color == "blue"), key=lambda i: (i.seq, i.id))
+        blue.reverse()
+        query = SpreadItem.find(SpreadItem.color == "blue").sort_by("-seq")
+        paged: list[str] = []
+        cursor = None
+        while True:
+            page = await query.page(limit=37, cursor=cursor)
+            paged += [i.id for i in page.items]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert paged == [i.id for i in blue]
+        assert await query.count() == 200
+        report = await fm.verify_collection(SpreadItem)
+        assert report.ok, report.drift
+        assert report.records == 400

@@ -1,0 +1,129 @@
+"""How many buckets each collection's records are stored in, and the check of that count.
+
+A model declares ``Meta.buckets`` (a power of two, 1 by default); its records are spread
+over that many buckets by the CRC16 of their id (:func:`flue_models.keys.bucket_of`),
+each bucket with its own hash tag and so, on a cluster, its own slot. The schema record
+keeps the count in a field ``buckets:<collection>`` (absent: 1), written when a
+collection with more than one bucket is first used while it is still empty. A model
+that declares another count than the stored one would miss records on reads and
+scatter them on writes, so every database checks each collection once, before its first
+read or write of it (and ``connect()`` checks every model declared by then), and refuses
+a mismatch with :class:`~flue_models.errors.BucketCountError`.
+
+Example:
+    ```python
+    class Ticket(fm.Model):
+        class Meta:
+            collection = "ticket"
+            buckets = 16          # on a cluster, 16 slots share the collection
+        id: str = fm.new_id()
+
+    await check_buckets(db, Ticket.__flue_spec__)   # BucketCountError on a mismatch
+    ```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flue_models.connection import Database
+from flue_models.errors import BucketCountError, SchemaStampError
+from flue_models.model.spec import ModelSpec
+from flue_models.replies import reply_pairs, reply_text
+
+#: The schema record field that says whether the store was ever migrated.
+_VERSION_FIELD = "schema_version"
+
+
+def bucket_field(collection: str) -> str:
+    """Return the schema record field holding a collection's bucket count.
+
+    Example:
+        >>> bucket_field("ticket")
+        'buckets:ticket'
+    """
+    return f"buckets:{collection}"
+
+
+async def stored_buckets(db: Database) -> dict[str, int]:
+    """Return the bucket count the schema record holds for each collection that has one
+    (a collection it does not name has one bucket).
+
+    Raises:
+        SchemaStampError: a count is not a number.
+
+    Example:
+        ```python
+        await stored_buckets(db)   # {'ticket': 16}
+        ```
+    """
+    record = reply_pairs(await db.client.hgetall(db.keys.meta))
+    return _counts(db, record)
+
+
+def _counts(db: Database, record: dict[str, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for field, text in record.items():
+        if field.startswith("buckets:"):
+            if not text.isdigit() or int(text) < 1:
+                raise SchemaStampError(db.keys.meta, field, text)
+            counts[field.removeprefix("buckets:")] = int(text)
+    return counts
+
+
+async def check_buckets(db: Database, spec: ModelSpec) -> None:
+    """Refuse to use ``spec``'s collection in ``db`` when the store keeps its records in
+    another number of buckets; checked once per database and collection.
+
+    Raises:
+        BucketCountError: the counts differ.
+
+    Example:
+        ```python
+        await check_buckets(db, Ticket.__flue_spec__)
+        ```
+    """
+    if spec.collection not in db.checked_buckets:
+        await check_collections(db, [spec])
+
+
+async def check_collections(db: Database, specs: Iterable[ModelSpec]) -> None:
+    """Check the bucket count of every model in ``specs`` (one read of the schema record;
+    a first use of an empty collection with more than one bucket records its count).
+
+    Raises:
+        BucketCountError: a model declares another count than the store holds.
+        SchemaStampError: a stored count is not a number.
+
+    Example:
+        ```python
+        await check_collections(db, [Ticket.__flue_spec__, Invoice.__flue_spec__])
+        ```
+    """
+    record = reply_pairs(await db.client.hgetall(db.keys.meta))
+    counts = _counts(db, record)
+    for spec in specs:
+        stored = counts.get(spec.collection)
+        if stored is None and spec.buckets > 1:
+            stored = await _first_use(db, spec, migrated=_VERSION_FIELD in record)
+        if (stored or 1) != spec.buckets:
+            raise BucketCountError(
+                db.keys.prefix, spec.collection, stored=stored or 1, declared=spec.buckets
+            )
+        db.checked_buckets.add(spec.collection)
+
+
+async def _first_use(db: Database, spec: ModelSpec, *, migrated: bool) -> int:
+    """The count of a collection the record does not name yet, which the model declares
+    more than one bucket for: 1 when it holds records (in bucket 0, where one-bucket
+    writes put them), else the declared count, recorded when the store has a record."""
+    if await db.client.exists(db.keys.all(spec.collection)):
+        return 1
+    if not migrated:  # a maintenance connection to an unmigrated store: write nothing
+        return spec.buckets
+    field = bucket_field(spec.collection)
+    await db.client.hsetnx(db.keys.meta, field, str(spec.buckets))
+    text = reply_text(await db.client.hget(db.keys.meta, field))
+    if not text.isdigit():
+        raise SchemaStampError(db.keys.meta, field, text)
+    return int(text)

@@ -1,0 +1,207 @@
+"""``flue-models cluster split``: a collection moves into another number of buckets with
+every record, index entry and owned key, counted; refusals move nothing; a rerun after a
+failure finishes the move."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import pytest
+
+import flue_models as fm
+from flue_models import Indexed, KeySpace, Model
+from flue_models.errors import SchemaError
+from flue_models.keys import bucket_of
+from flue_models.model.buckets import stored_buckets
+from flue_models.schema import split as split_module
+from flue_models.schema.split import split_collection
+from tests.command_line import run_cli
+from tests.integration.models import Ticket
+
+#: A split renames keys into other slots: a standalone server only (a cluster refuses it).
+pytestmark = pytest.mark.standalone
+
+
+class Parcel(Model):
+    """A model with indexes, a compound index and a list each record owns."""
+
+    class Meta:
+        collection = "it_parcel"
+        order_by = "weight"
+        indexes = (("city", "express"),)
+
+    id: str = fm.new_id()
+    city: Annotated[str, Indexed()]
+    express: Annotated[bool, Indexed()]
+    weight: int = 0
+
+    @classmethod
+    def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
+        return [keys.owned("it_parcel", "scans", record_id)]
+
+
+@contextmanager
+def declaring(buckets: int) -> Iterator[None]:
+    """Parcel as if its Meta said ``buckets = N`` (a redeploy with the new declaration)."""
+    spec = Parcel.__flue_spec__
+    Parcel.__flue_spec__ = dataclasses.replace(spec, buckets=buckets)
+    try:
+        yield
+    finally:
+        Parcel.__flue_spec__ = spec
+
+
+async def fill_parcels(db: fm.Database, count: int = 120) -> list[Parcel]:
+    parcels = [
+        Parcel(id=f"p-{n}", city=("oslo", "rome", "lima")[n % 3], express=n % 4 == 0, weight=n % 17)
+        for n in range(count)
+    ]
+    await Parcel.save_many(parcels)
+    for parcel in parcels[::10]:
+        (scans,) = Parcel.owned_keys(Parcel.__flue_spec__.keys_of(db.keys, parcel.id), parcel.id)
+        await db.client.rpush(scans, f"scan of {parcel.id}")
+    return parcels
+
+
+async def listings(db: fm.Database) -> list[list[str]]:
+    """Every listing the tests compare, as ids in order."""
+    queries = [
+        Parcel.find(),
+        Parcel.find().sort_by("-weight"),
+        Parcel.find(Parcel.city == "rome"),
+        Parcel.find(Parcel.city == "oslo", Parcel.express == True),  # noqa: E712
+        Parcel.find(Parcel.city.in_(["lima", "rome"]), Parcel.weight >= 5),
+    ]
+    return [[p.id for p in await query.all()] for query in queries]
+
+
+async def all_keys(db: fm.Database) -> dict[str, bytes]:
+    """Every key of the prefix and a dump of its value: what a refusal must not change."""
+    keys = sorted([k async for k in db.client.scan_iter(match=db.keys.pattern())])
+    dumps = await db.run_batch([("DUMP", key) for key in keys])
+    return {key.decode(): dump for key, dump in zip(keys, dumps, strict=True)}
+
+
+async def test_a_collection_moves_into_eight_buckets_and_back(db: fm.Database) -> None:
+    parcels = await fill_parcels(db)
+    before = await listings(db)
+    versions = {p.id: p.version for p in parcels}
+
+    report = await split_collection(db, "it_parcel", 8)
+    moving = [p for p in parcels if bucket_of(p.id, 8) != 0]
+    assert (report.records, report.moved) == (120, len(moving))
+    assert (await stored_buckets(db))["it_parcel"] == 8
+    with declaring(8):
+        db.checked_buckets.clear()
+        verified = await fm.verify_collection(Parcel)
+        assert verified.ok, verified.drift
+        assert verified.records == 120
+        assert await listings(db) == before
+        for parcel in parcels[::10]:
+            keys = db.keys.in_bucket(bucket_of(parcel.id, 8))
+            scans = keys.owned("it_parcel", "scans", parcel.id)
+            assert await db.client.lrange(scans, 0, -1) == [f"scan of {parcel.id}".encode()]
+        stored = await Parcel.get_many([p.id for p in parcels])
+        assert {p.id: p.version for p in stored if p} == versions  # moves keep versions
+        updated = await stored[7].update(weight=3)  # type: ignore[union-attr]
+        assert updated.version > max(versions.values())  # the seeded counters go on
+        again = await split_collection(db, "it_parcel", 8)
+        assert again.moved == 0  # nothing left to move: idempotent
+
+    back = await split_collection(db, "it_parcel", 1)
+    assert back.moved == len(moving)
+    assert "it_parcel" not in await stored_buckets(db)
+    assert len(back.removed) == 7  # the counters of buckets 1-7
+    db.checked_buckets.clear()
+    verified = await fm.verify_collection(Parcel)
+    assert verified.ok, verified.drift
+    listed = await listings(db)
+    assert sorted(listed[0]) == sorted(before[0])
+    assert all(key.startswith(db.keys.head + "{it_parcel:0}") or "it_parcel" not in key
+               for key in await all_keys(db))  # fmt: skip
+
+
+async def test_a_model_declaring_the_new_count_is_refused_until_the_split(
+    db: fm.Database,
+) -> None:
+    await fill_parcels(db, 20)
+    with declaring(4):
+        db.checked_buckets.clear()
+        with pytest.raises(fm.BucketCountError, match="cluster split it_parcel --buckets 4"):
+            await Parcel.find().count()
+        await split_collection(db, "it_parcel", 4)
+        assert await Parcel.find().count() == 20
+
+
+async def test_a_rerun_after_a_failure_finishes_the_move(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parcels = await fill_parcels(db)
+    before = await listings(db)
+    move = split_module._move
+    calls = 0
+
+    async def failing_move(*args: object, **kwargs: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 30:
+            raise fm.ConnectionLostError("test", "EVALSHA", "killed mid-split")
+        await move(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(split_module, "_move", failing_move)
+    with pytest.raises(fm.ConnectionLostError):
+        await split_collection(db, "it_parcel", 8)
+    assert "it_parcel" not in await stored_buckets(db)  # the count is recorded last
+    monkeypatch.setattr(split_module, "_move", move)
+    report = await split_collection(db, "it_parcel", 8)
+    assert report.moved == len([p for p in parcels if bucket_of(p.id, 8) != 0]) - 29
+    with declaring(8):
+        db.checked_buckets.clear()
+        assert (await fm.verify_collection(Parcel)).ok
+        assert await listings(db) == before
+
+
+async def test_refusals_move_nothing(db: fm.Database, redis_url: str, key_prefix: str) -> None:
+    await fill_parcels(db, 30)
+    await Ticket(id="t-1", status="open", priority=1, email="a@b").save()
+    untouched = await all_keys(db)
+
+    with pytest.raises(fm.ConfigurationError, match="power of two"):
+        await split_collection(db, "it_parcel", 3)
+    with pytest.raises(fm.ConfigurationError, match="flue-models' own"):
+        await split_collection(db, "session", 4)
+    with pytest.raises(SchemaError, match="unique claims"):
+        await split_collection(db, "it_ticket", 4)
+
+    other = await fm.connect(redis_url, key_prefix=key_prefix)
+    try:
+        with pytest.raises(fm.WritersActiveError):
+            await split_collection(db, "it_parcel", 4)
+    finally:
+        await other.close()
+
+    # A row whose record of its entries is unreadable: refused before the first move.
+    victim = next(p for p in (f"p-{n}" for n in range(30)) if bucket_of(p, 4) != 0)
+    await db.client.hset(db.keys.record("it_parcel", victim), "_owned", b"{not json")
+    untouched = await all_keys(db)
+    with pytest.raises(SchemaError, match="verify --repair"):
+        await split_collection(db, "it_parcel", 4)
+    assert await all_keys(db) == untouched
+    assert await db.client.exists(db.keys.migration_lock) == 0  # the lock was released
+
+
+def test_the_command_line_splits_and_says_so_in_one_line(redis_url: str, key_prefix: str) -> None:
+    common = ["--url", redis_url, "--prefix", key_prefix]
+    assert run_cli("migrate", *common).returncode == 0
+    done = run_cli("cluster", "split", "it_parcel", "--buckets", "4", *common)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "it_parcel: 0 of 0 record(s) moved; 4 bucket(s) now"
+    refused = run_cli("cluster", "split", "session", "--buckets", "4", *common)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith("error: ")
+    usage = run_cli("cluster", "split", "it_parcel", "--buckets", "five", *common)
+    assert usage.returncode == 2
