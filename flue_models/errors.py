@@ -605,7 +605,8 @@ class BucketCountError(SchemaError):
             f"Collection {collection!r} under prefix {prefix!r} is stored in {stored} "
             f"bucket(s) but its model declares Meta.buckets = {declared}. Nothing was read "
             f"or written. Stop its writers and run `flue-models cluster split {collection} "
-            f"--buckets {declared}` on a standalone server, or declare {stored} again."
+            f"--buckets {declared}` on a standalone server, or declare {stored} again (for "
+            "a collection of flue-models' own, `flue-models migrate`)."
         )
 
 

@@ -60,14 +60,18 @@ def encode_segment(value: str | bytes) -> str:
         >>> encode_segment(b"")
         ''
     """
+    return base64.urlsafe_b64encode(_utf8(value)).rstrip(b"=").decode("ascii")
+
+
+def _utf8(value: str | bytes) -> bytes:
+    """A key segment's bytes; a lone surrogate, which UTF-8 cannot store, is refused."""
     try:
-        raw = value.encode() if isinstance(value, str) else value
+        return value.encode() if isinstance(value, str) else value
     except UnicodeEncodeError as exc:
         raise ConfigurationError(
             f"A key segment (an id, a path, a name) holds a lone surrogate at {exc.start}, "
             "which UTF-8 cannot store; nothing was written."
         ) from None
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def decode_segment(segment: str) -> bytes:
@@ -182,13 +186,16 @@ def bucket_of(record_id: str, buckets: int) -> int:
 
     ``buckets`` is a power of two; 1 puts every record in bucket 0.
 
+    Raises:
+        ConfigurationError: the id holds a lone surrogate (UTF-8 cannot store it).
+
     Example:
         >>> bucket_of("t-2", 1), bucket_of("t-2", 16)
         (0, 3)
     """
     if buckets == 1:
         return 0
-    return int(key_slot(record_id.encode("utf-8", "surrogateescape"))) & (buckets - 1)
+    return int(key_slot(_utf8(record_id))) & (buckets - 1)
 
 
 class KeySpace:
@@ -236,12 +243,15 @@ class KeySpace:
     def in_bucket(self, bucket: int) -> KeySpace:
         """Return the key space whose collection keys are those of bucket ``bucket``.
 
-        Every other key (streams, the schema record) is the same in all of them.
+        Every other key (streams, the schema record) is the same in all of them. The
+        untagged layout (before ``0005_hash_tags``) had no buckets: it returns itself.
 
         Example:
             >>> KeySpace("p").in_bucket(3).all("ticket")
             'p::{ticket:3}:all'
         """
+        if not self.tagged:  # the layout before tags has one bucket per collection
+            return self
         found = self._buckets.get(bucket)
         if found is None:
             found = self._buckets[bucket] = KeySpace(self.prefix, tagged=self.tagged, bucket=bucket)

@@ -88,6 +88,8 @@ class ModelSpec:
             [k.all(spec.collection) for k in spec.bucket_keys(db.keys)]
             ```
         """
+        if not keys.tagged:  # the layout before tags has one bucket per collection
+            return [keys]
         return [keys.in_bucket(bucket) for bucket in range(self.buckets)]
 
     def range_key(self, keys: KeySpace, field: str) -> str:

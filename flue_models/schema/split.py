@@ -92,7 +92,8 @@ async def split_collection(
 
     Raises:
         ConfigurationError: the count is not a power of two up to 1024, the server is a
-            cluster, or the collection is one of the library's own (their count is fixed).
+            cluster, or the collection is one of the library's own (the migrations set
+            their counts).
         WritersActiveError: another flue-models client is connected to the prefix.
         SchemaError: a key or a row cannot be moved as it is (the message names it and
             says what to do); nothing was moved.
@@ -114,43 +115,76 @@ async def split_collection(
     model = registered_model(collection)
     if model is not None and model.__module__.startswith("flue_models."):
         raise ConfigurationError(
-            f"Collection {collection!r} is one of flue-models' own; it keeps one bucket in "
-            "this version. Nothing was moved."
+            f"Collection {collection!r} is one of flue-models' own: its bucket count is "
+            "set by the built-in migrations (`flue-models migrate`). Nothing was moved."
         )
-    say = progress or (lambda _text: None)
-    report = SplitReport(collection, buckets)
     await refuse_other_clients(db)
     lock = MigrationLock(db)
     await lock.acquire(db, wait=0)
     try:
-        found = await _scan(db, collection)
-        report.records = len(found.records)
-        if buckets > 1 and await _holds_claims(db, found.uniques):
-            raise SchemaError(
-                f"Collection {collection!r} holds unique claims, which need every record in "
-                "one bucket; drop Unique() from its model (and the claims with `verify "
-                "--repair`) before splitting it. Nothing was moved."
-            )
-        moves = [r for r in found.records if r[1] != bucket_of(r[2], buckets)]
-        await _check_rows(db, collection, moves)
-        say(f"{len(moves)} of {len(found.records)} record(s) of {collection} to move")
-        await _seed_counters(db, collection, found.counters, buckets)
-        for key, bucket, record_id in moves:
-            await _move(db, collection, key, bucket, record_id, buckets, found)
-            report.moved += 1
-            if report.moved % BATCH == 0:
-                say(f"{report.moved} of {len(moves)} moved")
-        for bucket, counter in sorted(found.counters.items()):
-            if bucket >= buckets:
-                await db.client.delete(counter)
-                report.removed.append(counter)
-        if buckets == 1:
-            await db.client.hdel(db.keys.meta, bucket_field(collection))
-        else:
-            await db.client.hset(db.keys.meta, bucket_field(collection), str(buckets))
-        db.checked_buckets.discard(collection)
+        return await move_collection(db, collection, buckets, progress=progress)
     finally:
         await lock.release(db)
+
+
+async def move_collection(
+    db: Database,
+    collection: str,
+    buckets: int,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> SplitReport:
+    """The move of :func:`split_collection`, for a caller holding the migration lock (it
+    and the migration that spreads the runs): checks, moves, records the count. Other
+    flue-models clients of the prefix are refused when there is a record to move.
+
+    Raises:
+        WritersActiveError: another flue-models client is connected and records move.
+        SchemaError: a key or a row cannot be moved as it is, or records would move on
+            a cluster; nothing was moved.
+
+    Example:
+        ```python
+        async def up(ctx: MigrationContext) -> None:
+            await move_collection(ctx.db, "ticket", 16, progress=ctx.report)
+        ```
+    """
+    say = progress or (lambda _text: None)
+    report = SplitReport(collection, buckets)
+    found = await _scan(db, collection)
+    report.records = len(found.records)
+    if buckets > 1 and await _holds_claims(db, found.uniques):
+        raise SchemaError(
+            f"Collection {collection!r} holds unique claims, which need every record in "
+            "one bucket; drop Unique() from its model (and the claims with `verify "
+            "--repair`) before splitting it. Nothing was moved."
+        )
+    moves = [r for r in found.records if r[1] != bucket_of(r[2], buckets)]
+    if moves:
+        if isinstance(db.client, RedisCluster):
+            raise SchemaError(
+                f"{len(moves)} record(s) of {collection!r} must move into other buckets, "
+                "which are other slots: move the store to a standalone server, run this "
+                "there, then import it into the cluster. Nothing was moved."
+            )
+        await refuse_other_clients(db)
+    await _check_rows(db, collection, moves)
+    say(f"{len(moves)} of {len(found.records)} record(s) of {collection} to move")
+    await _seed_counters(db, collection, found.counters, buckets)
+    for key, bucket, record_id in moves:
+        await _move(db, collection, key, bucket, record_id, buckets, found)
+        report.moved += 1
+        if report.moved % BATCH == 0:
+            say(f"{report.moved} of {len(moves)} moved")
+    for bucket, counter in sorted(found.counters.items()):
+        if bucket >= buckets:
+            await db.client.delete(counter)
+            report.removed.append(counter)
+    if buckets == 1:
+        await db.client.hdel(db.keys.meta, bucket_field(collection))
+    else:
+        await db.client.hset(db.keys.meta, bucket_field(collection), str(buckets))
+    db.checked_buckets.discard(collection)
     return report
 
 
@@ -266,7 +300,7 @@ async def _seed_counters(
     for bucket in range(buckets):
         counter = db.keys.in_bucket(bucket).version_counter(collection)
         current = await db.client.get(counter)
-        if current is None or int(current) < highest:
+        if highest and (current is None or int(current) < highest):
             await db.client.set(counter, highest)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from flue_models.connection import Database, pick_database
 from flue_models.errors import ConfigurationError
+from flue_models.model.query import Query
 from flue_models.model.writes import retry_on_conflict
 from flue_models.replies import reply_text
 from flue_models.state.events import EventStream
@@ -243,9 +244,8 @@ async def prune_all(
 
 
 def _time_set(db: Database, kind: str) -> str:
-    """The sorted set a kind is walked through, scored in epoch milliseconds."""
-    if kind == "ended_runs":
-        return WorkflowRun.__flue_spec__.range_key(db.keys, "ended_at")
+    """The sorted set a kind (other than ``ended_runs``, spread over the run buckets) is
+    walked through, scored in epoch milliseconds."""
     if kind == "settled_submissions":
         return Submission.__flue_spec__.range_key(db.keys, "settled_at")
     if kind == "receipts":
@@ -255,11 +255,22 @@ def _time_set(db: Database, kind: str) -> str:
     return db.keys.closed_streams()
 
 
+def _ended_runs(db: Database, cutoff: dt.datetime) -> Query[WorkflowRun]:
+    """The runs that ended before ``cutoff``, oldest end first (every run bucket's
+    ``ended_at`` set, merged)."""
+    ended: Any = WorkflowRun.ended_at  # a FieldRef on the class; typed as the value
+    return WorkflowRun.find(ended < cutoff).sort_by("ended_at").using(db)
+
+
 async def _due(db: Database, kind: str, cutoff: dt.datetime) -> int:
+    if kind == "ended_runs":
+        return await _ended_runs(db, cutoff).count()
     return int(await db.client.zcount(_time_set(db, kind), "-inf", f"({_ms(cutoff)}"))
 
 
 async def _candidates(db: Database, kind: str, cutoff: dt.datetime, limit: int) -> list[str]:
+    if kind == "ended_runs":
+        return (await _ended_runs(db, cutoff).id_page(limit)).ids
     found = await db.client.zrangebyscore(
         _time_set(db, kind), "-inf", f"({_ms(cutoff)}", start=0, num=limit
     )
@@ -268,11 +279,12 @@ async def _candidates(db: Database, kind: str, cutoff: dt.datetime, limit: int) 
 
 async def _prune_runs(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
     ids = await _candidates(db, "ended_runs", cutoff, limit)
+    spec = WorkflowRun.__flue_spec__
 
     async def remove(run_id: str) -> bool:
         run = await WorkflowRun.get(run_id, db=db)
         if run is None:  # an entry without a row: the row is the truth
-            await db.client.zrem(_time_set(db, "ended_runs"), run_id)
+            await db.client.zrem(spec.range_key(spec.keys_of(db.keys, run_id), "ended_at"), run_id)
             return False
         if run.status == "active" or not run.ended_at or run.ended_at >= cutoff:
             return False

@@ -34,6 +34,9 @@ RunStatus = Literal["active", "completed", "errored", "cancelled"]
 DEFAULT_LIST = 100
 #: Largest page :meth:`WorkflowRun.list` returns.
 MAX_LIST = 1000
+#: Buckets the runs are spread over (one Cluster slot each; migration ``0006_run_buckets``
+#: moved the runs of older stores into them).
+RUN_BUCKETS = 16
 #: The fields of a light pointer: everything but ``input``, ``result``, ``error``.
 POINTER_FIELDS = ("id", "workflow", "status", "started_at", "ended_at", "duration_ms")
 
@@ -92,8 +95,9 @@ class WorkflowRun(Model):
     """One run of a workflow, with its status, timing, input, result and events.
 
     Indexed by status, by workflow, and by the pair; ordered by ``started_at`` (ties by
-    id). Its events are the stream ``runs/<id>``, created when the run starts and closed
-    when it ends.
+    id); spread over 16 buckets (``RUN_BUCKETS``), so over a cluster's primaries, and
+    listed from all of them at once. Its events are the stream ``runs/<id>``, created
+    when the run starts and closed when it ends.
 
     Example:
         ```python
@@ -106,6 +110,7 @@ class WorkflowRun(Model):
         collection = "workflow_run"
         order_by = "started_at"
         indexes = (("workflow", "status"),)
+        buckets = RUN_BUCKETS
 
     id: str = new_id()
     workflow: Annotated[str, Indexed()]
@@ -346,7 +351,7 @@ class WorkflowRun(Model):
     async def _pointers(cls, ids: Sequence[str], db: Database) -> list[RunPointer | DecodeError]:
         """Read light pointers; one that cannot be read is its DecodeError, in place."""
         spec = cls.__flue_spec__
-        keys = [db.keys.record(spec.collection, run_id) for run_id in ids]
+        keys = [spec.keys_of(db.keys, run_id).record(spec.collection, run_id) for run_id in ids]
         replies = await db.run_batch(
             [("HMGET", key, *POINTER_FIELDS) for key in keys], return_errors=True
         )

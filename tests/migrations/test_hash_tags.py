@@ -26,6 +26,7 @@ MODELS = (Ticket, WorkflowRun, Submission, Session)
 #: so its writes and the move itself (RENAME into another slot) cross slots.
 OLDER_LAYOUT = pytest.mark.standalone
 HASH_TAGS = "flue/0005_hash_tags"
+RUN_BUCKETS = "flue/0006_run_buckets"
 
 
 async def fill(db: fm.Database) -> None:
@@ -134,7 +135,7 @@ async def test_0005_moves_every_key_into_its_tag_and_nothing_is_lost(
     async with fm.connect(
         redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
     ) as db:
-        applied = await migrate(db)
+        applied = await migrate(db, to=5)
         assert [s.file.label for s in applied] == [HASH_TAGS]
         moved = await all_keys(db)
         assert len(moved) == len(older_store)  # counted: one key for each key
@@ -148,6 +149,7 @@ async def test_0005_moves_every_key_into_its_tag_and_nothing_is_lost(
         assert len(ticket_slots) == 1
         owned = json.loads(await db.client.hget(db.keys.record("it_ticket", "t-0"), "_owned"))
         assert all(key.startswith("{it_ticket:0}:") for part in owned.values() for key in part)
+        assert [s.file.label for s in await migrate(db)] == [RUN_BUCKETS]
         assert await migrate(db) == []
     async with fm.connect(redis_url, key_prefix=key_prefix) as db:
         await readable_everywhere(db)
@@ -169,7 +171,7 @@ async def test_0005_resumes_a_move_a_crash_stopped_halfway(
                 raw = await db.client.hget(key, "_owned")
                 await db.client.hset(key, "_owned", hash_tags.new_owned(flat, tagged, raw))
             await db.client.rename(key, hash_tags.new_name(flat, tagged, key))
-        assert [s.file.label for s in await migrate(db)] == [HASH_TAGS]
+        assert [s.file.label for s in await migrate(db, to=5)] == [HASH_TAGS]
         assert len(await all_keys(db)) == len(older_store)
     async with fm.connect(redis_url, key_prefix=key_prefix) as db:
         await readable_everywhere(db)
@@ -200,7 +202,7 @@ async def test_0005_refuses_while_another_client_uses_the_prefix(
             redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
         ) as db:
             assert await all_keys(db) == older_store  # refused before moving anything
-            assert [s.file.label for s in await migrate(db)] == [HASH_TAGS]
+            assert [s.file.label for s in await migrate(db)] == [HASH_TAGS, RUN_BUCKETS]
     finally:
         await other.close()
         await older_version.aclose()
