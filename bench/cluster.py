@@ -90,6 +90,8 @@ LISTED = {buckets: listed(buckets) for buckets in LISTING_BUCKETS}
 
 
 Side = Callable[[int], Awaitable[int]]
+#: One operation of one writer: ``(writer, n)``.
+Step = Callable[[int, int], Awaitable[None]]
 
 
 def concurrently(writers: int, ops: int, one: Callable[[int, int], Awaitable[Any]]) -> Side:
@@ -131,29 +133,26 @@ async def measure(url: str, raw: Any, writers: int, ops: int, runs: int) -> list
             tag = f"{raw_prefix}::{{stream:{w}}}"
             await append(keys=[tag, f"{tag}:events"], args=[text])
 
-        async def flue_save(_w: int, n: int) -> None:
-            await Item(id=f"i-{n}", status="open").save(db=db)
+        def saves(model: type[Model], buckets: int) -> tuple[Step, Step]:
+            """Saves of ``model``, and raw saves into the same number of tags."""
 
-        async def raw_save(_w: int, n: int) -> None:
-            base = f"{raw_prefix}::{{item:0}}"
-            keys = [f"{base}:version", f"{base}:i-{n}", f"{base}:all", f"{base}:idx:status:open"]
-            score = time.time() * 1000
-            await save(keys=keys, args=[f"i-{n}", 0, score, "id", f"i-{n}", "status", "open"])
+            async def flue_save(_w: int, n: int) -> None:
+                await model(id=f"i-{n}", status="open").save(db=db)
 
-        async def flue_spread_save(_w: int, n: int) -> None:
-            await SpreadItem(id=f"i-{n}", status="open").save(db=db)
+            async def raw_save(_w: int, n: int) -> None:
+                base = f"{raw_prefix}::{{item{buckets}:{bucket_of(f'i-{n}', buckets)}}}"
+                keys = [f"{base}:version", f"{base}:i-{n}", f"{base}:all"]
+                keys.append(f"{base}:idx:status:open")
+                score = time.time() * 1000
+                await save(keys=keys, args=[f"i-{n}", 0, score, "id", f"i-{n}", "status", "open"])
 
-        async def raw_spread_save(_w: int, n: int) -> None:
-            base = f"{raw_prefix}::{{item16:{bucket_of(f'i-{n}', 16)}}}"
-            keys = [f"{base}:version", f"{base}:i-{n}", f"{base}:all", f"{base}:idx:status:open"]
-            score = time.time() * 1000
-            await save(keys=keys, args=[f"i-{n}", 0, score, "id", f"i-{n}", "status", "open"])
+            return flue_save, raw_save
 
         rows = []
-        for name, flue, baseline in (
-            ("event append, a stream per writer", flue_append, raw_append),
-            ("model save, one collection", flue_save, raw_save),
-            ("model save, 16 buckets", flue_spread_save, raw_spread_save),
+        for name, (flue, baseline) in (
+            ("event append, a stream per writer", (flue_append, raw_append)),
+            ("model save, one collection", saves(Item, 1)),
+            ("model save, 16 buckets", saves(SpreadItem, 16)),
         ):
             fl, rw = await repeat_once(
                 runs, concurrently(writers, ops, flue), concurrently(writers, ops, baseline)
