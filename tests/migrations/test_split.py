@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import flue_models as fm
 from flue_models import Indexed, KeySpace, Model
@@ -205,3 +207,44 @@ def test_the_command_line_splits_and_says_so_in_one_line(redis_url: str, key_pre
     assert refused.stderr.startswith("error: ")
     usage = run_cli("cluster", "split", "it_parcel", "--buckets", "five", *common)
     assert usage.returncode == 2
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ids=st.lists(
+        st.text(alphabet="abcxyz-09é", min_size=1, max_size=6), min_size=0, max_size=40, unique=True
+    ),
+    weights=st.lists(st.integers(min_value=0, max_value=4), min_size=40, max_size=40),
+    buckets=st.sampled_from([2, 4, 8, 16]),
+)
+async def test_any_split_keeps_every_listing(
+    db: fm.Database, ids: list[str], weights: list[int], buckets: int
+) -> None:
+    """Whatever the ids and the count, a split and a split back list what was listed."""
+    await clear(db)
+    parcels = [
+        Parcel(id=i, city=("oslo", "rome")[w % 2], express=w == 0, weight=w)
+        for i, w in zip(ids, weights, strict=False)
+    ]
+    await Parcel.save_many(parcels)
+    before = await listings(db)
+    await split_collection(db, "it_parcel", buckets)
+    with declaring(buckets):
+        db.checked_buckets.clear()
+        assert await listings(db) == before
+        assert (await fm.verify_collection(Parcel)).ok
+    await split_collection(db, "it_parcel", 1)
+    db.checked_buckets.clear()
+    assert await listings(db) == before
+    assert (await fm.verify_collection(Parcel)).ok
+
+
+async def clear(db: fm.Database) -> None:
+    """Remove every key of the prefix but the schema record (kept: the store stays migrated)."""
+    async for key in db.client.scan_iter(match=db.keys.pattern()):
+        if not key.endswith(b"{meta}"):
+            await db.client.delete(key)
+    await db.client.hdel(db.keys.meta, "buckets:it_parcel")
+    db.checked_buckets.clear()
