@@ -26,6 +26,11 @@ turn, as one pipeline on one connection; each caller gets its own reply or its o
 is sent at once, as without it. Blocking reads and commands that change a connection's
 state are never queued. ``ClientSettings(auto_pipeline=False)`` turns it off.
 
+:class:`FlueRedisCluster` is the same on a Redis Cluster (``RedisCluster``), where a
+batch that may be sent again goes out as one pipeline per primary, grouped here
+(:meth:`FlueRedisCluster.flue_per_node`), and anything redirected goes through
+redis-py's own cluster pipeline.
+
 Example:
     ```python
     client = make_client("redis://127.0.0.1:6379/0", display="...", settings=ClientSettings())
@@ -38,20 +43,23 @@ from __future__ import annotations
 import asyncio
 import random
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthorizationError,
     BusyLoadingError,
     ClusterDownError,
     InvalidResponse,
     MaxConnectionsError,
+    MovedError,
     NoScriptError,
     RedisClusterException,
     RedisError,
@@ -69,6 +77,7 @@ from flue_models.errors import (
     PoolExhaustedError,
     ServerTimeoutError,
 )
+from flue_models.slots import command_keys, slot_of
 
 #: The option that marks a command as not safe to repeat after a lost reply.
 UNSAFE = "flue_unsafe"
@@ -193,6 +202,9 @@ CLUSTER_REFUSED = (TryAgainError, ClusterDownError)
 #: The failures retried when the command may be sent again: a lost connection, a
 #: timeout, a cluster's refusal. A pipeline may also return them in a command's place.
 RETRIED = (RedisConnectionError, RedisTimeoutError, *CLUSTER_REFUSED)
+#: What sends a command of a batch elsewhere or again: a cluster's redirects
+#: (``MOVED``, ``ASK``) and every failure of :data:`RETRIED`.
+REDIRECTED = (MovedError, AskError, *RETRIED)
 
 
 def never_sent(exc: BaseException) -> bool:
@@ -469,6 +481,46 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
         await db.client.execute_command("EVALSHA", sha, 1, key)   # to the key's primary
         ```
     """
+
+    async def flue_per_node(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
+        """Send ``commands`` as one pipeline per primary, all at once, grouped here by
+        their keys' slots; return the replies in order (a command's error in its place).
+
+        redis-py's ``ClusterPipeline`` does the same with more work per command; this
+        is the fast path of a batch that may be sent again. ``None`` when a command
+        cannot be routed so (no key, keys of several slots, a slot the client does not
+        know) or a node answered with a redirect (``MOVED``, ``ASK``), a refusal or a
+        lost connection: the caller then sends the whole batch through redis-py's
+        pipeline, which follows redirects and refreshes the slot map.
+
+        Example:
+            ```python
+            replies = await client.flue_per_node([("HGETALL", k) for k in keys])
+            ```
+        """
+        groups: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
+        for position, command in enumerate(commands):
+            slots = {slot_of(key) for key in command_keys(command)}
+            if len(slots) != 1:
+                return None
+            try:
+                node = self.nodes_manager.get_node_from_slot(slots.pop())
+            except RedisClusterException:
+                return None
+            groups.setdefault(node.name, (node, []))[1].append(PipelineCommand(position, *command))
+        sent = await asyncio.gather(
+            *(node.execute_pipeline(batch) for node, batch in groups.values()),
+            return_exceptions=True,
+        )
+        if any(isinstance(outcome, BaseException) for outcome in sent):
+            return None
+        replies: list[Any] = [None] * len(commands)
+        for _node, batch in groups.values():
+            for sent_command in batch:
+                if isinstance(sent_command.result, REDIRECTED):
+                    return None
+                replies[sent_command.position] = sent_command.result
+        return replies
 
 
 #: The client of a :class:`~flue_models.Database`: one server, or a cluster.

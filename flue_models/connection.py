@@ -259,6 +259,10 @@ class Database:
         async def send() -> list[Any]:
             if coalescer is not None and not atomic:  # shared with concurrent callers
                 return await coalescer.send_many([(tuple(c), {}) for c in commands])
+            if isinstance(self.client, FlueRedisCluster) and not atomic and not unsafe:
+                replies = await self.client.flue_per_node(commands)
+                if replies is not None:
+                    return replies  # else: redirected or not routable, sent again below
             async with self.client.pipeline(transaction=atomic) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)

@@ -237,3 +237,49 @@ async def test_a_bucketed_collection_spreads_over_the_primaries_and_lists_as_one
         report = await fm.verify_collection(SpreadItem)
         assert report.ok, report.drift
         assert report.records == 400
+
+
+async def test_a_batch_goes_to_each_primary_itself_and_follows_a_moved_slot(
+    cluster: list[RedisProcess], key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_batch groups a batch by node itself (redis-py's cluster pipeline is not used);
+    a command's error stays in its place; a batch it cannot route (a keyless command)
+    and one that meets a slot moved behind the client's back go through redis-py's
+    pipeline, which follows the redirect: the replies are right either way."""
+    async with fm.connect(cluster[0].url, key_prefix=key_prefix) as db:
+        keys = [db.keys.in_bucket(b).record("it_spread_item", f"x{b}") for b in range(8)]
+        assert len({db.client.get_node_from_key(k).name for k in keys}) > 1  # type: ignore[union-attr]
+        await db.run_batch([("HSET", key, "f", str(n)) for n, key in enumerate(keys)])
+        wanted = [str(n).encode() for n in range(8)]
+        pipelines: list[bool] = []
+        pipeline = type(db.client).pipeline
+
+        def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            pipelines.append(True)
+            return pipeline(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(db.client), "pipeline", counted)
+        assert await db.run_batch([("HGET", key, "f") for key in keys]) == wanted
+        assert pipelines == []  # grouped per node here
+        await db.client.set(db.keys.in_bucket(0).all("it_spread_item"), "not a set")
+        replies = await db.run_batch(
+            [("ZCARD", db.keys.in_bucket(0).all("it_spread_item")), ("HGET", keys[1], "f")],
+            return_errors=True,
+        )
+        assert isinstance(replies[0], ResponseError)
+        assert replies[1] == b"1"
+        assert pipelines == []
+        timed = await db.run_batch([("TIME",), ("HGET", keys[2], "f")])
+        assert timed[1] == b"2"
+        assert pipelines == [True]  # no key to route TIME by: redis-py's pipeline
+
+        key = keys[3]
+        owner = db.client.get_node_from_key(key)  # type: ignore[union-attr]
+        source = next(n for n in cluster if n.port == owner.port)
+        target = next(n for n in cluster if n.port != owner.port)
+        await within(move_slot(source, target, slot_of(key)), "the slot to move")
+        assert await db.run_batch([("HGET", k, "f") for k in keys]) == wanted
+        assert len(pipelines) == 2  # MOVED: sent again through redis-py's pipeline
+        assert db.client.get_node_from_key(key).port == target.port  # type: ignore[union-attr]
+        assert await db.run_batch([("HGET", k, "f") for k in keys]) == wanted
+        assert len(pipelines) == 2  # the slot map is fresh again: per node here
