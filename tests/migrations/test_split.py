@@ -80,11 +80,23 @@ async def listings(db: fm.Database) -> list[list[str]]:
     return [[p.id for p in await query.all()] for query in queries]
 
 
-async def all_keys(db: fm.Database) -> dict[str, bytes]:
-    """Every key of the prefix and a dump of its value: what a refusal must not change."""
+async def all_keys(db: fm.Database) -> dict[str, object]:
+    """Every key of the prefix and its value, read by type: what a refusal must not
+    change (not DUMP: a hash's dump follows its table's order, which reads can change)."""
     keys = sorted([k async for k in db.client.scan_iter(match=db.keys.pattern())])
-    dumps = await db.run_batch([("DUMP", key) for key in keys])
-    return {key.decode(): dump for key, dump in zip(keys, dumps, strict=True)}
+    read = {
+        b"hash": lambda key: ("HGETALL", key),
+        b"zset": lambda key: ("ZRANGE", key, 0, -1, "WITHSCORES"),
+        b"list": lambda key: ("LRANGE", key, 0, -1),
+        b"string": lambda key: ("GET", key),
+    }
+    kinds = await db.run_batch([("TYPE", key) for key in keys])
+    found: dict[str, object] = {}
+    for key, kind in zip(keys, kinds, strict=True):
+        kind = kind if isinstance(kind, bytes) else kind.encode()
+        (value,) = await db.run_batch([read[kind](key)])
+        found[key.decode()] = (kind, sorted(value.items()) if isinstance(value, dict) else value)
+    return found
 
 
 async def test_a_collection_moves_into_eight_buckets_and_back(db: fm.Database) -> None:
