@@ -253,32 +253,27 @@ async def _check_rows(db: Database, collection: str, moves: list[tuple[str, int,
 
 def _renamed(
     db: Database, collection: str, raw: bytes, source: int, target: int
-) -> tuple[bytes, list[tuple[str, str, str]], list[tuple[str, str, str]]] | None:
+) -> tuple[bytes, list[tuple[str, str, str]], list[tuple[str, str, bytes]]] | None:
     """The row's ``_owned`` with its keys in bucket ``target``, and its (old key, new key,
-    score) entries and (old key, new key, value) claims; ``None`` when it is unreadable or
-    names a key outside the row's bucket."""
-    old_tag = db.keys.in_bucket(source).relative(
-        db.keys.in_bucket(source).record_prefix(collection)
-    )
-    new_tag = db.keys.in_bucket(target).relative(
-        db.keys.in_bucket(target).record_prefix(collection)
-    )
-    old_tag, new_tag = old_tag[:-1], new_tag[:-1]  # '{c:b}'
+    score) entries and (old key, new key, claimed value) claims; ``None`` when it is
+    unreadable or names a key outside the row's bucket."""
+    old_tag, new_tag = _tag(db, collection, source), _tag(db, collection, target)
+    entries: list[tuple[str, str, str]] = []
+    claims: list[tuple[str, str, bytes]] = []
     try:
         owned = json.loads(raw)
         moved: dict[str, dict[str, object]] = {"u": {}, "z": {}}
-        entries, claims = [], []
         for part in ("u", "z"):
             for key, value in owned[part].items():
                 if not key.startswith(old_tag + ":"):
                     return None
                 new_key = new_tag + key[len(old_tag) :]
                 moved[part][new_key] = value
-                pair = (db.keys.absolute(key), db.keys.absolute(new_key))
+                old, new = db.keys.absolute(key), db.keys.absolute(new_key)
                 if part == "z":
-                    entries.append((*pair, repr(float(value))))
-                else:
-                    claims.append((*pair, str(value)))
+                    entries.append((old, new, repr(float(value))))
+                else:  # claimed values are kept as base64url (see writes.encode_owned)
+                    claims.append((old, new, decode_segment(str(value))))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     text = json.dumps(moved, sort_keys=True, separators=(",", ":")).encode()
@@ -316,14 +311,9 @@ async def _move(
     target = bucket_of(record_id, buckets)
     new_key = db.keys.in_bucket(target).record(collection, record_id)
     segment = encode_segment(record_id)
-    owned_keys = [
-        (
-            old,
-            db.keys.in_bucket(target).owned(
-                collection, old.rsplit("/", 1)[1].split(":")[0], record_id
-            ),
-        )
-        for old in found.owned.get((bucket, segment), [])
+    old_base, new_base = (db.keys.absolute(_tag(db, collection, b)) for b in (bucket, target))
+    owned_keys = [  # '<prefix>::{c:b}/<name>:<id>' -> '<prefix>::{c:t}/<name>:<id>'
+        (old, new_base + old[len(old_base) :]) for old in found.owned.get((bucket, segment), [])
     ]
     for _attempt in range(MOVE_ATTEMPTS):
         version, raw = await db.run_batch(

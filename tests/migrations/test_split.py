@@ -260,3 +260,29 @@ async def clear(db: fm.Database) -> None:
             await db.client.delete(key)
     await db.client.hdel(db.keys.meta, "buckets:it_parcel")
     db.checked_buckets.clear()
+
+
+async def test_gathering_into_one_bucket_moves_unique_claims_with_their_records(
+    db: fm.Database,
+) -> None:
+    """Records spread with their claims (as a hand edit or an older tool could leave them)
+    come back into one bucket with the claims: verify is clean and a claimed value is
+    still refused to another record."""
+    spec = Ticket.__flue_spec__
+    Ticket.__flue_spec__ = dataclasses.replace(spec, buckets=4)
+    try:
+        db.checked_buckets.add("it_ticket")  # written as spread, on purpose
+        for n in range(12):
+            await Ticket(id=f"t-{n}", status="open", priority=n, email=f"{n}@x").save()
+    finally:
+        Ticket.__flue_spec__ = spec
+    report = await split_collection(db, "it_ticket", 1)
+    assert report.moved == sum(1 for n in range(12) if bucket_of(f"t-{n}", 4) != 0)
+    assert report.moved > 0
+    db.checked_buckets.clear()
+    verified = await fm.verify_collection(Ticket)
+    assert verified.ok, verified.drift
+    with pytest.raises(fm.UniqueViolationError):
+        await Ticket(id="t-new", status="open", priority=1, email="7@x").save()
+    claims = await db.client.hgetall(db.keys.unique("it_ticket", "email"))
+    assert len(claims) == 12
