@@ -57,6 +57,7 @@ from redis.exceptions import (
     AuthorizationError,
     BusyLoadingError,
     ClusterDownError,
+    ClusterError,
     InvalidResponse,
     MaxConnectionsError,
     MovedError,
@@ -197,8 +198,11 @@ async def _once(call: Any) -> Any:
 
 
 #: A cluster's refusals of a command it did not run: a slot half-moved (``TRYAGAIN``), a
-#: cluster down for now (``CLUSTERDOWN``).
-CLUSTER_REFUSED = (TryAgainError, ClusterDownError)
+#: cluster down for now (``CLUSTERDOWN``), and redis-py's ``ClusterError`` ("TTL
+#: exhausted"), which it raises only after every attempt was redirected (``MOVED``,
+#: ``ASK``) or refused (``TRYAGAIN``): none ran (a slot mid-move for longer than its
+#: own retries, about 0.4 s).
+CLUSTER_REFUSED = (TryAgainError, ClusterDownError, ClusterError)
 #: The failures retried when the command may be sent again: a lost connection, a
 #: timeout, a cluster's refusal. A pipeline may also return them in a command's place.
 RETRIED = (RedisConnectionError, RedisTimeoutError, *CLUSTER_REFUSED)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from redis.exceptions import ClusterError
 
 from flue_models.client import RetryPolicy, with_retries
 from flue_models.errors import ConnectionLostError
@@ -55,3 +56,22 @@ async def test_a_connection_closed_under_every_try_ends_as_a_lost_connection() -
     with pytest.raises(ConnectionLostError, match="closed under the command") as lost:
         await with_retries(always, QUICK, "redis://h", "GET")
     assert isinstance(lost.value.__cause__.__cause__, AttributeError)  # type: ignore[union-attr]
+
+
+async def test_a_cluster_ttl_exhausted_is_retried_even_when_unsafe() -> None:
+    """redis-py raises ClusterError("TTL exhausted.") only after every attempt was
+    redirected or refused (MOVED, ASK, TRYAGAIN): nothing ran, so even an unsafe command
+    is sent again (a slot mid-move for longer than redis-py's own retries)."""
+
+    def exhausted() -> None:
+        raise ClusterError("TTL exhausted.")
+
+    call = failing_once(exhausted)
+    assert await with_retries(call, QUICK, "redis://h", "EVALSHA", unsafe=True) == "sent"
+
+    async def always() -> None:
+        exhausted()
+
+    with pytest.raises(ConnectionLostError) as lost:
+        await with_retries(always, QUICK, "redis://h", "EVALSHA", unsafe=True)
+    assert lost.value.unsafe is False  # it never ran: nothing to reconcile
