@@ -181,6 +181,22 @@ BUCKET = 0
 MAX_BUCKETS = 1024
 
 
+def is_bucket_count(value: object) -> bool:
+    """Whether ``value`` can be a collection's bucket count: an int that is a power of two
+    from 1 to :data:`MAX_BUCKETS`.
+
+    Example:
+        >>> is_bucket_count(16), is_bucket_count(12), is_bucket_count(True)
+        (True, False, False)
+    """
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 1 <= value <= MAX_BUCKETS
+        and not value & (value - 1)
+    )
+
+
 def bucket_of(record_id: str, buckets: int) -> int:
     """Return the bucket of a record: CRC16 of its id (the Cluster slot hash), masked.
 

@@ -133,6 +133,9 @@ class Plan:
     descending: bool
     sort_field: str
     fingerprint: str
+    #: The walk is over the collection's ``all`` set (a sort by ``Meta.order_by``), so it
+    #: passes every record; a sort by a range field passes only records where it is set.
+    walks_all: bool = False
 
     def script_args(
         self, cursor: tuple[str, str] | None, limit: int, budget: int = SCAN_BUDGET
@@ -259,6 +262,7 @@ def plan_query(
         descending=descending,
         sort_field=sort_field,
         fingerprint=fingerprint,
+        walks_all=by_order,
     )
 
 

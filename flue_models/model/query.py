@@ -245,7 +245,8 @@ class Query(Generic[M]):
                 *(_run_query(db, plan, position, each, budget) for plan in plans)
             )
             ends = [run.last for run in runs if not run.exhausted and run.last is not None]
-            frontier = _walk_order(ends, descending)[0] if ends else None
+            earliest = max if descending else min
+            frontier = earliest(ends, key=_order_key) if ends else None
             merged = _walk_order([item for run in runs for item in run.found], descending)
             if frontier is not None:
                 merged = _up_to(merged, frontier, descending)
@@ -367,10 +368,7 @@ class Query(Generic[M]):
         plans = await self._plans(db)
         collection = self.model.__flue_spec__.collection
         with db.span("count", collection):
-            every = [keys.all(collection) for keys in self.model.__flue_spec__.bucket_keys(db.keys)]
-            counted = await asyncio.gather(
-                *(_count(db, plan, all_key) for plan, all_key in zip(plans, every, strict=True))
-            )
+            counted = await asyncio.gather(*(_count(db, plan) for plan in plans))
         return sum(counted)
 
     async def explain(self) -> str:
@@ -469,14 +467,15 @@ def _up_to(
     return [item for item in items if _order_key(item) <= end]
 
 
-async def _count(db: Database, plan: Plan, all_key: str) -> int:
-    """Count one bucket's matches (``all_key``: the bucket's set of every id): one ZCOUNT
-    when a set holds exactly them, else a walk of the ids on the server."""
+async def _count(db: Database, plan: Plan) -> int:
+    """Count one bucket's matches: one ZCOUNT when a set holds exactly them, else a walk
+    of the ids on the server."""
     sole = plan.filters[0] if len(plan.filters) == 1 else None
     # One equality set is the answer only when the walk is over every record of the
     # bucket (a sort by a range field lists only records where that field is set).
-    walks_all = plan.drivers[0] == all_key
-    if not plan.filters or (walks_all and sole and sole.kind == "member" and len(sole.keys) == 1):
+    if not plan.filters or (
+        plan.walks_all and sole and sole.kind == "member" and len(sole.keys) == 1
+    ):
         key = sole.keys[0] if sole else plan.drivers[0]
         return int(await db.client.zcount(key, plan.low.zset_text(), plan.high.zset_text()))
     total, position = 0, None

@@ -16,7 +16,14 @@ import annotated_types
 from pydantic.fields import FieldInfo
 
 from flue_models.errors import ConfigurationError
-from flue_models.keys import MAX_BUCKETS, KeySpace, bucket_of, check_collection, encode_segment
+from flue_models.keys import (
+    MAX_BUCKETS,
+    KeySpace,
+    bucket_of,
+    check_collection,
+    encode_segment,
+    is_bucket_count,
+)
 from flue_models.model.codec import MAX_EXACT_INT, RANGE_KINDS, FieldCodec, codec_for
 from flue_models.model.fields import Indexed, Unique
 
@@ -361,12 +368,7 @@ def build_spec(model_name: str, meta: type | None, fields: dict[str, FieldInfo])
         compound.append(group)
 
     buckets = getattr(meta, "buckets", 1)
-    if (
-        not isinstance(buckets, int)
-        or isinstance(buckets, bool)
-        or not 1 <= buckets <= MAX_BUCKETS
-        or buckets & (buckets - 1)
-    ):
+    if not is_bucket_count(buckets):
         raise bad(f"Meta.buckets must be a power of two from 1 to {MAX_BUCKETS}, not {buckets!r}.")
     if buckets > 1 and unique:
         raise bad(

@@ -41,6 +41,7 @@ from flue_models.keys import (
     check_collection,
     decode_segment,
     encode_segment,
+    is_bucket_count,
 )
 from flue_models.model.base import registered_model
 from flue_models.model.buckets import bucket_field
@@ -105,7 +106,7 @@ async def split_collection(
         ```
     """
     check_collection(collection)
-    if isinstance(buckets, bool) or not 1 <= buckets <= MAX_BUCKETS or buckets & (buckets - 1):
+    if not is_bucket_count(buckets):
         raise ConfigurationError(f"--buckets must be a power of two from 1 to {MAX_BUCKETS}.")
     if isinstance(db.client, RedisCluster):
         raise ConfigurationError(
@@ -291,12 +292,19 @@ async def _seed_counters(
     """Start every bucket's version counter at the highest any bucket reached, so versions
     stay increasing for every record whatever bucket it moves to."""
     values = await db.run_batch([("GET", key) for key in counters.values()])
-    highest = max((int(v) for v in values if v is not None), default=0)
-    for bucket in range(buckets):
-        counter = db.keys.in_bucket(bucket).version_counter(collection)
-        current = await db.client.get(counter)
-        if highest and (current is None or int(current) < highest):
-            await db.client.set(counter, highest)
+    current = {
+        bucket: int(value)
+        for bucket, value in zip(counters, values, strict=True)
+        if value is not None
+    }
+    highest = max(current.values(), default=0)
+    behind = [
+        ("SET", db.keys.in_bucket(bucket).version_counter(collection), highest)
+        for bucket in range(buckets)
+        if current.get(bucket, 0) < highest
+    ]
+    if behind:
+        await db.run_batch(behind)
 
 
 async def _move(
@@ -339,12 +347,9 @@ async def _move(
         args.append(len(owned_keys))
         for old, new in owned_keys:
             keys += [old, new]
-        checking = db.scripts.check_slots
-        db.scripts.check_slots = False  # two buckets by design; refused on a cluster above
-        try:
-            status = reply_text(await db.scripts.call("bucket_move", keys=keys, args=args))
-        finally:
-            db.scripts.check_slots = checking
+        # Two buckets by design (a cluster was refused above).
+        reply = await db.scripts.call("bucket_move", keys=keys, args=args, any_slots=True)
+        status = reply_text(reply)
         if status == "moved":
             return
         if status == "taken":

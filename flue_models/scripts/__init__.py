@@ -189,11 +189,14 @@ class Scripts:
         args: Sequence[Any] = (),
         *,
         unsafe: bool = False,
+        any_slots: bool = False,
     ) -> Any:
         """Run script ``name`` with EVALSHA (loading it on NOSCRIPT) and return its reply.
 
         ``unsafe``: the script is not safe to repeat after a lost reply (see
-        :class:`~flue_models.client.FlueRedis`).
+        :class:`~flue_models.client.FlueRedis`). ``any_slots``: the script touches keys
+        of several slots by design (a move between buckets, on a standalone server), so
+        the slot check does not apply to this call.
 
         Raises:
             CrossSlotError: the slot check is on and ``keys`` span several slots.
@@ -204,7 +207,7 @@ class Scripts:
             ```
         """
         script = self.get(name)
-        if self.check_slots:
+        if self.check_slots and not any_slots:
             one_slot(name, keys)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
