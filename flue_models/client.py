@@ -69,6 +69,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from flue_models.errors import (
     CommandError,
@@ -610,6 +611,9 @@ def make_client(url: str, *, display: str, settings: ClientSettings, **options: 
         socket_connect_timeout=timeout,
         health_check_interval=HEALTH_CHECK_SECONDS,
         retry=Retry(NoBackoff(), 0),
+        # Off: with redis-py's "auto" the pool skips its check of a connection it hands
+        # out, so after a server restart a write went out on a closed connection.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
         **options,
     )
     client = FlueRedis(connection_pool=pool)

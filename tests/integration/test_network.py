@@ -114,6 +114,27 @@ async def test_a_restarted_server_is_reconnected_to(redis_servers: RedisServers)
         assert db.client.connection_pool is not None
 
 
+async def test_the_first_write_after_a_restart_never_goes_out_on_a_dead_connection(
+    redis_servers: RedisServers,
+) -> None:
+    """Idle pooled connections are dead after a restart: each is checked when handed out
+    (redis-py's maintenance notifications, which skip that check, are off), so an unsafe
+    write (a script) is sent on a live one and succeeds."""
+    server = redis_servers.start()
+    async with fm.connect(server.url, key_prefix="idle") as db:
+        # CLIENT is never pipelined: four at once hold four connections, then idle.
+        await asyncio.gather(*(db.client.execute_command("CLIENT", "ID") for _ in range(4)))
+        assert len(db.client.connection_pool._available_connections) >= 2
+        stream = EventStream("runs/r-1", db=db)
+        await stream.create()
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.start)
+        first = await stream.append({"n": 1})  # the first command after the restart
+        assert await stream.append({"n": 2}) > first
+        await Ticket(id="t-1", status="open", priority=1).save()
+        assert await Ticket.find().count() == 1
+
+
 async def test_a_live_tail_resumes_after_a_restart(redis_servers: RedisServers) -> None:
     server = redis_servers.start()
     async with fm.connect(server.url, key_prefix="tail") as db:
