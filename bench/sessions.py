@@ -54,6 +54,13 @@ async def sent_bytes(db: fm.Database, step: Callable[[], Awaitable[Any]]) -> int
     return await output() - before - idle
 
 
+def session_keys(db: fm.Database, session_id: str) -> list[str]:
+    """The row and the owned keys of a session, in its bucket."""
+    spec = Session.__flue_spec__
+    keys = spec.keys_of(db.keys, session_id)
+    return [keys.record(spec.collection, session_id), *Session.owned_keys(keys, session_id)]
+
+
 async def memory(db: fm.Database, keys: list[str]) -> int:
     """Bytes the server holds for ``keys`` (``MEMORY USAGE``)."""
     return sum([int(await db.client.memory_usage(key) or 0) for key in keys])
@@ -107,10 +114,8 @@ async def run(entries: int, url: str | None = None) -> dict[str, Any]:
             figures["copy"] = await timed(
                 lambda: Session.save_snapshot(f"bench/copy-{next(counter)}", shared)
             )
-            fork_keys = [db.keys.record("session", "bench/fork-0")]
-            fork_keys += Session.owned_keys(db.keys, "bench/fork-0")
-            copy_id = f"bench/copy-{RUNS}"
-            copy_keys = [db.keys.record("session", copy_id), *Session.owned_keys(db.keys, copy_id)]
+            fork_keys = session_keys(db, "bench/fork-0")
+            copy_keys = session_keys(db, f"bench/copy-{RUNS}")
             figures["fork"]["memory_bytes"] = await memory(db, fork_keys)
             figures["copy"]["memory_bytes"] = await memory(db, copy_keys)
             return figures

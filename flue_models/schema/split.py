@@ -189,6 +189,21 @@ async def move_collection(
     return report
 
 
+async def collection_records(db: Database, collection: str) -> list[tuple[str, int, str]]:
+    """Every record of ``collection`` in any bucket, as (row key, bucket, id), sorted.
+
+    Raises:
+        SchemaError: a key of the collection is of no kind of the layout.
+
+    Example:
+        ```python
+        for key, bucket, record_id in await collection_records(db, "ticket"):
+            ...
+        ```
+    """
+    return (await _scan(db, collection)).records
+
+
 async def _scan(db: Database, collection: str) -> _Found:
     """Every key of the collection in every bucket, by kind; refuse one of no known kind."""
     found = _Found()

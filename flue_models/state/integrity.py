@@ -16,7 +16,11 @@ index drift for each of ``Session``, ``Submission`` and ``WorkflowRun``:
 * ``session_entries``: a session whose entry list cannot be decoded, disagrees with its
   ``entry_count`` or ``leaf_id``, or with its ``entry_ids`` positions (not repaired: the
   list is the truth and appends do not take the version, so a rewrite could lose one;
-  rewrite it with ``Session.save_snapshot`` while no writer runs).
+  rewrite it with ``Session.save_snapshot`` while no writer runs);
+* ``fork_mark``: a fork not marked on its parent (repaired: marked), a fork whose parent
+  is gone (not repaired: its shared history is gone; delete it), or a mark naming no
+  fork of the session (repaired once older than ``FORK_GRACE``: a younger one may be a
+  fork being made).
 
 A maintenance path: it SCANs the stream keys in batches and reads each stream's head.
 
@@ -167,16 +171,19 @@ async def _check_session(db: Database, session_id: str) -> list[Drift]:
         return []  # gone, or undecodable (the collection's own report has it)
     entries_key = Session._entries_key(db.keys, session_id)
     ids_key = Session._entry_ids_key(db.keys, session_id)
-    elements, positions = await db.run_batch(
-        [("LRANGE", entries_key, 0, -1), ("HGETALL", ids_key)], return_errors=True
+    forks_key = Session._forks_key(db.keys, session_id)
+    elements, positions, marks = await db.run_batch(
+        [("LRANGE", entries_key, 0, -1), ("HGETALL", ids_key), ("ZRANGE", forks_key, 0, -1)],
+        return_errors=True,
     )
-    if isinstance(elements, Exception) or isinstance(positions, Exception):
-        return [Drift("wrong_type", entries_key, session_id, "its entries are not a list/hash")]
+    if any(isinstance(reply, Exception) for reply in (elements, positions, marks)):
+        detail = "its entries, entry ids or fork marks are not a list/hash/sorted set"
+        return [Drift("wrong_type", entries_key, session_id, detail)]
+    found = await _check_forks(db, row, [reply_text(mark) for mark in marks])
     try:
         entries = decode_entries(entries_key, elements)
     except DecodeError as exc:
-        return [Drift("session_entries", entries_key, session_id, str(exc))]
-    found: list[Drift] = []
+        return [*found, Drift("session_entries", entries_key, session_id, str(exc))]
     if len(entries) + row.inherited != row.entry_count:
         shared = f" + {row.inherited} shared" if row.inherited else ""
         detail = f"{len(entries)}{shared} entries, the row says {row.entry_count}"
@@ -191,6 +198,30 @@ async def _check_session(db: Database, session_id: str) -> list[Drift]:
         position += len(encode_entry(entry))
     if reply_pairs(positions) != expected:
         found.append(Drift("session_entries", ids_key, session_id, "entry_ids disagree"))
+    return found
+
+
+async def _check_forks(db: Database, row: Session, marks: list[str]) -> list[Drift]:
+    """A fork against its parent's mark, and the session's marks against its forks."""
+    found: list[Drift] = []
+    if row.fork_of is not None:
+        forks_key = Session._forks_key(db.keys, row.fork_of)
+        marked, parent = await db.run_batch(
+            [("ZSCORE", forks_key, row.id), ("EXISTS", Session._row_key(db.keys, row.fork_of))]
+        )
+        if not parent:
+            detail = f"a fork of {row.fork_of!r}, which is gone (and its shared history)"
+            found.append(Drift("fork_mark", forks_key, row.id, detail))
+        elif marked is None:
+            detail = f"a fork not marked on its parent {row.fork_of!r}"
+            found.append(Drift("fork_mark", forks_key, row.id, detail))
+    if marks:
+        forks_key = Session._forks_key(db.keys, row.id)
+        children = await Session.read_records(marks, db=db)
+        for child_id, child in zip(marks, children, strict=True):
+            if child is None or (isinstance(child, Session) and child.fork_of != row.id):
+                detail = f"marks {child_id!r} as its fork, which is not"
+                found.append(Drift("fork_mark", forks_key, row.id, detail))
     return found
 
 
@@ -272,6 +303,21 @@ async def _verify_run_streams(db: Database) -> list[Drift]:
         cursor = page.next_cursor
 
 
+async def _repair_fork_mark(db: Database, drift: Drift) -> bool:
+    """Mark a fork on its parent, or drop marks naming no fork (once old enough)."""
+    session = await Session.get(drift.record_id, db=db)
+    if session is None:
+        return False
+    if session.fork_of is not None and drift.key == Session._forks_key(db.keys, session.fork_of):
+        parent = await Session.get(session.fork_of, db=db)
+        if parent is None:
+            return False  # its shared history is gone: not repaired
+        now = int((await db.server_time()).timestamp() * 1000)
+        return bool(await db.client.zadd(drift.key, {session.id: now}, nx=True))
+    await Session._forks(db, session.id)  # drops the marks of no fork older than the grace
+    return True
+
+
 async def _repair_streams(db: Database, drift: list[Drift]) -> int:
     acted = 0
     for d in drift:
@@ -284,6 +330,9 @@ async def _repair_streams(db: Database, drift: list[Drift]) -> int:
                 await db.client.zrem(d.key, d.record_id)
         elif d.kind == "open_stream":
             await EventStream(WorkflowRun.stream_path(d.record_id), db=db).close()
+        elif d.kind == "fork_mark":
+            if not await _repair_fork_mark(db, d):
+                continue
         elif d.kind == "missing_stream":
             run = await WorkflowRun.get(d.record_id, db=db)
             if run is None or run.status != "active":

@@ -1,10 +1,10 @@
 """Agent sessions: metadata plus a tree of entries (messages and compactions).
 
 A session's record is a hash (``metadata``, ``leaf_id``, times, version); its entries are
-a list the record owns, ``<prefix>::session/entries:<b64 id>``. Entries are appended one
-by one (``RPUSH`` in a Lua call that also moves ``leaf_id``), never by rewriting the
-session; a load reads the hash and the list in one MULTI, so it always sees a whole
-state. Entries larger than 512 KiB are stored as several list elements and joined back
+a list the record owns, ``<prefix>::{session:<bucket>}/entries:<b64 id>``. Entries are
+appended one by one (``RPUSH`` in a Lua call that also moves ``leaf_id``), never by
+rewriting the session; a load reads the hash and the list in one MULTI, so it always
+sees a whole state. Entries larger than 512 KiB are stored as several list elements and joined back
 byte for byte.
 
 Example:
@@ -38,7 +38,7 @@ from flue_models.model.query import Page
 from flue_models.model.spec import OWNED_FIELD as OWNED
 from flue_models.model.writes import (
     encode_owned,
-    plan_check,
+    plan_delete,
     plan_save,
     retry_on_conflict,
     run_writes,
@@ -67,6 +67,14 @@ MAX_FORK_DEPTH = 16
 MIN_STEP = 64
 #: Entries per ``Session.history`` page by default, and at most.
 DEFAULT_HISTORY, MAX_HISTORY = 100, 1000
+#: Buckets the sessions are spread over (one Cluster slot each; migration
+#: ``0007_session_buckets`` moved the sessions of older stores into them). Sessions hold
+#: the bulk of the data, so they take more buckets than the runs: 64 spread evenly over
+#: up to 16 primaries, and a listing (rare for sessions) costs about three single walks.
+SESSION_BUCKETS = 64
+#: A fork's mark on its parent with no fork behind it is taken as a fork being made for
+#: this long, and after that as left by a fork that stopped half way (then dropped).
+FORK_GRACE = dt.timedelta(seconds=60)
 
 
 class SessionError(FlueModelsError):
@@ -199,7 +207,9 @@ class Session(Model):
     ``entry_count``, ``updated_at`` and ``context_from`` are kept by :meth:`append`.
     Appends do not change the version, so they never make a metadata save conflict.
     ``agent``, ``instance`` and ``harness`` come from a :func:`session_key` id and are
-    indexed, like ``fork_of``, for :meth:`list`.
+    indexed, like ``fork_of``, for :meth:`list`. Spread over 64 buckets
+    (``SESSION_BUCKETS``), so over a cluster's primaries; a session's row and the keys
+    it owns (entries, entry ids, the marks of its forks) share its bucket.
 
     Example:
         ```python
@@ -213,6 +223,7 @@ class Session(Model):
     class Meta:
         collection = "session"
         order_by = "updated_at"
+        buckets = SESSION_BUCKETS
 
     id: str
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -238,6 +249,8 @@ class Session(Model):
     ENTRIES: ClassVar[str] = "entries"
     #: The owned hash from each entry id to the logical position of its first element.
     ENTRY_IDS: ClassVar[str] = "entry_ids"
+    #: The owned sorted set of this session's forks (fork id -> when it was marked).
+    FORKS: ClassVar[str] = "forks"
 
     @model_validator(mode="before")
     @classmethod
@@ -249,17 +262,28 @@ class Session(Model):
         return data
 
     @classmethod
+    def _row_key(cls, keys: KeySpace, session_id: str) -> str:
+        spec = cls.__flue_spec__
+        return spec.keys_of(keys, session_id).record(spec.collection, session_id)
+
+    @classmethod
+    def _owned_key(cls, keys: KeySpace, name: str, session_id: str) -> str:
+        spec = cls.__flue_spec__
+        return spec.keys_of(keys, session_id).owned(spec.collection, name, session_id)
+
+    @classmethod
     def _entries_key(cls, keys: KeySpace, session_id: str) -> str:
-        return keys.owned(cls.__flue_spec__.collection, cls.ENTRIES, session_id)
+        return cls._owned_key(keys, cls.ENTRIES, session_id)
 
     @classmethod
     def _entry_ids_key(cls, keys: KeySpace, session_id: str) -> str:
-        return keys.owned(cls.__flue_spec__.collection, cls.ENTRY_IDS, session_id)
+        return cls._owned_key(keys, cls.ENTRY_IDS, session_id)
 
     @classmethod
     def _forks_key(cls, keys: KeySpace, session_id: str) -> str:
-        """The index set of the forks of ``session_id``: it exists while any does."""
-        return cls.__flue_spec__.equality_key(keys, "fork_of", session_id)
+        """The marks of the forks of ``session_id``, in its bucket: it exists while any
+        fork does (or is being made)."""
+        return cls._owned_key(keys, cls.FORKS, session_id)
 
     @property
     def base(self) -> int:
@@ -328,14 +352,18 @@ class Session(Model):
 
     @classmethod
     def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
-        """The entries list and its id index go with the session.
+        """The entries list, its id index and the marks of its forks go with the session.
 
         Example:
             ```python
-            Session.owned_keys(db.keys, "s-1")   # ['flue::session/entries:cy0x', ...]
+            Session.owned_keys(db.keys, "s-1")   # ['flue::{session:9}/entries:cy0x', ...]
             ```
         """
-        return [cls._entries_key(keys, record_id), cls._entry_ids_key(keys, record_id)]
+        return [
+            cls._entries_key(keys, record_id),
+            cls._entry_ids_key(keys, record_id),
+            cls._forks_key(keys, record_id),
+        ]
 
     @classmethod
     def delete_guards(cls, keys: KeySpace, record_id: str) -> list[str]:
@@ -343,7 +371,7 @@ class Session(Model):
 
         Example:
             ```python
-            Session.delete_guards(db.keys, "s-1")   # the index set of its forks
+            Session.delete_guards(db.keys, "s-1")   # the marks of its forks
             ```
         """
         return [cls._forks_key(keys, record_id)]
@@ -399,7 +427,7 @@ class Session(Model):
             ```
         """
         database = pick_database(db)
-        key = database.keys.record(cls.__flue_spec__.collection, session_id)
+        key = cls._row_key(database.keys, session_id)
         entries_key = cls._entries_key(database.keys, session_id)
         raw, elements = await database.run_batch(
             [("HGETALL", key), ("LRANGE", entries_key, 0, -1)], atomic=True
@@ -445,7 +473,7 @@ class Session(Model):
         """
         database = pick_database(db)
         keys = database.keys
-        row_key = keys.record(cls.__flue_spec__.collection, session_id)
+        row_key = cls._row_key(keys, session_id)
         for _attempt in range(8):
             reply = await database.scripts.call(
                 "session_window", keys=[row_key, cls._entries_key(keys, session_id)], args=[]
@@ -476,7 +504,7 @@ class Session(Model):
     ) -> Window | None:
         """Read ``[start, window.start)`` into ``window``; ``None`` if the record's version
         is not ``version`` (its entries were replaced: the window is stale)."""
-        row_key = database.keys.record(self.__flue_spec__.collection, self.id)
+        row_key = self._row_key(database.keys, self.id)
         check = [("HGET", row_key, "version")] if version is not None else []
         entries, stored = await read_window(
             database, self._lists(database), self.layers(), start, window.start, also=check
@@ -639,7 +667,8 @@ class Session(Model):
         shared: dict[str, int | None],
         once: bool,
     ) -> Any:
-        keys, spec = database.keys, self.__flue_spec__
+        spec = self.__flue_spec__
+        keys = spec.keys_of(database.keys, self.id)
         index_keys = list(spec.entries(keys, self._values()))  # rescored with updated_at
         template = encode_owned(keys, dict.fromkeys(index_keys, 0.0), {}, index_keys)
         args: list[Any] = [self.id, entries[-1].id, len(entries), "1" if once else "0"]
@@ -652,7 +681,7 @@ class Session(Model):
         return await database.scripts.call(
             "session_append",
             keys=[
-                keys.record(spec.collection, self.id),
+                self._row_key(keys, self.id),
                 self._entries_key(keys, self.id),
                 self._entry_ids_key(keys, self.id),
                 *index_keys,
@@ -667,9 +696,10 @@ class Session(Model):
         for name, value in stored.items():
             object.__setattr__(self, name, value)
             self._flue_snapshot[name] = spec.codecs[name].encode(value)
-        entries = spec.entries(database.keys, self._values())
+        keys = spec.keys_of(database.keys, self.id)
+        entries = spec.entries(keys, self._values())
         self._flue_entries = entries
-        self._flue_snapshot[OWNED] = encode_owned(database.keys, entries, {})
+        self._flue_snapshot[OWNED] = encode_owned(keys, entries, {})
 
     @classmethod
     async def save_snapshot(
@@ -808,6 +838,11 @@ class Session(Model):
         whatever the history's length; :meth:`load_context` on the fork reads back from
         the fork point to the context it needs.
 
+        The fork may be in another bucket than its parent (another Cluster slot), so it
+        is two atomic steps: a mark on the parent (with the check that the parent did not
+        change since it was read), then the fork. A fork whose mark was taken meanwhile
+        (the parent's deletion, see :data:`FORK_GRACE`) is deleted again and refused.
+
         Args:
             new_id: the fork's id (default: a new random id).
             metadata: the fork's metadata (default: empty).
@@ -850,11 +885,73 @@ class Session(Model):
             # Where its context load starts: the parent's compacted context when the
             # fork point is in it, else the fork point (a load reads back from there).
             child.context_from = parent.context_from if parent.context_from <= at else at
-            check = plan_check(parent, database.keys)  # its entries not replaced meanwhile
-            await run_writes(database, [plan_save(child, database.keys), check])
-            return child
+            marked = await cls._mark(database, parent, child_id)
+            try:
+                await run_writes(database, [plan_save(child, database.keys)])
+            except AlreadyExistsError:
+                taken = await cls.get(child_id, db=database)
+                if taken is None or taken.fork_of != session_id:
+                    await cls._unmark(database, session_id, child_id, marked)
+                raise
+            if await database.client.zscore(cls._forks_key(database.keys, session_id), child_id):
+                return child
+            await run_writes(database, [plan_delete(child, database.keys)])
+            raise SessionError(
+                f"Session {session_id!r} was deleted while {child_id!r} was forked from it; "
+                "nothing was forked."
+            )
 
         return await retry_on_conflict(attempt)
+
+    @classmethod
+    async def _mark(cls, database: Database, parent: Session, child_id: str) -> int:
+        """Mark ``child_id`` as a fork of ``parent``, if ``parent`` is as it was read;
+        return the mark's time (ms).
+
+        Raises:
+            ConflictError: the parent changed since it was read (or is gone).
+        """
+        keys = [cls._row_key(database.keys, parent.id), cls._forks_key(database.keys, parent.id)]
+        reply = await database.scripts.call(
+            "session_fork", keys=keys, args=["mark", child_id, parent._flue_version]
+        )
+        status, reply = checked_reply("session_fork", reply, {"ok": 2, "missing": 1, "conflict": 2})
+        if status != "ok":
+            found = int(reply[1]) if status == "conflict" else 0
+            raise ConflictError(cls.__name__, parent.id, parent._flue_version, found)
+        return int(reply[1])
+
+    @classmethod
+    async def _unmark(
+        cls, database: Database, session_id: str, child_id: str, at: int | None = None
+    ) -> bool:
+        """Take the mark of ``child_id`` off ``session_id`` (only if it is still the one
+        made at ``at`` ms, when given); return whether it was taken."""
+        keys = [cls._row_key(database.keys, session_id), cls._forks_key(database.keys, session_id)]
+        args = ["unmark", child_id, "" if at is None else at]
+        reply = await database.scripts.call("session_fork", keys=keys, args=args)
+        _status, reply = checked_reply("session_fork", reply, {"ok": 2})
+        return int(reply[1]) == 1
+
+    @classmethod
+    async def _forks(cls, database: Database, session_id: str) -> list[str]:
+        """The ids of the forks of ``session_id`` its marks name; marks left by forks that
+        stopped half way, or by forks deleted before their mark was taken, are dropped
+        (once older than :data:`FORK_GRACE`: a younger one may be a fork being made)."""
+        forks_key = cls._forks_key(database.keys, session_id)
+        marks = await database.client.zrange(forks_key, 0, -1, withscores=True)
+        if not marks:
+            return []
+        marked = [(reply_text(mark[0]), int(mark[1])) for mark in marks]
+        rows = await cls.read_records([child for child, _ in marked], db=database)
+        oldest = (await database.server_time() - FORK_GRACE).timestamp() * 1000
+        forks = []
+        for (child_id, at), row in zip(marked, rows, strict=True):
+            if isinstance(row, Session) and row.fork_of == session_id:
+                forks.append(child_id)
+            elif at < oldest and (row is None or isinstance(row, Session)):
+                await cls._unmark(database, session_id, child_id, at)  # (an unreadable one stays)
+        return forks
 
     async def _locate(
         self, database: Database, entry_id: str, lineage: list[Ancestor]
@@ -868,7 +965,7 @@ class Session(Model):
             raise SessionError(f"Session {self.id!r} has no entry {entry_id!r} to fork at.")
         layer = next(layer for layer in layers if layer.covers(at))
         owner = next(a for a in lineage if a.session == layer.owner)
-        row_key = database.keys.record(self.__flue_spec__.collection, layer.owner)
+        row_key = self._row_key(database.keys, layer.owner)
         list_key = self._entries_key(database.keys, layer.owner)
         first, length, count = await database.run_batch(
             [("LINDEX", list_key, at - layer.lo), ("LLEN", list_key),
@@ -947,41 +1044,45 @@ class Session(Model):
             ```
         """
         database = pick_database(db)
-        for _attempt in range(3):
-            if forks == "cascade":
-                await cls._delete_forks(database, record_id)
-            try:
-                return await super().delete_id(record_id, db=database)
-            except GuardError:
-                if forks == "refuse":
-                    raise SessionForkedError(record_id, "it was not deleted") from None
-                # a fork was made while its siblings were deleted: delete again
-        raise SessionForkedError(record_id, "it was not deleted: forks kept appearing")
 
-    @classmethod
-    async def _delete_forks(cls, database: Database, session_id: str) -> None:
-        """Delete every fork of ``session_id``, and theirs, before it goes."""
-        while page := (await cls.list(fork_of=session_id, db=database)).items:
-            for child in page:
-                await cls.delete_id(child.id, db=database, forks="cascade")
+        async def attempt() -> bool:
+            current = await cls.get(record_id, db=database)
+            return current is not None and await current.delete(db=database, forks=forks)
+
+        return await retry_on_conflict(attempt)
 
     async def delete(
         self, *, db: Database | None = None, forks: Literal["refuse", "cascade"] = "refuse"
     ) -> bool:
         """Delete this session under the version check; see :meth:`delete_id` for ``forks``.
 
+        A fork's mark on its parent is taken after the fork is gone (it is in the parent's
+        bucket); one a crash left behind is dropped by the parent's deletion.
+
         Example:
             ```python
             await session.delete()
             ```
         """
+        if self._flue_version == 0:
+            return False
         database = self._database(db)
-        if forks == "cascade":
-            await self._delete_forks(database, self.id)
-        try:
-            return await super().delete(db=database)
-        except GuardError:
-            raise SessionForkedError(self.id, "it was not deleted") from None
+        for _attempt in range(3):
+            live = await self._forks(database, self.id)
+            if live and forks == "refuse":
+                raise SessionForkedError(self.id, "it was not deleted")
+            for child_id in live:
+                await type(self).delete_id(child_id, db=database, forks="cascade")
+            try:
+                await run_writes(database, [plan_delete(self, database.keys)])
+            except GuardError:
+                if forks == "refuse":  # a fork is being made (or stopped half way)
+                    raise SessionForkedError(self.id, "it was not deleted") from None
+                continue  # a fork was made meanwhile: delete it too
+            if self.fork_of is not None:
+                await self._unmark(database, self.fork_of, self.id)
+            return True
+        raise SessionForkedError(self.id, "it was not deleted: forks kept appearing")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from flue_models.connection import Database
 from flue_models.model.errors import DecodeError
+from flue_models.slots import command_keys, slot_of
 
 
 class MessageEntry(BaseModel):
@@ -310,7 +311,7 @@ async def read_window(
     commands: list[tuple[Any, ...]] = [
         ("LRANGE", entries_key(layer.owner), first, last) for layer, first, last in ranges
     ]
-    replies = await db.run_batch([*commands, *also], atomic=True)
+    replies = await read_layers(db, commands, also)
     entries: list[tuple[int, AnyEntry]] = []
     for (layer, first, _last), elements in zip(ranges, replies, strict=False):
         ragged = not entries and start > 0
@@ -318,6 +319,38 @@ async def read_window(
             entries_key(layer.owner), elements, layer.lo + first, ragged=ragged or end is not None
         )
     return entries, list(replies[len(commands) :])
+
+
+async def read_layers(
+    db: Database, commands: Sequence[tuple[Any, ...]], also: Sequence[tuple[Any, ...]] = ()
+) -> list[Any]:
+    """The replies of ``commands`` (each reads one session's keys) and then of ``also``.
+
+    One ``MULTI`` when every key is in one slot. Else (the sessions of a fork's history
+    are in several buckets) the commands outside the slot of ``also`` (or of the first
+    command) are read first, without ``MULTI``: an ancestor's history up to a fork point
+    does not change while the fork exists (its mark keeps the ancestor from being
+    replaced or deleted). Then the rest in one ``MULTI``, so a version check in ``also``
+    still sees its own session's reads at one instant, after the ancestors'.
+
+    Example:
+        ```python
+        own, parent, version = await read_layers(db, [own_read, parent_read], [check])
+        ```
+    """
+    everything = [*commands, *also]
+    slots = [slot_of(command_keys(command)[0]) for command in everything]
+    anchor = slots[-1] if also else slots[0] if slots else 0
+    if all(slot == anchor for slot in slots):
+        return await db.run_batch(everything, atomic=True)
+    apart = [i for i, slot in enumerate(slots) if slot != anchor]
+    together = [i for i, slot in enumerate(slots) if slot == anchor]
+    replies: list[Any] = [None] * len(everything)
+    for indexes, atomic in ((apart, False), (together, True)):
+        found = await db.run_batch([everything[i] for i in indexes], atomic=atomic)
+        for i, reply in zip(indexes, found, strict=True):
+            replies[i] = reply
+    return replies
 
 
 async def lookup_positions(
@@ -334,7 +367,7 @@ async def lookup_positions(
         ```
     """
     commands = [("HMGET", entry_ids_key(layer.owner), *ids) for layer in layers]
-    replies = await db.run_batch(commands, atomic=True)
+    replies = await read_layers(db, commands)
     found: dict[str, int | None] = {}
     for index, entry_id in enumerate(ids):
         found[entry_id] = None

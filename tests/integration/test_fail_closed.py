@@ -133,7 +133,7 @@ async def test_an_owned_list_of_the_wrong_type(db: fm.Database) -> None:
 async def test_a_session_whose_entries_or_counter_are_corrupt(db: fm.Database) -> None:
     session = await fm.Session.open("s-1")
     message = fm.MessageEntry(id="m1", role="user", content="hi")
-    key = db.keys.record("session", "s-1")
+    key = fm.Session._row_key(db.keys, "s-1")
     await db.client.hset(key, "entry_count", "lots")
     await refused_without_a_trace(db, lambda: session.append(message), fm.CorruptValueError, key)
     await db.client.hset(key, "entry_count", "0")

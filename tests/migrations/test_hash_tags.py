@@ -27,6 +27,7 @@ MODELS = (Ticket, WorkflowRun, Submission, Session)
 OLDER_LAYOUT = pytest.mark.standalone
 HASH_TAGS = "flue/0005_hash_tags"
 RUN_BUCKETS = "flue/0006_run_buckets"
+SESSION_BUCKETS = "flue/0007_session_buckets"
 
 
 async def fill(db: fm.Database) -> None:
@@ -149,7 +150,7 @@ async def test_0005_moves_every_key_into_its_tag_and_nothing_is_lost(
         assert len(ticket_slots) == 1
         owned = json.loads(await db.client.hget(db.keys.record("it_ticket", "t-0"), "_owned"))
         assert all(key.startswith("{it_ticket:0}:") for part in owned.values() for key in part)
-        assert [s.file.label for s in await migrate(db)] == [RUN_BUCKETS]
+        assert [s.file.label for s in await migrate(db)] == [RUN_BUCKETS, SESSION_BUCKETS]
         assert await migrate(db) == []
     async with fm.connect(redis_url, key_prefix=key_prefix) as db:
         await readable_everywhere(db)
@@ -202,7 +203,11 @@ async def test_0005_refuses_while_another_client_uses_the_prefix(
             redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
         ) as db:
             assert await all_keys(db) == older_store  # refused before moving anything
-            assert [s.file.label for s in await migrate(db)] == [HASH_TAGS, RUN_BUCKETS]
+            assert [s.file.label for s in await migrate(db)] == [
+                HASH_TAGS,
+                RUN_BUCKETS,
+                SESSION_BUCKETS,
+            ]
     finally:
         await other.close()
         await older_version.aclose()

@@ -34,6 +34,7 @@ from flue_models.schema import (
 from tests.command_line import run_cli
 from tests.conftest import BUILTIN_MIGRATIONS
 from tests.integration.models import Ticket
+from tests.migrations.layouts import declaring
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 ROOT = Path(__file__).parents[2]
@@ -188,9 +189,9 @@ async def test_the_builtin_set_name_is_reserved(bare: fm.Database) -> None:
 
 async def test_a_newer_schema_is_refused_and_every_key_is_left_untouched(bare: fm.Database) -> None:
     await migrate(bare, [scenario("clean_chain")])
-    await bare.client.hset(bare.keys.meta, "schema_version", "7")
+    await bare.client.hset(bare.keys.meta, "schema_version", str(LATEST + 1))
     before = await dump(bare)
-    too_new = rf"version 7.*only up to {LATEST}.*upgrade flue-models"
+    too_new = rf"version {LATEST + 1}.*only up to {LATEST}.*upgrade flue-models"
     with pytest.raises(SchemaTooNewError, match=too_new):
         await migrate(bare, [scenario("clean_chain")])
     assert await dump(bare) == before
@@ -537,12 +538,8 @@ async def test_0002_moves_receipts_and_journals_lists_closed_streams_and_indexes
     assert await migrate(db) == []  # a rerun finds nothing to do
 
 
-async def test_0004_indexes_sessions_by_update_and_key_parts_and_locates_contexts(
-    bare: fm.Database,
-) -> None:
-    db = bare
-    await migrate(db, to=3)
-    sid = fm.session_key("support", "eu-1", "claude", "main")
+async def write_version_3_sessions(db: fm.Database, sid: str) -> None:
+    """A compacted session and a plain one, stored as version 3 stored them."""
     session = await fm.Session.open(sid, db=db)
     await session.append_many(
         [
@@ -569,7 +566,18 @@ async def test_0004_indexes_sessions_by_update_and_key_parts_and_locates_context
         score = spec.codecs["created_at"].score(dt.datetime.fromisoformat(created.decode()))
         await db.client.zadd(db.keys.all("session"), {record_id: score})
 
-    applied = await migrate(db)
+
+@pytest.mark.standalone  # 0007 then moves the sessions into other slots
+async def test_0004_indexes_sessions_by_update_and_key_parts_and_locates_contexts(
+    bare: fm.Database,
+) -> None:
+    db = bare
+    await migrate(db, to=3)
+    sid = fm.session_key("support", "eu-1", "claude", "main")
+    with declaring(fm.Session, 1):  # sessions were in one bucket until 0007
+        await write_version_3_sessions(db, sid)
+        applied = await migrate(db, to=6)
+    applied += await migrate(db)
     assert [s.file.label for s in applied] == BUILTIN[3:]
     page = await fm.Session.list(agent="support", db=db)
     assert [s.id for s in page.items] == [sid]

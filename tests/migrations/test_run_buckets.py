@@ -4,21 +4,21 @@ move into the bucket of their id, counted; other clients are refused when runs m
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
 
 import flue_models as fm
 from flue_models import WorkflowRun
-from flue_models.errors import MigrationFailedError
 from flue_models.keys import bucket_of
 from flue_models.model.buckets import bucket_field, check_collections, stored_buckets
 from flue_models.schema import migrate
 from flue_models.state.integrity import verify_state
 from flue_models.state.run import RUN_BUCKETS
+from tests.migrations.layouts import declaring, refused_for_another_client, remove_prefix
 
 RUN_BUCKETS_FILE = "flue/0006_run_buckets"
+SESSION_BUCKETS_FILE = "flue/0007_session_buckets"
 SPEC = WorkflowRun.__flue_spec__
 #: The runs move between slots: a standalone server only (a cluster refuses the move).
 pytestmark = pytest.mark.standalone
@@ -26,18 +26,21 @@ pytestmark = pytest.mark.standalone
 
 async def runs_in_one_bucket(db: fm.Database, count: int = 60) -> list[str]:
     """Runs written the way version 5 wrote them (one bucket), the store set back to 5."""
-    WorkflowRun.__flue_spec__ = dataclasses.replace(SPEC, buckets=1)
-    try:
-        ids = []
+    ids = []
+    with declaring(WorkflowRun, 1):
         for n in range(count):
             run = await WorkflowRun.start(("a", "b")[n % 2], run_id=f"r-{n}", db=db)
             if n % 3 == 0:
                 await run.finish(result={"n": n}, db=db)
             ids.append(run.id)
-    finally:
-        WorkflowRun.__flue_spec__ = SPEC
     await db.client.hset(db.keys.meta, "schema_version", "5")
-    await db.client.hdel(db.keys.meta, "applied:flue:0006", bucket_field("workflow_run"))
+    await db.client.hdel(
+        db.keys.meta,
+        "applied:flue:0006",
+        "applied:flue:0007",
+        bucket_field("workflow_run"),
+        bucket_field("session"),
+    )
     return ids
 
 
@@ -46,10 +49,7 @@ async def version_5(redis_url: str, key_prefix: str) -> AsyncIterator[list[str]]
     async with fm.connect(redis_url, key_prefix=key_prefix) as db:
         ids = await runs_in_one_bucket(db)
     yield ids
-    async with fm.connect(redis_url, key_prefix="admin", migrate=False, check_schema=False) as db:
-        left = [k async for k in db.client.scan_iter(match=f"{key_prefix}::*")]
-        for key in left:
-            await db.client.delete(key)
+    await remove_prefix(redis_url, key_prefix)
 
 
 async def test_0006_moves_each_run_into_the_bucket_of_its_id(
@@ -63,7 +63,7 @@ async def test_0006_moves_each_run_into_the_bucket_of_its_id(
         with pytest.raises(fm.BucketCountError, match="flue-models migrate"):
             await check_collections(db, [SPEC])
         applied = await migrate(db)
-        assert [s.file.label for s in applied] == [RUN_BUCKETS_FILE]
+        assert [s.file.label for s in applied] == [RUN_BUCKETS_FILE, SESSION_BUCKETS_FILE]
         assert (await stored_buckets(db))["workflow_run"] == RUN_BUCKETS
         for run_id in version_5:
             home = db.keys.in_bucket(bucket_of(run_id, RUN_BUCKETS))
@@ -93,15 +93,9 @@ async def test_0006_moves_each_run_into_the_bucket_of_its_id(
 async def test_0006_refuses_while_another_client_uses_the_prefix_and_moves_nothing(
     redis_url: str, key_prefix: str, version_5: list[str]
 ) -> None:
-    other = await fm.connect(redis_url, key_prefix=key_prefix, migrate=False, check_schema=False)
-    try:
-        with pytest.raises(MigrationFailedError) as failed:
-            await fm.connect(redis_url, key_prefix=key_prefix)
-        assert isinstance(failed.value.__cause__, fm.WritersActiveError)
+    async with refused_for_another_client(redis_url, key_prefix) as other:
         zero = other.keys.in_bucket(0)
         assert await other.client.zcard(zero.all("workflow_run")) == 60
-    finally:
-        await other.close()
 
 
 async def test_0006_down_gathers_the_runs_back_into_one_bucket(
@@ -112,7 +106,10 @@ async def test_0006_down_gathers_the_runs_back_into_one_bucket(
     ) as db:
         await migrate(db)
         reverted = await migrate(db, to=5)
-        assert [(s.file.label, s.direction) for s in reverted] == [(RUN_BUCKETS_FILE, "down")]
+        assert [(s.file.label, s.direction) for s in reverted] == [
+            (SESSION_BUCKETS_FILE, "down"),
+            (RUN_BUCKETS_FILE, "down"),
+        ]
         assert "workflow_run" not in await stored_buckets(db)
         zero = db.keys.in_bucket(0)
         assert await db.client.zcard(zero.all("workflow_run")) == 60

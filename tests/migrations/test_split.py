@@ -5,8 +5,6 @@ failure finishes the move."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import pytest
@@ -22,6 +20,7 @@ from flue_models.schema import split as split_module
 from flue_models.schema.split import split_collection
 from tests.command_line import run_cli
 from tests.integration.models import Ticket
+from tests.migrations.layouts import declaring
 
 #: A split renames keys into other slots: a standalone server only (a cluster refuses it).
 pytestmark = pytest.mark.standalone
@@ -43,17 +42,6 @@ class Parcel(Model):
     @classmethod
     def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
         return [keys.owned("it_parcel", "scans", record_id)]
-
-
-@contextmanager
-def declaring(buckets: int) -> Iterator[None]:
-    """Parcel as if its Meta said ``buckets = N`` (a redeploy with the new declaration)."""
-    spec = Parcel.__flue_spec__
-    Parcel.__flue_spec__ = dataclasses.replace(spec, buckets=buckets)
-    try:
-        yield
-    finally:
-        Parcel.__flue_spec__ = spec
 
 
 async def fill_parcels(db: fm.Database, count: int = 120) -> list[Parcel]:
@@ -108,7 +96,7 @@ async def test_a_collection_moves_into_eight_buckets_and_back(db: fm.Database) -
     moving = [p for p in parcels if bucket_of(p.id, 8) != 0]
     assert (report.records, report.moved) == (120, len(moving))
     assert (await stored_buckets(db))["it_parcel"] == 8
-    with declaring(8):
+    with declaring(Parcel, 8):
         db.checked_buckets.clear()
         verified = await fm.verify_collection(Parcel)
         assert verified.ok, verified.drift
@@ -142,7 +130,7 @@ async def test_a_model_declaring_the_new_count_is_refused_until_the_split(
     db: fm.Database,
 ) -> None:
     await fill_parcels(db, 20)
-    with declaring(4):
+    with declaring(Parcel, 4):
         db.checked_buckets.clear()
         with pytest.raises(fm.BucketCountError, match="cluster split it_parcel --buckets 4"):
             await Parcel.find().count()
@@ -172,7 +160,7 @@ async def test_a_rerun_after_a_failure_finishes_the_move(
     monkeypatch.setattr(split_module, "_move", move)
     report = await split_collection(db, "it_parcel", 8)
     assert report.moved == len([p for p in parcels if bucket_of(p.id, 8) != 0]) - 29
-    with declaring(8):
+    with declaring(Parcel, 8):
         db.checked_buckets.clear()
         assert (await fm.verify_collection(Parcel)).ok
         assert await listings(db) == before
@@ -243,7 +231,7 @@ async def test_any_split_keeps_every_listing(
     await Parcel.save_many(parcels)
     before = await listings(db)
     await split_collection(db, "it_parcel", buckets)
-    with declaring(buckets):
+    with declaring(Parcel, buckets):
         db.checked_buckets.clear()
         assert await listings(db) == before
         assert (await fm.verify_collection(Parcel)).ok

@@ -283,7 +283,11 @@ async def test_a_session_with_forks_is_not_deleted_or_replaced_unless_cascading(
     for gone in ("p", "c1", "c2"):
         assert await Session.get(gone) is None
     left = {k async for k in db.client.scan_iter(match=db.keys.pattern())}
-    assert left == {db.keys.meta.encode(), db.keys.version_counter("session").encode()}
+    spec = Session.__flue_spec__
+    counters = {
+        spec.keys_of(db.keys, i).version_counter("session").encode() for i in ("p", "c1", "c2")
+    }
+    assert left == {db.keys.meta.encode(), *counters}  # nothing but each bucket's counter
 
 
 async def test_a_fork_refuses_a_missing_session_entry_or_depth(db: fm.Database) -> None:
@@ -381,7 +385,7 @@ async def test_a_corrupted_fork_origin_refuses_appends_and_reads_name_the_key(
     parent = await Session.open("p")
     await linear(parent, 3)
     child = await Session.fork("p", "m1", new_id="c")
-    record = db.keys.record("session", "c")
+    record = Session._row_key(db.keys, "c")
     await db.client.hset(record, "origin", "{not json")
     with pytest.raises(fm.CorruptDataError, match="origin"):
         await child.append(message("x", "m1"))

@@ -115,7 +115,7 @@ async def test_a_session_whose_entries_disagree_with_its_row_is_reported(
     assert (await verify_state((fm.Session,))).ok  # a chunked entry counts its elements
     ids_key = fm.Session._entry_ids_key(db.keys, "s-1")
     await db.client.hset(ids_key, "m3", "1")
-    await db.client.hset(db.keys.record("session", "s-1"), "entry_count", "7")
+    await db.client.hset(fm.Session._row_key(db.keys, "s-1"), "entry_count", "7")
     report = await verify_state((fm.Session,))
     details = sorted(d.detail for d in report.all_drift if d.kind == "session_entries")
     assert details == ["3 entries, the row says 7", "entry_ids disagree"]
