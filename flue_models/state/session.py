@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import FlueModelsError
+from flue_models.errors import CommandError, FlueModelsError, WrongKeyTypeError
 from flue_models.keys import KeySpace
 from flue_models.model.base import Model
 from flue_models.model.codec import EncodingError, canonical_json, value_problem
@@ -939,7 +939,13 @@ class Session(Model):
         stopped half way, or by forks deleted before their mark was taken, are dropped
         (once older than :data:`FORK_GRACE`: a younger one may be a fork being made)."""
         forks_key = cls._forks_key(database.keys, session_id)
-        marks = await database.client.zrange(forks_key, 0, -1, withscores=True)
+        try:
+            marks = await database.client.zrange(forks_key, 0, -1, withscores=True)
+        except CommandError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            found = reply_text(await database.client.type(forks_key))
+            raise WrongKeyTypeError("session delete", forks_key, found, "zset") from exc
         if not marks:
             return []
         marked = [(reply_text(mark[0]), int(mark[1])) for mark in marks]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -206,3 +207,20 @@ async def test_forks_racing_a_cascading_delete_leave_no_fork_without_its_parent(
         assert set(await marks(db, "p")) >= {c.id for c in children}
     report = await verify_state((Session,))
     assert report.ok, report.all_drift
+
+
+async def test_a_marks_key_of_another_type_is_refused_naming_it_and_nothing_is_written(
+    db: fm.Database,
+) -> None:
+    parent = await parent_with(3)
+    forks_key = Session._forks_key(db.keys, "p")
+    await db.client.set(forks_key, "not a sorted set")  # a hand edit, or another program
+    child_id = apart_from("p")
+    with pytest.raises(fm.WrongKeyTypeError, match=re.escape(forks_key)):
+        await Session.fork("p", "m1", new_id=child_id)
+    assert await Session.get(child_id) is None
+    with pytest.raises(fm.WrongKeyTypeError, match=re.escape(forks_key)):
+        await parent.delete()
+    assert await Session.get("p") is not None
+    report = await verify_state((Session,))
+    assert [d.kind for d in report.all_drift] == ["wrong_type"]
