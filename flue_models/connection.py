@@ -20,7 +20,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from redis.exceptions import AuthenticationError, InvalidResponse, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    InvalidResponse,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flue_models.client import (
@@ -59,7 +65,7 @@ from flue_models.errors import (
 from flue_models.inspection import ServerReport, parse_info
 from flue_models.keys import KeySpace, encode_segment
 from flue_models.replies import reply_time
-from flue_models.scripts import Scripts
+from flue_models.scripts import Scripts, script_error
 from flue_models.slots import command_keys, one_slot
 from flue_models.telemetry import enabled as telemetry_enabled
 from flue_models.telemetry import operation_span, server_attributes
@@ -282,6 +288,49 @@ class Database:
                 name = str(commands[position][0]).upper()
                 raise BatchCommandError(position, name, results) from result
         return results
+
+    async def run_scripts(
+        self, calls: Sequence[tuple[str, Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run scripts ``(name, keys, args)`` in order in one ``MULTI`` (their keys in one
+        slot) and return their replies: no other client's command, and no crash of this
+        one, comes between them.
+
+        A script that refuses with an error does not undo the ones before it, so each
+        later script checks the state it acts on (a stream is closed only when its run's
+        row shows the end). A script missing from the server's cache (``NOSCRIPT``, after
+        a restart) is loaded and the calls from it on are sent again, in a new ``MULTI``.
+
+        Raises:
+            ScriptError: a script answered with an error (``CorruptDataError`` for a
+                refusal of its check phase).
+            CrossSlotError: the slot check is on and the keys span several slots.
+
+        Example:
+            ```python
+            save, close = await db.run_scripts(
+                [("save", save_keys, save_args), ("stream_close", close_keys, [])]
+            )
+            ```
+        """
+        scripts = [self.scripts.get(name) for name, _keys, _args in calls]
+        commands = [
+            ("EVALSHA", script.sha, len(keys), *keys, *args)
+            for script, (_name, keys, args) in zip(scripts, calls, strict=True)
+        ]
+        replies: list[Any] = []
+        while len(replies) < len(commands):
+            start = len(replies)
+            found = await self.run_batch(commands[start:], atomic=True, return_errors=True)
+            missing = next((i for i, r in enumerate(found) if isinstance(r, NoScriptError)), None)
+            replies += found if missing is None else found[:missing]
+            for script, reply in zip(scripts[start:], found, strict=True):
+                if isinstance(reply, NoScriptError):  # it did not run: load it, send again
+                    await self.client.execute_command("SCRIPT LOAD", script.text)
+        for script, reply in zip(scripts, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                raise script_error(script.name, reply) from reply
+        return replies
 
     async def close(self) -> None:
         """Close the connections; stop the embedded server if nobody else uses it. Idempotent.

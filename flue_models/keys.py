@@ -460,14 +460,17 @@ class KeySpace:
         return f"{self._base(collection)}/{name}:{encode_segment(record_id)}"
 
     def stream(self, path: str) -> StreamKeys:
-        """Return the keys of an event stream: metadata hash, events, idempotency keys.
+        """Return the keys of an event stream in a slot of its own: metadata hash, events,
+        idempotency keys.
 
-        Each stream has its own hash tag, so streams spread over a cluster's slots.
+        Each such stream has its own hash tag, so streams spread over a cluster's slots.
+        A stream that belongs to a record (a run's) is in its record's bucket instead:
+        :func:`flue_models.state.events.stream_keys` chooses.
 
         Example:
-            >>> KeySpace("p").stream("runs/42")
-            StreamKeys(meta='p::{stream:cnVucy80Mg}', events='p::{stream:cnVucy80Mg}:events', \
-once='p::{stream:cnVucy80Mg}:once')
+            >>> KeySpace("p").stream("agents/42")
+            StreamKeys(meta='p::{stream:YWdlbnRzLzQy}', events='p::{stream:YWdlbnRzLzQy}:events', \
+once='p::{stream:YWdlbnRzLzQy}:once')
         """
         if not path:
             raise ConfigurationError("A stream path must be a non-empty string.")

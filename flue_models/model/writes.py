@@ -351,11 +351,20 @@ def refusal(writes: list[Write], reply: list[Any]) -> Exception | None:
     return UniqueViolationError(name, field_name, shown, reply_text(reply[3]))
 
 
-async def run_writes(db: Database, writes: list[Write]) -> None:
+async def run_writes(
+    db: Database,
+    writes: list[Write],
+    *,
+    then: Sequence[tuple[str, Sequence[Any], Sequence[Any]]] = (),
+) -> list[Any]:
     """Send ``writes`` (one bucket of one collection) as one ``save`` call; raise what it
     refused.
 
     On success every copy takes its new version and state, and remembers ``db``.
+
+    ``then``: scripts ``(name, keys, args)`` of the same slot run right after the save in
+    one ``MULTI`` (see :meth:`Database.run_scripts`), whether or not the save was
+    refused: each checks the state it acts on. Their replies are returned.
 
     Raises:
         ConflictError: a record changed since its copy was read (``AlreadyExistsError``
@@ -377,7 +386,10 @@ async def run_writes(db: Database, writes: list[Write]) -> None:
     operation = "delete" if all(w.mode == "d" for w in writes) else "save"
     batch = {"db.operation.batch.size": len(writes)} if len(writes) > 1 else {}
     with db.span(operation, collection, **batch):
-        reply = await db.scripts.call("save", keys=keys, args=args)
+        if then:
+            reply, *after = await db.run_scripts([("save", keys, args), *then])
+        else:
+            reply, after = await db.scripts.call("save", keys=keys, args=args), []
         error = refusal(writes, reply)
         if error is not None:
             raise error
@@ -393,6 +405,7 @@ async def run_writes(db: Database, writes: list[Write]) -> None:
         record._flue_entries = w.entries
         record._flue_unique = w.unique
         record._flue_db = db
+    return after
 
 
 def one_bucket(keys: KeySpace, writes: Sequence[Write]) -> KeySpace:

@@ -3,7 +3,9 @@
 A stream at ``path`` (``runs/<run id>``, ``agents/<name>/<id>``) keeps its metadata in
 a hash and its events in a Redis Stream with explicit ids ``0-<seq>``: reads are
 XRANGE, live tails wake on XREAD BLOCK, retention is XTRIM. Offsets shown to users keep
-Flue's format, ``0000000000000000_0000000000000001`` for the first event.
+Flue's format, ``0000000000000000_0000000000000001`` for the first event. A stream is in
+a Cluster slot of its own, or, when it belongs to a record (a run's), in its record's
+bucket (:func:`home_streams`).
 
 Example:
     ```python
@@ -31,7 +33,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from flue_models.connection import Database, pick_database
 from flue_models.errors import ConnectionLostError, FlueModelsError
-from flue_models.keys import StreamKeys
+from flue_models.keys import KeySpace, StreamKeys
+from flue_models.model.base import Model
 from flue_models.model.codec import EncodingError, canonical_json, value_problem
 from flue_models.model.errors import DecodeError
 from flue_models.replies import reply_pairs, reply_text
@@ -230,6 +233,106 @@ class StreamInfo:
         return format_offset(self.length)
 
 
+#: Path prefixes whose streams belong to a record of a model: ``<prefix><record id>``.
+_HOMES: dict[str, type[Model]] = {}
+#: The names, among the keys a record's bucket holds for it, of its stream's keys.
+HOMED_NAMES = ("stream", "events", "once", "chunks")
+
+
+def home_streams(prefix: str, model: type[Model]) -> None:
+    """Keep the stream ``<prefix><id>`` of each record of ``model`` in the record's bucket
+    (its Cluster slot), so one ``MULTI`` can change the record and its stream together.
+
+    Its keys are then keys the bucket holds for the record (``<bucket>/stream:<id>``,
+    ``/events:``, ``/once:``, ``/chunks:``): they move with it between buckets.
+
+    Example:
+        ```python
+        home_streams("runs/", WorkflowRun)   # runs/<id> is in the bucket of run <id>
+        ```
+    """
+    _HOMES[prefix] = model
+
+
+def stream_home(path: str) -> tuple[type[Model], str] | None:
+    """The model and record id a stream belongs to (see :func:`home_streams`), if any.
+
+    Example:
+        ```python
+        stream_home("runs/r-1")   # (WorkflowRun, 'r-1')
+        ```
+    """
+    for prefix, model in _HOMES.items():
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return model, path[len(prefix) :]
+    return None
+
+
+def stream_keys(keys: KeySpace, path: str) -> StreamKeys:
+    """Return the keys of the stream at ``path``: in its record's bucket for a stream
+    that belongs to a record (:func:`home_streams`), else in a slot of its own.
+
+    Example:
+        ```python
+        stream_keys(db.keys, "runs/r-1").events   # 'flue::{workflow_run:5}/events:ci0x'
+        ```
+    """
+    home = stream_home(path)
+    if home is None or not keys.tagged:  # the layout before tags had no buckets
+        return keys.stream(path)
+    meta, events, once, _chunks = _homed(keys, *home)
+    return StreamKeys(meta, events, once)
+
+
+def chunks_key(keys: KeySpace, path: str) -> str:
+    """Return the hash of the chunk segments of the stream at ``path`` (next to its
+    other keys, see :func:`stream_keys`).
+
+    Example:
+        ```python
+        chunks_key(db.keys, "agents/a-1")   # 'flue::{stream:YWdlbnRzL2EtMQ}:chunks'
+        ```
+    """
+    home = stream_home(path)
+    if home is None or not keys.tagged:
+        return keys.stream_chunks(path)
+    return _homed(keys, *home)[3]
+
+
+async def stream_metas(db: Database) -> list[str]:
+    """Return the metadata key of every stream of the store: those in a slot of their own
+    and those in their record's bucket (:func:`home_streams`). A maintenance path: SCAN.
+
+    Example:
+        ```python
+        for meta in await stream_metas(db):
+            print(await db.client.hget(meta, "path"))
+        ```
+    """
+    found: list[str] = []
+    async for raw in db.client.scan_iter(match=db.keys.stream_meta_pattern(), count=500):
+        key = reply_text(raw)
+        if db.keys.is_stream_meta(key):  # not :events, :once, :chunks
+            found.append(key)
+    for model in dict.fromkeys(_HOMES.values()) if db.keys.tagged else ():
+        collection = model.__flue_spec__.collection
+        async for raw in db.client.scan_iter(match=db.keys.buckets_pattern(collection), count=500):
+            key = reply_text(raw)
+            bucket = db.keys.bucket_in_key(collection, key)
+            name = HOMED_NAMES[0]
+            if bucket is not None and key.startswith(
+                db.keys.in_bucket(bucket).absolute(f"{{{collection}:{bucket}}}/{name}:")
+            ):
+                found.append(key)
+    return sorted(found)
+
+
+def _homed(keys: KeySpace, model: type[Model], record_id: str) -> list[str]:
+    spec = model.__flue_spec__
+    bucket = spec.keys_of(keys, record_id)
+    return [bucket.owned(spec.collection, name, record_id) for name in HOMED_NAMES]
+
+
 class EventStream(Generic[T]):
     """An append-only event log at ``path``; ``model`` makes reads validate events.
 
@@ -276,7 +379,7 @@ class EventStream(Generic[T]):
         return pick_database(self._db)
 
     def _keys(self, db: Database) -> StreamKeys:
-        return db.keys.stream(self.path)
+        return stream_keys(db.keys, self.path)
 
     def _encode(self, data: T | Mapping[str, Any]) -> str:
         if isinstance(data, BaseModel | Mapping) and (problem := value_problem(data)):
@@ -337,10 +440,17 @@ class EventStream(Generic[T]):
         db = self._database()
         meta, events, _once = self._keys(db)
         reply = await db.scripts.call("stream_close", keys=[meta, events])
-        shapes = {"missing": 1, "closed": 2, "already": 2}
+        return await self._closed(db, reply)
+
+    async def _closed(self, db: Database, reply: Any) -> bool:
+        """Act on a ``stream_close`` reply: list a closed stream in the closed set; say
+        whether the call closed it."""
+        shapes = {"missing": 1, "closed": 2, "already": 2, "kept": 1}
         status, reply = checked_reply("stream_close", reply, shapes)
         if status == "missing":
             raise StreamNotFoundError(self.path)
+        if status == "kept":  # its record keeps it open
+            return False
         # The closed set is in another slot: added after the close, and again by a retried
         # close, so a crash in between is repaired by closing again (or by verify --repair).
         await db.client.zadd(db.keys.closed_streams(), {self.path: int(reply[1])})
@@ -358,7 +468,7 @@ class EventStream(Generic[T]):
         """
         db = self._database()
         meta, events, once = self._keys(db)
-        deleted = await db.client.delete(meta, events, once, db.keys.stream_chunks(self.path))
+        deleted = await db.client.delete(meta, events, once, chunks_key(db.keys, self.path))
         # The closed set is in another slot: a crash before this leaves an entry for a
         # missing stream, which pruning drops (and verify reports).
         await db.client.zrem(db.keys.closed_streams(), self.path)
@@ -497,7 +607,7 @@ class EventStream(Generic[T]):
         except (AttributeError, UnicodeEncodeError) as exc:
             raise StreamError(f"Chunk segment {index} of {self.path!r}: {exc}.") from None
         db = self._database()
-        return bool(await db.client.hsetnx(db.keys.stream_chunks(self.path), str(index), data))
+        return bool(await db.client.hsetnx(chunks_key(db.keys, self.path), str(index), data))
 
     async def chunk_segments(self) -> list[ChunkSegment]:
         """Return the stream's chunk segments sorted by index (one round trip).
@@ -508,7 +618,7 @@ class EventStream(Generic[T]):
             ```
         """
         db = self._database()
-        key = db.keys.stream_chunks(self.path)
+        key = chunks_key(db.keys, self.path)
         found = reply_pairs(await db.client.hgetall(key))
         bad = [i for i in found if not (i.isascii() and i.isdigit())]
         if bad:
@@ -524,7 +634,7 @@ class EventStream(Generic[T]):
             ```
         """
         db = self._database()
-        key = db.keys.stream_chunks(self.path)
+        key = chunks_key(db.keys, self.path)
         count, _deleted = await db.run_batch([("HLEN", key), ("DEL", key)], atomic=True)
         return int(count)
 

@@ -42,7 +42,7 @@ from flue_models.model.base import Model
 from flue_models.model.errors import DecodeError
 from flue_models.model.verify import Drift, VerifyReport, repair_collection, verify_collection
 from flue_models.replies import reply_pairs, reply_text
-from flue_models.state.events import EventStream
+from flue_models.state.events import EventStream, stream_keys, stream_metas
 from flue_models.state.run import WorkflowRun
 from flue_models.state.session import Session, decode_entries, encode_entry
 from flue_models.state.submission import Submission
@@ -226,11 +226,7 @@ async def _check_forks(db: Database, row: Session, marks: list[str]) -> list[Dri
 
 
 async def _verify_streams(db: Database) -> tuple[int, list[Drift]]:
-    metas: list[str] = []
-    async for raw in db.client.scan_iter(match=db.keys.stream_meta_pattern(), count=500):
-        key = reply_text(raw)
-        if db.keys.is_stream_meta(key):  # not :events, :once, :chunks
-            metas.append(key)
+    metas = await stream_metas(db)
     drift: list[Drift] = []
     closed_set = db.keys.closed_streams()
     seen_closed: set[str] = set()
@@ -260,8 +256,8 @@ async def _verify_streams(db: Database) -> tuple[int, list[Drift]]:
 
 
 async def _check_stream(db: Database, meta: str, path: str, seq: int, closed: bool) -> list[Drift]:
-    events = db.keys.stream(path).events
-    if meta != db.keys.stream(path).meta:
+    events = stream_keys(db.keys, path).events
+    if meta != stream_keys(db.keys, path).meta:
         return [Drift("undecodable", meta, path, "its path names another stream")]
     reply = await db.run_batch([("XREVRANGE", events, "+", "-", "COUNT", 2)], return_errors=True)
     if isinstance(reply[0], Exception):
@@ -284,14 +280,14 @@ async def _check_stream(db: Database, meta: str, path: str, seq: int, closed: bo
 
 async def _verify_run_streams(db: Database) -> list[Drift]:
     drift = [
-        Drift("open_stream", db.keys.stream(WorkflowRun.stream_path(i)).meta, i, "run ended")
+        Drift("open_stream", stream_keys(db.keys, WorkflowRun.stream_path(i)).meta, i, "run ended")
         for i in await WorkflowRun.open_streams_of_ended_runs(db=db)
     ]
     query = WorkflowRun.find(WorkflowRun.status == "active").using(db)
     cursor = None
     while True:
         page = await query.id_page(limit=500, cursor=cursor)
-        metas = [db.keys.stream(WorkflowRun.stream_path(i)).meta for i in page.ids]
+        metas = [stream_keys(db.keys, WorkflowRun.stream_path(i)).meta for i in page.ids]
         exists = await db.run_batch([("EXISTS", m) for m in metas])
         drift += [
             Drift("missing_stream", meta, run_id, "active run without its stream")

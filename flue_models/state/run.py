@@ -1,5 +1,8 @@
 """Workflow runs: started once, ended once, listed newest first by status and workflow.
 
+A run's event stream ``runs/<id>`` is in the run's bucket (its Cluster slot): starting a
+run creates the stream, and ending it closes the stream, in one ``MULTI`` with the row.
+
 Example:
     ```python
     run = await WorkflowRun.start("summarize", input={"text": "..."})
@@ -26,8 +29,8 @@ from flue_models.connection import Database, pick_database
 from flue_models.model.base import Model
 from flue_models.model.errors import AlreadyExistsError, DecodeError
 from flue_models.model.fields import Indexed, new_id
-from flue_models.model.writes import retry_on_conflict
-from flue_models.state.events import EventStream, StreamNotFoundError
+from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
+from flue_models.state.events import EventStream, StreamNotFoundError, home_streams, stream_keys
 
 RunStatus = Literal["active", "completed", "errored", "cancelled"]
 #: Page size of :meth:`WorkflowRun.list` when none (or a non-positive one) is given.
@@ -37,6 +40,10 @@ MAX_LIST = 1000
 #: Buckets the runs are spread over (one Cluster slot each; migration ``0006_run_buckets``
 #: moved the runs of older stores into them).
 RUN_BUCKETS = 16
+#: The paths of the runs' event streams start with this; each is in its run's bucket.
+RUN_STREAMS = "runs/"
+#: The field and value of a run's row that keep its stream open (and call for one).
+ACTIVE = ("status", "active")
 #: The fields of a light pointer: everything but ``input``, ``result``, ``error``.
 POINTER_FIELDS = ("id", "workflow", "status", "started_at", "ended_at", "duration_ms")
 
@@ -134,6 +141,11 @@ class WorkflowRun(Model):
         """
         return EventStream(self.stream_path(self.id), db=self._flue_db)
 
+    @classmethod
+    def _row_key(cls, database: Database, run_id: str) -> str:
+        spec = cls.__flue_spec__
+        return spec.keys_of(database.keys, run_id).record(spec.collection, run_id)
+
     @staticmethod
     def stream_path(run_id: str) -> str:
         """Return the path of a run's event stream.
@@ -142,7 +154,7 @@ class WorkflowRun(Model):
             >>> WorkflowRun.stream_path("r-1")
             'runs/r-1'
         """
-        return f"runs/{run_id}"
+        return f"{RUN_STREAMS}{run_id}"
 
     @classmethod
     async def start(
@@ -192,13 +204,18 @@ class WorkflowRun(Model):
             metadata=metadata or {},
             **({"id": run_id} if run_id is not None else {}),
         )
+        path = cls.stream_path(run.id)
+        meta = stream_keys(database.keys, path).meta
+        # The stream is created in the same MULTI, while the row (as the save left it)
+        # says the run is active: a run never starts without its stream.
+        create = ("stream_create", [meta, cls._row_key(database, run.id)], [path, "", *ACTIVE])
         try:
-            await run.save(db=database)
+            await run_writes(database, [plan_save(run, database.keys)], then=[create])
         except AlreadyExistsError:
             stored = await cls.get(run.id, db=database)
             assert stored is not None
             return await stored._ensure_stream()
-        return await run._ensure_stream()
+        return run
 
     async def _ensure_stream(self) -> Self:
         """Create the events stream of an active run (idempotent: a crash may have cut
@@ -213,6 +230,10 @@ class WorkflowRun(Model):
     ) -> EndResult:
         database = pick_database(db)
 
+        stream: EventStream[dict[str, Any]] = EventStream(cls.stream_path(run_id), db=database)
+        meta, events, _once = stream_keys(database.keys, stream.path)
+        close = ("stream_close", [meta, events, cls._row_key(database, run_id)], ACTIVE)
+
         async def attempt() -> EndResult:
             run = await cls.get(run_id, db=database)
             if run is None:
@@ -221,17 +242,23 @@ class WorkflowRun(Model):
                 return EndResult.ALREADY_ENDED
             ended_at = await database.server_time()
             duration = (ended_at - run.started_at) // dt.timedelta(milliseconds=1)
-            await run.update(status=status, ended_at=ended_at, duration_ms=duration, **fields)
+            changes = {"status": status, "ended_at": ended_at, "duration_ms": duration}
+            for name, value in {**changes, **fields}.items():
+                setattr(run, name, value)
+            # The stream closes in the same MULTI, once the row says the run ended.
+            (closed,) = await run_writes(database, [plan_save(run, database.keys)], then=[close])
+            with contextlib.suppress(StreamNotFoundError):  # e.g. deleted by retention
+                await stream._closed(database, closed)  # (the closed set is another slot)
             return EndResult.ENDED
 
         verb = {"completed": "run.finish", "errored": "run.fail", "cancelled": "run.cancel"}
         with database.span(verb.get(status, "run.end"), cls.__flue_spec__.collection):
             outcome = await retry_on_conflict(attempt)
-        if outcome is not EndResult.NOT_FOUND:
-            # Also when it had ended already: a crash or a lost reply between ending the
-            # run and closing its stream leaves the stream open until a retry closes it.
-            with contextlib.suppress(StreamNotFoundError):  # e.g. deleted by retention
-                await EventStream(cls.stream_path(run_id), db=database).close()
+        if outcome is EndResult.ALREADY_ENDED:
+            # A stream left open by an older version (which closed it after the end), or
+            # a closed set the crash of a close left without its entry: closed again.
+            with contextlib.suppress(StreamNotFoundError):
+                await stream.close()
         return outcome
 
     async def _end_self(self, status: RunStatus, db: Database | None, **fields: Any) -> EndResult:
@@ -336,7 +363,7 @@ class WorkflowRun(Model):
             cursor = None
             while True:
                 page = await query.id_page(limit=500, cursor=cursor)
-                metas = [database.keys.stream(cls.stream_path(i)).meta for i in page.ids]
+                metas = [stream_keys(database.keys, cls.stream_path(i)).meta for i in page.ids]
                 replies = await database.run_batch([("HGET", m, "closed") for m in metas])
                 found += [i for i, c in zip(page.ids, replies, strict=True) if c == b"0"]
                 if page.next_cursor is None:
@@ -494,3 +521,6 @@ class WorkflowRun(Model):
         if until is not None:
             conditions.append(started < until)
         return conditions
+
+
+home_streams(RUN_STREAMS, WorkflowRun)

@@ -15,6 +15,7 @@ import pytest
 import flue_models as fm
 from flue_models.keys import encode_segment
 from flue_models.replies import reply_text
+from flue_models.state.events import stream_keys
 from flue_models.state.submission import Submission
 from tests.conftest import RedisServers
 from tests.integration.models import Ticket
@@ -148,7 +149,7 @@ async def test_a_stream_whose_metadata_was_made_again_refuses_appends(db: fm.Dat
     stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/again")
     await stream.create()
     await stream.append_many([{"n": 1}, {"n": 2}])
-    meta = db.keys.stream("runs/again").meta
+    meta = stream_keys(db.keys, "runs/again").meta
     await db.client.delete(meta)  # the events stay: the next seq would go backwards
     await stream.create()
     await refused_without_a_trace(db, lambda: stream.append({"n": 3}), fm.CorruptValueError, meta)
@@ -157,7 +158,7 @@ async def test_a_stream_whose_metadata_was_made_again_refuses_appends(db: fm.Dat
 async def test_stream_keys_of_the_wrong_type(db: fm.Database) -> None:
     stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/typed")
     await stream.create()
-    keys = db.keys.stream("runs/typed")
+    keys = stream_keys(db.keys, "runs/typed")
     await db.client.set(keys.events, "not a stream")
     await refused_without_a_trace(
         db, lambda: stream.append({"n": 1}), fm.WrongKeyTypeError, keys.events
@@ -244,7 +245,7 @@ async def test_the_remaining_positions_of_the_other_scripts(db: fm.Database) -> 
     await refused_without_a_trace(db, lambda: session.append(message), fm.WrongKeyTypeError, ids)
 
     stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/keys")
-    keys = db.keys.stream("runs/keys")
+    keys = stream_keys(db.keys, "runs/keys")
     await db.client.set(keys.meta, "not a hash")
     for action in (stream.create, stream.close, lambda: stream.trim(1)):
         await refused_without_a_trace(db, action, fm.WrongKeyTypeError, keys.meta)

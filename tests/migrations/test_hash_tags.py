@@ -18,6 +18,7 @@ from flue_models.model.errors import UniqueViolationError
 from flue_models.schema import migrate
 from flue_models.slots import slot_of
 from flue_models.state.integrity import verify_state
+from tests.conftest import BUILTIN_MIGRATIONS
 from tests.integration.models import Ticket
 from tests.integration.test_minimal_acl import documented_acl
 
@@ -26,8 +27,8 @@ MODELS = (Ticket, WorkflowRun, Submission, Session)
 #: so its writes and the move itself (RENAME into another slot) cross slots.
 OLDER_LAYOUT = pytest.mark.standalone
 HASH_TAGS = "flue/0005_hash_tags"
-RUN_BUCKETS = "flue/0006_run_buckets"
-SESSION_BUCKETS = "flue/0007_session_buckets"
+#: The built-in files after it, which run on the tagged layout.
+AFTER_TAGS = BUILTIN_MIGRATIONS[5:]
 
 
 async def fill(db: fm.Database) -> None:
@@ -150,7 +151,7 @@ async def test_0005_moves_every_key_into_its_tag_and_nothing_is_lost(
         assert len(ticket_slots) == 1
         owned = json.loads(await db.client.hget(db.keys.record("it_ticket", "t-0"), "_owned"))
         assert all(key.startswith("{it_ticket:0}:") for part in owned.values() for key in part)
-        assert [s.file.label for s in await migrate(db)] == [RUN_BUCKETS, SESSION_BUCKETS]
+        assert [s.file.label for s in await migrate(db)] == AFTER_TAGS
         assert await migrate(db) == []
     async with fm.connect(redis_url, key_prefix=key_prefix) as db:
         await readable_everywhere(db)
@@ -203,11 +204,7 @@ async def test_0005_refuses_while_another_client_uses_the_prefix(
             redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
         ) as db:
             assert await all_keys(db) == older_store  # refused before moving anything
-            assert [s.file.label for s in await migrate(db)] == [
-                HASH_TAGS,
-                RUN_BUCKETS,
-                SESSION_BUCKETS,
-            ]
+            assert [s.file.label for s in await migrate(db)] == [HASH_TAGS, *AFTER_TAGS]
     finally:
         await other.close()
         await older_version.aclose()

@@ -15,10 +15,11 @@ from flue_models.model.buckets import bucket_field, check_collections, stored_bu
 from flue_models.schema import migrate
 from flue_models.state.integrity import verify_state
 from flue_models.state.run import RUN_BUCKETS
+from tests.conftest import BUILTIN_MIGRATIONS
 from tests.migrations.layouts import declaring, refused_for_another_client, remove_prefix
 
-RUN_BUCKETS_FILE = "flue/0006_run_buckets"
-SESSION_BUCKETS_FILE = "flue/0007_session_buckets"
+#: It and the built-in files after it.
+FROM_0006 = BUILTIN_MIGRATIONS[5:]
 SPEC = WorkflowRun.__flue_spec__
 #: The runs move between slots: a standalone server only (a cluster refuses the move).
 pytestmark = pytest.mark.standalone
@@ -36,8 +37,7 @@ async def runs_in_one_bucket(db: fm.Database, count: int = 60) -> list[str]:
     await db.client.hset(db.keys.meta, "schema_version", "5")
     await db.client.hdel(
         db.keys.meta,
-        "applied:flue:0006",
-        "applied:flue:0007",
+        *(f"applied:flue:{label[5:9]}" for label in FROM_0006),
         bucket_field("workflow_run"),
         bucket_field("session"),
     )
@@ -63,7 +63,7 @@ async def test_0006_moves_each_run_into_the_bucket_of_its_id(
         with pytest.raises(fm.BucketCountError, match="flue-models migrate"):
             await check_collections(db, [SPEC])
         applied = await migrate(db)
-        assert [s.file.label for s in applied] == [RUN_BUCKETS_FILE, SESSION_BUCKETS_FILE]
+        assert [s.file.label for s in applied] == FROM_0006
         assert (await stored_buckets(db))["workflow_run"] == RUN_BUCKETS
         for run_id in version_5:
             home = db.keys.in_bucket(bucket_of(run_id, RUN_BUCKETS))
@@ -107,8 +107,7 @@ async def test_0006_down_gathers_the_runs_back_into_one_bucket(
         await migrate(db)
         reverted = await migrate(db, to=5)
         assert [(s.file.label, s.direction) for s in reverted] == [
-            (SESSION_BUCKETS_FILE, "down"),
-            (RUN_BUCKETS_FILE, "down"),
+            (label, "down") for label in reversed(FROM_0006)
         ]
         assert "workflow_run" not in await stored_buckets(db)
         zero = db.keys.in_bucket(0)

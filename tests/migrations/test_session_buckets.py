@@ -16,9 +16,11 @@ from flue_models.model.buckets import bucket_field, stored_buckets
 from flue_models.schema import migrate
 from flue_models.state.integrity import verify_state
 from flue_models.state.session import SESSION_BUCKETS
+from tests.conftest import BUILTIN_MIGRATIONS
 from tests.migrations.layouts import declaring, refused_for_another_client, remove_prefix
 
-SESSION_BUCKETS_FILE = "flue/0007_session_buckets"
+#: It and the built-in files after it.
+FROM_0007 = BUILTIN_MIGRATIONS[6:]
 #: The sessions move between slots: a standalone server only (a cluster refuses the move).
 pytestmark = pytest.mark.standalone
 
@@ -42,7 +44,8 @@ async def sessions_in_one_bucket(db: fm.Database, count: int = 40) -> dict[str, 
         for parent in {p for p in made.values() if p}:  # version 6 kept no marks
             await db.client.delete(zero.owned("session", Session.FORKS, parent))
     await db.client.hset(db.keys.meta, "schema_version", "6")
-    await db.client.hdel(db.keys.meta, "applied:flue:0007", bucket_field("session"))
+    applied = [f"applied:flue:{label[5:9]}" for label in FROM_0007]
+    await db.client.hdel(db.keys.meta, *applied, bucket_field("session"))
     return made
 
 
@@ -66,7 +69,7 @@ async def test_0007_moves_each_session_into_its_bucket_and_marks_each_fork(
             [await db.client.llen(zero.owned("session", "entries", i)) for i in version_6]
         )
         applied = await migrate(db)
-        assert [s.file.label for s in applied] == [SESSION_BUCKETS_FILE]
+        assert [s.file.label for s in applied] == FROM_0007
         assert (await stored_buckets(db))["session"] == SESSION_BUCKETS
         entries_after = 0
         for session_id in version_6:
@@ -125,11 +128,13 @@ async def test_0007_down_gathers_the_sessions_back_and_removes_the_marks(
     ) as db:
         await migrate(db)
         reverted = await migrate(db, to=6)
-        assert [(s.file.label, s.direction) for s in reverted] == [(SESSION_BUCKETS_FILE, "down")]
+        assert [(s.file.label, s.direction) for s in reverted] == [
+            (label, "down") for label in reversed(FROM_0007)
+        ]
         assert "session" not in await stored_buckets(db)
         zero = db.keys.in_bucket(0)
         assert await db.client.zcard(zero.all("session")) == 40
         assert [k async for k in db.client.scan_iter(match=f"{key_prefix}::*/forks:*")] == []
         again = await migrate(db)  # and up again, as a rerun would
-        assert [s.file.label for s in again] == [SESSION_BUCKETS_FILE]
+        assert [s.file.label for s in again] == FROM_0007
         assert (await verify_state((Session,))).ok

@@ -9,8 +9,10 @@ import pytest
 
 import flue_models as fm
 from flue_models import EndResult, WorkflowRun
+from flue_models.state.events import stream_keys
 from tests.conftest import RedisServers
 from tests.integration.roundtrips import connection_class_of, count_round_trips
+from tests.waiting import within
 
 UTC = dt.UTC
 PLUS5 = dt.timezone(dt.timedelta(hours=5))
@@ -284,22 +286,55 @@ async def _list_twenty_thousand(db: fm.Database, monkeypatch: pytest.MonkeyPatch
     assert max(cost[1] for cost in costs.values()) < 1000  # O(page), not O(N)
 
 
-async def test_a_retried_end_closes_a_stream_the_first_call_left_open(
-    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+async def ended_the_older_way(db: fm.Database, run: WorkflowRun, status: str = "completed") -> None:
+    """End ``run`` as versions before 0008 did first: the row only (they closed the stream
+    in a second step, which a crash could cut off)."""
+    await run.update(status=status, ended_at=await db.server_time())
+
+
+async def test_a_run_ends_and_its_stream_closes_in_one_step_no_reader_sees_between(
+    db: fm.Database,
 ) -> None:
+    """While runs end, a reader reading each run's row and stream metadata together (one
+    MULTI: they are in one slot) never sees an ended run with an open stream."""
+    runs = [await WorkflowRun.start("w", run_id=f"r-{n}") for n in range(30)]
+    spec = WorkflowRun.__flue_spec__
+    pairs = [
+        (
+            spec.keys_of(db.keys, run.id).record(spec.collection, run.id),
+            stream_keys(db.keys, WorkflowRun.stream_path(run.id)).meta,
+        )
+        for run in runs
+    ]
+    done = asyncio.Event()
+    seen: list[tuple[bytes | None, bytes | None]] = []
+
+    async def observe() -> None:
+        while not done.is_set():
+            for row, meta in pairs:
+                status, closed = await db.run_batch(
+                    [("HGET", row, "status"), ("HGET", meta, "closed")], atomic=True
+                )
+                seen.append((status, closed))
+
+    async def end_all() -> None:
+        try:
+            await asyncio.gather(*(run.finish(result=n) for n, run in enumerate(runs)))
+        finally:
+            done.set()
+
+    await within(asyncio.gather(observe(), end_all()), "the runs to end while observed")
+    assert (b"completed", b"1") in seen  # it looked while they ended
+    assert (b"active", b"0") in seen
+    assert [pair for pair in seen if pair not in ((b"active", b"0"), (b"completed", b"1"))] == []
+
+
+async def test_a_retried_end_closes_a_stream_an_older_version_left_open(db: fm.Database) -> None:
     run = await WorkflowRun.start("w")
-    close = fm.EventStream.close
-
-    async def crash(self: fm.EventStream[object]) -> bool:
-        raise ConnectionError("the process died between ending the run and closing its stream")
-
-    monkeypatch.setattr(fm.EventStream, "close", crash)
-    with pytest.raises(ConnectionError):
-        await WorkflowRun.finish_id(run.id, result=1)
+    await ended_the_older_way(db, run)
     meta = await run.events.meta()
     assert meta is not None
     assert not meta.closed  # ended, but its stream is still open
-    monkeypatch.setattr(fm.EventStream, "close", close)
     assert await WorkflowRun.finish_id(run.id, result=1) is EndResult.ALREADY_ENDED
     meta = await run.events.meta()
     assert meta is not None
@@ -307,21 +342,12 @@ async def test_a_retried_end_closes_a_stream_the_first_call_left_open(
     assert [e async for e in run.events.tail()] == []
 
 
-async def test_open_streams_of_ended_runs_are_found_and_repaired(
-    db: fm.Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_open_streams_of_ended_runs_are_found_and_repaired(db: fm.Database) -> None:
     finished = await WorkflowRun.start("w")
     await finished.finish()
     active = await WorkflowRun.start("w")
     stuck = await WorkflowRun.start("w")
-
-    async def crash(self: fm.EventStream[object]) -> bool:
-        raise ConnectionError("died before closing the stream")
-
-    monkeypatch.setattr(fm.EventStream, "close", crash)
-    with pytest.raises(ConnectionError):
-        await stuck.fail(error="x")
-    monkeypatch.undo()
+    await ended_the_older_way(db, stuck, "errored")
     assert await WorkflowRun.open_streams_of_ended_runs() == [stuck.id]
     assert await WorkflowRun.open_streams_of_ended_runs(repair=True) == [stuck.id]
     assert await WorkflowRun.open_streams_of_ended_runs() == []

@@ -8,6 +8,7 @@ import json
 
 import flue_models as fm
 from flue_models import EventStream, Submission, WorkflowRun
+from flue_models.state.events import stream_keys
 from flue_models.state.integrity import verify_state
 from tests.command_line import run_cli
 from tests.integration.models import Ticket
@@ -36,7 +37,7 @@ async def plant(db: fm.Database) -> None:
     # streams and runs
     await db.client.zadd(keys.closed_streams(), {"runs/r-1": 1})  # not closed
     await EventStream("runs/r-0", db=db).delete()  # an ended run whose stream is gone: fine
-    await db.client.delete(*keys.stream("runs/r-2"))  # an active run without its stream
+    await db.client.delete(*stream_keys(keys, "runs/r-2"))  # an active run without its stream
     await EventStream("agents/a", db=db).create()
     await EventStream("agents/a", db=db).close()
     await db.client.zrem(keys.closed_streams(), "agents/a")  # closed, not listed
