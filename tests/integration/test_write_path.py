@@ -12,7 +12,13 @@ import pytest
 import flue_models as fm
 from flue_models import Indexed, Model
 from flue_models.keys import encode_segment
-from flue_models.model.writes import MAX_ATTEMPTS, retry_on_conflict
+from flue_models.model.writes import (
+    MAX_ATTEMPTS,
+    plan_check,
+    plan_save,
+    retry_on_conflict,
+    run_writes,
+)
 from flue_models.schema import MigrationContext, MigrationFile, MigrationLock
 from tests.integration.models import Ticket
 
@@ -170,3 +176,27 @@ async def test_retry_on_conflict_returns_once_a_step_lands() -> None:
         return outcome
 
     assert await retry_on_conflict(step) == "landed"
+
+
+async def test_a_version_check_in_a_batch_refuses_it_all_when_its_record_changed(
+    db: fm.Database,
+) -> None:
+    """``plan_check``: a write that holds only while another record is as it was read."""
+    await Ticket(id="t-1", status="open", priority=1).save()
+    await Ticket(id="t-2", status="open", priority=2).save()
+    read = await Ticket.get("t-1")
+    other = await Ticket.get("t-2")
+    assert read is not None
+    assert other is not None
+    current = await Ticket.get("t-1")
+    assert current is not None
+    await current.update(priority=5)  # t-1 changes after `read` was read
+    other.status = "closed"
+    with pytest.raises(fm.ConflictError):
+        await run_writes(db, [plan_save(other, db.keys), plan_check(read, db.keys)])
+    assert (await Ticket.get("t-2")).status == "open"  # type: ignore[union-attr]
+    fresh = await Ticket.get("t-1")
+    assert fresh is not None
+    await run_writes(db, [plan_save(other, db.keys), plan_check(fresh, db.keys)])
+    assert (await Ticket.get("t-2")).status == "closed"  # type: ignore[union-attr]
+    assert (await Ticket.get("t-1")).version == fresh.version  # checked, not written
