@@ -57,8 +57,7 @@ async def sent_bytes(db: fm.Database, step: Callable[[], Awaitable[Any]]) -> int
 def session_keys(db: fm.Database, session_id: str) -> list[str]:
     """The row and the owned keys of a session, in its bucket."""
     spec = Session.__flue_spec__
-    keys = spec.keys_of(db.keys, session_id)
-    return [keys.record(spec.collection, session_id), *Session.owned_keys(keys, session_id)]
+    return [spec.record_key(db.keys, session_id), *Session.owned_keys(db.keys, session_id)]
 
 
 async def memory(db: fm.Database, keys: list[str]) -> int:

@@ -477,15 +477,11 @@ class Model(BaseModel, metaclass=_ModelMeta):
         """
         database = pick_database(db)
         spec = cls.__flue_spec__
-        collection = spec.collection
-        keys = [
-            spec.keys_of(database.keys, record_id).record(collection, record_id)
-            for record_id in record_ids
-        ]
+        keys = [spec.record_key(database.keys, record_id) for record_id in record_ids]
         if not keys:
             return []
         await check_buckets(database, spec)
-        with database.span("get", collection, **{"db.operation.batch.size": len(keys)}):
+        with database.span("get", spec.collection, **{"db.operation.batch.size": len(keys)}):
             replies = await read_hashes(database, keys)
         return [cls._from_reply(key, raw, database) for key, raw in zip(keys, replies, strict=True)]
 

@@ -87,6 +87,26 @@ class ModelSpec:
             return keys
         return keys.in_bucket(bucket_of(record_id, self.buckets))
 
+    def record_key(self, keys: KeySpace, record_id: str) -> str:
+        """Return the hash key of the record with ``record_id``, in its bucket.
+
+        Example:
+            ```python
+            spec.record_key(db.keys, "t-2")   # 'flue::{ticket:3}:dC0y'
+            ```
+        """
+        return self.keys_of(keys, record_id).record(self.collection, record_id)
+
+    def owned_key(self, keys: KeySpace, name: str, record_id: str) -> str:
+        """Return the key ``name`` the record with ``record_id`` owns, in its bucket.
+
+        Example:
+            ```python
+            spec.owned_key(db.keys, "entries", "s-1")   # 'flue::{session:9}/entries:cy0x'
+            ```
+        """
+        return self.keys_of(keys, record_id).owned(self.collection, name, record_id)
+
     def bucket_keys(self, keys: KeySpace) -> list[KeySpace]:
         """Return the key space of each bucket of the collection, in bucket order.
 

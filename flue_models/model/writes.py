@@ -232,8 +232,7 @@ def plan_check(record: Model, keys: KeySpace) -> Write:
         await run_writes(db, [plan_save(child, db.keys), plan_check(parent, db.keys)])
         ```
     """
-    spec = record.__flue_spec__
-    key = spec.keys_of(keys, record.id).record(spec.collection, record.id)
+    key = record.__flue_spec__.record_key(keys, record.id)
     return Write(record=record, mode="c", key=key, expected=record._flue_version)
 
 

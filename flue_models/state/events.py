@@ -328,9 +328,7 @@ async def stream_metas(db: Database) -> list[str]:
 
 
 def _homed(keys: KeySpace, model: type[Model], record_id: str) -> list[str]:
-    spec = model.__flue_spec__
-    bucket = spec.keys_of(keys, record_id)
-    return [bucket.owned(spec.collection, name, record_id) for name in HOMED_NAMES]
+    return [model.__flue_spec__.owned_key(keys, name, record_id) for name in HOMED_NAMES]
 
 
 class EventStream(Generic[T]):

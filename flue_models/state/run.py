@@ -141,11 +141,6 @@ class WorkflowRun(Model):
         """
         return EventStream(self.stream_path(self.id), db=self._flue_db)
 
-    @classmethod
-    def _row_key(cls, database: Database, run_id: str) -> str:
-        spec = cls.__flue_spec__
-        return spec.keys_of(database.keys, run_id).record(spec.collection, run_id)
-
     @staticmethod
     def stream_path(run_id: str) -> str:
         """Return the path of a run's event stream.
@@ -208,7 +203,8 @@ class WorkflowRun(Model):
         meta = stream_keys(database.keys, path).meta
         # The stream is created in the same MULTI, while the row (as the save left it)
         # says the run is active: a run never starts without its stream.
-        create = ("stream_create", [meta, cls._row_key(database, run.id)], [path, "", *ACTIVE])
+        row = cls.__flue_spec__.record_key(database.keys, run.id)
+        create = ("stream_create", [meta, row], [path, "", *ACTIVE])
         try:
             await run_writes(database, [plan_save(run, database.keys)], then=[create])
         except AlreadyExistsError:
@@ -232,7 +228,8 @@ class WorkflowRun(Model):
 
         stream: EventStream[dict[str, Any]] = EventStream(cls.stream_path(run_id), db=database)
         meta, events, _once = stream_keys(database.keys, stream.path)
-        close = ("stream_close", [meta, events, cls._row_key(database, run_id)], ACTIVE)
+        row = cls.__flue_spec__.record_key(database.keys, run_id)
+        close = ("stream_close", [meta, events, row], ACTIVE)
 
         async def attempt() -> EndResult:
             run = await cls.get(run_id, db=database)
@@ -378,7 +375,7 @@ class WorkflowRun(Model):
     async def _pointers(cls, ids: Sequence[str], db: Database) -> list[RunPointer | DecodeError]:
         """Read light pointers; one that cannot be read is its DecodeError, in place."""
         spec = cls.__flue_spec__
-        keys = [spec.keys_of(db.keys, run_id).record(spec.collection, run_id) for run_id in ids]
+        keys = [spec.record_key(db.keys, run_id) for run_id in ids]
         replies = await db.run_batch(
             [("HMGET", key, *POINTER_FIELDS) for key in keys], return_errors=True
         )

@@ -263,27 +263,21 @@ class Session(Model):
 
     @classmethod
     def _row_key(cls, keys: KeySpace, session_id: str) -> str:
-        spec = cls.__flue_spec__
-        return spec.keys_of(keys, session_id).record(spec.collection, session_id)
-
-    @classmethod
-    def _owned_key(cls, keys: KeySpace, name: str, session_id: str) -> str:
-        spec = cls.__flue_spec__
-        return spec.keys_of(keys, session_id).owned(spec.collection, name, session_id)
+        return cls.__flue_spec__.record_key(keys, session_id)
 
     @classmethod
     def _entries_key(cls, keys: KeySpace, session_id: str) -> str:
-        return cls._owned_key(keys, cls.ENTRIES, session_id)
+        return cls.__flue_spec__.owned_key(keys, cls.ENTRIES, session_id)
 
     @classmethod
     def _entry_ids_key(cls, keys: KeySpace, session_id: str) -> str:
-        return cls._owned_key(keys, cls.ENTRY_IDS, session_id)
+        return cls.__flue_spec__.owned_key(keys, cls.ENTRY_IDS, session_id)
 
     @classmethod
     def _forks_key(cls, keys: KeySpace, session_id: str) -> str:
         """The marks of the forks of ``session_id``, in its bucket: it exists while any
         fork does (or is being made)."""
-        return cls._owned_key(keys, cls.FORKS, session_id)
+        return cls.__flue_spec__.owned_key(keys, cls.FORKS, session_id)
 
     @property
     def base(self) -> int:

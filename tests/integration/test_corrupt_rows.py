@@ -55,7 +55,7 @@ async def test_a_run_with_an_invalid_status_is_a_decode_error_or_skipped(
 ) -> None:
     for i in range(3):
         await WorkflowRun.start("wf", run_id=f"r-{i}")
-    bad = WorkflowRun.__flue_spec__.keys_of(db.keys, "r-1").record("workflow_run", "r-1")
+    bad = WorkflowRun.__flue_spec__.record_key(db.keys, "r-1")
     await db.client.hset(bad, "status", "exploded")
     with pytest.raises(fm.DecodeError, match="status"):
         await WorkflowRun.list()

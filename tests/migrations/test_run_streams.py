@@ -24,7 +24,7 @@ pytestmark = pytest.mark.standalone
 
 
 def run_key(db: fm.Database, run_id: str) -> str:
-    return SPEC.keys_of(db.keys, run_id).record(SPEC.collection, run_id)
+    return SPEC.record_key(db.keys, run_id)
 
 
 async def all_keys(db: fm.Database) -> list[str]:

@@ -301,7 +301,7 @@ async def test_a_run_ends_and_its_stream_closes_in_one_step_no_reader_sees_betwe
     spec = WorkflowRun.__flue_spec__
     pairs = [
         (
-            spec.keys_of(db.keys, run.id).record(spec.collection, run.id),
+            spec.record_key(db.keys, run.id),
             stream_keys(db.keys, WorkflowRun.stream_path(run.id)).meta,
         )
         for run in runs

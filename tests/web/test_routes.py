@@ -474,7 +474,7 @@ async def test_a_corrupted_run_row_is_named_and_never_hides_the_others(
 ) -> None:
     runs = await start_runs("mixed", 3)
     spec = WorkflowRun.__flue_spec__
-    broken = spec.keys_of(db.keys, runs[1].id).record(spec.collection, runs[1].id)
+    broken = spec.record_key(db.keys, runs[1].id)
     await db.client.hset(broken, "status", "<b>exploded</b>")
     body = (await web.get("/api/runs")).json()
     assert [i["id"] for i in body["items"]] == [runs[2].id, runs[0].id]
