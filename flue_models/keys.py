@@ -459,6 +459,22 @@ class KeySpace:
             raise ConfigurationError("A record id must be a non-empty string.")
         return f"{self._base(collection)}/{name}:{encode_segment(record_id)}"
 
+    def owned_parts(self, collection: str, key: str) -> tuple[str, str] | None:
+        """Split a key made by :meth:`owned` in this bucket into its name and the encoded
+        id segment of its record; ``None`` for any other key.
+
+        Example:
+            >>> KeySpace("p").owned_parts("session", "p::{session:0}/entries:cy0x")
+            ('entries', 'cy0x')
+            >>> KeySpace("p").owned_parts("session", "p::{session:0}:cy0x") is None
+            True
+        """
+        head = f"{self._base(collection)}/"
+        if not key.startswith(head):
+            return None
+        name, colon, segment = key[len(head) :].rpartition(":")
+        return (name, segment) if colon else None
+
     def stream(self, path: str) -> StreamKeys:
         """Return the keys of an event stream in a slot of its own: metadata hash, events,
         idempotency keys.

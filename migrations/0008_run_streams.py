@@ -57,10 +57,10 @@ async def down(ctx: MigrationContext) -> None:
         bucket = db.keys.bucket_in_key(SPEC.collection, key)
         if bucket is None:
             continue
-        base = db.keys.in_bucket(bucket).absolute(f"{{{SPEC.collection}:{bucket}}}/")
-        name, colon, segment = key[len(base) :].partition(":")
-        if not key.startswith(base) or not colon or name not in HOMED_NAMES:
+        owned = db.keys.in_bucket(bucket).owned_parts(SPEC.collection, key)
+        if owned is None or owned[0] not in HOMED_NAMES:
             continue  # a row, an index, a counter
+        name, segment = owned
         run_id = _path(segment)
         if run_id is None:
             raise SchemaError(f"{key} does not name a run; nothing was moved.")

@@ -224,9 +224,8 @@ async def _scan(db: Database, collection: str) -> _Found:
             found.uniques.append(key)
         elif kind == "index":
             pass  # entries move with the records that own them
-        elif key.startswith(base + "/") and ":" in key[len(base) :]:
-            segment = key.rsplit(":", 1)[1]
-            found.owned.setdefault((bucket, segment), []).append(key)
+        elif (owned := keys.owned_parts(collection, key)) is not None:
+            found.owned.setdefault((bucket, owned[1]), []).append(key)
         else:
             raise SchemaError(
                 f"{key} is a key of the whole bucket, not of one record: a split cannot "

@@ -319,10 +319,10 @@ async def stream_metas(db: Database) -> list[str]:
         async for raw in db.client.scan_iter(match=db.keys.buckets_pattern(collection), count=500):
             key = reply_text(raw)
             bucket = db.keys.bucket_in_key(collection, key)
-            name = HOMED_NAMES[0]
-            if bucket is not None and key.startswith(
-                db.keys.in_bucket(bucket).absolute(f"{{{collection}:{bucket}}}/{name}:")
-            ):
+            if bucket is None:
+                continue  # another collection whose name starts alike
+            owned = db.keys.in_bucket(bucket).owned_parts(collection, key)
+            if owned is not None and owned[0] == HOMED_NAMES[0]:
                 found.append(key)
     return sorted(found)
 
