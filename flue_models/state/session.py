@@ -1067,18 +1067,21 @@ class Session(Model):
         if self._flue_version == 0:
             return False
         database = self._database(db)
-        for _attempt in range(3):
-            live = await self._forks(database, self.id)
-            if live and forks == "refuse":
+        # The delete's guard refuses while any mark is there; only then are the marks read
+        # (a session without forks is deleted in one call).
+        for attempt in range(4):
+            if attempt == 2 and forks == "refuse":  # a fork is being made (or was cut short)
                 raise SessionForkedError(self.id, "it was not deleted")
-            for child_id in live:
-                await type(self).delete_id(child_id, db=database, forks="cascade")
+            if attempt > 0:  # refused: read the marks, dropping those of no fork once old
+                live = await self._forks(database, self.id)
+                if live and forks == "refuse":
+                    raise SessionForkedError(self.id, "it was not deleted")
+                for child_id in live:
+                    await type(self).delete_id(child_id, db=database, forks="cascade")
             try:
                 await run_writes(database, [plan_delete(self, database.keys)])
             except GuardError:
-                if forks == "refuse":  # a fork is being made (or stopped half way)
-                    raise SessionForkedError(self.id, "it was not deleted") from None
-                continue  # a fork was made meanwhile: delete it too
+                continue  # marks: forks (made meanwhile, for a cascade) or forks being made
             if self.fork_of is not None:
                 await self._unmark(database, self.fork_of, self.id)
             return True

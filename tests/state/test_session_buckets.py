@@ -19,6 +19,7 @@ from flue_models.slots import slot_of
 from flue_models.state import session as session_module
 from flue_models.state.integrity import verify_state
 from flue_models.state.session import FORK_GRACE, SESSION_BUCKETS
+from tests.integration.roundtrips import count_round_trips
 
 
 def message(entry_id: str, parent: str | None) -> MessageEntry:
@@ -224,3 +225,17 @@ async def test_a_marks_key_of_another_type_is_refused_naming_it_and_nothing_is_w
     assert await Session.get("p") is not None
     report = await verify_state((Session,))
     assert [d.kind for d in report.all_drift] == ["wrong_type"]
+
+
+async def test_a_session_without_forks_is_deleted_in_one_call_and_a_fork_in_two(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete's guard looks at the marks; they are read only when it refuses."""
+    parent = await parent_with(3)
+    child = await Session.fork("p", "m1", new_id=apart_from("p"))
+    with count_round_trips(db, monkeypatch) as trips:
+        assert await child.delete()
+    assert trips[0] == 2  # the delete, then its mark taken off the parent
+    with count_round_trips(db, monkeypatch) as trips:
+        assert await parent.delete()
+    assert trips[0] == 1
