@@ -13,6 +13,7 @@ import flue_models as fm
 from flue_models.connection import Database
 from flue_models.errors import MigrationFailedError
 from flue_models.model.base import Model
+from flue_models.startup import Connecting
 
 
 @contextmanager
@@ -26,11 +27,17 @@ def declaring(model: type[Model], buckets: int) -> Iterator[None]:
         model.__flue_spec__ = spec
 
 
+def unmigrated(redis_url: str, key_prefix: str) -> Connecting:
+    """Connect without migrating or checking the schema: to look at a store of an older
+    version and migrate it by hand (``async with unmigrated(...) as db``, or awaited)."""
+    return fm.connect(redis_url, key_prefix=key_prefix, migrate=False, check_schema=False)
+
+
 @asynccontextmanager
 async def refused_for_another_client(redis_url: str, key_prefix: str) -> AsyncIterator[Database]:
     """Another client of the prefix, while ``connect()`` (which migrates) is refused for
     it; yields that client, to look at what the refused migration left."""
-    other = await fm.connect(redis_url, key_prefix=key_prefix, migrate=False, check_schema=False)
+    other = await unmigrated(redis_url, key_prefix)
     try:
         with pytest.raises(MigrationFailedError) as failed:
             await fm.connect(redis_url, key_prefix=key_prefix)
@@ -42,6 +49,6 @@ async def refused_for_another_client(redis_url: str, key_prefix: str) -> AsyncIt
 
 async def remove_prefix(redis_url: str, key_prefix: str) -> None:
     """Delete every key of ``key_prefix`` (a store left at an older version)."""
-    async with fm.connect(redis_url, key_prefix="admin", migrate=False, check_schema=False) as db:
+    async with unmigrated(redis_url, "admin") as db:
         for key in [k async for k in db.client.scan_iter(match=f"{key_prefix}::*")]:
             await db.client.delete(key)

@@ -16,7 +16,12 @@ from flue_models.schema import migrate
 from flue_models.state.integrity import verify_state
 from flue_models.state.run import RUN_BUCKETS
 from tests.conftest import BUILTIN_MIGRATIONS
-from tests.migrations.layouts import declaring, refused_for_another_client, remove_prefix
+from tests.migrations.layouts import (
+    declaring,
+    refused_for_another_client,
+    remove_prefix,
+    unmigrated,
+)
 
 #: It and the built-in files after it.
 FROM_0006 = BUILTIN_MIGRATIONS[5:]
@@ -55,9 +60,7 @@ async def version_5(redis_url: str, key_prefix: str) -> AsyncIterator[list[str]]
 async def test_0006_moves_each_run_into_the_bucket_of_its_id(
     redis_url: str, key_prefix: str, version_5: list[str]
 ) -> None:
-    async with fm.connect(
-        redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
-    ) as db:
+    async with unmigrated(redis_url, key_prefix) as db:
         zero = db.keys.in_bucket(0)
         assert await db.client.zcard(zero.all("workflow_run")) == 60
         with pytest.raises(fm.BucketCountError, match="flue-models migrate"):
@@ -101,9 +104,7 @@ async def test_0006_refuses_while_another_client_uses_the_prefix_and_moves_nothi
 async def test_0006_down_gathers_the_runs_back_into_one_bucket(
     redis_url: str, key_prefix: str, version_5: list[str]
 ) -> None:
-    async with fm.connect(
-        redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
-    ) as db:
+    async with unmigrated(redis_url, key_prefix) as db:
         await migrate(db)
         reverted = await migrate(db, to=5)
         assert [(s.file.label, s.direction) for s in reverted] == [

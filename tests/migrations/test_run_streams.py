@@ -15,7 +15,7 @@ from flue_models.schema import migrate
 from flue_models.slots import slot_of
 from flue_models.state.events import chunks_key, stream_keys
 from flue_models.state.integrity import verify_state
-from tests.migrations.layouts import refused_for_another_client, remove_prefix
+from tests.migrations.layouts import refused_for_another_client, remove_prefix, unmigrated
 
 RUN_STREAMS_FILE = "flue/0008_run_streams"
 SPEC = WorkflowRun.__flue_spec__
@@ -55,9 +55,7 @@ async def version_7(redis_url: str, key_prefix: str) -> AsyncIterator[list[str]]
 async def test_0008_moves_each_run_stream_into_its_runs_slot_and_nothing_is_lost(
     redis_url: str, key_prefix: str, version_7: list[str]
 ) -> None:
-    async with fm.connect(
-        redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
-    ) as db:
+    async with unmigrated(redis_url, key_prefix) as db:
         before = await all_keys(db)
         own = [db.keys.stream(WorkflowRun.stream_path(i)).events for i in version_7]
         assert all(key in before for key in own)  # version 7: a slot of its own
@@ -99,9 +97,7 @@ async def test_0008_refuses_while_another_client_uses_the_prefix_and_moves_nothi
 async def test_0008_refuses_a_key_in_the_way_before_moving_anything(
     redis_url: str, key_prefix: str, version_7: list[str]
 ) -> None:
-    async with fm.connect(
-        redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
-    ) as db:
+    async with unmigrated(redis_url, key_prefix) as db:
         in_the_way = stream_keys(db.keys, WorkflowRun.stream_path(version_7[5])).once
         await db.client.hset(in_the_way, "x", "y")
         before = await all_keys(db)

@@ -17,7 +17,12 @@ from flue_models.schema import migrate
 from flue_models.state.integrity import verify_state
 from flue_models.state.session import SESSION_BUCKETS
 from tests.conftest import BUILTIN_MIGRATIONS
-from tests.migrations.layouts import declaring, refused_for_another_client, remove_prefix
+from tests.migrations.layouts import (
+    declaring,
+    refused_for_another_client,
+    remove_prefix,
+    unmigrated,
+)
 
 #: It and the built-in files after it.
 FROM_0007 = BUILTIN_MIGRATIONS[6:]
@@ -60,9 +65,7 @@ async def version_6(redis_url: str, key_prefix: str) -> AsyncIterator[dict[str, 
 async def test_0007_moves_each_session_into_its_bucket_and_marks_each_fork(
     redis_url: str, key_prefix: str, version_6: dict[str, str | None]
 ) -> None:
-    async with fm.connect(
-        redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
-    ) as db:
+    async with unmigrated(redis_url, key_prefix) as db:
         zero = db.keys.in_bucket(0)
         assert await db.client.zcard(zero.all("session")) == 40
         entries_before = sum(
@@ -107,9 +110,7 @@ async def test_0007_refuses_while_another_client_uses_the_prefix_and_moves_nothi
 async def test_0007_refuses_an_unreadable_fork_of_before_writing(
     redis_url: str, key_prefix: str, version_6: dict[str, str | None]
 ) -> None:
-    async with fm.connect(
-        redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
-    ) as db:
+    async with unmigrated(redis_url, key_prefix) as db:
         zero = db.keys.in_bucket(0)
         await db.client.hset(zero.record("session", "s-7"), "fork_of", b"\xff\xfe")
         before = sorted([k async for k in db.client.scan_iter(match=f"{key_prefix}::*")])
@@ -123,9 +124,7 @@ async def test_0007_refuses_an_unreadable_fork_of_before_writing(
 async def test_0007_down_gathers_the_sessions_back_and_removes_the_marks(
     redis_url: str, key_prefix: str, version_6: dict[str, str | None]
 ) -> None:
-    async with fm.connect(
-        redis_url, key_prefix=key_prefix, migrate=False, check_schema=False
-    ) as db:
+    async with unmigrated(redis_url, key_prefix) as db:
         await migrate(db)
         reverted = await migrate(db, to=6)
         assert [(s.file.label, s.direction) for s in reverted] == [
