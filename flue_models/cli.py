@@ -392,7 +392,13 @@ async def _cluster_split(args: argparse.Namespace) -> int:
         args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect, migrate=False
     ) as db:
         try:
-            report = await split_collection(db, args.collection, args.buckets, progress=progress)
+            report = await split_collection(
+                db,
+                args.collection,
+                args.buckets,
+                partition_by=args.partition_by,
+                progress=progress,
+            )
         finally:
             progress.done()
     if args.json:
@@ -909,6 +915,12 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("collection", help="the collection (its Meta.collection)")
     split.add_argument(
         "--buckets", type=int, required=True, help="the new bucket count (a power of two)"
+    )
+    split.add_argument(
+        "--partition-by",
+        metavar="FIELD",
+        help="the field that places each record (its model's Meta.partition_by); default: "
+        "the one the store records, else id",
     )
     split.set_defaults(handler=_cluster_split)
 

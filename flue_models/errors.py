@@ -610,6 +610,30 @@ class BucketCountError(SchemaError):
         )
 
 
+class PartitionKeyError(SchemaError):
+    """A model places its records by another field (``Meta.partition_by``) than its
+    collection's records are stored by; reading so would miss records, writing would
+    scatter them.
+
+    Example:
+        >>> "--partition-by tenant" in str(PartitionKeyError("app", "order", "id", "tenant", 16))
+        True
+    """
+
+    def __init__(
+        self, prefix: str, collection: str, stored: str, declared: str, buckets: int
+    ) -> None:
+        self.prefix, self.collection = prefix, collection
+        self.stored, self.declared = stored, declared
+        super().__init__(
+            f"Collection {collection!r} under prefix {prefix!r} keeps its records in buckets "
+            f"by {stored!r} but its model declares Meta.partition_by = {declared!r}. Nothing "
+            f"was read or written. Stop its writers and run `flue-models cluster split "
+            f"{collection} --buckets {buckets} --partition-by {declared}` on a standalone "
+            f"server, or declare {stored!r} again."
+        )
+
+
 class UnversionedDataError(SchemaError):
     """Keys exist under the prefix but no schema record does: data this library did not write.
 

@@ -18,10 +18,13 @@ from flue_models.model.base import Bound, Model
 from flue_models.model.codec import EncodingError
 from flue_models.model.errors import (
     AlreadyExistsError,
+    AmbiguousIdError,
     ConflictError,
     DecodeError,
     DuplicateWriteError,
     GuardError,
+    IdClaimedError,
+    PartitionChangeError,
     SkippedRecordWarning,
     UniqueViolationError,
 )
@@ -33,6 +36,7 @@ from flue_models.model.verify import Drift, VerifyReport, repair_collection, ver
 __all__ = [
     "AllOf",
     "AlreadyExistsError",
+    "AmbiguousIdError",
     "Bound",
     "Condition",
     "ConflictError",
@@ -42,9 +46,11 @@ __all__ = [
     "EncodingError",
     "FieldRef",
     "GuardError",
+    "IdClaimedError",
     "Indexed",
     "Model",
     "Page",
+    "PartitionChangeError",
     "Query",
     "QueryError",
     "SkippedRecordWarning",

@@ -20,7 +20,7 @@ from flue_models.connection import Database, pick_database
 from flue_models.errors import ConfigurationError
 from flue_models.keys import KeySpace
 from flue_models.model.buckets import check_buckets
-from flue_models.model.errors import AlreadyExistsError, DecodeError
+from flue_models.model.errors import AlreadyExistsError, AmbiguousIdError, DecodeError
 from flue_models.model.expressions import AllOf, Condition, FieldRef
 from flue_models.model.fields import new_id
 from flue_models.model.spec import (
@@ -320,7 +320,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
         spec = cls.__flue_spec__
         by_bucket: dict[int, list[Self]] = {}
         for item in items:
-            by_bucket.setdefault(spec.keys_of(database.keys, item.id).bucket, []).append(item)
+            by_bucket.setdefault(spec.keys_for(database.keys, item).bucket, []).append(item)
 
         async def save_bucket(group: list[Self]) -> None:
             for start in range(0, len(group), SAVE_BATCH):
@@ -415,7 +415,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
         record._flue_version = int(version_text)
         if owned is None:  # written before records kept their entries: the declaration's
             values = record._values()
-            keys = spec.keys_of(db.keys, record.id)
+            keys = spec.keys_for(db.keys, record)
             record._flue_entries = spec.entries(keys, values)
             record._flue_unique = spec.unique_claims(keys, values)
         else:
@@ -426,19 +426,43 @@ class Model(BaseModel, metaclass=_ModelMeta):
         return record
 
     @classmethod
-    async def get(cls, record_id: str, *, db: Database | None = None) -> Self | None:
+    async def get(
+        cls, record_id: str, *, partition: str | None = None, db: Database | None = None
+    ) -> Self | None:
         """Return the record with this id, or ``None``; one round trip.
+
+        ``partition``: for a model with ``Meta.partition_by``, the record's value of that
+        field: the read goes to its bucket alone (without it, every bucket is asked).
 
         Raises:
             DecodeError: the stored hash cannot be read as this model.
+            AmbiguousIdError: records of two partitions hold the id (give ``partition``).
 
         Example:
             ```python
             ticket = await Ticket.get("t-1")
+            order = await Order.get("o-1", partition="acme")
             ```
         """
-        (found,) = await cls.get_many([record_id], db=db)
-        return found
+        if partition is None:
+            (found,) = await cls.get_many([record_id], db=db)
+            return found
+        database = pick_database(db)
+        spec = cls.__flue_spec__
+        if spec.partition_by == "id":
+            raise ConfigurationError(
+                f"{cls.__name__} is placed by id (no Meta.partition_by); read it by id alone."
+            )
+        key = spec.keys_of(database.keys, partition).record(spec.collection, record_id)
+        await check_buckets(database, spec)
+        with database.span("get", spec.collection):
+            (raw,) = await read_hashes(database, [key])
+        item = cls._from_reply(key, raw, database)
+        if isinstance(item, DecodeError):
+            raise item
+        if item is not None and spec.partition_of(item) != partition:
+            return None  # in the bucket the value hashes to, but of another partition
+        return item
 
     @classmethod
     async def get_many(
@@ -477,13 +501,28 @@ class Model(BaseModel, metaclass=_ModelMeta):
         """
         database = pick_database(db)
         spec = cls.__flue_spec__
-        keys = [spec.record_key(database.keys, record_id) for record_id in record_ids]
+        candidates = [spec.candidate_keys(database.keys, record_id) for record_id in record_ids]
+        keys = [key for each in candidates for key in each]
         if not keys:
             return []
         await check_buckets(database, spec)
-        with database.span("get", spec.collection, **{"db.operation.batch.size": len(keys)}):
-            replies = await read_hashes(database, keys)
-        return [cls._from_reply(key, raw, database) for key, raw in zip(keys, replies, strict=True)]
+        size = {"db.operation.batch.size": len(record_ids)}
+        with database.span("get", spec.collection, **size):
+            replies = iter(await read_hashes(database, keys))
+        found: list[Self | DecodeError | None] = []
+        for record_id, each in zip(record_ids, candidates, strict=True):
+            held = [(key, raw) for key in each if (raw := next(replies))]
+            if len(held) > 1:
+                raise AmbiguousIdError(cls.__name__, record_id, [key for key, _raw in held])
+            found.append(cls._from_reply(*held[0], database) if held else None)
+        return found
+
+    @classmethod
+    async def _read_keys(cls, keys: Sequence[str], db: Database) -> list[Self | DecodeError | None]:
+        """Read records by their hash keys in one round trip, as :meth:`read_records` does
+        by id (a query knows the bucket each id it found is in)."""
+        replies = await read_hashes(db, keys)
+        return [cls._from_reply(key, raw, db) for key, raw in zip(keys, replies, strict=True)]
 
     @classmethod
     def _from_reply(
@@ -541,9 +580,9 @@ class Bound(Generic[M]):
         self.model = model
         self.db = db
 
-    async def get(self, record_id: str) -> M | None:
+    async def get(self, record_id: str, *, partition: str | None = None) -> M | None:
         """See :meth:`Model.get`."""
-        return await self.model.get(record_id, db=self.db)
+        return await self.model.get(record_id, partition=partition, db=self.db)
 
     async def get_many(self, record_ids: Sequence[str]) -> list[M | None]:
         """See :meth:`Model.get_many`."""

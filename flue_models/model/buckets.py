@@ -1,4 +1,5 @@
-"""How many buckets each collection's records are stored in, and the check of that count.
+"""How many buckets each collection's records are stored in, by which field, and the
+check of both.
 
 A model declares ``Meta.buckets`` (a power of two, 1 by default); its records are spread
 over that many buckets by the CRC16 of their id (:func:`flue_models.keys.bucket_of`),
@@ -8,7 +9,10 @@ collection with more than one bucket is first used while it is still empty. A mo
 that declares another count than the stored one would miss records on reads and
 scatter them on writes, so every database checks each collection once, before its first
 read or write of it (and ``connect()`` checks every model declared by then), and refuses
-a mismatch with :class:`~flue_models.errors.BucketCountError`.
+a mismatch with :class:`~flue_models.errors.BucketCountError`. A collection of more than
+one bucket placed by another field than its id (``Meta.partition_by``) also has a field
+``partition:<collection>`` naming it (absent: ``id``), checked the same way
+(:class:`~flue_models.errors.PartitionKeyError`).
 
 Example:
     ```python
@@ -27,12 +31,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from flue_models.connection import Database
-from flue_models.errors import BucketCountError, SchemaStampError
+from flue_models.errors import BucketCountError, PartitionKeyError, SchemaStampError
 from flue_models.model.spec import ModelSpec
 from flue_models.replies import reply_pairs, reply_text
 
 #: The schema record field that says whether the store was ever migrated.
 _VERSION_FIELD = "schema_version"
+
+
+def partition_field(collection: str) -> str:
+    """Return the schema record field naming the field a collection is placed by.
+
+    Example:
+        >>> partition_field("order")
+        'partition:order'
+    """
+    return f"partition:{collection}"
 
 
 def bucket_field(collection: str) -> str:
@@ -93,6 +107,8 @@ async def check_collections(db: Database, specs: Iterable[ModelSpec]) -> None:
 
     Raises:
         BucketCountError: a model declares another count than the store holds.
+        PartitionKeyError: a model of more than one bucket declares another
+            ``Meta.partition_by`` than the store's records are placed by.
         SchemaStampError: a stored count is not a number.
 
     Example:
@@ -104,26 +120,34 @@ async def check_collections(db: Database, specs: Iterable[ModelSpec]) -> None:
     counts = _counts(db, record)
     for spec in specs:
         stored = counts.get(spec.collection)
+        placed = record.get(partition_field(spec.collection), "id")
         if stored is None and spec.buckets > 1:
-            stored = await _first_use(db, spec, migrated=_VERSION_FIELD in record)
+            stored, placed = await _first_use(db, spec, migrated=_VERSION_FIELD in record)
         if (stored or 1) != spec.buckets:
             raise BucketCountError(
                 db.keys.prefix, spec.collection, stored=stored or 1, declared=spec.buckets
             )
+        if spec.buckets > 1 and placed != spec.partition_by:
+            raise PartitionKeyError(
+                db.keys.prefix, spec.collection, placed, spec.partition_by, spec.buckets
+            )
         db.checked_buckets.add(spec.collection)
 
 
-async def _first_use(db: Database, spec: ModelSpec, *, migrated: bool) -> int:
-    """The count of a collection the record does not name yet, which the model declares
-    more than one bucket for: 1 when it holds records (in bucket 0, where one-bucket
-    writes put them), else the declared count, recorded when the store has a record."""
+async def _first_use(db: Database, spec: ModelSpec, *, migrated: bool) -> tuple[int, str]:
+    """The count and partition field of a collection the record does not name yet, which
+    the model declares more than one bucket for: one bucket by id when it holds records
+    (in bucket 0, where one-bucket writes put them), else the declared ones, recorded
+    when the store has a record (the first client to record them wins)."""
     if await db.client.exists(db.keys.all(spec.collection)):
-        return 1
+        return 1, "id"
     if not migrated:  # a maintenance connection to an unmigrated store: write nothing
-        return spec.buckets
-    field = bucket_field(spec.collection)
+        return spec.buckets, spec.partition_by
+    field, placed = bucket_field(spec.collection), partition_field(spec.collection)
+    # The field first, by every client, so a count is never read without its field.
+    await db.client.hsetnx(db.keys.meta, placed, spec.partition_by)
     await db.client.hsetnx(db.keys.meta, field, str(spec.buckets))
-    text = reply_text(await db.client.hget(db.keys.meta, field))
+    text, by = (reply_text(v) for v in await db.client.hmget(db.keys.meta, [field, placed]))
     if not text.isdigit():
         raise SchemaStampError(db.keys.meta, field, text)
-    return int(text)
+    return int(text), by or "id"

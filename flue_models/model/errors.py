@@ -58,6 +58,69 @@ class AlreadyExistsError(ConflictError):
         )
 
 
+class IdClaimedError(AlreadyExistsError):
+    """A new record's id is held by a record of another partition (``Meta.partition_by``):
+    ``get`` finds a record by its id alone, so an id names one record in the collection.
+
+    Example:
+        ```python
+        await Order.create(id="o-1", tenant="acme")
+        await Order.create(id="o-1", tenant="globex")   # IdClaimedError
+        ```
+    """
+
+    def __init__(self, model: str, record_id: str, field: str, partition: str) -> None:
+        self.model = model
+        self.record_id = record_id
+        self.expected = self.found = 0
+        self.partition = partition
+        FlueModelsError.__init__(
+            self,
+            f"{model} {record_id!r} is taken by the record with {field} = {partition!r}; "
+            "nothing was written. Choose another id.",
+        )
+
+
+class AmbiguousIdError(FlueModelsError):
+    """A read by id alone found records of that id in more than one partition (two
+    creates in two partitions raced); read it with its partition value.
+
+    Example:
+        ```python
+        await Order.get("o-1")                     # AmbiguousIdError
+        await Order.get("o-1", partition="acme")   # the record of that partition
+        ```
+    """
+
+    def __init__(self, model: str, record_id: str, keys: list[str]) -> None:
+        self.model, self.record_id, self.keys = model, record_id, keys
+        super().__init__(
+            f"{model} {record_id!r} is held by {len(keys)} records ({', '.join(keys)}); "
+            f"read it with {model}.get({record_id!r}, partition=...), and delete the one "
+            "you do not want."
+        )
+
+
+class PartitionChangeError(FlueModelsError):
+    """A save would change the ``Meta.partition_by`` field of a stored record (which
+    would move it to another bucket); the field is fixed for the record's life.
+
+    Example:
+        ```python
+        order = await Order.get("o-1")
+        await order.update(tenant="globex")   # PartitionChangeError
+        ```
+    """
+
+    def __init__(self, model: str, record_id: str, field: str) -> None:
+        self.model, self.record_id, self.field = model, record_id, field
+        super().__init__(
+            f"{model} {record_id!r}: {field!r} places the record and cannot change; "
+            f"nothing was written. Create a new record with the new {field} and delete "
+            "this one."
+        )
+
+
 class UniqueViolationError(FlueModelsError):
     """A save would give a second record the value of a ``Unique()`` field.
 

@@ -72,6 +72,8 @@ class IdPage:
 
     ids: list[str]
     next_cursor: str | None
+    #: The hash key of each id, in the bucket the walk found it in (for the loader).
+    record_keys: list[str] = field(default_factory=list, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -195,19 +197,43 @@ class Query(Generic[M]):
             raise QueryError(f"page limit must be positive, not {limit}.")
         return await self._ids(self._database(), limit, cursor)
 
-    async def _plans(self, db: Database) -> list[Plan]:
-        """One plan per bucket of the collection (the same query on each bucket's sets)."""
+    async def _spaces(self, db: Database) -> list[KeySpace]:
+        """The key space of each bucket the query reads, in bucket order: every bucket of
+        the collection, or, when the conditions fix the ``Meta.partition_by`` field to
+        one or a few values, the buckets of those values."""
         spec = self.model.__flue_spec__
         await check_buckets(db, spec)
-        return [self._plan(keys) for keys in spec.bucket_keys(db.keys)]
+        spaces = spec.bucket_keys(db.keys)
+        if len(spaces) == 1 or spec.partition_by == "id":
+            return spaces
+        wanted: set[int] | None = None
+        for cond in self.conditions:
+            if cond.field == spec.partition_by and cond.op in ("eq", "in"):
+                buckets = {spec.keys_of(db.keys, value).bucket for value in cond.values}
+                wanted = buckets if wanted is None else wanted & buckets
+        if wanted is None:
+            return spaces
+        return [space for space in spaces if space.bucket in wanted] or spaces[:1]
+
+    async def _plans(self, db: Database) -> list[Plan]:
+        """One plan per bucket the query reads (the same query on each bucket's sets)."""
+        return [self._plan(keys) for keys in await self._spaces(db)]
 
     async def _ids(self, db: Database, limit: int, cursor: str | None) -> IdPage:
-        plans = await self._plans(db)
+        spaces = await self._spaces(db)
+        plans = [self._plan(keys) for keys in spaces]
         position = decode_cursor(plans[0].fingerprint, cursor) if cursor else None
         with db.span("query", self.model.__flue_spec__.collection):
             if len(plans) == 1:
-                return await self._walk(db, plans[0], position, limit)
-            return await self._gather(db, plans, position, limit)
+                found = await self._walk(db, plans[0], position, limit)
+                origin = [0] * len(found.ids)
+            else:
+                found, origin = await self._gather(db, plans, position, limit)
+        collection = self.model.__flue_spec__.collection
+        found.record_keys[:] = [
+            spaces[b].record(collection, item) for b, item in zip(origin, found.ids, strict=True)
+        ]
+        return found
 
     async def _walk(
         self, db: Database, plan: Plan, position: tuple[str, str] | None, limit: int
@@ -224,7 +250,7 @@ class Query(Generic[M]):
 
     async def _gather(
         self, db: Database, plans: list[Plan], position: tuple[str, str] | None, limit: int
-    ) -> IdPage:
+    ) -> tuple[IdPage, list[int]]:
         """Walk every bucket from one cursor at once and merge the walks by (score, id).
 
         Each bucket returns its matches after ``position`` and the last entry it
@@ -232,10 +258,12 @@ class Query(Generic[M]):
         not exhausted) every bucket has been read, so the merged matches up to it are
         exactly the next ones in the collection's order; a round that yields fewer than
         ``limit`` continues from the frontier. The cursor is the last (score, id) given
-        out, so its format does not depend on the number of buckets.
+        out, so its format does not depend on the number of buckets. Returns the page and
+        the index (in ``plans``) of the bucket each id was found in.
         """
         descending = plans[0].descending
         ids: list[str] = []
+        origin: dict[str, int] = {}
         need = limit
         budget = max(MIN_BUCKET_BUDGET, SCAN_BUDGET // len(plans))
         while True:
@@ -244,6 +272,8 @@ class Query(Generic[M]):
             runs = await asyncio.gather(
                 *(_run_query(db, plan, position, each, budget) for plan in plans)
             )
+            for index, run in enumerate(runs):
+                origin.update((item, index) for _score, item in run.found)
             ends = [run.last for run in runs if not run.exhausted and run.last is not None]
             earliest = max if descending else min
             frontier = earliest(ends, key=_order_key) if ends else None
@@ -253,20 +283,22 @@ class Query(Generic[M]):
             if len(merged) > need:
                 taken = merged[:need]
                 ids += [item for _score, item in taken]
-                return IdPage(ids, encode_cursor(plans[0].fingerprint, *taken[-1]))
+                cursor = encode_cursor(plans[0].fingerprint, *taken[-1])
+                return IdPage(ids, cursor), [origin[item] for item in ids]
             ids += [item for _score, item in merged]
             need -= len(merged)
             if frontier is None:
-                return IdPage(ids, None)
+                return IdPage(ids, None), [origin[item] for item in ids]
             position = frontier
             if need == 0:
-                return IdPage(ids, encode_cursor(plans[0].fingerprint, *position))
+                cursor = encode_cursor(plans[0].fingerprint, *position)
+                return IdPage(ids, cursor), [origin[item] for item in ids]
 
-    async def _load(self, db: Database, ids: list[str]) -> tuple[list[M], list[DecodeError]]:
+    async def _load(self, db: Database, found: IdPage) -> tuple[list[M], list[DecodeError]]:
         records: list[M] = []
         skipped: list[DecodeError] = []
         rechecks = self._rechecks()
-        for item in await self.model.read_records(ids, db=db):
+        for item in await self.model._read_keys(found.record_keys, db):
             if isinstance(item, DecodeError):
                 if self.errors == "raise":
                     raise item
@@ -309,7 +341,7 @@ class Query(Generic[M]):
             ```
         """
         found = await self.id_page(limit, cursor)
-        records, skipped = await self._load(self._database(), found.ids)
+        records, skipped = await self._load(self._database(), found)
         return Page(records, found.next_cursor, skipped)
 
     async def __aiter_records(self) -> AsyncIterator[M]:
@@ -319,7 +351,7 @@ class Query(Generic[M]):
         while remaining is None or remaining > 0:
             size = CHUNK if remaining is None else min(CHUNK, remaining)
             found = await self._ids(db, size, cursor)
-            records, _skipped = await self._load(db, found.ids)  # skipped: warned
+            records, _skipped = await self._load(db, found)  # skipped: warned
             for record in records:
                 yield record
             if remaining is not None:

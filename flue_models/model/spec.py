@@ -35,7 +35,9 @@ OWNED_FIELD = "_owned"
 #: Equality keys of finite-domain values kept per spec (key spaces x fields x values).
 DOMAIN_KEYS = 4096
 #: The options a model's ``Meta`` may set.
-META_OPTIONS = frozenset({"abstract", "collection", "order_by", "indexes", "buckets"})
+META_OPTIONS = frozenset(
+    {"abstract", "collection", "order_by", "indexes", "buckets", "partition_by"}
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,11 @@ class ModelSpec:
             the collection's ``all`` set).
         unique_fields: fields whose values are claimed in a ``uniq`` hash.
         compound: compound equality indexes, each a tuple of field names.
-        buckets: how many buckets the records are spread over by id (``Meta.buckets``);
-            each bucket has its own hash tag, so on a cluster its own slot.
+        buckets: how many buckets the records are spread over (``Meta.buckets``); each
+            bucket has its own hash tag, so on a cluster its own slot.
+        partition_by: the field whose value picks a record's bucket (``Meta.partition_by``,
+            ``"id"`` by default): records with one value share a bucket, so a query that
+            fixes it reads one bucket.
 
     Example:
         ```python
@@ -69,14 +74,42 @@ class ModelSpec:
     unique_fields: frozenset[str]
     compound: tuple[tuple[str, ...], ...]
     buckets: int = 1
+    partition_by: str = "id"
     _domain_keys: dict[tuple[str, bool, int, str, Any], str] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
 
     # Key names -------------------------------------------------------------------------
 
-    def keys_of(self, keys: KeySpace, record_id: str) -> KeySpace:
-        """Return the key space of the bucket the record with ``record_id`` is in.
+    @property
+    def directed(self) -> bool:
+        """Whether an id alone does not name a record's bucket: the collection is spread
+        over more than one bucket by another field than ``id`` (``Meta.partition_by``),
+        so a read by id alone looks in every bucket.
+
+        Example:
+            ```python
+            Order.__flue_spec__.directed   # True: Meta.partition_by = "tenant", buckets = 16
+            ```
+        """
+        return self.buckets > 1 and self.partition_by != "id"
+
+    def partition_of(self, record: Any) -> str:
+        """Return the partition value of a record (a model instance): its ``partition_by``
+        field (its id by default).
+
+        Example:
+            ```python
+            Order.__flue_spec__.partition_of(order)   # 'acme'
+            ```
+        """
+        value = getattr(record, self.partition_by)
+        assert isinstance(value, str), (self.model_name, self.partition_by)
+        return value
+
+    def keys_of(self, keys: KeySpace, partition: str) -> KeySpace:
+        """Return the key space of the bucket of the records whose partition value is
+        ``partition`` (their id, unless ``Meta.partition_by`` names another field).
 
         Example:
             ```python
@@ -85,27 +118,66 @@ class ModelSpec:
         """
         if self.buckets == 1:
             return keys
-        return keys.in_bucket(bucket_of(record_id, self.buckets))
+        return keys.in_bucket(bucket_of(partition, self.buckets))
 
-    def record_key(self, keys: KeySpace, record_id: str) -> str:
+    def keys_for(self, keys: KeySpace, record: Any) -> KeySpace:
+        """Return the key space of the bucket ``record`` (a model instance) is in.
+
+        Example:
+            ```python
+            spec.keys_for(db.keys, order).record(spec.collection, order.id)
+            ```
+        """
+        return self.keys_of(keys, self.partition_of(record))
+
+    def record_key(self, keys: KeySpace, record_id: str, partition: str | None = None) -> str:
         """Return the hash key of the record with ``record_id``, in its bucket.
+
+        ``partition``: the record's partition value; needed when the id alone does not
+        name the bucket (:attr:`directed`).
 
         Example:
             ```python
             spec.record_key(db.keys, "t-2")   # 'flue::{ticket:3}:dC0y'
             ```
         """
-        return self.keys_of(keys, record_id).record(self.collection, record_id)
+        return self._keys_by_id(keys, record_id, partition).record(self.collection, record_id)
 
-    def owned_key(self, keys: KeySpace, name: str, record_id: str) -> str:
-        """Return the key ``name`` the record with ``record_id`` owns, in its bucket.
+    def owned_key(
+        self, keys: KeySpace, name: str, record_id: str, partition: str | None = None
+    ) -> str:
+        """Return the key ``name`` the record with ``record_id`` owns, in its bucket
+        (``partition`` as for :meth:`record_key`).
 
         Example:
             ```python
             spec.owned_key(db.keys, "entries", "s-1")   # 'flue::{session:9}/entries:cy0x'
             ```
         """
-        return self.keys_of(keys, record_id).owned(self.collection, name, record_id)
+        return self._keys_by_id(keys, record_id, partition).owned(self.collection, name, record_id)
+
+    def _keys_by_id(self, keys: KeySpace, record_id: str, partition: str | None) -> KeySpace:
+        if partition is None:
+            if self.directed:
+                raise ConfigurationError(
+                    f"{self.model_name} records are placed by {self.partition_by!r}; name "
+                    f"the record's {self.partition_by} to find its keys from its id."
+                )
+            partition = record_id
+        return self.keys_of(keys, partition)
+
+    def candidate_keys(self, keys: KeySpace, record_id: str) -> list[str]:
+        """Return every hash key the record with ``record_id`` can be stored at: one, or
+        one per bucket when the id alone does not name the bucket (:attr:`directed`).
+
+        Example:
+            ```python
+            len(Order.__flue_spec__.candidate_keys(db.keys, "o-1"))   # 16
+            ```
+        """
+        if not self.directed:
+            return [self.record_key(keys, record_id)]
+        return [k.record(self.collection, record_id) for k in self.bucket_keys(keys)]
 
     def bucket_keys(self, keys: KeySpace) -> list[KeySpace]:
         """Return the key space of each bucket of the collection, in bucket order.
@@ -390,11 +462,21 @@ def build_spec(model_name: str, meta: type | None, fields: dict[str, FieldInfo])
     buckets = getattr(meta, "buckets", 1)
     if not is_bucket_count(buckets):
         raise bad(f"Meta.buckets must be a power of two from 1 to {MAX_BUCKETS}, not {buckets!r}.")
-    if buckets > 1 and unique:
+    partition_by = getattr(meta, "partition_by", "id")
+    if partition_by != "id":
+        placed = fields.get(partition_by) if isinstance(partition_by, str) else None
+        if placed is None or placed.annotation is not str or not placed.is_required():
+            raise bad(
+                f"Meta.partition_by must name a required `str` field of the model (its value "
+                f"picks the record's bucket and never changes), not {partition_by!r}."
+            )
+    if buckets > 1 and unique - {partition_by}:
         raise bad(
-            f"Unique() field(s) {sorted(unique)} need every record in one bucket (a unique "
-            f"claim and the record it names are written in one atomic call); Meta.buckets "
-            f"is {buckets}. Use Indexed() and check uniqueness in the application, or one bucket."
+            f"Unique() field(s) {sorted(unique - {partition_by})} need every record that "
+            f"could hold a value in one bucket (a unique claim and the record it names are "
+            f"written in one atomic call); Meta.buckets is {buckets} and records are placed "
+            f"by {partition_by!r}. Use Indexed() and check uniqueness in the application, "
+            "one bucket, or partition by that field."
         )
 
     return ModelSpec(
@@ -407,4 +489,5 @@ def build_spec(model_name: str, meta: type | None, fields: dict[str, FieldInfo])
         unique_fields=frozenset(unique),
         compound=tuple(compound),
         buckets=buckets,
+        partition_by=partition_by,
     )

@@ -196,9 +196,12 @@ async def verify_collection(model: type[Model], *, db: Database | None = None) -
                 report.drift.append(Drift("undecodable", key, "", str(exc)))
                 continue
             report.records += 1
-            keys = spec.keys_of(database.keys, record.id)
+            keys = spec.keys_for(database.keys, record)
             if found.buckets[key] != keys.bucket:
-                detail = f"in bucket {found.buckets[key]}; its id puts it in bucket {keys.bucket}"
+                detail = (
+                    f"in bucket {found.buckets[key]}; its {spec.partition_by} puts it in "
+                    f"bucket {keys.bucket}"
+                )
                 report.drift.append(Drift("misplaced", key, record.id, detail))
             values = record._values()  # what the declaration calls for, not what it owns
             for entry_key, score in spec.entries(keys, values).items():
@@ -334,7 +337,7 @@ async def _ids_calling_for(model: type[Model], db: Database, key: str) -> set[st
             if not isinstance(record, Model):
                 continue  # not a record (verify reports it)
             values = record._values()
-            keys = spec.keys_of(db.keys, record.id)
+            keys = spec.keys_for(db.keys, record)
             if key in spec.entries(keys, values) or key in spec.unique_claims(keys, values):
                 ids.add(record.id)
     return ids

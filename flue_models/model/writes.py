@@ -40,6 +40,8 @@ from flue_models.model.errors import (
     DecodeError,
     DuplicateWriteError,
     GuardError,
+    IdClaimedError,
+    PartitionChangeError,
     UniqueViolationError,
 )
 from flue_models.model.spec import OWNED_FIELD
@@ -182,11 +184,15 @@ def plan_save(
         ```
     """
     spec = record.__flue_spec__
-    keys = spec.keys_of(keys, record.id)
+    keys = spec.keys_for(keys, record)
     values = record._values()
     encoded = {
         name: spec.codecs[name].encode(value) for name, value in values.items() if value is not None
     }
+    stored = record._flue_snapshot
+    placed = spec.partition_by
+    if placed != "id" and record._flue_version and stored.get(placed) != encoded[placed]:
+        raise PartitionChangeError(type(record).__name__, record.id, placed)
     entries = spec.entries(keys, values)
     unique = spec.unique_claims(keys, values)
     seq_scored: set[str] = set()
@@ -199,7 +205,6 @@ def plan_save(
     old_entries, old_unique = record._flue_entries, record._flue_unique
     if owns_nothing:
         old_entries, old_unique = {}, {}
-    stored = record._flue_snapshot
     return Write(
         record=record,
         mode="s",
@@ -232,7 +237,8 @@ def plan_check(record: Model, keys: KeySpace) -> Write:
         await run_writes(db, [plan_save(child, db.keys), plan_check(parent, db.keys)])
         ```
     """
-    key = record.__flue_spec__.record_key(keys, record.id)
+    spec = record.__flue_spec__
+    key = spec.keys_for(keys, record).record(spec.collection, record.id)
     return Write(record=record, mode="c", key=key, expected=record._flue_version)
 
 
@@ -245,7 +251,7 @@ def plan_delete(record: Model, keys: KeySpace) -> Write:
         ```
     """
     spec = record.__flue_spec__
-    keys = spec.keys_of(keys, record.id)
+    keys = spec.keys_for(keys, record)
     values = record._values()
     entries = spec.entries(keys, values)
     return Write(
@@ -379,8 +385,11 @@ async def run_writes(
         ```
     """
     refuse_duplicates([w.record for w in writes])
-    collection = writes[0].record.__flue_spec__.collection
-    await check_buckets(db, writes[0].record.__flue_spec__)
+    spec = writes[0].record.__flue_spec__
+    collection = spec.collection
+    await check_buckets(db, spec)
+    if spec.directed:
+        await refuse_taken_ids(db, [w.record for w in writes if w.mode == "s" and not w.expected])
     keys, args = script_arguments(one_bucket(db.keys, writes).version_counter(collection), writes)
     operation = "delete" if all(w.mode == "d" for w in writes) else "save"
     batch = {"db.operation.batch.size": len(writes)} if len(writes) > 1 else {}
@@ -407,6 +416,39 @@ async def run_writes(
     return after
 
 
+async def refuse_taken_ids(db: Database, records: Sequence[Model]) -> None:
+    """Refuse new records of a collection placed by ``Meta.partition_by`` whose id a
+    record of another partition holds (one round trip; the record's own bucket is
+    checked by the write itself).
+
+    Two creates of one id in two partitions at the same moment can both pass; a read by
+    that id then raises :class:`~flue_models.model.errors.AmbiguousIdError`.
+
+    Raises:
+        IdClaimedError: naming the record and the partition that holds its id.
+
+    Example:
+        ```python
+        await refuse_taken_ids(db, [Order(id="o-1", tenant="globex")])   # IdClaimedError
+        ```
+    """
+    if not records:
+        return
+    spec = records[0].__flue_spec__
+    own = [spec.keys_for(db.keys, r).record(spec.collection, r.id) for r in records]
+    wanted = [
+        (record, key)
+        for record, home in zip(records, own, strict=True)
+        for key in spec.candidate_keys(db.keys, record.id)
+        if key != home
+    ]
+    found = await db.run_batch([("HGET", key, spec.partition_by) for _record, key in wanted])
+    for (record, _key), value in zip(wanted, found, strict=True):
+        if value is not None:
+            name = type(record).__name__
+            raise IdClaimedError(name, record.id, spec.partition_by, reply_text(value))
+
+
 def one_bucket(keys: KeySpace, writes: Sequence[Write]) -> KeySpace:
     """Return the key space of the one bucket every record of ``writes`` is in.
 
@@ -420,7 +462,7 @@ def one_bucket(keys: KeySpace, writes: Sequence[Write]) -> KeySpace:
         ```
     """
     spec = writes[0].record.__flue_spec__
-    found = {spec.keys_of(keys, w.record.id).bucket for w in writes}
+    found = {spec.keys_for(keys, w.record).bucket for w in writes}
     if len(found) > 1:
         raise ConfigurationError(
             f"One atomic write touches one bucket; these records of {spec.model_name} are in "

@@ -128,11 +128,12 @@ class MigrationContext:
                 if isinstance(raw, Exception):
                     continue  # not a record hash: verify reports it
                 record = model.from_hash(key, raw, db)
-                bucket = model.__flue_spec__.keys_of(db.keys, record.id).bucket
+                bucket = model.__flue_spec__.keys_for(db.keys, record).bucket
                 if bucket != found.buckets[key]:
                     raise SchemaError(
-                        f"{key} is in bucket {found.buckets[key]} but its id puts it in bucket "
-                        f"{bucket}; run `flue-models cluster split` to move it, then again."
+                        f"{key} is in bucket {found.buckets[key]} but its "
+                        f"{model.__flue_spec__.partition_by} puts it in bucket {bucket}; run "
+                        "`flue-models cluster split` to move it, then again."
                     )
                 write = plan_save(record, db.keys, owns_nothing=True)  # dropped above
                 by_bucket.setdefault(bucket, []).append(write)

@@ -94,7 +94,8 @@ _OWN_FIELD = re.compile(
     r"^(schema_version(:[a-z][a-z0-9_]{0,31})?"
     r"|applied:[a-z][a-z0-9_]{0,31}:\d{4}"
     r"|cursor:[a-z][a-z0-9_]{0,31}:\d{4}:.+"
-    r"|buckets:[a-z][a-z0-9_]{0,63})$"
+    r"|buckets:[a-z][a-z0-9_]{0,63}"
+    r"|partition:[a-z][a-z0-9_]{0,63})$"
 )
 
 

@@ -44,7 +44,7 @@ from flue_models.keys import (
     is_bucket_count,
 )
 from flue_models.model.base import registered_model
-from flue_models.model.buckets import bucket_field
+from flue_models.model.buckets import bucket_field, partition_field
 from flue_models.model.spec import OWNED_FIELD, VERSION_FIELD
 from flue_models.replies import reply_text
 from flue_models.schema.lock import MigrationLock
@@ -87,9 +87,14 @@ async def split_collection(
     collection: str,
     buckets: int,
     *,
+    partition_by: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SplitReport:
     """Move ``collection``'s records into ``buckets`` buckets and record the new count.
+
+    ``partition_by``: the field whose value places each record (``Meta.partition_by``);
+    by default the one its model declares, if it is imported, else the one the store
+    records, else ``id``.
 
     Raises:
         ConfigurationError: the count is not a power of two up to 1024, the server is a
@@ -103,6 +108,7 @@ async def split_collection(
     Example:
         ```python
         await split_collection(db, "ticket", 16)   # then declare Meta.buckets = 16
+        await split_collection(db, "order", 16, partition_by="tenant")
         ```
     """
     check_collection(collection)
@@ -123,7 +129,9 @@ async def split_collection(
     lock = MigrationLock(db)
     await lock.acquire(db, wait=0)
     try:
-        return await move_collection(db, collection, buckets, progress=progress)
+        return await move_collection(
+            db, collection, buckets, partition_by=partition_by, progress=progress
+        )
     finally:
         await lock.release(db)
 
@@ -133,6 +141,7 @@ async def move_collection(
     collection: str,
     buckets: int,
     *,
+    partition_by: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SplitReport:
     """The move of :func:`split_collection`, for a caller holding the migration lock (it
@@ -152,15 +161,20 @@ async def move_collection(
     """
     say = progress or (lambda _text: None)
     report = SplitReport(collection, buckets)
+    placed_by = await _placement(db, collection, partition_by)
     found = await _scan(db, collection)
     report.records = len(found.records)
-    if buckets > 1 and await _holds_claims(db, found.uniques):
+    uniques = [key for key in found.uniques if key.rsplit(":", 1)[1] != placed_by]
+    if buckets > 1 and await _holds_claims(db, uniques):
         raise SchemaError(
-            f"Collection {collection!r} holds unique claims, which need every record in "
-            "one bucket; drop Unique() from its model (and the claims with `verify "
-            "--repair`) before splitting it. Nothing was moved."
+            f"Collection {collection!r} holds unique claims on another field than "
+            f"{placed_by!r}, which need every record in one bucket; drop Unique() from its "
+            "model (and the claims with `verify --repair`) before splitting it. Nothing "
+            "was moved."
         )
-    moves = [r for r in found.records if r[1] != bucket_of(r[2], buckets)]
+    places = await _partitions(db, found.records, placed_by)
+    targets = {key: bucket_of(places[key], buckets) for key, _b, _id in found.records}
+    moves = [r for r in found.records if r[1] != targets[r[0]]]
     if moves:
         if isinstance(db.client, RedisCluster):
             raise SchemaError(
@@ -173,7 +187,7 @@ async def move_collection(
     say(f"{len(moves)} of {len(found.records)} record(s) of {collection} to move")
     await _seed_counters(db, collection, found.counters, buckets)
     for key, bucket, record_id in moves:
-        await _move(db, collection, key, bucket, record_id, buckets, found)
+        await _move(db, collection, key, bucket, record_id, targets[key], found)
         report.moved += 1
         if report.moved % BATCH == 0:
             say(f"{report.moved} of {len(moves)} moved")
@@ -182,9 +196,10 @@ async def move_collection(
             await db.client.delete(counter)
             report.removed.append(counter)
     if buckets == 1:
-        await db.client.hdel(db.keys.meta, bucket_field(collection))
+        await db.client.hdel(db.keys.meta, bucket_field(collection), partition_field(collection))
     else:
-        await db.client.hset(db.keys.meta, bucket_field(collection), str(buckets))
+        layout = [partition_field(collection), placed_by, bucket_field(collection), buckets]
+        await db.run_batch([("HSET", db.keys.meta, *layout)])
     db.checked_buckets.discard(collection)
     return report
 
@@ -233,6 +248,40 @@ async def _scan(db: Database, collection: str) -> _Found:
             )
     found.records.sort()
     return found
+
+
+async def _placement(db: Database, collection: str, partition_by: str | None) -> str:
+    """The field that places the collection's records: ``partition_by``, else its
+    imported model's, else the one the store records, else ``id``."""
+    if partition_by is not None:
+        return partition_by
+    model = registered_model(collection)
+    if model is not None:
+        return model.__flue_spec__.partition_by
+    stored = await db.client.hget(db.keys.meta, partition_field(collection))
+    return "id" if stored is None else reply_text(stored)
+
+
+async def _partitions(
+    db: Database, records: list[tuple[str, int, str]], placed_by: str
+) -> dict[str, str]:
+    """Each row's partition value (its id, or its ``placed_by`` field); refuse a row
+    without one before the first move."""
+    if placed_by == "id":
+        return {key: record_id for key, _bucket, record_id in records}
+    places: dict[str, str] = {}
+    for start in range(0, len(records), BATCH):
+        part = records[start : start + BATCH]
+        values = await db.run_batch(
+            [("HGET", key, placed_by) for key, _b, _id in part], return_errors=True
+        )
+        for (key, _bucket, _id), value in zip(part, values, strict=True):
+            if isinstance(value, Exception) or value is None:
+                raise SchemaError(
+                    f"{key} has no {placed_by!r} field to place it by. Nothing was moved."
+                )
+            places[key] = reply_text(value)
+    return places
 
 
 async def _holds_claims(db: Database, uniques: list[str]) -> bool:
@@ -327,10 +376,9 @@ async def _move(
     key: str,
     bucket: int,
     record_id: str,
-    buckets: int,
+    target: int,
     found: _Found,
 ) -> None:
-    target = bucket_of(record_id, buckets)
     new_key = db.keys.in_bucket(target).record(collection, record_id)
     segment = encode_segment(record_id)
     old_base, new_base = (db.keys.absolute(_tag(db, collection, b)) for b in (bucket, target))

@@ -28,6 +28,56 @@ class Ticket(Model):
     created_at: dt.datetime = fm.now()
 
 
+class TenantItem(Model):
+    """``Item`` with a tenant, spread over eight buckets by its tenant: a query that fixes
+    the tenant reads one bucket."""
+
+    class Meta:
+        collection = "it_tenant_item"
+        order_by = "seq"
+        indexes = (("color", "flag"),)
+        buckets = 8
+        partition_by = "tenant"
+
+    id: str = fm.new_id()
+    tenant: Annotated[str, Indexed()]
+    color: Annotated[str, Indexed()]
+    flag: Annotated[bool, Indexed()]
+    size: Annotated[int, Indexed(range=True)]
+    weight: Annotated[float | None, Indexed(range=True)] = None
+    seq: int = 0
+
+
+class FlatTenantItem(Model):
+    """``TenantItem`` in one bucket: the walk a partitioned listing must equal."""
+
+    class Meta:
+        collection = "it_flat_tenant_item"
+        order_by = "seq"
+        indexes = (("color", "flag"),)
+
+    id: str = fm.new_id()
+    tenant: Annotated[str, Indexed()]
+    color: Annotated[str, Indexed()]
+    flag: Annotated[bool, Indexed()]
+    size: Annotated[int, Indexed(range=True)]
+    weight: Annotated[float | None, Indexed(range=True)] = None
+    seq: int = 0
+
+
+class Account(Model):
+    """One account per tenant: a ``Unique()`` partition field, kept per bucket."""
+
+    class Meta:
+        collection = "it_account"
+        buckets = 4
+        partition_by = "tenant"
+
+    id: str = fm.new_id()
+    tenant: Annotated[str, Unique()]
+    plan: str = "free"
+
+
 class Mood(enum.Enum):
     CALM = "calm"
     LOUD = "loud"

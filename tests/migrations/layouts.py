@@ -17,10 +17,11 @@ from flue_models.startup import Connecting
 
 
 @contextmanager
-def declaring(model: type[Model], buckets: int) -> Iterator[None]:
-    """``model`` as if its Meta said ``buckets = N`` until the block ends."""
+def declaring(model: type[Model], buckets: int, partition_by: str = "id") -> Iterator[None]:
+    """``model`` as if its Meta said ``buckets = N`` (and ``partition_by``) until the
+    block ends."""
     spec = model.__flue_spec__
-    model.__flue_spec__ = dataclasses.replace(spec, buckets=buckets)
+    model.__flue_spec__ = dataclasses.replace(spec, buckets=buckets, partition_by=partition_by)
     try:
         yield
     finally:

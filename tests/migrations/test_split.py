@@ -15,7 +15,7 @@ import flue_models as fm
 from flue_models import Indexed, KeySpace, Model
 from flue_models.errors import SchemaError
 from flue_models.keys import bucket_of
-from flue_models.model.buckets import stored_buckets
+from flue_models.model.buckets import partition_field, stored_buckets
 from flue_models.schema import split as split_module
 from flue_models.schema.split import split_collection
 from tests.command_line import run_cli
@@ -126,6 +126,50 @@ async def test_a_collection_moves_into_eight_buckets_and_back(db: fm.Database) -
                for key in await all_keys(db))  # fmt: skip
 
 
+async def test_a_split_places_records_by_the_partition_field(db: fm.Database) -> None:
+    parcels = await fill_parcels(db)
+    before = await listings(db)
+    report = await split_collection(db, "it_parcel", 4, partition_by="city")
+    cities = {bucket_of(city, 4) for city in ("oslo", "rome", "lima")}
+    assert (report.records, report.moved) == (120, sum(bucket_of(p.city, 4) != 0 for p in parcels))
+    assert await db.client.hget(db.keys.meta, partition_field("it_parcel")) == b"city"
+    with declaring(Parcel, 4, "city"):
+        db.checked_buckets.clear()
+        verified = await fm.verify_collection(Parcel)
+        assert verified.ok, verified.drift
+        assert await listings(db) == before
+        for parcel in parcels:
+            keys = db.keys.in_bucket(bucket_of(parcel.city, 4))
+            assert await db.client.exists(keys.record("it_parcel", parcel.id)) == 1
+        for parcel in parcels[::10]:
+            keys = db.keys.in_bucket(bucket_of(parcel.city, 4))
+            scans = keys.owned("it_parcel", "scans", parcel.id)
+            assert await db.client.lrange(scans, 0, -1) == [f"scan of {parcel.id}".encode()]
+        held = [await db.client.zcard(db.keys.in_bucket(b).all("it_parcel")) for b in range(4)]
+        assert {b for b in range(4) if held[b]} == cities
+        assert (await split_collection(db, "it_parcel", 4)).moved == 0  # the stored field
+    with declaring(Parcel, 4):
+        db.checked_buckets.clear()
+        with pytest.raises(fm.PartitionKeyError):
+            await Parcel.find().count()
+
+    back = await split_collection(db, "it_parcel", 1)  # the model's own field: id
+    assert back.moved == report.moved
+    assert await db.client.hget(db.keys.meta, partition_field("it_parcel")) is None
+    db.checked_buckets.clear()
+    assert (await fm.verify_collection(Parcel)).ok
+    assert await listings(db) == before
+
+
+async def test_a_row_without_its_partition_field_refuses_the_split(db: fm.Database) -> None:
+    parcels = await fill_parcels(db, 30)
+    await db.client.hdel(Parcel.__flue_spec__.record_key(db.keys, parcels[5].id), "city")
+    before = await all_keys(db)
+    with pytest.raises(SchemaError, match="no 'city' field to place it by"):
+        await split_collection(db, "it_parcel", 4, partition_by="city")
+    assert await all_keys(db) == before
+
+
 async def test_a_model_declaring_the_new_count_is_refused_until_the_split(
     db: fm.Database,
 ) -> None:
@@ -205,6 +249,11 @@ def test_the_command_line_splits_and_says_so_in_one_line(redis_url: str, key_pre
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1
     assert refused.stderr.startswith("error: ")
+    placed = run_cli(
+        "cluster", "split", "it_parcel", "--buckets", "8", "--partition-by", "city", *common
+    )
+    assert placed.returncode == 0, placed.stderr
+    assert placed.stdout.strip() == "it_parcel: 0 of 0 record(s) moved; 8 bucket(s) now"
     usage = run_cli("cluster", "split", "it_parcel", "--buckets", "five", *common)
     assert usage.returncode == 2
 

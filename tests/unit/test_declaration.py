@@ -110,6 +110,42 @@ def test_id_must_be_a_string() -> None:
         declare(id=int)
 
 
+@pytest.mark.parametrize(
+    ("partition_by", "annotation"),
+    [("nope", str), ("tenant", int), ("tenant", str | None), (["tenant"], str)],
+)
+def test_partition_by_must_name_a_required_str_field(partition_by: Any, annotation: Any) -> None:
+    meta = type("Meta", (), {"collection": "unit_bad_partition", "partition_by": partition_by})
+    annotations = {"id": str, "tenant": annotation}
+    with pytest.raises(fm.ConfigurationError, match="partition_by must name a required `str`"):
+        make("X", meta, annotations)
+
+
+def test_partition_by_places_records_and_takes_unique_claims_of_its_own_field() -> None:
+    meta = type("Meta", (), {"collection": "unit_tenant", "buckets": 4, "partition_by": "tenant"})
+    model = make("X", meta, {"id": str, "tenant": Annotated[str, Unique()]})
+    spec = model.__flue_spec__
+    assert (spec.partition_by, spec.directed, spec.unique_fields) == ("tenant", True, {"tenant"})
+    keys = KeySpace("p")
+    record = model(id="r-1", tenant="acme")
+    assert spec.keys_for(keys, record).bucket == spec.keys_of(keys, "acme").bucket
+    assert len(spec.candidate_keys(keys, "r-1")) == 4
+    with pytest.raises(fm.ConfigurationError, match="name the record's tenant"):
+        spec.record_key(keys, "r-1")
+    assert spec.record_key(keys, "r-1", "acme") == spec.keys_for(keys, record).record(
+        "unit_tenant", "r-1"
+    )
+    other = type(
+        "Meta", (), {"collection": "unit_tenant_2", "buckets": 4, "partition_by": "tenant"}
+    )
+    with pytest.raises(fm.ConfigurationError, match=r"Unique\(\) field\(s\) \['email'\]"):
+        make("Y", other, {"id": str, "tenant": str, "email": Annotated[str, Unique()]})
+    one = type("Meta", (), {"collection": "unit_tenant_3", "partition_by": "tenant"})
+    single = make("Z", one, {"id": str, "tenant": str}).__flue_spec__
+    assert not single.directed  # one bucket: an id names the bucket (there is one)
+    assert single.candidate_keys(keys, "r-1") == [single.record_key(keys, "r-1")]
+
+
 def test_compound_index_must_name_fields() -> None:
     meta = type("Meta", (), {"collection": "unit_bad_compound", "indexes": [("a", "nope")]})
     with pytest.raises(fm.ConfigurationError, match=r"Meta\.indexes"):

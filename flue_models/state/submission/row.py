@@ -255,7 +255,9 @@ class SubmissionRow(Model):
         return row, now
 
     @classmethod
-    async def get(cls, record_id: str, *, db: Database | None = None) -> Self | None:
+    async def get(
+        cls, record_id: str, *, partition: str | None = None, db: Database | None = None
+    ) -> Self | None:
         """Return one submission in one round trip (``None`` if absent or malformed).
 
         A row that cannot be decoded is settled as failed ("malformed") and taken out of
@@ -266,6 +268,8 @@ class SubmissionRow(Model):
             row = await Submission.get("sub-1")
             ```
         """
+        if partition is not None:  # refused: submissions are placed by id
+            return await super().get(record_id, partition=partition, db=db)
         return (await cls._read(pick_database(db), record_id))[0]
 
     @classmethod
