@@ -36,6 +36,22 @@ def reply_pairs(reply: Any) -> dict[str, str]:
     return {}
 
 
+def reply_scored(reply: Any) -> list[tuple[str, float]]:
+    """Return a sorted-set reply WITHSCORES (RESP3 pairs or a RESP2 flat list) as
+    ``[(member, score)]``.
+
+    Example:
+        >>> reply_scored([b"a", b"1", b"b", b"2.5"]), reply_scored([[b"a", 1.0]])
+        ([('a', 1.0), ('b', 2.5)], [('a', 1.0)])
+    """
+    items = list(reply)
+    if items and isinstance(items[0], list | tuple):
+        return [(reply_text(member), float(reply_text(score))) for member, score in items]
+    return [
+        (reply_text(m), float(reply_text(s))) for m, s in zip(items[::2], items[1::2], strict=True)
+    ]
+
+
 def reply_hash(reply: Any) -> dict[bytes, bytes]:
     """Return an HGETALL reply (a dict from redis-py, a flat list in a raw pipeline) as bytes.
 

@@ -361,6 +361,7 @@ async def run_writes(
     writes: list[Write],
     *,
     then: Sequence[tuple[str, Sequence[Any], Sequence[Any]]] = (),
+    ids_checked: bool = False,
 ) -> list[Any]:
     """Send ``writes`` (one bucket of one collection) as one ``save`` call; raise what it
     refused.
@@ -370,6 +371,10 @@ async def run_writes(
     ``then``: scripts ``(name, keys, args)`` of the same slot run right after the save in
     one ``MULTI`` (see :meth:`Database.run_scripts`), whether or not the save was
     refused: each checks the state it acts on. Their replies are returned.
+
+    ``ids_checked``: the caller read each new record's id in every bucket just before
+    (a collection placed by ``Meta.partition_by``), so :func:`refuse_taken_ids` is not
+    asked again.
 
     Raises:
         ConflictError: a record changed since its copy was read (``AlreadyExistsError``
@@ -388,7 +393,7 @@ async def run_writes(
     spec = writes[0].record.__flue_spec__
     collection = spec.collection
     await check_buckets(db, spec)
-    if spec.directed:
+    if spec.directed and not ids_checked:
         await refuse_taken_ids(db, [w.record for w in writes if w.mode == "s" and not w.expected])
     keys, args = script_arguments(one_bucket(db.keys, writes).version_counter(collection), writes)
     operation = "delete" if all(w.mode == "d" for w in writes) else "save"

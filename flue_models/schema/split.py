@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from redis.asyncio.cluster import RedisCluster
@@ -37,6 +37,7 @@ from flue_models.errors import (
 )
 from flue_models.keys import (
     MAX_BUCKETS,
+    KeySpace,
     bucket_of,
     check_collection,
     decode_segment,
@@ -80,6 +81,7 @@ class _Found:
     owned: dict[tuple[int, str], list[str]] = field(default_factory=dict)  # (bucket, seg)
     counters: dict[int, str] = field(default_factory=dict)
     uniques: list[str] = field(default_factory=list)
+    kept: list[tuple[int, str]] = field(default_factory=list)  # (bucket, key), left as they are
 
 
 async def split_collection(
@@ -142,11 +144,17 @@ async def move_collection(
     buckets: int,
     *,
     partition_by: str | None = None,
+    keep: Collection[str] = (),
     progress: Callable[[str], None] | None = None,
 ) -> SplitReport:
     """The move of :func:`split_collection`, for a caller holding the migration lock (it
-    and the migration that spreads the runs): checks, moves, records the count. Other
-    flue-models clients of the prefix are refused when there is a record to move.
+    and the migrations that spread the runs and the submissions): checks, moves, records
+    the count. Other flue-models clients of the prefix are refused when there is a
+    record to move.
+
+    ``keep``: names of keys of a bucket that are no record's (``{c:<b>}/<name>`` and
+    ``{c:<b>}/<name>:<segment>``), which the caller moves itself; they are left as they
+    are instead of refused.
 
     Raises:
         WritersActiveError: another flue-models client is connected and records move.
@@ -162,7 +170,7 @@ async def move_collection(
     say = progress or (lambda _text: None)
     report = SplitReport(collection, buckets)
     placed_by = await _placement(db, collection, partition_by)
-    found = await _scan(db, collection)
+    found = await _scan(db, collection, keep)
     report.records = len(found.records)
     uniques = [key for key in found.uniques if key.rsplit(":", 1)[1] != placed_by]
     if buckets > 1 and await _holds_claims(db, uniques):
@@ -219,8 +227,24 @@ async def collection_records(db: Database, collection: str) -> list[tuple[str, i
     return (await _scan(db, collection)).records
 
 
-async def _scan(db: Database, collection: str) -> _Found:
-    """Every key of the collection in every bucket, by kind; refuse one of no known kind."""
+async def kept_keys(db: Database, collection: str, keep: Collection[str]) -> list[tuple[int, str]]:
+    """The keys of ``collection``'s buckets named in ``keep`` (see :func:`move_collection`),
+    as (bucket, key), sorted.
+
+    Raises:
+        SchemaError: a key of the collection is of no kind of the layout.
+
+    Example:
+        ```python
+        await kept_keys(db, collection, {"receipt", "deletions"})
+        ```
+    """
+    return sorted((await _scan(db, collection, keep)).kept)
+
+
+async def _scan(db: Database, collection: str, keep: Collection[str] = ()) -> _Found:
+    """Every key of the collection in every bucket, by kind; refuse one of no known kind
+    (a key named in ``keep`` is listed as kept)."""
     found = _Found()
     async for raw in db.client.scan_iter(match=db.keys.buckets_pattern(collection), count=1000):
         key = reply_text(raw)
@@ -239,6 +263,8 @@ async def _scan(db: Database, collection: str) -> _Found:
             found.uniques.append(key)
         elif kind == "index":
             pass  # entries move with the records that own them
+        elif _kept_name(keys, collection, key) in keep:
+            found.kept.append((bucket, key))
         elif (owned := keys.owned_parts(collection, key)) is not None:
             found.owned.setdefault((bucket, owned[1]), []).append(key)
         else:
@@ -282,6 +308,14 @@ async def _partitions(
                 )
             places[key] = reply_text(value)
     return places
+
+
+def _kept_name(keys: KeySpace, collection: str, key: str) -> str | None:
+    """The name of a bucket key ``{c:<b>}/<name>`` or ``{c:<b>}/<name>:<segment>``."""
+    head = keys.collection_key(collection, "")
+    if not key.startswith(head):
+        return None
+    return key[len(head) :].partition(":")[0]
 
 
 async def _holds_claims(db: Database, uniques: list[str]) -> bool:

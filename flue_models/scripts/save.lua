@@ -21,8 +21,10 @@
 --   n_hset, field, value, ...,   n_hdel, field, ...,
 --   n_zrem,   n_zadd, score, ...,   n_claim, value, ...,   n_release, value, ...,
 --   n_list, then per owned key: kind ("l" | "h"), n_elements, element, ...,   n_absent,
---   counter field ("" for none; else the next KEY is a counter whose next value becomes
---   that field, the scores given as "#seq", and the "#seq" scores in _owned's JSON)
+--   counter field ("" for none; else the next KEY is a clock counter whose next value
+--   becomes that field, the scores given as "#seq", and the "#seq" scores in _owned's
+--   JSON: the larger of its value + 1 and the server time in microseconds, so it
+--   increases per counter and follows the clock across counters)
 -- Returns {"ok", new_version, counter_value, ...} (0s for a delete, counter_value 0 with
 --   no counter), or, writing nothing,
 --   {"conflict", record_number, stored_version} or
@@ -135,8 +137,17 @@ end
 local versions = {'ok'}
 -- A counter field takes its value here, after every check passed (a refused write
 -- consumes no number): '#seq' in the hash values, the scores and _owned becomes it.
--- (As Python writes a float score: "7.0", so _owned stays byte-equal to its encoding.)
+-- (As Python writes a float score: "7.0", so _owned stays byte-equal to its encoding.
+-- Numbers are written with %d: Lua's own conversion keeps 14 digits, a clock has 16.)
 local function with_seq(text, seq) return (string.gsub(text, '"#seq"', seq .. '.0')) end
+local function next_tick(counter)
+  local now = redis.call('TIME')
+  local clock = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local value = math.max(tonumber(redis.call('GET', counter) or '0') + 1, clock)
+  local text = string.format('%d', value)
+  redis.call('SET', counter, text)
+  return value, text
+end
 for _, rec in ipairs(records) do
   for _, rel in ipairs(rec.releases) do
     if redis.call('HGET', rel[1], rel[2]) == rec.id then redis.call('HDEL', rel[1], rel[2]) end
@@ -158,19 +169,19 @@ for _, rec in ipairs(records) do
     table.insert(versions, 0)
   else
     local version = redis.call('INCR', KEYS[1])
-    local seq = 0
+    local seq, seq_text = 0, '0'
     if rec.counter then
-      seq = redis.call('INCR', rec.counter)
+      seq, seq_text = next_tick(rec.counter)
       for i = 1, #rec.hset, 2 do
-        if rec.hset[i] == rec.counter_field then rec.hset[i + 1] = tostring(seq)
-        elseif rec.hset[i] == '_owned' then rec.hset[i + 1] = with_seq(rec.hset[i + 1], seq) end
+        if rec.hset[i] == rec.counter_field then rec.hset[i + 1] = seq_text
+        elseif rec.hset[i] == '_owned' then rec.hset[i + 1] = with_seq(rec.hset[i + 1], seq_text) end
       end
     end
     if #rec.hdel > 0 then redis.call('HDEL', rec.key, unpack(rec.hdel)) end
     if #rec.hset > 0 then redis.call('HSET', rec.key, unpack(rec.hset)) end
     redis.call('HSET', rec.key, 'version', version)
     for _, entry in ipairs(rec.zadd) do
-      redis.call('ZADD', entry[1], entry[2] == '#seq' and seq or entry[2], rec.id)
+      redis.call('ZADD', entry[1], entry[2] == '#seq' and seq_text or entry[2], rec.id)
     end
     for _, claim in ipairs(rec.claims) do redis.call('HSET', claim[1], claim[2], rec.id) end
     table.insert(versions, version)

@@ -31,7 +31,7 @@ from flue_models.connection import Database, pick_database
 from flue_models.errors import ConfigurationError
 from flue_models.model.query import Query
 from flue_models.model.writes import retry_on_conflict
-from flue_models.replies import reply_text
+from flue_models.replies import reply_scored
 from flue_models.state.events import EventStream
 from flue_models.state.run import WorkflowRun
 from flue_models.state.submission import Submission
@@ -243,16 +243,18 @@ async def prune_all(
 # What each kind walks ----------------------------------------------------------------
 
 
-def _time_set(db: Database, kind: str) -> str:
-    """The sorted set a kind (other than ``ended_runs``, spread over the run buckets) is
-    walked through, scored in epoch milliseconds."""
+def _time_sets(db: Database, kind: str) -> list[str]:
+    """The sorted sets a kind (other than ``ended_runs``, walked by a query) is walked
+    through, scored in epoch milliseconds: one per bucket for settled submissions and
+    receipts, else one."""
     if kind == "settled_submissions":
-        return Submission.__flue_spec__.range_key(db.keys, "settled_at")
+        spec = Submission.__flue_spec__
+        return [spec.range_key(bucket, "settled_at") for bucket in spec.bucket_keys(db.keys)]
     if kind == "receipts":
-        return Submission._collection_key(db.keys, "receipt_times")
+        return Submission._every_bucket_key(db.keys, "receipt_times")
     if kind == "attempt_markers":
-        return Submission._markers_key(db)
-    return db.keys.closed_streams()
+        return [Submission._markers_key(db)]
+    return [db.keys.closed_streams()]
 
 
 def _ended_runs(db: Database, cutoff: dt.datetime) -> Query[WorkflowRun]:
@@ -265,16 +267,22 @@ def _ended_runs(db: Database, cutoff: dt.datetime) -> Query[WorkflowRun]:
 async def _due(db: Database, kind: str, cutoff: dt.datetime) -> int:
     if kind == "ended_runs":
         return await _ended_runs(db, cutoff).count()
-    return int(await db.client.zcount(_time_set(db, kind), "-inf", f"({_ms(cutoff)}"))
+    sets = _time_sets(db, kind)
+    counts = await db.run_batch([("ZCOUNT", key, "-inf", f"({_ms(cutoff)}") for key in sets])
+    return sum(int(count) for count in counts)
 
 
 async def _candidates(db: Database, kind: str, cutoff: dt.datetime, limit: int) -> list[str]:
+    """Up to ``limit`` members due, oldest first (merged over the kind's sets)."""
     if kind == "ended_runs":
         return (await _ended_runs(db, cutoff).id_page(limit)).ids
-    found = await db.client.zrangebyscore(
-        _time_set(db, kind), "-inf", f"({_ms(cutoff)}", start=0, num=limit
+    bound = f"({_ms(cutoff)}"
+    sets = _time_sets(db, kind)
+    found = await db.run_batch(
+        [("ZRANGEBYSCORE", key, "-inf", bound, "WITHSCORES", "LIMIT", 0, limit) for key in sets]
     )
-    return [reply_text(member) for member in found]
+    scored = sorted((score, member) for reply in found for member, score in reply_scored(reply))
+    return [member for _score, member in scored[:limit]]
 
 
 async def _prune_runs(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
@@ -300,7 +308,7 @@ async def _prune_submissions(db: Database, cutoff: dt.datetime, limit: int) -> t
     ids = await _candidates(db, "settled_submissions", cutoff, limit)
     removed = [
         await Submission._remove_settled_row(
-            db, i, settled_before=cutoff, orphan_of=[_time_set(db, "settled_submissions")]
+            db, i, settled_before=cutoff, orphan_of=_time_sets(db, "settled_submissions")
         )
         for i in ids
     ]
@@ -309,16 +317,19 @@ async def _prune_submissions(db: Database, cutoff: dt.datetime, limit: int) -> t
 
 async def _prune_receipts(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
     ids = await _candidates(db, "receipts", cutoff, limit)
-    if not ids:
-        return 0, False
-    _deleted, removed = await db.run_batch(
-        [
-            ("DEL", *(Submission._receipt_key(db.keys, i) for i in ids)),
-            ("ZREM", _time_set(db, "receipts"), *ids),
-        ],
-        atomic=True,
-    )
-    return int(removed), len(ids) == limit
+    by_bucket: dict[str, list[str]] = {}
+    receipts: dict[str, str] = {}
+    for i in ids:  # a receipt and its time are in the bucket of its id
+        receipts[i], times = Submission._receipt_keys(db.keys, i)
+        by_bucket.setdefault(times, []).append(i)
+    removed = 0
+    for times, members in by_bucket.items():
+        _deleted, gone = await db.run_batch(
+            [("DEL", *(receipts[i] for i in members)), ("ZREM", times, *members)],
+            atomic=True,
+        )
+        removed += int(gone)
+    return removed, len(ids) == limit
 
 
 async def _prune_streams(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
@@ -338,7 +349,8 @@ async def _prune_markers(db: Database, cutoff: dt.datetime, limit: int) -> tuple
     members = await _candidates(db, "attempt_markers", cutoff, limit)
     if not members:
         return 0, False
-    removed = await db.client.zrem(_time_set(db, "attempt_markers"), *members)
+    (markers,) = _time_sets(db, "attempt_markers")
+    removed = await db.client.zrem(markers, *members)
     return int(removed), len(members) == limit
 
 

@@ -28,9 +28,24 @@ class Ticket(Model):
     created_at: dt.datetime = fm.now()
 
 
-class TenantItem(Model):
-    """``Item`` with a tenant, spread over eight buckets by its tenant: a query that fixes
-    the tenant reads one bucket."""
+class TenantFields(Model):
+    """The fields of ``Item`` and a tenant, for the two models below."""
+
+    class Meta:
+        abstract = True
+
+    id: str = fm.new_id()
+    tenant: Annotated[str, Indexed()]
+    color: Annotated[str, Indexed()]
+    flag: Annotated[bool, Indexed()]
+    size: Annotated[int, Indexed(range=True)]
+    weight: Annotated[float | None, Indexed(range=True)] = None
+    seq: int = 0
+
+
+class TenantItem(TenantFields):
+    """Spread over eight buckets by its tenant: a query that fixes the tenant reads one
+    bucket."""
 
     class Meta:
         collection = "it_tenant_item"
@@ -39,30 +54,14 @@ class TenantItem(Model):
         buckets = 8
         partition_by = "tenant"
 
-    id: str = fm.new_id()
-    tenant: Annotated[str, Indexed()]
-    color: Annotated[str, Indexed()]
-    flag: Annotated[bool, Indexed()]
-    size: Annotated[int, Indexed(range=True)]
-    weight: Annotated[float | None, Indexed(range=True)] = None
-    seq: int = 0
 
-
-class FlatTenantItem(Model):
+class FlatTenantItem(TenantFields):
     """``TenantItem`` in one bucket: the walk a partitioned listing must equal."""
 
     class Meta:
         collection = "it_flat_tenant_item"
         order_by = "seq"
         indexes = (("color", "flag"),)
-
-    id: str = fm.new_id()
-    tenant: Annotated[str, Indexed()]
-    color: Annotated[str, Indexed()]
-    flag: Annotated[bool, Indexed()]
-    size: Annotated[int, Indexed(range=True)]
-    weight: Annotated[float | None, Indexed(range=True)] = None
-    seq: int = 0
 
 
 class Account(Model):

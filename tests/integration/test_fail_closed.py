@@ -175,7 +175,7 @@ async def test_a_journal_of_the_wrong_type(db: fm.Database) -> None:
     await Submission.admit_direct("p-1", session_id="s-1", input={})
     attempt = await Submission.claim("p-1", "worker")
     assert attempt is not None
-    journal = Submission.journal_key(db.keys, "p-1")
+    journal = Submission.journal_key(db.keys, "p-1", "s-1")
     await db.client.set(journal, "not a hash")
     await refused_without_a_trace(
         db, lambda: Submission.journal_begin(attempt), fm.WrongKeyTypeError, journal

@@ -442,7 +442,7 @@ async def test_connect_without_migrating_still_checks_the_record(bare: fm.Databa
     await migrate(bare)
     async with fm.connect(url, key_prefix=prefix, migrate=False) as db:  # stamped: fine
         assert await db.client.hget(db.keys.meta, "schema_version") == str(LATEST).encode()
-    await bare.client.hset(bare.keys.meta, "schema_version", "9")
+    await bare.client.hset(bare.keys.meta, "schema_version", str(LATEST + 1))
     with pytest.raises(SchemaTooNewError):
         await fm.connect(url, key_prefix=prefix, migrate=False)
 
@@ -470,41 +470,45 @@ async def test_the_unversioned_check_is_decided_under_the_lock(
     assert raced
 
 
+@pytest.mark.standalone  # the layout version 1 wrote has no hash tags: no cluster holds it
 async def test_0002_moves_receipts_and_journals_lists_closed_streams_and_indexes_times(
     bare: fm.Database,
 ) -> None:
     db = bare
     await migrate(db, to=1)
-    # The layout version 1 wrote: a running submission with a journal per attempt, a
-    # receipt in the one hash, a closed stream nobody listed, no range entries for the
-    # retention times.
-    await fm.Submission.admit_direct("p-1", session_id="s-1", input={}, db=db)
-    attempt = await fm.Submission.claim("p-1", "w", db=db)
-    assert attempt is not None
-    journal = fm.Submission.journal_key(db.keys, "p-1")
-    a = attempt.attempt_id
-    await db.client.delete(journal)
-    await db.client.hset(
-        journal,
-        mapping={
-            "attempt": a,
-            f"phase:{a}": "provider_started",
-            f"detail:{a}": '{"r":1}',
-            "consumed:st-1": a,
-        },
-    )
-    receipt = {"id": "d-9", "session_id": "s-9", "outcome": "completed", "sequence": 9}
-    receipt["digest"] = '{"input":{"n":1},"kind":"dispatch","session_id":"s-9"}'
-    receipt["accepted_at"] = "2026-01-01T00:00:00.000000+00:00"
-    await db.client.hset(
-        db.keys.collection_key("submission", "receipts"), "d-9", json.dumps(receipt)
-    )
-    stream = fm.EventStream("agents/a", db=db)
-    await stream.create()
-    await stream.close()
-    await db.client.delete(db.keys.closed_streams())
-    await fm.Submission.admit_direct("p-2", session_id="s-2", input={}, db=db)
-    assert await fm.Submission.settle_queued("p-2", "aborted", db=db)
+    # The layout version 1 wrote (before hash tags: one bucket per collection): a running
+    # submission with a journal per attempt, a receipt in the one hash, a closed stream
+    # nobody listed, no range entries for the retention times.
+    await db.client.rename(db.keys.meta, db.keys.untagged().meta)
+    db.keys, db.scripts.check_slots = db.keys.untagged(), False
+    with declaring(fm.Submission, 1):  # the one bucket of submissions before 0009
+        await fm.Submission.admit_direct("p-1", session_id="s-1", input={}, db=db)
+        attempt = await fm.Submission.claim("p-1", "w", db=db)
+        assert attempt is not None
+        journal = fm.Submission.journal_key(db.keys, "p-1", "s-1")
+        a = attempt.attempt_id
+        await db.client.delete(journal)
+        await db.client.hset(
+            journal,
+            mapping={
+                "attempt": a,
+                f"phase:{a}": "provider_started",
+                f"detail:{a}": '{"r":1}',
+                "consumed:st-1": a,
+            },
+        )
+        receipt = {"id": "d-9", "session_id": "s-9", "outcome": "completed", "sequence": 9}
+        receipt["digest"] = '{"input":{"n":1},"kind":"dispatch","session_id":"s-9"}'
+        receipt["accepted_at"] = "2026-01-01T00:00:00.000000+00:00"
+        await db.client.hset(
+            db.keys.collection_key("submission", "receipts"), "d-9", json.dumps(receipt)
+        )
+        stream = fm.EventStream("agents/a", db=db)
+        await stream.create()
+        await stream.close()
+        await db.client.delete(db.keys.closed_streams())
+        await fm.Submission.admit_direct("p-2", session_id="s-2", input={}, db=db)
+        assert await fm.Submission.settle_queued("p-2", "aborted", db=db)
     run = await fm.WorkflowRun.start("wf", run_id="r-1", db=db)
     await run.finish()
     spec_s, spec_r = fm.Submission.__flue_spec__, fm.WorkflowRun.__flue_spec__

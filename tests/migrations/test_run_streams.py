@@ -15,6 +15,7 @@ from flue_models.schema import migrate
 from flue_models.slots import slot_of
 from flue_models.state.events import chunks_key, stream_keys
 from flue_models.state.integrity import verify_state
+from tests.conftest import BUILTIN_MIGRATIONS
 from tests.migrations.layouts import refused_for_another_client, remove_prefix, unmigrated
 
 RUN_STREAMS_FILE = "flue/0008_run_streams"
@@ -47,7 +48,9 @@ async def version_7(redis_url: str, key_prefix: str) -> AsyncIterator[list[str]]
             ids.append(run.id)
         await EventStream("agents/a-1").create()
         applied = await migrate(db, to=7)
-        assert [(s.file.label, s.direction) for s in applied] == [(RUN_STREAMS_FILE, "down")]
+        undone = [(label, "down") for label in reversed(BUILTIN_MIGRATIONS[7:])]
+        assert [(s.file.label, s.direction) for s in applied] == undone
+        assert undone[-1] == (RUN_STREAMS_FILE, "down")
     yield ids
     await remove_prefix(redis_url, key_prefix)
 
@@ -60,7 +63,7 @@ async def test_0008_moves_each_run_stream_into_its_runs_slot_and_nothing_is_lost
         own = [db.keys.stream(WorkflowRun.stream_path(i)).events for i in version_7]
         assert all(key in before for key in own)  # version 7: a slot of its own
         applied = await migrate(db)
-        assert [s.file.label for s in applied] == [RUN_STREAMS_FILE]
+        assert [s.file.label for s in applied] == BUILTIN_MIGRATIONS[7:]
         after = await all_keys(db)
         assert len(after) == len(before)  # counted: one key for each key
         for run_id in version_7:

@@ -19,6 +19,12 @@ from tests.waiting import poll_until
 pytestmark = pytest.mark.usefixtures("db")
 
 
+def index_key(db: fm.Database, field: str, value: str, session_id: str = "s-1") -> str:
+    """The equality index of ``field == value`` in the bucket of the session's rows."""
+    spec = Submission.__flue_spec__
+    return spec.equality_key(Submission._bucket(db.keys, session_id), field, value)
+
+
 async def running(submission_id: str = "p-1", session_id: str = "s-1") -> Attempt:
     """Admit a direct prompt and claim it."""
     await Submission.admit_direct(submission_id, session_id=session_id, input={})
@@ -98,14 +104,14 @@ async def test_replace_attempt_keeps_the_input_applied_stamp(db: fm.Database) ->
 async def test_listings_trust_the_row_over_a_stale_queued_entry(db: fm.Database) -> None:
     attempt = await running()
     # A stale entry: the running row is also in the queued index (a crash, a hand edit).
-    await db.client.zadd(Submission._index_key(db.keys, "status", "queued"), {"p-1": 1})
+    await db.client.zadd(index_key(db, "status", "queued"), {"p-1": 1})
     assert await Submission.list_runnable() == []
     assert [r.id for r in await Submission.list_running()] == [attempt.submission_id]
 
 
 async def test_a_mutation_repairs_the_status_indexes_of_its_row(db: fm.Database) -> None:
     await Submission.admit_direct("p-1", session_id="s-1", input={})
-    settled = Submission._index_key(db.keys, "status", "settled")
+    settled = index_key(db, "status", "settled")
     await db.client.zadd(settled, {"p-1": 1})  # stale
     attempt = await Submission.claim("p-1", "w")
     assert attempt is not None
@@ -118,7 +124,7 @@ async def test_a_stale_open_entry_does_not_hide_the_real_head(db: fm.Database) -
     await Submission.admit_direct("p-2", session_id="s-1", input={})
     assert await Submission.settle_queued("p-1", "aborted")
     # p-1 is settled, yet an old entry says it is still the session's head.
-    await db.client.zadd(Submission._index_key(db.keys, "open_session", "s-1"), {"p-1": 1})
+    await db.client.zadd(index_key(db, "open_session", "s-1"), {"p-1": 1})
     assert [r.id for r in await Submission.list_runnable()] == ["p-2"]
     assert await Submission.claim("p-2", "w") is not None
 
@@ -129,7 +135,7 @@ async def test_has_unsettled_reads_the_rows(db: fm.Database) -> None:
     assert await Submission.has_unsettled("s-1") is True
     assert await Submission.finish(attempt)
     assert await Submission.has_unsettled("s-1") is False
-    await db.client.zadd(Submission._index_key(db.keys, "open_session", "s-1"), {"p-1": 1})
+    await db.client.zadd(index_key(db, "open_session", "s-1"), {"p-1": 1})
     assert await Submission.has_unsettled("s-1") is False  # a stale entry is not a row
 
 
@@ -346,7 +352,7 @@ async def test_a_corrupted_marker_is_a_decode_error(db: fm.Database) -> None:
 
 
 async def test_a_corrupted_receipt_is_a_decode_error(db: fm.Database) -> None:
-    await db.client.set(Submission._receipt_key(db.keys, "d-1"), "not json")
+    await db.client.set(Submission._receipt_keys(db.keys, "d-1")[0], "not json")
     with pytest.raises(fm.DecodeError, match="not a receipt"):
         await Submission.admit_dispatch("d-1", session_id="s-1", input={})
     assert await Submission.get("d-1") is None  # nothing admitted
@@ -397,7 +403,7 @@ async def test_a_failing_snapshot_callback_removes_the_marker_and_re_raises(
 async def test_deletion_is_not_blocked_by_a_stale_open_entry(db: fm.Database) -> None:
     await Submission.admit_direct("p-1", session_id="s-1", input={})
     assert await Submission.settle_queued("p-1", "aborted")
-    await db.client.zadd(Submission._index_key(db.keys, "open_session", "s-1"), {"p-1": 1})
+    await db.client.zadd(index_key(db, "open_session", "s-1"), {"p-1": 1})
     assert await Submission.delete_session("s-1") == 1
 
 

@@ -77,7 +77,7 @@ async def test_settled_submissions_go_with_their_journals_and_dispatches_leave_a
     assert report.counts == {"settled_submissions": 2}
     for gone in ("d-old", "p-old"):
         assert await Submission.get(gone) is None
-        assert not await db.client.exists(Submission.journal_key(db.keys, gone))
+        assert not await db.client.exists(Submission.journal_key(db.keys, gone, "s-1"))
     assert await Submission.get("p-new") is not None
     assert await Submission.get("p-queued") is not None
     replay = await Submission.admit_dispatch("d-old", session_id="s-1", input={"n": 1})
@@ -89,11 +89,10 @@ async def test_receipts_are_pruned_by_age(db: fm.Database) -> None:
     for i in range(3):
         await settled(f"d-{i}", "dispatch", LONG_AGO, db)
     await prune(Retention(settled_submissions=DAY))
-    times = Submission._collection_key(db.keys, "receipt_times")
-    await age_member(db, times, "d-0", LONG_AGO)
-    await age_member(db, times, "d-1", LONG_AGO)
+    for aged in ("d-0", "d-1"):  # each in the receipt times of its id's bucket
+        await age_member(db, Submission._receipt_keys(db.keys, aged)[1], aged, LONG_AGO)
     assert (await prune(Retention(receipts=DAY))).counts == {"receipts": 2}
-    assert not await db.client.exists(Submission._receipt_key(db.keys, "d-0"))
+    assert not await db.client.exists(Submission._receipt_keys(db.keys, "d-0")[0])
     kept = await Submission.admit_dispatch("d-2", session_id="s-1", input={"n": 1})
     assert kept.receipt is not None
     fresh = await Submission.admit_dispatch("d-0", session_id="s-1", input={"n": 1})
@@ -179,8 +178,8 @@ async def test_racing_pruners_remove_and_count_each_item_once(
     assert sum(r["settled_submissions"] for r in results) == 12
     assert (await fm.verify_collection(WorkflowRun)).ok
     assert (await fm.verify_collection(Submission)).ok
-    receipts = Submission._collection_key(db.keys, "receipt_times")
-    assert await db.client.zcard(receipts) == 12
+    receipts = Submission._every_bucket_key(db.keys, "receipt_times")
+    assert sum([await db.client.zcard(key) for key in receipts]) == 12
 
 
 @pytest.mark.parametrize(

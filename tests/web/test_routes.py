@@ -553,7 +553,7 @@ async def test_a_corrupted_submission_never_hides_the_others(
         attempt = await Submission.claim(name, owner_id="w")
         assert attempt is not None
         await Submission.finish(attempt)
-    broken = db.keys.record(Submission.__flue_spec__.collection, "bad")
+    broken = Submission.__flue_spec__.record_key(db.keys, "bad", "s-1")
     await db.client.hset(broken, "attempt_count", "<i>lots</i>")
     for query in ("view=settled", "session_id=s-1"):
         with pytest.warns(fm.SkippedRecordWarning):  # the server's log says so too

@@ -23,6 +23,7 @@ from flue_models.state.submission.markers import AttemptMarker, Marking
 from flue_models.state.submission.row import (
     DEFAULT_LEASE,
     DEFAULT_TIMEOUT,
+    SUBMISSION_BUCKETS,
     Admission,
     AdmissionConflictError,
     Attempt,
@@ -51,11 +52,14 @@ class Submission(Admitting, Claiming, Journaling, Marking, Deleting):
     class Meta:
         collection = "submission"
         order_by = "sequence"
+        buckets = SUBMISSION_BUCKETS
+        partition_by = "session_id"
 
 
 __all__ = [
     "DEFAULT_LEASE",
     "DEFAULT_TIMEOUT",
+    "SUBMISSION_BUCKETS",
     "Admission",
     "AdmissionConflictError",
     "Attempt",

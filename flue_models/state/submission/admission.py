@@ -46,7 +46,7 @@ class Admitting(SubmissionRow):
         if problem:
             raise EncodingError(f"Submission {submission_id!r} {problem}; nothing was admitted.")
         wanted = digest(session_id, kind, input)
-        receipt_key = cls._receipt_key(database.keys, submission_id)
+        receipt_key, _times = cls._receipt_keys(database.keys, submission_id)
         deleting = cls._deleting_key(database.keys, session_id)
 
         async def attempt() -> Admission:

@@ -62,14 +62,16 @@ class Claiming(SubmissionRow):
         pending, start, window = sorted(set(session_ids)), 0, 4
         while pending:
             stop = start + window - 1
-            by_session = [cls._index_key(db.keys, "open_session", s) for s in pending]
+            by_session = [cls._session_index(db.keys, "open_session", s) for s in pending]
             replies = await db.run_batch([("ZRANGE", key, start, stop) for key in by_session])
             proposed = {
                 s: [reply_text(m) for m in reply] for s, reply in zip(pending, replies, strict=True)
             }
-            unread = sorted({i for ids in proposed.values() for i in ids if i not in rows})
+            session_of = {i: s for s, ids in proposed.items() for i in ids if i not in rows}
+            unread = sorted(session_of)
             if unread:
-                found, _now = await cls._read_many(db, unread)
+                sessions = [session_of[i] for i in unread]
+                found, _now = await cls._read_many(db, unread, sessions)
                 rows.update({row.id: row for row in found if row is not None})
             pending = []
             for session_id, ids in proposed.items():
@@ -176,7 +178,9 @@ class Claiming(SubmissionRow):
                 and row.attempt_id
                 and row.lease_expires_at
             ):  # a retry after a lost reply: this owner holds it; say so
-                return Attempt(row.id, row.attempt_id, owner_id, row.lease_expires_at)
+                return Attempt(
+                    row.id, row.attempt_id, owner_id, row.lease_expires_at, row.session_id
+                )
             if row is None or row.status != "queued":
                 return None
             head = (await cls._heads(database, [row.session_id], {row.id: row}))[row.session_id]
@@ -194,7 +198,7 @@ class Claiming(SubmissionRow):
             row.attempt_count += 1
             row.timeout_at = row.timeout_at or now + DEFAULT_TIMEOUT
             await row._write(database)
-            return Attempt(row.id, attempt_id, owner_id, row.lease_expires_at)
+            return Attempt(row.id, attempt_id, owner_id, row.lease_expires_at, row.session_id)
 
         return await retry_on_conflict(attempt)
 
@@ -202,20 +206,21 @@ class Claiming(SubmissionRow):
     async def _fenced(
         cls,
         db: Database | None,
-        submission_id: str,
-        attempt_id: str,
+        token: Attempt,
         change: Callable[[Self, dt.datetime], bool],
         done: Callable[[Self], bool] | None = None,
     ) -> bool:
-        """Apply ``change(row, now)`` to a running row of this attempt, as a compare-and-set.
+        """Apply ``change(row, now)`` to the running row of the attempt ``token``, as a
+        compare-and-set.
 
         ``done(row)`` says whether the row already shows this change by this attempt (a
         retry after a lost reply): then the call reports success without writing.
         """
         database = pick_database(db)
+        attempt_id = token.attempt_id
 
         async def attempt() -> bool:
-            row, now = await cls._read(database, submission_id)
+            row, now = await cls._read(database, token.submission_id, token.session_id)
             if row is not None and row.attempt_id == attempt_id and done and done(row):
                 return True
             if row is None or row.status != "running" or row.attempt_id != attempt_id:
@@ -245,7 +250,7 @@ class Claiming(SubmissionRow):
             row.input_applied_at = now
             return True
 
-        return await cls._fenced(db, attempt.submission_id, attempt.attempt_id, change)
+        return await cls._fenced(db, attempt, change)
 
     @classmethod
     async def requeue(cls, attempt: Attempt, *, db: Database | None = None) -> bool:
@@ -271,7 +276,7 @@ class Claiming(SubmissionRow):
             row.input_applied_at = None
             return True
 
-        return await cls._fenced(db, attempt.submission_id, attempt.attempt_id, change)
+        return await cls._fenced(db, attempt, change)
 
     @classmethod
     async def renew_leases(
@@ -342,7 +347,7 @@ class Claiming(SubmissionRow):
         cursor = None
         while True:
             page = await query.id_page(limit=size, cursor=cursor)
-            found, _now = await cls._read_many(database, page.ids)
+            found, _now = await cls._read_keys_of(database, page.ids, page.record_keys)
             yield [row for row in found if row is not None]
             if page.next_cursor is None:
                 return
@@ -371,7 +376,9 @@ class Claiming(SubmissionRow):
             return False
         if row.lease_expires_at >= await database.server_time():
             return False
-        expired = Attempt(row.id, row.attempt_id, row.owner_id, row.lease_expires_at)
+        expired = Attempt(
+            row.id, row.attempt_id, row.owner_id, row.lease_expires_at, row.session_id
+        )
         return await cls.requeue(expired, db=database)
 
     @classmethod
@@ -401,12 +408,12 @@ class Claiming(SubmissionRow):
         if old_attempt_id is None:
             return None
         database = pick_database(db)
-        journal_key = cls.journal_key(database.keys, submission_id)
 
         async def attempt() -> Attempt | None:
             row, now = await cls._read(database, submission_id)
             if row is None or row.status != "running" or row.attempt_id != old_attempt_id:
                 return None
+            journal_key = cls.journal_key(database.keys, submission_id, row.session_id)
             # Read after the row: a journal step in between gives the row a new version,
             # so the write below is refused and this runs again.
             slot = reply_pairs(await database.client.hgetall(journal_key))
@@ -419,7 +426,9 @@ class Claiming(SubmissionRow):
                 slot["attempt"] = row.attempt_id
                 hashes[journal_key] = {k: v.encode() for k, v in slot.items()}
             await row._write(database, hashes=hashes)
-            return Attempt(submission_id, row.attempt_id, new_owner_id, row.lease_expires_at)
+            return Attempt(
+                submission_id, row.attempt_id, new_owner_id, row.lease_expires_at, row.session_id
+            )
 
         return await retry_on_conflict(attempt)
 
@@ -436,7 +445,7 @@ class Claiming(SubmissionRow):
         def done(row: Self) -> bool:
             return row.status == "settled" and (row.outcome, row.error) == (outcome, error)
 
-        return await cls._fenced(db, attempt.submission_id, attempt.attempt_id, change, done)
+        return await cls._fenced(db, attempt, change, done)
 
     @classmethod
     async def finish(cls, attempt: Attempt, *, db: Database | None = None) -> bool:

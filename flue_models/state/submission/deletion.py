@@ -99,20 +99,20 @@ class Deleting(SubmissionRow):
 
     @classmethod
     async def _forget_deletion(cls, db: Database, session_id: str) -> None:
-        await db.client.srem(cls._collection_key(db.keys, "deletions"), session_id)
+        await db.client.srem(cls._session_key(db.keys, session_id, "deletions"), session_id)
 
     @classmethod
     async def _open_count(cls, db: Database, session_id: str) -> int:
         """How many of the session's submissions are queued or running, by their rows."""
-        by_session = cls._index_key(db.keys, "open_session", session_id)
+        by_session = cls._session_index(db.keys, "open_session", session_id)
         ids = [reply_text(i) for i in await db.client.zrange(by_session, 0, -1)]
-        rows, _now = await cls._read_many(db, ids)
+        rows, _now = await cls._read_many(db, ids, [session_id] * len(ids))
         return sum(1 for r in rows if r is not None and r._open_in(session_id))
 
     @classmethod
     async def _take_marker(cls, db: Database, session_id: str, marker: str, token: str) -> None:
         """Hold the session's deletion marker, or refuse: another deletion holds it."""
-        deletions = cls._collection_key(db.keys, "deletions")
+        deletions = cls._session_key(db.keys, session_id, "deletions")
         taken, _added = await db.run_batch(
             [
                 ("SET", marker, token, "NX", "PX", DELETION_LEASE_MS),
@@ -130,7 +130,7 @@ class Deleting(SubmissionRow):
 
     @classmethod
     async def _remove_settled(cls, db: Database, session_id: str, marker: str, token: str) -> int:
-        by_session = cls._index_key(db.keys, "session_id", session_id)
+        by_session = cls._session_index(db.keys, "session_id", session_id)
         query = cls.find(cls.session_id == session_id).using(db)
 
         removed, cursor = 0, None
@@ -142,7 +142,9 @@ class Deleting(SubmissionRow):
                 raise SessionDeletingError(session_id)  # the lease ran out: stop at once
             page = await query.id_page(limit=200, cursor=cursor)
             for submission_id in page.ids:
-                removed += await cls._remove_settled_row(db, submission_id, orphan_of=[by_session])
+                removed += await cls._remove_settled_row(
+                    db, submission_id, session_id=session_id, orphan_of=[by_session]
+                )
             if page.next_cursor is None:
                 return removed
             cursor = page.next_cursor
@@ -153,16 +155,18 @@ class Deleting(SubmissionRow):
         db: Database,
         submission_id: str,
         *,
+        session_id: str | None = None,
         settled_before: dt.datetime | None = None,
         orphan_of: Sequence[str] = (),
     ) -> bool:
         """Remove a settled row (settled before ``settled_before``, if given) with its
         journal, under its version check; a dispatch leaves its receipt first. A missing
-        row's entries in ``orphan_of`` are removed (the row is the truth).
+        row's entries in ``orphan_of`` are removed (the row is the truth). ``session_id``:
+        the row's session, when known (its bucket alone is read).
         Returns whether this call removed the row."""
 
         async def remove() -> bool:
-            row, now = await cls._read(db, submission_id)
+            row, now = await cls._read(db, submission_id, session_id)
             if row is None:  # an entry without a row (or a quarantined row)
                 if orphan_of:
                     await db.run_batch([("ZREM", key, submission_id) for key in orphan_of])
@@ -190,5 +194,6 @@ class Deleting(SubmissionRow):
             ```
         """
         database = pick_database(db)
-        members = await database.client.smembers(cls._collection_key(database.keys, "deletions"))
-        return sorted(reply_text(m) for m in members)
+        keys = cls._every_bucket_key(database.keys, "deletions")
+        found = await database.run_batch([("SMEMBERS", key) for key in keys])
+        return sorted({reply_text(m) for members in found for m in members})

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from flue_models.connection import Database, pick_database
 from flue_models.model.codec import canonical_json, value_problem
-from flue_models.model.errors import DecodeError
+from flue_models.model.errors import AmbiguousIdError, DecodeError
 from flue_models.replies import reply_pairs
 from flue_models.state.submission.row import Attempt, Phase, SubmissionError, SubmissionRow
 
@@ -75,12 +75,19 @@ class Journaling(SubmissionRow):
     async def _journal(cls, attempt: Attempt, op: str, db: Database | None, *args: Any) -> int:
         database = pick_database(db)
         collection = cls.__flue_spec__.collection
+        session_id = attempt.session_id
+        if session_id is None:  # an attempt made without its session: its row says
+            row, _now = await cls._read(database, attempt.submission_id)
+            if row is None:
+                return 0
+            session_id = row.session_id
+        bucket = cls._bucket(database.keys, session_id)
         reply = await database.scripts.call(
             "journal",
             keys=[
-                database.keys.record(collection, attempt.submission_id),
-                cls.journal_key(database.keys, attempt.submission_id),
-                database.keys.version_counter(collection),
+                bucket.record(collection, attempt.submission_id),
+                bucket.owned(collection, "journal", attempt.submission_id),
+                bucket.version_counter(collection),
             ],
             args=[op, attempt.attempt_id, *args],
             unsafe=op == "begin",  # a repeated begin would raise the revision twice
@@ -200,5 +207,13 @@ class Journaling(SubmissionRow):
             ```
         """
         database = pick_database(db)
-        key = cls.journal_key(database.keys, submission_id)
-        return cls._journal_from(key, reply_pairs(await database.client.hgetall(key)))
+        spec = cls.__flue_spec__
+        keys = [
+            b.owned(spec.collection, "journal", submission_id)
+            for b in spec.bucket_keys(database.keys)
+        ]
+        found = await database.run_batch([("HGETALL", key) for key in keys])
+        held = [(key, reply_pairs(raw)) for key, raw in zip(keys, found, strict=True) if raw]
+        if len(held) > 1:
+            raise AmbiguousIdError(cls.__name__, submission_id, [key for key, _raw in held])
+        return cls._journal_from(*held[0]) if held else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Self
 
@@ -23,7 +24,7 @@ from flue_models.errors import FlueModelsError
 from flue_models.keys import KeySpace
 from flue_models.model.base import Model
 from flue_models.model.codec import canonical_json
-from flue_models.model.errors import DecodeError
+from flue_models.model.errors import AmbiguousIdError, DecodeError
 from flue_models.model.fields import Indexed
 from flue_models.model.spec import OWNED_FIELD
 from flue_models.model.writes import decode_owned, plan_save, run_writes
@@ -38,6 +39,9 @@ Phase = Literal["before_provider", "provider_started", "tool_request_recorded", 
 DEFAULT_LEASE = dt.timedelta(seconds=30)
 #: A submission times out this long after its first claim unless told otherwise.
 DEFAULT_TIMEOUT = dt.timedelta(hours=1)
+#: The buckets submissions are spread over, by session: a session's submissions, its
+#: head, its deletion marker and its sequence counter share one bucket (one slot).
+SUBMISSION_BUCKETS = 16
 
 
 class SubmissionError(FlueModelsError):
@@ -112,6 +116,8 @@ class Attempt:
     attempt_id: str
     owner_id: str
     lease_expires_at: dt.datetime
+    #: The submission's session, which names its bucket (``None``: looked up by id).
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,8 @@ class SubmissionRow(Model):
     """The fields of a submission, its keys, and its fenced reads and writes.
 
     ``open_session`` holds the session id while the submission is unsettled: its index,
-    ordered by ``sequence``, gives each session's head.
+    ordered by ``sequence``, gives each session's head. Rows are placed by
+    ``session_id`` (``Meta.partition_by``), so everything of one session is in one bucket.
 
     Example:
         ```python
@@ -187,60 +194,124 @@ class SubmissionRow(Model):
     # Keys ------------------------------------------------------------------------------
 
     @classmethod
-    def journal_key(cls, keys: KeySpace, submission_id: str) -> str:
-        """Return the recovery journal hash of a submission (deleted with its row).
+    def _bucket(cls, keys: KeySpace, value: str) -> KeySpace:
+        """The key space of the bucket ``value`` hashes to: a session's bucket (its rows,
+        head, marker and sequence), or a submission id's (its receipt)."""
+        return cls.__flue_spec__.keys_of(keys, value)
+
+    @classmethod
+    def journal_key(cls, keys: KeySpace, submission_id: str, session_id: str | None = None) -> str:
+        """Return the recovery journal hash of a submission (deleted with its row): in its
+        session's bucket, or, without ``session_id``, in the bucket ``keys`` names.
 
         Example:
             ```python
-            Submission.journal_key(db.keys, "s")   # 'flue::submission/journal:cw'
+            Submission.journal_key(db.keys, "sub-1", "s-1")
+            # 'flue::{submission:0}/journal:c3ViLTE'
             ```
         """
-        return keys.owned(cls.__flue_spec__.collection, "journal", submission_id)
+        bucket = keys if session_id is None else cls._bucket(keys, session_id)
+        return bucket.owned(cls.__flue_spec__.collection, "journal", submission_id)
 
     @classmethod
     def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
-        """The journal goes with the row.
+        """The journal goes with the row (``keys``: the row's bucket).
 
         Example:
             ```python
-            Submission.owned_keys(db.keys, "s")   # ['flue::submission/journal:cw']
+            Submission.owned_keys(bucket_keys, "s")   # ['flue::{submission:6}/journal:cw']
             ```
         """
-        return [cls.journal_key(keys, record_id)]
+        return [keys.owned(cls.__flue_spec__.collection, "journal", record_id)]
 
     @classmethod
     def _deleting_key(cls, keys: KeySpace, session_id: str) -> str:
-        return keys.owned(cls.__flue_spec__.collection, "deleting", session_id)
+        """The session's deletion marker, in its bucket (a guard of its admissions)."""
+        bucket = cls._bucket(keys, session_id)
+        return bucket.owned(cls.__flue_spec__.collection, "deleting", session_id)
 
     @classmethod
     def _receipt_key(cls, keys: KeySpace, submission_id: str) -> str:
-        """The receipt (JSON) of a dispatch whose row was removed."""
+        """The receipt (JSON) of a dispatch whose row was removed, in the bucket ``keys``
+        names (``0003_flue_contract`` writes them in bucket 0; see :meth:`_receipt_keys`)."""
         return keys.owned(cls.__flue_spec__.collection, "receipt", submission_id)
 
     @classmethod
+    def _receipt_keys(cls, keys: KeySpace, submission_id: str) -> tuple[str, str]:
+        """The receipt of a dispatch whose row was removed, and the sorted set of its
+        bucket's receipts by when they were kept: in the bucket of its id (an admission
+        knows the id, not the session a reused id was admitted into)."""
+        bucket = cls._bucket(keys, submission_id)
+        collection = cls.__flue_spec__.collection
+        times = bucket.collection_key(collection, "receipt_times")
+        return cls._receipt_key(bucket, submission_id), times
+
+    @classmethod
+    def _session_key(cls, keys: KeySpace, session_id: str, name: str) -> str:
+        """``deletions`` (set of sessions whose deletion started) or ``sequence`` (clock
+        counter) of the session's bucket."""
+        return cls._bucket(keys, session_id).collection_key(cls.__flue_spec__.collection, name)
+
+    @classmethod
+    def _every_bucket_key(cls, keys: KeySpace, name: str) -> list[str]:
+        """The key ``name`` of every bucket (``deletions``, ``receipt_times``)."""
+        spec = cls.__flue_spec__
+        return [bucket.collection_key(spec.collection, name) for bucket in spec.bucket_keys(keys)]
+
+    @classmethod
     def _collection_key(cls, keys: KeySpace, name: str) -> str:
-        """``receipt_times`` (sorted set: receipt ids by when they were kept),
-        ``deletions`` (set), ``attempt_markers`` (sorted set) or ``sequence`` (counter)."""
+        """``attempt_markers`` (sorted set), one for the collection, in bucket 0."""
         return keys.collection_key(cls.__flue_spec__.collection, name)
 
     @classmethod
-    def _index_key(cls, keys: KeySpace, field_name: str, value: str) -> str:
-        return cls.__flue_spec__.equality_key(keys, field_name, value)
+    def _session_index(cls, keys: KeySpace, field_name: str, session_id: str) -> str:
+        """The equality index of ``field_name == session_id`` in the session's bucket."""
+        return cls.__flue_spec__.equality_key(cls._bucket(keys, session_id), field_name, session_id)
 
     # Reads and writes ------------------------------------------------------------------
 
     @classmethod
     async def _read_many(
-        cls, db: Database, submission_ids: list[str]
+        cls, db: Database, submission_ids: list[str], sessions: Sequence[str | None] = ()
     ) -> tuple[list[Self | None], dt.datetime]:
-        """Read rows and the server clock in one round trip; quarantine malformed rows."""
-        collection = cls.__flue_spec__.collection
-        keys = [db.keys.record(collection, submission_id) for submission_id in submission_ids]
-        *raws, time = await db.run_batch([*(("HGETALL", k) for k in keys), ("TIME",)])
+        """Read rows and the server clock in one round trip; quarantine malformed rows.
+
+        ``sessions``: each id's session where the caller knows it (its bucket alone is
+        read); an id without one is looked for in every bucket.
+
+        Raises:
+            AmbiguousIdError: rows of two sessions hold one id.
+        """
+        spec = cls.__flue_spec__
+        known = list(sessions) or [None] * len(submission_ids)
+        candidates = [
+            spec.candidate_keys(db.keys, i) if s is None else [spec.record_key(db.keys, i, s)]
+            for i, s in zip(submission_ids, known, strict=True)
+        ]
+        return await cls._read_candidates(db, submission_ids, candidates)
+
+    @classmethod
+    async def _read_keys_of(
+        cls, db: Database, submission_ids: list[str], keys: list[str]
+    ) -> tuple[list[Self | None], dt.datetime]:
+        """:meth:`_read_many` of rows whose keys are known (a query found them there)."""
+        return await cls._read_candidates(db, submission_ids, [[key] for key in keys])
+
+    @classmethod
+    async def _read_candidates(
+        cls, db: Database, submission_ids: list[str], candidates: list[list[str]]
+    ) -> tuple[list[Self | None], dt.datetime]:
+        commands = [("HGETALL", key) for each in candidates for key in each]
+        *raws, time = await db.run_batch([*commands, ("TIME",)])
+        replies = iter(raws)
         rows: list[Self | None] = []
-        for key, submission_id, raw in zip(keys, submission_ids, raws, strict=True):
+        for submission_id, each in zip(submission_ids, candidates, strict=True):
+            held = [(key, raw) for key in each if (raw := next(replies))]
+            if len(held) > 1:
+                raise AmbiguousIdError(cls.__name__, submission_id, [key for key, _ in held])
             row = None
-            if raw:
+            if held:
+                key, raw = held[0]
                 try:
                     row = cls.from_hash(key, reply_hash(raw), db)
                 except DecodeError as exc:
@@ -249,9 +320,12 @@ class SubmissionRow(Model):
         return rows, reply_time(time)
 
     @classmethod
-    async def _read(cls, db: Database, submission_id: str) -> tuple[Self | None, dt.datetime]:
-        """Read a row and the server clock in one round trip."""
-        (row,), now = await cls._read_many(db, [submission_id])
+    async def _read(
+        cls, db: Database, submission_id: str, session_id: str | None = None
+    ) -> tuple[Self | None, dt.datetime]:
+        """Read a row and the server clock in one round trip (its session's bucket when
+        ``session_id`` is given, else every bucket)."""
+        (row,), now = await cls._read_many(db, [submission_id], [session_id])
         return row, now
 
     @classmethod
@@ -260,17 +334,23 @@ class SubmissionRow(Model):
     ) -> Self | None:
         """Return one submission in one round trip (``None`` if absent or malformed).
 
-        A row that cannot be decoded is settled as failed ("malformed") and taken out of
-        every index, so one bad row never stops a queue.
+        ``partition``: its session id, when known: its bucket alone is read (else every
+        bucket is asked). A row that cannot be decoded is settled as failed ("malformed")
+        and taken out of every index, so one bad row never stops a queue.
+
+        Raises:
+            AmbiguousIdError: submissions of two sessions hold the id.
 
         Example:
             ```python
             row = await Submission.get("sub-1")
+            row = await Submission.get("sub-1", partition="s-1")
             ```
         """
-        if partition is not None:  # refused: submissions are placed by id
-            return await super().get(record_id, partition=partition, db=db)
-        return (await cls._read(pick_database(db), record_id))[0]
+        row = (await cls._read(pick_database(db), record_id, partition))[0]
+        if row is not None and partition is not None and row.session_id != partition:
+            return None  # in the bucket the session hashes to, but of another session
+        return row
 
     @classmethod
     async def _quarantine(
@@ -292,12 +372,13 @@ class SubmissionRow(Model):
             sets = list(decode_owned(db.keys, key, owned)[0]) if owned is not None else []
         except DecodeError:
             sets = []
-        if not sets:
-            sets = [spec.range_key(db.keys, name) for name in spec.range_fields]
+        if not sets:  # the row's own bucket: the one its key is in
+            bucket = db.keys.in_bucket(db.keys.bucket_in_key(spec.collection, key) or 0)
+            sets = [spec.range_key(bucket, name) for name in spec.range_fields]
             for name in spec.equality_fields:
                 value = raw.get(name.encode())
                 if value is not None:  # a str field stores the bytes its index key encodes
-                    sets.append(db.keys.index(spec.collection, name, value))
+                    sets.append(bucket.index(spec.collection, name, value))
         error = json.dumps(f"malformed submission row: {exc}")
         await db.run_batch(
             [
@@ -329,11 +410,12 @@ class SubmissionRow(Model):
             ConflictError: another writer got there first (``retry_on_conflict`` retries).
             GuardError: a guard key exists.
         """
-        counter = (type(self)._collection_key(db.keys, "sequence"), "sequence")
+        counter = (type(self)._session_key(db.keys, self.session_id, "sequence"), "sequence")
         write = plan_save(self, db.keys, counter=counter if admitting else None)
         write.absent = guard or []
         write.hashes = hashes or {}
-        await run_writes(db, [write])
+        # An admission read the id in every bucket just before: no second look.
+        await run_writes(db, [write], ids_checked=admitting)
 
     async def _keep_receipt(self, db: Database, now: dt.datetime) -> None:
         """Keep the receipt a replay of this dispatch is answered with once the row is
@@ -346,16 +428,11 @@ class SubmissionRow(Model):
             "sequence": self.sequence,
             "outcome": self.outcome,
         }
-        keys = db.keys
+        receipt_key, times = type(self)._receipt_keys(db.keys, self.id)
         await db.run_batch(
             [
-                ("SET", type(self)._receipt_key(keys, self.id), json.dumps(receipt)),
-                (
-                    "ZADD",
-                    type(self)._collection_key(keys, "receipt_times"),
-                    int(now.timestamp() * 1000),
-                    self.id,
-                ),
+                ("SET", receipt_key, json.dumps(receipt)),
+                ("ZADD", times, int(now.timestamp() * 1000), self.id),
             ],
             atomic=True,
         )
