@@ -143,18 +143,16 @@ class ModelSpec:
         """
         return self._keys_by_id(keys, record_id, partition).record(self.collection, record_id)
 
-    def owned_key(
-        self, keys: KeySpace, name: str, record_id: str, partition: str | None = None
-    ) -> str:
-        """Return the key ``name`` the record with ``record_id`` owns, in its bucket
-        (``partition`` as for :meth:`record_key`).
+    def owned_key(self, keys: KeySpace, name: str, record_id: str) -> str:
+        """Return the key ``name`` the record with ``record_id`` owns, in its bucket (of a
+        collection placed by id: see :meth:`record_key`).
 
         Example:
             ```python
             spec.owned_key(db.keys, "entries", "s-1")   # 'flue::{session:9}/entries:cy0x'
             ```
         """
-        return self._keys_by_id(keys, record_id, partition).owned(self.collection, name, record_id)
+        return self._keys_by_id(keys, record_id, None).owned(self.collection, name, record_id)
 
     def _keys_by_id(self, keys: KeySpace, record_id: str, partition: str | None) -> KeySpace:
         if partition is None:
