@@ -44,6 +44,7 @@ if typing.TYPE_CHECKING:
     from flue_models.model.query import Query
 
 M = TypeVar("M", bound="Model")
+R = TypeVar("R")
 
 _REGISTRY: dict[str, type[Model]] = {}
 #: Records per script call in ``save_many``: each call is atomic and one round trip.
@@ -456,8 +457,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
         key = spec.keys_of(database.keys, partition).record(spec.collection, record_id)
         await check_buckets(database, spec)
         with database.span("get", spec.collection):
-            (raw,) = await read_hashes(database, [key])
-        item = cls._from_reply(key, raw, database)
+            (item,) = await cls._read_keys([key], database)
         if isinstance(item, DecodeError):
             raise item
         if item is not None and spec.partition_of(item) != partition:
@@ -508,14 +508,9 @@ class Model(BaseModel, metaclass=_ModelMeta):
         await check_buckets(database, spec)
         size = {"db.operation.batch.size": len(record_ids)}
         with database.span("get", spec.collection, **size):
-            replies = iter(await read_hashes(database, keys))
-        found: list[Self | DecodeError | None] = []
-        for record_id, each in zip(record_ids, candidates, strict=True):
-            held = [(key, raw) for key in each if (raw := next(replies))]
-            if len(held) > 1:
-                raise AmbiguousIdError(cls.__name__, record_id, [key for key, _raw in held])
-            found.append(cls._from_reply(*held[0], database) if held else None)
-        return found
+            replies = await read_hashes(database, keys)
+        held = held_once(cls.__name__, record_ids, candidates, replies)
+        return [None if h is None else cls._from_reply(*h, database) for h in held]
 
     @classmethod
     async def _read_keys(cls, keys: Sequence[str], db: Database) -> list[Self | DecodeError | None]:
@@ -631,6 +626,32 @@ async def read_hashes(db: Database, keys: Sequence[str]) -> list[dict[bytes, byt
     """
     replies = await db.run_batch([("HGETALL", key) for key in keys], return_errors=True)
     return [raw if isinstance(raw, Exception) else reply_hash(raw) for raw in replies]
+
+
+def held_once(
+    model: str, record_ids: Sequence[str], candidates: Sequence[Sequence[str]], replies: Sequence[R]
+) -> list[tuple[str, R] | None]:
+    """Pick, for each id, the one of its candidate keys that holds something (a truthy
+    reply), from the replies of every candidate key in order; ``None`` where none does.
+
+    The one place a read by id that asks several buckets (a collection placed by
+    ``Meta.partition_by``) decides what it found.
+
+    Raises:
+        AmbiguousIdError: two candidate keys of one id hold something.
+
+    Example:
+        >>> held_once("Order", ["o-1"], [["a", "b"]], [{}, {b"id": b"o-1"}])
+        [('b', {b'id': b'o-1'})]
+    """
+    found: list[tuple[str, R] | None] = []
+    answers = iter(replies)
+    for record_id, keys in zip(record_ids, candidates, strict=True):
+        held = [(key, reply) for key in keys if (reply := next(answers))]
+        if len(held) > 1:
+            raise AmbiguousIdError(model, record_id, [key for key, _reply in held])
+        found.append(held[0] if held else None)
+    return found
 
 
 async def iter_hashes(

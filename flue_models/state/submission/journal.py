@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from flue_models.connection import Database, pick_database
+from flue_models.model.base import held_once
 from flue_models.model.codec import canonical_json, value_problem
-from flue_models.model.errors import AmbiguousIdError, DecodeError
+from flue_models.model.errors import DecodeError
 from flue_models.replies import reply_pairs
 from flue_models.state.submission.row import Attempt, Phase, SubmissionError, SubmissionRow
 
@@ -213,7 +214,5 @@ class Journaling(SubmissionRow):
             for b in spec.bucket_keys(database.keys)
         ]
         found = await database.run_batch([("HGETALL", key) for key in keys])
-        held = [(key, reply_pairs(raw)) for key, raw in zip(keys, found, strict=True) if raw]
-        if len(held) > 1:
-            raise AmbiguousIdError(cls.__name__, submission_id, [key for key, _raw in held])
-        return cls._journal_from(*held[0]) if held else None
+        (held,) = held_once(cls.__name__, [submission_id], [keys], found)
+        return None if held is None else cls._journal_from(held[0], reply_pairs(held[1]))

@@ -22,9 +22,9 @@ from typing import Annotated, Any, Literal, Self
 from flue_models.connection import Database, pick_database
 from flue_models.errors import FlueModelsError
 from flue_models.keys import KeySpace
-from flue_models.model.base import Model
+from flue_models.model.base import Model, held_once
 from flue_models.model.codec import canonical_json
-from flue_models.model.errors import AmbiguousIdError, DecodeError
+from flue_models.model.errors import DecodeError
 from flue_models.model.fields import Indexed
 from flue_models.model.spec import OWNED_FIELD
 from flue_models.model.writes import decode_owned, plan_save, run_writes
@@ -303,15 +303,12 @@ class SubmissionRow(Model):
     ) -> tuple[list[Self | None], dt.datetime]:
         commands = [("HGETALL", key) for each in candidates for key in each]
         *raws, time = await db.run_batch([*commands, ("TIME",)])
-        replies = iter(raws)
+        held = held_once(cls.__name__, submission_ids, candidates, raws)
         rows: list[Self | None] = []
-        for submission_id, each in zip(submission_ids, candidates, strict=True):
-            held = [(key, raw) for key in each if (raw := next(replies))]
-            if len(held) > 1:
-                raise AmbiguousIdError(cls.__name__, submission_id, [key for key, _ in held])
+        for submission_id, found in zip(submission_ids, held, strict=True):
             row = None
-            if held:
-                key, raw = held[0]
+            if found is not None:
+                key, raw = found
                 try:
                     row = cls.from_hash(key, reply_hash(raw), db)
                 except DecodeError as exc:
