@@ -469,11 +469,25 @@ class KeySpace:
             >>> KeySpace("p").owned_parts("session", "p::{session:0}:cy0x") is None
             True
         """
+        parts = self.bucket_key_parts(collection, key)
+        return None if parts is None or parts[1] is None else (parts[0], parts[1])
+
+    def bucket_key_parts(self, collection: str, key: str) -> tuple[str, str | None] | None:
+        """Split a key of this bucket made by :meth:`owned` or :meth:`collection_key`
+        into its name and its encoded segment (``None`` for a key of the whole bucket);
+        ``None`` for any other key.
+
+        Example:
+            >>> KeySpace("p").bucket_key_parts("submission", "p::{submission:0}/receipt:ZC0x")
+            ('receipt', 'ZC0x')
+            >>> KeySpace("p").bucket_key_parts("submission", "p::{submission:0}/deletions")
+            ('deletions', None)
+        """
         head = f"{self._base(collection)}/"
         if not key.startswith(head):
             return None
         name, colon, segment = key[len(head) :].rpartition(":")
-        return (name, segment) if colon else None
+        return (name, segment) if colon else (segment, None)
 
     def stream(self, path: str) -> StreamKeys:
         """Return the keys of an event stream in a slot of its own: metadata hash, events,

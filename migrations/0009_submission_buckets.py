@@ -102,10 +102,9 @@ async def _plan(db: Database, buckets: int) -> _Plan:
     refuse a key of another type than the layout's, or a target that exists."""
     plan = _Plan()
     found = await kept_keys(db, COLLECTION, KINDS)
-    types = await db.run_batch([("TYPE", key) for _bucket, key in found])
-    for (bucket, key), kind in zip(found, types, strict=True):
-        head = db.keys.in_bucket(bucket).collection_key(COLLECTION, "")
-        name, _colon, segment = key[len(head) :].partition(":")
+    types = await db.run_batch([("TYPE", kept.key) for kept in found])
+    for kept, kind in zip(found, types, strict=True):
+        bucket, key, name, segment = kept.bucket, kept.key, kept.name, kept.segment or ""
         if reply_text(kind) != KINDS[name]:
             raise SchemaError(
                 f"{key} is a {reply_text(kind)}, not the {KINDS[name]} of the layout. "
@@ -116,20 +115,16 @@ async def _plan(db: Database, buckets: int) -> _Plan:
             target = db.keys.in_bucket(bucket_of(owner, buckets))
             if target.bucket != bucket:
                 plan.renames.append((key, target.owned(COLLECTION, name, owner), "string"))
-        elif name == "receipt_times":
-            scored = reply_scored(await db.client.zrange(key, 0, -1, withscores=True))
-            for member, score in scored:
+        elif name in ("receipt_times", "deletions"):  # each member to its bucket
+            if name == "receipt_times":
+                members = reply_scored(await db.client.zrange(key, 0, -1, withscores=True))
+            else:
+                members = [(reply_text(m), 0.0) for m in await db.client.smembers(key)]
+            for member, score in members:
                 to = db.keys.in_bucket(bucket_of(member, buckets))
                 if to.bucket != bucket:
                     target_set = to.collection_key(COLLECTION, name)
-                    plan.members.append(("zset", key, target_set, member, score))
-        elif name == "deletions":
-            for raw in await db.client.smembers(key):
-                member = reply_text(raw)
-                to = db.keys.in_bucket(bucket_of(member, buckets))
-                if to.bucket != bucket:
-                    target_set = to.collection_key(COLLECTION, name)
-                    plan.members.append(("set", key, target_set, member, 0.0))
+                    plan.members.append((KINDS[name], key, target_set, member, score))
         elif name == "sequence":
             value = reply_text(await db.client.get(key))
             if not value.lstrip("-").isdigit():

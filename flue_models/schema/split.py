@@ -37,7 +37,6 @@ from flue_models.errors import (
 )
 from flue_models.keys import (
     MAX_BUCKETS,
-    KeySpace,
     bucket_of,
     check_collection,
     decode_segment,
@@ -75,13 +74,31 @@ class SplitReport:
     removed: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, order=True)
+class KeptKey:
+    """A key of a bucket that is no record's, which :func:`move_collection` leaves where
+    it is for its caller to move (see ``keep``).
+
+    Example:
+        ```python
+        KeptKey(0, "flue::{submission:0}/receipt:ZC0x", "receipt", "ZC0x")
+        ```
+    """
+
+    bucket: int
+    key: str
+    name: str
+    #: The encoded segment after the name (``None`` for a key of the whole bucket).
+    segment: str | None
+
+
 @dataclass
 class _Found:
     records: list[tuple[str, int, str]] = field(default_factory=list)  # key, bucket, id
     owned: dict[tuple[int, str], list[str]] = field(default_factory=dict)  # (bucket, seg)
     counters: dict[int, str] = field(default_factory=dict)
     uniques: list[str] = field(default_factory=list)
-    kept: list[tuple[int, str]] = field(default_factory=list)  # (bucket, key), left as they are
+    kept: list[KeptKey] = field(default_factory=list)  # left as they are
 
 
 async def split_collection(
@@ -227,9 +244,9 @@ async def collection_records(db: Database, collection: str) -> list[tuple[str, i
     return (await _scan(db, collection)).records
 
 
-async def kept_keys(db: Database, collection: str, keep: Collection[str]) -> list[tuple[int, str]]:
+async def kept_keys(db: Database, collection: str, keep: Collection[str]) -> list[KeptKey]:
     """The keys of ``collection``'s buckets named in ``keep`` (see :func:`move_collection`),
-    as (bucket, key), sorted.
+    sorted.
 
     Raises:
         SchemaError: a key of the collection is of no kind of the layout.
@@ -263,10 +280,10 @@ async def _scan(db: Database, collection: str, keep: Collection[str] = ()) -> _F
             found.uniques.append(key)
         elif kind == "index":
             pass  # entries move with the records that own them
-        elif _kept_name(keys, collection, key) in keep:
-            found.kept.append((bucket, key))
-        elif (owned := keys.owned_parts(collection, key)) is not None:
-            found.owned.setdefault((bucket, owned[1]), []).append(key)
+        elif (parts := keys.bucket_key_parts(collection, key)) and parts[0] in keep:
+            found.kept.append(KeptKey(bucket, key, *parts))
+        elif parts and parts[1] is not None:  # a key a record owns: it moves with it
+            found.owned.setdefault((bucket, parts[1]), []).append(key)
         else:
             raise SchemaError(
                 f"{key} is a key of the whole bucket, not of one record: a split cannot "
@@ -308,14 +325,6 @@ async def _partitions(
                 )
             places[key] = reply_text(value)
     return places
-
-
-def _kept_name(keys: KeySpace, collection: str, key: str) -> str | None:
-    """The name of a bucket key ``{c:<b>}/<name>`` or ``{c:<b>}/<name>:<segment>``."""
-    head = keys.collection_key(collection, "")
-    if not key.startswith(head):
-        return None
-    return key[len(head) :].partition(":")[0]
 
 
 async def _holds_claims(db: Database, uniques: list[str]) -> bool:
