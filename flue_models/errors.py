@@ -551,29 +551,30 @@ class SchemaTooNewError(SchemaError):
 
 
 class SchemaLayoutError(SchemaError):
-    """The store is in a key layout this version of flue-models no longer reads.
+    """The store was written in an older, pre-release layout that this version refuses.
 
-    Raised by ``connect(migrate=False)`` (which never writes) for a store whose built-in
-    schema version is older than the current key layout; ``flue-models migrate`` (with
-    the store's writers stopped) moves it.
+    flue-models is unreleased: its own migration set is one file whose number is the
+    stored layout's version, and a store of an older layout has no upgrade path. Raised
+    by ``connect()`` and ``flue-models migrate`` before anything is read or written.
 
     Example:
-        >>> "migrate" in str(SchemaLayoutError("app", 4, 5))
+        >>> "pre-release" in str(SchemaLayoutError("app", 4, 9))
         True
     """
 
     def __init__(self, prefix: str, stored: int, needed: int) -> None:
         self.prefix, self.stored, self.needed = prefix, stored, needed
         super().__init__(
-            f"The store under prefix {prefix!r} is at schema version {stored}, in the key "
-            f"layout before version {needed}, which this flue-models no longer reads; stop "
-            "its writers and run `flue-models migrate` (or connect with migrate=True)."
+            f"The store under prefix {prefix!r} is in the pre-release layout {stored}; this "
+            f"flue-models reads layout {needed} only and does not upgrade older ones. Nothing "
+            "was read or written: export what you need with the flue-models that wrote it, "
+            "then delete the prefix's keys (or use another key prefix)."
         )
 
 
 class WritersActiveError(SchemaError):
-    """Other flue-models clients are connected to the prefix a migration must move
-    (migration ``0005_hash_tags`` refuses to rename keys under a running writer).
+    """Other flue-models clients are connected to the prefix whose keys must move
+    (``flue-models cluster split`` refuses to move records under a running writer).
 
     Example:
         >>> "stop" in str(WritersActiveError("app", ["127.0.0.1:5000 flue-models:ab"]))
@@ -700,7 +701,7 @@ class MigrationChecksumError(SchemaError):
     """An applied migration file has changed since it was applied.
 
     Example:
-        >>> "--force" in str(MigrationChecksumError(["flue/0001_initial"]))
+        >>> "--force" in str(MigrationChecksumError(["app/0001_first"]))
         True
     """
 

@@ -21,11 +21,6 @@ keys share a slot, so every script and MULTI touches keys of one tag only:
   ``...:chunks`` (hashes): an event stream's keys, one slot per stream.
 * ``<prefix>::{stream}/closed``: the closed streams (a hint for retention).
 
-Migration ``0005_hash_tags`` moved stores of the layout before it (the same names
-without tags: ``<prefix>::<collection>:<b64 id>``, ``<prefix>::stream:<b64 path>``,
-``<prefix>::meta``), which ``KeySpace(prefix, tagged=False)`` still names for the
-migrations written before it.
-
 User-supplied segments (ids, values, paths) are base64url-encoded without padding,
 so they never contain ``:`` and never collide with the fixed words of the layout:
 a fixed word such as ``all`` is not the canonical encoding of any byte string.
@@ -217,41 +212,30 @@ def bucket_of(record_id: str, buckets: int) -> int:
 class KeySpace:
     """The key names under one normalized prefix.
 
-    ``tagged=False`` names the layout before migration ``0005_hash_tags`` (no Cluster hash
-    tags), for the migrations that run before it. A collection's keys are those of bucket
-    ``bucket``; :meth:`in_bucket` returns the key space of another bucket.
+    A collection's keys are those of bucket ``bucket``; :meth:`in_bucket` returns the key
+    space of another bucket.
 
     Example:
         >>> keys = KeySpace("flue:")
-        >>> keys.meta, keys.legacy_meta
-        ('flue::{meta}', 'flue:meta')
+        >>> keys.meta
+        'flue::{meta}'
         >>> keys.record("ticket", "t-1")
         'flue::{ticket:0}:dC0x'
         >>> keys.index("ticket", "status", b"open")
         'flue::{ticket:0}:idx:status:b3Blbg'
-        >>> KeySpace("flue", tagged=False).record("ticket", "t-1")
-        'flue::ticket:dC0x'
     """
 
-    def __init__(self, prefix: str, *, tagged: bool = True, bucket: int = BUCKET) -> None:
+    def __init__(self, prefix: str, *, bucket: int = BUCKET) -> None:
         self.prefix = normalize_prefix(prefix)
-        self.tagged = tagged
-        if bucket != BUCKET and not tagged:
-            raise ConfigurationError("The untagged layout has one bucket per collection.")
         if not 0 <= bucket < MAX_BUCKETS:
             raise ConfigurationError(f"A bucket is 0 to {MAX_BUCKETS - 1}, not {bucket}.")
         self.bucket = bucket
         self._buckets: dict[int, KeySpace] = {bucket: self}
         self.head = self.prefix + SEPARATOR
-        self.meta = f"{self.head}{{meta}}" if tagged else f"{self.head}meta"
+        self.meta = f"{self.head}{{meta}}"
         self.migration_lock = f"{self.meta}:lock"
-        #: Where the schema record was kept before the layout ended prefixes with ``::``
-        #: (migration ``0002_disjoint_prefixes`` moves it).
-        self.legacy_meta = f"{self.prefix}:meta"
 
     def __repr__(self) -> str:
-        if not self.tagged:
-            return f"KeySpace({self.prefix!r}, tagged=False)"
         if self.bucket != BUCKET:
             return f"KeySpace({self.prefix!r}, bucket={self.bucket})"
         return f"KeySpace({self.prefix!r})"
@@ -259,34 +243,20 @@ class KeySpace:
     def in_bucket(self, bucket: int) -> KeySpace:
         """Return the key space whose collection keys are those of bucket ``bucket``.
 
-        Every other key (streams, the schema record) is the same in all of them. The
-        untagged layout (before ``0005_hash_tags``) had no buckets: it returns itself.
+        Every other key (streams, the schema record) is the same in all of them.
 
         Example:
             >>> KeySpace("p").in_bucket(3).all("ticket")
             'p::{ticket:3}:all'
         """
-        if not self.tagged:  # the layout before tags has one bucket per collection
-            return self
         found = self._buckets.get(bucket)
         if found is None:
-            found = self._buckets[bucket] = KeySpace(self.prefix, tagged=self.tagged, bucket=bucket)
+            found = self._buckets[bucket] = KeySpace(self.prefix, bucket=bucket)
         return found
-
-    def untagged(self) -> KeySpace:
-        """Return the key space of this prefix in the layout before ``0005_hash_tags``.
-
-        Example:
-            >>> KeySpace("p").untagged().meta
-            'p::meta'
-        """
-        return KeySpace(self.prefix, tagged=False)
 
     def _base(self, collection: str) -> str:
         """What every key of a collection's bucket starts with (``:`` or ``/`` follows)."""
-        if self.tagged:
-            return f"{self.head}{{{collection}:{self.bucket}}}"
-        return f"{self.head}{collection}"
+        return f"{self.head}{{{collection}:{self.bucket}}}"
 
     def pattern(self) -> str:
         """Return the SCAN pattern matching every key under this prefix.
@@ -336,8 +306,6 @@ class KeySpace:
             >>> KeySpace("p").buckets_pattern("ticket")
             'p::{ticket:*'
         """
-        if not self.tagged:
-            return self.collection_pattern(collection)
         return escape_glob(f"{self.head}{{{collection}:") + "*"
 
     def bucket_in_key(self, collection: str, key: str) -> int | None:
@@ -348,8 +316,6 @@ class KeySpace:
             >>> KeySpace("p").bucket_in_key("ticket", "p::{ticket:12}:all")
             12
         """
-        if not self.tagged:
-            return BUCKET if key.startswith(f"{self._base(collection)}:") else None
         head = f"{self.head}{{{collection}:"
         number, brace, _rest = key[len(head) :].partition("}")
         if not key.startswith(head) or not brace or not number.isdigit():
@@ -504,7 +470,7 @@ once='p::{stream:YWdlbnRzLzQy}:once')
         """
         if not path:
             raise ConfigurationError("A stream path must be a non-empty string.")
-        base = self._stream_head + encode_segment(path) + ("}" if self.tagged else "")
+        base = self._stream_head + encode_segment(path) + "}"
         return StreamKeys(base, f"{base}:events", f"{base}:once")
 
     def stream_chunks(self, path: str) -> str:
@@ -527,7 +493,7 @@ once='p::{stream:YWdlbnRzLzQy}:once')
 
     @property
     def _stream_head(self) -> str:
-        return f"{self.head}{{stream:" if self.tagged else f"{self.head}stream:"
+        return f"{self.head}{{stream:"
 
     def is_stream_meta(self, key: str) -> bool:
         """Whether ``key`` (found by :meth:`stream_meta_pattern`) is a stream's metadata.
@@ -543,9 +509,7 @@ once='p::{stream:YWdlbnRzLzQy}:once')
         if not key.startswith(head):
             return False
         rest = key[len(head) :]
-        if self.tagged:
-            return rest.endswith("}") and not any(ch in rest[:-1] for ch in ":{}")
-        return ":" not in rest
+        return rest.endswith("}") and not any(ch in rest[:-1] for ch in ":{}")
 
     def closed_streams(self) -> str:
         """Return the sorted set of closed streams' paths, scored by when they closed.
@@ -554,7 +518,7 @@ once='p::{stream:YWdlbnRzLzQy}:once')
             >>> KeySpace("p").closed_streams()
             'p::{stream}/closed'
         """
-        return f"{self.head}{{stream}}/closed" if self.tagged else f"{self.head}stream/closed"
+        return f"{self.head}{{stream}}/closed"
 
     def index(self, collection: str, field: str, value: bytes) -> str:
         """Return the sorted set of the ids whose ``field`` encodes to ``value``.

@@ -414,14 +414,10 @@ class Model(BaseModel, metaclass=_ModelMeta):
             where = ".".join(str(part) for part in first["loc"]) or "?"
             raise DecodeError(key, where, f"is invalid: {first['msg']}") from None
         record._flue_version = int(version_text)
-        if owned is None:  # written before records kept their entries: the declaration's
-            values = record._values()
-            keys = spec.keys_for(db.keys, record)
-            record._flue_entries = spec.entries(keys, values)
-            record._flue_unique = spec.unique_claims(keys, values)
-        else:
-            snapshot[OWNED_FIELD] = owned
-            record._flue_entries, record._flue_unique = decode_owned(db.keys, key, owned)
+        if owned is None:  # every save writes it: a row without it was not written by us
+            raise DecodeError(key, OWNED_FIELD, "is missing (the index entries the row owns)")
+        snapshot[OWNED_FIELD] = owned
+        record._flue_entries, record._flue_unique = decode_owned(db.keys, key, owned)
         record._flue_snapshot = snapshot
         record._flue_db = db
         return record

@@ -75,7 +75,7 @@ class ModelSpec:
     compound: tuple[tuple[str, ...], ...]
     buckets: int = 1
     partition_by: str = "id"
-    _domain_keys: dict[tuple[str, bool, int, str, Any], str] = dataclasses.field(
+    _domain_keys: dict[tuple[str, int, str, Any], str] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
 
@@ -185,8 +185,6 @@ class ModelSpec:
             [k.all(spec.collection) for k in spec.bucket_keys(db.keys)]
             ```
         """
-        if not keys.tagged:  # the layout before tags has one bucket per collection
-            return [keys]
         return [keys.in_bucket(bucket) for bucket in range(self.buckets)]
 
     def range_key(self, keys: KeySpace, field: str) -> str:
@@ -194,7 +192,7 @@ class ModelSpec:
 
         Example:
             ```python
-            spec.range_key(db.keys, "priority")   # 'flue::ticket:rng:priority'
+            spec.range_key(db.keys, "priority")   # 'flue::{ticket:0}:rng:priority'
             ```
         """
         if field == self.order_by:
@@ -214,11 +212,11 @@ class ModelSpec:
             return keys.index(self.collection, field, codec.index_value(value))
         # A finite domain (Literal, Enum, bool) has few keys, named on every save: kept.
         cache = self._domain_keys
-        name = cache.get((keys.head, keys.tagged, keys.bucket, field, value))
+        name = cache.get((keys.head, keys.bucket, field, value))
         if name is None:
             name = keys.index(self.collection, field, codec.index_value(value))
             if len(cache) < DOMAIN_KEYS:
-                cache[(keys.head, keys.tagged, keys.bucket, field, value)] = name
+                cache[(keys.head, keys.bucket, field, value)] = name
         return name
 
     def compound_key(self, keys: KeySpace, fields: tuple[str, ...], values: list[Any]) -> str:

@@ -5,8 +5,12 @@ set ``flue``) or ``schema_version:<set>`` (an application's set), for every appl
 file ``applied:<set>:<NNNN>`` = ``{"name", "checksum", "at"}``, and for each collection
 stored in more than one bucket ``buckets:<collection>``
 (:mod:`flue_models.model.buckets`). A numbered folder of ``NNNN_name.py`` files moves
-the stored layout forward; a store written by a newer schema, or a prefix holding keys
-but no record, is refused before anything is written.
+the stored layout forward; a store written by a newer schema or by an older pre-release
+layout, or a prefix holding keys but no record, is refused before anything is written.
+
+flue-models' own set is one file, ``NNNN_layout.py``, whose number is the stored layout's
+version (:data:`LAYOUT_VERSION`): the package is unreleased, so its layout has no upgrade
+path from earlier ones.
 
 Modules: ``files`` (the numbered files and their sets), ``lock`` (one migrating process
 per prefix), ``context`` (what a file's ``up(ctx)`` receives), ``runner`` (status and
@@ -21,6 +25,7 @@ Example:
 from flue_models.schema.context import MigrationContext
 from flue_models.schema.files import (
     BUILTIN_SET,
+    LAYOUT_VERSION,
     MigrationFile,
     MigrationSet,
     builtin_directory,
@@ -39,6 +44,7 @@ from flue_models.schema.runner import (
 
 __all__ = [
     "BUILTIN_SET",
+    "LAYOUT_VERSION",
     "LOCK_TTL_MS",
     "LOCK_WAIT_SECONDS",
     "MigrationContext",

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 #: Name of the built-in migration set; its version is the record's ``schema_version``.
 BUILTIN_SET = "flue"
+#: The version of the stored layout: the number of the built-in set's one file. Until the
+#: first release the layout is that one file, changed in place; a change of the stored
+#: format renames it to the next number, so older stores are refused, never misread.
+LAYOUT_VERSION = 9
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.py$")
 _SET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -44,7 +48,7 @@ def builtin_directory() -> Path:
     """Return the folder of flue-models' own migrations (the wheel's or the checkout's).
 
     Example:
-        >>> (builtin_directory() / "0001_initial.py").is_file()
+        >>> (builtin_directory() / "0009_layout.py").is_file()
         True
     """
     spec = importlib.util.find_spec("flue_models._migrations")
@@ -60,7 +64,7 @@ class MigrationFile:
     Example:
         ```python
         first = MigrationSet.builtin().files()[0]
-        first.number, first.name   # (1, 'initial')
+        first.number, first.name   # (9, 'layout')
         ```
     """
 
@@ -78,7 +82,7 @@ class MigrationFile:
 
         Example:
             ```python
-            MigrationSet.builtin().files()[0].label   # 'flue/0001_initial'
+            MigrationSet.builtin().files()[0].label   # 'flue/0009_layout'
             ```
         """
         return f"{self.set_name}/{self.number:04d}_{self.name}"
@@ -125,6 +129,9 @@ class MigrationSet:
     Args:
         name: the set's name (``flue`` is the built-in set's).
         directory: the folder holding ``0001_<name>.py``, ``0002_<name>.py``, ...
+        first: the number of the set's first file (1; the built-in set's one file is
+            numbered by the layout version, :data:`LAYOUT_VERSION`). A stored version
+            between 1 and ``first - 1`` is a layout this installation refuses.
 
     Example:
         ```python
@@ -135,6 +142,7 @@ class MigrationSet:
 
     name: str
     directory: Path | str
+    first: int = 1
 
     def __post_init__(self) -> None:
         if not _SET_NAME.match(self.name):
@@ -151,7 +159,7 @@ class MigrationSet:
             >>> MigrationSet.builtin().name
             'flue'
         """
-        return cls(BUILTIN_SET, builtin_directory())
+        return cls(BUILTIN_SET, builtin_directory(), first=LAYOUT_VERSION)
 
     @property
     def version_field(self) -> str:
@@ -198,11 +206,12 @@ class MigrationSet:
             shown = "; ".join(f"{n:04d}: {names}" for n, names in sorted(duplicates.items()))
             raise MigrationFileError(f"Two files share one number in {directory}: {shown}.")
         numbers = sorted(by_number)
-        for expected, number in enumerate(numbers, start=1):
+        for expected, number in enumerate(numbers, start=self.first):
             if number != expected:
                 raise MigrationFileError(
                     f"A gap in {directory}: no file numbered {expected:04d} before "
-                    f"{by_number[number][0].name}. Numbers start at 0001 and go up by one."
+                    f"{by_number[number][0].name}. Numbers start at {self.first:04d} and go "
+                    "up by one."
                 )
         files = []
         for number in numbers:

@@ -89,26 +89,6 @@ class MigrationLock:
                 await self._renewer
         await db.scripts.call("lock_release", keys=[self.key], args=[self.owner])
 
-    async def move(self, db: Database, key: str) -> None:
-        """Hold the lock at ``key`` instead (the layout of its key changed under it).
-
-        Takes ``key`` for this owner (``SET NX PX``), then releases the old key; the
-        renewals follow.
-
-        Raises:
-            MigrationLockError: another process holds ``key``.
-
-        Example:
-            ```python
-            await lock.move(db, db.keys.migration_lock)
-            ```
-        """
-        old, self.key = self.key, key
-        if not await self._take(db):
-            self.key = old
-            raise MigrationLockError(key, LOCK_WAIT_SECONDS)
-        await db.scripts.call("lock_release", keys=[old], args=[self.owner])
-
     async def record(self, db: Database, values: dict[str, str], remove: list[str]) -> None:
         """Set ``values`` and delete ``remove`` in the schema record, fenced on still
         holding the lock (one script call).

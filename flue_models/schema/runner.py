@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from redis.exceptions import NoPermissionError
-
 from flue_models.connection import Database
 from flue_models.errors import (
     BatchCommandError,
@@ -32,7 +30,6 @@ from flue_models.errors import (
     SchemaTooNewError,
     UnversionedDataError,
 )
-from flue_models.keys import KeySpace
 from flue_models.replies import reply_pairs, reply_text
 from flue_models.schema.context import MigrationContext
 from flue_models.schema.files import BUILTIN_SET, MigrationFile, MigrationSet, version_field
@@ -99,19 +96,8 @@ _OWN_FIELD = re.compile(
 )
 
 
-#: The built-in schema version from which keys carry Cluster hash tags: migration
-#: ``0005_hash_tags`` moves a store into that layout, and the files before it run on the
-#: layout before it (``KeySpace(prefix, tagged=False)``).
-TAGGED_FROM = 5
-
-
 async def read_record(db: Database) -> dict[str, str]:
     """Read the schema record (``{}`` when there is none), refusing anything foreign.
-
-    The record is at ``<prefix>::{meta}``; a store of an older layout keeps it at
-    ``<prefix>::meta`` (before ``0005_hash_tags``) or ``<prefix>:meta`` (before
-    ``0002_disjoint_prefixes``): those are read when the newer one does not exist, and
-    the migrations move them.
 
     Raises:
         ForeignSchemaError: the key is not a hash, or holds a field this library does
@@ -119,59 +105,13 @@ async def read_record(db: Database) -> dict[str, str]:
 
     Example:
         ```python
-        record = await read_record(db)   # {'schema_version': '1', 'applied:flue:0001': ...}
+        record = await read_record(db)   # {'schema_version': '9', 'applied:flue:0009': ...}
         ```
     """
-    record, _older = await _read_located(db)
-    return record
-
-
-async def _read_located(db: Database) -> tuple[dict[str, str], bool]:
-    """The schema record, and whether it is in a layout before ``0005_hash_tags`` (where
-    the record is says which layout the store is in)."""
-    tagged = KeySpace(db.keys.prefix)
-    record = await _read_record_at(db, tagged.meta)
-    if record:
-        return record, False
-    older = await _read_record_at(db, tagged.untagged().meta)
-    if older.get(version_field(BUILTIN_SET)):
-        return older, True
-    legacy = await _read_record_at(db, db.keys.legacy_meta, legacy=True)
-    if legacy.get(version_field(BUILTIN_SET)):  # before 0002_disjoint_prefixes
-        return legacy, True
-    return record, False
-
-
-def _use_layout(db: Database, tagged: bool, check_slots: bool) -> None:
-    """Name keys in the layout of the stored version while migrating (the slot check
-    only applies to the tagged layout: the older one never runs on a cluster)."""
-    if db.keys.tagged != tagged:
-        db.keys = KeySpace(db.keys.prefix, tagged=tagged)
-    db.scripts.check_slots = check_slots and tagged
-
-
-def _moved_the_layout(step: Step) -> bool:
-    """Whether ``step`` is ``0005_hash_tags`` going up (it moves the whole store)."""
-    file = step.file
-    return file.set_name == BUILTIN_SET and file.number == TAGGED_FROM and step.direction == "up"
-
-
-def _tagged_during(step: Step, older: bool) -> bool:
-    """Whether ``step`` runs on the tagged layout: on a store of the ``older`` layout,
-    the built-in files before ``0005_hash_tags`` do not."""
-    file = step.file
-    if not older or file.set_name != BUILTIN_SET:
-        return True
-    start = file.number - 1 if step.direction == "up" else file.number
-    return start >= TAGGED_FROM
-
-
-async def _read_record_at(db: Database, key: str, *, legacy: bool = False) -> dict[str, str]:
+    key = db.keys.meta
     try:  # one round trip; HGETALL is refused when the key is not a hash
         _kind, raw = await db.run_batch([("TYPE", key), ("HGETALL", key)])
     except BatchCommandError as exc:
-        if legacy and isinstance(exc.results[0], NoPermissionError):
-            return {}  # an ACL of the new layout (~<prefix>::*): no old store to read
         kind = reply_text(exc.results[0])
         raise ForeignSchemaError(key, "(the key itself)", f"a {kind}") from exc
     record = reply_pairs(raw)
@@ -201,19 +141,25 @@ def _stored_versions(
     """Each set's stored version, refusing an unparsable one or one newer than its files."""
     versions = _parse_versions(db, record, ordered)
     for migration_set, stored in zip(ordered, versions, strict=True):
-        newest = len(files[migration_set.name])
+        newest = _newest(files[migration_set.name])
         if stored > newest:
             raise SchemaTooNewError(
                 migration_set.name, stored=stored, newest=newest, prefix=db.keys.prefix
             )
+        if 0 < stored < migration_set.first:  # the built-in set: an older layout
+            raise SchemaLayoutError(db.keys.prefix, stored, migration_set.first)
     return versions
+
+
+def _newest(set_files: list[MigrationFile]) -> int:
+    """The number of a set's newest file (0: it has none)."""
+    return set_files[-1].number if set_files else 0
 
 
 async def _refuse_unversioned(db: Database) -> None:
     """Refuse a prefix holding keys but no schema record (this library's own meta and lock
     keys do not count)."""
-    tagged = KeySpace(db.keys.prefix)
-    own = {tagged.meta, tagged.migration_lock, tagged.untagged().migration_lock}
+    own = {db.keys.meta, db.keys.migration_lock}
     async for raw in db.client.scan_iter(match=db.keys.pattern(), count=1000):
         if reply_text(raw) not in own:
             raise UnversionedDataError(db.keys.prefix, reply_text(raw), db.keys.meta)
@@ -226,9 +172,8 @@ async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
 
     Raises:
         SchemaMissingError: the prefix was never migrated.
-        SchemaLayoutError: the store is in a key layout this version no longer reads
-            (migrate it first).
-        ForeignSchemaError, SchemaStampError, SchemaTooNewError: as in :func:`migrate`.
+        ForeignSchemaError, SchemaStampError, SchemaTooNewError, SchemaLayoutError: as in
+            :func:`migrate`.
 
     Example:
         ```python
@@ -236,12 +181,10 @@ async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
         ```
     """
     ordered = _all_sets(sets)
-    record, older = await _read_located(db)
+    record = await read_record(db)
     if not record:
         raise SchemaMissingError(db.keys.prefix, db.keys.meta)
-    versions = _stored_versions(db, record, ordered, {s.name: s.files() for s in ordered})
-    if older:  # versions[0]: the built-in set's, which _all_sets puts first
-        raise SchemaLayoutError(db.keys.prefix, versions[0], TAGGED_FROM)
+    _stored_versions(db, record, ordered, {s.name: s.files() for s in ordered})
 
 
 async def schema_status(db: Database, sets: Sequence[MigrationSet] = ()) -> list[SetStatus]:
@@ -263,24 +206,29 @@ def _statuses(
     ordered: list[MigrationSet],
     loaded: dict[str, list[MigrationFile]],
 ) -> list[SetStatus]:
-    """Each set's status from a schema record already read (no I/O)."""
+    """Each set's status from a schema record already read (no I/O).
+
+    The built-in set's one file is changed in place until the first release (its number,
+    not its text, names the layout), so only the application sets' files are checked for
+    drift."""
     versions = _parse_versions(db, record, ordered)
     statuses = []
     for migration_set, stored in zip(ordered, versions, strict=True):
         set_files = loaded[migration_set.name]
+        applied = [file for file in set_files if file.number <= stored]
         drift = []
-        for file in set_files[:stored]:
-            applied = record.get(f"applied:{file.set_name}:{file.number:04d}")
-            if applied is not None and json.loads(applied).get("checksum") != file.checksum:
+        for file in applied if migration_set.name != BUILTIN_SET else ():
+            entry = record.get(f"applied:{file.set_name}:{file.number:04d}")
+            if entry is not None and json.loads(entry).get("checksum") != file.checksum:
                 drift.append(file.label)
         statuses.append(
             SetStatus(
                 name=migration_set.name,
                 stored=stored,
-                newest=len(set_files),
-                pending=set_files[stored:],
+                newest=_newest(set_files),
+                pending=[file for file in set_files if file.number > stored],
                 drift=drift,
-                applied=set_files[:stored],
+                applied=applied,
             )
         )
     return statuses
@@ -311,6 +259,7 @@ async def migrate(
 
     Raises:
         SchemaTooNewError: a stored version is newer than the newest file of its set.
+        SchemaLayoutError: the store is in an older, pre-release layout of flue-models.
         SchemaStampError: a stored version is not a number.
         ForeignSchemaError: the record holds fields this library does not write.
         UnversionedDataError: keys exist under the prefix but no schema record does.
@@ -328,7 +277,7 @@ async def migrate(
     files = {s.name: s.files() for s in ordered}
 
     # First command of all: refuse a foreign, unparsable or newer stamp before anything else.
-    record, older = await _read_located(db)
+    record = await read_record(db)
     versions = _stored_versions(db, record, ordered, files)
     if dry_run and not record:
         await _refuse_unversioned(db)
@@ -341,32 +290,18 @@ async def migrate(
     if not plan or dry_run:
         return plan
 
-    check_slots = db.scripts.check_slots
+    lock = MigrationLock(db)
+    await lock.acquire(db, lock_wait)
     try:
-        # The lock of the layout the record is in (older processes take that one too);
-        # taken again when another process moved the store meanwhile.
-        while True:
-            _use_layout(db, not older, check_slots)
-            lock = MigrationLock(db)
-            await lock.acquire(db, lock_wait)
-            was_older = older
-            record, older = await _read_located(db)  # another process may have migrated
-            if older == was_older:
-                break
-            await lock.release(db)
-        try:
-            versions = _stored_versions(db, record, ordered, files)
-            if not record:  # decided under the lock: nobody else can be stamping it now
-                await _refuse_unversioned(db)
-            steps = []
-            for step in _plan(ordered, files, versions, to):
-                _use_layout(db, _tagged_during(step, older), check_slots)
-                steps.append(await _apply(db, lock, step, progress, check_slots))
-            return steps
-        finally:
-            await lock.release(db)
+        record = await read_record(db)  # another process may have migrated meanwhile
+        versions = _stored_versions(db, record, ordered, files)
+        if not record:  # decided under the lock: nobody else can be stamping it now
+            await _refuse_unversioned(db)
+        return [
+            await _apply(db, lock, step, progress) for step in _plan(ordered, files, versions, to)
+        ]
     finally:
-        _use_layout(db, True, check_slots)
+        await lock.release(db)
 
 
 def _plan(
@@ -378,18 +313,18 @@ def _plan(
     steps: list[Step] = []
     for position, (migration_set, stored) in enumerate(zip(ordered, versions, strict=True)):
         set_files = files[migration_set.name]
-        target = len(set_files)
+        target = _newest(set_files)
         if to is not None and position == len(ordered) - 1:
-            if not 0 <= to <= len(set_files):
+            if to != 0 and to not in {file.number for file in set_files}:
                 raise ConfigurationError(
-                    f"Cannot migrate {migration_set.name!r} to {to}: its files go from 1 to "
-                    f"{len(set_files)}."
+                    f"Cannot migrate {migration_set.name!r} to {to}: its files go from "
+                    f"{migration_set.first} to {target}."
                 )
             target = to
         if target >= stored:
-            steps += [Step(f, "up") for f in set_files[stored:target]]
+            steps += [Step(f, "up") for f in set_files if stored < f.number <= target]
         else:
-            for file in reversed(set_files[target:stored]):
+            for file in reversed([f for f in set_files if target < f.number <= stored]):
                 if file.down is None:
                     raise MigrationFileError(
                         f"{file.label} has no `async def down(ctx)`, so {migration_set.name!r} "
@@ -404,7 +339,6 @@ async def _apply(
     lock: MigrationLock,
     step: Step,
     progress: Callable[[str], None] | None,
-    check_slots: bool,
 ) -> Step:
     file = step.file
     migration_set_field = version_field(file.set_name)
@@ -419,9 +353,6 @@ async def _apply(
     except Exception as exc:
         before = file.number - 1 if step.direction == "up" else file.number
         raise MigrationFailedError(file.set_name, file.number, file.name, before) from exc
-    if not db.keys.tagged and _moved_the_layout(step):  # the store and its record moved
-        _use_layout(db, True, check_slots)
-        await lock.move(db, db.keys.migration_lock)
     record = {reply_text(k) for k in await db.client.hkeys(db.keys.meta)}
     cursors = [f for f in record if f.startswith(f"cursor:{file.set_name}:{file.number:04d}:")]
     applied_field = f"applied:{file.set_name}:{file.number:04d}"

@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio.cluster import RedisCluster
@@ -74,31 +74,12 @@ class SplitReport:
     removed: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, order=True)
-class KeptKey:
-    """A key of a bucket that is no record's, which :func:`move_collection` leaves where
-    it is for its caller to move (see ``keep``).
-
-    Example:
-        ```python
-        KeptKey(0, "flue::{submission:0}/receipt:ZC0x", "receipt", "ZC0x")
-        ```
-    """
-
-    bucket: int
-    key: str
-    name: str
-    #: The encoded segment after the name (``None`` for a key of the whole bucket).
-    segment: str | None
-
-
 @dataclass
 class _Found:
     records: list[tuple[str, int, str]] = field(default_factory=list)  # key, bucket, id
     owned: dict[tuple[int, str], list[str]] = field(default_factory=dict)  # (bucket, seg)
     counters: dict[int, str] = field(default_factory=dict)
     uniques: list[str] = field(default_factory=list)
-    kept: list[KeptKey] = field(default_factory=list)  # left as they are
 
 
 async def split_collection(
@@ -142,52 +123,30 @@ async def split_collection(
     if model is not None and model.__module__.startswith("flue_models."):
         raise ConfigurationError(
             f"Collection {collection!r} is one of flue-models' own: its bucket count is "
-            "set by the built-in migrations (`flue-models migrate`). Nothing was moved."
+            "part of the stored layout. Nothing was moved."
         )
     await refuse_other_clients(db)
     lock = MigrationLock(db)
     await lock.acquire(db, wait=0)
     try:
-        return await move_collection(
-            db, collection, buckets, partition_by=partition_by, progress=progress
-        )
+        return await _move_collection(db, collection, buckets, partition_by, progress)
     finally:
         await lock.release(db)
 
 
-async def move_collection(
+async def _move_collection(
     db: Database,
     collection: str,
     buckets: int,
-    *,
-    partition_by: str | None = None,
-    keep: Collection[str] = (),
-    progress: Callable[[str], None] | None = None,
+    partition_by: str | None,
+    progress: Callable[[str], None] | None,
 ) -> SplitReport:
-    """The move of :func:`split_collection`, for a caller holding the migration lock (it
-    and the migrations that spread the runs and the submissions): checks, moves, records
-    the count. Other flue-models clients of the prefix are refused when there is a
-    record to move.
-
-    ``keep``: names of keys of a bucket that are no record's (``{c:<b>}/<name>`` and
-    ``{c:<b>}/<name>:<segment>``), which the caller moves itself; they are left as they
-    are instead of refused.
-
-    Raises:
-        WritersActiveError: another flue-models client is connected and records move.
-        SchemaError: a key or a row cannot be moved as it is, or records would move on
-            a cluster; nothing was moved.
-
-    Example:
-        ```python
-        async def up(ctx: MigrationContext) -> None:
-            await move_collection(ctx.db, "ticket", 16, progress=ctx.report)
-        ```
-    """
+    """The checks, the moves and the new count, under the lock :func:`split_collection`
+    holds."""
     say = progress or (lambda _text: None)
     report = SplitReport(collection, buckets)
     placed_by = await _placement(db, collection, partition_by)
-    found = await _scan(db, collection, keep)
+    found = await _scan(db, collection)
     report.records = len(found.records)
     uniques = [key for key in found.uniques if key.rsplit(":", 1)[1] != placed_by]
     if buckets > 1 and await _holds_claims(db, uniques):
@@ -200,13 +159,7 @@ async def move_collection(
     places = await _partitions(db, found.records, placed_by)
     targets = {key: bucket_of(places[key], buckets) for key, _b, _id in found.records}
     moves = [r for r in found.records if r[1] != targets[r[0]]]
-    if moves:
-        if isinstance(db.client, RedisCluster):
-            raise SchemaError(
-                f"{len(moves)} record(s) of {collection!r} must move into other buckets, "
-                "which are other slots: move the store to a standalone server, run this "
-                "there, then import it into the cluster. Nothing was moved."
-            )
+    if moves:  # again, under the lock: a client that connected since the first check
         await refuse_other_clients(db)
     await _check_rows(db, collection, moves)
     say(f"{len(moves)} of {len(found.records)} record(s) of {collection} to move")
@@ -229,39 +182,8 @@ async def move_collection(
     return report
 
 
-async def collection_records(db: Database, collection: str) -> list[tuple[str, int, str]]:
-    """Every record of ``collection`` in any bucket, as (row key, bucket, id), sorted.
-
-    Raises:
-        SchemaError: a key of the collection is of no kind of the layout.
-
-    Example:
-        ```python
-        for key, bucket, record_id in await collection_records(db, "ticket"):
-            ...
-        ```
-    """
-    return (await _scan(db, collection)).records
-
-
-async def kept_keys(db: Database, collection: str, keep: Collection[str]) -> list[KeptKey]:
-    """The keys of ``collection``'s buckets named in ``keep`` (see :func:`move_collection`),
-    sorted.
-
-    Raises:
-        SchemaError: a key of the collection is of no kind of the layout.
-
-    Example:
-        ```python
-        await kept_keys(db, collection, {"receipt", "deletions"})
-        ```
-    """
-    return sorted((await _scan(db, collection, keep)).kept)
-
-
-async def _scan(db: Database, collection: str, keep: Collection[str] = ()) -> _Found:
-    """Every key of the collection in every bucket, by kind; refuse one of no known kind
-    (a key named in ``keep`` is listed as kept)."""
+async def _scan(db: Database, collection: str) -> _Found:
+    """Every key of the collection in every bucket, by kind; refuse one of no known kind."""
     found = _Found()
     async for raw in db.client.scan_iter(match=db.keys.buckets_pattern(collection), count=1000):
         key = reply_text(raw)
@@ -280,9 +202,8 @@ async def _scan(db: Database, collection: str, keep: Collection[str] = ()) -> _F
             found.uniques.append(key)
         elif kind == "index":
             pass  # entries move with the records that own them
-        elif (parts := keys.bucket_key_parts(collection, key)) and parts[0] in keep:
-            found.kept.append(KeptKey(bucket, key, *parts))
-        elif parts and parts[1] is not None:  # a key a record owns: it moves with it
+        elif (parts := keys.bucket_key_parts(collection, key)) and parts[1] is not None:
+            # a key a record owns: it moves with it
             found.owned.setdefault((bucket, parts[1]), []).append(key)
         else:
             raise SchemaError(

@@ -278,7 +278,7 @@ def stream_keys(keys: KeySpace, path: str) -> StreamKeys:
         ```
     """
     home = stream_home(path)
-    if home is None or not keys.tagged:  # the layout before tags had no buckets
+    if home is None:
         return keys.stream(path)
     meta, events, once, _chunks = _homed(keys, *home)
     return StreamKeys(meta, events, once)
@@ -294,7 +294,7 @@ def chunks_key(keys: KeySpace, path: str) -> str:
         ```
     """
     home = stream_home(path)
-    if home is None or not keys.tagged:
+    if home is None:
         return keys.stream_chunks(path)
     return _homed(keys, *home)[3]
 
@@ -314,7 +314,7 @@ async def stream_metas(db: Database) -> list[str]:
         key = reply_text(raw)
         if db.keys.is_stream_meta(key):  # not :events, :once, :chunks
             found.append(key)
-    for model in dict.fromkeys(_HOMES.values()) if db.keys.tagged else ():
+    for model in dict.fromkeys(_HOMES.values()):
         collection = model.__flue_spec__.collection
         async for raw in db.client.scan_iter(match=db.keys.buckets_pattern(collection), count=500):
             key = reply_text(raw)

@@ -37,8 +37,7 @@ RunStatus = Literal["active", "completed", "errored", "cancelled"]
 DEFAULT_LIST = 100
 #: Largest page :meth:`WorkflowRun.list` returns.
 MAX_LIST = 1000
-#: Buckets the runs are spread over (one Cluster slot each; migration ``0006_run_buckets``
-#: moved the runs of older stores into them).
+#: Buckets the runs are spread over (one Cluster slot each).
 RUN_BUCKETS = 16
 #: The paths of the runs' event streams start with this; each is in its run's bucket.
 RUN_STREAMS = "runs/"

@@ -67,8 +67,7 @@ MAX_FORK_DEPTH = 16
 MIN_STEP = 64
 #: Entries per ``Session.history`` page by default, and at most.
 DEFAULT_HISTORY, MAX_HISTORY = 100, 1000
-#: Buckets the sessions are spread over (one Cluster slot each; migration
-#: ``0007_session_buckets`` moved the sessions of older stores into them). Sessions hold
+#: Buckets the sessions are spread over (one Cluster slot each). Sessions hold
 #: the bulk of the data, so they take more buckets than the runs: 64 spread evenly over
 #: up to 16 primaries, and a listing (rare for sessions) costs about three single walks.
 SESSION_BUCKETS = 64

@@ -28,7 +28,7 @@ from flue_models.scripts import Scripts
 from flue_models.slots import slot_of
 from tests.conftest import RedisProcess, RedisServers
 from tests.integration.models import SpreadItem, Ticket
-from tests.migrations.test_hash_tags import fill
+from tests.integration.store_contents import fill
 from tests.waiting import within
 
 

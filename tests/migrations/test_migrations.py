@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import os
 import subprocess
@@ -11,7 +10,6 @@ import sys
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,10 +19,12 @@ from flue_models.errors import (
     MigrationFailedError,
     MigrationFileError,
     MigrationLockError,
+    SchemaLayoutError,
     SchemaTooNewError,
     UnversionedDataError,
 )
 from flue_models.schema import (
+    LAYOUT_VERSION,
     MigrationSet,
     migrate,
     new_migration_file,
@@ -34,13 +34,12 @@ from flue_models.schema import (
 from tests.command_line import run_cli
 from tests.conftest import BUILTIN_MIGRATIONS
 from tests.integration.models import Ticket
-from tests.migrations.layouts import declaring
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 ROOT = Path(__file__).parents[2]
-#: The library's own migrations, as labels, and the schema version they lead to.
+#: The library's own migration (one file: the layout), as labels, and its version.
 BUILTIN = BUILTIN_MIGRATIONS
-LATEST = len(BUILTIN)
+LATEST = LAYOUT_VERSION
 
 
 def scenario(name: str, set_name: str = "app") -> MigrationSet:
@@ -236,7 +235,7 @@ async def test_five_concurrent_migrators_run_each_step_exactly_once(
     ]
     try:
         results = await asyncio.gather(*(migrate(db, [scenario("counting")]) for db in databases))
-        assert sum(len(r) for r in results) == LATEST + 2  # each flue file, app/0001, app/0002
+        assert sum(len(r) for r in results) == len(BUILTIN) + 2  # the flue file, app/0001, app/0002
         client = databases[0].client
         keys = databases[0].keys
         assert await client.get(keys.absolute("ups:1")) == b"1"
@@ -278,7 +277,7 @@ async def test_a_changed_applied_file_is_reported_and_refused_unless_forced(
 
 async def test_dry_run_reports_and_writes_nothing(bare: fm.Database) -> None:
     planned = await migrate(bare, [scenario("clean_chain")], dry_run=True)
-    assert len(planned) == LATEST + 3
+    assert len(planned) == len(BUILTIN) + 3
     assert await dump(bare) == {}
 
 
@@ -347,7 +346,7 @@ def test_cli_new_then_migrate_then_noop_then_an_older_install_is_refused(
 def test_cli_dry_run_and_bad_names(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
     dry = run_cli("migrate", "--url", redis_url, "--prefix", key_prefix, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would apply flue/0001_initial" in dry.stdout
+    assert f"would apply flue/{LATEST:04d}_layout" in dry.stdout
     bad = run_cli("migrations", "new", "Add-Priority", "--dir", str(tmp_path))
     assert bad.returncode == 2  # a usage error, reported by the argument parser
     assert "lowercase" in bad.stderr
@@ -391,7 +390,7 @@ def test_the_builtin_migrations_and_the_dashboard_ship_in_the_wheel(
         capture_output=True, text=True, timeout=120, check=False, cwd=elsewhere, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "applied flue/0001_initial" in result.stdout
+    assert f"applied flue/{LATEST:04d}_layout" in result.stdout
     located = subprocess.run(
         [str(python), "-c", "from flue_models.schema import builtin_directory as b; print(b())"],
         capture_output=True, text=True, timeout=60, check=True, cwd=elsewhere, env=env,
@@ -453,140 +452,78 @@ async def test_the_unversioned_check_is_decided_under_the_lock(
     """Another process stamps the prefix and writes data right after our first read of
     the record: we must then see its record, not refuse its data as unversioned (the
     check used to read EXISTS meta, then SCAN, outside the lock)."""
-    read_located = runner._read_located
+    read_record = runner.read_record
     raced = False
 
-    async def then_another_process(db: fm.Database) -> tuple[dict[str, str], bool]:
+    async def then_another_process(db: fm.Database) -> dict[str, str]:
         nonlocal raced
-        located = await read_located(db)
+        record = await read_record(db)
         if not raced:
             raced = True
             async with fm.connect(db.url.url, key_prefix=db.keys.prefix) as other:
                 await other.client.set(db.keys.absolute("{session:0}:written-by-other"), "x")
-        return located
+        return record
 
-    monkeypatch.setattr(runner, "_read_located", then_another_process)
+    monkeypatch.setattr(runner, "read_record", then_another_process)
     assert await migrate(bare) == []  # the other process applied everything meanwhile
     assert raced
 
 
-@pytest.mark.standalone  # the layout version 1 wrote has no hash tags: no cluster holds it
-async def test_0002_moves_receipts_and_journals_lists_closed_streams_and_indexes_times(
+def test_the_builtin_set_is_one_file_numbered_by_the_layout_version() -> None:
+    files = MigrationSet.builtin().files()
+    assert [(f.number, f.name) for f in files] == [(LAYOUT_VERSION, "layout")]
+    assert [f"flue/{LAYOUT_VERSION:04d}_layout"] == BUILTIN
+
+
+@pytest.mark.parametrize("stored", [1, 4, LAYOUT_VERSION - 1])
+async def test_a_store_of_an_older_prerelease_layout_is_refused_before_any_write(
+    bare: fm.Database, stored: int
+) -> None:
+    await migrate(bare)
+    await Ticket.using(bare).save(Ticket(id="t-1", status="open", priority=1))
+    await bare.client.hset(bare.keys.meta, "schema_version", str(stored))
+    before = await dump(bare)
+    changes = await changes_since_save(bare)
+    url, prefix = bare.url.url, bare.keys.prefix
+    for attempt in (
+        lambda: migrate(bare),
+        lambda: migrate(bare, dry_run=True),
+        lambda: fm.connect(url, key_prefix=prefix),
+        lambda: fm.connect(url, key_prefix=prefix, migrate=False),
+    ):
+        with pytest.raises(SchemaLayoutError, match=rf"pre-release layout {stored};.*{LATEST}"):
+            await attempt()
+    assert await changes_since_save(bare) == changes  # the server counted no write at all
+    assert await dump(bare) == before
+
+
+async def test_a_store_stamped_by_the_numbered_files_of_before_is_accepted_as_it_is(
     bare: fm.Database,
 ) -> None:
-    db = bare
-    await migrate(db, to=1)
-    # The layout version 1 wrote (before hash tags: one bucket per collection): a running
-    # submission with a journal per attempt, a receipt in the one hash, a closed stream
-    # nobody listed, no range entries for the retention times.
-    await db.client.rename(db.keys.meta, db.keys.untagged().meta)
-    db.keys, db.scripts.check_slots = db.keys.untagged(), False
-    with declaring(fm.Submission, 1):  # the one bucket of submissions before 0009
-        await fm.Submission.admit_direct("p-1", session_id="s-1", input={}, db=db)
-        attempt = await fm.Submission.claim("p-1", "w", db=db)
-        assert attempt is not None
-        journal = fm.Submission.journal_key(db.keys, "p-1", "s-1")
-        a = attempt.attempt_id
-        await db.client.delete(journal)
-        await db.client.hset(
-            journal,
-            mapping={
-                "attempt": a,
-                f"phase:{a}": "provider_started",
-                f"detail:{a}": '{"r":1}',
-                "consumed:st-1": a,
-            },
-        )
-        receipt = {"id": "d-9", "session_id": "s-9", "outcome": "completed", "sequence": 9}
-        receipt["digest"] = '{"input":{"n":1},"kind":"dispatch","session_id":"s-9"}'
-        receipt["accepted_at"] = "2026-01-01T00:00:00.000000+00:00"
-        await db.client.hset(
-            db.keys.collection_key("submission", "receipts"), "d-9", json.dumps(receipt)
-        )
-        stream = fm.EventStream("agents/a", db=db)
-        await stream.create()
-        await stream.close()
-        await db.client.delete(db.keys.closed_streams())
-        await fm.Submission.admit_direct("p-2", session_id="s-2", input={}, db=db)
-        assert await fm.Submission.settle_queued("p-2", "aborted", db=db)
-    run = await fm.WorkflowRun.start("wf", run_id="r-1", db=db)
-    await run.finish()
-    spec_s, spec_r = fm.Submission.__flue_spec__, fm.WorkflowRun.__flue_spec__
-    await db.client.delete(spec_s.range_key(db.keys, "settled_at"))
-    await db.client.delete(spec_r.range_key(db.keys, "ended_at"))
-
-    applied = await migrate(db)
-    assert [s.file.label for s in applied] == BUILTIN[1:]
-
-    slot = await fm.Submission.read_journal("p-1", db=db)
-    assert slot is not None
-    assert (slot.attempt_id, slot.revision, slot.phase, slot.detail) == (
-        a,
-        1,
-        "provider_started",
-        {"r": 1},
-    )
-    assert (slot.stream_key, slot.stream_consumed) == ("st-1", True)
-    assert await fm.Submission.journal_phase(attempt, "tool_request_recorded", db=db)
-    replay = await fm.Submission.admit_dispatch("d-9", session_id="s-9", input={"n": 1}, db=db)
-    assert replay.receipt is not None
-    assert (replay.created, replay.submission) == (False, None)
-    assert not await db.client.exists(db.keys.collection_key("submission", "receipts"))
-    assert await db.client.zscore(db.keys.closed_streams(), "agents/a") is not None
-    settled_at: Any = fm.Submission.settled_at
-    ended_at: Any = fm.WorkflowRun.ended_at
-    far = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
-    assert [s.id for s in await fm.Submission.find(settled_at < far).using(db).all()] == ["p-2"]
-    assert [r.id for r in await fm.WorkflowRun.find(ended_at < far).using(db).all()] == ["r-1"]
-    assert (await fm.verify_collection(fm.Submission, db=db)).ok
-    assert await migrate(db) == []  # a rerun finds nothing to do
+    """A store migrated while the built-in set was nine files (0001..0009) is in today's
+    layout at version 9: accepted, nothing to apply, its old entries are history."""
+    await migrate(bare)
+    old = {"name": "initial", "checksum": "0" * 64, "at": "2026-11-01T00:00:00+00:00"}
+    await bare.client.hset(bare.keys.meta, "applied:flue:0001", json.dumps(old))
+    before = await dump(bare)
+    assert await migrate(bare) == []
+    assert await dump(bare) == before
+    (status,) = await schema_status(bare)
+    assert (status.stored, status.newest, status.pending, status.drift) == (LATEST, LATEST, [], [])
+    async with fm.connect(bare.url.url, key_prefix=bare.keys.prefix) as db:
+        await Ticket.using(db).save(Ticket(id="t-1", status="open", priority=1))
+        assert (await Ticket.using(db).get("t-1")) is not None
 
 
-async def write_version_3_sessions(db: fm.Database, sid: str) -> None:
-    """A compacted session and a plain one, stored as version 3 stored them."""
-    session = await fm.Session.open(sid, db=db)
-    await session.append_many(
-        [
-            fm.MessageEntry(id="m1", role="user", content="one"),
-            fm.MessageEntry(id="m2", parent_id="m1", role="assistant", content="two"),
-            fm.MessageEntry(id="m3", parent_id="m2", role="user", content="three"),
-        ]
-    )
-    await session.append(
-        fm.CompactionEntry(
-            id="c1", parent_id="m3", summary="s", first_kept_entry_id="m3", tokens_before=9
-        )
-    )
-    await fm.Session.open("plain-id", db=db)
-    # The layout version 3 wrote: ordered by created_at, no key parts, no context_from.
-    spec = fm.Session.__flue_spec__
-    for key in [k async for k in db.client.scan_iter(match=db.keys.pattern())]:
-        if b"session:idx:" in key or key.endswith(b"session:all"):
-            await db.client.delete(key)
-    for record_id in (sid, "plain-id"):
-        record = db.keys.record("session", record_id)
-        await db.client.hdel(record, "agent", "instance", "harness", "context_from")
-        created = await db.client.hget(record, "created_at")
-        score = spec.codecs["created_at"].score(dt.datetime.fromisoformat(created.decode()))
-        await db.client.zadd(db.keys.all("session"), {record_id: score})
-
-
-@pytest.mark.standalone  # 0007 then moves the sessions into other slots
-async def test_0004_indexes_sessions_by_update_and_key_parts_and_locates_contexts(
+async def test_the_builtin_layout_file_edited_in_place_is_no_drift(
     bare: fm.Database,
 ) -> None:
-    db = bare
-    await migrate(db, to=3)
-    sid = fm.session_key("support", "eu-1", "claude", "main")
-    with declaring(fm.Session, 1):  # sessions were in one bucket until 0007
-        await write_version_3_sessions(db, sid)
-        applied = await migrate(db, to=6)
-    applied += await migrate(db)
-    assert [s.file.label for s in applied] == BUILTIN[3:]
-    page = await fm.Session.list(agent="support", db=db)
-    assert [s.id for s in page.items] == [sid]
-    assert (await fm.Session.get(sid, db=db)).context_from == 2  # m3's position
-    assert (await fm.verify_collection(fm.Session, db=db)).ok
-    loaded = await fm.Session.load_context(sid, db=db)
-    assert loaded is not None
-    assert [e.id for e in loaded.entries] == ["m3", "c1"]
+    """Until the first release the layout file changes in place: its number names the
+    layout, so another checksum on record is not drift (an application file's is)."""
+    await migrate(bare)
+    field = f"applied:flue:{LATEST:04d}"
+    entry = json.loads(await bare.client.hget(bare.keys.meta, field))
+    await bare.client.hset(bare.keys.meta, field, json.dumps({**entry, "checksum": "f" * 64}))
+    (status,) = await schema_status(bare)
+    assert status.drift == []
+    assert await migrate(bare) == []

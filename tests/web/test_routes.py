@@ -345,7 +345,8 @@ async def test_the_server_page_shows_the_schema_and_the_server(
     builtin = body["schema"][0]
     assert builtin["set"] == "flue"
     assert builtin["pending"] == []
-    assert len(builtin["applied"]) == builtin["stored"] == builtin["newest"]
+    assert builtin["stored"] == builtin["newest"] == fm.schema.LAYOUT_VERSION
+    assert builtin["applied"] == [f"flue/{fm.schema.LAYOUT_VERSION:04d}_layout"]
     assert body["server"]["used_memory"] > 0
     assert body["server"]["maxmemory_policy"] == "noeviction"
     assert body["checks"]["refusal"] is None

@@ -233,7 +233,7 @@ class SubmissionRow(Model):
     @classmethod
     def _receipt_key(cls, keys: KeySpace, submission_id: str) -> str:
         """The receipt (JSON) of a dispatch whose row was removed, in the bucket ``keys``
-        names (``0003_flue_contract`` writes them in bucket 0; see :meth:`_receipt_keys`)."""
+        names (see :meth:`_receipt_keys`)."""
         return keys.owned(cls.__flue_spec__.collection, "receipt", submission_id)
 
     @classmethod
