@@ -40,9 +40,26 @@ BUILTIN_MIGRATIONS = [
 ]
 
 
+#: The quick tier (``pytest -m quick``, the inner loop: about 10 s): the unit tests, the
+#: docstring examples, and the model layer's writes and queries on one server.
+QUICK = (
+    "tests/unit/",
+    "flue_models/",
+    "migrations/",
+    "tests/integration/test_model_writes.py",
+    "tests/integration/test_write_path.py",
+    "tests/integration/test_queries.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In the Cluster pass, leave out (deselect, not skip) the tests marked ``standalone``:
-    the standalone passes of .ci/run run them."""
+    """Mark the quick tier; in the Cluster pass, leave out (deselect, not skip) the tests
+    marked ``standalone``: the standalone passes of .ci/run run them."""
+    root = Path(str(config.rootpath))
+    for item in items:
+        where = Path(str(item.path)).relative_to(root).as_posix()
+        if where.startswith(QUICK) and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.quick)
     if os.environ.get("FLUE_TEST_CLUSTER") != "1":
         return
     kept = [item for item in items if item.get_closest_marker("standalone") is None]
@@ -205,10 +222,18 @@ def redis_url(redis_servers: RedisServers) -> Iterator[str]:
     yield redis_servers.start().url
 
 
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def protocol(request: pytest.FixtureRequest) -> int:
-    """RESP version: core tests run under both."""
-    return int(request.param)
+#: The RESP version of this run's connections: 3 unless ``FLUE_TEST_RESP=2``. Each pass
+#: of the suite speaks one protocol; ``.ci/run`` runs its Redis 7.0 pass with RESP2, so
+#: every test meets both reply shapes without running twice in one pass.
+RESP = os.environ.get("FLUE_TEST_RESP", "3")
+if RESP not in ("2", "3"):
+    raise pytest.UsageError(f"FLUE_TEST_RESP must be 2 or 3, not {RESP!r}")
+
+
+@pytest.fixture
+def protocol() -> int:
+    """The RESP version of this pass (``FLUE_TEST_RESP``)."""
+    return int(RESP)
 
 
 @pytest.fixture

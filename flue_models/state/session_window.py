@@ -126,8 +126,9 @@ def decode_run(
 
     Example:
         >>> element = b'E{"type":"message","id":"m1","role":"user"}'
-        >>> [(p, e.id) for p, e in decode_run("k", [element], 7)]
-        [(7, 'm1')]
+        >>> position, entry = decode_run("k", [element], 7)[0]
+        >>> position, entry.id
+        (7, 'm1')
     """
     entries: list[tuple[int, AnyEntry]] = []
     index = 0
