@@ -208,5 +208,7 @@ async def test_sessions_submissions_and_server_pages(
     await page.screenshot(path=shots / "submissions.png", full_page=True)
 
     await page.goto(dashboard + "/server")
-    await expect(page.locator("#schema")).to_contain_text("0001", timeout=WAIT_MS)
+    await expect(page.locator("#schema")).to_contain_text(
+        f"{fm.schema.LAYOUT_VERSION:04d}_layout", timeout=WAIT_MS
+    )
     await page.screenshot(path=shots / "server.png", full_page=True)
