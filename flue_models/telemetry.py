@@ -28,6 +28,18 @@ try:  # the optional ``otel`` extra
     from opentelemetry.trace import ProxyTracerProvider, SpanKind, Status, StatusCode
 except ImportError:  # pragma: no cover - exercised by installs without the extra
     trace = None  # type: ignore[assignment]
+    ProxyTracerProvider = None  # type: ignore[assignment,misc]
+
+#: ``trace`` and ``ProxyTracerProvider`` are exported for ``Database.span``, which
+#: inlines :func:`enabled` (the check of every operation when spans are off).
+__all__ = [
+    "SCOPE",
+    "ProxyTracerProvider",
+    "enabled",
+    "operation_span",
+    "server_attributes",
+    "trace",
+]
 
 #: The instrumentation scope name of every span.
 SCOPE = "flue_models"

@@ -19,7 +19,7 @@ from pydantic._internal._model_construction import ModelMetaclass
 from flue_models.connection import Database, pick_database
 from flue_models.errors import ConfigurationError
 from flue_models.keys import KeySpace
-from flue_models.model.buckets import check_buckets
+from flue_models.model.buckets import check_collections
 from flue_models.model.errors import AlreadyExistsError, AmbiguousIdError, DecodeError
 from flue_models.model.expressions import AllOf, Condition, FieldRef
 from flue_models.model.fields import new_id
@@ -29,9 +29,9 @@ from flue_models.model.spec import (
     ModelSpec,
     build_spec,
     check_meta_options,
+    decode_owned,
 )
 from flue_models.model.writes import (
-    decode_owned,
     plan_delete,
     plan_save,
     refuse_duplicates,
@@ -451,7 +451,8 @@ class Model(BaseModel, metaclass=_ModelMeta):
                 f"{cls.__name__} is placed by id (no Meta.partition_by); read it by id alone."
             )
         key = spec.keys_of(database.keys, partition).record(spec.collection, record_id)
-        await check_buckets(database, spec)
+        if spec.collection not in database.checked_buckets:  # once per database
+            await check_collections(database, [spec])
         with database.span("get", spec.collection):
             (item,) = await cls._read_keys([key], database)
         if isinstance(item, DecodeError):
@@ -501,7 +502,8 @@ class Model(BaseModel, metaclass=_ModelMeta):
         keys = [key for each in candidates for key in each]
         if not keys:
             return []
-        await check_buckets(database, spec)
+        if spec.collection not in database.checked_buckets:  # once per database
+            await check_collections(database, [spec])
         size = {"db.operation.batch.size": len(record_ids)}
         with database.span("get", spec.collection, **size):
             replies = await read_hashes(database, keys)
@@ -621,7 +623,7 @@ async def read_hashes(db: Database, keys: Sequence[str]) -> list[dict[bytes, byt
         ```
     """
     replies = await db.run_batch([("HGETALL", key) for key in keys], return_errors=True)
-    return [raw if isinstance(raw, Exception) else reply_hash(raw) for raw in replies]
+    return [raw if isinstance(raw, dict | Exception) else reply_hash(raw) for raw in replies]
 
 
 def held_once(

@@ -22,7 +22,7 @@ Example:
             buckets = 16          # on a cluster, 16 slots share the collection
         id: str = fm.new_id()
 
-    await check_buckets(db, Ticket.__flue_spec__)   # BucketCountError on a mismatch
+    await check_collections(db, [Ticket.__flue_spec__])   # BucketCountError on a mismatch
     ```
 """
 
@@ -85,25 +85,12 @@ def _counts(db: Database, record: dict[str, str]) -> dict[str, int]:
     return counts
 
 
-async def check_buckets(db: Database, spec: ModelSpec) -> None:
-    """Refuse to use ``spec``'s collection in ``db`` when the store keeps its records in
-    another number of buckets; checked once per database and collection.
-
-    Raises:
-        BucketCountError: the counts differ.
-
-    Example:
-        ```python
-        await check_buckets(db, Ticket.__flue_spec__)
-        ```
-    """
-    if spec.collection not in db.checked_buckets:
-        await check_collections(db, [spec])
-
-
 async def check_collections(db: Database, specs: Iterable[ModelSpec]) -> None:
     """Check the bucket count of every model in ``specs`` (one read of the schema record;
     a first use of an empty collection with more than one bucket records its count).
+
+    Each database checks a collection once, before its first read or write of it: the
+    model layer calls this only for a collection not yet in ``db.checked_buckets``.
 
     Raises:
         BucketCountError: a model declares another count than the store holds.

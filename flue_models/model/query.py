@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 from flue_models.connection import Database, pick_database
 from flue_models.errors import ScriptError
 from flue_models.keys import INDEX_VALUE_BOUND, KeySpace
-from flue_models.model.buckets import check_buckets
+from flue_models.model.buckets import check_collections
 from flue_models.model.codec import FieldCodec
 from flue_models.model.errors import DecodeError, SkippedRecordWarning
 from flue_models.model.expressions import AllOf, Condition, QueryError
@@ -202,7 +202,8 @@ class Query(Generic[M]):
         the collection, or, when the conditions fix the ``Meta.partition_by`` field to
         one or a few values, the buckets of those values."""
         spec = self.model.__flue_spec__
-        await check_buckets(db, spec)
+        if spec.collection not in db.checked_buckets:  # once per database
+            await check_collections(db, [spec])
         spaces = spec.bucket_keys(db.keys)
         if len(spaces) == 1 or spec.partition_by == "id":
             return spaces

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +23,12 @@ from flue_models.keys import (
     KeySpace,
     bucket_of,
     check_collection,
+    decode_segment,
     encode_segment,
     is_bucket_count,
 )
 from flue_models.model.codec import MAX_EXACT_INT, RANGE_KINDS, FieldCodec, codec_for
+from flue_models.model.errors import DecodeError
 from flue_models.model.fields import Indexed, Unique
 
 #: Hash field holding a record's version; no model field may use the name.
@@ -487,3 +491,54 @@ def build_spec(model_name: str, meta: type | None, fields: dict[str, FieldInfo])
         buckets=buckets,
         partition_by=partition_by,
     )
+
+
+# What a record owns (its _owned field) -------------------------------------------
+
+
+#: What stands for a counter's value (see :class:`~flue_models.model.writes.Write`) until
+#: the script assigns it.
+SEQ = "#seq"
+
+
+def encode_owned(
+    keys: KeySpace,
+    entries: dict[str, float],
+    unique: dict[str, bytes],
+    seq_scored: Collection[str] = (),
+) -> bytes:
+    """Encode the index entries and unique claims a record owns, as stored in ``_owned``.
+
+    Keys are stored relative to the prefix; unique values as unpadded base64url (they are
+    bytes); the score of a ``seq_scored`` set is ``"#seq"`` until the script assigns it.
+
+    Example:
+        >>> encode_owned(KeySpace("p"), {"p::t:all": 1.0}, {"p::t:uniq:email": b"a@b"})
+        b'{"u":{"t:uniq:email":"YUBi"},"z":{"t:all":1.0}}'
+    """
+    owned = {
+        "u": {keys.relative(k): encode_segment(v) for k, v in unique.items()},
+        "z": {keys.relative(k): SEQ if k in seq_scored else s for k, s in entries.items()},
+    }
+    return json.dumps(owned, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_owned(
+    keys: KeySpace, record_key: str, raw: bytes
+) -> tuple[dict[str, float], dict[str, bytes]]:
+    """Decode an ``_owned`` field made by :func:`encode_owned`.
+
+    Raises:
+        DecodeError: the field is not what :func:`encode_owned` writes.
+
+    Example:
+        >>> decode_owned(KeySpace("p"), "p::t:x", b'{"u":{},"z":{"t:all":1.0}}')
+        ({'p::t:all': 1.0}, {})
+    """
+    try:
+        owned = json.loads(raw)
+        entries = {keys.absolute(k): float(score) for k, score in owned["z"].items()}
+        unique = {keys.absolute(k): decode_segment(v) for k, v in owned["u"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DecodeError(record_key, OWNED_FIELD, f"holds {raw[:80]!r}: {exc}") from None
+    return entries, unique

@@ -25,26 +25,24 @@ Example:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flue_models.connection import Database
 from flue_models.errors import ConfigurationError
-from flue_models.keys import KeySpace, decode_segment, encode_segment
-from flue_models.model.buckets import check_buckets
+from flue_models.keys import KeySpace
+from flue_models.model.buckets import check_collections
 from flue_models.model.errors import (
     AlreadyExistsError,
     ConflictError,
-    DecodeError,
     DuplicateWriteError,
     GuardError,
     IdClaimedError,
     PartitionChangeError,
     UniqueViolationError,
 )
-from flue_models.model.spec import OWNED_FIELD
+from flue_models.model.spec import OWNED_FIELD, SEQ, encode_owned
 from flue_models.replies import reply_text
 from flue_models.scripts import checked_reply
 
@@ -105,56 +103,6 @@ class Write:
     snapshot: dict[str, bytes] = field(default_factory=dict)
     entries: dict[str, float] = field(default_factory=dict)
     unique: dict[str, bytes] = field(default_factory=dict)
-
-
-# What a record owns ------------------------------------------------------------------
-
-
-#: What stands for a counter's value (see :class:`Write`) until the script assigns it.
-SEQ = "#seq"
-
-
-def encode_owned(
-    keys: KeySpace,
-    entries: dict[str, float],
-    unique: dict[str, bytes],
-    seq_scored: Collection[str] = (),
-) -> bytes:
-    """Encode the index entries and unique claims a record owns, as stored in ``_owned``.
-
-    Keys are stored relative to the prefix; unique values as unpadded base64url (they are
-    bytes); the score of a ``seq_scored`` set is ``"#seq"`` until the script assigns it.
-
-    Example:
-        >>> encode_owned(KeySpace("p"), {"p::t:all": 1.0}, {"p::t:uniq:email": b"a@b"})
-        b'{"u":{"t:uniq:email":"YUBi"},"z":{"t:all":1.0}}'
-    """
-    owned = {
-        "u": {keys.relative(k): encode_segment(v) for k, v in unique.items()},
-        "z": {keys.relative(k): SEQ if k in seq_scored else s for k, s in entries.items()},
-    }
-    return json.dumps(owned, sort_keys=True, separators=(",", ":")).encode()
-
-
-def decode_owned(
-    keys: KeySpace, record_key: str, raw: bytes
-) -> tuple[dict[str, float], dict[str, bytes]]:
-    """Decode an ``_owned`` field made by :func:`encode_owned`.
-
-    Raises:
-        DecodeError: the field is not what :func:`encode_owned` writes.
-
-    Example:
-        >>> decode_owned(KeySpace("p"), "p::t:x", b'{"u":{},"z":{"t:all":1.0}}')
-        ({'p::t:all': 1.0}, {})
-    """
-    try:
-        owned = json.loads(raw)
-        entries = {keys.absolute(k): float(score) for k, score in owned["z"].items()}
-        unique = {keys.absolute(k): decode_segment(v) for k, v in owned["u"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DecodeError(record_key, OWNED_FIELD, f"holds {raw[:80]!r}: {exc}") from None
-    return entries, unique
 
 
 # Plans -------------------------------------------------------------------------------
@@ -392,7 +340,8 @@ async def run_writes(
     refuse_duplicates([w.record for w in writes])
     spec = writes[0].record.__flue_spec__
     collection = spec.collection
-    await check_buckets(db, spec)
+    if spec.collection not in db.checked_buckets:  # once per database
+        await check_collections(db, [spec])
     if spec.directed and not ids_checked:
         await refuse_taken_ids(db, [w.record for w in writes if w.mode == "s" and not w.expected])
     keys, args = script_arguments(one_bucket(db.keys, writes).version_counter(collection), writes)

@@ -36,8 +36,8 @@ from flue_models.model.fields import Indexed
 from flue_models.model.fields import new_id as make_id
 from flue_models.model.query import Page
 from flue_models.model.spec import OWNED_FIELD as OWNED
+from flue_models.model.spec import encode_owned
 from flue_models.model.writes import (
-    encode_owned,
     plan_delete,
     plan_save,
     retry_on_conflict,

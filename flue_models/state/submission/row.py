@@ -26,8 +26,8 @@ from flue_models.model.base import Model, held_once
 from flue_models.model.codec import canonical_json
 from flue_models.model.errors import DecodeError
 from flue_models.model.fields import Indexed
-from flue_models.model.spec import OWNED_FIELD
-from flue_models.model.writes import decode_owned, plan_save, run_writes
+from flue_models.model.spec import OWNED_FIELD, decode_owned
+from flue_models.model.writes import plan_save, run_writes
 from flue_models.replies import reply_hash, reply_time
 
 Kind = Literal["dispatch", "direct"]
