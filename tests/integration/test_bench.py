@@ -12,7 +12,7 @@ from bench import charts, in_latency, sessions
 from bench import cluster as cluster_bench
 from bench.harness import Row, Stats, table
 from bench.workloads import Bench
-from flue_models.cli import bench_folder
+from flue_models.cli.bench import bench_folder
 from tests.command_line import run_cli
 
 

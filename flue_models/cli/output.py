@@ -1,0 +1,36 @@
+"""How commands answer: exit statuses, "not found", and JSON or table output."""
+
+from __future__ import annotations
+
+import json
+from argparse import Namespace
+from collections.abc import Sequence
+from typing import Any
+
+from flue_models.terminal import table
+
+#: Exit statuses (documented in docs/cli.md).
+OK, FAILED, USAGE, NOT_FOUND, INTERRUPTED, PIPE_CLOSED = 0, 1, 2, 3, 130, 141
+
+
+class NotFound(Exception):
+    """What a command asked for does not exist (exit status 3)."""
+
+
+def emit(data: Any) -> None:
+    """Print ``data`` as one JSON document (``--json``)."""
+    print(json.dumps(data, ensure_ascii=False, sort_keys=True))
+
+
+def print_page(
+    args: Namespace, items: Sequence[Any], cursor: str | None, rows: list[list[str]]
+) -> int:
+    """A listing page: JSON (``items`` and ``next_cursor``) or a table and its cursor."""
+    if args.json:
+        emit({"items": [item.model_dump(mode="json") for item in items], "next_cursor": cursor})
+        return OK
+    for line in table(rows):
+        print(line.rstrip())
+    if cursor:
+        print(f"next: --cursor {cursor}")
+    return OK
