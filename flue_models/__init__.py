@@ -9,7 +9,10 @@ Example:
     ```
 
 Names are imported on first use (PEP 562), so ``import flue_models`` and the command line
-start fast; type checkers see the ordinary imports below.
+start fast. ``_EXPORTS`` is the one list of public names (``__all__`` is made from it);
+type checkers read the imports under ``TYPE_CHECKING``, which a test holds equal to it.
+Every error class is in :mod:`flue_models.errors` (``fm.errors``); the roots and the
+leaves callers catch are exported here too.
 """
 
 from __future__ import annotations
@@ -20,237 +23,278 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING; importing typing here would co
 if TYPE_CHECKING:
     from typing import Any
 
-    from flue_models import schema
-    from flue_models.client import ClientSettings, RetryPolicy
-    from flue_models.config import parse_url, redact_url
-    from flue_models.connection import Database, current_database, open_database
+    from flue_models import errors as errors
+    from flue_models import schema as schema
+    from flue_models.client import (
+        ClientSettings as ClientSettings,
+    )
+    from flue_models.client import (
+        RetryPolicy as RetryPolicy,
+    )
+    from flue_models.connection import (
+        Database as Database,
+    )
     from flue_models.errors import (
-        AuthenticationFailedError,
-        BatchCommandError,
-        BucketCountError,
-        ClusterEnabledError,
-        ClusterNotReadyError,
-        CommandError,
-        ConfigurationError,
-        ConnectionFailedError,
-        ConnectionLostError,
-        CorruptDataError,
-        CorruptValueError,
-        CrossSlotError,
-        DatabaseRefusedError,
-        EmbeddedServerError,
-        EvictionPolicyError,
-        FlueModelsError,
-        ForeignSchemaError,
-        InvalidURLError,
-        NotConnectedError,
-        NotRedisError,
-        OutOfMemoryError,
-        PartitionKeyError,
-        PersistenceWarning,
-        PoolExhaustedError,
-        SchemaLayoutError,
-        SchemaMissingError,
-        SchemaStampError,
-        ScriptError,
-        ServerCheckError,
-        ServerTimeoutError,
-        ServerUnverifiableError,
-        ServerVersionError,
-        TLSHandshakeError,
-        WritersActiveError,
-        WrongKeyTypeError,
+        AdmissionConflictError as AdmissionConflictError,
     )
-    from flue_models.inspection import ServerReport, inspect_server, read_server
-    from flue_models.keys import KeySpace
+    from flue_models.errors import (
+        AlreadyExistsError as AlreadyExistsError,
+    )
+    from flue_models.errors import (
+        AuthenticationFailedError as AuthenticationFailedError,
+    )
+    from flue_models.errors import (
+        ConfigurationError as ConfigurationError,
+    )
+    from flue_models.errors import (
+        ConflictError as ConflictError,
+    )
+    from flue_models.errors import (
+        ConnectionFailedError as ConnectionFailedError,
+    )
+    from flue_models.errors import (
+        ConnectionLostError as ConnectionLostError,
+    )
+    from flue_models.errors import (
+        CorruptDataError as CorruptDataError,
+    )
+    from flue_models.errors import (
+        DecodeError as DecodeError,
+    )
+    from flue_models.errors import (
+        EncodingError as EncodingError,
+    )
+    from flue_models.errors import (
+        FlueModelsError as FlueModelsError,
+    )
+    from flue_models.errors import (
+        NotFoundError as NotFoundError,
+    )
+    from flue_models.errors import (
+        PersistenceWarning as PersistenceWarning,
+    )
+    from flue_models.errors import (
+        QueryError as QueryError,
+    )
+    from flue_models.errors import (
+        SchemaError as SchemaError,
+    )
+    from flue_models.errors import (
+        SchemaTooNewError as SchemaTooNewError,
+    )
+    from flue_models.errors import (
+        ServerCheckError as ServerCheckError,
+    )
+    from flue_models.errors import (
+        SessionBusyError as SessionBusyError,
+    )
+    from flue_models.errors import (
+        SessionDeletingError as SessionDeletingError,
+    )
+    from flue_models.errors import (
+        SessionForkedError as SessionForkedError,
+    )
+    from flue_models.errors import (
+        SkippedRecordWarning as SkippedRecordWarning,
+    )
+    from flue_models.errors import (
+        StreamClosedError as StreamClosedError,
+    )
+    from flue_models.errors import (
+        StreamConflictError as StreamConflictError,
+    )
+    from flue_models.errors import (
+        StreamNotFoundError as StreamNotFoundError,
+    )
+    from flue_models.errors import (
+        UnavailableError as UnavailableError,
+    )
+    from flue_models.errors import (
+        UniqueViolationError as UniqueViolationError,
+    )
     from flue_models.model import (
-        AllOf,
-        AlreadyExistsError,
-        AmbiguousIdError,
-        Bound,
-        Condition,
-        ConflictError,
-        DecodeError,
-        Drift,
-        DuplicateWriteError,
-        EncodingError,
-        FieldRef,
-        IdClaimedError,
-        Indexed,
-        Model,
-        Page,
-        PartitionChangeError,
-        Query,
-        QueryError,
-        SkippedRecordWarning,
-        Unique,
-        UniqueViolationError,
-        VerifyReport,
-        in_,
-        new_id,
-        now,
-        repair_collection,
-        verify_collection,
+        Indexed as Indexed,
     )
-    from flue_models.startup import Connecting, connect
+    from flue_models.model import (
+        Model as Model,
+    )
+    from flue_models.model import (
+        Page as Page,
+    )
+    from flue_models.model import (
+        Query as Query,
+    )
+    from flue_models.model import (
+        Unique as Unique,
+    )
+    from flue_models.model import (
+        VerifyReport as VerifyReport,
+    )
+    from flue_models.model import (
+        in_ as in_,
+    )
+    from flue_models.model import (
+        new_id as new_id,
+    )
+    from flue_models.model import (
+        now as now,
+    )
+    from flue_models.model import (
+        repair_collection as repair_collection,
+    )
+    from flue_models.model import (
+        verify_collection as verify_collection,
+    )
+    from flue_models.startup import (
+        Connecting as Connecting,
+    )
+    from flue_models.startup import (
+        connect as connect,
+    )
     from flue_models.state import (
-        Admission,
-        Ancestor,
-        Attempt,
-        AttemptMarker,
-        ChunkSegment,
-        CompactionEntry,
-        EndResult,
-        Event,
-        EventStream,
-        ForkOrigin,
-        HistoryPage,
-        Journal,
-        MessageEntry,
-        PruneReport,
-        ReadResult,
-        Retention,
-        RunPage,
-        RunPointer,
-        Session,
-        SessionContext,
-        SessionError,
-        SessionForkedError,
-        StateReport,
-        StreamClosedError,
-        StreamConflictError,
-        StreamError,
-        StreamInfo,
-        StreamNotFoundError,
-        StreamOffsetError,
-        Submission,
-        SubmissionError,
-        WorkflowRun,
-        prune,
-        prune_all,
-        session_key,
-        tail_many,
-        verify_state,
+        Admission as Admission,
+    )
+    from flue_models.state import (
+        Attempt as Attempt,
+    )
+    from flue_models.state import (
+        CompactionEntry as CompactionEntry,
+    )
+    from flue_models.state import (
+        EndResult as EndResult,
+    )
+    from flue_models.state import (
+        Event as Event,
+    )
+    from flue_models.state import (
+        EventStream as EventStream,
+    )
+    from flue_models.state import (
+        HistoryPage as HistoryPage,
+    )
+    from flue_models.state import (
+        Journal as Journal,
+    )
+    from flue_models.state import (
+        MessageEntry as MessageEntry,
+    )
+    from flue_models.state import (
+        PruneReport as PruneReport,
+    )
+    from flue_models.state import (
+        ReadResult as ReadResult,
+    )
+    from flue_models.state import (
+        Retention as Retention,
+    )
+    from flue_models.state import (
+        RunPage as RunPage,
+    )
+    from flue_models.state import (
+        Session as Session,
+    )
+    from flue_models.state import (
+        SessionContext as SessionContext,
+    )
+    from flue_models.state import (
+        StateReport as StateReport,
+    )
+    from flue_models.state import (
+        Submission as Submission,
+    )
+    from flue_models.state import (
+        WorkflowRun as WorkflowRun,
+    )
+    from flue_models.state import (
+        prune as prune,
+    )
+    from flue_models.state import (
+        prune_all as prune_all,
+    )
+    from flue_models.state import (
+        session_key as session_key,
+    )
+    from flue_models.state import (
+        tail_many as tail_many,
+    )
+    from flue_models.state import (
+        verify_state as verify_state,
     )
 
 __version__ = "0.1.0"
 
-#: Where each public name lives (``|module`` marks a submodule exported as such).
+#: Every public name and where it lives (``|module`` marks a submodule exported as such).
 _EXPORTS: dict[str, str] = {
-    "SchemaStampError": "flue_models.errors",
-    "SchemaMissingError": "flue_models.errors",
-    "SchemaLayoutError": "flue_models.errors",
-    "BucketCountError": "flue_models.errors",
-    "PartitionKeyError": "flue_models.errors",
-    "WritersActiveError": "flue_models.errors",
-    "CrossSlotError": "flue_models.errors",
-    "ForeignSchemaError": "flue_models.errors",
-    "DuplicateWriteError": "flue_models.model",
-    "WrongKeyTypeError": "flue_models.errors",
-    "ScriptError": "flue_models.errors",
-    "OutOfMemoryError": "flue_models.errors",
-    "CorruptValueError": "flue_models.errors",
-    "CorruptDataError": "flue_models.errors",
-    "Admission": "flue_models.state",
-    "AllOf": "flue_models.model",
-    "AlreadyExistsError": "flue_models.model",
-    "AmbiguousIdError": "flue_models.model",
-    "IdClaimedError": "flue_models.model",
-    "PartitionChangeError": "flue_models.model",
-    "Attempt": "flue_models.state",
-    "StateReport": "flue_models.state",
-    "verify_state": "flue_models.state",
-    "repair_collection": "flue_models.model",
-    "SkippedRecordWarning": "flue_models.model",
+    "connect": "flue_models.startup",
+    "Connecting": "flue_models.startup",
+    "Database": "flue_models.connection",
     "ClientSettings": "flue_models.client",
     "RetryPolicy": "flue_models.client",
-    "CommandError": "flue_models.errors",
-    "ConnectionLostError": "flue_models.errors",
-    "PoolExhaustedError": "flue_models.errors",
-    "ServerTimeoutError": "flue_models.errors",
-    "AttemptMarker": "flue_models.state",
-    "ChunkSegment": "flue_models.state",
-    "Journal": "flue_models.state",
-    "PruneReport": "flue_models.state",
-    "Retention": "flue_models.state",
-    "prune": "flue_models.state",
-    "prune_all": "flue_models.state",
-    "AuthenticationFailedError": "flue_models.errors",
-    "BatchCommandError": "flue_models.errors",
-    "Bound": "flue_models.model",
-    "ClusterEnabledError": "flue_models.errors",
-    "ClusterNotReadyError": "flue_models.errors",
-    "CompactionEntry": "flue_models.state",
-    "Condition": "flue_models.model",
-    "ConfigurationError": "flue_models.errors",
-    "ConflictError": "flue_models.model",
-    "Connecting": "flue_models.startup",
-    "ConnectionFailedError": "flue_models.errors",
-    "Database": "flue_models.connection",
-    "DatabaseRefusedError": "flue_models.errors",
-    "DecodeError": "flue_models.model",
-    "Drift": "flue_models.model",
-    "EmbeddedServerError": "flue_models.errors",
-    "EncodingError": "flue_models.model",
-    "EndResult": "flue_models.state",
-    "Event": "flue_models.state",
-    "EventStream": "flue_models.state",
-    "EvictionPolicyError": "flue_models.errors",
-    "FieldRef": "flue_models.model",
-    "FlueModelsError": "flue_models.errors",
-    "Indexed": "flue_models.model",
-    "InvalidURLError": "flue_models.errors",
-    "KeySpace": "flue_models.keys",
-    "MessageEntry": "flue_models.state",
     "Model": "flue_models.model",
-    "NotConnectedError": "flue_models.errors",
-    "NotRedisError": "flue_models.errors",
-    "Page": "flue_models.model",
-    "PersistenceWarning": "flue_models.errors",
-    "Query": "flue_models.model",
-    "QueryError": "flue_models.model",
-    "ReadResult": "flue_models.state",
-    "RunPage": "flue_models.state",
-    "RunPointer": "flue_models.state",
-    "ServerCheckError": "flue_models.errors",
-    "ServerReport": "flue_models.inspection",
-    "ServerUnverifiableError": "flue_models.errors",
-    "ServerVersionError": "flue_models.errors",
-    "Session": "flue_models.state",
-    "SessionContext": "flue_models.state",
-    "SessionError": "flue_models.state",
-    "SessionForkedError": "flue_models.state",
-    "ForkOrigin": "flue_models.state",
-    "Ancestor": "flue_models.state",
-    "HistoryPage": "flue_models.state",
-    "StreamClosedError": "flue_models.state",
-    "StreamConflictError": "flue_models.state",
-    "StreamError": "flue_models.state",
-    "StreamInfo": "flue_models.state",
-    "StreamNotFoundError": "flue_models.state",
-    "StreamOffsetError": "flue_models.state",
-    "Submission": "flue_models.state",
-    "SubmissionError": "flue_models.state",
-    "TLSHandshakeError": "flue_models.errors",
+    "Indexed": "flue_models.model",
     "Unique": "flue_models.model",
-    "UniqueViolationError": "flue_models.model",
-    "VerifyReport": "flue_models.model",
-    "WorkflowRun": "flue_models.state",
-    "connect": "flue_models.startup",
-    "current_database": "flue_models.connection",
-    "in_": "flue_models.model",
-    "inspect_server": "flue_models.inspection",
     "new_id": "flue_models.model",
     "now": "flue_models.model",
-    "open_database": "flue_models.connection",
-    "parse_url": "flue_models.config",
-    "read_server": "flue_models.inspection",
-    "redact_url": "flue_models.config",
-    "schema": "flue_models.schema|module",
-    "session_key": "flue_models.state",
-    "tail_many": "flue_models.state",
+    "in_": "flue_models.model",
+    "Query": "flue_models.model",
+    "Page": "flue_models.model",
     "verify_collection": "flue_models.model",
+    "repair_collection": "flue_models.model",
+    "VerifyReport": "flue_models.model",
+    "WorkflowRun": "flue_models.state",
+    "EndResult": "flue_models.state",
+    "RunPage": "flue_models.state",
+    "EventStream": "flue_models.state",
+    "Event": "flue_models.state",
+    "ReadResult": "flue_models.state",
+    "tail_many": "flue_models.state",
+    "Session": "flue_models.state",
+    "MessageEntry": "flue_models.state",
+    "CompactionEntry": "flue_models.state",
+    "SessionContext": "flue_models.state",
+    "HistoryPage": "flue_models.state",
+    "session_key": "flue_models.state",
+    "Submission": "flue_models.state",
+    "Admission": "flue_models.state",
+    "Attempt": "flue_models.state",
+    "Journal": "flue_models.state",
+    "Retention": "flue_models.state",
+    "PruneReport": "flue_models.state",
+    "prune": "flue_models.state",
+    "prune_all": "flue_models.state",
+    "verify_state": "flue_models.state",
+    "StateReport": "flue_models.state",
+    "errors": "flue_models.errors|module",
+    "schema": "flue_models.schema|module",
+    "FlueModelsError": "flue_models.errors",
+    "ConfigurationError": "flue_models.errors",
+    "QueryError": "flue_models.errors",
+    "EncodingError": "flue_models.errors",
+    "UnavailableError": "flue_models.errors",
+    "ConnectionFailedError": "flue_models.errors",
+    "AuthenticationFailedError": "flue_models.errors",
+    "ConnectionLostError": "flue_models.errors",
+    "ConflictError": "flue_models.errors",
+    "AlreadyExistsError": "flue_models.errors",
+    "UniqueViolationError": "flue_models.errors",
+    "StreamClosedError": "flue_models.errors",
+    "StreamConflictError": "flue_models.errors",
+    "AdmissionConflictError": "flue_models.errors",
+    "SessionBusyError": "flue_models.errors",
+    "SessionDeletingError": "flue_models.errors",
+    "SessionForkedError": "flue_models.errors",
+    "NotFoundError": "flue_models.errors",
+    "StreamNotFoundError": "flue_models.errors",
+    "CorruptDataError": "flue_models.errors",
+    "DecodeError": "flue_models.errors",
+    "SchemaError": "flue_models.errors",
+    "SchemaTooNewError": "flue_models.errors",
+    "ServerCheckError": "flue_models.errors",
+    "PersistenceWarning": "flue_models.errors",
+    "SkippedRecordWarning": "flue_models.errors",
 }
+
+__all__ = list(_EXPORTS)  # one list: the table above
 
 
 def __getattr__(name: str) -> Any:
@@ -266,120 +310,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
-
-
-__all__ = [
-    "Admission",
-    "AllOf",
-    "AlreadyExistsError",
-    "AmbiguousIdError",
-    "Ancestor",
-    "Attempt",
-    "AttemptMarker",
-    "AuthenticationFailedError",
-    "BatchCommandError",
-    "Bound",
-    "BucketCountError",
-    "ChunkSegment",
-    "ClientSettings",
-    "ClusterEnabledError",
-    "ClusterNotReadyError",
-    "CommandError",
-    "CompactionEntry",
-    "Condition",
-    "ConfigurationError",
-    "ConflictError",
-    "Connecting",
-    "ConnectionFailedError",
-    "ConnectionLostError",
-    "CorruptDataError",
-    "CorruptValueError",
-    "CrossSlotError",
-    "Database",
-    "DatabaseRefusedError",
-    "DecodeError",
-    "Drift",
-    "DuplicateWriteError",
-    "EmbeddedServerError",
-    "EncodingError",
-    "EndResult",
-    "Event",
-    "EventStream",
-    "EvictionPolicyError",
-    "FieldRef",
-    "FlueModelsError",
-    "ForeignSchemaError",
-    "ForkOrigin",
-    "HistoryPage",
-    "IdClaimedError",
-    "Indexed",
-    "InvalidURLError",
-    "Journal",
-    "KeySpace",
-    "MessageEntry",
-    "Model",
-    "NotConnectedError",
-    "NotRedisError",
-    "OutOfMemoryError",
-    "Page",
-    "PartitionChangeError",
-    "PartitionKeyError",
-    "PersistenceWarning",
-    "PoolExhaustedError",
-    "PruneReport",
-    "Query",
-    "QueryError",
-    "ReadResult",
-    "Retention",
-    "RetryPolicy",
-    "RunPage",
-    "RunPointer",
-    "SchemaLayoutError",
-    "SchemaMissingError",
-    "SchemaStampError",
-    "ScriptError",
-    "ServerCheckError",
-    "ServerReport",
-    "ServerTimeoutError",
-    "ServerUnverifiableError",
-    "ServerVersionError",
-    "Session",
-    "SessionContext",
-    "SessionError",
-    "SessionForkedError",
-    "SkippedRecordWarning",
-    "StateReport",
-    "StreamClosedError",
-    "StreamConflictError",
-    "StreamError",
-    "StreamInfo",
-    "StreamNotFoundError",
-    "StreamOffsetError",
-    "Submission",
-    "SubmissionError",
-    "TLSHandshakeError",
-    "Unique",
-    "UniqueViolationError",
-    "VerifyReport",
-    "WorkflowRun",
-    "WritersActiveError",
-    "WrongKeyTypeError",
-    "connect",
-    "current_database",
-    "in_",
-    "inspect_server",
-    "new_id",
-    "now",
-    "open_database",
-    "parse_url",
-    "prune",
-    "prune_all",
-    "read_server",
-    "redact_url",
-    "repair_collection",
-    "schema",
-    "session_key",
-    "tail_many",
-    "verify_collection",
-    "verify_state",
-]

@@ -6,7 +6,7 @@ every single command, script call and blocking read) retries connection errors a
 timeouts with exponential backoff and full jitter (:class:`RetryPolicy`) and turns every
 redis-py error into a :class:`~flue_models.errors.FlueModelsError`: a lost connection
 into :class:`~flue_models.errors.ConnectionLostError`, a timeout into
-:class:`~flue_models.errors.ServerTimeoutError`, an empty pool into
+:class:`~flue_models.errors.ConnectionLostError`, an empty pool into
 :class:`~flue_models.errors.PoolExhaustedError`, a refused command into
 :class:`~flue_models.errors.CommandError`, each with the redis-py error as its cause.
 
@@ -77,7 +77,6 @@ from flue_models.errors import (
     ConnectionLostError,
     FlueModelsError,
     PoolExhaustedError,
-    ServerTimeoutError,
 )
 from flue_models.slots import command_keys, slot_of
 
@@ -140,7 +139,7 @@ class ClientSettings:
         pool_size: connections at most; more concurrent calls wait for one.
         pool_timeout: seconds a call waits for a free connection before
             ``PoolExhaustedError``.
-        timeout: seconds a reply (or a connect) may take before ``ServerTimeoutError``;
+        timeout: seconds a reply (or a connect) may take before ``ConnectionLostError``;
             ``None`` waits forever.
         auto_pipeline: send the commands concurrent tasks issue in one loop turn as one
             pipeline (see the module's text).
@@ -236,11 +235,11 @@ def translate(
 
     Example:
         >>> type(translate(RedisTimeoutError("Timeout reading"), "redis://h", "GET")).__name__
-        'ServerTimeoutError'
+        'ConnectionLostError'
     """
     reason = str(exc) or type(exc).__name__
     if isinstance(exc, RedisTimeoutError):
-        return ServerTimeoutError(display, command, reason, unsafe=unsafe)
+        return ConnectionLostError(display, command, reason, unsafe=unsafe, timed_out=True)
     if isinstance(exc, MaxConnectionsError) or (
         isinstance(exc, RedisConnectionError) and "No connection available" in reason
     ):
@@ -261,7 +260,7 @@ async def with_retries(
     """Await ``call()`` until it succeeds, retrying what ``policy`` and ``unsafe`` allow.
 
     Raises:
-        ConnectionLostError, ServerTimeoutError, PoolExhaustedError, CommandError: with
+        ConnectionLostError, ConnectionLostError, PoolExhaustedError, CommandError: with
             the redis-py error as the cause.
 
     Example:

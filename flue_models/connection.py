@@ -51,16 +51,13 @@ from flue_models.embedded import EmbeddedServer
 from flue_models.errors import (
     AuthenticationFailedError,
     BatchCommandError,
-    ClusterNotReadyError,
     CommandError,
     ConfigurationError,
     ConnectionFailedError,
     ConnectionLostError,
-    DatabaseRefusedError,
     FlueModelsError,
-    NotConnectedError,
-    NotRedisError,
-    TLSHandshakeError,
+    ServerCheckError,
+    not_connected,
 )
 from flue_models.inspection import ServerReport, parse_info
 from flue_models.keys import KeySpace, encode_segment
@@ -80,7 +77,7 @@ def current_database() -> Database:
     """Return the database bound by the enclosing :func:`connect`.
 
     Raises:
-        NotConnectedError: no database is open in this task.
+        ConfigurationError: no database is open in this task.
 
     Example:
         ```python
@@ -90,7 +87,7 @@ def current_database() -> Database:
     """
     db = _current.get()
     if db is None:
-        raise NotConnectedError()
+        raise not_connected()
     return db
 
 
@@ -103,7 +100,7 @@ def pick_database(given: Database | None = None, *, own: Database | None = None)
 
     Raises:
         ConfigurationError: ``own`` and ``given`` are two different databases.
-        NotConnectedError: neither is set and no database is open in this task.
+        ConfigurationError: neither is set and no database is open in this task.
 
     Example:
         ```python
@@ -249,7 +246,7 @@ class Database:
         Raises:
             BatchCommandError: a command failed; it names the first failing command's
                 position and name, and carries every reply. Nothing fails silently.
-            CrossSlotError: ``atomic`` with the slot check on, and the commands name
+            ConfigurationError: ``atomic`` with the slot check on, and the commands name
                 keys of several Cluster slots (nothing was sent).
 
         Example:
@@ -304,7 +301,7 @@ class Database:
         Raises:
             ScriptError: a script answered with an error (``CorruptDataError`` for a
                 refusal of its check phase).
-            CrossSlotError: the slot check is on and the keys span several slots.
+            ConfigurationError: the slot check is on and the keys span several slots.
 
         Example:
             ```python
@@ -415,7 +412,7 @@ async def open_database(
     Raises:
         InvalidURLError: the URL is malformed.
         ConnectionFailedError: the server does not answer.
-        EmbeddedServerError: the embedded server could not start.
+        ConfigurationError: the embedded server could not start.
 
     Example:
         ```python
@@ -463,7 +460,7 @@ async def _to_cluster_if_enabled(db: Database, settings: ClientSettings) -> Data
         await with_retries(client.initialize, client.flue_policy, db.url.display, "CLUSTER")
     except FlueModelsError as exc:
         await client.aclose()
-        raise ClusterNotReadyError(db.url.display, str(exc)) from exc
+        raise ServerCheckError.cluster_not_ready(db.url.display, str(exc)) from exc
     return cluster
 
 
@@ -510,11 +507,26 @@ def connection_error(url: RedisURL, exc: BaseException) -> ConnectionFailedError
     if isinstance(exc, AuthenticationError) or any(text in reason for text in _NEEDS_AUTH):
         return AuthenticationFailedError(url.display, reason)
     if isinstance(exc, ResponseError) and "DB index" in reason:
-        return DatabaseRefusedError(url.display, url.db, reason)
+        return ConnectionFailedError(
+            url.display,
+            f"the server refused database {url.db} ({reason.rstrip('.')})",
+            "Use a database number the server has (0 to 15 unless its `databases` "
+            "setting says otherwise), or a key prefix instead of a database.",
+        )
     if isinstance(exc, InvalidResponse) or "Protocol error" in reason:
-        return NotRedisError(url.display, reason)
+        return ConnectionFailedError(
+            url.display,
+            f"what answers is not a Redis or Valkey server ({reason.rstrip('.')})",
+            "Check the port (an HTTP server answers with '<' or 'H'), or use rediss:// if "
+            "the server expects TLS on this port.",
+        )
     if url.scheme == "rediss" and (
         isinstance(exc, ssl.SSLError | RedisTimeoutError) or "SSL" in reason or "Timeout" in reason
     ):
-        return TLSHandshakeError(url.display, reason)
+        return ConnectionFailedError(
+            url.display,
+            f"the TLS handshake failed ({reason.rstrip('.')})",
+            "The server may not speak TLS on this port: use redis:// for a plain port, or "
+            "the server's tls-port; check the certificates (ssl_ca_certs=...) otherwise.",
+        )
     return ConnectionFailedError(url.display, reason)

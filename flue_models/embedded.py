@@ -39,7 +39,7 @@ import redis
 from redis.exceptions import AuthenticationError, BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from flue_models.errors import EmbeddedServerError
+from flue_models.errors import ConfigurationError
 
 #: Environment variable naming a server binary to use instead of searching.
 BINARY_ENV = "FLUE_REDIS_SERVER"
@@ -85,7 +85,7 @@ def find_binary() -> str:
     ``valkey-server`` or ``redis-server`` on PATH.
 
     Raises:
-        EmbeddedServerError: no binary was found; the message says how to get one.
+        ConfigurationError: no binary was found; the message says how to get one.
 
     Example:
         >>> Path(find_binary()).name in ("valkey-server", "redis-server")
@@ -94,14 +94,14 @@ def find_binary() -> str:
     configured = os.environ.get(BINARY_ENV)
     if configured:
         if not os.access(configured, os.X_OK):
-            raise EmbeddedServerError(
+            raise ConfigurationError(
                 f"{BINARY_ENV}={configured!r} is not an executable file. {_HOW_TO_GET_ONE}"
             )
         return configured
     found = bundled_binary() or shutil.which("valkey-server") or shutil.which("redis-server")
     if found:
         return found
-    raise EmbeddedServerError(
+    raise ConfigurationError(
         f"No valkey-server or redis-server binary was found. {_HOW_TO_GET_ONE}"
     )
 
@@ -123,7 +123,7 @@ class ServerIdentity:
         """Read what ``<binary> --version`` prints.
 
         Raises:
-            EmbeddedServerError: the output is not a Redis or Valkey server's.
+            ConfigurationError: the output is not a Redis or Valkey server's.
 
         Example:
             >>> ServerIdentity.parse("Redis server v=7.0.15 sha=00000000:0").family
@@ -131,7 +131,7 @@ class ServerIdentity:
         """
         match = re.match(r"\s*(Redis|Valkey) server v=(\d+(?:\.\d+)*)", version_output)
         if match is None:
-            raise EmbeddedServerError(
+            raise ConfigurationError(
                 f"Not a Redis or Valkey server: `--version` printed {version_output[:200]!r}."
             )
         return cls(match.group(1).lower(), match.group(2))
@@ -150,7 +150,7 @@ class ServerIdentity:
                 [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise EmbeddedServerError(f"Cannot run {binary} --version: {exc}") from None
+            raise ConfigurationError(f"Cannot run {binary} --version: {exc}") from None
         return cls.parse(done.stdout)
 
     @property
@@ -345,7 +345,7 @@ class EmbeddedServer:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise EmbeddedServerError(
+                        raise ConfigurationError(
                             f"Another process has held {self.lock_file} for over "
                             f"{LOCK_TIMEOUT:.0f}s "
                             "while starting or stopping the embedded server; check it with "
@@ -421,7 +421,7 @@ class EmbeddedServer:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EmbeddedServerError(
+            raise ConfigurationError(
                 f"{self.identity_file} is unreadable ({exc}); it records which server wrote "
                 "this data directory. Restore it, or delete it if you know the server."
             ) from None
@@ -430,7 +430,7 @@ class EmbeddedServer:
         """Refuse a server that cannot read this directory: another family, or older.
 
         Raises:
-            EmbeddedServerError: naming the server that wrote the directory and this one.
+            ConfigurationError: naming the server that wrote the directory and this one.
 
         Example:
             ```python
@@ -442,7 +442,7 @@ class EmbeddedServer:
             return
         if recorded.family != found.family or found.numbers() < recorded.numbers():
             why = "another server family" if recorded.family != found.family else "older"
-            raise EmbeddedServerError(
+            raise ConfigurationError(
                 f"The data directory {self.data_dir} was written by {recorded.label}; the "
                 f"server found is {found.label} ({binary}), which is {why} and could not read "
                 f"its files (it would show an empty store). Nothing was started. Install the "
@@ -469,7 +469,7 @@ class EmbeddedServer:
             last_error = self._log_tail()
             if "Address already in use" not in last_error:
                 break
-        raise EmbeddedServerError(
+        raise ConfigurationError(
             f"The embedded server ({binary}) did not start in {self.data_dir}. "
             f"Its log ({self.log_file}) ends with:\n{last_error}"
         )
@@ -503,7 +503,7 @@ class EmbeddedServer:
         deadline = time.monotonic() + timeout
         while not self._gone(record.pid):
             if time.monotonic() > deadline:
-                raise EmbeddedServerError(
+                raise ConfigurationError(
                     f"The embedded redis-server (pid {record.pid}) did not stop within "
                     f"{timeout:.0f}s; see {self.log_file}."
                 )

@@ -19,13 +19,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
 from flue_models.errors import (
-    ClusterEnabledError,
     CommandError,
-    EvictionPolicyError,
     PersistenceWarning,
     ServerCheckError,
-    ServerUnverifiableError,
-    ServerVersionError,
 )
 from flue_models.replies import reply_pairs, reply_text
 
@@ -280,17 +276,17 @@ def check_report(report: ServerReport) -> None:
     On a cluster, every primary must pass.
 
     Raises:
-        ServerVersionError: Redis older than 7.0, Valkey older than 7.2.
-        ClusterEnabledError: Cluster mode is on, and the report was read through a
+        ServerCheckError: Redis older than 7.0, Valkey older than 7.2.
+        ServerCheckError: Cluster mode is on, and the report was read through a
             client of one node.
-        EvictionPolicyError: ``maxmemory-policy`` is not ``noeviction``.
-        ServerUnverifiableError: one of these could not be read at all.
+        ServerCheckError: ``maxmemory-policy`` is not ``noeviction``.
+        ServerCheckError: one of these could not be read at all.
 
     Example:
         >>> check_report(ServerReport("6.2.14", "redis", False, "noeviction", True, True))
         Traceback (most recent call last):
         ...
-        flue_models.errors.ServerVersionError: The server runs redis 6.2.14; ...
+        flue_models.errors.ServerCheckError: The server runs redis 6.2.14; ...
     """
     for primary in report.primaries:
         _check_one(primary, cluster_client=True)
@@ -307,18 +303,18 @@ def check_report(report: ServerReport) -> None:
 
 def _check_one(report: ServerReport, *, cluster_client: bool) -> None:
     if report.version is None:
-        raise ServerUnverifiableError("version")
+        raise ServerCheckError.unverifiable("version")
     minimum = MINIMUM_VERSIONS.get(report.flavor, MINIMUM_VERSIONS["redis"])
     if version_tuple(report.version) < minimum:
-        raise ServerVersionError(report.version, report.flavor)
+        raise ServerCheckError.version(report.version, report.flavor)
     if report.cluster_enabled is None:
-        raise ServerUnverifiableError("cluster-enabled setting")
+        raise ServerCheckError.unverifiable("cluster-enabled setting")
     if report.cluster_enabled and not cluster_client:
-        raise ClusterEnabledError()
+        raise ServerCheckError.cluster_enabled()
     if report.maxmemory_policy is None:
-        raise ServerUnverifiableError("maxmemory-policy")
+        raise ServerCheckError.unverifiable("maxmemory-policy")
     if report.maxmemory_policy != "noeviction":
-        raise EvictionPolicyError(report.maxmemory_policy)
+        raise ServerCheckError.eviction_policy(report.maxmemory_policy)
 
 
 async def inspect_server(client: Redis | RedisCluster) -> ServerReport:
@@ -326,7 +322,7 @@ async def inspect_server(client: Redis | RedisCluster) -> ServerReport:
 
     Example:
         ```python
-        report = await inspect_server(db.client)   # raises e.g. EvictionPolicyError
+        report = await inspect_server(db.client)   # raises e.g. ServerCheckError
         ```
     """
     report = await read_server(client)

@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from flue_models.errors import CrossSlotError
+from flue_models.errors import cross_slot
 
 #: The environment variable that turns the slot check on (``1``).
 CHECK_SLOTS_ENV = "FLUE_CHECK_SLOTS"
@@ -75,7 +75,7 @@ def one_slot(call: str, keys: Iterable[Any]) -> int | None:
     """Return the one slot of ``keys`` (``None`` for no key).
 
     Raises:
-        CrossSlotError: the keys are in more than one slot.
+        ConfigurationError: the keys are in more than one slot.
 
     Example:
         >>> one_slot("noop", []) is None
@@ -84,5 +84,5 @@ def one_slot(call: str, keys: Iterable[Any]) -> int | None:
     slots = {str(key) if not isinstance(key, bytes) else key.decode(): slot_of(key) for key in keys}
     found = set(slots.values())
     if len(found) > 1:
-        raise CrossSlotError(call, slots)
+        raise cross_slot(call, slots)
     return found.pop() if found else None

@@ -92,7 +92,7 @@ def connect(
         pool_size: connections at most; more concurrent calls wait for a free one.
         pool_timeout: seconds a call waits for a free connection before
             ``PoolExhaustedError``.
-        timeout: seconds a reply (or a connect) may take before ``ServerTimeoutError``;
+        timeout: seconds a reply (or a connect) may take before ``ConnectionLostError``;
             ``None`` waits forever.
         retry: how calls are retried after a connection error or a timeout (default
             :class:`~flue_models.client.RetryPolicy`: about 3 s of backoff with jitter).
@@ -107,7 +107,7 @@ def connect(
         ConfigurationError: a pool, timeout or retry setting is out of range.
         ConnectionFailedError: the server does not answer.
         ServerCheckError: the server could lose state (a subclass says why).
-        EmbeddedServerError: the embedded server could not start.
+        ConfigurationError: the embedded server could not start.
         SchemaError: the stored schema is newer than this installation, the prefix holds
             data that is not ours, a migration failed, (with ``migrate=False``) the
             prefix was never migrated, or a model declares another ``Meta.buckets``

@@ -3,6 +3,7 @@
 import asyncio
 
 import flue_models as fm
+from flue_models.connection import current_database
 
 
 async def main() -> None:
@@ -16,7 +17,7 @@ async def main() -> None:
     # --8<-- [start:await]
     db = await fm.connect(key_prefix="quickstart")
     try:
-        print("bound:", fm.current_database() is db)
+        print("bound:", current_database() is db)
     finally:
         await db.close()  # idempotent
     # --8<-- [end:await]

@@ -67,7 +67,7 @@ async def main() -> None:
                 print("tenant-b sees runs:", len((await WorkflowRun.list(db=b)).items))
                 try:
                     await b.client.hgetall(secret_key)  # tenant-a's run, by its key name
-                except fm.CommandError as refused:
+                except fm.errors.CommandError as refused:
                     print(
                         "tenant-b reading tenant-a's key:",
                         "refused" if "NOPERM" in str(refused) else refused,

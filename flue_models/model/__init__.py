@@ -15,47 +15,22 @@ Example:
 """
 
 from flue_models.model.base import Bound, Model
-from flue_models.model.codec import EncodingError
-from flue_models.model.errors import (
-    AlreadyExistsError,
-    AmbiguousIdError,
-    ConflictError,
-    DecodeError,
-    DuplicateWriteError,
-    GuardError,
-    IdClaimedError,
-    PartitionChangeError,
-    SkippedRecordWarning,
-    UniqueViolationError,
-)
-from flue_models.model.expressions import AllOf, Condition, FieldRef, QueryError, in_
+from flue_models.model.expressions import AllOf, Condition, FieldRef, in_
 from flue_models.model.fields import Indexed, Unique, new_id, now
 from flue_models.model.query import Page, Query
 from flue_models.model.verify import Drift, VerifyReport, repair_collection, verify_collection
 
 __all__ = [
     "AllOf",
-    "AlreadyExistsError",
-    "AmbiguousIdError",
     "Bound",
     "Condition",
-    "ConflictError",
-    "DecodeError",
     "Drift",
-    "DuplicateWriteError",
-    "EncodingError",
     "FieldRef",
-    "GuardError",
-    "IdClaimedError",
     "Indexed",
     "Model",
     "Page",
-    "PartitionChangeError",
     "Query",
-    "QueryError",
-    "SkippedRecordWarning",
     "Unique",
-    "UniqueViolationError",
     "VerifyReport",
     "in_",
     "new_id",

@@ -17,10 +17,9 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 from pydantic._internal._model_construction import ModelMetaclass
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import ConfigurationError
+from flue_models.errors import AlreadyExistsError, ConfigurationError, CorruptDataError, DecodeError
 from flue_models.keys import KeySpace
 from flue_models.model.buckets import check_collections
-from flue_models.model.errors import AlreadyExistsError, AmbiguousIdError, DecodeError
 from flue_models.model.expressions import AllOf, Condition, FieldRef
 from flue_models.model.fields import new_id
 from flue_models.model.spec import (
@@ -299,7 +298,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
         and the first failure (in bucket order) is raised.
 
         Raises:
-            DuplicateWriteError: two copies of one record are in ``records`` (nothing is
+            ConfigurationError: two copies of one record are in ``records`` (nothing is
                 written).
 
         Example:
@@ -433,7 +432,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
 
         Raises:
             DecodeError: the stored hash cannot be read as this model.
-            AmbiguousIdError: records of two partitions hold the id (give ``partition``).
+            CorruptDataError: records of two partitions hold the id (give ``partition``).
 
         Example:
             ```python
@@ -636,7 +635,7 @@ def held_once(
     ``Meta.partition_by``) decides what it found.
 
     Raises:
-        AmbiguousIdError: two candidate keys of one id hold something.
+        CorruptDataError: two candidate keys of one id hold something.
 
     Example:
         >>> held_once("Order", ["o-1"], [["a", "b"]], [{}, {b"id": b"o-1"}])
@@ -647,7 +646,7 @@ def held_once(
     for record_id, keys in zip(record_ids, candidates, strict=True):
         held = [(key, reply) for key in keys if (reply := next(answers))]
         if len(held) > 1:
-            raise AmbiguousIdError(model, record_id, [key for key, _reply in held])
+            raise CorruptDataError.ambiguous_id(model, record_id, [key for key, _reply in held])
         found.append(held[0] if held else None)
     return found
 

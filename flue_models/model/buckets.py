@@ -9,10 +9,10 @@ collection with more than one bucket is first used while it is still empty. A mo
 that declares another count than the stored one would miss records on reads and
 scatter them on writes, so every database checks each collection once, before its first
 read or write of it (and ``connect()`` checks every model declared by then), and refuses
-a mismatch with :class:`~flue_models.errors.BucketCountError`. A collection of more than
+a mismatch with :class:`~flue_models.errors.SchemaLayoutError`. A collection of more than
 one bucket placed by another field than its id (``Meta.partition_by``) also has a field
 ``partition:<collection>`` naming it (absent: ``id``), checked the same way
-(:class:`~flue_models.errors.PartitionKeyError`).
+(:class:`~flue_models.errors.SchemaLayoutError`).
 
 Example:
     ```python
@@ -22,7 +22,7 @@ Example:
             buckets = 16          # on a cluster, 16 slots share the collection
         id: str = fm.new_id()
 
-    await check_collections(db, [Ticket.__flue_spec__])   # BucketCountError on a mismatch
+    await check_collections(db, [Ticket.__flue_spec__])   # SchemaLayoutError on a mismatch
     ```
 """
 
@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from flue_models.connection import Database
-from flue_models.errors import BucketCountError, PartitionKeyError, SchemaStampError
+from flue_models.errors import ForeignSchemaError, SchemaLayoutError
 from flue_models.model.spec import ModelSpec
 from flue_models.replies import reply_pairs, reply_text
 
@@ -64,7 +64,7 @@ async def stored_buckets(db: Database) -> dict[str, int]:
     (a collection it does not name has one bucket).
 
     Raises:
-        SchemaStampError: a count is not a number.
+        ForeignSchemaError: a count is not a number.
 
     Example:
         ```python
@@ -80,7 +80,7 @@ def _counts(db: Database, record: dict[str, str]) -> dict[str, int]:
     for field, text in record.items():
         if field.startswith("buckets:"):
             if not text.isdigit() or int(text) < 1:
-                raise SchemaStampError(db.keys.meta, field, text)
+                raise ForeignSchemaError.not_a_version(db.keys.meta, field, text)
             counts[field.removeprefix("buckets:")] = int(text)
     return counts
 
@@ -93,10 +93,10 @@ async def check_collections(db: Database, specs: Iterable[ModelSpec]) -> None:
     model layer calls this only for a collection not yet in ``db.checked_buckets``.
 
     Raises:
-        BucketCountError: a model declares another count than the store holds.
-        PartitionKeyError: a model of more than one bucket declares another
+        SchemaLayoutError: a model declares another count than the store holds.
+        SchemaLayoutError: a model of more than one bucket declares another
             ``Meta.partition_by`` than the store's records are placed by.
-        SchemaStampError: a stored count is not a number.
+        ForeignSchemaError: a stored count is not a number.
 
     Example:
         ```python
@@ -111,11 +111,11 @@ async def check_collections(db: Database, specs: Iterable[ModelSpec]) -> None:
         if stored is None and spec.buckets > 1:
             stored, placed = await _first_use(db, spec, migrated=_VERSION_FIELD in record)
         if (stored or 1) != spec.buckets:
-            raise BucketCountError(
+            raise SchemaLayoutError.buckets(
                 db.keys.prefix, spec.collection, stored=stored or 1, declared=spec.buckets
             )
         if spec.buckets > 1 and placed != spec.partition_by:
-            raise PartitionKeyError(
+            raise SchemaLayoutError.partition(
                 db.keys.prefix, spec.collection, placed, spec.partition_by, spec.buckets
             )
         db.checked_buckets.add(spec.collection)
@@ -136,5 +136,5 @@ async def _first_use(db: Database, spec: ModelSpec, *, migrated: bool) -> tuple[
     await db.client.hsetnx(db.keys.meta, field, str(spec.buckets))
     text, by = (reply_text(v) for v in await db.client.hmget(db.keys.meta, [field, placed]))
     if not text.isdigit():
-        raise SchemaStampError(db.keys.meta, field, text)
+        raise ForeignSchemaError.not_a_version(db.keys.meta, field, text)
     return int(text), by or "id"

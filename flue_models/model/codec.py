@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from flue_models.errors import FlueModelsError
+from flue_models.errors import EncodingError
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
@@ -47,17 +47,6 @@ Kind = typing.Literal[
 ]
 #: Kinds whose values have an order a sorted-set score can carry exactly.
 RANGE_KINDS = frozenset({"int", "float", "bool", "datetime", "date"})
-
-
-class EncodingError(FlueModelsError):
-    """A value cannot be stored (a naive datetime, NaN in an index, an integer too large).
-
-    Example:
-        >>> codec_for("when", dt.datetime).encode(dt.datetime(2026, 1, 1))
-        Traceback (most recent call last):
-        ...
-        flue_models.model.codec.EncodingError: Field 'when' holds a naive datetime ...
-    """
 
 
 def canonical_json(value: Any) -> str:
@@ -260,7 +249,7 @@ class FieldCodec:
             >>> codec_for("n", dict[str, float]).check({"x": float("inf")})
             Traceback (most recent call last):
             ...
-            flue_models.model.codec.EncodingError: Field 'n' at ['x']: holds inf, ...
+            flue_models.errors.EncodingError: Field 'n' at ['x']: holds inf, ...
         """
         kind = self.kind
         problem: str | None = None

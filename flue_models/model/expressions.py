@@ -12,23 +12,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
-from flue_models.errors import FlueModelsError
+from flue_models.errors import QueryError
 
 if TYPE_CHECKING:
     from flue_models.model.spec import ModelSpec
 
 Op = Literal["eq", "ne", "in", "lt", "le", "gt", "ge"]
 _SYMBOLS = {"eq": "==", "ne": "!=", "in": "in", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-
-
-class QueryError(FlueModelsError):
-    """A query cannot run: a field without the index it needs, a bad value or cursor.
-
-    Example:
-        ```python
-        Ticket.find(Ticket.title == "x")   # QueryError: mark 'title' Indexed()
-        ```
-    """
 
 
 @dataclass(frozen=True)

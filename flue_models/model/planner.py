@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flue_models.errors import QueryError
 from flue_models.keys import KeySpace
-from flue_models.model.expressions import Condition, QueryError
+from flue_models.model.expressions import Condition
 from flue_models.model.spec import ModelSpec
 
 #: Most Redis calls (each ZSCORE, ZRANGE, ZCOUNT) one query script call makes before it
@@ -287,7 +288,7 @@ def decode_cursor(fingerprint: str, cursor: str) -> tuple[str, str]:
         >>> decode_cursor("abc", "not-a-cursor")
         Traceback (most recent call last):
         ...
-        flue_models.model.expressions.QueryError: Malformed cursor 'not-a-cursor': ...
+        flue_models.errors.QueryError: Malformed cursor 'not-a-cursor': ...
     """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import ScriptError
+from flue_models.errors import DecodeError, QueryError, ScriptError, SkippedRecordWarning
 from flue_models.keys import INDEX_VALUE_BOUND, KeySpace
 from flue_models.model.buckets import check_collections
 from flue_models.model.codec import FieldCodec
-from flue_models.model.errors import DecodeError, SkippedRecordWarning
-from flue_models.model.expressions import AllOf, Condition, QueryError
+from flue_models.model.expressions import AllOf, Condition
 from flue_models.model.planner import (
     SCAN_BUDGET,
     Plan,

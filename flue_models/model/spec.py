@@ -17,7 +17,7 @@ from typing import Any
 import annotated_types
 from pydantic.fields import FieldInfo
 
-from flue_models.errors import ConfigurationError
+from flue_models.errors import ConfigurationError, DecodeError
 from flue_models.keys import (
     MAX_BUCKETS,
     KeySpace,
@@ -28,7 +28,6 @@ from flue_models.keys import (
     is_bucket_count,
 )
 from flue_models.model.codec import MAX_EXACT_INT, RANGE_KINDS, FieldCodec, codec_for
-from flue_models.model.errors import DecodeError
 from flue_models.model.fields import Indexed, Unique
 
 #: Hash field holding a record's version; no model field may use the name.

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import ConfigurationError
+from flue_models.errors import ConfigurationError, DecodeError
 from flue_models.keys import encode_segment
 from flue_models.model.base import Model, iter_hashes
-from flue_models.model.errors import DecodeError
 from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
 from flue_models.replies import reply_hash, reply_text
 

@@ -30,18 +30,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flue_models.connection import Database
-from flue_models.errors import ConfigurationError
-from flue_models.keys import KeySpace
-from flue_models.model.buckets import check_collections
-from flue_models.model.errors import (
+from flue_models.errors import (
     AlreadyExistsError,
+    ConfigurationError,
     ConflictError,
-    DuplicateWriteError,
     GuardError,
-    IdClaimedError,
-    PartitionChangeError,
     UniqueViolationError,
 )
+from flue_models.keys import KeySpace
+from flue_models.model.buckets import check_collections
 from flue_models.model.spec import OWNED_FIELD, SEQ, encode_owned
 from flue_models.replies import reply_text
 from flue_models.scripts import checked_reply
@@ -140,7 +137,11 @@ def plan_save(
     stored = record._flue_snapshot
     placed = spec.partition_by
     if placed != "id" and record._flue_version and stored.get(placed) != encoded[placed]:
-        raise PartitionChangeError(type(record).__name__, record.id, placed)
+        name = type(record).__name__
+        raise ConfigurationError(
+            f"{name} {record.id!r}: {placed!r} places the record and cannot change; nothing "
+            f"was written. Create a new record with the new {placed} and delete this one."
+        )
     entries = spec.entries(keys, values)
     unique = spec.unique_claims(keys, values)
     seq_scored: set[str] = set()
@@ -296,7 +297,7 @@ def refusal(writes: list[Write], reply: list[Any]) -> Exception | None:
         found = int(reply[2])
         if failed.expected == 0:
             return AlreadyExistsError(name, record_id, found)
-        return ConflictError(name, record_id, failed.expected, found)
+        return ConflictError.stale(name, record_id, failed.expected, found)
     if status == "guard":
         return GuardError(name, record_id, failed.absent[int(reply[2]) - 1])
     _key, _value, field_name = failed.claims[int(reply[2]) - 1]  # "unique", the last status
@@ -330,7 +331,7 @@ async def run_writes(
         UniqueViolationError: a ``Unique()`` value is held by another record.
         GuardError: a guard key exists.
         ConfigurationError: the writes are of records in more than one bucket.
-        BucketCountError: the store keeps the collection in another number of buckets.
+        SchemaLayoutError: the store keeps the collection in another number of buckets.
 
     Example:
         ```python
@@ -376,14 +377,14 @@ async def refuse_taken_ids(db: Database, records: Sequence[Model]) -> None:
     checked by the write itself).
 
     Two creates of one id in two partitions at the same moment can both pass; a read by
-    that id then raises :class:`~flue_models.model.errors.AmbiguousIdError`.
+    that id then raises :class:`~flue_models.model.errors.CorruptDataError`.
 
     Raises:
-        IdClaimedError: naming the record and the partition that holds its id.
+        AlreadyExistsError: naming the record and the partition that holds its id.
 
     Example:
         ```python
-        await refuse_taken_ids(db, [Order(id="o-1", tenant="globex")])   # IdClaimedError
+        await refuse_taken_ids(db, [Order(id="o-1", tenant="globex")])   # AlreadyExistsError
         ```
     """
     if not records:
@@ -400,7 +401,7 @@ async def refuse_taken_ids(db: Database, records: Sequence[Model]) -> None:
     for (record, _key), value in zip(wanted, found, strict=True):
         if value is not None:
             name = type(record).__name__
-            raise IdClaimedError(name, record.id, spec.partition_by, reply_text(value))
+            raise AlreadyExistsError.claimed(name, record.id, spec.partition_by, reply_text(value))
 
 
 def one_bucket(keys: KeySpace, writes: Sequence[Write]) -> KeySpace:
@@ -429,18 +430,22 @@ def refuse_duplicates(records: Sequence[Model]) -> None:
     """Refuse a batch that writes one record twice (by collection and id).
 
     Raises:
-        DuplicateWriteError: naming the record.
+        ConfigurationError: naming the record.
 
     Example:
         ```python
-        refuse_duplicates([ticket, other_copy_of_ticket])   # DuplicateWriteError
+        refuse_duplicates([ticket, other_copy_of_ticket])   # ConfigurationError
         ```
     """
     seen: set[tuple[str, str]] = set()
     for record in records:
         identity = (record.__flue_spec__.collection, record.id)
         if identity in seen:
-            raise DuplicateWriteError(type(record).__name__, record.id)
+            raise ConfigurationError(
+                f"save_many got {type(record).__name__} {record.id!r} twice; nothing was "
+                "written. Merge the changes into one copy, or save the copies one after the "
+                "other (both would pass the version check, and one update would be lost)."
+            )
         seen.add(identity)
 
 

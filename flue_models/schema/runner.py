@@ -21,14 +21,11 @@ from flue_models.errors import (
     BatchCommandError,
     ConfigurationError,
     ForeignSchemaError,
-    MigrationChecksumError,
     MigrationFailedError,
     MigrationFileError,
     SchemaLayoutError,
     SchemaMissingError,
-    SchemaStampError,
     SchemaTooNewError,
-    UnversionedDataError,
 )
 from flue_models.replies import reply_pairs, reply_text
 from flue_models.schema.context import MigrationContext
@@ -113,11 +110,11 @@ async def read_record(db: Database) -> dict[str, str]:
         _kind, raw = await db.run_batch([("TYPE", key), ("HGETALL", key)])
     except BatchCommandError as exc:
         kind = reply_text(exc.results[0])
-        raise ForeignSchemaError(key, "(the key itself)", f"a {kind}") from exc
+        raise ForeignSchemaError.stamp(key, "(the key itself)", f"a {kind}") from exc
     record = reply_pairs(raw)
     for field, value in sorted(record.items()):
         if not _OWN_FIELD.match(field):
-            raise ForeignSchemaError(key, field, value)
+            raise ForeignSchemaError.stamp(key, field, value)
     return record
 
 
@@ -127,7 +124,7 @@ def _parse_versions(db: Database, record: dict[str, str], ordered: list[Migratio
     for migration_set in ordered:
         text = record.get(migration_set.version_field, "0")
         if not text.isdigit():
-            raise SchemaStampError(db.keys.meta, migration_set.version_field, text)
+            raise ForeignSchemaError.not_a_version(db.keys.meta, migration_set.version_field, text)
         versions.append(int(text))
     return versions
 
@@ -147,7 +144,7 @@ def _stored_versions(
                 migration_set.name, stored=stored, newest=newest, prefix=db.keys.prefix
             )
         if 0 < stored < migration_set.first:  # the built-in set: an older layout
-            raise SchemaLayoutError(db.keys.prefix, stored, migration_set.first)
+            raise SchemaLayoutError.older(db.keys.prefix, stored, migration_set.first)
     return versions
 
 
@@ -162,7 +159,7 @@ async def _refuse_unversioned(db: Database) -> None:
     own = {db.keys.meta, db.keys.migration_lock}
     async for raw in db.client.scan_iter(match=db.keys.pattern(), count=1000):
         if reply_text(raw) not in own:
-            raise UnversionedDataError(db.keys.prefix, reply_text(raw), db.keys.meta)
+            raise ForeignSchemaError.unversioned(db.keys.prefix, reply_text(raw), db.keys.meta)
 
 
 async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
@@ -172,7 +169,7 @@ async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
 
     Raises:
         SchemaMissingError: the prefix was never migrated.
-        ForeignSchemaError, SchemaStampError, SchemaTooNewError, SchemaLayoutError: as in
+        ForeignSchemaError, ForeignSchemaError, SchemaTooNewError, SchemaLayoutError: as in
             :func:`migrate`.
 
     Example:
@@ -260,10 +257,10 @@ async def migrate(
     Raises:
         SchemaTooNewError: a stored version is newer than the newest file of its set.
         SchemaLayoutError: the store is in an older, pre-release layout of flue-models.
-        SchemaStampError: a stored version is not a number.
+        ForeignSchemaError: a stored version is not a number.
         ForeignSchemaError: the record holds fields this library does not write.
-        UnversionedDataError: keys exist under the prefix but no schema record does.
-        MigrationChecksumError: an applied file changed (unless ``force``).
+        ForeignSchemaError: keys exist under the prefix but no schema record does.
+        MigrationFileError: an applied file changed (unless ``force``).
         MigrationLockError: another process held the lock for over ``lock_wait``.
         MigrationFailedError: a file's ``up`` or ``down`` raised (its cause is chained).
 
@@ -285,7 +282,7 @@ async def migrate(
     statuses = _statuses(db, record, ordered, files)
     drift = [label for status in statuses for label in status.drift]
     if drift and not force:
-        raise MigrationChecksumError(drift)
+        raise MigrationFileError.changed(drift)
     plan = _plan(ordered, files, versions, to)
     if not plan or dry_run:
         return plan

@@ -33,11 +33,10 @@ from flue_models.client import UNSAFE, FlueClient
 from flue_models.errors import (
     CommandError,
     ConfigurationError,
-    CorruptValueError,
+    CorruptDataError,
     FlueModelsError,
     OutOfMemoryError,
     ScriptError,
-    WrongKeyTypeError,
 )
 from flue_models.slots import check_slots_from_environment, one_slot
 
@@ -73,15 +72,15 @@ def script_error(name: str, exc: ResponseError | CommandError) -> FlueModelsErro
     """Turn a script's error reply into the library's error for it.
 
     Example:
-        >>> script_error("save", ResponseError("FLUE_WRONGTYPE p:t:all string zset")).found
-        'string'
+        >>> script_error("save", ResponseError("FLUE_WRONGTYPE p:t:all string zset")).key
+        'p:t:all'
     """
     message = str(exc)
     words = message.split(" ", 4)
     if words[0] == "FLUE_WRONGTYPE" and len(words) >= 4:
-        return WrongKeyTypeError(name, words[1], words[2], words[3])
+        return CorruptDataError.wrong_type(name, words[1], words[2], words[3])
     if words[0] == "FLUE_CORRUPT" and len(words) >= 4:
-        return CorruptValueError(name, words[1], words[2], " ".join(words[3:]))
+        return CorruptDataError.not_a_number(name, words[1], words[2], " ".join(words[3:]))
     if isinstance(exc, RedisOutOfMemoryError) or message.startswith("OOM"):
         return OutOfMemoryError(name)
     return ScriptError(name, message)
@@ -199,7 +198,7 @@ class Scripts:
         the slot check does not apply to this call.
 
         Raises:
-            CrossSlotError: the slot check is on and ``keys`` span several slots.
+            ConfigurationError: the slot check is on and ``keys`` span several slots.
 
         Example:
             ```python

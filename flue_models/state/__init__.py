@@ -14,12 +14,7 @@ from flue_models.state.events import (
     Event,
     EventStream,
     ReadResult,
-    StreamClosedError,
-    StreamConflictError,
-    StreamError,
     StreamInfo,
-    StreamNotFoundError,
-    StreamOffsetError,
     format_offset,
     parse_offset,
     tail_many,
@@ -32,8 +27,6 @@ from flue_models.state.session import (
     ForkOrigin,
     HistoryPage,
     Session,
-    SessionError,
-    SessionForkedError,
     session_key,
 )
 from flue_models.state.session_window import CompactionEntry, MessageEntry, SessionContext
@@ -43,7 +36,6 @@ from flue_models.state.submission import (
     AttemptMarker,
     Journal,
     Submission,
-    SubmissionError,
 )
 
 __all__ = [
@@ -67,17 +59,9 @@ __all__ = [
     "RunPointer",
     "Session",
     "SessionContext",
-    "SessionError",
-    "SessionForkedError",
     "StateReport",
-    "StreamClosedError",
-    "StreamConflictError",
-    "StreamError",
     "StreamInfo",
-    "StreamNotFoundError",
-    "StreamOffsetError",
     "Submission",
-    "SubmissionError",
     "WorkflowRun",
     "format_offset",
     "parse_offset",

@@ -32,11 +32,19 @@ from aiostream import stream as aiostream_stream
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import ConnectionLostError, FlueModelsError
+from flue_models.errors import (
+    ConfigurationError,
+    ConnectionLostError,
+    CorruptDataError,
+    DecodeError,
+    EncodingError,
+    StreamClosedError,
+    StreamConflictError,
+    StreamNotFoundError,
+)
 from flue_models.keys import KeySpace, StreamKeys
 from flue_models.model.base import Model
-from flue_models.model.codec import EncodingError, canonical_json, value_problem
-from flue_models.model.errors import DecodeError
+from flue_models.model.codec import canonical_json, value_problem
 from flue_models.replies import reply_pairs, reply_text
 from flue_models.scripts import checked_reply
 
@@ -59,68 +67,6 @@ TAIL_RECONNECT_PAUSE = 0.2
 TAIL_OUTAGE_SECONDS = 60.0
 
 
-class StreamError(FlueModelsError):
-    """Base class of event-stream errors.
-
-    Example:
-        >>> issubclass(StreamNotFoundError, StreamError)
-        True
-    """
-
-
-class StreamNotFoundError(StreamError):
-    """Appending to (or closing) a stream that was never created.
-
-    Example:
-        >>> "runs/1" in str(StreamNotFoundError("runs/1"))
-        True
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        super().__init__(f"Event stream {path!r} does not exist; create it first.")
-
-
-class StreamClosedError(StreamError):
-    """Appending to a closed stream.
-
-    Example:
-        >>> "closed" in str(StreamClosedError("runs/1"))
-        True
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        super().__init__(f"Event stream {path!r} is closed; nothing more can be appended.")
-
-
-class StreamConflictError(StreamError):
-    """``append_once`` reused an idempotency key with different events.
-
-    Example:
-        >>> StreamConflictError("runs/1", "k", "0000000000000000_0000000000000003").key
-        'k'
-    """
-
-    def __init__(self, path: str, key: str, offset: str) -> None:
-        self.path = path
-        self.key = key
-        super().__init__(
-            f"Idempotency key {key!r} of event stream {path!r} was already used for "
-            f"different events (at offset {offset}); nothing was appended. Use a new key "
-            "for new events."
-        )
-
-
-class StreamOffsetError(StreamError):
-    """A read asked for an offset that is malformed or beyond the stream's head.
-
-    Example:
-        >>> issubclass(StreamOffsetError, StreamError)
-        True
-    """
-
-
 def format_offset(seq: int) -> str:
     """Return the Flue offset of the ``seq``-th event (``-1`` before the first).
 
@@ -135,7 +81,7 @@ def parse_offset(offset: str) -> int:
     """Return the sequence number of a Flue offset (0 for ``-1``).
 
     Raises:
-        StreamOffsetError: the offset is malformed.
+        ConfigurationError: the offset is malformed.
 
     Example:
         >>> parse_offset("0000000000000000_0000000000000042")
@@ -145,7 +91,7 @@ def parse_offset(offset: str) -> int:
         return 0
     high, sep, low = offset.partition("_")
     if not sep or not (high.isdigit() and low.isdigit()) or int(high) != 0:
-        raise StreamOffsetError(
+        raise ConfigurationError(
             f"Malformed offset {offset!r}: expected '-1', 'now' or an offset such as "
             "'0000000000000000_0000000000000001'."
         )
@@ -386,7 +332,7 @@ class EventStream(Generic[T]):
             return canonical_json(data.model_dump(mode="json"))
         if isinstance(data, Mapping):
             return canonical_json(self._adapter.dump_python(data, mode="json"))
-        raise StreamError(
+        raise ConfigurationError(
             f"Events are JSON objects (dicts) or Pydantic models, not {type(data).__name__}."
         )
 
@@ -394,7 +340,7 @@ class EventStream(Generic[T]):
         try:
             data = self._adapter.validate_json(payload)
         except ValidationError as exc:
-            raise StreamError(
+            raise CorruptDataError(
                 f"Event {offset} of stream {self.path!r} does not match "
                 f"{getattr(self.model, '__name__', self.model)}: {exc.errors()[0]['msg']}."
             ) from None
@@ -414,7 +360,7 @@ class EventStream(Generic[T]):
             ```
         """
         if max_len is not None and max_len <= 0:
-            raise StreamError(f"max_len must be positive, not {max_len}.")
+            raise ConfigurationError(f"max_len must be positive, not {max_len}.")
         db = self._database()
         meta, _events, _once = self._keys(db)
         created = await db.scripts.call(
@@ -505,7 +451,7 @@ class EventStream(Generic[T]):
             ```
         """
         if keep_last < 0:
-            raise StreamError(f"keep_last must be zero or more, not {keep_last}.")
+            raise ConfigurationError(f"keep_last must be zero or more, not {keep_last}.")
         db = self._database()
         meta, events, _once = self._keys(db)
         return int(await db.scripts.call("stream_trim", keys=[meta, events], args=[keep_last]))
@@ -574,7 +520,7 @@ class EventStream(Generic[T]):
             ```
         """
         if not key:
-            raise StreamError("append_once needs a non-empty idempotency key.")
+            raise ConfigurationError("append_once needs a non-empty idempotency key.")
         (offset,) = await self._append([self._encode(data)], key)
         return offset
 
@@ -589,7 +535,7 @@ class EventStream(Generic[T]):
         it, False when segment ``index`` existed (whatever its body). Safe to retry.
 
         Raises:
-            StreamError: ``index`` is not a non-negative int, or ``body`` is not text
+            ConfigurationError: ``index`` is not a non-negative int, or ``body`` is not text
                 UTF-8 can store.
 
         Example:
@@ -599,11 +545,13 @@ class EventStream(Generic[T]):
             ```
         """
         if type(index) is not int or index < 0:
-            raise StreamError(f"A chunk segment index is an int of 0 or more, not {index!r}.")
+            raise ConfigurationError(
+                f"A chunk segment index is an int of 0 or more, not {index!r}."
+            )
         try:
             data = body.encode()
         except (AttributeError, UnicodeEncodeError) as exc:
-            raise StreamError(f"Chunk segment {index} of {self.path!r}: {exc}.") from None
+            raise ConfigurationError(f"Chunk segment {index} of {self.path!r}: {exc}.") from None
         db = self._database()
         return bool(await db.client.hsetnx(chunks_key(db.keys, self.path), str(index), data))
 
@@ -648,7 +596,7 @@ class EventStream(Generic[T]):
         date and not closed, with ``next_offset="-1"``.
 
         Raises:
-            StreamOffsetError: the offset is malformed or beyond the head.
+            ConfigurationError: the offset is malformed or beyond the head.
 
         Example:
             ```python
@@ -677,7 +625,7 @@ class EventStream(Generic[T]):
         if after == NOW:
             return ReadResult([], format_offset(head), True, closed)
         if start_seq > head:
-            raise StreamOffsetError(
+            raise ConfigurationError(
                 f"Offset {after} is beyond the head of stream {self.path!r} "
                 f"({format_offset(head)})."
             )

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flue_models.connection import Database, pick_database
+from flue_models.errors import DecodeError
 from flue_models.model.base import Model
-from flue_models.model.errors import DecodeError
 from flue_models.model.verify import Drift, VerifyReport, repair_collection, verify_collection
 from flue_models.replies import reply_pairs, reply_text
 from flue_models.state.events import EventStream, stream_keys, stream_metas

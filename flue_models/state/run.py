@@ -26,11 +26,11 @@ from typing import Annotated, Any, Literal, Self, get_args
 from pydantic import BaseModel, Field, ValidationError
 
 from flue_models.connection import Database, pick_database
+from flue_models.errors import AlreadyExistsError, DecodeError, StreamNotFoundError
 from flue_models.model.base import Model
-from flue_models.model.errors import AlreadyExistsError, DecodeError
 from flue_models.model.fields import Indexed, new_id
 from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
-from flue_models.state.events import EventStream, StreamNotFoundError, home_streams, stream_keys
+from flue_models.state.events import EventStream, home_streams, stream_keys
 
 RunStatus = Literal["active", "completed", "errored", "cancelled"]
 #: Page size of :meth:`WorkflowRun.list` when none (or a non-positive one) is given.

@@ -27,11 +27,20 @@ from urllib.parse import quote, unquote
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import CommandError, FlueModelsError, WrongKeyTypeError
+from flue_models.errors import (
+    AlreadyExistsError,
+    CommandError,
+    ConfigurationError,
+    ConflictError,
+    CorruptDataError,
+    EncodingError,
+    GuardError,
+    NotFoundError,
+    SessionForkedError,
+)
 from flue_models.keys import KeySpace
 from flue_models.model.base import Model
-from flue_models.model.codec import EncodingError, canonical_json, value_problem
-from flue_models.model.errors import AlreadyExistsError, ConflictError, GuardError
+from flue_models.model.codec import canonical_json, value_problem
 from flue_models.model.fields import Indexed
 from flue_models.model.fields import new_id as make_id
 from flue_models.model.query import Page
@@ -74,36 +83,6 @@ SESSION_BUCKETS = 64
 #: A fork's mark on its parent with no fork behind it is taken as a fork being made for
 #: this long, and after that as left by a fork that stopped half way (then dropped).
 FORK_GRACE = dt.timedelta(seconds=60)
-
-
-class SessionError(FlueModelsError):
-    """A session operation cannot run (entries not loaded, an entry of the wrong type).
-
-    Example:
-        >>> issubclass(SessionError, FlueModelsError)
-        True
-    """
-
-
-class SessionForkedError(SessionError):
-    """The session has forks, which share its history: it cannot be deleted (unless
-    ``forks="cascade"``) or have its entries replaced.
-
-    Example:
-        ```python
-        try:
-            await Session.delete_id(parent_id)
-        except SessionForkedError:
-            await Session.delete_id(parent_id, forks="cascade")
-        ```
-    """
-
-    def __init__(self, session_id: str, action: str) -> None:
-        self.session_id = session_id
-        super().__init__(
-            f"Session {session_id!r} has forks, which share its history; {action}. "
-            "Delete the forks first, or delete with forks='cascade'."
-        )
 
 
 class Ancestor(BaseModel):
@@ -327,7 +306,7 @@ class Session(Model):
             ```
         """
         if self._entries is None:
-            raise SessionError(
+            raise ConfigurationError(
                 f"Session {self.id!r} was read without its entries; use Session.load(id)."
             )
         return self._entries
@@ -490,7 +469,7 @@ class Session(Model):
                 session._positions, session._absent = window.positions, window.absent
                 return session
             # the session was replaced meanwhile (save_snapshot): read it again
-        raise ConflictError(cls.__name__, session_id, 0, 0)
+        raise ConflictError.stale(cls.__name__, session_id, 0, 0)
 
     async def _extend(
         self, database: Database, window: Window, start: int, version: int | None
@@ -541,7 +520,7 @@ class Session(Model):
         to the leaf, following ``parent_id`` links from the leaf.
 
         Raises:
-            SessionError: this copy was loaded with :meth:`load_context` and its appends
+            ConflictError: this copy was loaded with :meth:`load_context` and its appends
                 since need entries it did not read (load the context again).
 
         Example:
@@ -555,7 +534,7 @@ class Session(Model):
         window.add(self._positioned())
         result = walk_context(self.leaf_id, window)
         if isinstance(result, Need):
-            raise SessionError(
+            raise ConflictError(
                 f"The context of session {self.id!r} now needs entry {result.id!r}, which "
                 "this copy did not read; use Session.load_context(id) again."
             )
@@ -594,10 +573,10 @@ class Session(Model):
                 this copy shows the stored state. Safe to retry only with ``once=True``.
 
         Raises:
-            SessionError: an entry is not a ``MessageEntry`` or ``CompactionEntry``; or,
-                with ``once``, an id was appended before with other content, or only some
-                of the entries were (nothing is appended).
-            ConflictError: the session was deleted.
+            ConfigurationError: an entry is not a ``MessageEntry`` or ``CompactionEntry``.
+            ConflictError: with ``once``, an id was appended before with other content,
+                or only some of the entries were (nothing is appended); or the session
+                was deleted.
 
         Example:
             ```python
@@ -608,7 +587,7 @@ class Session(Model):
             return
         for entry in entries:
             if not isinstance(entry, MessageEntry | CompactionEntry):
-                raise SessionError(
+                raise ConfigurationError(
                     f"Session entries are MessageEntry or CompactionEntry, not "
                     f"{type(entry).__name__}; nothing was appended."
                 )
@@ -629,13 +608,13 @@ class Session(Model):
             # This copy's fork_of is not the stored one (a copy made by hand): read it.
             stored = await type(self).get(self.id, db=database)
             if stored is None:
-                raise ConflictError(type(self).__name__, self.id, self._flue_version, 0)
+                raise ConflictError.stale(type(self).__name__, self.id, self._flue_version, 0)
             object.__setattr__(self, "fork_of", stored.fork_of)
             object.__setattr__(self, "origin", stored.origin)
         if status in ("missing", "stale"):
-            raise ConflictError(type(self).__name__, self.id, self._flue_version, 0)
+            raise ConflictError.stale(type(self).__name__, self.id, self._flue_version, 0)
         if status == "conflict":
-            raise SessionError(
+            raise ConflictError(
                 f"Entry {reply_text(reply[1])!r} of session {self.id!r} was appended before "
                 "with other content (or only some of these entries were); nothing was "
                 "appended. Use new entry ids for new entries."
@@ -708,7 +687,7 @@ class Session(Model):
 
         Raises:
             SessionForkedError: the session has forks (they share its history).
-            SessionError: the session is a fork (its history is shared with its parent).
+            ConflictError: the session is a fork (its history is shared with its parent).
 
         Example:
             ```python
@@ -730,7 +709,7 @@ class Session(Model):
         async def attempt() -> Session:
             current = await cls.get(session_id, db=database)
             if current is not None and current.origin is not None:
-                raise SessionError(
+                raise ConflictError(
                     f"Session {session_id!r} is a fork of {current.origin.parent!r} and shares "
                     "its history; save_snapshot cannot replace it. Append to it instead."
                 )
@@ -777,7 +756,7 @@ class Session(Model):
         its entries are oldest first. Appends between pages do not move the cursor.
 
         Raises:
-            SessionError: ``before`` is not a cursor of this method.
+            ConfigurationError: ``before`` is not a cursor of this method.
 
         Example:
             ```python
@@ -790,7 +769,7 @@ class Session(Model):
         end: int | None = None
         if before is not None:
             if not before.isdigit() or not before.isascii():
-                raise SessionError(f"{before!r} is not a Session.history cursor.")
+                raise ConfigurationError(f"{before!r} is not a Session.history cursor.")
             end = int(before)
         session = await cls.get(session_id, db=database)
         if session is None:
@@ -841,8 +820,8 @@ class Session(Model):
             metadata: the fork's metadata (default: empty).
 
         Raises:
-            SessionError: no such session or entry in its history, or the fork would be
-                more than ``MAX_FORK_DEPTH`` deep.
+            NotFoundError: no such session or entry in its history.
+            ConflictError: the fork would be more than ``MAX_FORK_DEPTH`` deep.
             AlreadyExistsError: ``new_id`` is taken.
 
         Example:
@@ -857,11 +836,11 @@ class Session(Model):
         async def attempt() -> Session:
             parent = await cls.get(session_id, db=database)
             if parent is None:
-                raise SessionError(f"There is no session {session_id!r} to fork.")
+                raise NotFoundError(f"There is no session {session_id!r} to fork.")
             lineage = [Ancestor(session=parent.id, base=parent.base, entries=parent.inherited)]
             lineage += parent.origin.lineage if parent.origin is not None else []
             if len(lineage) > MAX_FORK_DEPTH:
-                raise SessionError(
+                raise ConflictError(
                     f"Session {session_id!r} is {len(lineage) - 1} forks deep; a fork of it "
                     f"would pass MAX_FORK_DEPTH ({MAX_FORK_DEPTH})."
                 )
@@ -889,7 +868,7 @@ class Session(Model):
             if await database.client.zscore(cls._forks_key(database.keys, session_id), child_id):
                 return child
             await run_writes(database, [plan_delete(child, database.keys)])
-            raise SessionError(
+            raise ConflictError(
                 f"Session {session_id!r} was deleted while {child_id!r} was forked from it; "
                 "nothing was forked."
             )
@@ -911,7 +890,7 @@ class Session(Model):
         status, reply = checked_reply("session_fork", reply, {"ok": 2, "missing": 1, "conflict": 2})
         if status != "ok":
             found = int(reply[1]) if status == "conflict" else 0
-            raise ConflictError(cls.__name__, parent.id, parent._flue_version, found)
+            raise ConflictError.stale(cls.__name__, parent.id, parent._flue_version, found)
         return int(reply[1])
 
     @classmethod
@@ -938,7 +917,7 @@ class Session(Model):
             if "WRONGTYPE" not in str(exc):
                 raise
             found = reply_text(await database.client.type(forks_key))
-            raise WrongKeyTypeError("session delete", forks_key, found, "zset") from exc
+            raise CorruptDataError.wrong_type("session delete", forks_key, found, "zset") from exc
         if not marks:
             return []
         marked = [(reply_text(mark[0]), int(mark[1])) for mark in marks]
@@ -961,7 +940,7 @@ class Session(Model):
             entry_id
         ]
         if at is None:
-            raise SessionError(f"Session {self.id!r} has no entry {entry_id!r} to fork at.")
+            raise NotFoundError(f"Session {self.id!r} has no entry {entry_id!r} to fork at.")
         layer = next(layer for layer in layers if layer.covers(at))
         owner = next(a for a in lineage if a.session == layer.owner)
         row_key = self._row_key(database.keys, layer.owner)
@@ -972,7 +951,9 @@ class Session(Model):
             atomic=True,
         )  # fmt: skip
         if first is None or first[:1] not in (b"E", b"H"):
-            raise SessionError(f"Entry {entry_id!r} of session {layer.owner!r} is not readable.")
+            raise CorruptDataError(
+                f"Entry {entry_id!r} of session {layer.owner!r} is not readable."
+            )
         elements = 1 if first[:1] == b"E" else 1 + int(first[1:])
         before = at - layer.lo
         if count is None or int(length) != int(count) - owner.entries:  # chunked entries

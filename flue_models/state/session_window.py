@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from flue_models.connection import Database
-from flue_models.model.errors import DecodeError
+from flue_models.errors import DecodeError
 from flue_models.slots import command_keys, slot_of
 
 

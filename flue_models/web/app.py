@@ -30,23 +30,14 @@ from starlette.types import Receive, Scope, Send
 from flue_models.connection import Database
 from flue_models.errors import (
     ConfigurationError,
-    ConnectionFailedError,
-    ConnectionLostError,
     FlueModelsError,
-    PoolExhaustedError,
+    NotFoundError,
+    UnavailableError,
 )
 from flue_models.inspection import assess, memory_text, read_server
-from flue_models.model.expressions import QueryError
 from flue_models.model.query import Page
 from flue_models.schema import schema_status
-from flue_models.state.events import (
-    START,
-    EventStream,
-    StreamNotFoundError,
-    StreamOffsetError,
-    event_json,
-    format_offset,
-)
+from flue_models.state.events import START, EventStream, event_json, format_offset
 from flue_models.state.retention import KIND_NAMES, Retention, parse_age, prune_all
 from flue_models.state.run import EndResult, RunPage, RunStatus, WorkflowRun
 from flue_models.state.session import Session
@@ -91,16 +82,17 @@ def error_status(exc: Exception) -> int:
     server out of reach, 500 for the rest.
 
     Example:
+        >>> from flue_models.errors import QueryError
         >>> error_status(QueryError("bad cursor")), error_status(HttpError(404, "NotFound", "x"))
         (400, 404)
     """
     if isinstance(exc, HttpError):
         return exc.status
-    if isinstance(exc, QueryError | ConfigurationError | StreamOffsetError):
+    if isinstance(exc, ConfigurationError):  # QueryError and malformed offsets too
         return 400
-    if isinstance(exc, StreamNotFoundError):
+    if isinstance(exc, NotFoundError):
         return 404
-    if isinstance(exc, ConnectionLostError | ConnectionFailedError | PoolExhaustedError):
+    if isinstance(exc, UnavailableError):
         return 503
     return 500
 
@@ -109,6 +101,7 @@ def error_body(exc: Exception) -> dict[str, Any]:
     """The JSON of an error: the library's class name and message.
 
     Example:
+        >>> from flue_models.errors import QueryError
         >>> error_body(QueryError("Malformed cursor 'x'"))
         {'error': {'type': 'QueryError', 'message': "Malformed cursor 'x'"}}
     """

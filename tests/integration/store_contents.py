@@ -7,7 +7,7 @@ import pytest
 
 import flue_models as fm
 from flue_models import EventStream, Session, Submission, WorkflowRun
-from flue_models.model.errors import UniqueViolationError
+from flue_models.errors import UniqueViolationError
 from flue_models.state.integrity import verify_state
 from tests.integration.models import Ticket
 

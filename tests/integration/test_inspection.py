@@ -13,6 +13,7 @@ from redis.exceptions import NoPermissionError
 
 import flue_models as fm
 from flue_models.embedded import ServerIdentity, find_binary
+from flue_models.inspection import inspect_server
 from tests.command_line import run_cli
 from tests.conftest import RedisServers
 
@@ -42,7 +43,7 @@ async def test_a_cluster_that_serves_no_slot_is_refused_as_not_ready(
     redis_servers: RedisServers, protocol: int
 ) -> None:
     server = redis_servers.start_cluster_node()  # Cluster mode, no slot assigned
-    with pytest.raises(fm.ClusterNotReadyError, match="CLUSTER INFO"):
+    with pytest.raises(fm.ServerCheckError, match="CLUSTER INFO"):
         await fm.connect(server.url, protocol=protocol)
 
 
@@ -52,8 +53,8 @@ async def test_a_cluster_node_read_through_a_client_of_one_server_is_refused(
     server = redis_servers.start_cluster_node()
     client = aioredis.Redis.from_url(server.url)
     try:
-        with pytest.raises(fm.ClusterEnabledError, match=r"connect\(\)"):
-            await fm.inspect_server(client)
+        with pytest.raises(fm.ServerCheckError, match=r"connect\(\)"):
+            await inspect_server(client)
     finally:
         await client.aclose()
 
@@ -65,7 +66,7 @@ async def test_every_primary_of_a_cluster_is_checked(redis_servers: RedisServers
         assert len(db.report.primaries) == 3
         assert "cluster: on, 3 primaries" in db.report.lines()
     nodes[2].sync_client().config_set("maxmemory-policy", "allkeys-lru")
-    with pytest.raises(fm.EvictionPolicyError, match="allkeys-lru"):
+    with pytest.raises(fm.ServerCheckError, match="allkeys-lru"):
         await fm.connect(nodes[0].url, key_prefix="checked")
     for node in nodes:
         node.kill()
@@ -76,7 +77,7 @@ async def test_an_evicting_policy_is_refused_by_name(
 ) -> None:
     server = redis_servers.start()
     server.sync_client().config_set("maxmemory-policy", "allkeys-lru")
-    with pytest.raises(fm.EvictionPolicyError, match="allkeys-lru") as caught:
+    with pytest.raises(fm.ServerCheckError, match="allkeys-lru") as caught:
         await fm.connect(server.url, protocol=protocol)
     assert "noeviction" in str(caught.value)
 
@@ -122,7 +123,7 @@ async def acl_user(redis_url: str) -> AsyncIterator[MakeUser]:
 async def test_info_fallback_when_config_is_denied(acl_user: MakeUser, protocol: int) -> None:
     url = await acl_user("-config")
     async with fm.connect(url, protocol=protocol) as db:
-        with pytest.raises(fm.CommandError) as denied:
+        with pytest.raises(fm.errors.CommandError) as denied:
             await db.client.config_get("maxmemory-policy")
         assert isinstance(denied.value.__cause__, NoPermissionError)
         assert db.report is not None
@@ -134,7 +135,7 @@ async def test_denied_config_and_info_fail_with_the_clear_error(
     acl_user: MakeUser, protocol: int
 ) -> None:
     url = await acl_user("-config", "-info")
-    with pytest.raises(fm.ServerUnverifiableError) as caught:
+    with pytest.raises(fm.ServerCheckError) as caught:
         await fm.connect(url, protocol=protocol)
     message = str(caught.value)
     assert "CONFIG GET and INFO were denied" in message

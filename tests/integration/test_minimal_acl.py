@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 import flue_models as fm
 from flue_models import EventStream, Retention, Session, Submission, WorkflowRun
+from flue_models.keys import KeySpace
 from tests.integration.models import Ticket
 
 
@@ -88,10 +89,10 @@ async def test_the_minimal_acl_keeps_the_user_in_its_prefix(
     minimal_user: str, key_prefix: str
 ) -> None:
     async with fm.connect(minimal_user, key_prefix=key_prefix) as db:
-        with pytest.raises(fm.CommandError, match=r"(?i)permission"):
+        with pytest.raises(fm.errors.CommandError, match=r"(?i)permission"):
             await db.client.get("another-app:secret")
-        nested = fm.KeySpace(f"{key_prefix}:prod")  # a nested prefix is another user's
-        with pytest.raises(fm.CommandError, match=r"(?i)permission"):
+        nested = KeySpace(f"{key_prefix}:prod")  # a nested prefix is another user's
+        with pytest.raises(fm.errors.CommandError, match=r"(?i)permission"):
             await db.client.get(nested.meta)
-        with pytest.raises(fm.CommandError):
+        with pytest.raises(fm.errors.CommandError):
             await db.client.flushdb()

@@ -188,7 +188,7 @@ async def test_a_pool_that_stays_busy_says_so(redis_url: str, key_prefix: str) -
         key = db.keys.collection_key("t", "list")
         blocked = asyncio.create_task(db.client.blpop([key], timeout=2))
         await asyncio.sleep(0)  # let it take the only connection
-        with pytest.raises(fm.PoolExhaustedError, match="pool_size"):
+        with pytest.raises(fm.errors.PoolExhaustedError, match="pool_size"):
             await within(db.client.get(key), "the pool refusal")
         await within(blocked, "the blocked pop")
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flue_models as fm
+from flue_models.model.expressions import Condition
 from flue_models.model.planner import OWNED_CHECK_FROM
 from tests.integration.models import Item, Ticket
 from tests.integration.roundtrips import count_round_trips
@@ -50,7 +51,7 @@ condition_strategy = st.one_of(
 )
 
 
-def build(field: str, op: str, value: Any) -> fm.Condition:
+def build(field: str, op: str, value: Any) -> Condition:
     ref: Any = getattr(Item, field)
     if op == "in":
         return ref.in_([value, "green"])  # type: ignore[no-any-return]

@@ -110,7 +110,7 @@ async def test_a_call_the_slot_check_refuses_is_refused_by_the_cluster(
     db: Database, cluster_client: RedisCluster
 ) -> None:
     a, b = db.keys.record("it_ticket", "x"), db.keys.stream("s").meta
-    with pytest.raises(fm.CrossSlotError):
+    with pytest.raises(fm.ConfigurationError):
         await db.scripts.call("lock_release", keys=[a, b], args=["owner"])
     text = db.scripts.get("lock_release").text
     with pytest.raises(RedisClusterException):  # redis-py refuses it before sending

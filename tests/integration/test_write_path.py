@@ -11,6 +11,7 @@ import pytest
 
 import flue_models as fm
 from flue_models import Indexed, Model
+from flue_models.connection import open_database
 from flue_models.keys import encode_segment
 from flue_models.model.writes import (
     MAX_ATTEMPTS,
@@ -49,7 +50,7 @@ async def other(redis_url: str, protocol: int, key_prefix: str) -> AsyncIterator
     """A second database: same server, another prefix, opened while ``db`` is bound."""
     second = await fm.connect(redis_url, key_prefix=f"{key_prefix}-other", protocol=protocol)
     await second.close()  # closing it hands the task back to ``db``...
-    reopened = await fm.open_database(redis_url, key_prefix=f"{key_prefix}-other")
+    reopened = await open_database(redis_url, key_prefix=f"{key_prefix}-other")
     yield reopened  # ...and this one is not bound at all
     keys = [k async for k in reopened.client.scan_iter(match=reopened.keys.pattern())]
     if keys:
@@ -154,7 +155,7 @@ async def test_retry_on_conflict_gives_up_with_the_last_real_conflict() -> None:
     async def always_beaten() -> None:
         nonlocal calls
         calls += 1
-        raise fm.ConflictError("Ticket", "t-1", calls, calls + 1)
+        raise fm.ConflictError.stale("Ticket", "t-1", calls, calls + 1)
 
     with pytest.raises(fm.ConflictError) as caught:
         await retry_on_conflict(always_beaten)
@@ -163,7 +164,7 @@ async def test_retry_on_conflict_gives_up_with_the_last_real_conflict() -> None:
 
 
 async def test_retry_on_conflict_returns_once_a_step_lands() -> None:
-    outcomes = iter([fm.ConflictError("Ticket", "t-1", 1, 2), "landed"])
+    outcomes = iter([fm.ConflictError.stale("Ticket", "t-1", 1, 2), "landed"])
 
     async def step() -> str:
         outcome = next(outcomes)

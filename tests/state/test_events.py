@@ -67,7 +67,7 @@ async def test_appending_to_a_missing_or_closed_stream_raises_naming_the_path(
 
 
 async def test_append_many_is_all_or_nothing(stream: EventStream[dict[str, Any]]) -> None:
-    with pytest.raises(fm.StreamError, match="JSON objects"):
+    with pytest.raises(fm.ConfigurationError, match="JSON objects"):
         await stream.append_many([{"n": 1}, "not an object"])  # type: ignore[list-item]
     assert (await stream.read()).events == []
 
@@ -119,9 +119,9 @@ async def test_read_semantics(stream: EventStream[dict[str, Any]]) -> None:
         off(5),
         True,
     )
-    with pytest.raises(fm.StreamOffsetError, match="beyond the head"):
+    with pytest.raises(fm.ConfigurationError, match="beyond the head"):
         await stream.read(after=off(6))
-    with pytest.raises(fm.StreamOffsetError, match="Malformed"):
+    with pytest.raises(fm.ConfigurationError, match="Malformed"):
         await stream.read(after="yesterday")
     await stream.close()
     closed = await stream.read(after=off(4))
@@ -181,7 +181,7 @@ async def test_typed_streams_validate_events(db: fm.Database) -> None:
     (event,) = (await logs.read()).events
     assert event.data == Log(type="log", message="hi")
     await EventStream("runs/typed").append({"type": "log"})  # written untyped, no message
-    with pytest.raises(fm.StreamError, match="does not match Log"):
+    with pytest.raises(fm.CorruptDataError, match="does not match Log"):
         await logs.read()
 
 

@@ -13,7 +13,8 @@ import datetime as dt
 import pytest
 
 import flue_models as fm
-from flue_models.state.submission import Attempt, SessionDeletingError, Submission
+from flue_models.errors import SessionDeletingError
+from flue_models.state.submission import Attempt, Submission
 from tests.waiting import poll_until
 
 pytestmark = pytest.mark.usefixtures("db")
@@ -292,7 +293,7 @@ async def test_deleting_chunks_removes_them_all(db: fm.Database) -> None:
 
 @pytest.mark.parametrize("index", [-1, True, 1.0, "1"])
 async def test_a_chunk_index_is_a_non_negative_int(db: fm.Database, index: object) -> None:
-    with pytest.raises(fm.StreamError, match="index"):
+    with pytest.raises(fm.ConfigurationError, match="index"):
         await fm.EventStream("s").append_chunk_segment(index, "x")  # type: ignore[arg-type]
     assert await fm.EventStream("s").chunk_segments() == []
 

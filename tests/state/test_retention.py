@@ -202,7 +202,7 @@ async def test_a_journal_detail_that_is_not_json_is_refused(db: fm.Database) -> 
     attempt = await Submission.claim("p-1", "w")
     assert attempt is not None
     await Submission.journal_begin(attempt)
-    with pytest.raises(fm.SubmissionError, match="not JSON"):
+    with pytest.raises(fm.ConfigurationError, match="not JSON"):
         await Submission.journal_phase(attempt, "provider_started", {1, 2})
     journal = await Submission.read_journal("p-1")
     assert journal is not None

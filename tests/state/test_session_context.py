@@ -138,7 +138,7 @@ async def test_a_copy_loaded_for_its_context_keeps_answering_after_appends(
     await partial.append(message("next", "c"))
     assert ids(partial.context().messages) == [*history[-5:], "next"]
     await partial.append(compaction("c2", "next", history[3]))  # keeps what it did not read
-    with pytest.raises(fm.SessionError, match="load_context"):
+    with pytest.raises(fm.ConflictError, match="load_context"):
         partial.context()
     again = await Session.open("s", context_only=True)
     assert again is not None
@@ -194,7 +194,7 @@ async def test_history_refuses_a_bad_cursor_and_a_missing_session_is_none(
     db: fm.Database,
 ) -> None:
     await Session.open("s")
-    with pytest.raises(fm.SessionError, match="cursor"):
+    with pytest.raises(fm.ConfigurationError, match="cursor"):
         await Session.history("s", before="-3")
     assert await Session.history("nobody") is None
     assert await Session.load_context("nobody") is None
@@ -276,7 +276,7 @@ async def test_a_session_with_forks_is_not_deleted_or_replaced_unless_cascading(
         await Session.delete_id("p")
     with pytest.raises(fm.SessionForkedError):
         await Session.save_snapshot("p", [message("x", None)])
-    with pytest.raises(fm.SessionError, match="is a fork"):
+    with pytest.raises(fm.ConflictError, match="is a fork"):
         await Session.save_snapshot("c1", [message("x", None)])
     assert (await Session.load("c2")) is not None  # nothing changed
     assert await Session.delete_id("p", forks="cascade")
@@ -294,19 +294,19 @@ async def test_a_fork_refuses_a_missing_session_entry_or_depth(db: fm.Database) 
     parent = await Session.open("p")
     await linear(parent, 3)
     await parent.append(message("later", "m2"))
-    with pytest.raises(fm.SessionError, match="no session"):
+    with pytest.raises(fm.NotFoundError, match="no session"):
         await Session.fork("nobody", "m1")
-    with pytest.raises(fm.SessionError, match="no entry 'zz'"):
+    with pytest.raises(fm.NotFoundError, match="no entry 'zz'"):
         await Session.fork("p", "zz")
     child = await Session.fork("p", "m1", new_id="c")
-    with pytest.raises(fm.SessionError, match="no entry 'later'"):
+    with pytest.raises(fm.NotFoundError, match="no entry 'later'"):
         await Session.fork("c", "later")  # the parent's entry after the fork point
     with pytest.raises(fm.AlreadyExistsError):
         await Session.fork("p", "m1", new_id="c")
     current = child.id
     for depth in range(MAX_FORK_DEPTH - 1):  # c is one deep
         current = (await Session.fork(current, "m0", new_id=f"d{depth}")).id
-    with pytest.raises(fm.SessionError, match="MAX_FORK_DEPTH"):
+    with pytest.raises(fm.ConflictError, match="MAX_FORK_DEPTH"):
         await Session.fork(current, "m0")
 
 

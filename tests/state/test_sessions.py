@@ -44,7 +44,7 @@ async def test_appends_move_the_leaf_and_never_rewrite_earlier_entries(db: fm.Da
 
 async def test_a_bad_batch_appends_nothing(db: fm.Database) -> None:
     session = await Session.open("s-2")
-    with pytest.raises(fm.SessionError, match="nothing was appended"):
+    with pytest.raises(fm.ConfigurationError, match="nothing was appended"):
         await session.append_many([message("m1", None), {"id": "m2"}])  # type: ignore[list-item]
     loaded = await Session.load("s-2")
     assert loaded is not None
@@ -183,10 +183,10 @@ async def test_an_append_with_once_is_safe_to_retry(db: fm.Database) -> None:
     assert loaded.entry_count == 2
 
     other = fm.MessageEntry(id="m1", role="user", content="something else")
-    with pytest.raises(fm.SessionError, match=r"'m1'.*other content"):
+    with pytest.raises(fm.ConflictError, match=r"'m1'.*other content"):
         await loaded.append(other, once=True)
     fresh = fm.MessageEntry(id="m3", role="user", content="next")
-    with pytest.raises(fm.SessionError, match="nothing was appended"):
+    with pytest.raises(fm.ConflictError, match="nothing was appended"):
         await loaded.append_many([first, fresh], once=True)  # only some were appended
     after = await fm.Session.load("s-once")
     assert after is not None

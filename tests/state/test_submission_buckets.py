@@ -103,12 +103,13 @@ async def test_an_id_held_in_two_sessions_is_named_not_guessed(db: fm.Database) 
     copy = SPEC.record_key(db.keys, "p-1", other)
     await db.client.copy(held, copy)
     await db.client.hset(copy, "session_id", other)
-    with pytest.raises(fm.AmbiguousIdError) as caught:
+    with pytest.raises(fm.CorruptDataError) as caught:
         await Submission.get("p-1")
-    assert sorted(caught.value.keys) == sorted([held, copy])
-    with pytest.raises(fm.AmbiguousIdError):
+    assert held in str(caught.value)
+    assert copy in str(caught.value)
+    with pytest.raises(fm.CorruptDataError):
         await Submission.admit_direct("p-1", session_id=first, input={})
-    with pytest.raises(fm.AmbiguousIdError):
+    with pytest.raises(fm.CorruptDataError):
         await Submission.claim("p-1", "w")
     row = await Submission.get("p-1", partition=first)
     assert row is not None

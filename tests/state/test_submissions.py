@@ -55,7 +55,7 @@ async def test_admission_conflicts(db: fm.Database, change: dict[str, object]) -
     args: dict[str, object] = {"session_id": "s-1", "input": {"task": 1}, **change}
     result = await Submission.admit_dispatch("d-1", **args)  # type: ignore[arg-type]
     assert result.conflict  # a result for a dispatch
-    with pytest.raises(sub.AdmissionConflictError, match="d-1"):
+    with pytest.raises(fm.AdmissionConflictError, match="d-1"):
         await Submission.admit_direct("d-1", **args)  # type: ignore[arg-type]
     await Submission.admit_direct("p-1", session_id="s-1", input={})
     kind_change = await Submission.admit_dispatch("p-1", session_id="s-1", input={})
@@ -239,14 +239,14 @@ async def test_settle_queued_racing_a_claim_exactly_one_wins(
 async def test_deleting_a_session(db: fm.Database) -> None:
     await Submission.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
     await Submission.admit_direct("p-2", session_id="s-1", input={})
-    with pytest.raises(sub.SessionBusyError, match="2 queued or running"):
+    with pytest.raises(fm.SessionBusyError, match="2 queued or running"):
         await Submission.delete_session("s-1")
     attempt = await Submission.claim("d-1", "w")
     assert attempt is not None
     await Submission.journal_begin(attempt)
     await Submission.finish(attempt)
     accepted_at = (await Submission.get("d-1")).accepted_at  # type: ignore[union-attr]
-    with pytest.raises(sub.SessionBusyError):  # p-2 is still queued
+    with pytest.raises(fm.SessionBusyError):  # p-2 is still queued
         await Submission.delete_session("s-1")
     assert await Submission.settle_queued("p-2", "aborted")
     assert await Submission.delete_session("s-1") == 2
@@ -269,7 +269,7 @@ async def test_an_interrupted_deletion_blocks_admission_is_listed_and_resumes(
     # What delete_session writes first, left behind by a crash right after it:
     await db.client.set(Submission._deleting_key(db.keys, "s-1"), "1")
     await db.client.sadd(Submission._session_key(db.keys, "s-1", "deletions"), "s-1")
-    with pytest.raises(sub.SessionDeletingError, match="s-1"):
+    with pytest.raises(fm.SessionDeletingError, match="s-1"):
         await Submission.admit_direct("p-2", session_id="s-1", input={})
     assert await Submission.interrupted_deletions() == ["s-1"]
     assert await Submission.delete_session("s-1") == 1
@@ -337,10 +337,10 @@ async def test_one_deletion_at_a_time_and_only_settled_rows_go(
     async def meanwhile(self: fm.Query[Any], limit: int = 50, cursor: str | None = None) -> Any:
         if self.model is Submission and not seen:
             seen.append("second deleter")
-            with pytest.raises(sub.SessionDeletingError):  # a second deleter is refused...
+            with pytest.raises(fm.SessionDeletingError):  # a second deleter is refused...
                 await Submission.delete_session("s-1")
             assert await db.client.exists(marker)  # ...and leaves the first one's marker
-            with pytest.raises(sub.SessionDeletingError):  # admissions stay refused
+            with pytest.raises(fm.SessionDeletingError):  # admissions stay refused
                 await Submission.admit_dispatch("d-new", session_id="s-1", input={})
             # A row that is not settled (here: made queued behind the deletion's back)
             # is never deleted by it.
@@ -367,7 +367,7 @@ async def test_a_crashed_deletion_blocks_admissions_only_until_its_lease_ends(
     marker = Submission._deleting_key(db.keys, "s-1")
     await db.client.set(marker, "a-crashed-deleter", px=60_000)  # as a crash leaves it
     await db.client.sadd(Submission._session_key(db.keys, "s-1", "deletions"), "s-1")
-    with pytest.raises(sub.SessionDeletingError):
+    with pytest.raises(fm.SessionDeletingError):
         await Submission.delete_session("s-1")  # it might still be running
     await db.client.pexpire(marker, 1)  # its lease runs out
 

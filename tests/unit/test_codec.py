@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from flue_models.model.codec import EncodingError, canonical_json, codec_for, epoch_score
+from flue_models.errors import EncodingError
+from flue_models.model.codec import canonical_json, codec_for, epoch_score
 
 
 class Color(enum.Enum):

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flue_models.errors import ConfigurationError
+from flue_models.errors import ConfigurationError, EncodingError
 from flue_models.keys import encode_segment
-from flue_models.model.codec import EncodingError, FieldCodec, codec_for, value_problem
+from flue_models.model.codec import FieldCodec, codec_for, value_problem
 
 #: Every code point, lone surrogates included (hypothesis leaves them out by default).
 ANY_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()))

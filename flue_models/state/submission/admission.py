@@ -12,17 +12,16 @@ import json
 from typing import Any, Self
 
 from flue_models.connection import Database, pick_database
-from flue_models.model.codec import EncodingError, value_problem
-from flue_models.model.errors import DecodeError, GuardError
-from flue_models.model.writes import retry_on_conflict
-from flue_models.state.submission.row import (
-    Admission,
+from flue_models.errors import (
     AdmissionConflictError,
-    Kind,
+    DecodeError,
+    EncodingError,
+    GuardError,
     SessionDeletingError,
-    SubmissionRow,
-    digest,
 )
+from flue_models.model.codec import value_problem
+from flue_models.model.writes import retry_on_conflict
+from flue_models.state.submission.row import Admission, Kind, SubmissionRow, digest
 
 
 class Admitting(SubmissionRow):

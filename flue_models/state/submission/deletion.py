@@ -13,13 +13,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 from flue_models.connection import Database, pick_database
+from flue_models.errors import SessionBusyError, SessionDeletingError
 from flue_models.model.writes import retry_on_conflict
 from flue_models.replies import reply_text
-from flue_models.state.submission.row import (
-    SessionBusyError,
-    SessionDeletingError,
-    SubmissionRow,
-)
+from flue_models.state.submission.row import SubmissionRow
 
 #: The lease of a session's deletion marker; a running deletion renews it every page,
 #: and a crashed one blocks admissions into the session for at most this long.

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from flue_models.connection import Database, pick_database
+from flue_models.errors import ConfigurationError, DecodeError
 from flue_models.model.base import held_once
 from flue_models.model.codec import canonical_json, value_problem
-from flue_models.model.errors import DecodeError
 from flue_models.replies import reply_pairs
-from flue_models.state.submission.row import Attempt, Phase, SubmissionError, SubmissionRow
+from flue_models.state.submission.row import Attempt, Phase, SubmissionRow
 
 
 @dataclass(frozen=True)
@@ -134,14 +134,14 @@ class Journaling(SubmissionRow):
             ```
         """
         if stream_key == "":
-            raise SubmissionError("stream_key must be a non-empty string or None.")
+            raise ConfigurationError("stream_key must be a non-empty string or None.")
         try:
             encoded = canonical_json(detail)
             problem = value_problem(detail)
         except (TypeError, ValueError) as exc:
             problem = f"is not JSON ({exc})"
         if problem:
-            raise SubmissionError(f"The journal detail {problem}; nothing was written.")
+            raise ConfigurationError(f"The journal detail {problem}; nothing was written.")
         return bool(await cls._journal(attempt, "phase", db, phase, encoded, stream_key or ""))
 
     @classmethod

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import cast
 
 from flue_models.connection import Database, pick_database
+from flue_models.errors import ConfigurationError, DecodeError
 from flue_models.model.codec import canonical_json, value_problem
-from flue_models.model.errors import DecodeError
-from flue_models.state.submission.row import SubmissionError, SubmissionRow
+from flue_models.state.submission.row import SubmissionRow
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,10 @@ class AttemptMarker:
 
 def _member(submission_id: str, attempt_id: str) -> str:
     if not submission_id or not attempt_id:
-        raise SubmissionError("An attempt marker needs a submission id and an attempt id.")
+        raise ConfigurationError("An attempt marker needs a submission id and an attempt id.")
     problem = value_problem([submission_id, attempt_id])
     if problem:
-        raise SubmissionError(f"An attempt marker's ids: {problem}.")
+        raise ConfigurationError(f"An attempt marker's ids: {problem}.")
     return canonical_json([submission_id, attempt_id])
 
 
@@ -124,7 +124,7 @@ class Marking(SubmissionRow):
             ```
         """
         if limit <= 0:
-            raise SubmissionError(f"limit must be positive, not {limit}.")
+            raise ConfigurationError(f"limit must be positive, not {limit}.")
         database = pick_database(db)
         found = cast(
             "list[tuple[bytes, float]]",

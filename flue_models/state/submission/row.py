@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Self
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import FlueModelsError
+from flue_models.errors import DecodeError
 from flue_models.keys import KeySpace
 from flue_models.model.base import Model, held_once
 from flue_models.model.codec import canonical_json
-from flue_models.model.errors import DecodeError
 from flue_models.model.fields import Indexed
 from flue_models.model.spec import OWNED_FIELD, decode_owned
 from flue_models.model.writes import plan_save, run_writes
@@ -42,63 +41,6 @@ DEFAULT_TIMEOUT = dt.timedelta(hours=1)
 #: The buckets submissions are spread over, by session: a session's submissions, its
 #: head, its deletion marker and its sequence counter share one bucket (one slot).
 SUBMISSION_BUCKETS = 16
-
-
-class SubmissionError(FlueModelsError):
-    """Base class of submission errors.
-
-    Example:
-        >>> issubclass(AdmissionConflictError, SubmissionError)
-        True
-    """
-
-
-class AdmissionConflictError(SubmissionError):
-    """A direct admission reused an id with another payload, session or kind.
-
-    Example:
-        >>> "sub-1" in str(AdmissionConflictError("sub-1"))
-        True
-    """
-
-    def __init__(self, submission_id: str) -> None:
-        self.submission_id = submission_id
-        super().__init__(
-            f"Submission {submission_id!r} was already admitted with another payload, "
-            "session or kind; nothing was admitted. Use a new id for a new submission."
-        )
-
-
-class SessionDeletingError(SubmissionError):
-    """Admission into (or deletion of) a session whose deletion is in progress.
-
-    Example:
-        >>> "s-1" in str(SessionDeletingError("s-1"))
-        True
-    """
-
-    def __init__(self, session_id: str) -> None:
-        self.session_id = session_id
-        super().__init__(
-            f"Session {session_id!r} is being deleted; nothing is admitted into it. Resume "
-            "the deletion with Submission.delete_session() if it was interrupted."
-        )
-
-
-class SessionBusyError(SubmissionError):
-    """A session cannot be deleted while any of its submissions is queued or running.
-
-    Example:
-        >>> "2" in str(SessionBusyError("s-1", 2))
-        True
-    """
-
-    def __init__(self, session_id: str, open_count: int) -> None:
-        self.session_id = session_id
-        super().__init__(
-            f"Session {session_id!r} has {open_count} queued or running submission(s); settle "
-            "them before deleting the session. Nothing was deleted."
-        )
 
 
 @dataclass(frozen=True)
@@ -280,7 +222,7 @@ class SubmissionRow(Model):
         read); an id without one is looked for in every bucket.
 
         Raises:
-            AmbiguousIdError: rows of two sessions hold one id.
+            CorruptDataError: rows of two sessions hold one id.
         """
         spec = cls.__flue_spec__
         known = list(sessions) or [None] * len(submission_ids)
@@ -336,7 +278,7 @@ class SubmissionRow(Model):
         and taken out of every index, so one bad row never stops a queue.
 
         Raises:
-            AmbiguousIdError: submissions of two sessions hold the id.
+            CorruptDataError: submissions of two sessions hold the id.
 
         Example:
             ```python
