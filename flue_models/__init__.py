@@ -23,12 +23,9 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING; importing typing here would co
 if TYPE_CHECKING:
     from typing import Any
 
-    from flue_models import errors as errors
-    from flue_models import schema as schema
+    from flue_models import errors as errors, schema as schema
     from flue_models.client import (
         ClientSettings as ClientSettings,
-    )
-    from flue_models.client import (
         RetryPolicy as RetryPolicy,
     )
     from flue_models.connection import (
@@ -36,188 +33,71 @@ if TYPE_CHECKING:
     )
     from flue_models.errors import (
         AdmissionConflictError as AdmissionConflictError,
-    )
-    from flue_models.errors import (
         AlreadyExistsError as AlreadyExistsError,
-    )
-    from flue_models.errors import (
         AuthenticationFailedError as AuthenticationFailedError,
-    )
-    from flue_models.errors import (
         ConfigurationError as ConfigurationError,
-    )
-    from flue_models.errors import (
         ConflictError as ConflictError,
-    )
-    from flue_models.errors import (
         ConnectionFailedError as ConnectionFailedError,
-    )
-    from flue_models.errors import (
         ConnectionLostError as ConnectionLostError,
-    )
-    from flue_models.errors import (
         CorruptDataError as CorruptDataError,
-    )
-    from flue_models.errors import (
         DecodeError as DecodeError,
-    )
-    from flue_models.errors import (
         EncodingError as EncodingError,
-    )
-    from flue_models.errors import (
         FlueModelsError as FlueModelsError,
-    )
-    from flue_models.errors import (
         NotFoundError as NotFoundError,
-    )
-    from flue_models.errors import (
         PersistenceWarning as PersistenceWarning,
-    )
-    from flue_models.errors import (
         QueryError as QueryError,
-    )
-    from flue_models.errors import (
         SchemaError as SchemaError,
-    )
-    from flue_models.errors import (
         SchemaTooNewError as SchemaTooNewError,
-    )
-    from flue_models.errors import (
         ServerCheckError as ServerCheckError,
-    )
-    from flue_models.errors import (
         SessionBusyError as SessionBusyError,
-    )
-    from flue_models.errors import (
         SessionDeletingError as SessionDeletingError,
-    )
-    from flue_models.errors import (
         SessionForkedError as SessionForkedError,
-    )
-    from flue_models.errors import (
         SkippedRecordWarning as SkippedRecordWarning,
-    )
-    from flue_models.errors import (
         StreamClosedError as StreamClosedError,
-    )
-    from flue_models.errors import (
         StreamConflictError as StreamConflictError,
-    )
-    from flue_models.errors import (
         StreamNotFoundError as StreamNotFoundError,
-    )
-    from flue_models.errors import (
         UnavailableError as UnavailableError,
-    )
-    from flue_models.errors import (
         UniqueViolationError as UniqueViolationError,
     )
     from flue_models.model import (
         Indexed as Indexed,
-    )
-    from flue_models.model import (
         Model as Model,
-    )
-    from flue_models.model import (
         Page as Page,
-    )
-    from flue_models.model import (
         Query as Query,
-    )
-    from flue_models.model import (
         Unique as Unique,
-    )
-    from flue_models.model import (
         VerifyReport as VerifyReport,
-    )
-    from flue_models.model import (
         in_ as in_,
-    )
-    from flue_models.model import (
         new_id as new_id,
-    )
-    from flue_models.model import (
         now as now,
-    )
-    from flue_models.model import (
         repair_collection as repair_collection,
-    )
-    from flue_models.model import (
         verify_collection as verify_collection,
     )
     from flue_models.startup import (
         Connecting as Connecting,
-    )
-    from flue_models.startup import (
         connect as connect,
     )
     from flue_models.state import (
         Admission as Admission,
-    )
-    from flue_models.state import (
         Attempt as Attempt,
-    )
-    from flue_models.state import (
         CompactionEntry as CompactionEntry,
-    )
-    from flue_models.state import (
         EndResult as EndResult,
-    )
-    from flue_models.state import (
         Event as Event,
-    )
-    from flue_models.state import (
         EventStream as EventStream,
-    )
-    from flue_models.state import (
         HistoryPage as HistoryPage,
-    )
-    from flue_models.state import (
         Journal as Journal,
-    )
-    from flue_models.state import (
         MessageEntry as MessageEntry,
-    )
-    from flue_models.state import (
         PruneReport as PruneReport,
-    )
-    from flue_models.state import (
         ReadResult as ReadResult,
-    )
-    from flue_models.state import (
         Retention as Retention,
-    )
-    from flue_models.state import (
-        RunPage as RunPage,
-    )
-    from flue_models.state import (
         Session as Session,
-    )
-    from flue_models.state import (
         SessionContext as SessionContext,
-    )
-    from flue_models.state import (
         StateReport as StateReport,
-    )
-    from flue_models.state import (
         Submission as Submission,
-    )
-    from flue_models.state import (
         WorkflowRun as WorkflowRun,
-    )
-    from flue_models.state import (
         prune as prune,
-    )
-    from flue_models.state import (
         prune_all as prune_all,
-    )
-    from flue_models.state import (
         session_key as session_key,
-    )
-    from flue_models.state import (
         tail_many as tail_many,
-    )
-    from flue_models.state import (
         verify_state as verify_state,
     )
 
@@ -243,7 +123,6 @@ _EXPORTS: dict[str, str] = {
     "VerifyReport": "flue_models.model",
     "WorkflowRun": "flue_models.state",
     "EndResult": "flue_models.state",
-    "RunPage": "flue_models.state",
     "EventStream": "flue_models.state",
     "Event": "flue_models.state",
     "ReadResult": "flue_models.state",

@@ -58,6 +58,7 @@ from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
     ClusterError,
+    ConnectionError as RedisConnectionError,
     InvalidResponse,
     MaxConnectionsError,
     MovedError,
@@ -65,10 +66,9 @@ from redis.exceptions import (
     RedisClusterException,
     RedisError,
     ResponseError,
+    TimeoutError as RedisTimeoutError,
     TryAgainError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from flue_models.errors import (

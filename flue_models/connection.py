@@ -26,8 +26,8 @@ from redis.exceptions import (
     NoScriptError,
     RedisError,
     ResponseError,
+    TimeoutError as RedisTimeoutError,
 )
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flue_models.client import (
     POLICY,

@@ -36,8 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from redis.exceptions import AuthenticationError, BusyLoadingError
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ConnectionError as RedisConnectionError,
+)
 
 from flue_models.errors import ConfigurationError
 

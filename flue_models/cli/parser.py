@@ -42,6 +42,16 @@ def connection_options(parser: argparse.ArgumentParser, *, json_output: bool = T
         parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
+def page_limit(parser: argparse.ArgumentParser) -> None:
+    """Give a listing command ``--limit``, read by the library's one rule (``page_size``)."""
+    parser.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="how many (default 100, at most 1000; 0 or less: the default)",
+    )
+
+
 def _migration_name(text: str) -> str:
     if not re.fullmatch(r"[a-z0-9_]+", text):
         raise argparse.ArgumentTypeError(
@@ -211,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     connection_options(runs_list)
     runs_list.add_argument("--status", choices=["active", "completed", "errored", "cancelled"])
     runs_list.add_argument("--workflow")
-    runs_list.add_argument("--limit", type=int, default=100, help="default 100, at most 1000")
+    page_limit(runs_list)
     runs_list.add_argument("--cursor", help="the 'next' cursor a previous page printed")
     runs_list.set_defaults(handler="runs:runs_list")
     runs_show = run_commands.add_parser("show", help="one run, everything, as JSON")
@@ -233,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     sessions_list.add_argument("--instance", help="the second part")
     sessions_list.add_argument("--harness", help="the third part")
     sessions_list.add_argument("--fork-of", help="the forks of this session")
-    sessions_list.add_argument("--limit", type=int, default=100, help="default 100, at most 1000")
+    page_limit(sessions_list)
     sessions_list.add_argument("--cursor", help="the 'next' cursor a previous page printed")
     sessions_list.set_defaults(handler="sessions:sessions_list")
     sessions_show = session_commands.add_parser(
@@ -253,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     submissions_list = submission_commands.add_parser("list", help="in admission order")
     connection_options(submissions_list)
     submissions_list.add_argument("--status", choices=["queued", "running", "settled"])
-    submissions_list.add_argument("--limit", type=int, default=100)
+    page_limit(submissions_list)
     submissions_list.set_defaults(handler="submissions:submissions_list")
     submissions_requeue = submission_commands.add_parser(
         "requeue", help="give a submission whose lease expired back to the queue"
@@ -278,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--after", default="-1", help="-1, now, or an offset (3, 0003 or Flue's full form)"
         )
         command.set_defaults(handler=handler)
-    events_read.add_argument("--limit", type=int, default=100)
+    page_limit(events_read)
     events_tail.add_argument(
         "--outage",
         type=float,

@@ -6,6 +6,7 @@ import argparse
 
 from flue_models.cli.output import OK, NotFound, emit
 from flue_models.errors import FlueModelsError
+from flue_models.model.query import page_size
 from flue_models.startup import connect
 from flue_models.state.submission import Submission
 from flue_models.terminal import table
@@ -16,7 +17,7 @@ async def submissions_list(args: argparse.Namespace) -> int:
         query = Submission.find().using(db)
         if args.status:
             query = query.where(Submission.status == args.status)
-        rows = await query.limit(args.limit).all()
+        rows = await query.limit(page_size(args.limit)).all()
     if args.json:
         emit([row.model_dump(mode="json") for row in rows])
         return OK

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import DecodeError, QueryError, ScriptError, SkippedRecordWarning
+from flue_models.errors import (
+    ConfigurationError,
+    DecodeError,
+    QueryError,
+    ScriptError,
+    SkippedRecordWarning,
+)
 from flue_models.keys import INDEX_VALUE_BOUND, KeySpace
 from flue_models.model.buckets import check_collections
 from flue_models.model.codec import FieldCodec
@@ -36,15 +42,40 @@ if TYPE_CHECKING:
     from flue_models.model.base import Model
 
 M = TypeVar("M", bound="Model")
+#: What a page holds: records of a model, or another listing's items (run pointers).
+T = TypeVar("T")
 
-#: Page size of ``page()`` when none is given, and of ``async for`` and ``all()`` chunks.
-DEFAULT_PAGE = 50
+#: The one rule of every listing's ``limit`` (queries, runs, sessions, histories, event
+#: reads, the command line and the dashboard's API), Flue's: none given, zero or less is
+#: ``DEFAULT_PAGE``; more than ``MAX_PAGE`` is ``MAX_PAGE``.
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
+#: Records read per round trip by ``async for`` and ``all()``.
 CHUNK = 100
 
 
+def page_size(limit: int | None) -> int:
+    """Return the page size a listing reads for ``limit`` (see ``DEFAULT_PAGE``).
+
+    Raises:
+        ConfigurationError: ``limit`` is not a whole number (or ``None``).
+
+    Example:
+        >>> page_size(None), page_size(0), page_size(-5), page_size(7), page_size(5000)
+        (100, 100, 100, 7, 1000)
+    """
+    if limit is None:
+        return DEFAULT_PAGE
+    if type(limit) is not int:
+        raise ConfigurationError(f"limit must be a whole number or None, not {limit!r}.")
+    return DEFAULT_PAGE if limit <= 0 else min(limit, MAX_PAGE)
+
+
 @dataclass(frozen=True)
-class Page(Generic[M]):
-    """One page of results and the cursor of the next (``None`` after the last page).
+class Page(Generic[T]):
+    """One page of a listing and the cursor of the next (``None`` after the last page):
+    every listing of the library returns one (``Page[Ticket]`` from a query,
+    ``Page[RunPointer]`` from :meth:`WorkflowRun.list`, ``Page[Session]`` from
+    :meth:`Session.list`).
 
     Example:
         ```python
@@ -53,7 +84,7 @@ class Page(Generic[M]):
         ```
     """
 
-    items: list[M]
+    items: list[T]
     next_cursor: str | None
     #: Records of this page that could not be read (``on_error("skip")`` only).
     skipped: list[DecodeError] = field(default_factory=list)
@@ -183,8 +214,11 @@ class Query(Generic[M]):
     def _plan(self, keys: KeySpace) -> Plan:
         return plan_query(self.model.__flue_spec__, keys, self.conditions, self.sort)
 
-    async def id_page(self, limit: int = DEFAULT_PAGE, cursor: str | None = None) -> IdPage:
+    async def id_page(self, limit: int | None = None, cursor: str | None = None) -> IdPage:
         """Return up to ``limit`` matching ids after ``cursor``, without reading the records.
+
+        ``limit``: as every listing's (:func:`page_size`): none, zero or less is 100, more
+        than 1000 is 1000.
 
         Example:
             ```python
@@ -192,9 +226,7 @@ class Query(Generic[M]):
             found.ids, found.next_cursor
             ```
         """
-        if limit <= 0:
-            raise QueryError(f"page limit must be positive, not {limit}.")
-        return await self._ids(self._database(), limit, cursor)
+        return await self._ids(self._database(), page_size(limit), cursor)
 
     async def _spaces(self, db: Database) -> list[KeySpace]:
         """The key space of each bucket the query reads, in bucket order: every bucket of
@@ -325,8 +357,10 @@ class Query(Generic[M]):
                 checks.append((cond.field, codec, wanted))
         return checks
 
-    async def page(self, limit: int = DEFAULT_PAGE, cursor: str | None = None) -> Page[M]:
+    async def page(self, limit: int | None = None, cursor: str | None = None) -> Page[M]:
         """Return up to ``limit`` records after ``cursor``, and the next cursor.
+
+        ``limit``: none, zero or less is 100, more than 1000 is 1000 (:func:`page_size`).
 
         Cursors are keyset positions: records inserted or deleted between pages cause
         no duplicates, and no record that existed throughout is skipped. A page with

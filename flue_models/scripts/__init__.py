@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
+from redis.exceptions import NoScriptError, OutOfMemoryError as RedisOutOfMemoryError, ResponseError
 
 from flue_models.client import UNSAFE, FlueClient
 from flue_models.errors import (

@@ -21,7 +21,7 @@ from flue_models.state.events import (
 )
 from flue_models.state.integrity import StateReport, verify_state
 from flue_models.state.retention import PruneReport, Retention, prune, prune_all
-from flue_models.state.run import EndResult, RunPage, RunPointer, WorkflowRun
+from flue_models.state.run import EndResult, RunPointer, WorkflowRun
 from flue_models.state.session import (
     Ancestor,
     ForkOrigin,
@@ -55,7 +55,6 @@ __all__ = [
     "PruneReport",
     "ReadResult",
     "Retention",
-    "RunPage",
     "RunPointer",
     "Session",
     "SessionContext",

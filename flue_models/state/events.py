@@ -45,6 +45,7 @@ from flue_models.errors import (
 from flue_models.keys import KeySpace, StreamKeys
 from flue_models.model.base import Model
 from flue_models.model.codec import canonical_json, value_problem
+from flue_models.model.query import MAX_PAGE, page_size
 from flue_models.replies import reply_pairs, reply_text
 from flue_models.scripts import checked_reply
 
@@ -54,10 +55,6 @@ T = TypeVar("T")
 START = "-1"
 #: ``after`` value meaning "from the current head" (only new events).
 NOW = "now"
-#: Most events one ``read`` returns.
-MAX_READ = 1000
-#: Events :meth:`EventStream.read` returns when no (or a non-positive) limit is given.
-DEFAULT_READ = 100
 #: How long one blocking wait of a tail lasts before it checks again (at most half of
 #: the client's ``timeout``).
 TAIL_BLOCK_MS = 2000
@@ -586,7 +583,7 @@ class EventStream(Generic[T]):
 
     # Reading ---------------------------------------------------------------------------
 
-    async def read(self, after: str = START, limit: int = DEFAULT_READ) -> ReadResult[T]:
+    async def read(self, after: str = START, limit: int | None = None) -> ReadResult[T]:
         """Return up to ``limit`` events after ``after`` (``"-1"``, ``"now"`` or an offset).
 
         A ``limit`` of zero or less means the default (100); a larger one than 1000 reads
@@ -605,7 +602,7 @@ class EventStream(Generic[T]):
                 print(event.offset, event.data)
             ```
         """
-        limit = DEFAULT_READ if limit <= 0 else min(limit, MAX_READ)
+        limit = page_size(limit)
         db = self._database()
         meta, events, _once = self._keys(db)
         start_seq = 0 if after == NOW else parse_offset(after)
@@ -666,7 +663,7 @@ class EventStream(Generic[T]):
         lost_since: float | None = None
         while True:
             try:
-                result = await self.read(after=position, limit=MAX_READ)
+                result = await self.read(after=position, limit=MAX_PAGE)
                 lost_since = None
             except ConnectionLostError:  # the client's retries waited with backoff
                 lost_since = lost_since or time.monotonic()

@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, Field, ValidationError
@@ -29,14 +28,11 @@ from flue_models.connection import Database, pick_database
 from flue_models.errors import AlreadyExistsError, DecodeError, StreamNotFoundError
 from flue_models.model.base import Model
 from flue_models.model.fields import Indexed, new_id
+from flue_models.model.query import Page, page_size
 from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
 from flue_models.state.events import EventStream, home_streams, stream_keys
 
 RunStatus = Literal["active", "completed", "errored", "cancelled"]
-#: Page size of :meth:`WorkflowRun.list` when none (or a non-positive one) is given.
-DEFAULT_LIST = 100
-#: Largest page :meth:`WorkflowRun.list` returns.
-MAX_LIST = 1000
 #: Buckets the runs are spread over (one Cluster slot each).
 RUN_BUCKETS = 16
 #: The paths of the runs' event streams start with this; each is in its run's bucket.
@@ -78,23 +74,6 @@ class RunPointer(BaseModel):
     started_at: dt.datetime
     ended_at: dt.datetime | None = None
     duration_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class RunPage:
-    """A page of :meth:`WorkflowRun.list`: pointers, newest first, and the next cursor.
-
-    Example:
-        ```python
-        page = await WorkflowRun.list(status="errored")
-        more = await WorkflowRun.list(status="errored", cursor=page.next_cursor)
-        ```
-    """
-
-    items: list[RunPointer]
-    next_cursor: str | None
-    #: Runs of this page that could not be read (``on_error="skip"`` only).
-    skipped: list[DecodeError] = field(default_factory=list)
 
 
 class WorkflowRun(Model):
@@ -421,14 +400,14 @@ class WorkflowRun(Model):
         cls,
         status: RunStatus | None = None,
         workflow: str | None = None,
-        limit: int = DEFAULT_LIST,
+        limit: int | None = None,
         cursor: str | None = None,
         *,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         db: Database | None = None,
-    ) -> RunPage:
+    ) -> Page[RunPointer]:
         """List runs newest first (by ``started_at``, ties by id), filtered by status and workflow.
 
         Args:
@@ -439,7 +418,7 @@ class WorkflowRun(Model):
             since: only runs started at or after this time (timezone-aware).
             until: only runs started before this time (timezone-aware).
             on_error: a run whose row cannot be read raises its ``DecodeError``
-                (``"raise"``), or is left out and listed in ``RunPage.skipped``
+                (``"raise"``), or is left out and listed in ``Page.skipped``
                 (``"skip"``), so one bad row never hides the rest.
 
         Every listed run is checked against its row: a stale index entry (a crash, a
@@ -453,7 +432,7 @@ class WorkflowRun(Model):
             ```
         """
         database = pick_database(db)
-        size = DEFAULT_LIST if limit <= 0 else min(limit, MAX_LIST)
+        size = page_size(limit)
         conditions = cls._filters(workflow, since, until)
         if status is not None:
             conditions.append(cls.status == status)
@@ -471,7 +450,7 @@ class WorkflowRun(Model):
                     items.append(pointer)
             cursor = found.next_cursor
             if cursor is None or len(items) >= size:
-                return RunPage(items, cursor, skipped)
+                return Page(items, cursor, skipped)
 
     @classmethod
     async def counts(

@@ -41,11 +41,9 @@ from flue_models.errors import (
 from flue_models.keys import KeySpace
 from flue_models.model.base import Model
 from flue_models.model.codec import canonical_json, value_problem
-from flue_models.model.fields import Indexed
-from flue_models.model.fields import new_id as make_id
-from flue_models.model.query import Page
-from flue_models.model.spec import OWNED_FIELD as OWNED
-from flue_models.model.spec import encode_owned
+from flue_models.model.fields import Indexed, new_id as make_id
+from flue_models.model.query import Page, page_size
+from flue_models.model.spec import OWNED_FIELD as OWNED, encode_owned
 from flue_models.model.writes import (
     plan_delete,
     plan_save,
@@ -74,8 +72,6 @@ CHUNK_BYTES = 512 * 1024
 MAX_FORK_DEPTH = 16
 #: A context load reads at least this many elements further back when it needs more.
 MIN_STEP = 64
-#: Entries per ``Session.history`` page by default, and at most.
-DEFAULT_HISTORY, MAX_HISTORY = 100, 1000
 #: Buckets the sessions are spread over (one Cluster slot each). Sessions hold
 #: the bulk of the data, so they take more buckets than the runs: 64 spread evenly over
 #: up to 16 primaries, and a listing (rare for sessions) costs about three single walks.
@@ -741,7 +737,7 @@ class Session(Model):
         session_id: str,
         *,
         before: str | None = None,
-        limit: int = DEFAULT_HISTORY,
+        limit: int | None = None,
         db: Database | None = None,
     ) -> HistoryPage | None:
         """Page backwards through a session's entries, newest page first (``None`` for a
@@ -765,7 +761,7 @@ class Session(Model):
             ```
         """
         database = pick_database(db)
-        size = DEFAULT_HISTORY if limit <= 0 else min(limit, MAX_HISTORY)
+        size = page_size(limit)
         end: int | None = None
         if before is not None:
             if not before.isdigit() or not before.isascii():
@@ -970,7 +966,7 @@ class Session(Model):
         instance: str | None = None,
         harness: str | None = None,
         fork_of: str | None = None,
-        limit: int = DEFAULT_HISTORY,
+        limit: int | None = None,
         cursor: str | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         db: Database | None = None,
@@ -998,7 +994,7 @@ class Session(Model):
         filters = {"agent": agent, "instance": instance, "harness": harness, "fork_of": fork_of}
         conditions = [getattr(cls, name) == value for name, value in filters.items() if value]
         query = cls.find(*conditions).sort_by("-updated_at").on_error(on_error)
-        size = DEFAULT_HISTORY if limit <= 0 else min(limit, MAX_HISTORY)
+        size = page_size(limit)
         return await query.using(pick_database(db)).page(size, cursor)
 
     # Deletes ---------------------------------------------------------------------------

@@ -35,11 +35,11 @@ from flue_models.errors import (
     UnavailableError,
 )
 from flue_models.inspection import assess, memory_text, read_server
-from flue_models.model.query import Page
+from flue_models.model.query import Page, page_size
 from flue_models.schema import schema_status
 from flue_models.state.events import START, EventStream, event_json, format_offset
 from flue_models.state.retention import KIND_NAMES, Retention, parse_age, prune_all
-from flue_models.state.run import EndResult, RunPage, RunStatus, WorkflowRun
+from flue_models.state.run import EndResult, RunStatus, WorkflowRun
 from flue_models.state.session import Session
 from flue_models.state.submission import Submission
 from flue_models.web.security import Csrf
@@ -47,8 +47,6 @@ from flue_models.web.security import Csrf
 HERE = Path(__file__).parent
 #: Submission views of the submissions page.
 SUBMISSION_VIEWS = ("runnable", "running", "expired", "settled")
-#: Largest page any view returns (``limit`` above it is lowered to it).
-MAX_LIMIT = 1000
 #: Events a run page shows before its live tail starts.
 RUN_EVENTS = 1000
 #: Live tails one dashboard keeps open at once (the connection pool holds 50 by default;
@@ -144,11 +142,11 @@ def _int(request: Request, name: str, default: int) -> int:
         raise HttpError(400, "BadParameter", f"{name} must be an integer, not {value!r}") from None
 
 
-def _limit(request: Request, default: int) -> int:
-    """A page size as the library reads one: none or non-positive is the default, at
-    most ``MAX_LIMIT``."""
-    limit = _int(request, "limit", default)
-    return default if limit <= 0 else min(limit, MAX_LIMIT)
+def _limit(request: Request) -> int:
+    """The page size of ``?limit=``, by the library's one rule
+    (:func:`~flue_models.model.query.page_size`): none given, zero or less is 100, at
+    most 1000."""
+    return page_size(_int(request, "limit", 0))
 
 
 def _time(request: Request, name: str) -> dt.datetime | None:
@@ -175,9 +173,7 @@ def _dump(item: BaseModel) -> dict[str, Any]:
     return item.model_dump(mode="json")
 
 
-def _listing(
-    page: RunPage | Page[Any] | None, items: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
+def _listing(page: Page[Any] | None, items: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A listing's ``items`` (the page's, dumped, unless given), ``next_cursor`` and the
     unreadable rows it ``skipped``."""
     if page is None:
@@ -217,7 +213,7 @@ class _Views:
         page, counts = await asyncio.gather(
             WorkflowRun.list(
                 status=status, workflow=workflow, since=since, until=until,
-                limit=_limit(request, 50), cursor=_text(request, "cursor"),
+                limit=_limit(request), cursor=_text(request, "cursor"),
                 on_error="skip", db=self.db,
             ),
             WorkflowRun.counts(workflow, since=since, until=until, db=self.db),
@@ -255,7 +251,7 @@ class _Views:
         page = await Session.list(
             agent=_text(request, "agent"), instance=_text(request, "instance"),
             harness=_text(request, "harness"), fork_of=_text(request, "fork_of"),
-            limit=_limit(request, 50), cursor=_text(request, "cursor"),
+            limit=_limit(request), cursor=_text(request, "cursor"),
             on_error="skip", db=self.db,
         )  # fmt: skip
         return _listing(page)
@@ -265,7 +261,7 @@ class _Views:
         session_id = _id(request)
         session = await Session.load_context(session_id, db=self.db)
         history = await Session.history(
-            session_id, before=_text(request, "before"), limit=_limit(request, 50),
+            session_id, before=_text(request, "before"), limit=_limit(request),
             db=self.db,
         )  # fmt: skip
         if session is None or history is None:
@@ -284,7 +280,7 @@ class _Views:
         one session, with the server time leases are judged by."""
         view = _choice(request, "view", SUBMISSION_VIEWS) or "runnable"
         session_id = _text(request, "session_id")
-        limit, cursor = _limit(request, 50), _text(request, "cursor")
+        limit, cursor = _limit(request), _text(request, "cursor")
         now = await self.db.server_time()
         page: Page[Submission] | None = None
         rows: list[Submission]
@@ -323,7 +319,7 @@ class _Views:
         info = await stream.meta()
         if info is None:
             raise HttpError(404, "NotFound", f"no stream {path!r}")
-        read = await stream.read(after=_text(request, "after") or "-1", limit=_limit(request, 100))
+        read = await stream.read(after=_text(request, "after") or "-1", limit=_limit(request))
         return {
             "path": path,
             "length": info.length,

@@ -8,8 +8,7 @@ from xml.etree import ElementTree
 
 import redis
 
-from bench import charts, in_latency, sessions
-from bench import cluster as cluster_bench
+from bench import charts, cluster as cluster_bench, in_latency, sessions
 from bench.harness import Row, Stats, table
 from bench.workloads import Bench
 from flue_models.cli.bench import bench_folder

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from flue_models.errors import ConfigurationError
 from flue_models.keys import KeySpace, check_collection, decode_segment, encode_segment
