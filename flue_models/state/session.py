@@ -946,7 +946,12 @@ class Session(Model):
              ("HGET", row_key, "entry_count")],
             atomic=True,
         )  # fmt: skip
-        if first is None or first[:1] not in (b"E", b"H"):
+        if first is None:  # deleted since it was found (a racing delete): nothing forked
+            raise NotFoundError(
+                f"Entry {entry_id!r} of session {layer.owner!r} is gone (the session was "
+                "deleted meanwhile); nothing was forked."
+            )
+        if first[:1] not in (b"E", b"H"):
             raise CorruptDataError(
                 f"Entry {entry_id!r} of session {layer.owner!r} is not readable."
             )

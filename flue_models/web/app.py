@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import parse_qsl, urlencode
@@ -25,14 +25,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
 
 from flue_models.connection import Database
 from flue_models.errors import (
-    ConfigurationError,
     FlueModelsError,
-    NotFoundError,
-    UnavailableError,
 )
 from flue_models.inspection import assess, memory_text, read_server
 from flue_models.model.query import Page, page_size
@@ -42,6 +38,8 @@ from flue_models.state.retention import KIND_NAMES, Retention, parse_age, prune_
 from flue_models.state.run import EndResult, RunStatus, WorkflowRun
 from flue_models.state.session import Session
 from flue_models.state.submission import Submission
+from flue_models.web.answers import HttpError, error_body, error_json, error_status
+from flue_models.web.live import MAX_TAILS, EventSourceResponse, TailSlots
 from flue_models.web.security import Csrf
 
 HERE = Path(__file__).parent
@@ -49,66 +47,8 @@ HERE = Path(__file__).parent
 SUBMISSION_VIEWS = ("runnable", "running", "expired", "settled")
 #: Events a run page shows before its live tail starts.
 RUN_EVENTS = 1000
-#: Live tails one dashboard keeps open at once (the connection pool holds 50 by default;
-#: each open tail holds one): a tail beyond it is refused with 503 ``TooManyTails``.
-MAX_TAILS = 32
-#: Seconds a live tail rides out a server that went away (then ``event: failed``).
-TAIL_OUTAGE_SECONDS = 60.0
-#: A comment line is sent on a quiet live tail this often, so proxies keep it open and a
-#: client that left is noticed.
-KEEPALIVE_SECONDS = 15.0
 
 View = Callable[[Request], Awaitable[dict[str, Any]]]
-
-
-class HttpError(Exception):
-    """A request the dashboard answers with an error status (bad parameter, not found).
-
-    Example:
-        ```python
-        raise HttpError(404, "NotFound", "no run 'r-1'")
-        ```
-    """
-
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.kind, self.message = status, kind, message
-
-
-def error_status(exc: Exception) -> int:
-    """The HTTP status of a library error: 400 for what the request got wrong, 503 for a
-    server out of reach, 500 for the rest.
-
-    Example:
-        >>> from flue_models.errors import QueryError
-        >>> error_status(QueryError("bad cursor")), error_status(HttpError(404, "NotFound", "x"))
-        (400, 404)
-    """
-    if isinstance(exc, HttpError):
-        return exc.status
-    if isinstance(exc, ConfigurationError):  # QueryError and malformed offsets too
-        return 400
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, UnavailableError):
-        return 503
-    return 500
-
-
-def error_body(exc: Exception) -> dict[str, Any]:
-    """The JSON of an error: the library's class name and message.
-
-    Example:
-        >>> from flue_models.errors import QueryError
-        >>> error_body(QueryError("Malformed cursor 'x'"))
-        {'error': {'type': 'QueryError', 'message': "Malformed cursor 'x'"}}
-    """
-    kind = exc.kind if isinstance(exc, HttpError) else type(exc).__name__
-    return {"error": {"type": kind, "message": str(exc)}}
-
-
-def _error_json(exc: Exception) -> JSONResponse:
-    return JSONResponse(error_body(exc), status_code=error_status(exc))
 
 
 def _actions_off() -> HttpError:
@@ -420,130 +360,6 @@ def _required(form: dict[str, str], name: str) -> str:
     return value
 
 
-# Live tails as server-sent events ----------------------------------------------------
-
-
-class EventSourceResponse(Response):
-    """A stream's events as ``text/event-stream``, until the stream closes or the client
-    leaves; ``Last-Event-ID`` (a browser's reconnect) resumes after the last offset seen.
-
-    Frames: ``id: <offset>`` + ``data: <event JSON>`` per event; ``event: closed`` when
-    the stream closes; ``event: failed`` with the error's JSON if the tail fails; a
-    comment every 15 s on a quiet stream. When ``stopping`` is set (the server shuts
-    down), the response ends at once.
-
-    Example:
-        ```python
-        return EventSourceResponse(EventStream("runs/r-1", db=db), after="-1")
-        ```
-    """
-
-    def __init__(
-        self,
-        stream: EventStream[dict[str, Any]],
-        after: str,
-        stopping: asyncio.Event | None = None,
-        slots: TailSlots | None = None,
-    ) -> None:
-        # No Response.__init__: it would send content-length: 0, ending the response.
-        self.status_code = 200
-        self.background = None
-        self.raw_headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-store"),
-            (b"x-accel-buffering", b"no"),
-        ]
-        self.stream, self.after = stream, after
-        self.stopping = stopping or asyncio.Event()
-        self.slots = slots or TailSlots(MAX_TAILS)
-
-    async def _frames(self) -> AsyncIterator[str]:
-        """The frames to send, in order; keep-alive comments are added by the sender."""
-        try:
-            async for event in self.stream.tail(after=self.after, outage=TAIL_OUTAGE_SECONDS):
-                yield f"id: {event.offset}\ndata: {event_json(event)}\n\n"
-        except FlueModelsError as exc:
-            yield _failed(exc)
-            return
-        yield "event: closed\ndata: {}\n\n"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.slots.used >= self.slots.size:
-            refusal = HttpError(503, "TooManyTails", f"{self.slots.size} live tails are open")
-            await _error_json(refusal)(scope, receive, send)
-            return
-        self.slots.used += 1
-        try:
-            await self._stream(receive, send)
-        finally:
-            self.slots.used -= 1
-
-    async def _stream(self, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=64)
-
-        async def produce() -> None:
-            try:
-                async for frame in self._frames():
-                    await queue.put(frame)
-            except Exception as exc:  # a bug: the client is told, the server logs it
-                await queue.put(_failed(exc))
-                raise
-            finally:
-                await queue.put(None)
-
-        async def pump() -> None:
-            while True:
-                try:
-                    frame = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    frame = ": keep-alive\n\n"
-                if frame is None:
-                    await send({"type": "http.response.body", "body": b""})
-                    return
-                await send(
-                    {"type": "http.response.body", "body": frame.encode(), "more_body": True}
-                )
-
-        async def left() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-        tasks = [asyncio.create_task(c) for c in (produce(), pump(), left(), self.stopping.wait())]
-        try:
-            await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        ended, gone = (t.done() and not t.cancelled() for t in tasks[1:3])
-        if not ended and not gone:  # the server is stopping: end the response cleanly
-            await send({"type": "http.response.body", "body": b""})
-        # A send that fails is a client gone; a tail that fails unexpectedly is a bug,
-        # raised for the ASGI server to log (the client got an 'event: failed').
-        if isinstance(outcomes[0], Exception):
-            raise outcomes[0]
-
-
-class TailSlots:
-    """How many live tails may be open at once, and how many are: each open tail holds
-    one of the connection pool's connections (in its blocking read), so a cap keeps
-    connections for the pages.
-
-    Example:
-        >>> slots = TailSlots(32)
-        >>> slots.used, slots.size
-        (0, 32)
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size, self.used = size, 0
-
-
-def _failed(exc: Exception) -> str:
-    return f"event: failed\ndata: {json.dumps(error_body(exc))}\n\n"
-
-
 # The app -----------------------------------------------------------------------------
 
 
@@ -624,7 +440,7 @@ def create_app(
             try:
                 return JSONResponse(await view(request), headers={"cache-control": "no-store"})
             except (HttpError, FlueModelsError) as exc:
-                return _error_json(exc)
+                return error_json(exc)
 
         return endpoint
 
@@ -645,7 +461,7 @@ def create_app(
                 result = await perform(form)
             except (HttpError, FlueModelsError) as exc:
                 if is_api:
-                    return _error_json(exc)
+                    return error_json(exc)
                 return render(request, "error.html", error_body(exc), error_status(exc))
             if is_api:
                 return JSONResponse(result)
@@ -662,12 +478,12 @@ def create_app(
             if await stream.meta() is None:
                 raise HttpError(404, "NotFound", f"no stream {path!r}")
         except (HttpError, FlueModelsError) as exc:
-            return _error_json(exc)
+            return error_json(exc)
         after = request.headers.get("last-event-id") or _text(request, "after") or "-1"
         return EventSourceResponse(stream, after, stopping, slots)
 
     async def csrf_token(request: Request) -> Response:
-        return JSONResponse({"token": csrf.token}) if allow_actions else _error_json(_actions_off())
+        return JSONResponse({"token": csrf.token}) if allow_actions else error_json(_actions_off())
 
     async def home(request: Request) -> Response:
         return RedirectResponse("/runs", status_code=303)

@@ -16,6 +16,7 @@ import pytest
 
 import flue_models as fm
 import flue_models.web.app as web_app
+import flue_models.web.live as live
 from flue_models import MessageEntry, Session, Submission, WorkflowRun
 from flue_models.web import create_app
 from tests.command_line import ROOT
@@ -208,7 +209,7 @@ async def test_a_client_that_leaves_ends_its_tail(db: fm.Database) -> None:
 async def test_a_quiet_tail_sends_keep_alive_comments(
     db: fm.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(web_app, "KEEPALIVE_SECONDS", 0.05)
+    monkeypatch.setattr(live, "KEEPALIVE_SECONDS", 0.05)
     run = await WorkflowRun.start("quiet")
     call = AsgiCall(create_app(db), "/live", f"path=runs/{run.id}&after=-1")
     await call.until(": keep-alive\n\n")
@@ -409,7 +410,7 @@ async def test_a_server_out_of_reach_is_503_with_the_library_error(
 async def test_a_tail_that_loses_the_server_for_good_says_failed(
     redis_servers: RedisServers, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(web_app, "TAIL_OUTAGE_SECONDS", 0.5)
+    monkeypatch.setattr(live, "TAIL_OUTAGE_SECONDS", 0.5)
     server = redis_servers.start()
     db = await fm.connect(server.url, key_prefix=key_prefix)
     async with db:
@@ -433,7 +434,7 @@ class Broken:
 
 
 async def test_an_unexpected_tail_error_is_told_and_raised() -> None:
-    response = web_app.EventSourceResponse(Broken(), "-1")  # type: ignore[arg-type]
+    response = live.EventSourceResponse(Broken(), "-1")  # type: ignore[arg-type]
     call = AsgiCall(response, "/live")
     with pytest.raises(RuntimeError, match="a bug"):
         await within(call.task, "the response to end")
