@@ -160,9 +160,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ...
         ```
     """
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # main() may be called again
-    if _SIGINT_AT_START_UP:  # a Ctrl-C during the imports that Python swallowed (one that
-        return INTERRUPTED  # lands in a finalizer is only printed as "ignored")
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         parser = build_parser()
@@ -173,15 +170,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         debug = debug or args.debug
+        # The command's module (and the library) is imported here, still under the
+        # start-up handler: a Ctrl-C that an import turns into another error, or that
+        # Python swallows in a finalizer, is remembered and stops the command.
+        handler = _handler(args.handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # main() may run again
+        if _SIGINT_AT_START_UP:
+            return INTERRUPTED
         warnings.showwarning = _show_warning
-        return _run(_handler(args.handler), args)
+        return _run(handler, args)
     except KeyboardInterrupt:
         return INTERRUPTED
     except BrokenPipeError:  # e.g. `flue-models runs list | head -1`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return PIPE_CLOSED
     except Exception as exc:
-        if _interrupted(exc):
+        if _SIGINT_AT_START_UP or _interrupted(exc):
             return INTERRUPTED
         if debug:
             traceback.print_exc()
