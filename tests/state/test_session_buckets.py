@@ -16,9 +16,8 @@ from flue_models import MessageEntry, Session
 from flue_models.keys import bucket_of
 from flue_models.model.writes import plan_delete, run_writes
 from flue_models.slots import slot_of
-from flue_models.state import session as session_module
 from flue_models.state.integrity import verify_state
-from flue_models.state.session import FORK_GRACE, SESSION_BUCKETS
+from flue_models.state.session import FORK_GRACE, SESSION_BUCKETS, forks as session_module
 from tests.integration.roundtrips import count_round_trips
 
 
