@@ -449,12 +449,20 @@ def refuse_duplicates(records: Sequence[Model]) -> None:
         seen.add(identity)
 
 
+#: The conflicts :func:`retry_on_conflict` runs its step again for: another writer got
+#: there first (a stale copy, or a record created meanwhile). Every other refusal (every
+#: subclass of ``ConflictError`` is one) is raised at once.
+RETRIED_CONFLICTS = (ConflictError, AlreadyExistsError)
+
+
 async def retry_on_conflict(step: Callable[[], Awaitable[R]], *, attempts: int = MAX_ATTEMPTS) -> R:
     """Run ``step`` (read, decide, write) again each time its write raises a conflict.
 
     The one compare-and-set loop of the library: ``step`` reads fresh state, decides,
-    and writes under the version check; a :class:`ConflictError` means another writer got
-    there first, so it runs again on what that writer left.
+    and writes under the version check; a stale copy (:meth:`ConflictError.stale`) or an
+    :class:`AlreadyExistsError` means another writer got there first, so it runs again on
+    what that writer left. Other refusals (a unique value, a guard, a closed stream...)
+    are raised at once.
 
     Raises:
         ConflictError: ``attempts`` writers in a row got there first (the last conflict).
@@ -474,6 +482,8 @@ async def retry_on_conflict(step: Callable[[], Awaitable[R]], *, attempts: int =
     for _attempt in range(attempts - 1):
         try:
             return await step()
-        except ConflictError:
+        except ConflictError as exc:
+            if type(exc) not in RETRIED_CONFLICTS:
+                raise  # a refusal a fresh read would not change (a unique value, a guard)
             continue  # another writer got there first: read again and decide again
     return await step()

@@ -197,3 +197,40 @@ async def test_a_version_check_in_a_batch_refuses_it_all_when_its_record_changed
     await run_writes(db, [plan_save(other, db.keys), plan_check(fresh, db.keys)])
     assert (await Ticket.get("t-2")).status == "closed"  # type: ignore[union-attr]
     assert (await Ticket.get("t-1")).version == fresh.version  # checked, not written
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        fm.UniqueViolationError("Ticket", "email", "a@b", "t-2"),
+        fm.errors.GuardError("Ticket", "t-1", "flue::{ticket:0}/deleting:dC0x"),
+        fm.StreamClosedError("runs/r-1"),
+        fm.SessionForkedError("s-1", "it was not deleted"),
+    ],
+    ids=["unique", "guard", "closed-stream", "forked"],
+)
+async def test_retry_on_conflict_raises_other_refusals_at_once(refusal: Exception) -> None:
+    """Only "another writer got there first" is worth a fresh read; a refusal a fresh read
+    would not change is raised on the first attempt (every one is a ConflictError)."""
+    calls = 0
+
+    async def refused() -> None:
+        nonlocal calls
+        calls += 1
+        raise refusal
+
+    with pytest.raises(type(refusal)):
+        await retry_on_conflict(refused)
+    assert calls == 1
+
+
+async def test_retry_on_conflict_retries_a_record_created_meanwhile() -> None:
+    outcomes = iter([fm.AlreadyExistsError("Ticket", "t-1", 1), "landed"])
+
+    async def step() -> str:
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert await retry_on_conflict(step) == "landed"
