@@ -8,6 +8,13 @@ from flue_models.errors import FlueModelsError
 
 
 async def serve(args: argparse.Namespace) -> int:
+    """Serve the dashboard until Ctrl-C.
+
+    Example:
+        ```console
+        $ flue-models serve --port 8000
+        ```
+    """
     try:
         from flue_models.web import serve
     except ImportError as exc:  # the optional extra is missing

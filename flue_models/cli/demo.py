@@ -11,6 +11,13 @@ from flue_models.terminal import Progress
 
 
 async def demo(args: argparse.Namespace) -> int:
+    """Run the simulated agent workload of the README.
+
+    Example:
+        ```console
+        $ flue-models demo
+        ```
+    """
     progress = Progress()
     async with connect(args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect) as db:
         try:

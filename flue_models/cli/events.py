@@ -25,6 +25,13 @@ async def _existing_stream(args: argparse.Namespace, db: Any) -> EventStream[dic
 
 
 async def events_read(args: argparse.Namespace) -> int:
+    """Print the events of a stream after an offset, one JSON line each.
+
+    Example:
+        ```console
+        $ flue-models events read runs/r-1 --after 3
+        ```
+    """
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         stream = await _existing_stream(args, db)
         result = await stream.read(after=_offset(args.after), limit=args.limit)
@@ -49,6 +56,13 @@ async def events_read(args: argparse.Namespace) -> int:
 
 
 async def events_tail(args: argparse.Namespace) -> int:
+    """Follow a stream until it closes, one JSON line per event.
+
+    Example:
+        ```console
+        $ flue-models events tail runs/r-1
+        ```
+    """
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         stream = await _existing_stream(args, db)
         outage = TAIL_OUTAGE_SECONDS if args.outage is None else args.outage

@@ -15,6 +15,13 @@ from flue_models.terminal import Progress
 
 
 async def prune_store(args: argparse.Namespace) -> int:
+    """Remove what is older than the given ages, in bounded batches.
+
+    Example:
+        ```console
+        $ flue-models prune --runs 30d --streams 7d
+        ```
+    """
     chosen = {field: getattr(args, flag) for flag, field in KIND_NAMES.items()}
     policy = Retention(**chosen)
     if not policy.kinds():
@@ -44,6 +51,13 @@ async def prune_store(args: argparse.Namespace) -> int:
 
 
 async def verify_store(args: argparse.Namespace) -> int:
+    """Check rows against indexes, claims, streams and runs; exit 1 on drift.
+
+    Example:
+        ```console
+        $ flue-models verify --repair
+        ```
+    """
     models = (*STATE_MODELS, *args.model)
     if args.collection:
         known = {m.__flue_spec__.collection for m in models}
@@ -70,6 +84,13 @@ async def verify_store(args: argparse.Namespace) -> int:
 
 
 async def cluster_split(args: argparse.Namespace) -> int:
+    """Move a collection's records into another number of buckets.
+
+    Example:
+        ```console
+        $ flue-models cluster split ticket --buckets 16
+        ```
+    """
     progress = Progress()
     async with connect(
         args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect, migrate=False

@@ -27,6 +27,13 @@ def _sets(args: argparse.Namespace) -> list[MigrationSet]:
 
 
 async def migrate_store(args: argparse.Namespace) -> int:
+    """Apply the pending migrations (the built-in set first).
+
+    Example:
+        ```console
+        $ flue-models migrate --dir ./migrations
+        ```
+    """
     progress = Progress()
     async with connect(
         args.url,
@@ -72,6 +79,13 @@ async def migrate_store(args: argparse.Namespace) -> int:
 
 
 async def migrations_status(args: argparse.Namespace) -> int:
+    """Print each set's stored version, newest file, pending and changed files.
+
+    Example:
+        ```console
+        $ flue-models migrations status
+        ```
+    """
     async with connect(
         args.url, key_prefix=args.prefix, inspect_server=False, migrate=False, check_schema=False
     ) as db:
@@ -110,6 +124,13 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 async def migrations_new(args: argparse.Namespace) -> int:
+    """Write the next numbered migration file of the application.
+
+    Example:
+        ```console
+        $ flue-models migrations new add_priority
+        ```
+    """
     path = _new_migration(args)
     if args.json:
         emit({"created": str(path)})

@@ -14,18 +14,35 @@ OK, FAILED, USAGE, NOT_FOUND, INTERRUPTED, PIPE_CLOSED = 0, 1, 2, 3, 130, 141
 
 
 class NotFound(Exception):
-    """What a command asked for does not exist (exit status 3)."""
+    """What a command asked for does not exist (exit status 3).
+
+    Example:
+        ```python
+        raise NotFound(f"no run {run_id!r}")
+        ```
+    """
 
 
 def emit(data: Any) -> None:
-    """Print ``data`` as one JSON document (``--json``)."""
+    """Print ``data`` as one JSON document (``--json``).
+
+    Example:
+        >>> emit({"b": 1, "a": "é"})
+        {"a": "é", "b": 1}
+    """
     print(json.dumps(data, ensure_ascii=False, sort_keys=True))
 
 
 def print_page(
     args: Namespace, items: Sequence[Any], cursor: str | None, rows: list[list[str]]
 ) -> int:
-    """A listing page: JSON (``items`` and ``next_cursor``) or a table and its cursor."""
+    """Print a listing page: JSON (``items`` and ``next_cursor``) or a table and its cursor.
+
+    Example:
+        ```python
+        return print_page(args, page.items, page.next_cursor, rows)
+        ```
+    """
     if args.json:
         emit({"items": [item.model_dump(mode="json") for item in items], "next_cursor": cursor})
         return OK

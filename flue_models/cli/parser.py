@@ -31,6 +31,14 @@ MIGRATIONS_DIR_ENV = "FLUE_MIGRATIONS_DIR"
 
 
 def connection_options(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
+    """Give a command the options of a connection (``--url``, ``--prefix``,
+    ``--no-inspect``) and, unless ``json_output`` is false, ``--json``.
+
+    Example:
+        ```python
+        connection_options(commands.add_parser("check"))
+        ```
+    """
     parser.add_argument("--url", help="Redis URL (default: $REDIS_URL, else the embedded server)")
     parser.add_argument("--prefix", default="flue", help="key prefix (default: flue)")
     parser.add_argument(
@@ -43,7 +51,14 @@ def connection_options(parser: argparse.ArgumentParser, *, json_output: bool = T
 
 
 def page_limit(parser: argparse.ArgumentParser) -> None:
-    """Give a listing command ``--limit``, read by the library's one rule (``page_size``)."""
+    """Give a listing command ``--limit``, read by the library's one rule (``page_size``).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> page_limit(parser)
+        >>> parser.parse_args(["--limit", "5"]).limit
+        5
+    """
     parser.add_argument(
         "--limit",
         type=int,

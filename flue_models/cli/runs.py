@@ -11,6 +11,13 @@ from flue_models.state.run import EndResult, WorkflowRun
 
 
 async def runs_list(args: argparse.Namespace) -> int:
+    """List runs newest first, as a table or JSON.
+
+    Example:
+        ```console
+        $ flue-models runs list --status errored
+        ```
+    """
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         page = await WorkflowRun.list(
             status=args.status, workflow=args.workflow, limit=args.limit, cursor=args.cursor, db=db
@@ -29,6 +36,13 @@ async def runs_list(args: argparse.Namespace) -> int:
 
 
 async def runs_show(args: argparse.Namespace) -> int:
+    """Print one run, everything, as JSON.
+
+    Example:
+        ```console
+        $ flue-models runs show r-1
+        ```
+    """
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         run = await WorkflowRun.get(args.run_id, db=db)
     if run is None:
@@ -39,6 +53,13 @@ async def runs_show(args: argparse.Namespace) -> int:
 
 
 async def runs_cancel(args: argparse.Namespace) -> int:
+    """Cancel an active run.
+
+    Example:
+        ```console
+        $ flue-models runs cancel r-1
+        ```
+    """
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         outcome = await WorkflowRun.cancel_id(args.run_id, db=db)
     if outcome is EndResult.NOT_FOUND:

@@ -18,6 +18,13 @@ from flue_models.terminal import one_line
 
 
 async def check(args: argparse.Namespace) -> int:
+    """Print what the server is and how it is set up, then refuse what the start-up checks refuse.
+
+    Example:
+        ```console
+        $ flue-models check
+        ```
+    """
     async with connect(
         args.url, key_prefix=args.prefix, inspect_server=False, migrate=False, check_schema=False
     ) as db:
@@ -64,6 +71,13 @@ def _server_for(args: argparse.Namespace) -> EmbeddedServer:
 
 
 async def server_status(args: argparse.Namespace) -> int:
+    """Say whether the embedded server runs, and where.
+
+    Example:
+        ```console
+        $ flue-models server status
+        ```
+    """
     server = _server_for(args)
     record = server.running()
     identity = server.recorded_identity()
@@ -90,6 +104,13 @@ async def server_status(args: argparse.Namespace) -> int:
 
 
 async def server_stop(args: argparse.Namespace) -> int:
+    """Stop the embedded server (its data stays on disk).
+
+    Example:
+        ```console
+        $ flue-models server stop
+        ```
+    """
     server = _server_for(args)
     async with server.locked():
         stopped = await asyncio.to_thread(server.stop)

@@ -11,6 +11,13 @@ from flue_models.state.session import Session
 
 
 async def sessions_list(args: argparse.Namespace) -> int:
+    """List sessions, most recently updated first.
+
+    Example:
+        ```console
+        $ flue-models sessions list --agent support
+        ```
+    """
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         page = await Session.list(
             agent=args.agent, instance=args.instance, harness=args.harness,
@@ -29,6 +36,13 @@ async def sessions_list(args: argparse.Namespace) -> int:
 
 
 async def sessions_show(args: argparse.Namespace) -> int:
+    """Print a session's record and its last entries as JSON.
+
+    Example:
+        ```console
+        $ flue-models sessions show s-1 --entries 5
+        ```
+    """
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         session = await Session.get(args.session_id, db=db)
         page = await Session.history(args.session_id, limit=args.entries, db=db)

@@ -13,6 +13,13 @@ from flue_models.terminal import table
 
 
 async def submissions_list(args: argparse.Namespace) -> int:
+    """List accepted submissions in admission order.
+
+    Example:
+        ```console
+        $ flue-models submissions list --status queued
+        ```
+    """
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         query = Submission.find().using(db)
         if args.status:
@@ -41,6 +48,13 @@ async def submissions_list(args: argparse.Namespace) -> int:
 
 
 async def submissions_requeue(args: argparse.Namespace) -> int:
+    """Give a submission whose lease expired back to the queue.
+
+    Example:
+        ```console
+        $ flue-models submissions requeue sub-1
+        ```
+    """
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         requeued = await Submission.requeue_expired(args.submission_id, db=db)
         row = None if requeued else await Submission.get(args.submission_id, db=db)

@@ -63,4 +63,10 @@ def error_body(exc: Exception) -> dict[str, Any]:
 
 
 def error_json(exc: Exception) -> JSONResponse:
+    """The JSON response of an error, with its status (see :func:`error_status`).
+
+    Example:
+        >>> error_json(HttpError(404, "NotFound", "no run 'r-1'")).status_code
+        404
+    """
     return JSONResponse(error_body(exc), status_code=error_status(exc))
