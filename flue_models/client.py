@@ -260,7 +260,7 @@ async def with_retries(
     """Await ``call()`` until it succeeds, retrying what ``policy`` and ``unsafe`` allow.
 
     Raises:
-        ConnectionLostError, ConnectionLostError, PoolExhaustedError, CommandError: with
+        ConnectionLostError, PoolExhaustedError, CommandError: with
             the redis-py error as the cause.
 
     Example:

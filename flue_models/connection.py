@@ -99,8 +99,8 @@ def pick_database(given: Database | None = None, *, own: Database | None = None)
     for it is refused rather than writing a copy whose version means nothing there.
 
     Raises:
-        ConfigurationError: ``own`` and ``given`` are two different databases.
-        ConfigurationError: neither is set and no database is open in this task.
+        ConfigurationError: ``own`` and ``given`` are two different databases, or
+            neither is set and no database is open in this task.
 
     Example:
         ```python

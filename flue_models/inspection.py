@@ -276,11 +276,9 @@ def check_report(report: ServerReport) -> None:
     On a cluster, every primary must pass.
 
     Raises:
-        ServerCheckError: Redis older than 7.0, Valkey older than 7.2.
-        ServerCheckError: Cluster mode is on, and the report was read through a
-            client of one node.
-        ServerCheckError: ``maxmemory-policy`` is not ``noeviction``.
-        ServerCheckError: one of these could not be read at all.
+        ServerCheckError: Redis older than 7.0, Valkey older than 7.2; Cluster mode on
+            and the report read through a client of one node; ``maxmemory-policy`` not
+            ``noeviction``; or one of these could not be read at all.
 
     Example:
         >>> check_report(ServerReport("6.2.14", "redis", False, "noeviction", True, True))

@@ -104,10 +104,11 @@ def connect(
 
     Raises:
         InvalidURLError: the URL is malformed.
-        ConfigurationError: a pool, timeout or retry setting is out of range.
+        ConfigurationError: a pool, timeout or retry setting is out of range, or the
+            embedded server could not start.
         ConnectionFailedError: the server does not answer.
-        ServerCheckError: the server could lose state (a subclass says why).
-        ConfigurationError: the embedded server could not start.
+        ServerCheckError: the server could lose state (``setting`` and the message say
+            why).
         SchemaError: the stored schema is newer than this installation, the prefix holds
             data that is not ours, a migration failed, (with ``migrate=False``) the
             prefix was never migrated, or a model declares another ``Meta.buckets``

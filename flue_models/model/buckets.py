@@ -93,9 +93,9 @@ async def check_collections(db: Database, specs: Iterable[ModelSpec]) -> None:
     model layer calls this only for a collection not yet in ``db.checked_buckets``.
 
     Raises:
-        SchemaLayoutError: a model declares another count than the store holds.
-        SchemaLayoutError: a model of more than one bucket declares another
-            ``Meta.partition_by`` than the store's records are placed by.
+        SchemaLayoutError: a model declares another count than the store holds, or
+            (with more than one bucket) another ``Meta.partition_by`` than the store's
+            records are placed by.
         ForeignSchemaError: a stored count is not a number.
 
     Example:

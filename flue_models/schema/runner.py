@@ -169,8 +169,7 @@ async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
 
     Raises:
         SchemaMissingError: the prefix was never migrated.
-        ForeignSchemaError, ForeignSchemaError, SchemaTooNewError, SchemaLayoutError: as in
-            :func:`migrate`.
+        ForeignSchemaError, SchemaTooNewError, SchemaLayoutError: as in :func:`migrate`.
 
     Example:
         ```python
@@ -257,9 +256,9 @@ async def migrate(
     Raises:
         SchemaTooNewError: a stored version is newer than the newest file of its set.
         SchemaLayoutError: the store is in an older, pre-release layout of flue-models.
-        ForeignSchemaError: a stored version is not a number.
-        ForeignSchemaError: the record holds fields this library does not write.
-        ForeignSchemaError: keys exist under the prefix but no schema record does.
+        ForeignSchemaError: a stored version is not a number, the record holds fields
+            this library does not write, or keys exist under the prefix but no schema
+            record does.
         MigrationFileError: an applied file changed (unless ``force``).
         MigrationLockError: another process held the lock for over ``lock_wait``.
         MigrationFailedError: a file's ``up`` or ``down`` raised (its cause is chained).
