@@ -18,7 +18,11 @@ keys share a slot, so every script and MULTI touches keys of one tag only:
 * ``...{<collection>:<bucket>}/<name>:<b64 id>``: a key a record owns (a session's
   entries); ``...{<collection>:<bucket>}/<name>``: a key of the bucket (a counter).
 * ``<prefix>::{stream:<b64 path>}`` (hash), ``...:events`` (stream), ``...:once``,
-  ``...:chunks`` (hashes): an event stream's keys, one slot per stream.
+  ``...:chunks`` (hashes): an event stream's keys, one slot per stream; a run's stream
+  (``runs/<id>``) is in the run's bucket instead (``.../stream:<b64 id>``, ``/events:``...).
+* The state kinds' keys (a session's entries and forks, a submission's journal, deletion
+  markers, receipts) are keys their collection's buckets own: :meth:`KeySpace.session`,
+  :meth:`KeySpace.session_submissions`, :meth:`KeySpace.journal`, :meth:`KeySpace.receipt`.
 * ``<prefix>::{stream}/closed``: the closed streams (a hint for retention).
 
 User-supplied segments (ids, values, paths) are base64url-encoded without padding,
@@ -155,20 +159,6 @@ def escape_glob(text: str) -> str:
     return re.sub(r"([\\*?\[\]^])", r"\\\1", text)
 
 
-class StreamKeys(NamedTuple):
-    """The three keys of one event stream.
-
-    Example:
-        >>> meta, events, once = KeySpace("p").stream("runs/1")
-        >>> events
-        'p::{stream:cnVucy8x}:events'
-    """
-
-    meta: str
-    events: str
-    once: str
-
-
 #: The bucket of every record of a one-bucket collection (its hash tag is
 #: ``{<collection>:0}``), and the one a split keeps in place.
 BUCKET = 0
@@ -207,6 +197,90 @@ def bucket_of(record_id: str, buckets: int) -> int:
     if buckets == 1:
         return 0
     return int(key_slot(_utf8(record_id))) & (buckets - 1)
+
+
+class StreamKeys(NamedTuple):
+    """The keys of one event stream, all in one slot.
+
+    Example:
+        >>> KeySpace("p").stream("agents/1").events
+        'p::{stream:YWdlbnRzLzE}:events'
+    """
+
+    #: The metadata hash (head, length, closed...).
+    meta: str
+    #: The Redis Stream of its events (ids ``0-<seq>``).
+    events: str
+    #: The hash of idempotency keys already appended.
+    once: str
+    #: The hash of chunk segments (partial output, by index).
+    chunks: str
+
+
+class SessionKeys(NamedTuple):
+    """The keys of one session, all in its bucket.
+
+    Example:
+        >>> KeySpace("p").session("s-1").forks
+        'p::{session:16}/forks:cy0x'
+    """
+
+    #: The session's row (hash).
+    row: str
+    #: The list of its entries, as JSON, oldest first.
+    entries: str
+    #: The hash from each entry id to the logical position of its first element.
+    entry_ids: str
+    #: The sorted set of its forks (fork id -> when it was marked); exists while any does.
+    forks: str
+
+
+class SessionSubmissionKeys(NamedTuple):
+    """The submission keys of one session, all in its bucket of the submission collection.
+
+    Example:
+        >>> KeySpace("p").session_submissions("s-1").deleting
+        'p::{submission:0}/deleting:cy0x'
+    """
+
+    #: The session's deletion marker (a guard of its admissions).
+    deleting: str
+    #: The set of the bucket's sessions whose deletion started.
+    deletions: str
+    #: The bucket's clock counter (submission sequence numbers).
+    sequence: str
+    #: The index of the session's submissions (``session_id`` equal to it).
+    submissions: str
+    #: The index of its submissions not yet settled (``open_session`` equal to it).
+    open: str
+
+
+class ReceiptKeys(NamedTuple):
+    """Where the receipt of a dispatch whose row was removed is kept: in the bucket of its
+    submission id (an admission knows the id, not the session a reused id was in).
+
+    Example:
+        >>> KeySpace("p").receipt("d-1").times
+        'p::{submission:3}/receipt_times'
+    """
+
+    #: The receipt (JSON).
+    receipt: str
+    #: The sorted set of the bucket's receipts by when they were kept.
+    times: str
+
+
+#: The built-in state kinds' collections and how many buckets each spreads over (their
+#: ``Meta.collection`` and ``Meta.buckets``): a session's keys and its submissions' are in
+#: the bucket of its id, a run's and its stream's in the bucket of the run's id.
+SESSIONS, SESSION_BUCKETS = "session", 64
+SUBMISSIONS, SUBMISSION_BUCKETS = "submission", 16
+RUNS, RUN_BUCKETS = "workflow_run", 16
+#: The stream ``runs/<run id>`` belongs to that run: it is in the run's bucket (its keys
+#: are keys the bucket holds for the run), so one ``MULTI`` changes the run and its stream.
+RUN_STREAMS = "runs/"
+#: The names of a run's stream keys among the keys its bucket holds for it.
+RUN_STREAM_NAMES = ("stream", "events", "once", "chunks")
 
 
 class KeySpace:
@@ -456,31 +530,105 @@ class KeySpace:
         return (name, segment) if colon else (segment, None)
 
     def stream(self, path: str) -> StreamKeys:
-        """Return the keys of an event stream in a slot of its own: metadata hash, events,
-        idempotency keys.
+        """Return the keys of the event stream at ``path``.
 
-        Each such stream has its own hash tag, so streams spread over a cluster's slots.
-        A stream that belongs to a record (a run's) is in its record's bucket instead:
-        :func:`flue_models.state.events.stream_keys` chooses.
+        A run's stream (``runs/<run id>``) is in the run's bucket; any other stream has a
+        hash tag of its own, so streams spread over a cluster's slots.
 
         Example:
-            >>> KeySpace("p").stream("agents/42")
-            StreamKeys(meta='p::{stream:YWdlbnRzLzQy}', events='p::{stream:YWdlbnRzLzQy}:events', \
-once='p::{stream:YWdlbnRzLzQy}:once')
+            >>> KeySpace("p").stream("agents/42").meta
+            'p::{stream:YWdlbnRzLzQy}'
+            >>> KeySpace("p").stream("runs/r-1").events
+            'p::{workflow_run:0}/events:ci0x'
         """
         if not path:
             raise ConfigurationError("A stream path must be a non-empty string.")
+        if path.startswith(RUN_STREAMS) and len(path) > len(RUN_STREAMS):
+            run_id = path[len(RUN_STREAMS) :]
+            bucket = self.in_bucket(bucket_of(run_id, RUN_BUCKETS))
+            meta, events, once, chunks = (bucket.owned(RUNS, n, run_id) for n in RUN_STREAM_NAMES)
+            return StreamKeys(meta, events, once, chunks)
         base = self._stream_head + encode_segment(path) + "}"
-        return StreamKeys(base, f"{base}:events", f"{base}:once")
+        return StreamKeys(base, f"{base}:events", f"{base}:once", f"{base}:chunks")
 
-    def stream_chunks(self, path: str) -> str:
-        """Return the hash of a stream's chunk segments (partial output, by index).
+    def session(self, session_id: str) -> SessionKeys:
+        """Return the keys of one session (its row, entries, entry ids, forks).
 
         Example:
-            >>> KeySpace("p").stream_chunks("runs/42")
-            'p::{stream:cnVucy80Mg}:chunks'
+            >>> KeySpace("p").session("s-1").row
+            'p::{session:16}:cy0x'
         """
-        return f"{self.stream(path).meta}:chunks"
+        bucket = self.in_bucket(bucket_of(session_id, SESSION_BUCKETS))
+        return SessionKeys(
+            bucket.record(SESSIONS, session_id),
+            bucket.owned(SESSIONS, "entries", session_id),
+            bucket.owned(SESSIONS, "entry_ids", session_id),
+            bucket.owned(SESSIONS, "forks", session_id),
+        )
+
+    def session_submissions(self, session_id: str) -> SessionSubmissionKeys:
+        """Return the submission keys of one session's bucket (deletion marker, the
+        bucket's deletion set and clock).
+
+        Example:
+            >>> KeySpace("p").session_submissions("s-1").sequence
+            'p::{submission:0}/sequence'
+        """
+        bucket = self.in_bucket(bucket_of(session_id, SUBMISSION_BUCKETS))
+        return SessionSubmissionKeys(
+            bucket.owned(SUBMISSIONS, "deleting", session_id),
+            bucket.collection_key(SUBMISSIONS, "deletions"),
+            bucket.collection_key(SUBMISSIONS, "sequence"),
+            bucket.index(SUBMISSIONS, "session_id", _utf8(session_id)),
+            bucket.index(SUBMISSIONS, "open_session", _utf8(session_id)),
+        )
+
+    def journal(self, submission_id: str, session_id: str | None = None) -> str:
+        """Return the recovery journal of a submission (it goes with the row): in its
+        session's bucket, or, without ``session_id``, in this key space's bucket.
+
+        Example:
+            >>> KeySpace("p").journal("sub-1", "s-1")
+            'p::{submission:0}/journal:c3ViLTE'
+        """
+        bucket = self
+        if session_id is not None:
+            bucket = self.in_bucket(bucket_of(session_id, SUBMISSION_BUCKETS))
+        return bucket.owned(SUBMISSIONS, "journal", submission_id)
+
+    def receipt(self, submission_id: str) -> ReceiptKeys:
+        """Return where the receipt of a removed dispatch is kept (see :class:`ReceiptKeys`).
+
+        Example:
+            >>> KeySpace("p").receipt("d-1").receipt
+            'p::{submission:3}/receipt:ZC0x'
+        """
+        bucket = self.in_bucket(bucket_of(submission_id, SUBMISSION_BUCKETS))
+        return ReceiptKeys(
+            bucket.owned(SUBMISSIONS, "receipt", submission_id),
+            bucket.collection_key(SUBMISSIONS, "receipt_times"),
+        )
+
+    def every_submission_bucket(self, name: str) -> list[str]:
+        """Return the key ``name`` (``deletions``, ``receipt_times``) of every bucket of the
+        submission collection.
+
+        Example:
+            >>> KeySpace("p").every_submission_bucket("deletions")[1]
+            'p::{submission:1}/deletions'
+        """
+        return [
+            self.in_bucket(b).collection_key(SUBMISSIONS, name) for b in range(SUBMISSION_BUCKETS)
+        ]
+
+    def attempt_markers(self) -> str:
+        """Return the sorted set of open submission attempts (one for the collection).
+
+        Example:
+            >>> KeySpace("p").attempt_markers()
+            'p::{submission:0}/attempt_markers'
+        """
+        return self.in_bucket(BUCKET).collection_key(SUBMISSIONS, "attempt_markers")
 
     def stream_meta_pattern(self) -> str:
         """Return the SCAN pattern of every stream's keys (metadata, events, ...).

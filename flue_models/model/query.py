@@ -53,6 +53,43 @@ DEFAULT_PAGE, MAX_PAGE = 100, 1000
 CHUNK = 100
 
 
+#: What a row that cannot be read does to a listing: the one spelling, ``on_error=``,
+#: of :meth:`Query.on_error` and of every listing that takes it (``WorkflowRun.list``,
+#: ``Session.list``).
+OnError = Literal["raise", "skip"]
+
+
+def on_error_choice(choice: object) -> OnError:
+    """Check an ``on_error`` choice: ``"raise"`` or ``"skip"``.
+
+    Raises:
+        QueryError: anything else (a typo would otherwise raise, or skip, silently).
+
+    Example:
+        >>> on_error_choice("skip")
+        'skip'
+    """
+    if choice == "raise" or choice == "skip":
+        return choice
+    raise QueryError(f"on_error takes 'raise' or 'skip', not {choice!r}.")
+
+
+def unreadable(error: DecodeError, choice: OnError, skipped: list[DecodeError]) -> None:
+    """Deal with a row a listing cannot read, as ``choice`` says: raise its error, or
+    add it to ``skipped`` and report it with a :class:`SkippedRecordWarning`.
+
+    Example:
+        ```python
+        if isinstance(row, DecodeError):
+            unreadable(row, "skip", page_skipped)
+        ```
+    """
+    if choice == "raise":
+        raise error
+    warnings.warn(SkippedRecordWarning(str(error)), stacklevel=4)
+    skipped.append(error)
+
+
 def page_size(limit: int | None) -> int:
     """Return the page size a listing reads for ``limit`` (see ``DEFAULT_PAGE``).
 
@@ -124,7 +161,7 @@ class Query(Generic[M]):
     sort: str | None = None
     max_items: int | None = None
     db: Database | None = field(default=None, compare=False)
-    errors: Literal["raise", "skip"] = "raise"
+    errors: OnError = "raise"
 
     def where(self, *conditions: Condition | AllOf | bool) -> Query[M]:
         """Return this query with more conditions (all must hold).
@@ -177,13 +214,15 @@ class Query(Generic[M]):
             raise QueryError(f"limit must be zero or more, not {count}.")
         return replace(self, max_items=count)
 
-    def on_error(self, choice: Literal["raise", "skip"]) -> Query[M]:
+    def on_error(self, choice: OnError) -> Query[M]:
         """Say what a record that cannot be read does to the query.
 
         ``"raise"`` (the default): the query raises its :class:`DecodeError`. ``"skip"``:
         it is left out, reported in ``Page.skipped`` and by a
         :class:`SkippedRecordWarning` (so ``all()`` and ``async for`` report it too), and
-        every other record is returned: one bad row never hides the rest.
+        every other record is returned: one bad row never hides the rest. Listings that
+        are not queries take the same choice as ``on_error=`` (``WorkflowRun.list``,
+        ``Session.list``) and do the same.
 
         Example:
             ```python
@@ -192,9 +231,7 @@ class Query(Generic[M]):
                 log.warning("unreadable: %s", error.key)
             ```
         """
-        if choice not in ("raise", "skip"):
-            raise QueryError(f"on_error takes 'raise' or 'skip', not {choice!r}.")
-        return replace(self, errors=choice)
+        return replace(self, errors=on_error_choice(choice))
 
     def using(self, db: Database) -> Query[M]:
         """Run this query on ``db`` instead of the enclosing ``connect()``.
@@ -332,10 +369,7 @@ class Query(Generic[M]):
         rechecks = self._rechecks()
         for item in await self.model._read_keys(found.record_keys, db):
             if isinstance(item, DecodeError):
-                if self.errors == "raise":
-                    raise item
-                warnings.warn(SkippedRecordWarning(str(item)), stacklevel=3)
-                skipped.append(item)
+                unreadable(item, self.errors, skipped)
             elif item is not None and all(  # None: deleted meanwhile
                 (value := getattr(item, field)) is not None and codec.index_value(value) in wanted
                 for field, codec, wanted in rechecks

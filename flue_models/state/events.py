@@ -5,7 +5,7 @@ a hash and its events in a Redis Stream with explicit ids ``0-<seq>``: reads are
 XRANGE, live tails wake on XREAD BLOCK, retention is XTRIM. Offsets shown to users keep
 Flue's format, ``0000000000000000_0000000000000001`` for the first event. A stream is in
 a Cluster slot of its own, or, when it belongs to a record (a run's), in its record's
-bucket (:func:`home_streams`).
+bucket (see :meth:`~flue_models.keys.KeySpace.stream`).
 
 Example:
     ```python
@@ -42,8 +42,7 @@ from flue_models.errors import (
     StreamConflictError,
     StreamNotFoundError,
 )
-from flue_models.keys import KeySpace, StreamKeys
-from flue_models.model.base import Model
+from flue_models.keys import RUN_STREAM_NAMES, RUNS, StreamKeys
 from flue_models.model.codec import canonical_json, value_problem
 from flue_models.model.query import MAX_PAGE, page_size
 from flue_models.replies import reply_pairs, reply_text
@@ -176,75 +175,9 @@ class StreamInfo:
         return format_offset(self.length)
 
 
-#: Path prefixes whose streams belong to a record of a model: ``<prefix><record id>``.
-_HOMES: dict[str, type[Model]] = {}
-#: The names, among the keys a record's bucket holds for it, of its stream's keys.
-HOMED_NAMES = ("stream", "events", "once", "chunks")
-
-
-def home_streams(prefix: str, model: type[Model]) -> None:
-    """Keep the stream ``<prefix><id>`` of each record of ``model`` in the record's bucket
-    (its Cluster slot), so one ``MULTI`` can change the record and its stream together.
-
-    Its keys are then keys the bucket holds for the record (``<bucket>/stream:<id>``,
-    ``/events:``, ``/once:``, ``/chunks:``): they move with it between buckets.
-
-    Example:
-        ```python
-        home_streams("runs/", WorkflowRun)   # runs/<id> is in the bucket of run <id>
-        ```
-    """
-    _HOMES[prefix] = model
-
-
-def stream_home(path: str) -> tuple[type[Model], str] | None:
-    """The model and record id a stream belongs to (see :func:`home_streams`), if any.
-
-    Example:
-        ```python
-        stream_home("runs/r-1")   # (WorkflowRun, 'r-1')
-        ```
-    """
-    for prefix, model in _HOMES.items():
-        if path.startswith(prefix) and len(path) > len(prefix):
-            return model, path[len(prefix) :]
-    return None
-
-
-def stream_keys(keys: KeySpace, path: str) -> StreamKeys:
-    """Return the keys of the stream at ``path``: in its record's bucket for a stream
-    that belongs to a record (:func:`home_streams`), else in a slot of its own.
-
-    Example:
-        ```python
-        stream_keys(db.keys, "runs/r-1").events   # 'flue::{workflow_run:5}/events:ci0x'
-        ```
-    """
-    home = stream_home(path)
-    if home is None:
-        return keys.stream(path)
-    meta, events, once, _chunks = _homed(keys, *home)
-    return StreamKeys(meta, events, once)
-
-
-def chunks_key(keys: KeySpace, path: str) -> str:
-    """Return the hash of the chunk segments of the stream at ``path`` (next to its
-    other keys, see :func:`stream_keys`).
-
-    Example:
-        ```python
-        chunks_key(db.keys, "agents/a-1")   # 'flue::{stream:YWdlbnRzL2EtMQ}:chunks'
-        ```
-    """
-    home = stream_home(path)
-    if home is None:
-        return keys.stream_chunks(path)
-    return _homed(keys, *home)[3]
-
-
 async def stream_metas(db: Database) -> list[str]:
     """Return the metadata key of every stream of the store: those in a slot of their own
-    and those in their record's bucket (:func:`home_streams`). A maintenance path: SCAN.
+    and the runs' (in their run's bucket). A maintenance path: SCAN.
 
     Example:
         ```python
@@ -257,21 +190,15 @@ async def stream_metas(db: Database) -> list[str]:
         key = reply_text(raw)
         if db.keys.is_stream_meta(key):  # not :events, :once, :chunks
             found.append(key)
-    for model in dict.fromkeys(_HOMES.values()):
-        collection = model.__flue_spec__.collection
-        async for raw in db.client.scan_iter(match=db.keys.buckets_pattern(collection), count=500):
-            key = reply_text(raw)
-            bucket = db.keys.bucket_in_key(collection, key)
-            if bucket is None:
-                continue  # another collection whose name starts alike
-            owned = db.keys.in_bucket(bucket).owned_parts(collection, key)
-            if owned is not None and owned[0] == HOMED_NAMES[0]:
-                found.append(key)
+    async for raw in db.client.scan_iter(match=db.keys.buckets_pattern(RUNS), count=500):
+        key = reply_text(raw)
+        bucket = db.keys.bucket_in_key(RUNS, key)
+        if bucket is None:
+            continue  # another collection whose name starts alike
+        owned = db.keys.in_bucket(bucket).owned_parts(RUNS, key)
+        if owned is not None and owned[0] == RUN_STREAM_NAMES[0]:
+            found.append(key)
     return sorted(found)
-
-
-def _homed(keys: KeySpace, model: type[Model], record_id: str) -> list[str]:
-    return [model.__flue_spec__.owned_key(keys, name, record_id) for name in HOMED_NAMES]
 
 
 class EventStream(Generic[T]):
@@ -320,7 +247,7 @@ class EventStream(Generic[T]):
         return pick_database(self._db)
 
     def _keys(self, db: Database) -> StreamKeys:
-        return stream_keys(db.keys, self.path)
+        return db.keys.stream(self.path)
 
     def _encode(self, data: T | Mapping[str, Any]) -> str:
         if isinstance(data, BaseModel | Mapping) and (problem := value_problem(data)):
@@ -359,7 +286,7 @@ class EventStream(Generic[T]):
         if max_len is not None and max_len <= 0:
             raise ConfigurationError(f"max_len must be positive, not {max_len}.")
         db = self._database()
-        meta, _events, _once = self._keys(db)
+        meta = self._keys(db).meta
         created = await db.scripts.call(
             "stream_create", keys=[meta], args=[self.path, "" if max_len is None else max_len]
         )
@@ -379,7 +306,7 @@ class EventStream(Generic[T]):
             ```
         """
         db = self._database()
-        meta, events, _once = self._keys(db)
+        meta, events, _once, _chunks = self._keys(db)
         reply = await db.scripts.call("stream_close", keys=[meta, events])
         return await self._closed(db, reply)
 
@@ -408,8 +335,7 @@ class EventStream(Generic[T]):
             ```
         """
         db = self._database()
-        meta, events, once = self._keys(db)
-        deleted = await db.client.delete(meta, events, once, chunks_key(db.keys, self.path))
+        deleted = await db.client.delete(*self._keys(db))
         # The closed set is in another slot: a crash before this leaves an entry for a
         # missing stream, which pruning drops (and verify reports).
         await db.client.zrem(db.keys.closed_streams(), self.path)
@@ -424,7 +350,7 @@ class EventStream(Generic[T]):
             ```
         """
         db = self._database()
-        meta, _events, _once = self._keys(db)
+        meta = self._keys(db).meta
         raw = reply_pairs(await db.client.hgetall(meta))
         if not raw:
             return None
@@ -450,7 +376,7 @@ class EventStream(Generic[T]):
         if keep_last < 0:
             raise ConfigurationError(f"keep_last must be zero or more, not {keep_last}.")
         db = self._database()
-        meta, events, _once = self._keys(db)
+        meta, events, _once, _chunks = self._keys(db)
         return int(await db.scripts.call("stream_trim", keys=[meta, events], args=[keep_last]))
 
     # Appending -------------------------------------------------------------------------
@@ -462,7 +388,7 @@ class EventStream(Generic[T]):
         with db.span("stream.append", "stream", **batch):
             reply = await db.scripts.call(
                 "stream_append",
-                keys=list(self._keys(db)),
+                keys=list(self._keys(db)[:3]),
                 args=[key, digest, *payloads],
                 unsafe=not key,  # only append_once is safe to repeat after a lost reply
             )
@@ -550,7 +476,7 @@ class EventStream(Generic[T]):
         except (AttributeError, UnicodeEncodeError) as exc:
             raise ConfigurationError(f"Chunk segment {index} of {self.path!r}: {exc}.") from None
         db = self._database()
-        return bool(await db.client.hsetnx(chunks_key(db.keys, self.path), str(index), data))
+        return bool(await db.client.hsetnx(self._keys(db).chunks, str(index), data))
 
     async def chunk_segments(self) -> list[ChunkSegment]:
         """Return the stream's chunk segments sorted by index (one round trip).
@@ -561,7 +487,7 @@ class EventStream(Generic[T]):
             ```
         """
         db = self._database()
-        key = chunks_key(db.keys, self.path)
+        key = self._keys(db).chunks
         found = reply_pairs(await db.client.hgetall(key))
         bad = [i for i in found if not (i.isascii() and i.isdigit())]
         if bad:
@@ -577,7 +503,7 @@ class EventStream(Generic[T]):
             ```
         """
         db = self._database()
-        key = chunks_key(db.keys, self.path)
+        key = self._keys(db).chunks
         count, _deleted = await db.run_batch([("HLEN", key), ("DEL", key)], atomic=True)
         return int(count)
 
@@ -604,7 +530,7 @@ class EventStream(Generic[T]):
         """
         limit = page_size(limit)
         db = self._database()
-        meta, events, _once = self._keys(db)
+        meta, events, _once, _chunks = self._keys(db)
         start_seq = 0 if after == NOW else parse_offset(after)
         start = "-" if start_seq == 0 else f"(0-{start_seq}"
         with db.span("stream.read", "stream"):
@@ -656,7 +582,7 @@ class EventStream(Generic[T]):
             ```
         """
         db = self._database()
-        _meta, events_key, _once = self._keys(db)
+        events_key = self._keys(db).events
         timeout = db.client.flue_timeout
         block = TAIL_BLOCK_MS if not timeout else min(TAIL_BLOCK_MS, int(timeout * 500))
         position = after

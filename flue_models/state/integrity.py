@@ -42,7 +42,7 @@ from flue_models.errors import DecodeError
 from flue_models.model.base import Model
 from flue_models.model.verify import Drift, VerifyReport, repair_collection, verify_collection
 from flue_models.replies import reply_pairs, reply_text
-from flue_models.state.events import EventStream, stream_keys, stream_metas
+from flue_models.state.events import EventStream, stream_metas
 from flue_models.state.run import WorkflowRun
 from flue_models.state.session import Session, decode_entries, encode_entry
 from flue_models.state.submission import Submission
@@ -169,9 +169,7 @@ async def _check_session(db: Database, session_id: str) -> list[Drift]:
     (row,) = await Session.read_records([session_id], db=db)
     if not isinstance(row, Session):
         return []  # gone, or undecodable (the collection's own report has it)
-    entries_key = Session._entries_key(db.keys, session_id)
-    ids_key = Session._entry_ids_key(db.keys, session_id)
-    forks_key = Session._forks_key(db.keys, session_id)
+    _row, entries_key, ids_key, forks_key = db.keys.session(session_id)
     elements, positions, marks = await db.run_batch(
         [("LRANGE", entries_key, 0, -1), ("HGETALL", ids_key), ("ZRANGE", forks_key, 0, -1)],
         return_errors=True,
@@ -205,10 +203,8 @@ async def _check_forks(db: Database, row: Session, marks: list[str]) -> list[Dri
     """A fork against its parent's mark, and the session's marks against its forks."""
     found: list[Drift] = []
     if row.fork_of is not None:
-        forks_key = Session._forks_key(db.keys, row.fork_of)
-        marked, parent = await db.run_batch(
-            [("ZSCORE", forks_key, row.id), ("EXISTS", Session._row_key(db.keys, row.fork_of))]
-        )
+        parent_key, _entries, _ids, forks_key = db.keys.session(row.fork_of)
+        marked, parent = await db.run_batch([("ZSCORE", forks_key, row.id), ("EXISTS", parent_key)])
         if not parent:
             detail = f"a fork of {row.fork_of!r}, which is gone (and its shared history)"
             found.append(Drift("fork_mark", forks_key, row.id, detail))
@@ -216,7 +212,7 @@ async def _check_forks(db: Database, row: Session, marks: list[str]) -> list[Dri
             detail = f"a fork not marked on its parent {row.fork_of!r}"
             found.append(Drift("fork_mark", forks_key, row.id, detail))
     if marks:
-        forks_key = Session._forks_key(db.keys, row.id)
+        forks_key = db.keys.session(row.id).forks
         children = await Session.read_records(marks, db=db)
         for child_id, child in zip(marks, children, strict=True):
             if child is None or (isinstance(child, Session) and child.fork_of != row.id):
@@ -256,8 +252,8 @@ async def _verify_streams(db: Database) -> tuple[int, list[Drift]]:
 
 
 async def _check_stream(db: Database, meta: str, path: str, seq: int, closed: bool) -> list[Drift]:
-    events = stream_keys(db.keys, path).events
-    if meta != stream_keys(db.keys, path).meta:
+    own, events, _once, _chunks = db.keys.stream(path)
+    if meta != own:
         return [Drift("undecodable", meta, path, "its path names another stream")]
     reply = await db.run_batch([("XREVRANGE", events, "+", "-", "COUNT", 2)], return_errors=True)
     if isinstance(reply[0], Exception):
@@ -280,14 +276,14 @@ async def _check_stream(db: Database, meta: str, path: str, seq: int, closed: bo
 
 async def _verify_run_streams(db: Database) -> list[Drift]:
     drift = [
-        Drift("open_stream", stream_keys(db.keys, WorkflowRun.stream_path(i)).meta, i, "run ended")
+        Drift("open_stream", db.keys.stream(WorkflowRun.stream_path(i)).meta, i, "run ended")
         for i in await WorkflowRun.open_streams_of_ended_runs(db=db)
     ]
     query = WorkflowRun.find(WorkflowRun.status == "active").using(db)
     cursor = None
     while True:
         page = await query.id_page(limit=500, cursor=cursor)
-        metas = [stream_keys(db.keys, WorkflowRun.stream_path(i)).meta for i in page.ids]
+        metas = [db.keys.stream(WorkflowRun.stream_path(i)).meta for i in page.ids]
         exists = await db.run_batch([("EXISTS", m) for m in metas])
         drift += [
             Drift("missing_stream", meta, run_id, "active run without its stream")
@@ -304,13 +300,13 @@ async def _repair_fork_mark(db: Database, drift: Drift) -> bool:
     session = await Session.get(drift.record_id, db=db)
     if session is None:
         return False
-    if session.fork_of is not None and drift.key == Session._forks_key(db.keys, session.fork_of):
+    if session.fork_of is not None and drift.key == db.keys.session(session.fork_of).forks:
         parent = await Session.get(session.fork_of, db=db)
         if parent is None:
             return False  # its shared history is gone: not repaired
         now = int((await db.server_time()).timestamp() * 1000)
         return bool(await db.client.zadd(drift.key, {session.id: now}, nx=True))
-    await Session._forks(db, session.id)  # drops the marks of no fork older than the grace
+    await Session.forks_of(session.id, db=db)  # drops the marks of no fork older than the grace
     return True
 
 

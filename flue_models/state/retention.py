@@ -251,9 +251,9 @@ def _time_sets(db: Database, kind: str) -> list[str]:
         spec = Submission.__flue_spec__
         return [spec.range_key(bucket, "settled_at") for bucket in spec.bucket_keys(db.keys)]
     if kind == "receipts":
-        return Submission._every_bucket_key(db.keys, "receipt_times")
+        return db.keys.every_submission_bucket("receipt_times")
     if kind == "attempt_markers":
-        return [Submission._markers_key(db)]
+        return [db.keys.attempt_markers()]
     return [db.keys.closed_streams()]
 
 
@@ -307,8 +307,8 @@ async def _prune_runs(db: Database, cutoff: dt.datetime, limit: int) -> tuple[in
 async def _prune_submissions(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
     ids = await _candidates(db, "settled_submissions", cutoff, limit)
     removed = [
-        await Submission._remove_settled_row(
-            db, i, settled_before=cutoff, orphan_of=_time_sets(db, "settled_submissions")
+        await Submission.remove_settled(
+            i, settled_before=cutoff, orphan_of=_time_sets(db, "settled_submissions"), db=db
         )
         for i in ids
     ]
@@ -320,7 +320,7 @@ async def _prune_receipts(db: Database, cutoff: dt.datetime, limit: int) -> tupl
     by_bucket: dict[str, list[str]] = {}
     receipts: dict[str, str] = {}
     for i in ids:  # a receipt and its time are in the bucket of its id
-        receipts[i], times = Submission._receipt_keys(db.keys, i)
+        receipts[i], times = db.keys.receipt(i)
         by_bucket.setdefault(times, []).append(i)
     removed = 0
     for times, members in by_bucket.items():

@@ -26,17 +26,14 @@ from pydantic import BaseModel, Field, ValidationError
 
 from flue_models.connection import Database, pick_database
 from flue_models.errors import AlreadyExistsError, DecodeError, StreamNotFoundError
+from flue_models.keys import RUN_BUCKETS, RUN_STREAMS, RUNS
 from flue_models.model.base import Model
 from flue_models.model.fields import Indexed, new_id
-from flue_models.model.query import Page, page_size
+from flue_models.model.query import OnError, Page, on_error_choice, page_size, unreadable
 from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
-from flue_models.state.events import EventStream, home_streams, stream_keys
+from flue_models.state.events import EventStream
 
 RunStatus = Literal["active", "completed", "errored", "cancelled"]
-#: Buckets the runs are spread over (one Cluster slot each).
-RUN_BUCKETS = 16
-#: The paths of the runs' event streams start with this; each is in its run's bucket.
-RUN_STREAMS = "runs/"
 #: The field and value of a run's row that keep its stream open (and call for one).
 ACTIVE = ("status", "active")
 #: The fields of a light pointer: everything but ``input``, ``result``, ``error``.
@@ -92,7 +89,7 @@ class WorkflowRun(Model):
     """
 
     class Meta:
-        collection = "workflow_run"
+        collection = RUNS
         order_by = "started_at"
         indexes = (("workflow", "status"),)
         buckets = RUN_BUCKETS
@@ -178,7 +175,7 @@ class WorkflowRun(Model):
             **({"id": run_id} if run_id is not None else {}),
         )
         path = cls.stream_path(run.id)
-        meta = stream_keys(database.keys, path).meta
+        meta = database.keys.stream(path).meta
         # The stream is created in the same MULTI, while the row (as the save left it)
         # says the run is active: a run never starts without its stream.
         row = cls.__flue_spec__.record_key(database.keys, run.id)
@@ -205,7 +202,7 @@ class WorkflowRun(Model):
         database = pick_database(db)
 
         stream: EventStream[dict[str, Any]] = EventStream(cls.stream_path(run_id), db=database)
-        meta, events, _once = stream_keys(database.keys, stream.path)
+        meta, events, _once, _chunks = database.keys.stream(stream.path)
         row = cls.__flue_spec__.record_key(database.keys, run_id)
         close = ("stream_close", [meta, events, row], ACTIVE)
 
@@ -338,7 +335,7 @@ class WorkflowRun(Model):
             cursor = None
             while True:
                 page = await query.id_page(limit=500, cursor=cursor)
-                metas = [stream_keys(database.keys, cls.stream_path(i)).meta for i in page.ids]
+                metas = [database.keys.stream(cls.stream_path(i)).meta for i in page.ids]
                 replies = await database.run_batch([("HGET", m, "closed") for m in metas])
                 found += [i for i, c in zip(page.ids, replies, strict=True) if c == b"0"]
                 if page.next_cursor is None:
@@ -405,7 +402,7 @@ class WorkflowRun(Model):
         *,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
-        on_error: Literal["raise", "skip"] = "raise",
+        on_error: OnError = "raise",
         db: Database | None = None,
     ) -> Page[RunPointer]:
         """List runs newest first (by ``started_at``, ties by id), filtered by status and workflow.
@@ -418,8 +415,8 @@ class WorkflowRun(Model):
             since: only runs started at or after this time (timezone-aware).
             until: only runs started before this time (timezone-aware).
             on_error: a run whose row cannot be read raises its ``DecodeError``
-                (``"raise"``), or is left out and listed in ``Page.skipped``
-                (``"skip"``), so one bad row never hides the rest.
+                (``"raise"``), or is left out, listed in ``Page.skipped`` and reported
+                by a ``SkippedRecordWarning`` (``"skip"``), as ``Query.on_error`` does.
 
         Every listed run is checked against its row: a stale index entry (a crash, a
         hand edit) never lists a run under a status it does not have.
@@ -433,6 +430,7 @@ class WorkflowRun(Model):
         """
         database = pick_database(db)
         size = page_size(limit)
+        errors = on_error_choice(on_error)
         conditions = cls._filters(workflow, since, until)
         if status is not None:
             conditions.append(cls.status == status)
@@ -443,9 +441,7 @@ class WorkflowRun(Model):
             found = await query.id_page(size - len(items), cursor)
             for pointer in await cls._pointers(found.ids, database):
                 if isinstance(pointer, DecodeError):
-                    if on_error == "raise":
-                        raise pointer
-                    skipped.append(pointer)
+                    unreadable(pointer, errors, skipped)
                 elif status in (None, pointer.status) and workflow in (None, pointer.workflow):
                     items.append(pointer)
             cursor = found.next_cursor
@@ -496,6 +492,3 @@ class WorkflowRun(Model):
         if until is not None:
             conditions.append(started < until)
         return conditions
-
-
-home_streams(RUN_STREAMS, WorkflowRun)

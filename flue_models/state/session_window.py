@@ -14,13 +14,13 @@ needs; the loader then reads further back, so a load costs what the context cost
 Example:
     ```python
     layers = [Layer("child", 120, None), Layer("parent", 0, 120)]
-    window = await read_window(db, entries_keys, layers, 80)
+    window = await read_window(db, layers, 80)
     ```
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -292,7 +292,6 @@ def walk_context(leaf_id: str | None, window: Window) -> tuple[SessionContext, i
 
 async def read_window(
     db: Database,
-    entries_key: Callable[[str], str],
     layers: Sequence[Layer],
     start: int,
     end: int | None = None,
@@ -305,19 +304,23 @@ async def read_window(
     Example:
         ```python
         check = [("HGET", row_key, "version")]
-        entries, (version,) = await read_window(db, key_of, layers, 80, also=check)
+        entries, (version,) = await read_window(db, layers, 80, also=check)
         ```
     """
     ranges = layer_ranges(layers, start, end)
     commands: list[tuple[Any, ...]] = [
-        ("LRANGE", entries_key(layer.owner), first, last) for layer, first, last in ranges
+        ("LRANGE", db.keys.session(layer.owner).entries, first, last)
+        for layer, first, last in ranges
     ]
     replies = await read_layers(db, commands, also)
     entries: list[tuple[int, AnyEntry]] = []
     for (layer, first, _last), elements in zip(ranges, replies, strict=False):
         ragged = not entries and start > 0
         entries += decode_run(
-            entries_key(layer.owner), elements, layer.lo + first, ragged=ragged or end is not None
+            db.keys.session(layer.owner).entries,
+            elements,
+            layer.lo + first,
+            ragged=ragged or end is not None,
         )
     return entries, list(replies[len(commands) :])
 
@@ -355,7 +358,7 @@ async def read_layers(
 
 
 async def lookup_positions(
-    db: Database, entry_ids_key: Callable[[str], str], layers: Sequence[Layer], ids: Sequence[str]
+    db: Database, layers: Sequence[Layer], ids: Sequence[str]
 ) -> dict[str, int | None]:
     """The logical position of each id in the history (``None``: not in it), one round trip.
 
@@ -364,10 +367,10 @@ async def lookup_positions(
 
     Example:
         ```python
-        await lookup_positions(db, ids_key_of, layers, ["m7"])   # {'m7': 412}
+        await lookup_positions(db, layers, ["m7"])   # {'m7': 412}
         ```
     """
-    commands = [("HMGET", entry_ids_key(layer.owner), *ids) for layer in layers]
+    commands = [("HMGET", db.keys.session(layer.owner).entry_ids, *ids) for layer in layers]
     replies = await read_layers(db, commands)
     found: dict[str, int | None] = {}
     for index, entry_id in enumerate(ids):

@@ -45,9 +45,14 @@ async def test_one_bad_row_fails_a_query_unless_skipped(db: fm.Database) -> None
     assert len(seen) == 1
 
 
-async def test_an_on_error_choice_is_checked(db: fm.Database) -> None:
+async def test_an_on_error_choice_is_checked_by_every_listing(db: fm.Database) -> None:
+    await WorkflowRun.start("wf", run_id="r-0")
     with pytest.raises(fm.QueryError, match="on_error"):
         Ticket.find().on_error("ignore")  # type: ignore[arg-type]
+    with pytest.raises(fm.QueryError, match="on_error"):
+        await WorkflowRun.list(on_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(fm.QueryError, match="on_error"):
+        await fm.Session.list(on_error="ignore")  # type: ignore[arg-type]
 
 
 async def test_a_run_with_an_invalid_status_is_a_decode_error_or_skipped(
@@ -61,7 +66,8 @@ async def test_a_run_with_an_invalid_status_is_a_decode_error_or_skipped(
         await WorkflowRun.list()
     with pytest.raises(fm.DecodeError, match="status"):
         await WorkflowRun.lookup("r-1")
-    page = await WorkflowRun.list(on_error="skip")
+    with pytest.warns(fm.SkippedRecordWarning, match="status"):
+        page = await WorkflowRun.list(on_error="skip")
     assert sorted(p.id for p in page.items) == ["r-0", "r-2"]
     assert [e.key for e in page.skipped] == [bad]
 

@@ -15,7 +15,6 @@ import pytest
 import flue_models as fm
 from flue_models.keys import KeySpace, encode_segment
 from flue_models.replies import reply_text
-from flue_models.state.events import stream_keys
 from flue_models.state.submission import Submission
 from tests.conftest import RedisServers
 from tests.integration.models import Ticket
@@ -134,7 +133,7 @@ async def test_an_owned_list_of_the_wrong_type(db: fm.Database) -> None:
 async def test_a_session_whose_entries_or_counter_are_corrupt(db: fm.Database) -> None:
     session = await fm.Session.open("s-1")
     message = fm.MessageEntry(id="m1", role="user", content="hi")
-    key = fm.Session._row_key(db.keys, "s-1")
+    key = db.keys.session("s-1").row
     await db.client.hset(key, "entry_count", "lots")
     await refused_without_a_trace(db, lambda: session.append(message), fm.CorruptDataError, key)
     await db.client.hset(key, "entry_count", "0")
@@ -147,7 +146,7 @@ async def test_a_stream_whose_metadata_was_made_again_refuses_appends(db: fm.Dat
     stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/again")
     await stream.create()
     await stream.append_many([{"n": 1}, {"n": 2}])
-    meta = stream_keys(db.keys, "runs/again").meta
+    meta = db.keys.stream("runs/again").meta
     await db.client.delete(meta)  # the events stay: the next seq would go backwards
     await stream.create()
     await refused_without_a_trace(db, lambda: stream.append({"n": 3}), fm.CorruptDataError, meta)
@@ -156,7 +155,7 @@ async def test_a_stream_whose_metadata_was_made_again_refuses_appends(db: fm.Dat
 async def test_stream_keys_of_the_wrong_type(db: fm.Database) -> None:
     stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/typed")
     await stream.create()
-    keys = stream_keys(db.keys, "runs/typed")
+    keys = db.keys.stream("runs/typed")
     await db.client.set(keys.events, "not a stream")
     await refused_without_a_trace(
         db, lambda: stream.append({"n": 1}), fm.CorruptDataError, keys.events
@@ -173,7 +172,7 @@ async def test_a_journal_of_the_wrong_type(db: fm.Database) -> None:
     await Submission.admit_direct("p-1", session_id="s-1", input={})
     attempt = await Submission.claim("p-1", "worker")
     assert attempt is not None
-    journal = Submission.journal_key(db.keys, "p-1", "s-1")
+    journal = db.keys.journal("p-1", "s-1")
     await db.client.set(journal, "not a hash")
     await refused_without_a_trace(
         db, lambda: Submission.journal_begin(attempt), fm.CorruptDataError, journal
@@ -243,7 +242,7 @@ async def test_the_remaining_positions_of_the_other_scripts(db: fm.Database) -> 
     await refused_without_a_trace(db, lambda: session.append(message), fm.CorruptDataError, ids)
 
     stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/keys")
-    keys = stream_keys(db.keys, "runs/keys")
+    keys = db.keys.stream("runs/keys")
     await db.client.set(keys.meta, "not a hash")
     for action in (stream.create, stream.close, lambda: stream.trim(1)):
         await refused_without_a_trace(db, action, fm.CorruptDataError, keys.meta)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("db")
 def index_key(db: fm.Database, field: str, value: str, session_id: str = "s-1") -> str:
     """The equality index of ``field == value`` in the bucket of the session's rows."""
     spec = Submission.__flue_spec__
-    return spec.equality_key(Submission._bucket(db.keys, session_id), field, value)
+    return spec.equality_key(spec.keys_of(db.keys, session_id), field, value)
 
 
 async def running(submission_id: str = "p-1", session_id: str = "s-1") -> Attempt:
@@ -301,7 +301,7 @@ async def test_a_chunk_index_is_a_non_negative_int(db: fm.Database, index: objec
 async def test_a_corrupted_chunk_index_is_a_decode_error(db: fm.Database) -> None:
     stream = fm.EventStream("provider/st-1")
     await stream.append_chunk_segment(0, "a")
-    await db.client.hset(db.keys.stream_chunks("provider/st-1"), "²", "x")
+    await db.client.hset(db.keys.stream("provider/st-1").chunks, "²", "x")
     with pytest.raises(fm.DecodeError, match="chunk segment index"):
         await stream.chunk_segments()
 
@@ -347,13 +347,13 @@ async def test_attempt_markers_list_oldest_first(db: fm.Database) -> None:
 
 async def test_a_corrupted_marker_is_a_decode_error(db: fm.Database) -> None:
     await Submission.insert_attempt_marker("p-1", "a-1")
-    await db.client.zadd(Submission._collection_key(db.keys, "attempt_markers"), {"{no": 1})
+    await db.client.zadd(db.keys.attempt_markers(), {"{no": 1})
     with pytest.raises(fm.DecodeError, match="not a marker"):
         await Submission.list_attempt_markers()
 
 
 async def test_a_corrupted_receipt_is_a_decode_error(db: fm.Database) -> None:
-    await db.client.set(Submission._receipt_keys(db.keys, "d-1")[0], "not json")
+    await db.client.set(db.keys.receipt("d-1").receipt, "not json")
     with pytest.raises(fm.DecodeError, match="not a receipt"):
         await Submission.admit_dispatch("d-1", session_id="s-1", input={})
     assert await Submission.get("d-1") is None  # nothing admitted
@@ -395,7 +395,7 @@ async def test_a_failing_snapshot_callback_removes_the_marker_and_re_raises(
 
     with pytest.raises(RuntimeError, match="snapshot store is down"):
         await Submission.delete_session("s-1", delete_snapshot=broken)
-    assert not await db.client.exists(Submission._deleting_key(db.keys, "s-1"))
+    assert not await db.client.exists(db.keys.session_submissions("s-1").deleting)
     assert await Submission.interrupted_deletions() == []
     assert await Submission.get("p-1") is not None  # nothing deleted
     assert (await Submission.admit_direct("p-2", session_id="s-1", input={})).status == "queued"

@@ -77,7 +77,7 @@ async def test_settled_submissions_go_with_their_journals_and_dispatches_leave_a
     assert report.counts == {"settled_submissions": 2}
     for gone in ("d-old", "p-old"):
         assert await Submission.get(gone) is None
-        assert not await db.client.exists(Submission.journal_key(db.keys, gone, "s-1"))
+        assert not await db.client.exists(db.keys.journal(gone, "s-1"))
     assert await Submission.get("p-new") is not None
     assert await Submission.get("p-queued") is not None
     replay = await Submission.admit_dispatch("d-old", session_id="s-1", input={"n": 1})
@@ -90,9 +90,9 @@ async def test_receipts_are_pruned_by_age(db: fm.Database) -> None:
         await settled(f"d-{i}", "dispatch", LONG_AGO, db)
     await prune(Retention(settled_submissions=DAY))
     for aged in ("d-0", "d-1"):  # each in the receipt times of its id's bucket
-        await age_member(db, Submission._receipt_keys(db.keys, aged)[1], aged, LONG_AGO)
+        await age_member(db, db.keys.receipt(aged).times, aged, LONG_AGO)
     assert (await prune(Retention(receipts=DAY))).counts == {"receipts": 2}
-    assert not await db.client.exists(Submission._receipt_keys(db.keys, "d-0")[0])
+    assert not await db.client.exists(db.keys.receipt("d-0").receipt)
     kept = await Submission.admit_dispatch("d-2", session_id="s-1", input={"n": 1})
     assert kept.receipt is not None
     fresh = await Submission.admit_dispatch("d-0", session_id="s-1", input={"n": 1})
@@ -110,7 +110,7 @@ async def test_closed_streams_and_attempt_markers_are_pruned_by_age(db: fm.Datab
     await db.client.hset(meta, "closed_ms", int(when.timestamp() * 1000))
     await Submission.insert_attempt_marker("p-1", "a-old")
     await Submission.insert_attempt_marker("p-1", "a-new")
-    markers = Submission._collection_key(db.keys, "attempt_markers")
+    markers = db.keys.attempt_markers()
     await age_member(db, markers, '["p-1","a-old"]', LONG_AGO)
     report = await prune(Retention(closed_streams=DAY, attempt_markers=DAY))
     assert report.counts == {"closed_streams": 1, "attempt_markers": 1}
@@ -178,7 +178,7 @@ async def test_racing_pruners_remove_and_count_each_item_once(
     assert sum(r["settled_submissions"] for r in results) == 12
     assert (await fm.verify_collection(WorkflowRun)).ok
     assert (await fm.verify_collection(Submission)).ok
-    receipts = Submission._every_bucket_key(db.keys, "receipt_times")
+    receipts = db.keys.every_submission_bucket("receipt_times")
     assert sum([await db.client.zcard(key) for key in receipts]) == 12
 
 

@@ -9,7 +9,6 @@ import pytest
 
 import flue_models as fm
 from flue_models import EndResult, WorkflowRun
-from flue_models.state.events import stream_keys
 from tests.conftest import RedisServers
 from tests.integration.roundtrips import connection_class_of, count_round_trips
 from tests.waiting import within
@@ -302,7 +301,7 @@ async def test_a_run_ends_and_its_stream_closes_in_one_step_no_reader_sees_betwe
     pairs = [
         (
             spec.record_key(db.keys, run.id),
-            stream_keys(db.keys, WorkflowRun.stream_path(run.id)).meta,
+            db.keys.stream(WorkflowRun.stream_path(run.id)).meta,
         )
         for run in runs
     ]

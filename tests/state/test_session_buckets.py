@@ -40,14 +40,14 @@ async def parent_with(entries: int, session_id: str = "p") -> Session:
 
 
 async def marks(db: fm.Database, session_id: str) -> dict[str, float]:
-    found = await db.client.zrange(Session._forks_key(db.keys, session_id), 0, -1, withscores=True)
+    found = await db.client.zrange(db.keys.session(session_id).forks, 0, -1, withscores=True)
     return {fm.replies.reply_text(m[0]): m[1] for m in found}
 
 
 async def age_marks(db: fm.Database, session_id: str) -> None:
     """Set every mark of ``session_id`` back by more than FORK_GRACE (as if that much time
     had passed since it was made)."""
-    key = Session._forks_key(db.keys, session_id)
+    key = db.keys.session(session_id).forks
     old = (await db.server_time() - FORK_GRACE - dt.timedelta(seconds=1)).timestamp() * 1000
     for child in await marks(db, session_id):
         await db.client.zadd(key, {child: int(old)})
@@ -63,7 +63,7 @@ async def test_sessions_spread_over_the_buckets_and_a_session_keeps_one_slot(
     buckets = {bucket_of(i, SESSION_BUCKETS) for i in ids}
     assert len(buckets) > SESSION_BUCKETS // 2
     for session_id in ids[:20]:
-        keys = [Session._row_key(db.keys, session_id), *Session.owned_keys(db.keys, session_id)]
+        keys = [db.keys.session(session_id).row, *Session.owned_keys(db.keys, session_id)]
         assert len({slot_of(k) for k in keys}) == 1
         assert await db.client.exists(*keys[:3]) == 3  # row, entries, entry ids
     listed = await Session.list(limit=1000)
@@ -107,8 +107,9 @@ async def test_deleting_a_fork_takes_its_mark_and_frees_the_parent(db: fm.Databa
 async def test_a_fork_that_stopped_after_its_mark_keeps_the_parent_until_the_grace_passed(
     db: fm.Database,
 ) -> None:
-    parent = await parent_with(3)
-    await Session._mark(db, parent, "never-written")  # the fork stopped here (killed)
+    await parent_with(3)
+    now = int((await db.server_time()).timestamp() * 1000)
+    await db.client.zadd(db.keys.session("p").forks, {"never-written": now})  # fork killed here
     with pytest.raises(fm.SessionForkedError):
         await Session.delete_id("p")  # a young mark: a fork may be being made
     with pytest.raises(fm.SessionForkedError):
@@ -143,7 +144,7 @@ async def test_a_parent_deleted_while_it_is_forked_leaves_no_fork(
     async def then_the_mark_goes(database: fm.Database, writes: list[Any]) -> None:
         await real(database, writes)
         if writes[0].record.id == child_id and writes[0].mode == "s":
-            await database.client.zrem(Session._forks_key(database.keys, "p"), child_id)
+            await database.client.zrem(database.keys.session("p").forks, child_id)
 
     monkeypatch.setattr(session_module, "run_writes", then_the_mark_goes)
     with pytest.raises(fm.ConflictError, match="deleted while"):
@@ -169,7 +170,7 @@ async def test_a_fork_onto_a_taken_id_is_refused_and_leaves_no_mark(db: fm.Datab
 async def test_verify_finds_and_repairs_a_missing_mark(db: fm.Database) -> None:
     await parent_with(3)
     child = await Session.fork("p", "m1", new_id=apart_from("p"))
-    await db.client.delete(Session._forks_key(db.keys, "p"))  # a hand edit
+    await db.client.delete(db.keys.session("p").forks)  # a hand edit
     report = await verify_state((Session,))
     assert [(d.kind, d.record_id) for d in report.all_drift] == [("fork_mark", child.id)]
     repaired = await verify_state((Session,), repair=True)
@@ -213,7 +214,7 @@ async def test_a_marks_key_of_another_type_is_refused_naming_it_and_nothing_is_w
     db: fm.Database,
 ) -> None:
     parent = await parent_with(3)
-    forks_key = Session._forks_key(db.keys, "p")
+    forks_key = db.keys.session("p").forks
     await db.client.set(forks_key, "not a sorted set")  # a hand edit, or another program
     child_id = apart_from("p")
     with pytest.raises(fm.CorruptDataError, match=re.escape(forks_key)):

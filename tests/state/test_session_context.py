@@ -225,7 +225,7 @@ async def test_a_fork_shares_history_up_to_its_entry_and_appends_its_own(
     assert loaded.origin.parent == "p"
     assert loaded.metadata == {"why": "retry"}
     assert ids(loaded.context().messages) == [*history[:10], "c-own"]
-    assert await db.client.llen(Session._entries_key(db.keys, "c")) == 1  # not copied
+    assert await db.client.llen(db.keys.session("c").entries) == 1  # not copied
     partial = await Session.load_context("c")
     assert partial is not None
     assert partial.context() == loaded.context()
@@ -385,7 +385,7 @@ async def test_a_corrupted_fork_origin_refuses_appends_and_reads_name_the_key(
     parent = await Session.open("p")
     await linear(parent, 3)
     child = await Session.fork("p", "m1", new_id="c")
-    record = Session._row_key(db.keys, "c")
+    record = db.keys.session("c").row
     await db.client.hset(record, "origin", "{not json")
     with pytest.raises(fm.CorruptDataError, match="origin"):
         await child.append(message("x", "m1"))
@@ -394,4 +394,4 @@ async def test_a_corrupted_fork_origin_refuses_appends_and_reads_name_the_key(
     await db.client.hset(record, "context_from", "many")
     with pytest.raises(fm.DecodeError, match="context_from"):
         await Session.load("c")
-    assert await db.client.llen(Session._entries_key(db.keys, "c")) == 0  # nothing appended
+    assert await db.client.llen(db.keys.session("c").entries) == 0  # nothing appended

@@ -29,7 +29,7 @@ async def test_open_is_idempotent_and_uses_the_server_clock(db: fm.Database) -> 
 async def test_appends_move_the_leaf_and_never_rewrite_earlier_entries(db: fm.Database) -> None:
     session = await Session.open("s-1")
     await session.append(message("m1", None, "hello"))
-    entries_key = Session._entries_key(db.keys, "s-1")
+    entries_key = db.keys.session("s-1").entries
     first_element = await db.client.lindex(entries_key, 0)
     await session.append_many([message("m2", "m1", "hi", "assistant"), message("m3", "m2", "?")])
     assert session.leaf_id == "m3"
@@ -107,7 +107,7 @@ async def test_delete_removes_the_session_and_its_entries(db: fm.Database) -> No
     await session.append(message("m1", None))
     assert await Session.delete_id("s-del") is True
     assert await Session.load("s-del") is None
-    assert not await db.client.exists(Session._entries_key(db.keys, "s-del"))
+    assert not await db.client.exists(db.keys.session("s-del").entries)
     assert await Session.delete_id("s-del") is False  # deleting a missing session does nothing
     with pytest.raises(fm.ConflictError):
         await session.append(message("m2", "m1"))
@@ -143,7 +143,7 @@ async def test_a_twenty_megabyte_entry_is_chunked_and_round_trips(db: fm.Databas
     big = "".join(chr(0x41 + i % 26) + "é" for i in range(10 * 1024 * 1024))  # ~30 MB UTF-8
     await session.append(message("m1", None, big))
     await session.append(message("m2", "m1", "small"))
-    entries_key = Session._entries_key(db.keys, "s-big")
+    entries_key = db.keys.session("s-big").entries
     assert await db.client.llen(entries_key) > 40
     longest = 0
     for index in range(await db.client.llen(entries_key)):
@@ -162,7 +162,7 @@ async def test_a_twenty_megabyte_entry_is_chunked_and_round_trips(db: fm.Databas
 async def test_a_damaged_entry_list_raises_naming_the_key(db: fm.Database) -> None:
     session = await Session.open("s-bad")
     await session.append(message("m1", None))
-    await db.client.rpush(Session._entries_key(db.keys, "s-bad"), b"garbage")
+    await db.client.rpush(db.keys.session("s-bad").entries, b"garbage")
     with pytest.raises(fm.DecodeError, match=r"session:\d+}/entries.*entries\[1\]"):
         await Session.load("s-bad")
 

@@ -63,7 +63,7 @@ async def test_sequence_numbers_increase_per_session_and_follow_the_clock_across
     assert a.sequence < b.sequence <= micros + 1_000  # landing order, by the clock
     # A counter ahead of the clock (a clock stepped back, or skew between primaries)
     # still gives the session strictly increasing numbers.
-    counter = Submission._session_key(db.keys, first, "sequence")
+    counter = db.keys.session_submissions(first).sequence
     ahead = micros + 10**12
     await db.client.set(counter, str(ahead))
     c = await Submission.admit_direct("c", session_id=first, input={})
@@ -140,7 +140,7 @@ async def test_an_attempt_without_its_session_still_finds_its_row(db: fm.Databas
 async def test_walks_over_every_bucket_miss_nothing(db: fm.Database) -> None:
     sessions = sessions_in_other_buckets(4)
     for session_id in sessions:  # interrupted deletions in four buckets
-        await db.client.sadd(Submission._session_key(db.keys, session_id, "deletions"), session_id)
+        await db.client.sadd(db.keys.session_submissions(session_id).deletions, session_id)
     assert await Submission.interrupted_deletions() == sorted(sessions)
 
     receipts = []
@@ -150,7 +150,7 @@ async def test_walks_over_every_bucket_miss_nothing(db: fm.Database) -> None:
             await Submission.admit_dispatch(receipt_id, session_id=session_id, input={})
             assert await Submission.settle_queued(receipt_id, "aborted")
             receipts.append(receipt_id)
-        await Submission._forget_deletion(db, session_id)
+        await db.client.srem(db.keys.session_submissions(session_id).deletions, session_id)
         assert await Submission.delete_session(session_id) == 3
     buckets = {bucket_of(r, SUBMISSION_BUCKETS) for r in receipts}
     assert len(buckets) > 1
@@ -158,7 +158,7 @@ async def test_walks_over_every_bucket_miss_nothing(db: fm.Database) -> None:
         "receipts": 0
     }
     for receipt_id in receipts:  # every receipt a week old
-        _key, times = Submission._receipt_keys(db.keys, receipt_id)
+        _key, times = db.keys.receipt(receipt_id)
         week_ago = int((await db.server_time()).timestamp() * 1000) - 7 * 86_400_000
         await db.client.zadd(times, {receipt_id: week_ago})
     due = await prune(Retention(receipts=dt.timedelta(days=1)), dry_run=True)
@@ -168,5 +168,5 @@ async def test_walks_over_every_bucket_miss_nothing(db: fm.Database) -> None:
     report = await prune(Retention(receipts=dt.timedelta(days=1)), limit=100)
     assert report.counts == {"receipts": 7}
     for receipt_id in receipts:
-        receipt, _times = Submission._receipt_keys(db.keys, receipt_id)
+        receipt, _times = db.keys.receipt(receipt_id)
         assert await db.client.exists(receipt) == 0

@@ -31,7 +31,7 @@ async def other(db: fm.Database, redis_url: str, protocol: int) -> AsyncIterator
 
 async def sequence_counter(db: fm.Database, session_id: str = "s-1") -> int:
     """The sequence counter of the session's bucket (the last number it gave out)."""
-    value = await db.client.get(Submission._session_key(db.keys, session_id, "sequence"))
+    value = await db.client.get(db.keys.session_submissions(session_id).sequence)
     return int(value or 0)
 
 
@@ -251,7 +251,7 @@ async def test_deleting_a_session(db: fm.Database) -> None:
     assert await Submission.settle_queued("p-2", "aborted")
     assert await Submission.delete_session("s-1") == 2
     assert await Submission.get("d-1") is None
-    assert not await db.client.exists(Submission.journal_key(db.keys, "d-1", "s-1"))
+    assert not await db.client.exists(db.keys.journal("d-1", "s-1"))
     receipt = await Submission.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
     assert (receipt.created, receipt.conflict, receipt.submission) == (False, False, None)
     assert receipt.receipt is not None
@@ -267,8 +267,8 @@ async def test_an_interrupted_deletion_blocks_admission_is_listed_and_resumes(
     await Submission.admit_direct("p-1", session_id="s-1", input={})
     assert await Submission.settle_queued("p-1", "aborted")
     # What delete_session writes first, left behind by a crash right after it:
-    await db.client.set(Submission._deleting_key(db.keys, "s-1"), "1")
-    await db.client.sadd(Submission._session_key(db.keys, "s-1", "deletions"), "s-1")
+    await db.client.set(db.keys.session_submissions("s-1").deleting, "1")
+    await db.client.sadd(db.keys.session_submissions("s-1").deletions, "s-1")
     with pytest.raises(fm.SessionDeletingError, match="s-1"):
         await Submission.admit_direct("p-2", session_id="s-1", input={})
     assert await Submission.interrupted_deletions() == ["s-1"]
@@ -287,9 +287,9 @@ async def test_a_malformed_row_is_settled_as_failed_and_listing_goes_on(db: fm.D
     assert raw[b"status"] == b"settled"
     assert raw[b"outcome"] == b"failed"
     assert b"malformed" in raw[b"error"]
-    home = Submission._bucket(db.keys, "s-bad")
+    home = SPEC.keys_of(db.keys, "s-bad")
     assert await db.client.zscore(SPEC.equality_key(home, "status", "queued"), "bad") is None
-    open_key = Submission._session_index(db.keys, "open_session", "s-bad")
+    open_key = db.keys.session_submissions("s-bad").open
     assert await db.client.zscore(open_key, "bad") is None
     assert [r.id for r in await Submission.list_runnable()] == ["good"]
 
@@ -330,7 +330,7 @@ async def test_one_deletion_at_a_time_and_only_settled_rows_go(
     for n in range(3):
         await Submission.admit_direct(f"p-{n}", session_id="s-1", input={"n": n})
         assert await Submission.settle_queued(f"p-{n}", "aborted")
-    marker = Submission._deleting_key(db.keys, "s-1")
+    marker = db.keys.session_submissions("s-1").deleting
     id_page = fm.Query.id_page
     seen: list[str] = []
 
@@ -364,9 +364,9 @@ async def test_a_crashed_deletion_blocks_admissions_only_until_its_lease_ends(
 ) -> None:
     await Submission.admit_direct("p-1", session_id="s-1", input={})
     assert await Submission.settle_queued("p-1", "aborted")
-    marker = Submission._deleting_key(db.keys, "s-1")
+    marker = db.keys.session_submissions("s-1").deleting
     await db.client.set(marker, "a-crashed-deleter", px=60_000)  # as a crash leaves it
-    await db.client.sadd(Submission._session_key(db.keys, "s-1", "deletions"), "s-1")
+    await db.client.sadd(db.keys.session_submissions("s-1").deletions, "s-1")
     with pytest.raises(fm.SessionDeletingError):
         await Submission.delete_session("s-1")  # it might still be running
     await db.client.pexpire(marker, 1)  # its lease runs out

@@ -8,7 +8,6 @@ import json
 
 import flue_models as fm
 from flue_models import EventStream, Submission, WorkflowRun
-from flue_models.state.events import stream_keys
 from flue_models.state.integrity import verify_state
 from tests.command_line import run_cli
 from tests.integration.models import Ticket
@@ -37,7 +36,7 @@ async def plant(db: fm.Database) -> None:
     # streams and runs
     await db.client.zadd(keys.closed_streams(), {"runs/r-1": 1})  # not closed
     await EventStream("runs/r-0", db=db).delete()  # an ended run whose stream is gone: fine
-    await db.client.delete(*stream_keys(keys, "runs/r-2"))  # an active run without its stream
+    await db.client.delete(*keys.stream("runs/r-2"))  # an active run without its stream
     await EventStream("agents/a", db=db).create()
     await EventStream("agents/a", db=db).close()
     await db.client.zrem(keys.closed_streams(), "agents/a")  # closed, not listed
@@ -114,13 +113,13 @@ async def test_a_session_whose_entries_disagree_with_its_row_is_reported(
         ]
     )
     assert (await verify_state((fm.Session,))).ok  # a chunked entry counts its elements
-    ids_key = fm.Session._entry_ids_key(db.keys, "s-1")
+    ids_key = db.keys.session("s-1").entry_ids
     await db.client.hset(ids_key, "m3", "1")
-    await db.client.hset(fm.Session._row_key(db.keys, "s-1"), "entry_count", "7")
+    await db.client.hset(db.keys.session("s-1").row, "entry_count", "7")
     report = await verify_state((fm.Session,))
     details = sorted(d.detail for d in report.all_drift if d.kind == "session_entries")
     assert details == ["3 entries, the row says 7", "entry_ids disagree"]
-    await db.client.rpush(fm.Session._entries_key(db.keys, "s-1"), b"Xgarbage")
+    await db.client.rpush(db.keys.session("s-1").entries, b"Xgarbage")
     report = await verify_state((fm.Session,))
     assert [d.kind for d in report.all_drift] == ["session_entries"]
     assert "is not an entry" in report.all_drift[0].detail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, strategies as st
+from redis.crc import key_slot
 
 from flue_models.errors import ConfigurationError
 from flue_models.keys import KeySpace, check_collection, decode_segment, encode_segment
@@ -91,3 +92,53 @@ def test_a_prefix_may_not_hold_the_separator(bad: str) -> None:
         return
     with pytest.raises(ConfigurationError, match="::"):
         KeySpace(bad)
+
+
+#: Ids UTF-8 can store (a lone surrogate is refused before any key is named).
+ID = st.text(st.characters(exclude_categories=["Cs"]), min_size=1)
+
+
+@given(ID)
+def test_a_sessions_key_set_is_where_its_model_puts_its_row_and_owned_keys(session_id: str) -> None:
+    from flue_models.state.session import Session
+
+    keys, spec = KeySpace("p"), Session.__flue_spec__
+    own = keys.session(session_id)
+    assert own.row == spec.record_key(keys, session_id)
+    assert list(own[1:]) == Session.owned_keys(keys, session_id)
+    assert [own.forks] == Session.delete_guards(keys, session_id)
+    assert len({key_slot(k.encode()) for k in own}) == 1
+
+
+@given(ID, ID)
+def test_a_sessions_submission_keys_are_in_the_bucket_of_its_submissions(
+    session_id: str, submission_id: str
+) -> None:
+    from flue_models.state.submission import Submission
+
+    keys, spec = KeySpace("p"), Submission.__flue_spec__
+    bucket = spec.keys_of(keys, session_id)
+    own = keys.session_submissions(session_id)
+    assert own.submissions == spec.equality_key(bucket, "session_id", session_id)
+    assert own.open == spec.equality_key(bucket, "open_session", session_id)
+    journal = keys.journal(submission_id, session_id)
+    assert journal == Submission.owned_keys(bucket, submission_id)[0]
+    row = spec.record_key(keys, submission_id, session_id)
+    assert len({key_slot(k.encode()) for k in [*own, journal, row]}) == 1
+    receipt = keys.receipt(submission_id)
+    assert key_slot(receipt.receipt.encode()) == key_slot(receipt.times.encode())
+
+
+@given(ID)
+def test_a_runs_stream_is_in_the_runs_bucket_and_any_other_in_a_slot_of_its_own(
+    run_id: str,
+) -> None:
+    from flue_models.state.run import WorkflowRun
+
+    keys, spec = KeySpace("p"), WorkflowRun.__flue_spec__
+    stream = keys.stream(WorkflowRun.stream_path(run_id))
+    assert stream.meta == spec.owned_key(keys, "stream", run_id)
+    row = spec.record_key(keys, run_id)
+    assert {key_slot(k.encode()) for k in stream} == {key_slot(row.encode())}
+    other = keys.stream(f"agents/{run_id}")
+    assert {k.split("}")[0] for k in other} == {f"p::{{stream:{encode_segment('agents/' + run_id)}"}

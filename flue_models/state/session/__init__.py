@@ -21,13 +21,13 @@ Example:
 history pages and listings (``listing``), forks and deletion (``forks``).
 """
 
+from flue_models.keys import SESSION_BUCKETS, SESSIONS
 from flue_models.state.session.forks import Forking
 from flue_models.state.session.row import (
     CHUNK_BYTES,
     FORK_GRACE,
     MAX_FORK_DEPTH,
     MIN_STEP,
-    SESSION_BUCKETS,
     Ancestor,
     ForkOrigin,
     HistoryPage,
@@ -59,7 +59,7 @@ class Session(Forking):
     """
 
     class Meta:
-        collection = "session"
+        collection = SESSIONS
         order_by = "updated_at"
         buckets = SESSION_BUCKETS
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Self
 
 from flue_models.connection import Database, pick_database
@@ -92,8 +91,7 @@ class Loading(SessionRow):
             ```
         """
         database = pick_database(db)
-        key = cls._row_key(database.keys, session_id)
-        entries_key = cls._entries_key(database.keys, session_id)
+        key, entries_key, _ids, _forks = database.keys.session(session_id)
         raw, elements = await database.run_batch(
             [("HGETALL", key), ("LRANGE", entries_key, 0, -1)], atomic=True
         )
@@ -103,21 +101,9 @@ class Loading(SessionRow):
         own = decode_run(entries_key, elements, session.base)
         shared: list[tuple[int, AnyEntry]] = []
         if session.base > 0:  # a fork: its parent's history up to the fork point never changes
-            shared, _ = await read_window(
-                database, cls._lists(database), session.layers()[1:], 0, session.base
-            )
+            shared, _ = await read_window(database, session.layers()[1:], 0, session.base)
         session._entries = [entry for _, entry in (*shared, *own)]
         return session
-
-    @classmethod
-    def _lists(cls, database: Database) -> Callable[[str], str]:
-        """Session id -> its entry list key, in ``database``."""
-        return lambda session_id: cls._entries_key(database.keys, session_id)
-
-    @classmethod
-    def _id_hashes(cls, database: Database) -> Callable[[str], str]:
-        """Session id -> its ``entry_ids`` key, in ``database``."""
-        return lambda session_id: cls._entry_ids_key(database.keys, session_id)
 
     @classmethod
     async def load_context(cls, session_id: str, *, db: Database | None = None) -> Self | None:
@@ -137,11 +123,10 @@ class Loading(SessionRow):
             ```
         """
         database = pick_database(db)
-        keys = database.keys
-        row_key = cls._row_key(keys, session_id)
+        row_key, entries_key, _ids, _forks = database.keys.session(session_id)
         for _attempt in range(8):
             reply = await database.scripts.call(
-                "session_window", keys=[row_key, cls._entries_key(keys, session_id)], args=[]
+                "session_window", keys=[row_key, entries_key], args=[]
             )
             status, reply = checked_reply("session_window", reply, {"ok": 4, "missing": 1})
             if status == "missing":
@@ -149,7 +134,7 @@ class Loading(SessionRow):
             session = cls.from_hash(row_key, reply_hash(reply[1]), database)
             start = int(reply[2])
             first = Window(start)
-            first.add(decode_run(cls._entries_key(keys, session_id), reply[3], start, ragged=True))
+            first.add(decode_run(entries_key, reply[3], start, ragged=True))
             version = session._flue_version
             window: Window | None = first
             if session.context_from < start:  # the context starts in a parent's history
@@ -169,10 +154,10 @@ class Loading(SessionRow):
     ) -> Window | None:
         """Read ``[start, window.start)`` into ``window``; ``None`` if the record's version
         is not ``version`` (its entries were replaced: the window is stale)."""
-        row_key = self._row_key(database.keys, self.id)
+        row_key = database.keys.session(self.id).row
         check = [("HGET", row_key, "version")] if version is not None else []
         entries, stored = await read_window(
-            database, self._lists(database), self.layers(), start, window.start, also=check
+            database, self.layers(), start, window.start, also=check
         )
         if version is not None and (stored[0] is None or int(stored[0]) != version):
             return None
@@ -186,8 +171,7 @@ class Loading(SessionRow):
         """Read further back until the context of ``leaf_id`` is in ``window``."""
         while isinstance(need := walk_context(leaf_id, window), Need):
             wanted = [need.id] if need.first_kept is None else [need.id, need.first_kept]
-            hashes = self._id_hashes(database)
-            found = await lookup_positions(database, hashes, self.layers(), wanted)
+            found = await lookup_positions(database, self.layers(), wanted)
             for entry_id, position in found.items():
                 if position is None:
                     window.absent.add(entry_id)

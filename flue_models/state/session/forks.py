@@ -123,7 +123,7 @@ class Forking(Listing):
                 if taken is None or taken.fork_of != session_id:
                     await cls._unmark(database, session_id, child_id, marked)
                 raise
-            if await database.client.zscore(cls._forks_key(database.keys, session_id), child_id):
+            if await database.client.zscore(database.keys.session(session_id).forks, child_id):
                 return child
             await run_writes(database, [plan_delete(child, database.keys)])
             raise ConflictError(
@@ -141,7 +141,8 @@ class Forking(Listing):
         Raises:
             ConflictError: the parent changed since it was read (or is gone).
         """
-        keys = [cls._row_key(database.keys, parent.id), cls._forks_key(database.keys, parent.id)]
+        own = database.keys.session(parent.id)
+        keys = [own.row, own.forks]
         reply = await database.scripts.call(
             "session_fork", keys=keys, args=["mark", child_id, parent._flue_version]
         )
@@ -157,18 +158,31 @@ class Forking(Listing):
     ) -> bool:
         """Take the mark of ``child_id`` off ``session_id`` (only if it is still the one
         made at ``at`` ms, when given); return whether it was taken."""
-        keys = [cls._row_key(database.keys, session_id), cls._forks_key(database.keys, session_id)]
+        own = database.keys.session(session_id)
+        keys = [own.row, own.forks]
         args = ["unmark", child_id, "" if at is None else at]
         reply = await database.scripts.call("session_fork", keys=keys, args=args)
         _status, reply = checked_reply("session_fork", reply, {"ok": 2})
         return int(reply[1]) == 1
 
     @classmethod
-    async def _forks(cls, database: Database, session_id: str) -> list[str]:
-        """The ids of the forks of ``session_id`` its marks name; marks left by forks that
-        stopped half way, or by forks deleted before their mark was taken, are dropped
-        (once older than :data:`FORK_GRACE`: a younger one may be a fork being made)."""
-        forks_key = cls._forks_key(database.keys, session_id)
+    async def forks_of(cls, session_id: str, *, db: Database | None = None) -> list[str]:
+        """Return the ids of the forks of ``session_id``, as its marks name them.
+
+        Marks left by forks that stopped half way, or by forks deleted before their mark
+        was taken, are dropped once older than :data:`FORK_GRACE` (a younger one may be a
+        fork being made).
+
+        Raises:
+            CorruptDataError: the marks are not a sorted set.
+
+        Example:
+            ```python
+            await Session.forks_of("s-1")   # ['s-2', 's-3']
+            ```
+        """
+        database = pick_database(db)
+        forks_key = database.keys.session(session_id).forks
         try:
             marks = await database.client.zrange(forks_key, 0, -1, withscores=True)
         except CommandError as exc:
@@ -194,15 +208,12 @@ class Forking(Listing):
     ) -> tuple[int, int, int]:
         """Position, end position and entry count up to and with ``entry_id``."""
         layers = self.layers()
-        at = (await lookup_positions(database, self._id_hashes(database), layers, [entry_id]))[
-            entry_id
-        ]
+        at = (await lookup_positions(database, layers, [entry_id]))[entry_id]
         if at is None:
             raise NotFoundError(f"Session {self.id!r} has no entry {entry_id!r} to fork at.")
         layer = next(layer for layer in layers if layer.covers(at))
         owner = next(a for a in lineage if a.session == layer.owner)
-        row_key = self._row_key(database.keys, layer.owner)
-        list_key = self._entries_key(database.keys, layer.owner)
+        row_key, list_key, _ids, _forks = database.keys.session(layer.owner)
         first, length, count = await database.run_batch(
             [("LINDEX", list_key, at - layer.lo), ("LLEN", list_key),
              ("HGET", row_key, "entry_count")],
@@ -275,7 +286,7 @@ class Forking(Listing):
             if attempt == 2 and forks == "refuse":  # a fork is being made (or was cut short)
                 raise SessionForkedError(self.id, "it was not deleted")
             if attempt > 0:  # refused: read the marks, dropping those of no fork once old
-                live = await self._forks(database, self.id)
+                live = await type(self).forks_of(self.id, db=database)
                 if live and forks == "refuse":
                     raise SessionForkedError(self.id, "it was not deleted")
                 for child_id in live:

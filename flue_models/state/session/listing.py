@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Self
 
 from flue_models.connection import Database, pick_database
 from flue_models.errors import (
     ConfigurationError,
 )
-from flue_models.model.query import Page, page_size
+from flue_models.model.query import OnError, Page, page_size
 from flue_models.state.session.row import (
     HistoryPage,
 )
@@ -72,14 +72,14 @@ class Listing(Appending):
             return None
         if end is None:
             (length,) = await database.run_batch(
-                [("LLEN", cls._entries_key(database.keys, session_id))]
+                [("LLEN", database.keys.session(session_id).entries)]
             )
             end = session.base + int(length)
         step = size
         while True:
             start = max(0, end - step)
             layers = session.layers()
-            found, _ = await read_window(database, cls._lists(database), layers, start, end)
+            found, _ = await read_window(database, layers, start, end)
             if len(found) >= size or start == 0:
                 break
             step *= 2  # chunked entries: more elements than entries
@@ -97,7 +97,7 @@ class Listing(Appending):
         fork_of: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
-        on_error: Literal["raise", "skip"] = "raise",
+        on_error: OnError = "raise",
         db: Database | None = None,
     ) -> Page[Self]:
         """List sessions most recently updated first, filtered by the parts of their
@@ -107,8 +107,9 @@ class Listing(Appending):
         Args:
             limit: page size: default 100, at most 1000; zero or less means the default.
             cursor: the ``next_cursor`` of the previous page; the last page has none.
-            on_error: a row that cannot be read raises (``"raise"``) or is left out and
-                listed in ``Page.skipped`` (``"skip"``).
+            on_error: a row that cannot be read raises (``"raise"``) or is left out,
+                listed in ``Page.skipped`` and warned of (``"skip"``), as
+                ``Query.on_error`` does.
 
         A session appended to while you page moves to the front: a later page does not
         show it again.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
@@ -33,10 +33,6 @@ CHUNK_BYTES = 512 * 1024
 MAX_FORK_DEPTH = 16
 #: A context load reads at least this many elements further back when it needs more.
 MIN_STEP = 64
-#: Buckets the sessions are spread over (one Cluster slot each). Sessions hold
-#: the bulk of the data, so they take more buckets than the runs: 64 spread evenly over
-#: up to 16 primaries, and a listing (rare for sessions) costs about three single walks.
-SESSION_BUCKETS = 64
 #: A fork's mark on its parent with no fork behind it is taken as a fork being made for
 #: this long, and after that as left by a fork that stopped half way (then dropped).
 FORK_GRACE = dt.timedelta(seconds=60)
@@ -171,13 +167,6 @@ class SessionRow(Model):
     _positions: dict[str, int] = PrivateAttr(default_factory=dict)
     _absent: set[str] = PrivateAttr(default_factory=set)
 
-    #: The owned list holding the entries.
-    ENTRIES: ClassVar[str] = "entries"
-    #: The owned hash from each entry id to the logical position of its first element.
-    ENTRY_IDS: ClassVar[str] = "entry_ids"
-    #: The owned sorted set of this session's forks (fork id -> when it was marked).
-    FORKS: ClassVar[str] = "forks"
-
     @model_validator(mode="before")
     @classmethod
     def _parts_from_id(cls, data: Any) -> Any:
@@ -186,24 +175,6 @@ class SessionRow(Model):
             agent, instance, harness = parts if parts is not None else (None, None, None)
             data = {**data, "agent": agent, "instance": instance, "harness": harness}
         return data
-
-    @classmethod
-    def _row_key(cls, keys: KeySpace, session_id: str) -> str:
-        return cls.__flue_spec__.record_key(keys, session_id)
-
-    @classmethod
-    def _entries_key(cls, keys: KeySpace, session_id: str) -> str:
-        return cls.__flue_spec__.owned_key(keys, cls.ENTRIES, session_id)
-
-    @classmethod
-    def _entry_ids_key(cls, keys: KeySpace, session_id: str) -> str:
-        return cls.__flue_spec__.owned_key(keys, cls.ENTRY_IDS, session_id)
-
-    @classmethod
-    def _forks_key(cls, keys: KeySpace, session_id: str) -> str:
-        """The marks of the forks of ``session_id``, in its bucket: it exists while any
-        fork does (or is being made)."""
-        return cls.__flue_spec__.owned_key(keys, cls.FORKS, session_id)
 
     @property
     def base(self) -> int:
@@ -279,11 +250,8 @@ class SessionRow(Model):
             Session.owned_keys(db.keys, "s-1")   # ['flue::{session:9}/entries:cy0x', ...]
             ```
         """
-        return [
-            cls._entries_key(keys, record_id),
-            cls._entry_ids_key(keys, record_id),
-            cls._forks_key(keys, record_id),
-        ]
+        _row, entries, entry_ids, forks = keys.session(record_id)
+        return [entries, entry_ids, forks]
 
     @classmethod
     def delete_guards(cls, keys: KeySpace, record_id: str) -> list[str]:
@@ -294,7 +262,7 @@ class SessionRow(Model):
             Session.delete_guards(db.keys, "s-1")   # the marks of its forks
             ```
         """
-        return [cls._forks_key(keys, record_id)]
+        return [keys.session(record_id).forks]
 
 
 @dataclass(frozen=True)

@@ -99,9 +99,7 @@ class Appending(Loading):
         kept_ids = [e.first_kept_entry_id for e in entries if isinstance(e, CompactionEntry)]
         shared: dict[str, int | None] = {}
         if kept_ids and self.base > 0:  # a fork's compaction may keep entries it shares
-            shared = await lookup_positions(
-                database, self._id_hashes(database), self.layers()[1:], kept_ids
-            )
+            shared = await lookup_positions(database, self.layers()[1:], kept_ids)
         for _attempt in range(2):
             reply = await self._append_call(database, entries, encoded, shared, once)
             shapes = {"ok": 5, "replay": 5, "missing": 1, "conflict": 2, "stale": 1}
@@ -155,12 +153,7 @@ class Appending(Loading):
             args += [len(elements), *elements]
         return await database.scripts.call(
             "session_append",
-            keys=[
-                self._row_key(keys, self.id),
-                self._entries_key(keys, self.id),
-                self._entry_ids_key(keys, self.id),
-                *index_keys,
-            ],
+            keys=[*keys.session(self.id)[:3], *index_keys],
             args=args,
             unsafe=not once,  # without `once` a repeat would append the entries again
         )
@@ -224,9 +217,10 @@ class Appending(Loading):
             target.entry_count = len(entries)
             target.context_from = found[1]
             write = plan_save(target, database.keys)
-            write.lists[cls._entries_key(database.keys, session_id)] = elements
-            write.hashes[cls._entry_ids_key(database.keys, session_id)] = positions
-            write.absent.append(cls._forks_key(database.keys, session_id))
+            own = database.keys.session(session_id)
+            write.lists[own.entries] = elements
+            write.hashes[own.entry_ids] = positions
+            write.absent.append(own.forks)
             try:
                 await run_writes(database, [write])  # a racing writer: plan again on its state
             except GuardError:

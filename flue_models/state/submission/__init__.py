@@ -15,6 +15,7 @@ Example:
     ```
 """
 
+from flue_models.keys import SUBMISSION_BUCKETS, SUBMISSIONS
 from flue_models.state.submission.admission import Admitting
 from flue_models.state.submission.claims import Claiming
 from flue_models.state.submission.deletion import Deleting
@@ -23,7 +24,6 @@ from flue_models.state.submission.markers import AttemptMarker, Marking
 from flue_models.state.submission.row import (
     DEFAULT_LEASE,
     DEFAULT_TIMEOUT,
-    SUBMISSION_BUCKETS,
     Admission,
     Attempt,
     Kind,
@@ -46,7 +46,7 @@ class Submission(Admitting, Claiming, Journaling, Marking, Deleting):
     """
 
     class Meta:
-        collection = "submission"
+        collection = SUBMISSIONS
         order_by = "sequence"
         buckets = SUBMISSION_BUCKETS
         partition_by = "session_id"

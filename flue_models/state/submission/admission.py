@@ -45,8 +45,8 @@ class Admitting(SubmissionRow):
         if problem:
             raise EncodingError(f"Submission {submission_id!r} {problem}; nothing was admitted.")
         wanted = digest(session_id, kind, input)
-        receipt_key, _times = cls._receipt_keys(database.keys, submission_id)
-        deleting = cls._deleting_key(database.keys, session_id)
+        receipt_key = database.keys.receipt(submission_id).receipt
+        deleting = database.keys.session_submissions(session_id).deleting
 
         async def attempt() -> Admission:
             row, now = await cls._read(database, submission_id)

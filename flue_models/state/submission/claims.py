@@ -62,7 +62,7 @@ class Claiming(SubmissionRow):
         pending, start, window = sorted(set(session_ids)), 0, 4
         while pending:
             stop = start + window - 1
-            by_session = [cls._session_index(db.keys, "open_session", s) for s in pending]
+            by_session = [db.keys.session_submissions(s).open for s in pending]
             replies = await db.run_batch([("ZRANGE", key, start, stop) for key in by_session])
             proposed = {
                 s: [reply_text(m) for m in reply] for s, reply in zip(pending, replies, strict=True)
@@ -413,7 +413,7 @@ class Claiming(SubmissionRow):
             row, now = await cls._read(database, submission_id)
             if row is None or row.status != "running" or row.attempt_id != old_attempt_id:
                 return None
-            journal_key = cls.journal_key(database.keys, submission_id, row.session_id)
+            journal_key = database.keys.journal(submission_id, row.session_id)
             # Read after the row: a journal step in between gives the row a new version,
             # so the write below is refused and this runs again.
             slot = reply_pairs(await database.client.hgetall(journal_key))

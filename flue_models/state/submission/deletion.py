@@ -74,8 +74,7 @@ class Deleting(SubmissionRow):
             ```
         """
         database = pick_database(db)
-        keys = database.keys
-        marker = cls._deleting_key(keys, session_id)
+        marker = database.keys.session_submissions(session_id).deleting
         token = uuid.uuid4().hex
         await cls._take_marker(database, session_id, marker, token)
         try:
@@ -96,12 +95,12 @@ class Deleting(SubmissionRow):
 
     @classmethod
     async def _forget_deletion(cls, db: Database, session_id: str) -> None:
-        await db.client.srem(cls._session_key(db.keys, session_id, "deletions"), session_id)
+        await db.client.srem(db.keys.session_submissions(session_id).deletions, session_id)
 
     @classmethod
     async def _open_count(cls, db: Database, session_id: str) -> int:
         """How many of the session's submissions are queued or running, by their rows."""
-        by_session = cls._session_index(db.keys, "open_session", session_id)
+        by_session = db.keys.session_submissions(session_id).open
         ids = [reply_text(i) for i in await db.client.zrange(by_session, 0, -1)]
         rows, _now = await cls._read_many(db, ids, [session_id] * len(ids))
         return sum(1 for r in rows if r is not None and r._open_in(session_id))
@@ -109,7 +108,7 @@ class Deleting(SubmissionRow):
     @classmethod
     async def _take_marker(cls, db: Database, session_id: str, marker: str, token: str) -> None:
         """Hold the session's deletion marker, or refuse: another deletion holds it."""
-        deletions = cls._session_key(db.keys, session_id, "deletions")
+        deletions = db.keys.session_submissions(session_id).deletions
         taken, _added = await db.run_batch(
             [
                 ("SET", marker, token, "NX", "PX", DELETION_LEASE_MS),
@@ -127,7 +126,7 @@ class Deleting(SubmissionRow):
 
     @classmethod
     async def _remove_settled(cls, db: Database, session_id: str, marker: str, token: str) -> int:
-        by_session = cls._session_index(db.keys, "session_id", session_id)
+        by_session = db.keys.session_submissions(session_id).submissions
         query = cls.find(cls.session_id == session_id).using(db)
 
         removed, cursor = 0, None
@@ -139,28 +138,38 @@ class Deleting(SubmissionRow):
                 raise SessionDeletingError(session_id)  # the lease ran out: stop at once
             page = await query.id_page(limit=200, cursor=cursor)
             for submission_id in page.ids:
-                removed += await cls._remove_settled_row(
-                    db, submission_id, session_id=session_id, orphan_of=[by_session]
+                removed += await cls.remove_settled(
+                    submission_id, session_id=session_id, orphan_of=[by_session], db=db
                 )
             if page.next_cursor is None:
                 return removed
             cursor = page.next_cursor
 
     @classmethod
-    async def _remove_settled_row(
+    async def remove_settled(
         cls,
-        db: Database,
         submission_id: str,
         *,
         session_id: str | None = None,
         settled_before: dt.datetime | None = None,
         orphan_of: Sequence[str] = (),
+        db: Database | None = None,
     ) -> bool:
-        """Remove a settled row (settled before ``settled_before``, if given) with its
-        journal, under its version check; a dispatch leaves its receipt first. A missing
-        row's entries in ``orphan_of`` are removed (the row is the truth). ``session_id``:
-        the row's session, when known (its bucket alone is read).
-        Returns whether this call removed the row."""
+        """Remove a settled submission (settled before ``settled_before``, if given) with
+        its journal, under its version check; a dispatch leaves its receipt first (a
+        replay is still answered). Returns whether this call removed the row; a queued or
+        running one is never removed. Safe to retry.
+
+        ``session_id``: the row's session, when known (its bucket alone is read).
+        ``orphan_of``: sorted sets the id is taken out of when no row is found (an index
+        entry without a row: the row is the truth).
+
+        Example:
+            ```python
+            await Submission.remove_settled("d-1", settled_before=cutoff)
+            ```
+        """
+        db = pick_database(db)
 
         async def remove() -> bool:
             row, now = await cls._read(db, submission_id, session_id)
@@ -191,6 +200,6 @@ class Deleting(SubmissionRow):
             ```
         """
         database = pick_database(db)
-        keys = cls._every_bucket_key(database.keys, "deletions")
+        keys = database.keys.every_submission_bucket("deletions")
         found = await database.run_batch([("SMEMBERS", key) for key in keys])
         return sorted({reply_text(m) for members in found for m in members})

@@ -82,12 +82,12 @@ class Journaling(SubmissionRow):
             if row is None:
                 return 0
             session_id = row.session_id
-        bucket = cls._bucket(database.keys, session_id)
+        bucket = cls.__flue_spec__.keys_of(database.keys, session_id)
         reply = await database.scripts.call(
             "journal",
             keys=[
                 bucket.record(collection, attempt.submission_id),
-                bucket.owned(collection, "journal", attempt.submission_id),
+                bucket.journal(attempt.submission_id),
                 bucket.version_counter(collection),
             ],
             args=[op, attempt.attempt_id, *args],
@@ -209,10 +209,7 @@ class Journaling(SubmissionRow):
         """
         database = pick_database(db)
         spec = cls.__flue_spec__
-        keys = [
-            b.owned(spec.collection, "journal", submission_id)
-            for b in spec.bucket_keys(database.keys)
-        ]
+        keys = [b.journal(submission_id) for b in spec.bucket_keys(database.keys)]
         found = await database.run_batch([("HGETALL", key) for key in keys])
         (held,) = held_once(cls.__name__, [submission_id], [keys], found)
         return None if held is None else cls._journal_from(held[0], reply_pairs(held[1]))

@@ -68,10 +68,6 @@ class Marking(SubmissionRow):
         abstract = True
 
     @classmethod
-    def _markers_key(cls, db: Database) -> str:
-        return cls._collection_key(db.keys, "attempt_markers")
-
-    @classmethod
     async def insert_attempt_marker(
         cls, submission_id: str, attempt_id: str, *, db: Database | None = None
     ) -> AttemptMarker:
@@ -88,7 +84,7 @@ class Marking(SubmissionRow):
         database = pick_database(db)
         member = _member(submission_id, attempt_id)
         now = await database.server_time()
-        key = cls._markers_key(database)
+        key = database.keys.attempt_markers()
         ms = int(now.timestamp() * 1000)
         _added, score = await database.run_batch(
             [("ZADD", key, "NX", ms, member), ("ZSCORE", key, member)], atomic=True
@@ -109,7 +105,7 @@ class Marking(SubmissionRow):
         """
         database = pick_database(db)
         member = _member(submission_id, attempt_id)
-        return bool(await database.client.zrem(cls._markers_key(database), member))
+        return bool(await database.client.zrem(database.keys.attempt_markers(), member))
 
     @classmethod
     async def list_attempt_markers(
@@ -128,7 +124,9 @@ class Marking(SubmissionRow):
         database = pick_database(db)
         found = cast(
             "list[tuple[bytes, float]]",
-            await database.client.zrange(cls._markers_key(database), 0, limit - 1, withscores=True),
+            await database.client.zrange(
+                database.keys.attempt_markers(), 0, limit - 1, withscores=True
+            ),
         )
         markers = []
         for member, score in found:
@@ -136,7 +134,7 @@ class Marking(SubmissionRow):
                 submission_id, attempt_id = json.loads(member)
                 markers.append(AttemptMarker(str(submission_id), str(attempt_id), _from_ms(score)))
             except (ValueError, TypeError) as exc:
-                key = cls._markers_key(database)
+                key = database.keys.attempt_markers()
                 raise DecodeError(
                     key, "member", f"{member[:80]!r} is not a marker ({exc})"
                 ) from None

@@ -38,9 +38,6 @@ Phase = Literal["before_provider", "provider_started", "tool_request_recorded", 
 DEFAULT_LEASE = dt.timedelta(seconds=30)
 #: A submission times out this long after its first claim unless told otherwise.
 DEFAULT_TIMEOUT = dt.timedelta(hours=1)
-#: The buckets submissions are spread over, by session: a session's submissions, its
-#: head, its deletion marker and its sequence counter share one bucket (one slot).
-SUBMISSION_BUCKETS = 16
 
 
 @dataclass(frozen=True)
@@ -136,26 +133,6 @@ class SubmissionRow(Model):
     # Keys ------------------------------------------------------------------------------
 
     @classmethod
-    def _bucket(cls, keys: KeySpace, value: str) -> KeySpace:
-        """The key space of the bucket ``value`` hashes to: a session's bucket (its rows,
-        head, marker and sequence), or a submission id's (its receipt)."""
-        return cls.__flue_spec__.keys_of(keys, value)
-
-    @classmethod
-    def journal_key(cls, keys: KeySpace, submission_id: str, session_id: str | None = None) -> str:
-        """Return the recovery journal hash of a submission (deleted with its row): in its
-        session's bucket, or, without ``session_id``, in the bucket ``keys`` names.
-
-        Example:
-            ```python
-            Submission.journal_key(db.keys, "sub-1", "s-1")
-            # 'flue::{submission:0}/journal:c3ViLTE'
-            ```
-        """
-        bucket = keys if session_id is None else cls._bucket(keys, session_id)
-        return bucket.owned(cls.__flue_spec__.collection, "journal", submission_id)
-
-    @classmethod
     def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
         """The journal goes with the row (``keys``: the row's bucket).
 
@@ -164,51 +141,7 @@ class SubmissionRow(Model):
             Submission.owned_keys(bucket_keys, "s")   # ['flue::{submission:6}/journal:cw']
             ```
         """
-        return [keys.owned(cls.__flue_spec__.collection, "journal", record_id)]
-
-    @classmethod
-    def _deleting_key(cls, keys: KeySpace, session_id: str) -> str:
-        """The session's deletion marker, in its bucket (a guard of its admissions)."""
-        bucket = cls._bucket(keys, session_id)
-        return bucket.owned(cls.__flue_spec__.collection, "deleting", session_id)
-
-    @classmethod
-    def _receipt_key(cls, keys: KeySpace, submission_id: str) -> str:
-        """The receipt (JSON) of a dispatch whose row was removed, in the bucket ``keys``
-        names (see :meth:`_receipt_keys`)."""
-        return keys.owned(cls.__flue_spec__.collection, "receipt", submission_id)
-
-    @classmethod
-    def _receipt_keys(cls, keys: KeySpace, submission_id: str) -> tuple[str, str]:
-        """The receipt of a dispatch whose row was removed, and the sorted set of its
-        bucket's receipts by when they were kept: in the bucket of its id (an admission
-        knows the id, not the session a reused id was admitted into)."""
-        bucket = cls._bucket(keys, submission_id)
-        collection = cls.__flue_spec__.collection
-        times = bucket.collection_key(collection, "receipt_times")
-        return cls._receipt_key(bucket, submission_id), times
-
-    @classmethod
-    def _session_key(cls, keys: KeySpace, session_id: str, name: str) -> str:
-        """``deletions`` (set of sessions whose deletion started) or ``sequence`` (clock
-        counter) of the session's bucket."""
-        return cls._bucket(keys, session_id).collection_key(cls.__flue_spec__.collection, name)
-
-    @classmethod
-    def _every_bucket_key(cls, keys: KeySpace, name: str) -> list[str]:
-        """The key ``name`` of every bucket (``deletions``, ``receipt_times``)."""
-        spec = cls.__flue_spec__
-        return [bucket.collection_key(spec.collection, name) for bucket in spec.bucket_keys(keys)]
-
-    @classmethod
-    def _collection_key(cls, keys: KeySpace, name: str) -> str:
-        """``attempt_markers`` (sorted set), one for the collection, in bucket 0."""
-        return keys.collection_key(cls.__flue_spec__.collection, name)
-
-    @classmethod
-    def _session_index(cls, keys: KeySpace, field_name: str, session_id: str) -> str:
-        """The equality index of ``field_name == session_id`` in the session's bucket."""
-        return cls.__flue_spec__.equality_key(cls._bucket(keys, session_id), field_name, session_id)
+        return [keys.journal(record_id)]
 
     # Reads and writes ------------------------------------------------------------------
 
@@ -349,7 +282,7 @@ class SubmissionRow(Model):
             ConflictError: another writer got there first (``retry_on_conflict`` retries).
             GuardError: a guard key exists.
         """
-        counter = (type(self)._session_key(db.keys, self.session_id, "sequence"), "sequence")
+        counter = (db.keys.session_submissions(self.session_id).sequence, "sequence")
         write = plan_save(self, db.keys, counter=counter if admitting else None)
         write.absent = guard or []
         write.hashes = hashes or {}
@@ -367,7 +300,7 @@ class SubmissionRow(Model):
             "sequence": self.sequence,
             "outcome": self.outcome,
         }
-        receipt_key, times = type(self)._receipt_keys(db.keys, self.id)
+        receipt_key, times = db.keys.receipt(self.id)
         await db.run_batch(
             [
                 ("SET", receipt_key, json.dumps(receipt)),
