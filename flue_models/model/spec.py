@@ -313,8 +313,9 @@ class ModelSpec:
             spec.unique_field("flue:user:uniq:email")   # 'email'
             ```
         """
-        field = unique_key.rsplit(":", 1)[1]
-        assert field in self.unique_fields, unique_key
+        field = unique_key.rpartition(":")[2]  # a field name (an identifier) holds no ':'
+        if field not in self.unique_fields:
+            raise ConfigurationError(f"{unique_key!r} is not a unique index of {self.model_name}.")
         return field
 
     def unique_claims(self, keys: KeySpace, values: dict[str, Any]) -> dict[str, bytes]:
