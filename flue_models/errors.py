@@ -443,7 +443,7 @@ class StreamConflictError(ConflictError):
     """``append_once`` reused an idempotency key with different events.
 
     Example:
-        >>> StreamConflictError("runs/1", "k", "0000000000000000_0000000000000003").key
+        >>> StreamConflictError("runs/1", "k", "0000000000000000_0000000000000002").key
         'k'
     """
 

@@ -9,12 +9,13 @@ from typing import Any
 
 from flue_models.cli.output import OK, NotFound, emit
 from flue_models.startup import connect
-from flue_models.state.events import TAIL_OUTAGE_SECONDS, EventStream, event_json, format_offset
+from flue_models.state.events import TAIL_OUTAGE_SECONDS, EventStream, event_json
 
 
 def _offset(text: str) -> str:
-    """Accept short offsets (``3``, ``0003``) as well as Flue's full form."""
-    return format_offset(int(text)) if text.isdigit() else text
+    """Accept short offsets (``3``, ``0003``: the last part of Flue's form, as the demo and
+    the dashboard print it) as well as the full form."""
+    return f"{0:016d}_{int(text):016d}" if text.isdigit() and text.isascii() else text
 
 
 async def _existing_stream(args: argparse.Namespace, db: Any) -> EventStream[dict[str, Any]]:

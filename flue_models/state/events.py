@@ -3,7 +3,7 @@
 A stream at ``path`` (``runs/<run id>``, ``agents/<name>/<id>``) keeps its metadata in
 a hash and its events in a Redis Stream with explicit ids ``0-<seq>``: reads are
 XRANGE, live tails wake on XREAD BLOCK, retention is XTRIM. Offsets shown to users keep
-Flue's format, ``0000000000000000_0000000000000001`` for the first event. A stream is in
+Flue's format, ``0000000000000000_0000000000000000`` for the first event. A stream is in
 a Cluster slot of its own, or, when it belongs to a record (a run's), in its record's
 bucket (see :meth:`~flue_models.keys.KeySpace.stream`).
 
@@ -66,22 +66,25 @@ TAIL_OUTAGE_SECONDS = 60.0
 def format_offset(seq: int) -> str:
     """Return the Flue offset of the ``seq``-th event (``-1`` before the first).
 
+    Flue numbers offsets from zero: the first event (stored as ``0-1``, since a Redis
+    Stream id is above ``0-0``) is ``..._0000``, the second ``..._0001``.
+
     Example:
-        >>> format_offset(1)
-        '0000000000000000_0000000000000001'
+        >>> format_offset(1), format_offset(2)
+        ('0000000000000000_0000000000000000', '0000000000000000_0000000000000001')
     """
-    return START if seq <= 0 else f"{0:016d}_{seq:016d}"
+    return START if seq <= 0 else f"{0:016d}_{seq - 1:016d}"
 
 
 def parse_offset(offset: str) -> int:
-    """Return the sequence number of a Flue offset (0 for ``-1``).
+    """Return the sequence number of the event at a Flue offset (0 for ``-1``).
 
     Raises:
         ConfigurationError: the offset is malformed.
 
     Example:
-        >>> parse_offset("0000000000000000_0000000000000042")
-        42
+        >>> parse_offset("0000000000000000_0000000000000000")
+        1
     """
     if offset == START:
         return 0
@@ -89,9 +92,9 @@ def parse_offset(offset: str) -> int:
     if not sep or not (high.isdigit() and low.isdigit()) or int(high) != 0:
         raise ConfigurationError(
             f"Malformed offset {offset!r}: expected '-1', 'now' or an offset such as "
-            "'0000000000000000_0000000000000001'."
+            "'0000000000000000_0000000000000000'."
         )
-    return int(low)
+    return int(low) + 1
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class Event(Generic[T]):
 
     Example:
         ```python
-        event.offset   # '0000000000000000_0000000000000001'
+        event.offset   # '0000000000000000_0000000000000000'
         event.data     # {'type': 'log', 'message': 'started'}
         ```
     """
@@ -169,7 +172,7 @@ class StreamInfo:
 
         Example:
             ```python
-            (await stream.meta()).head   # '0000000000000000_0000000000000003'
+            (await stream.meta()).head   # '0000000000000000_0000000000000002'
             ```
         """
         return format_offset(self.length)

@@ -105,7 +105,7 @@ async def test_short_offsets_are_accepted(db: fm.Database, redis_url: str) -> No
     await stream.create()
     await stream.append_many([{"n": 1}, {"n": 2}, {"n": 3}])
     common = ["--url", redis_url, "--prefix", db.keys.prefix]
-    for after in ("2", "0002", "0000000000000000_0000000000000002"):
+    for after in ("1", "0001", "0000000000000000_0000000000000001"):  # the second event
         result = await asyncio.to_thread(
             run_cli, "events", "read", "runs/short", "--after", after, *common
         )

@@ -31,10 +31,10 @@ async def stream(db: fm.Database) -> EventStream[dict[str, Any]]:
     return created
 
 
-async def test_offsets_start_at_one_and_increase_by_one(
+async def test_offsets_count_appends_from_the_first_events_zero(
     stream: EventStream[dict[str, Any]],
 ) -> None:
-    assert off(1) == "0000000000000000_0000000000000001"
+    assert off(1) == "0000000000000000_0000000000000000"
     assert [await stream.append({"n": i}) for i in range(3)] == [off(1), off(2), off(3)]
     assert await stream.append_many([{"n": 3}, {"n": 4}]) == [off(4), off(5)]
 

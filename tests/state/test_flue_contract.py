@@ -483,3 +483,21 @@ async def test_expired_listing_trusts_the_row(db: fm.Database) -> None:
     assert row.lease_expires_at > dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)
     assert await Submission.list_expired() == []
     assert await Submission.finish(attempt)
+
+
+async def test_the_first_event_is_offset_zero_and_the_second_one(db: fm.Database) -> None:
+    """Flue's event stream store contract numbers offsets from ``..._0000``."""
+    stream: fm.EventStream[dict[str, int]] = fm.EventStream("agents/offsets")
+    await stream.create()
+    assert (await stream.meta()).head == "-1"  # type: ignore[union-attr]
+    first = await stream.append({"n": 0})
+    second = await stream.append({"n": 1})
+    assert (first, second) == (
+        "0000000000000000_0000000000000000",
+        "0000000000000000_0000000000000001",
+    )
+    assert (await stream.meta()).head == second  # type: ignore[union-attr]
+    after_first = await stream.read(after=first)
+    assert [(e.offset, e.data) for e in after_first.events] == [(second, {"n": 1})]
+    assert after_first.next_offset == second
+    assert [e.offset for e in (await stream.read(after="-1")).events] == [first, second]
