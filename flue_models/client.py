@@ -62,6 +62,7 @@ from redis.exceptions import (
     InvalidResponse,
     MaxConnectionsError,
     MovedError,
+    NoPermissionError,
     NoScriptError,
     RedisClusterException,
     RedisError,
@@ -251,6 +252,8 @@ def translate(
         and not isinstance(exc, AuthenticationError | AuthorizationError)
     ):  # gone, or not speaking Redis (a protocol error): the connection is lost either way
         return ConnectionLostError(display, command, reason, unsafe=unsafe)
+    if isinstance(exc, NoPermissionError):
+        return CommandError.no_permission(command, reason)
     return CommandError(command, reason)
 
 

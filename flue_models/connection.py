@@ -23,6 +23,7 @@ from typing import Any
 from redis.exceptions import (
     AuthenticationError,
     InvalidResponse,
+    NoPermissionError,
     NoScriptError,
     RedisError,
     ResponseError,
@@ -283,6 +284,9 @@ class Database:
         for position, result in enumerate(results):
             if isinstance(result, Exception) and not return_errors:
                 name = str(commands[position][0]).upper()
+                if isinstance(result, NoPermissionError):
+                    key = next(iter(command_keys(commands[position])), None)
+                    raise CommandError.no_permission(name, str(result), key) from result
                 raise BatchCommandError(position, name, results) from result
         return results
 
@@ -321,9 +325,10 @@ class Database:
             found = await self.run_batch(commands[start:], atomic=True, return_errors=True)
             missing = next((i for i, r in enumerate(found) if isinstance(r, NoScriptError)), None)
             replies += found if missing is None else found[:missing]
-            for script, reply in zip(scripts[start:], found, strict=True):
-                if isinstance(reply, NoScriptError):  # it did not run: load it, send again
-                    await self.client.execute_command("SCRIPT LOAD", script.text)
+            for at, reply in enumerate(found, start):
+                if isinstance(reply, NoScriptError):  # it did not run: sent again as EVAL,
+                    # with its text (which cannot meet NOSCRIPT: this loop ends)
+                    commands[at] = ("EVAL", scripts[at].text, *commands[at][2:])
         for script, reply in zip(scripts, replies, strict=True):
             if isinstance(reply, ResponseError):
                 raise script_error(script.name, reply) from reply

@@ -1042,6 +1042,24 @@ class CommandError(FlueModelsError):
         self.command, self.reply = command, reply
         super().__init__(f"The server refused {command}: {reply}")
 
+    @classmethod
+    def no_permission(cls, command: str, reply: str, key: str | None = None) -> CommandError:
+        """Return the refusal of a command the user's ACL does not allow (``NOPERM``).
+
+        Example:
+            >>> str(CommandError.no_permission("HGETALL", "no access", "app::{meta}"))[:53]
+            "The server refused HGETALL on 'app::{meta}' (NOPERM: "
+        """
+        where = f" on {key!r}" if key is not None else ""
+        reply = reply.strip().removeprefix("NOPERM").strip()
+        error = cls(command, f"NOPERM {reply}")
+        error.args = (
+            f"The server refused {command}{where} (NOPERM: {reply}): the user's ACL does "
+            "not allow it. Give the user the key pattern of the prefix (~<prefix>::*) and "
+            "the commands the security page of the docs lists, or connect as another user.",
+        )
+        return error
+
 
 class ScriptError(CommandError):
     """A Lua script of the library was refused or failed; its name and the reply are kept.

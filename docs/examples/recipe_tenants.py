@@ -24,7 +24,7 @@ def tenant_rules(prefix: str, password: str) -> list[str]:
         "+@write",
         "-@dangerous",
         "+evalsha",
-        "+script|load",
+        "+eval",
         "+multi",
         "+exec",
         "+discard",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -294,10 +295,13 @@ def decode_cursor(fingerprint: str, cursor: str) -> tuple[str, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         payload = json.loads(raw)
         score, record_id, made_by = str(payload["s"]), str(payload["i"]), payload["q"]
-        float(score)
-    except (ValueError, KeyError, TypeError) as exc:
+        if math.isnan(float(score)):
+            raise ValueError("not a score")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        shown = repr(cursor)[:40] if isinstance(cursor, str) else type(cursor).__name__
         raise QueryError(
-            f"Malformed cursor {cursor!r}: {exc}. Pass back the next_cursor of a page unchanged."
+            f"Malformed cursor {shown}: not one this library made. Pass back the "
+            "next_cursor of a page unchanged."
         ) from None
     if made_by != fingerprint:
         raise QueryError(

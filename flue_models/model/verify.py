@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import ConfigurationError, DecodeError
+from flue_models.errors import ConfigurationError, ConflictError, DecodeError
 from flue_models.keys import encode_segment
 from flue_models.model.base import Model, iter_hashes
-from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
+from flue_models.model.spec import OWNED_FIELD, encode_owned
+from flue_models.model.writes import retry_on_conflict
 from flue_models.replies import reply_hash, reply_text
+from flue_models.scripts import checked_reply
 
 
 @dataclass(frozen=True)
@@ -277,11 +279,12 @@ async def repair_collection(
     """
     database = pick_database(db)
     spec = model.__flue_spec__
-    resave: set[str] = set()
+    resave: dict[str, int] = {}  # id -> drifts its restore repairs
     acted = 0
     for drift in report.drift:
         if drift.kind in ("missing", "wrong_score"):
-            resave.add(drift.record_id)
+            resave[drift.record_id] = resave.get(drift.record_id, 0) + 1
+            continue  # counted once restored
         elif drift.kind in ("stale", "orphan"):
             kind = "z" if drift.claimed is None else "u"
             member = drift.record_id if drift.claimed is None else drift.claimed
@@ -309,12 +312,14 @@ async def repair_collection(
             )  # fmt: skip
         elif drift.kind == "wrong_type" and _derived(database, spec.collection, drift.key):
             await database.client.delete(drift.key)
-            resave.update(await _ids_calling_for(model, database, drift.key))
+            for record_id in await _ids_calling_for(model, database, drift.key):
+                resave.setdefault(record_id, 0)
         else:
             continue
         acted += 1
-    for record_id in sorted(resave):
-        await _resave(model, database, record_id)
+    for record_id, drifts in sorted(resave.items()):
+        if await _resave(model, database, record_id):
+            acted += drifts
     return acted
 
 
@@ -342,11 +347,33 @@ async def _ids_calling_for(model: type[Model], db: Database, key: str) -> set[st
     return ids
 
 
-async def _resave(model: type[Model], db: Database, record_id: str) -> None:
-    async def attempt() -> None:
+async def _resave(model: type[Model], db: Database, record_id: str) -> bool:
+    """Put back every entry and claim the row calls for, checked in the writing call
+    against the row as read (its ``_owned``): a writer in between makes it read again. A
+    value another record holds is left (the drift stays in the next report)."""
+    spec = model.__flue_spec__
+
+    async def attempt() -> bool:
         (record,) = await model.read_records([record_id], db=db)
         if record is None or isinstance(record, DecodeError):
-            return
-        await run_writes(db, [plan_save(record, db.keys, owns_nothing=True)])
+            return False
+        keys = spec.keys_for(db.keys, record)
+        values = record._values()
+        entries, unique = spec.entries(keys, values), spec.unique_claims(keys, values)
+        reply = await db.scripts.call(
+            "index_restore",
+            keys=[keys.record(spec.collection, record_id), *entries, *unique],
+            args=[
+                record._flue_snapshot[OWNED_FIELD],
+                encode_owned(keys, entries, unique),
+                record_id,
+                len(entries), *entries.values(),
+                len(unique), *unique.values(),
+            ],
+        )  # fmt: skip
+        status, _reply = checked_reply("index_restore", reply, {"ok": 1, "changed": 1, "unique": 3})
+        if status == "changed":
+            raise ConflictError.stale(model.__name__, record_id, 0, 0)  # retried
+        return status == "ok"
 
-    await retry_on_conflict(attempt)
+    return await retry_on_conflict(attempt)

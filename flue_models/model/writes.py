@@ -40,7 +40,7 @@ from flue_models.errors import (
 from flue_models.keys import KeySpace
 from flue_models.model.buckets import check_collections
 from flue_models.model.spec import OWNED_FIELD, SEQ, encode_owned
-from flue_models.replies import reply_text
+from flue_models.replies import reply_hash, reply_text
 from flue_models.scripts import checked_reply
 
 if TYPE_CHECKING:
@@ -355,7 +355,10 @@ async def run_writes(
             reply, after = await db.scripts.call("save", keys=keys, args=args), []
         error = refusal(writes, reply)
         if error is not None:
-            raise error
+            landed = await own_write(db, writes) if isinstance(error, AlreadyExistsError) else None
+            if landed is None:
+                raise error
+            reply = ["ok", *(n for version in landed for n in (version, 0))]
     for w, version, counted in zip(writes, reply[1::2], reply[2::2], strict=True):
         record = w.record
         if w.mode == "c":
@@ -369,6 +372,33 @@ async def run_writes(
         record._flue_unique = w.unique
         record._flue_db = db
     return after
+
+
+async def own_write(db: Database, writes: list[Write]) -> list[int] | None:
+    """The stored versions of ``writes`` if each row holds exactly what its write sent:
+    a new record whose reply was lost, retried by the client, meets itself (or an equal
+    record, which is the same state); ``None`` otherwise. Plain saves only (no counter,
+    no owned keys: those are not in the row to compare).
+
+    Example:
+        ```python
+        versions = await own_write(db, writes)   # [7] after a lost reply, else None
+        ```
+    """
+    plain = all(
+        w.mode == "s" and w.counter is None and not w.lists and not w.hashes for w in writes
+    )
+    if not plain:
+        return None
+    rows = await db.run_batch([("HGETALL", w.key) for w in writes])
+    versions: list[int] = []
+    for w, raw in zip(writes, rows, strict=True):
+        stored = {reply_text(k): v for k, v in reply_hash(raw).items()}
+        version = stored.pop("version", b"")
+        if not version.isdigit() or stored != w.snapshot:
+            return None
+        versions.append(int(version))
+    return versions
 
 
 async def refuse_taken_ids(db: Database, records: Sequence[Model]) -> None:

@@ -10,7 +10,8 @@ KEYS and ARGV. Everything a script touches is passed in KEYS (DESIGN invariant 7
   a read script before it reads).
 
 A call sends EVALSHA and, on a NOSCRIPT reply (after ``SCRIPT FLUSH`` or a server
-restart), loads the text and sends it again (NOSCRIPT means it did not run). It goes
+restart), sends it again as ``EVAL`` with its text (NOSCRIPT means it did not run; EVAL
+caches the script again and cannot meet NOSCRIPT, however often another client flushes). It goes
 through the client's retries: a script that is not safe to repeat is called with
 ``unsafe=True``. Every error reply becomes a :class:`~flue_models.errors.ScriptError` (a
 refusal of the check phase a :class:`~flue_models.errors.CorruptDataError`), with
@@ -26,7 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import NoScriptError, OutOfMemoryError as RedisOutOfMemoryError, ResponseError
+from redis.exceptions import (
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError as RedisOutOfMemoryError,
+    ResponseError,
+)
 
 from flue_models.client import UNSAFE, FlueClient
 from flue_models.errors import (
@@ -82,6 +88,8 @@ def script_error(name: str, exc: ResponseError | CommandError) -> FlueModelsErro
         return CorruptDataError.not_a_number(name, words[1], words[2], " ".join(words[3:]))
     if isinstance(exc, RedisOutOfMemoryError) or message.startswith("OOM"):
         return OutOfMemoryError(name)
+    if isinstance(exc, NoPermissionError) or message.startswith("NOPERM"):
+        return CommandError.no_permission(f"the {name!r} script", message)
     return ScriptError(name, message)
 
 
@@ -211,9 +219,11 @@ class Scripts:
         try:
             try:
                 return await self._client.execute_command(*command, **{UNSAFE: unsafe})
-            except NoScriptError:  # flushed or restarted: it did not run
-                await self._client.execute_command("SCRIPT LOAD", script.text)
-                return await self._client.execute_command(*command, **{UNSAFE: unsafe})
+            except NoScriptError:  # flushed or restarted: it did not run. EVAL sends the
+                # text, which also caches it again, and cannot meet NOSCRIPT itself (a
+                # client flushing the cache in a loop cannot make us fail).
+                text = ("EVAL", script.text, *command[2:])
+                return await self._client.execute_command(*text, **{UNSAFE: unsafe})
         except CommandError as exc:
             cause = exc.__cause__
             raise script_error(name, cause if isinstance(cause, ResponseError) else exc) from exc

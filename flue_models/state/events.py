@@ -88,10 +88,11 @@ def parse_offset(offset: str) -> int:
     """
     if offset == START:
         return 0
-    high, sep, low = offset.partition("_")
-    if not sep or not (high.isdigit() and low.isdigit()) or int(high) != 0:
+    high, sep, low = str(offset).partition("_")
+    digits = high.isdigit() and low.isdigit() and high.isascii() and low.isascii()
+    if not sep or not digits or len(high) > 16 or len(low) > 16 or int(high) != 0:
         raise ConfigurationError(
-            f"Malformed offset {offset!r}: expected '-1', 'now' or an offset such as "
+            f"Malformed offset {str(offset)[:40]!r}: expected '-1', 'now' or an offset such as "
             "'0000000000000000_0000000000000000'."
         )
     return int(low) + 1

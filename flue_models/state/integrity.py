@@ -314,23 +314,28 @@ async def _repair_streams(db: Database, drift: list[Drift]) -> int:
     acted = 0
     for d in drift:
         if d.kind == "closed_set":
-            stream: EventStream[dict[str, Any]] = EventStream(d.record_id, db=db)
-            info = await stream.meta()
-            if info is not None and info.closed:
-                await db.client.zadd(d.key, {d.record_id: info.closed_ms or 0})
-            else:
-                await db.client.zrem(d.key, d.record_id)
-        elif d.kind == "open_stream":
-            await EventStream(WorkflowRun.stream_path(d.record_id), db=db).close()
+            await _repair_closed_set(db, d)
+        elif d.kind in ("open_stream", "missing_stream"):
+            if await WorkflowRun.sync_stream(d.record_id, db=db) is None:
+                continue  # the row says otherwise now: nothing to repair
         elif d.kind == "fork_mark":
             if not await _repair_fork_mark(db, d):
                 continue
-        elif d.kind == "missing_stream":
-            run = await WorkflowRun.get(d.record_id, db=db)
-            if run is None or run.status != "active":
-                continue
-            await run.events.create()
         else:
             continue
         acted += 1
     return acted
+
+
+async def _repair_closed_set(db: Database, drift: Drift) -> None:
+    """List a closed stream in the closed set, or drop an entry naming no closed stream;
+    neither undoes a close that lands meanwhile (a close lists its stream with its own,
+    later, time: ``GT`` keeps the later one, and an entry scored again is not dropped)."""
+    path = drift.record_id
+    info = await EventStream(path, db=db).meta()
+    if info is not None and info.closed:
+        await db.client.zadd(drift.key, {path: info.closed_ms or 0}, gt=True)
+        return
+    listed = await db.client.zscore(drift.key, path)
+    if listed is not None:
+        await db.scripts.call("zset_forget", keys=[drift.key], args=[path, listed])

@@ -32,7 +32,6 @@ from flue_models.errors import ConfigurationError
 from flue_models.model.query import Query
 from flue_models.model.writes import retry_on_conflict
 from flue_models.replies import reply_scored
-from flue_models.state.events import EventStream
 from flue_models.state.run import WorkflowRun
 from flue_models.state.submission import Submission
 
@@ -276,18 +275,28 @@ async def _candidates(db: Database, kind: str, cutoff: dt.datetime, limit: int) 
     """Up to ``limit`` members due, oldest first (merged over the kind's sets)."""
     if kind == "ended_runs":
         return (await _ended_runs(db, cutoff).id_page(limit)).ids
+    return [member for _score, member in await _scored(db, kind, cutoff, limit)]
+
+
+async def _scored(
+    db: Database, kind: str, cutoff: dt.datetime, limit: int
+) -> list[tuple[float, str]]:
+    """Up to ``limit`` (score, member) due, oldest first (merged over the kind's sets)."""
     bound = f"({_ms(cutoff)}"
     sets = _time_sets(db, kind)
     found = await db.run_batch(
         [("ZRANGEBYSCORE", key, "-inf", bound, "WITHSCORES", "LIMIT", 0, limit) for key in sets]
     )
-    scored = sorted((score, member) for reply in found for member, score in reply_scored(reply))
-    return [member for _score, member in scored[:limit]]
+    return sorted((score, member) for reply in found for member, score in reply_scored(reply))[
+        :limit
+    ]
 
 
 async def _prune_runs(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
     ids = await _candidates(db, "ended_runs", cutoff, limit)
     spec = WorkflowRun.__flue_spec__
+
+    closed = db.keys.closed_streams()
 
     async def remove(run_id: str) -> bool:
         run = await WorkflowRun.get(run_id, db=db)
@@ -296,9 +305,15 @@ async def _prune_runs(db: Database, cutoff: dt.datetime, limit: int) -> tuple[in
             return False
         if run.status == "active" or not run.ended_at or run.ended_at >= cutoff:
             return False
-        # The stream first: a crash in between leaves an ended run, pruned next time.
-        await EventStream(WorkflowRun.stream_path(run_id), db=db).delete()
-        return await run.delete(db=db)
+        path = WorkflowRun.stream_path(run_id)
+        listed = await db.client.zscore(closed, path)
+        # The row and its stream go in one call, under the row's version check: a run
+        # pruned and started again under this id since it was read is not touched.
+        if not await run.delete(db=db):
+            return False
+        if listed is not None:  # (another slot) unless the path was closed again since
+            await db.scripts.call("zset_forget", keys=[closed], args=[path, listed])
+        return True
 
     removed = [await retry_on_conflict(functools.partial(remove, i)) for i in ids]
     return sum(removed), len(ids) == limit
@@ -333,16 +348,18 @@ async def _prune_receipts(db: Database, cutoff: dt.datetime, limit: int) -> tupl
 
 
 async def _prune_streams(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:
-    paths = await _candidates(db, "closed_streams", cutoff, limit)
+    scored = await _scored(db, "closed_streams", cutoff, limit)
+    closed = db.keys.closed_streams()
     removed = 0
-    for path in paths:
-        stream: EventStream[dict[str, Any]] = EventStream(path, db=db)
-        info = await stream.meta()
-        if info is None or not info.closed or (info.closed_ms or 0) >= _ms(cutoff):
-            await db.client.zrem(db.keys.closed_streams(), path)  # not the truth: drop it
-            continue
-        removed += await stream.delete()
-    return removed, len(paths) == limit
+    for score, path in scored:
+        # Deleted only if still closed before the cutoff, checked in the same call: a
+        # stream made again at this path since it was listed is kept.
+        keys = list(db.keys.stream(path))
+        removed += int(await db.scripts.call("stream_drop", keys=keys, args=[_ms(cutoff)]))
+        # Its entry goes (kept or not, the stream no longer calls for this one) unless it
+        # was scored again since: a stream closed again keeps its new entry.
+        await db.scripts.call("zset_forget", keys=[closed], args=[path, repr(score)])
+    return removed, len(scored) == limit
 
 
 async def _prune_markers(db: Database, cutoff: dt.datetime, limit: int) -> tuple[int, bool]:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from flue_models.connection import Database, pick_database
 from flue_models.errors import AlreadyExistsError, DecodeError, StreamNotFoundError
-from flue_models.keys import RUN_BUCKETS, RUN_STREAMS, RUNS
+from flue_models.keys import RUN_BUCKETS, RUN_STREAMS, RUNS, KeySpace
 from flue_models.model.base import Model
 from flue_models.model.fields import Indexed, new_id
 from flue_models.model.query import OnError, Page, on_error_choice, page_size, unreadable
@@ -127,6 +127,45 @@ class WorkflowRun(Model):
         return f"{RUN_STREAMS}{run_id}"
 
     @classmethod
+    def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
+        """The run's stream (in its bucket) goes with it: deleting a run deletes its
+        events in the same call, under the run's version check.
+
+        Example:
+            ```python
+            WorkflowRun.owned_keys(db.keys, "r-1")   # the four keys of runs/r-1
+            ```
+        """
+        return list(keys.stream(cls.stream_path(record_id)))
+
+    @classmethod
+    async def sync_stream(cls, run_id: str, *, db: Database | None = None) -> str | None:
+        """Make the run's stream agree with its row, each step checked against the row in
+        the same call: created if the run is active and its stream is missing, closed if
+        the run ended and its stream is open. Safe to retry and to race with a run that
+        starts, ends or is pruned meanwhile: what the row says at the write decides.
+
+        Returns ``"created"``, ``"closed"`` or ``None`` (nothing to do).
+
+        Example:
+            ```python
+            await WorkflowRun.sync_stream("r-1")   # e.g. after a crash, or by verify --repair
+            ```
+        """
+        database = pick_database(db)
+        path = cls.stream_path(run_id)
+        meta, events, _once, _chunks = database.keys.stream(path)
+        row = cls.__flue_spec__.record_key(database.keys, run_id)
+        create = [path, "", *ACTIVE]
+        if await database.scripts.call("stream_create", keys=[meta, row], args=create):
+            return "created"
+        reply = await database.scripts.call("stream_close", keys=[meta, events, row], args=ACTIVE)
+        stream: EventStream[dict[str, Any]] = EventStream(path, db=database)
+        with contextlib.suppress(StreamNotFoundError):  # no stream, and none called for
+            return "closed" if await stream._closed(database, reply) else None
+        return None
+
+    @classmethod
     async def start(
         cls,
         workflow: str,
@@ -190,9 +229,10 @@ class WorkflowRun(Model):
 
     async def _ensure_stream(self) -> Self:
         """Create the events stream of an active run (idempotent: a crash may have cut
-        the start between saving the run and creating its stream)."""
+        the start between saving the run and creating its stream), checked against the
+        row as it is then (the run may have ended since this copy was read)."""
         if self.status == "active":
-            await self.events.create()
+            await type(self).sync_stream(self.id, db=self._database(None))
         return self
 
     @classmethod
@@ -227,10 +267,9 @@ class WorkflowRun(Model):
         with database.span(verb.get(status, "run.end"), cls.__flue_spec__.collection):
             outcome = await retry_on_conflict(attempt)
         if outcome is EndResult.ALREADY_ENDED:
-            # A stream left open by an older version (which closed it after the end), or
-            # a closed set the crash of a close left without its entry: closed again.
-            with contextlib.suppress(StreamNotFoundError):
-                await stream.close()
+            # A closed set the crash of a close left without its entry: closed again,
+            # unless the row says the run is active (started again under this id since).
+            await cls.sync_stream(run_id, db=database)
         return outcome
 
     async def _end_self(self, status: RunStatus, db: Database | None, **fields: Any) -> EndResult:

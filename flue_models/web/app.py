@@ -318,10 +318,10 @@ class _Views:
     async def requeue(self, form: dict[str, str]) -> dict[str, Any]:
         """Requeue a submission whose lease expired (``Submission.requeue_expired``)."""
         submission_id = _required(form, "submission_id")
-        return {
-            "submission_id": submission_id,
-            "requeued": await Submission.requeue_expired(submission_id, db=self.db),
-        }
+        requeued = await Submission.requeue_expired(submission_id, db=self.db)
+        if not requeued and await Submission.get(submission_id, db=self.db) is None:
+            raise HttpError(404, "NotFound", f"no submission {submission_id!r}")
+        return {"submission_id": submission_id, "requeued": requeued}
 
     async def prune(self, form: dict[str, str]) -> dict[str, Any]:
         """Prune by the ages given (``prune_all``, as ``flue-models prune``)."""

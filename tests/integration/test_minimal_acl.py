@@ -89,10 +89,22 @@ async def test_the_minimal_acl_keeps_the_user_in_its_prefix(
     minimal_user: str, key_prefix: str
 ) -> None:
     async with fm.connect(minimal_user, key_prefix=key_prefix) as db:
-        with pytest.raises(fm.errors.CommandError, match=r"(?i)permission"):
+        with pytest.raises(fm.errors.CommandError, match=r"NOPERM.*ACL does not allow"):
             await db.client.get("another-app:secret")
         nested = KeySpace(f"{key_prefix}:prod")  # a nested prefix is another user's
-        with pytest.raises(fm.errors.CommandError, match=r"(?i)permission"):
+        with pytest.raises(fm.errors.CommandError, match=r"NOPERM"):
             await db.client.get(nested.meta)
-        with pytest.raises(fm.errors.CommandError):
+        with pytest.raises(fm.errors.CommandError, match=r"(?i)NOPERM.*flushdb"):
             await db.client.flushdb()
+
+
+async def test_a_prefix_outside_the_users_acl_is_a_permission_error_not_a_foreign_schema(
+    minimal_user: str, key_prefix: str
+) -> None:
+    other = f"{key_prefix}-other"
+    with pytest.raises(fm.errors.CommandError, match=r"NOPERM") as refused:
+        async with fm.connect(minimal_user, key_prefix=other):
+            pass
+    assert not isinstance(refused.value, fm.errors.SchemaError)
+    assert f"{other}::{{meta}}" in str(refused.value)  # the key it was refused
+    assert "~<prefix>::*" in str(refused.value)  # and the pattern the ACL needs

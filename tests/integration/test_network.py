@@ -45,6 +45,22 @@ async def test_a_read_whose_reply_is_lost_is_retried(
     assert dropper.dropped == 1
 
 
+async def test_a_new_record_whose_reply_is_lost_is_saved_not_already_there(
+    via_proxy: fm.Database, dropper: ReplyDropper
+) -> None:
+    await Ticket(id="t-0", status="open", priority=0).save()  # the script is loaded
+    dropper.drop_next_reply()  # the create lands; the client retries it and meets it
+    ticket = await Ticket(id="t-1", status="open", priority=1).save()
+    assert dropper.dropped == 1
+    stored = await Ticket.get("t-1")
+    assert stored is not None
+    assert ticket._flue_version == stored._flue_version  # the copy knows what it wrote
+    ticket.priority = 2
+    await ticket.save()  # and saves on from there
+    with pytest.raises(fm.AlreadyExistsError):  # another copy is still refused
+        await Ticket(id="t-1", status="open", priority=9).save()
+
+
 async def test_an_append_whose_reply_is_lost_is_not_repeated(
     via_proxy: fm.Database, dropper: ReplyDropper
 ) -> None:

@@ -200,11 +200,16 @@ async def test_requeue_an_expired_submission(db: fm.Database) -> None:
     async with client_for(db, allow_actions=True, csrf=csrf) as web:
         page = await web.get("/submissions?view=expired")
         assert page.text.count(">Requeue<") == 2
-        for submission_id, requeued in (("p-1", True), ("p-2", False), ("nope", False)):
+        for submission_id, requeued in (("p-1", True), ("p-2", False)):
             done = await web.post(
                 "/api/actions/requeue", data={"submission_id": submission_id, "csrf": csrf.token}
             )
             assert done.json() == {"submission_id": submission_id, "requeued": requeued}
+        unknown = await web.post(
+            "/api/actions/requeue", data={"submission_id": "nope", "csrf": csrf.token}
+        )
+        assert unknown.status_code == 404  # as cancel of an unknown run; the CLI exits 3
+        assert unknown.json()["error"]["type"] == "NotFound"
     row = await Submission.get("p-1")
     assert row is not None
     assert row.status == "queued"

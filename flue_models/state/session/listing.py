@@ -48,11 +48,13 @@ class Listing(Appending):
             limit: entries per page: default 100, at most 1000; zero or less means the
                 default.
 
-        Each page reads about ``limit`` entries (O(page), whatever the session's length);
-        its entries are oldest first. Appends between pages do not move the cursor.
+        Each page reads about ``limit`` entries (O(page), whatever the session's length
+        and whatever ``before`` says: a position past the end reads the last page); its
+        entries are oldest first. Appends between pages do not move the cursor.
 
         Raises:
-            ConfigurationError: ``before`` is not a cursor of this method.
+            ConfigurationError: ``before`` is not a cursor of this method (one to 19
+                digits).
 
         Example:
             ```python
@@ -64,17 +66,21 @@ class Listing(Appending):
         size = page_size(limit)
         end: int | None = None
         if before is not None:
-            if not before.isdigit() or not before.isascii():
-                raise ConfigurationError(f"{before!r} is not a Session.history cursor.")
+            if (
+                not (isinstance(before, str) and before.isdigit() and before.isascii())
+                or len(before) > 19
+            ):
+                raise ConfigurationError(
+                    f"{str(before)[:40]!r} is not a Session.history cursor (a position: "
+                    "the next_cursor of a page)."
+                )
             end = int(before)
         session = await cls.get(session_id, db=database)
         if session is None:
             return None
-        if end is None:
-            (length,) = await database.run_batch(
-                [("LLEN", database.keys.session(session_id).entries)]
-            )
-            end = session.base + int(length)
+        (length,) = await database.run_batch([("LLEN", database.keys.session(session_id).entries)])
+        last = session.base + int(length)
+        end = last if end is None else min(end, last)  # never walk from past the end
         step = size
         while True:
             start = max(0, end - step)

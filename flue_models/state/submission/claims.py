@@ -24,7 +24,7 @@ from typing import Any, Self
 from flue_models.connection import Database, pick_database
 from flue_models.model.query import Query
 from flue_models.model.writes import retry_on_conflict
-from flue_models.replies import reply_pairs, reply_text
+from flue_models.replies import reply_pairs, reply_scored
 from flue_models.state.submission.row import (
     DEFAULT_LEASE,
     DEFAULT_TIMEOUT,
@@ -54,30 +54,47 @@ class Claiming(SubmissionRow):
         """Each session's head: its unsettled submission with the lowest sequence.
 
         The ``open_session`` index proposes the order and the rows decide: an entry whose
-        row is missing, settled or of another session (a stale entry) is passed over.
-        ``known`` rows were read by the caller and are not read again.
+        row is missing, settled or of another session (a stale entry) is passed over, and
+        the head is the open row with the lowest ``sequence`` (its own, not its entry's
+        score). An entry scored otherwise than its row's sequence (a stale score) makes
+        the whole index of that session be read, so it cannot put a later submission
+        first. ``known`` rows were read by the caller and are not read again.
         """
         rows: dict[str, Self] = dict(known or {})
         heads: dict[str, Self | None] = {}
         pending, start, window = sorted(set(session_ids)), 0, 4
+        whole: set[str] = set()  # sessions whose index showed a stale score: read it all
         while pending:
             stop = start + window - 1
             by_session = [db.keys.session_submissions(s).open for s in pending]
-            replies = await db.run_batch([("ZRANGE", key, start, stop) for key in by_session])
-            proposed = {
-                s: [reply_text(m) for m in reply] for s, reply in zip(pending, replies, strict=True)
-            }
+            replies = await db.run_batch(
+                [
+                    ("ZRANGE", key, *((0, -1) if s in whole else (start, stop)), "WITHSCORES")
+                    for s, key in zip(pending, by_session, strict=True)
+                ]
+            )
+            scored = {s: reply_scored(r) for s, r in zip(pending, replies, strict=True)}
+            proposed = {s: [i for i, _score in entries] for s, entries in scored.items()}
             session_of = {i: s for s, ids in proposed.items() for i in ids if i not in rows}
             unread = sorted(session_of)
             if unread:
                 sessions = [session_of[i] for i in unread]
-                found, _now = await cls._read_many(db, unread, sessions)
-                rows.update({row.id: row for row in found if row is not None})
+                read, _now = await cls._read_many(db, unread, sessions)
+                rows.update({row.id: row for row in read if row is not None})
             pending = []
-            for session_id, ids in proposed.items():
+            for session_id, entries in scored.items():
+                ids = proposed[session_id]
                 open_rows = [rows[i] for i in ids if i in rows and rows[i]._open_in(session_id)]
-                if open_rows or len(ids) < window:
-                    heads[session_id] = open_rows[0] if open_rows else None
+                stale = any(
+                    rows[i].sequence != score
+                    for i, score in entries
+                    if i in rows and rows[i]._open_in(session_id)
+                )
+                if stale and session_id not in whole:
+                    whole.add(session_id)  # a stale score: this window's order is not sure
+                    pending.append(session_id)
+                elif open_rows or len(ids) < window or session_id in whole:
+                    heads[session_id] = min(open_rows, key=lambda r: r.sequence, default=None)
                 else:
                     pending.append(session_id)  # only stale entries so far: look further
             start += window
@@ -269,14 +286,18 @@ class Claiming(SubmissionRow):
         """
 
         def change(row: Self, now: dt.datetime) -> bool:
-            if row.owner_id != attempt.owner_id or row.input_applied_at is not None:
-                return False
-            row.status = "queued"
-            row.attempt_id = row.owner_id = row.lease_expires_at = None
-            row.input_applied_at = None
-            return True
+            return row.owner_id == attempt.owner_id and row._requeued()
 
         return await cls._fenced(db, attempt, change)
+
+    def _requeued(self) -> bool:
+        """Give this running row back to the queue (on the copy), unless its input was
+        applied; return whether it changed."""
+        if self.input_applied_at is not None:
+            return False
+        self.status = "queued"
+        self.attempt_id = self.owner_id = self.lease_expires_at = None
+        return True
 
     @classmethod
     async def renew_leases(
@@ -374,12 +395,19 @@ class Claiming(SubmissionRow):
             return False
         if row.owner_id is None or row.lease_expires_at is None:
             return False
-        if row.lease_expires_at >= await database.server_time():
-            return False
         expired = Attempt(
             row.id, row.attempt_id, row.owner_id, row.lease_expires_at, row.session_id
         )
-        return await cls.requeue(expired, db=database)
+
+        def change(row: Self, now: dt.datetime) -> bool:
+            # Checked on the row the write is version-checked against, with the server
+            # time read with it: a lease renewed since the first read is not taken.
+            lease = row.lease_expires_at
+            return (
+                row.owner_id is not None and lease is not None and lease < now and row._requeued()
+            )
+
+        return await cls._fenced(database, expired, change)
 
     @classmethod
     async def replace_attempt(

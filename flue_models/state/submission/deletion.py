@@ -74,28 +74,28 @@ class Deleting(SubmissionRow):
             ```
         """
         database = pick_database(db)
-        marker = database.keys.session_submissions(session_id).deleting
+        own = database.keys.session_submissions(session_id)
         token = uuid.uuid4().hex
-        await cls._take_marker(database, session_id, marker, token)
+
+        async def marker(op: str) -> bool:
+            keys, args = [own.deleting, own.deletions], [op, token, session_id, DELETION_LEASE_MS]
+            return bool(await database.scripts.call("session_deletion", keys=keys, args=args))
+
+        if not await marker("take"):
+            raise SessionDeletingError(session_id)
+        ended = True  # refused (busy, the snapshot's own error) or finished: unlisted
         try:
             open_count = await cls._open_count(database, session_id)
             if open_count:
                 raise SessionBusyError(session_id, open_count)
             if delete_snapshot is not None:
-                try:
-                    await delete_snapshot(session_id)
-                except BaseException:
-                    await cls._forget_deletion(database, session_id)
-                    raise
-            removed = await cls._remove_settled(database, session_id, marker, token)
+                await delete_snapshot(session_id)
+            ended = False  # cut short from here on: listed as interrupted
+            removed = await cls._remove_settled(database, session_id, own.deleting, token)
+            ended = True
         finally:
-            await database.scripts.call("lock_release", keys=[marker], args=[token])
-        await cls._forget_deletion(database, session_id)
+            await marker("end" if ended else "release")
         return removed
-
-    @classmethod
-    async def _forget_deletion(cls, db: Database, session_id: str) -> None:
-        await db.client.srem(db.keys.session_submissions(session_id).deletions, session_id)
 
     @classmethod
     async def _open_count(cls, db: Database, session_id: str) -> int:
@@ -104,25 +104,6 @@ class Deleting(SubmissionRow):
         ids = [reply_text(i) for i in await db.client.zrange(by_session, 0, -1)]
         rows, _now = await cls._read_many(db, ids, [session_id] * len(ids))
         return sum(1 for r in rows if r is not None and r._open_in(session_id))
-
-    @classmethod
-    async def _take_marker(cls, db: Database, session_id: str, marker: str, token: str) -> None:
-        """Hold the session's deletion marker, or refuse: another deletion holds it."""
-        deletions = db.keys.session_submissions(session_id).deletions
-        taken, _added = await db.run_batch(
-            [
-                ("SET", marker, token, "NX", "PX", DELETION_LEASE_MS),
-                ("SADD", deletions, session_id),
-            ],
-            atomic=True,
-            unsafe=True,  # a repeat would find its own marker and refuse
-        )
-        if taken:
-            return
-        if int(await db.client.pttl(marker)) == -1:  # left by a version without leases
-            await db.client.set(marker, token, px=DELETION_LEASE_MS)
-            return
-        raise SessionDeletingError(session_id)
 
     @classmethod
     async def _remove_settled(cls, db: Database, session_id: str, marker: str, token: str) -> int:
