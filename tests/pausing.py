@@ -36,6 +36,11 @@ def command(name: str, *args: Any) -> Callable[[Command], bool]:
     return lambda sent: tuple(_text(p) for p in sent[: len(wanted)]) == wanted
 
 
+def either(*matchers: Callable[[Command], bool]) -> Callable[[Command], bool]:
+    """Accept what any of ``matchers`` accepts."""
+    return lambda sent: any(m(sent) for m in matchers)
+
+
 def _text(part: Any) -> Any:
     if isinstance(part, bytes):
         return part.decode("utf-8", "replace")
@@ -95,3 +100,14 @@ async def paused_before(
             else:
                 setattr(target, name, before_patch)
     assert fired, "the pause never came: no command matched"
+
+
+@asynccontextmanager
+async def recorded(db: fm.Database) -> AsyncIterator[list[Command]]:
+    """Yield the list of commands the library sends through ``db`` meanwhile."""
+
+    async def nothing() -> None:
+        return None
+
+    async with paused_before(db, lambda _command: True, nothing) as seen:
+        yield seen

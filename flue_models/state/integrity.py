@@ -332,10 +332,9 @@ async def _repair_closed_set(db: Database, drift: Drift) -> None:
     neither undoes a close that lands meanwhile (a close lists its stream with its own,
     later, time: ``GT`` keeps the later one, and an entry scored again is not dropped)."""
     path = drift.record_id
+    listed = await db.client.zscore(drift.key, path)  # before the stream is read
     info = await EventStream(path, db=db).meta()
     if info is not None and info.closed:
         await db.client.zadd(drift.key, {path: info.closed_ms or 0}, gt=True)
-        return
-    listed = await db.client.zscore(drift.key, path)
-    if listed is not None:
+    elif listed is not None:  # closed since the score was read: it was scored again
         await db.scripts.call("zset_forget", keys=[drift.key], args=[path, listed])
