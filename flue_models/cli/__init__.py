@@ -63,6 +63,18 @@ def _interrupted(exc: BaseException) -> bool:
 
 sys.excepthook = _quiet_interrupt
 
+
+def _quiet_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    # A Ctrl-C that lands in a finalizer or a weakref callback of the import machinery
+    # (``_get_module_lock.<locals>.cb``) is swallowed there and printed as "Exception
+    # ignored in": it was remembered (main() then exits 130), so nothing is printed.
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) or _SIGINT_AT_START_UP:
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+sys.unraisablehook = _quiet_unraisable
+
 import argparse
 import asyncio
 import importlib
