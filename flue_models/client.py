@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -318,6 +318,58 @@ def queueable(args: tuple[Any, ...]) -> bool:
 
 
 Command = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+class FluePool(BlockingConnectionPool):
+    """redis-py's waiting pool, with a fast path: a free connection is handed out, and
+    taken back, without the condition, the timeout and the observability hooks around
+    them (tens of µs per command); a caller waits the slow way only when none is free.
+
+    Each connection handed out is still checked as redis-py checks it (connected, no
+    unread data), and a release wakes a waiting caller whenever one waits.
+
+    Example:
+        ```python
+        pool = FluePool.from_url("redis://localhost:6379/0", max_connections=10, timeout=5)
+        ```
+    """
+
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
+        """A free connection at once, checked; else wait as redis-py's pool does.
+
+        Example:
+            ```python
+            connection = await pool.get_connection()
+            ```
+        """
+        busy = getattr(self, "_in_maintenance", False) or self._lock.locked()
+        if self._available_connections and not busy:
+            connection = self._available_connections.pop()
+            self._in_use_connections.add(connection)
+            try:
+                await self.ensure_connection(connection)
+            except BaseException:
+                await self.release(connection)
+                raise
+            return connection
+        return await super().get_connection()  # type: ignore[no-untyped-call]
+
+    async def release(self, connection: Any) -> None:
+        """Take a connection back; wake a caller waiting for one, if any.
+
+        Example:
+            ```python
+            await pool.release(connection)
+            ```
+        """
+        waiting = self._condition._waiters  # (asyncio.Condition keeps its waiters here)
+        if waiting:
+            await super().release(connection)
+            return
+        await ConnectionPool.release(self, connection)
+        if waiting:  # one began to wait while the connection was being taken back
+            async with self._condition:
+                self._condition.notify()
 
 
 class Coalescer:
@@ -605,7 +657,7 @@ def make_client(url: str, *, display: str, settings: ClientSettings, **options: 
     """
     _check_settings(settings, options)
     size, wait, timeout = settings.pool_size, settings.pool_timeout, settings.timeout
-    pool = BlockingConnectionPool.from_url(
+    pool = FluePool.from_url(
         url,
         max_connections=size,
         timeout=wait,

@@ -15,9 +15,16 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 from pydantic._internal._model_construction import ModelMetaclass
+from redis.exceptions import ResponseError
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import AlreadyExistsError, ConfigurationError, CorruptDataError, DecodeError
+from flue_models.errors import (
+    AlreadyExistsError,
+    CommandError,
+    ConfigurationError,
+    CorruptDataError,
+    DecodeError,
+)
 from flue_models.keys import KeySpace
 from flue_models.model.buckets import check_collections
 from flue_models.model.expressions import AllOf, Condition, FieldRef
@@ -169,7 +176,8 @@ class Model(BaseModel, metaclass=_ModelMeta):
         self._flue_db = stored._flue_db
 
     def _values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__flue_spec__.codecs}
+        fields = self.__dict__  # where pydantic keeps field values (no __getattr__)
+        return {name: fields[name] for name in self.__flue_spec__.codecs}
 
     def _database(self, db: Database | None) -> Database:
         return pick_database(db, own=self._flue_db)
@@ -412,13 +420,15 @@ class Model(BaseModel, metaclass=_ModelMeta):
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "?"
             raise DecodeError(key, where, f"is invalid: {first['msg']}") from None
-        record._flue_version = int(version_text)
         if owned is None:  # every save writes it: a row without it was not written by us
             raise DecodeError(key, OWNED_FIELD, "is missing (the index entries the row owns)")
         snapshot[OWNED_FIELD] = owned
-        record._flue_entries, record._flue_unique = decode_owned(db.keys, key, owned)
-        record._flue_snapshot = snapshot
-        record._flue_db = db
+        entries, unique = decode_owned(db.keys, key, owned)
+        private = record.__pydantic_private__ or {}  # (not through pydantic's __setattr__)
+        private["_flue_version"] = int(version_text)
+        private["_flue_entries"], private["_flue_unique"] = entries, unique
+        private["_flue_snapshot"] = snapshot
+        private["_flue_db"] = db
         return record
 
     @classmethod
@@ -440,11 +450,20 @@ class Model(BaseModel, metaclass=_ModelMeta):
             order = await Order.get("o-1", partition="acme")
             ```
         """
-        if partition is None:
-            (found,) = await cls.get_many([record_id], db=db)
-            return found
         database = pick_database(db)
         spec = cls.__flue_spec__
+        if partition is None:
+            if spec.directed:  # every bucket may hold it: ask them all
+                (found,) = await cls.get_many([record_id], db=database)
+                return found
+            key = spec.record_key(database.keys, record_id)
+            if spec.collection not in database.checked_buckets:  # once per database
+                await check_collections(database, [spec])
+            with database.span("get", spec.collection):
+                (item,) = await cls._read_keys([key], database)
+            if isinstance(item, DecodeError):
+                raise item
+            return item
         if spec.partition_by == "id":
             raise ConfigurationError(
                 f"{cls.__name__} is placed by id (no Meta.partition_by); read it by id alone."
@@ -621,6 +640,14 @@ async def read_hashes(db: Database, keys: Sequence[str]) -> list[dict[bytes, byt
                 ...   # a string where a record should be
         ```
     """
+    if len(keys) == 1:  # one command: no batch to build (a get)
+        try:
+            raw = await db.client.execute_command("HGETALL", keys[0])
+        except CommandError as exc:  # in its place, as a batch returns it
+            if not isinstance(exc.__cause__, ResponseError) or "NOPERM" in exc.reply:
+                raise
+            return [exc.__cause__]
+        return [raw if isinstance(raw, dict) else reply_hash(raw)]
     replies = await db.run_batch([("HGETALL", key) for key in keys], return_errors=True)
     return [raw if isinstance(raw, dict | Exception) else reply_hash(raw) for raw in replies]
 

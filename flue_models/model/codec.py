@@ -104,6 +104,42 @@ def _int_problem(value: int) -> str | None:
     return None
 
 
+def is_plain_json(value: Any) -> bool:
+    """Whether ``value`` is made of plain JSON values (dicts with str keys, lists, tuples,
+    str, int, float, bool, None) that can all be stored exactly: one quick pass that
+    builds no paths. ``False`` for a problem or for any other type (``value_problem``'s
+    full walk then says where and why, or that there is none).
+
+    Example:
+        >>> is_plain_json({"a": [1, "é", None]}), is_plain_json({"a": float("nan")})
+        (True, False)
+    """
+    bound = _int_bound(max_int_digits())
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() and _text_problem(item) is not None:
+                return False
+        elif kind is dict:
+            for key, child in item.items():
+                if type(key) is not str or (not key.isascii() and _text_problem(key)):
+                    return False
+                stack.append(child)
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif kind is int:
+            if not -bound < item < bound:
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif item is not None and kind is not bool:
+            return False
+    return True
+
+
 def value_problem(value: Any) -> str | None:
     """Say why ``value`` (a JSON-like tree, Pydantic models included) cannot be stored
     exactly, or return ``None``: a non-finite float (JSON has none; Pydantic would write
@@ -116,6 +152,8 @@ def value_problem(value: Any) -> str | None:
         >>> value_problem({"ok": 1}) is None
         True
     """
+    if is_plain_json(value):
+        return None
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         item, path = stack.pop()
@@ -279,22 +317,28 @@ class FieldCodec:
             >>> codec_for("d", dict[str, int]).encode({"b": 2, "a": 1})
             b'{"a":1,"b":2}'
         """
-        self.check(value)
         kind = self.kind
+        # The common kinds check as they encode (one pass, the same refusals as check()).
+        if kind == "str":
+            try:
+                return str(value).encode()
+            except UnicodeEncodeError:
+                raise self._refuse(_text_problem(str(value)) or "cannot be encoded") from None
+        if kind == "datetime":
+            return self._aware(value).isoformat(timespec="microseconds").encode()
+        if kind == "int":
+            if (problem := _int_problem(int(value))) is not None:
+                raise self._refuse(problem)
+            return str(int(value)).encode()
+        self.check(value)
         if kind == "bytes":
             return bytes(value)
-        if kind == "str":
-            return str(value).encode()
         if kind == "bool":
             return b"1" if value else b"0"
-        if kind == "int":
-            return str(int(value)).encode()
         if kind == "float":
             return repr(float(value)).encode()
         if kind == "decimal":
             return str(value).encode()
-        if kind == "datetime":
-            return self._aware(value).isoformat(timespec="microseconds").encode()
         if kind == "date":
             return value.isoformat().encode()  # type: ignore[no-any-return]
         if kind == "uuid":

@@ -134,9 +134,12 @@ def plan_save(
     encoded = {
         name: spec.codecs[name].encode(value) for name, value in values.items() if value is not None
     }
-    stored = record._flue_snapshot
+    # The private state, read once from where pydantic keeps it (each attribute access
+    # would go through its __getattr__).
+    private = record.__pydantic_private__ or {}
+    stored, version = private["_flue_snapshot"], private["_flue_version"]
     placed = spec.partition_by
-    if placed != "id" and record._flue_version and stored.get(placed) != encoded[placed]:
+    if placed != "id" and version and stored.get(placed) != encoded[placed]:
         name = type(record).__name__
         raise ConfigurationError(
             f"{name} {record.id!r}: {placed!r} places the record and cannot change; nothing "
@@ -150,15 +153,14 @@ def plan_save(
         seq_scored = {k for k, score in entries.items() if shifted.get(k) != score}
         encoded[counter[1]] = SEQ.encode()
     encoded[OWNED_FIELD] = encode_owned(keys, entries, unique, seq_scored)
-    # Read the private state once: each access goes through pydantic's __getattr__.
-    old_entries, old_unique = record._flue_entries, record._flue_unique
+    old_entries, old_unique = private["_flue_entries"], private["_flue_unique"]
     if owns_nothing:
         old_entries, old_unique = {}, {}
     return Write(
         record=record,
         mode="s",
-        key=keys.record(spec.collection, record.id),
-        expected=record._flue_version,
+        key=keys.record(spec.collection, values["id"]),
+        expected=version,
         hset={k: v for k, v in encoded.items() if stored.get(k) != v},
         hdel=[k for k in stored if k not in encoded],
         zrem=[
@@ -239,25 +241,21 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
     keys: list[str] = [version_counter]
     args: list[Any] = [len(writes)]
     for w in writes:
-        keys.append(w.key)
-        args += [w.mode, w.record.id, w.expected, len(w.hset)]
-        for name, value in w.hset.items():
-            args += [name, value]
-        args += [len(w.hdel), *w.hdel, len(w.zrem)]
-        keys += w.zrem
-        args.append(len(w.zadd))
-        for key, score in w.zadd.items():
-            keys.append(key)
-            args.append(SEQ if key in w.seq_scored else repr(score))
-        args.append(len(w.claims))
+        scores = ",".join(SEQ if k in w.seq_scored else repr(s) for k, s in w.zadd.items())
+        head = (
+            f"{w.mode} {w.expected} {len(w.zrem)} {len(w.claims)} {len(w.releases)} "
+            f"{len(w.lists) + len(w.hashes)} {len(w.absent)} "
+            f"{'-' if w.counter is None else w.counter[1]} "
+            f"{','.join(w.hset)} {','.join(w.hdel)} {scores}"
+        )
+        keys += [w.key, *w.zrem, *w.zadd]
+        args += [head, w.record.id, *w.hset.values()]
         for key, value, _field in w.claims:
             keys.append(key)
             args.append(value)
-        args.append(len(w.releases))
         for key, value in w.releases:
             keys.append(key)
             args.append(value)
-        args.append(len(w.lists) + len(w.hashes))
         for key, elements in w.lists.items():
             keys.append(key)
             args += ["l", len(elements), *elements]
@@ -266,13 +264,9 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
             args += ["h", 2 * len(fields)]
             for name, value in fields.items():
                 args += [name, value]
-        args.append(len(w.absent))
         keys += w.absent
-        if w.counter is None:
-            args.append("")
-        else:
+        if w.counter is not None:
             keys.append(w.counter[0])
-            args.append(w.counter[1])
     return keys, args
 
 
@@ -366,11 +360,12 @@ async def run_writes(
         if w.counter is not None:  # the field's value came from the script: plan again
             object.__setattr__(record, w.counter[1], int(counted))
             w = plan_save(record, db.keys)
-        record._flue_version = int(version)
-        record._flue_snapshot = w.snapshot
-        record._flue_entries = w.entries
-        record._flue_unique = w.unique
-        record._flue_db = db
+        private = record.__pydantic_private__ or {}  # (not through pydantic's __setattr__)
+        private["_flue_version"] = int(version)
+        private["_flue_snapshot"] = w.snapshot
+        private["_flue_entries"] = w.entries
+        private["_flue_unique"] = w.unique
+        private["_flue_db"] = db
     return after
 
 

@@ -14,53 +14,57 @@
 --   n_list keys the record owns, each replaced by the elements in ARGV: a list ("l"),
 --   or a hash ("h", elements are field, value pairs); no elements removes the key
 --   (a delete passes every owned key so),
---   n_absent keys that must not exist for the write to happen (guards).
--- ARGV: n_records, then per record:
---   mode ("s" save, "d" delete, "c" check: the version check only, nothing written),
---   id, expected version (0: must not exist),
---   n_hset, field, value, ...,   n_hdel, field, ...,
---   n_zrem,   n_zadd, score, ...,   n_claim, value, ...,   n_release, value, ...,
---   n_list, then per owned key: kind ("l" | "h"), n_elements, element, ...,   n_absent,
---   counter field ("" for none; else the next KEY is a clock counter whose next value
---   becomes that field, the scores given as "#seq", and the "#seq" scores in _owned's
---   JSON: the larger of its value + 1 and the server time in microseconds, so it
---   increases per counter and follows the clock across counters)
+--   n_absent keys that must not exist for the write to happen (guards),
+--   the clock counter, when the record has a counter field (see below).
+-- ARGV: n_records, then per record, packed (every count, name and score of a record in
+-- one argument; only the values, which may hold any byte, one argument each):
+--   the head: "<mode> <expected> <n_zrem> <n_claim> <n_release> <n_list> <n_absent>
+--     <counter field or -> <hset names,...> <hdel names,...> <zadd scores,...>", where
+--     mode is "s" save, "d" delete, "c" check (the version check only, nothing
+--     written), expected the version read (0: must not exist), names are field names
+--     (identifiers: no space, no comma) and a score "#seq" is the counter's new value;
+--   the id, then one value per hset name, then n_claim claimed values, n_release
+--     released values, then per owned key: its kind ("l" | "h"), n_elements, elements.
+--   A counter field takes the clock counter's next value: the larger of its value + 1
+--   and the server time in microseconds, so it increases per counter and follows the
+--   clock across counters; so do the "#seq" scores and those in _owned's JSON.
 -- Returns {"ok", new_version, counter_value, ...} (0s for a delete, counter_value 0 with
 --   no counter), or, writing nothing,
 --   {"conflict", record_number, stored_version} or
 --   {"unique", record_number, claim_number, holder_id} or
 --   {"guard", record_number, guard_number}   (numbers count from 1).
 
+local function split(text)
+  local parts = {}
+  for part in string.gmatch(text, '[^,]+') do table.insert(parts, part) end
+  return parts
+end
+
 local records = {}
 local a, k = 2, 2
 for r = 1, tonumber(ARGV[1]) do
-  local rec = {mode = ARGV[a], id = ARGV[a + 1], expected = tonumber(ARGV[a + 2]), key = KEYS[k]}
-  a, k = a + 3, k + 1
+  local mode, expected, n_zrem, n_claim, n_release, n_list, n_absent, counter, names, hdel,
+    scores = string.match(ARGV[a], '^(%a) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%S+) (%S*) (%S*) (%S*)$')
+  if not mode then return redis.error_reply('ERR save: malformed record head ' .. ARGV[a]) end
+  local rec = {mode = mode, id = ARGV[a + 1], expected = tonumber(expected), key = KEYS[k]}
+  a, k = a + 2, k + 1
   rec.hset = {}
-  for _ = 1, tonumber(ARGV[a]) do
-    table.insert(rec.hset, ARGV[a + 1]); table.insert(rec.hset, ARGV[a + 2]); a = a + 2
+  for _, name in ipairs(split(names)) do
+    table.insert(rec.hset, name); table.insert(rec.hset, ARGV[a]); a = a + 1
   end
-  a = a + 1
-  rec.hdel = {}
-  for _ = 1, tonumber(ARGV[a]) do table.insert(rec.hdel, ARGV[a + 1]); a = a + 1 end
-  a = a + 1
+  rec.hdel = split(hdel)
   rec.zrem = {}
-  for _ = 1, tonumber(ARGV[a]) do table.insert(rec.zrem, KEYS[k]); k = k + 1 end
-  a = a + 1
+  for _ = 1, tonumber(n_zrem) do table.insert(rec.zrem, KEYS[k]); k = k + 1 end
   rec.zadd = {}
-  local n_zadd = tonumber(ARGV[a]); a = a + 1
-  for _ = 1, n_zadd do table.insert(rec.zadd, {KEYS[k], ARGV[a]}); k = k + 1; a = a + 1 end
+  for _, score in ipairs(split(scores)) do table.insert(rec.zadd, {KEYS[k], score}); k = k + 1 end
   rec.claims = {}
-  local n_claim = tonumber(ARGV[a]); a = a + 1
-  for _ = 1, n_claim do table.insert(rec.claims, {KEYS[k], ARGV[a]}); k = k + 1; a = a + 1 end
+  for _ = 1, tonumber(n_claim) do table.insert(rec.claims, {KEYS[k], ARGV[a]}); k = k + 1; a = a + 1 end
   rec.releases = {}
-  local n_release = tonumber(ARGV[a]); a = a + 1
-  for _ = 1, n_release do
+  for _ = 1, tonumber(n_release) do
     table.insert(rec.releases, {KEYS[k], ARGV[a]}); k = k + 1; a = a + 1
   end
   rec.lists = {}
-  local n_list = tonumber(ARGV[a]); a = a + 1
-  for _ = 1, n_list do
+  for _ = 1, tonumber(n_list) do
     local list = {key = KEYS[k], kind = ARGV[a], elements = {}}
     k = k + 1
     local n_elements = tonumber(ARGV[a + 1]); a = a + 2
@@ -68,22 +72,23 @@ for r = 1, tonumber(ARGV[1]) do
     table.insert(rec.lists, list)
   end
   rec.absent = {}
-  local n_absent = tonumber(ARGV[a]); a = a + 1
-  for _ = 1, n_absent do table.insert(rec.absent, KEYS[k]); k = k + 1 end
-  if ARGV[a] ~= '' then rec.counter, rec.counter_field = KEYS[k], ARGV[a]; k = k + 1 end
-  a = a + 1
+  for _ = 1, tonumber(n_absent) do table.insert(rec.absent, KEYS[k]); k = k + 1 end
+  if counter ~= '-' then rec.counter, rec.counter_field = KEYS[k], counter; k = k + 1 end
   records[r] = rec
 end
 
 -- Check phase: nothing is written unless every record passes. First the type of every
 -- key the write phase touches, and the parse of every number it reads.
+-- (The counter's own parse is its INCRBY, the first write: see below.)
 local bad = flue_expect(KEYS[1], 'string')
-  or flue_integer(KEYS[1], 'value', redis.call('GET', KEYS[1]))
 if bad then return bad end
 for _, rec in ipairs(records) do
   bad = flue_expect(rec.key, 'hash')
-    or flue_integer(rec.key, 'version', redis.call('HGET', rec.key, 'version'))
   if bad then return bad end
+  local stored = redis.call('HGET', rec.key, 'version')
+  bad = flue_integer(rec.key, 'version', stored)
+  if bad then return bad end
+  rec.stored = tonumber(stored or '0')
   for _, key in ipairs(rec.zrem) do
     bad = flue_expect(key, 'zset')
     if bad then return bad end
@@ -111,9 +116,10 @@ for _, rec in ipairs(records) do
   end
 end
 local releasing, claiming = {}, {}
+local saves = 0
 for r, rec in ipairs(records) do
-  local stored = tonumber(redis.call('HGET', rec.key, 'version') or '0')
-  if stored ~= rec.expected then return {'conflict', r, stored} end
+  if rec.stored ~= rec.expected then return {'conflict', r, rec.stored} end
+  if rec.mode == 's' then saves = saves + 1 end
   for g, key in ipairs(rec.absent) do
     if redis.call('EXISTS', key) == 1 then return {'guard', r, g} end
   end
@@ -133,8 +139,18 @@ for r, rec in ipairs(records) do
   end
 end
 
--- Write phase.
+-- Write phase. The versions first, in one INCRBY: the counter is read (and refused when
+-- it holds no integer) before anything else is written.
 local versions = {'ok'}
+local next_version = 0
+if saves > 0 then
+  local counted = redis.pcall('INCRBY', KEYS[1], saves)
+  if type(counted) == 'table' and counted.err then
+    return redis.error_reply('FLUE_CORRUPT ' .. KEYS[1] .. ' value '
+      .. tostring(redis.call('GET', KEYS[1])))
+  end
+  next_version = counted - saves + 1
+end
 -- A counter field takes its value here, after every check passed (a refused write
 -- consumes no number): '#seq' in the hash values, the scores and _owned becomes it.
 -- (As Python writes a float score: "7.0", so _owned stays byte-equal to its encoding.
@@ -168,7 +184,8 @@ for _, rec in ipairs(records) do
     table.insert(versions, 0)
     table.insert(versions, 0)
   else
-    local version = redis.call('INCR', KEYS[1])
+    local version = next_version
+    next_version = next_version + 1
     local seq, seq_text = 0, '0'
     if rec.counter then
       seq, seq_text = next_tick(rec.counter)
@@ -178,8 +195,9 @@ for _, rec in ipairs(records) do
       end
     end
     if #rec.hdel > 0 then redis.call('HDEL', rec.key, unpack(rec.hdel)) end
-    if #rec.hset > 0 then redis.call('HSET', rec.key, unpack(rec.hset)) end
-    redis.call('HSET', rec.key, 'version', version)
+    table.insert(rec.hset, 'version')
+    table.insert(rec.hset, version)
+    redis.call('HSET', rec.key, unpack(rec.hset))
     for _, entry in ipairs(rec.zadd) do
       redis.call('ZADD', entry[1], entry[2] == '#seq' and seq_text or entry[2], rec.id)
     end

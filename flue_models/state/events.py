@@ -43,7 +43,7 @@ from flue_models.errors import (
     StreamNotFoundError,
 )
 from flue_models.keys import RUN_STREAM_NAMES, RUNS, StreamKeys
-from flue_models.model.codec import canonical_json, value_problem
+from flue_models.model.codec import canonical_json, is_plain_json, value_problem
 from flue_models.model.query import MAX_PAGE, page_size
 from flue_models.replies import reply_pairs, reply_text
 from flue_models.scripts import checked_reply
@@ -254,6 +254,8 @@ class EventStream(Generic[T]):
         return db.keys.stream(self.path)
 
     def _encode(self, data: T | Mapping[str, Any]) -> str:
+        if self.model is None and type(data) is dict and is_plain_json(data):
+            return canonical_json(data)  # what the checks and the dump below would give
         if isinstance(data, BaseModel | Mapping) and (problem := value_problem(data)):
             raise EncodingError(f"An event of {self.path!r} {problem}; nothing was appended.")
         if isinstance(data, BaseModel):
