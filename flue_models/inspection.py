@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
+from flue_models.client import RetryPolicy, with_retries
 from flue_models.errors import (
     CommandError,
     PersistenceWarning,
@@ -111,7 +112,53 @@ class _OnNode:
         return await self.client.execute_command(*args, target_nodes=self.node)
 
 
-Readable = Redis | _OnNode
+class _Read:
+    """A client whose answers to the commands the inspection may send were read ahead, in
+    one round trip: each is answered from there (an error reply raised as the client
+    would raise it), any other goes to the client."""
+
+    def __init__(self, client: Redis, replies: dict[tuple[str, ...], Any]) -> None:
+        self.client, self.replies = client, replies
+
+    async def execute_command(self, *args: str) -> Any:
+        if args not in self.replies:
+            return await self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+        reply = self.replies[args]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+#: What reading one server may ask, in the order it asks (read ahead in one pipeline).
+READ_AHEAD: tuple[tuple[str, ...], ...] = (
+    ("INFO", "server"),
+    ("CONFIG", "GET", "cluster-enabled"),
+    ("INFO", "cluster"),
+    ("INFO", "memory"),
+    ("CONFIG", "GET", "maxmemory-policy"),
+    ("CONFIG", "GET", "appendonly"),
+    ("CONFIG", "GET", "save"),
+    ("INFO", "persistence"),
+)
+
+
+async def _read_ahead(client: Redis) -> _Read:
+    """The answers to :data:`READ_AHEAD`, in one round trip (retried as every command of
+    the library is: a lost connection raises the library's error)."""
+
+    async def send() -> list[Any]:
+        async with client.pipeline(transaction=False) as pipe:
+            for command in READ_AHEAD:
+                pipe.execute_command(*command)
+            return list(await pipe.execute(raise_on_error=False))
+
+    policy = getattr(client, "flue_policy", RetryPolicy())
+    display = getattr(client, "flue_display", "")
+    replies = await with_retries(send, policy, display, "INFO")
+    return _Read(client, dict(zip(READ_AHEAD, replies, strict=True)))
+
+
+Readable = Redis | _OnNode | _Read
 
 
 async def _call(client: Readable, *args: str) -> Any:
@@ -182,7 +229,7 @@ async def read_server(client: Redis | RedisCluster) -> ServerReport:
     if isinstance(client, RedisCluster):
         reports = [await _read_one(_OnNode(client, n)) for n in client.get_primaries()]
         return dataclasses.replace(reports[0], primaries=tuple(reports))
-    return await _read_one(client)
+    return await _read_one(await _read_ahead(client))
 
 
 async def _read_one(client: Readable) -> ServerReport:
