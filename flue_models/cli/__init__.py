@@ -17,17 +17,16 @@ pydantic.
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-from types import TracebackType
-
 # Ctrl-C stops the command from here on, even when it was started with SIGINT ignored
-# (as background jobs of a non-interactive shell are). This runs before any import of
-# the library (``import flue_models`` itself imports nothing, and a command's module is
-# imported only when it runs), so the window in which a Ctrl-C could be lost is the
-# interpreter's own start-up; one that lands during those imports ends the process
-# without a traceback.
+# (as background jobs of a non-interactive shell are). This is the module's first
+# statement, through the interpreter's built-in ``_signal`` (loaded at start-up: no file
+# is read, unlike ``import signal``), and it runs before any import of the library
+# (``import flue_models`` itself imports nothing, and a command's module is imported
+# only when it runs), so the window in which a Ctrl-C could be lost is the interpreter's
+# own start-up; one that lands during the imports below ends the process without a
+# traceback.
+import _signal  # type: ignore[import-not-found,unused-ignore]
+
 _SIGINT_AT_START_UP: list[bool] = []
 
 
@@ -36,7 +35,12 @@ def _start_up_sigint(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-signal.signal(signal.SIGINT, _start_up_sigint)  # main() puts the default handler back
+_signal.signal(_signal.SIGINT, _start_up_sigint)  # main() puts the default handler back
+
+import os  # (after the handler, on purpose)
+import signal
+import sys
+from types import TracebackType
 
 
 def _quiet_interrupt(
