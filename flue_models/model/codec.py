@@ -252,6 +252,8 @@ class FieldCodec:
     domain: tuple[Any, ...] = ()
 
     def _aware(self, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is dt.UTC:  # the common case: nothing to convert or to check
+            return value
         if value.tzinfo is None or value.utcoffset() is None:
             raise EncodingError(
                 f"Field {self.name!r} holds a naive datetime ({value.isoformat()}); give it a "

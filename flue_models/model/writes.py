@@ -442,6 +442,8 @@ def one_bucket(keys: KeySpace, writes: Sequence[Write]) -> KeySpace:
         ```
     """
     spec = writes[0].record.__flue_spec__
+    if len(writes) == 1:
+        return spec.keys_for(keys, writes[0].record)
     found = {spec.keys_for(keys, w.record).bucket for w in writes}
     if len(found) > 1:
         raise ConfigurationError(
@@ -462,6 +464,8 @@ def refuse_duplicates(records: Sequence[Model]) -> None:
         refuse_duplicates([ticket, other_copy_of_ticket])   # ConfigurationError
         ```
     """
+    if len(records) < 2:
+        return
     seen: set[tuple[str, str]] = set()
     for record in records:
         identity = (record.__flue_spec__.collection, record.id)
