@@ -16,8 +16,9 @@ with ``flue_unsafe=True``: it is retried only when it provably never reached the
 error says it may or may not have run.
 
 redis-py's own retry is turned off (it would repeat every command, unsafe ones included),
-and its pool is a ``BlockingConnectionPool``: a caller waits for a free connection up to
-the pool timeout instead of failing at a fixed count.
+and its pool is a :class:`FluePool` (redis-py's ``BlockingConnectionPool`` with a fast
+path): a caller waits for a free connection up to the pool timeout instead of failing at
+a fixed count, and pays nothing for the waiting when a connection is free.
 
 **Automatic pipelining**: while a command of the client is in flight, the commands other
 tasks send meanwhile are queued and go out together, at the end of the event loop's
