@@ -38,6 +38,9 @@ from flue_models.model.spec import (
     decode_owned,
 )
 from flue_models.model.writes import (
+    Held,
+    held,
+    hold,
     plan_delete,
     plan_save,
     refuse_duplicates,
@@ -119,11 +122,9 @@ class Model(BaseModel, metaclass=_ModelMeta):
 
     __flue_spec__: ClassVar[ModelSpec]
 
-    _flue_version: int = PrivateAttr(default=0)
-    _flue_snapshot: dict[str, bytes] = PrivateAttr(default_factory=dict)
-    _flue_entries: dict[str, float] = PrivateAttr(default_factory=dict)
-    _flue_unique: dict[str, bytes] = PrivateAttr(default_factory=dict)
-    _flue_db: Database | None = PrivateAttr(default=None)
+    #: What this copy knows the store holds for it (see :class:`Held`), in one private
+    #: attribute: pydantic sets each private attribute up on every record it builds.
+    _flue: Held | None = PrivateAttr(default=None)
 
     id: str = new_id()
 
@@ -169,11 +170,49 @@ class Model(BaseModel, metaclass=_ModelMeta):
         """Make this copy equal to ``stored``, a fresh read of the same record."""
         for name in type(self).model_fields:
             object.__setattr__(self, name, getattr(stored, name))
-        self._flue_version = stored._flue_version
-        self._flue_snapshot = stored._flue_snapshot
-        self._flue_entries = stored._flue_entries
-        self._flue_unique = stored._flue_unique
-        self._flue_db = stored._flue_db
+        held(self)  # (set up, so the line below replaces this copy's own)
+        self.__pydantic_private__["_flue"] = held(stored)  # type: ignore[index]
+
+    # The parts of the held state, by name (each read and write goes through Held).
+    @property
+    def _flue_version(self) -> int:
+        return held(self).version
+
+    @_flue_version.setter
+    def _flue_version(self, value: int) -> None:
+        hold(self, version=value)
+
+    @property
+    def _flue_snapshot(self) -> dict[str, bytes]:
+        return held(self).snapshot
+
+    @_flue_snapshot.setter
+    def _flue_snapshot(self, value: dict[str, bytes]) -> None:
+        hold(self, snapshot=value)
+
+    @property
+    def _flue_entries(self) -> dict[str, float]:
+        return held(self).entries
+
+    @_flue_entries.setter
+    def _flue_entries(self, value: dict[str, float]) -> None:
+        hold(self, entries=value)
+
+    @property
+    def _flue_unique(self) -> dict[str, bytes]:
+        return held(self).unique
+
+    @_flue_unique.setter
+    def _flue_unique(self, value: dict[str, bytes]) -> None:
+        hold(self, unique=value)
+
+    @property
+    def _flue_db(self) -> Database | None:
+        return held(self).db
+
+    @_flue_db.setter
+    def _flue_db(self, value: Database | None) -> None:
+        hold(self, db=value)
 
     def _values(self) -> dict[str, Any]:
         fields = self.__dict__  # where pydantic keeps field values (no __getattr__)
@@ -424,11 +463,9 @@ class Model(BaseModel, metaclass=_ModelMeta):
             raise DecodeError(key, OWNED_FIELD, "is missing (the index entries the row owns)")
         snapshot[OWNED_FIELD] = owned
         entries, unique = decode_owned(db.keys, key, owned)
-        private = record.__pydantic_private__ or {}  # (not through pydantic's __setattr__)
-        private["_flue_version"] = int(version_text)
-        private["_flue_entries"], private["_flue_unique"] = entries, unique
-        private["_flue_snapshot"] = snapshot
-        private["_flue_db"] = db
+        record.__pydantic_private__["_flue"] = Held(  # type: ignore[index]
+            int(version_text), snapshot, entries, unique, db
+        )
         return record
 
     @classmethod

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from flue_models.connection import Database
 from flue_models.errors import (
@@ -50,6 +50,51 @@ R = TypeVar("R")
 
 #: Attempts :func:`retry_on_conflict` makes before it gives up with the last conflict.
 MAX_ATTEMPTS = 50
+
+
+class Held(NamedTuple):
+    """What a copy of a record knows the store holds for it: the version it was read or
+    written at, the encoded fields, the index entries and unique claims it owns, and the
+    database it belongs to. Immutable: a change replaces it, so copies never share one.
+
+    Example:
+        ```python
+        held(ticket).version   # 7
+        ```
+    """
+
+    version: int
+    snapshot: dict[str, bytes]
+    entries: dict[str, float]
+    unique: dict[str, bytes]
+    db: Database | None
+
+
+def held(record: Model) -> Held:
+    """The state ``record`` holds (set up empty for a copy never read or written).
+
+    Example:
+        ```python
+        held(Ticket(status="open", priority=1)).version   # 0
+        ```
+    """
+    private = cast("dict[str, Any]", record.__pydantic_private__)  # (a Model has one)
+    found: Held | None = private.get("_flue")
+    if found is None:
+        found = private["_flue"] = Held(0, {}, {}, {}, None)
+    return found
+
+
+def hold(record: Model, **changes: Any) -> None:
+    """Replace parts of the state ``record`` holds (see :class:`Held`).
+
+    Example:
+        ```python
+        hold(ticket, version=8)
+        ```
+    """
+    new = held(record)._replace(**changes)
+    record.__pydantic_private__["_flue"] = new  # type: ignore[index]
 
 
 @dataclass
@@ -134,10 +179,8 @@ def plan_save(
     encoded = {
         name: spec.codecs[name].encode(value) for name, value in values.items() if value is not None
     }
-    # The private state, read once from where pydantic keeps it (each attribute access
-    # would go through its __getattr__).
-    private = record.__pydantic_private__ or {}
-    stored, version = private["_flue_snapshot"], private["_flue_version"]
+    state = held(record)  # what the copy knows the store holds, read once
+    stored, version = state.snapshot, state.version
     placed = spec.partition_by
     if placed != "id" and version and stored.get(placed) != encoded[placed]:
         name = type(record).__name__
@@ -153,7 +196,7 @@ def plan_save(
         seq_scored = {k for k, score in entries.items() if shifted.get(k) != score}
         encoded[counter[1]] = SEQ.encode()
     encoded[OWNED_FIELD] = encode_owned(keys, entries, unique, seq_scored)
-    old_entries, old_unique = private["_flue_entries"], private["_flue_unique"]
+    old_entries, old_unique = state.entries, state.unique
     if owns_nothing:
         old_entries, old_unique = {}, {}
     return Write(
@@ -360,12 +403,9 @@ async def run_writes(
         if w.counter is not None:  # the field's value came from the script: plan again
             object.__setattr__(record, w.counter[1], int(counted))
             w = plan_save(record, db.keys)
-        private = record.__pydantic_private__ or {}  # (not through pydantic's __setattr__)
-        private["_flue_version"] = int(version)
-        private["_flue_snapshot"] = w.snapshot
-        private["_flue_entries"] = w.entries
-        private["_flue_unique"] = w.unique
-        private["_flue_db"] = db
+        record.__pydantic_private__["_flue"] = Held(  # type: ignore[index]
+            int(version), w.snapshot, w.entries, w.unique, db
+        )
     return after
 
 
