@@ -535,10 +535,11 @@ def decode_owned(
         >>> decode_owned(KeySpace("p"), "p::t:x", b'{"u":{},"z":{"t:all":1.0}}')
         ({'p::t:all': 1.0}, {})
     """
+    head = keys.head  # (what keys.absolute() puts before a relative key, inlined)
     try:
-        owned = json.loads(raw)
-        entries = {keys.absolute(k): float(score) for k, score in owned["z"].items()}
-        unique = {keys.absolute(k): decode_segment(v) for k, v in owned["u"].items()}
+        owned = json.loads(raw.decode())
+        entries = {head + k: float(score) for k, score in owned["z"].items()}
+        unique = {head + k: decode_segment(v) for k, v in owned["u"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DecodeError(record_key, OWNED_FIELD, f"holds {raw[:80]!r}: {exc}") from None
     return entries, unique
