@@ -433,8 +433,8 @@ async def open_database(
     given = url or url_from_environment()
     if given is not None:
         db = _make_database(parse_url(given), keys, client_name, None, chosen)
-        await _ping(db)
-        return await _to_cluster_if_enabled(db, chosen)
+        info = await _ping(db, "INFO", "cluster")  # (one round trip for both questions)
+        return await _to_cluster_if_enabled(db, chosen, info)
     embedded = EmbeddedServer(data_dir if data_dir is not None else data_dir_from_environment())
     async with embedded.locked():
         record, _started = await asyncio.to_thread(embedded.ensure_running)
@@ -443,19 +443,11 @@ async def open_database(
     return db
 
 
-async def _to_cluster_if_enabled(db: Database, settings: ClientSettings) -> Database:
+async def _to_cluster_if_enabled(db: Database, settings: ClientSettings, info: Any) -> Database:
     """Replace a standalone client by a cluster client when the server is a Cluster node
-    (``INFO cluster``: ``cluster_enabled:1``); keep it otherwise, or when INFO is refused
-    (the start-up checks then refuse what they cannot read). Any other failure closes the
-    client and raises."""
-    try:
-        info = await db.client.execute_command("INFO", "cluster")
-    except CommandError:
-        return db
-    except BaseException:
-        await db.close()
-        raise
-    if parse_info(info).get("cluster_enabled", "0").strip() != "1":
+    (``info``, its ``INFO cluster``: ``cluster_enabled:1``); keep it otherwise, or when
+    INFO was refused (``None``: the start-up checks then refuse what they cannot read)."""
+    if info is None or parse_info(info).get("cluster_enabled", "0").strip() != "1":
         return db
     await db.client.aclose()
     cluster = _make_database(db.url, db.keys, db.client_name, None, settings, cluster=True)
@@ -484,11 +476,18 @@ def _make_database(
     return Database(client, url, keys, client_name=client_name, embedded=embedded)
 
 
-async def _ping(db: Database) -> None:
-    """PING once, without retries: a server that is not there fails start-up at once."""
+async def _ping(db: Database, *command: str) -> Any:
+    """Send ``command`` (``PING`` by default) once, without retries: a server that is not
+    there fails start-up at once. Return its reply; ``None`` when the user's ACL denies
+    the command (the server answered: it is there).
+    """
     try:
-        await db.client.execute_command("PING", **{POLICY: RetryPolicy(retries=0)})
+        return await db.client.execute_command(
+            *(command or ("PING",)), **{POLICY: RetryPolicy(retries=0)}
+        )
     except (FlueModelsError, RedisError, OSError) as exc:
+        if isinstance(exc, CommandError) and isinstance(exc.__cause__, NoPermissionError):
+            return None
         await db.client.aclose()
         db._closed = True
         cause = exc.__cause__ if isinstance(exc, FlueModelsError) and exc.__cause__ else exc
