@@ -170,7 +170,6 @@ class Model(BaseModel, metaclass=_ModelMeta):
         """Make this copy equal to ``stored``, a fresh read of the same record."""
         for name in type(self).model_fields:
             object.__setattr__(self, name, getattr(stored, name))
-        held(self)  # (set up, so the line below replaces this copy's own)
         self.__pydantic_private__["_flue"] = held(stored)  # type: ignore[index]
 
     # The parts of the held state, by name (each read and write goes through Held).
