@@ -18,14 +18,16 @@ pydantic.
 from __future__ import annotations
 
 # Ctrl-C stops the command from here on, even when it was started with SIGINT ignored
-# (as background jobs of a non-interactive shell are). This is the module's first
-# statement, through the interpreter's built-in ``_signal`` (loaded at start-up: no file
-# is read, unlike ``import signal``), and it runs before any import of the library
-# (``import flue_models`` itself imports nothing, and a command's module is imported
-# only when it runs), so the window in which a Ctrl-C could be lost is the interpreter's
-# own start-up; one that lands during the imports below ends the process without a
-# traceback.
+# (as background jobs of a non-interactive shell are). The handler and the hooks that keep
+# an interrupted start-up quiet are in place before any import that reads a file: the
+# three modules below are loaded at interpreter start-up (``_signal`` is the built-in
+# behind ``signal``), and this runs before any import of the library (``import
+# flue_models`` itself imports nothing, and a command's module is imported only when it
+# runs). So the window in which a Ctrl-C could be lost is the interpreter's own start-up;
+# one that lands during the imports below ends the process with status 130, quietly.
 import _signal  # type: ignore[import-not-found,unused-ignore]
+import os
+import sys
 
 _SIGINT_AT_START_UP: list[bool] = []
 
@@ -33,14 +35,6 @@ _SIGINT_AT_START_UP: list[bool] = []
 def _start_up_sigint(signum: int, frame: object) -> None:
     _SIGINT_AT_START_UP.append(True)  # remembered: the interrupt may come back disguised
     raise KeyboardInterrupt
-
-
-_signal.signal(_signal.SIGINT, _start_up_sigint)  # main() puts the default handler back
-
-import os  # (after the handler, on purpose)
-import signal
-import sys
-from types import TracebackType
 
 
 def _quiet_interrupt(
@@ -65,9 +59,6 @@ def _interrupted(exc: BaseException) -> bool:
     return False
 
 
-sys.excepthook = _quiet_interrupt
-
-
 def _quiet_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
     # A Ctrl-C that lands in a finalizer or a weakref callback of the import machinery
     # (``_get_module_lock.<locals>.cb``) is swallowed there and printed as "Exception
@@ -77,14 +68,18 @@ def _quiet_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+sys.excepthook = _quiet_interrupt
 sys.unraisablehook = _quiet_unraisable
+_signal.signal(_signal.SIGINT, _start_up_sigint)  # main() puts the default handler back
 
 import argparse
 import asyncio
 import importlib
+import signal  # (after the handler, on purpose: it reads a file)
 import traceback
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
+from types import TracebackType
 from typing import Any, TextIO
 
 from flue_models.cli.output import FAILED, INTERRUPTED, NOT_FOUND, PIPE_CLOSED, NotFound
