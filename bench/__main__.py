@@ -98,6 +98,7 @@ async def measure(options: argparse.Namespace) -> tuple[list[Row], dict[str, Any
         print("measuring streams and sessions", file=sys.stderr)
         rows += await bench.streams(ops(300))
         rows += await bench.sessions(ops(300))
+        rows.append(await bench.submissions(ops(100)))
         rows.append(await bench.tail_latency(ops(200)))
         rows.append(await bench.connect_time(ops(10)))
         print(

@@ -78,6 +78,41 @@ return 1
 """
 
 
+#: The raw side of a submission's life, one script per step (the writes the library's
+#: admission, claim and finish make, without their checks): KEYS[1] the row, KEYS[2] the
+#: session's sequence counter, KEYS[3..] the index sets; ARGV[1] the step, ARGV[2] the id.
+RAW_SUBMISSION = """
+local id = ARGV[2]
+if ARGV[1] == 'admit' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], 'id', id, 'session_id', ARGV[3], 'kind', 'dispatch',
+    'input', ARGV[4], 'status', 'queued', 'sequence', seq, 'accepted_at', ARGV[5],
+    'attempt_count', 0, 'max_attempts', 10, 'open_session', ARGV[3], 'version', 1)
+  for i = 3, 6 do redis.call('ZADD', KEYS[i], seq, id) end
+  return seq
+elseif ARGV[1] == 'claim' then
+  local seq = redis.call('HGET', KEYS[1], 'sequence')
+  redis.call('HSET', KEYS[1], 'status', 'running', 'attempt_id', ARGV[3], 'owner_id', 'w',
+    'lease_expires_at', ARGV[4], 'attempt_count', 1)
+  redis.call('HINCRBY', KEYS[1], 'version', 1)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZADD', KEYS[4], seq, id)
+  redis.call('ZADD', KEYS[5], seq, id)
+  redis.call('ZADD', KEYS[6], ARGV[5], id)
+  return 1
+end
+local seq = redis.call('HGET', KEYS[1], 'sequence')
+redis.call('HDEL', KEYS[1], 'owner_id', 'lease_expires_at', 'open_session')
+redis.call('HSET', KEYS[1], 'status', 'settled', 'settled_at', ARGV[3], 'outcome', 'completed')
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+for i = 3, 6 do redis.call('ZREM', KEYS[i], id) end
+redis.call('ZADD', KEYS[7], seq, id)
+redis.call('ZADD', KEYS[8], ARGV[4], id)
+return 1
+"""
+
+
 def status_of(n: int) -> str:
     """The status of seeded record ``n``: every other one is open."""
     return "open" if n % 2 else "closed"
@@ -130,6 +165,7 @@ class Bench:
         self.save_script = self.raw.register_script(RAW_SAVE)
         self.append_script = self.raw.register_script(RAW_APPEND)
         self.session_script = self.raw.register_script(RAW_SESSION_APPEND)
+        self.submission_script = self.raw.register_script(RAW_SUBMISSION)
         await self.raw.script_load(RAW_SAVE)  # pipelined EVALSHA does not load it
         return self
 
@@ -475,6 +511,38 @@ class Bench:
                 note="raw: MULTI HGETALL + LRANGE + JSON decode",
             ),
         ]
+
+    async def submissions(self, ops: int = 100) -> Row:
+        """A dispatch admitted, claimed and finished, one after the other (the library's
+        claim by id alone reads the id's bucket among 16; the raw side knows its key)."""
+
+        async def flue(i: int) -> None:
+            await fm.Submission.admit_dispatch(
+                f"d-{i}", session_id=f"s-{i}", input={"n": i}, db=self.db
+            )
+            attempt = await fm.Submission.claim(f"d-{i}", "w", db=self.db)
+            assert attempt is not None
+            assert await fm.Submission.finish(attempt, db=self.db)
+
+        async def raw(i: int) -> None:
+            row, seq = self.rk(f"sub:d-{i}"), self.rk(f"sub/sequence:s-{i}")
+            sets = [self.rk(f"sub:idx:{name}") for name in ("all", "open", "session", "queued")]
+            args = ["admit", f"d-{i}", f"s-{i}", json.dumps({"n": i}), EPOCH.isoformat()]
+            await self.submission_script(keys=[row, seq, *sets], args=args)
+            await self.raw.hgetall(row)  # the claim reads the row and the clock first
+            await self.raw.time()
+            claimed = [self.rk(f"sub:idx:{n}") for n in ("queued", "running", "owner", "lease")]
+            args = ["claim", f"d-{i}", f"a-{i}", EPOCH.isoformat(), 1.0]
+            await self.submission_script(keys=[row, seq, *claimed], args=args)
+            await self.raw.hgetall(row)  # and so does the finish
+            await self.raw.time()
+            ended = [self.rk(f"sub:idx:{n}") for n in ("open", "running", "owner", "lease")]
+            settled = [self.rk("sub:idx:settled"), self.rk("sub:rng:settled_at")]
+            args = ["finish", f"d-{i}", EPOCH.isoformat(), 1.0]
+            await self.submission_script(keys=[row, seq, *ended, *settled], args=args)
+
+        fl, rw = await repeat(ops, self.runs, flue, raw)
+        return Row("admission + claim + finish", ops, fl, rw, note="one dispatch, each step")
 
     # Concurrency -------------------------------------------------------------------------
 
