@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 from pydantic._internal._model_construction import ModelMetaclass
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from flue_models.connection import Database, pick_database
 from flue_models.errors import (
@@ -40,7 +40,6 @@ from flue_models.model.spec import (
 from flue_models.model.writes import (
     Held,
     held,
-    hold,
     plan_delete,
     plan_save,
     refuse_duplicates,
@@ -164,7 +163,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             assert ticket.version > 0
             ```
         """
-        return self._flue_version
+        return held(self).version
 
     def _adopt(self, stored: Self) -> None:
         """Make this copy equal to ``stored``, a fresh read of the same record."""
@@ -172,53 +171,12 @@ class Model(BaseModel, metaclass=_ModelMeta):
             object.__setattr__(self, name, getattr(stored, name))
         self.__pydantic_private__["_flue"] = held(stored)  # type: ignore[index]
 
-    # The parts of the held state, by name (each read and write goes through Held).
-    @property
-    def _flue_version(self) -> int:
-        return held(self).version
-
-    @_flue_version.setter
-    def _flue_version(self, value: int) -> None:
-        hold(self, version=value)
-
-    @property
-    def _flue_snapshot(self) -> dict[str, bytes]:
-        return held(self).snapshot
-
-    @_flue_snapshot.setter
-    def _flue_snapshot(self, value: dict[str, bytes]) -> None:
-        hold(self, snapshot=value)
-
-    @property
-    def _flue_entries(self) -> dict[str, float]:
-        return held(self).entries
-
-    @_flue_entries.setter
-    def _flue_entries(self, value: dict[str, float]) -> None:
-        hold(self, entries=value)
-
-    @property
-    def _flue_unique(self) -> dict[str, bytes]:
-        return held(self).unique
-
-    @_flue_unique.setter
-    def _flue_unique(self, value: dict[str, bytes]) -> None:
-        hold(self, unique=value)
-
-    @property
-    def _flue_db(self) -> Database | None:
-        return held(self).db
-
-    @_flue_db.setter
-    def _flue_db(self, value: Database | None) -> None:
-        hold(self, db=value)
-
     def _values(self) -> dict[str, Any]:
         fields = self.__dict__  # where pydantic keeps field values (no __getattr__)
         return {name: fields[name] for name in self.__flue_spec__.codecs}
 
     def _database(self, db: Database | None) -> Database:
-        return pick_database(db, own=self._flue_db)
+        return pick_database(db, own=held(self).db)
 
     @classmethod
     def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
@@ -393,7 +351,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             await ticket.delete()
             ```
         """
-        if self._flue_version == 0:
+        if held(self).version == 0:
             return False
         database = self._database(db)
         await run_writes(database, [plan_delete(self, database.keys)])
@@ -680,9 +638,10 @@ async def read_hashes(db: Database, keys: Sequence[str]) -> list[dict[bytes, byt
         try:
             raw = await db.client.execute_command("HGETALL", keys[0])
         except CommandError as exc:  # in its place, as a batch returns it
-            if not isinstance(exc.__cause__, ResponseError) or "NOPERM" in exc.reply:
+            cause = exc.__cause__
+            if not isinstance(cause, ResponseError) or isinstance(cause, NoPermissionError):
                 raise
-            return [exc.__cause__]
+            return [cause]
         return [raw if isinstance(raw, dict) else reply_hash(raw)]
     replies = await db.run_batch([("HGETALL", key) for key in keys], return_errors=True)
     return [raw if isinstance(raw, dict | Exception) else reply_hash(raw) for raw in replies]

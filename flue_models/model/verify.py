@@ -16,8 +16,8 @@ from flue_models.connection import Database, pick_database
 from flue_models.errors import ConfigurationError, ConflictError, CorruptDataError, DecodeError
 from flue_models.keys import encode_segment
 from flue_models.model.base import Model, iter_hashes
-from flue_models.model.spec import OWNED_FIELD, encode_owned
-from flue_models.model.writes import retry_on_conflict
+from flue_models.model.spec import OWNED_FIELD
+from flue_models.model.writes import held, plan_save, retry_on_conflict
 from flue_models.replies import reply_hash, reply_text
 from flue_models.scripts import checked_reply
 
@@ -361,21 +361,20 @@ async def _resave(model: type[Model], db: Database, record_id: str) -> bool:
     """Put back every entry and claim the row calls for, checked in the writing call
     against the row as read (its ``_owned``): a writer in between makes it read again. A
     value another record holds is left (the drift stays in the next report)."""
-    spec = model.__flue_spec__
 
     async def attempt() -> bool:
         (record,) = await model.read_records([record_id], db=db)
         if record is None or isinstance(record, DecodeError):
             return False
-        keys = spec.keys_for(db.keys, record)
-        values = record._values()
-        entries, unique = spec.entries(keys, values), spec.unique_claims(keys, values)
+        # What the row calls for, as a save plans it (as if it owned nothing yet).
+        write = plan_save(record, db.keys, owns_nothing=True)
+        entries, unique = write.entries, write.unique
         reply = await db.scripts.call(
             "index_restore",
-            keys=[keys.record(spec.collection, record_id), *entries, *unique],
+            keys=[write.key, *entries, *unique],
             args=[
-                record._flue_snapshot[OWNED_FIELD],
-                encode_owned(keys, entries, unique),
+                held(record).snapshot[OWNED_FIELD],
+                write.snapshot[OWNED_FIELD],
                 record_id,
                 len(entries), *entries.values(),
                 len(unique), *unique.values(),

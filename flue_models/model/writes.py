@@ -233,7 +233,7 @@ def plan_check(record: Model, keys: KeySpace) -> Write:
     """
     spec = record.__flue_spec__
     key = spec.keys_for(keys, record).record(spec.collection, record.id)
-    return Write(record=record, mode="c", key=key, expected=record._flue_version)
+    return Write(record=record, mode="c", key=key, expected=held(record).version)
 
 
 def plan_delete(record: Model, keys: KeySpace) -> Write:
@@ -248,23 +248,24 @@ def plan_delete(record: Model, keys: KeySpace) -> Write:
     keys = spec.keys_for(keys, record)
     values = record._values()
     entries = spec.entries(keys, values)
+    state = held(record)
     return Write(
         record=record,
         mode="d",
         key=keys.record(spec.collection, record.id),
-        expected=record._flue_version,
+        expected=state.version,
         # What it owns, and every set its values or their finite domains could have
         # left a stale entry of it in (a delete leaves no trace in any index).
         zrem=list(
             dict.fromkeys(
                 [
-                    *record._flue_entries,
+                    *state.entries,
                     *entries,
                     *spec.disowned(keys, values, entries),
                 ]
             )
         ),
-        releases=list(record._flue_unique.items()),
+        releases=list(state.unique.items()),
         lists={key: [] for key in type(record).owned_keys(keys, record.id)},
         absent=type(record).delete_guards(keys, record.id),
     )

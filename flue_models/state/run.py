@@ -30,7 +30,7 @@ from flue_models.keys import RUN_BUCKETS, RUN_STREAMS, RUNS, KeySpace
 from flue_models.model.base import Model
 from flue_models.model.fields import Indexed, new_id
 from flue_models.model.query import OnError, Page, on_error_choice, page_size, unreadable
-from flue_models.model.writes import plan_save, retry_on_conflict, run_writes
+from flue_models.model.writes import held, plan_save, retry_on_conflict, run_writes
 from flue_models.state.events import EventStream
 
 RunStatus = Literal["active", "completed", "errored", "cancelled"]
@@ -114,7 +114,7 @@ class WorkflowRun(Model):
             await run.events.append({"type": "log", "message": "step 1"})
             ```
         """
-        return EventStream(self.stream_path(self.id), db=self._flue_db)
+        return EventStream(self.stream_path(self.id), db=held(self).db)
 
     @staticmethod
     def stream_path(run_id: str) -> str:

@@ -15,6 +15,7 @@ from flue_models.keys import bucket_of
 from flue_models.model import query as query_module
 from flue_models.model.buckets import bucket_field, check_collections, stored_buckets
 from flue_models.model.expressions import Condition
+from flue_models.model.writes import hold
 from tests.integration.models import Item, SpreadItem
 from tests.integration.test_queries import condition_strategy, items_strategy
 
@@ -129,7 +130,7 @@ async def test_save_many_is_atomic_per_bucket_and_finishes_the_others(db: fm.Dat
     first = [SpreadItem(id=f"a-{n}", color="red", flag=True, size=0, seq=n) for n in range(40)]
     await SpreadItem.save_many(first)
     stale = first[0].model_copy()
-    stale._flue_version = first[0].version  # a copy that goes stale below
+    hold(stale, version=first[0].version)  # a copy that goes stale below
     await first[0].update(size=5)
     stale.size = 9
     fresh = [SpreadItem(id=f"b-{n}", color="red", flag=True, size=0, seq=n) for n in range(40)]

@@ -54,7 +54,7 @@ async def test_a_new_record_whose_reply_is_lost_is_saved_not_already_there(
     assert dropper.dropped == 1
     stored = await Ticket.get("t-1")
     assert stored is not None
-    assert ticket._flue_version == stored._flue_version  # the copy knows what it wrote
+    assert ticket.version == stored.version  # the copy knows what it wrote
     ticket.priority = 2
     await ticket.save()  # and saves on from there
     with pytest.raises(fm.AlreadyExistsError):  # another copy is still refused

@@ -163,8 +163,13 @@ async def test_retry_on_conflict_gives_up_with_the_last_real_conflict() -> None:
     assert caught.value.expected == MAX_ATTEMPTS  # type: ignore[attr-defined]
 
 
-async def test_retry_on_conflict_returns_once_a_step_lands() -> None:
-    outcomes = iter([fm.ConflictError.stale("Ticket", "t-1", 1, 2), "landed"])
+@pytest.mark.parametrize(
+    "beaten",
+    [fm.ConflictError.stale("Ticket", "t-1", 1, 2), fm.AlreadyExistsError("Ticket", "t-1", 1)],
+    ids=["a stale copy", "a record created meanwhile"],
+)
+async def test_retry_on_conflict_returns_once_a_step_lands(beaten: Exception) -> None:
+    outcomes = iter([beaten, "landed"])
 
     async def step() -> str:
         outcome = next(outcomes)
@@ -222,15 +227,3 @@ async def test_retry_on_conflict_raises_other_refusals_at_once(refusal: Exceptio
     with pytest.raises(type(refusal)):
         await retry_on_conflict(refused)
     assert calls == 1
-
-
-async def test_retry_on_conflict_retries_a_record_created_meanwhile() -> None:
-    outcomes = iter([fm.AlreadyExistsError("Ticket", "t-1", 1), "landed"])
-
-    async def step() -> str:
-        outcome = next(outcomes)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    assert await retry_on_conflict(step) == "landed"

@@ -44,7 +44,7 @@ async def test_a_journal_step_gives_the_row_a_new_version(db: fm.Database) -> No
     await Submission.journal_begin(attempt)
     after = await Submission.get("p-1")
     assert after is not None
-    assert after._flue_version > before._flue_version
+    assert after.version > before.version
     with pytest.raises(fm.ConflictError):  # a copy read before the step is stale
         await before.save()
 

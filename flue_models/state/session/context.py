@@ -135,7 +135,7 @@ class Loading(SessionRow):
             start = int(reply[2])
             first = Window(start)
             first.add(decode_run(entries_key, reply[3], start, ragged=True))
-            version = session._flue_version
+            version = session.version
             window: Window | None = first
             if session.context_from < start:  # the context starts in a parent's history
                 window = await session._extend(database, first, session.context_from, version)

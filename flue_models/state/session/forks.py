@@ -144,12 +144,12 @@ class Forking(Listing):
         own = database.keys.session(parent.id)
         keys = [own.row, own.forks]
         reply = await database.scripts.call(
-            "session_fork", keys=keys, args=["mark", child_id, parent._flue_version]
+            "session_fork", keys=keys, args=["mark", child_id, parent.version]
         )
         status, reply = checked_reply("session_fork", reply, {"ok": 2, "missing": 1, "conflict": 2})
         if status != "ok":
             found = int(reply[1]) if status == "conflict" else 0
-            raise ConflictError.stale(cls.__name__, parent.id, parent._flue_version, found)
+            raise ConflictError.stale(cls.__name__, parent.id, parent.version, found)
         return int(reply[1])
 
     @classmethod
@@ -277,7 +277,7 @@ class Forking(Listing):
             await session.delete()
             ```
         """
-        if self._flue_version == 0:
+        if self.version == 0:
             return False
         database = self._database(db)
         # The delete's guard refuses while any mark is there; only then are the marks read

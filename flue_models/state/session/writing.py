@@ -15,6 +15,8 @@ from flue_models.errors import (
 )
 from flue_models.model.spec import OWNED_FIELD as OWNED, encode_owned
 from flue_models.model.writes import (
+    held,
+    hold,
     plan_save,
     retry_on_conflict,
     run_writes,
@@ -109,11 +111,11 @@ class Appending(Loading):
             # This copy's fork_of is not the stored one (a copy made by hand): read it.
             stored = await type(self).get(self.id, db=database)
             if stored is None:
-                raise ConflictError.stale(type(self).__name__, self.id, self._flue_version, 0)
+                raise ConflictError.stale(type(self).__name__, self.id, self.version, 0)
             object.__setattr__(self, "fork_of", stored.fork_of)
             object.__setattr__(self, "origin", stored.origin)
         if status in ("missing", "stale"):
-            raise ConflictError.stale(type(self).__name__, self.id, self._flue_version, 0)
+            raise ConflictError.stale(type(self).__name__, self.id, self.version, 0)
         if status == "conflict":
             raise ConflictError(
                 f"Entry {reply_text(reply[1])!r} of session {self.id!r} was appended before "
@@ -161,13 +163,14 @@ class Appending(Loading):
     def _took(self, database: Database, **stored: Any) -> None:
         """Set fields a script wrote, and what this copy knows the store holds."""
         spec = self.__flue_spec__
+        snapshot = held(self).snapshot
         for name, value in stored.items():
             object.__setattr__(self, name, value)
-            self._flue_snapshot[name] = spec.codecs[name].encode(value)
+            snapshot[name] = spec.codecs[name].encode(value)
         keys = spec.keys_of(database.keys, self.id)
         entries = spec.entries(keys, self._values())
-        self._flue_entries = entries
-        self._flue_snapshot[OWNED] = encode_owned(keys, entries, {})
+        snapshot[OWNED] = encode_owned(keys, entries, {})
+        hold(self, entries=entries)
 
     @classmethod
     async def save_snapshot(
