@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pydantic.fields import FieldInfo
 from flue_models.errors import ConfigurationError, DecodeError
 from flue_models.keys import (
     MAX_BUCKETS,
+    SEPARATOR,
     KeySpace,
     bucket_of,
     check_collection,
@@ -501,26 +501,67 @@ def build_spec(model_name: str, meta: type | None, fields: dict[str, FieldInfo])
 SEQ = "#seq"
 
 
+def format_score(score: float) -> str:
+    """Write a sorted-set score as ``_owned`` keeps it: a whole number without a fraction
+    (as the scripts write a counter's value), any other as Python's shortest repr.
+
+    Example:
+        >>> format_score(1767225642000.0), format_score(2.5)
+        ('1767225642000', '2.5')
+    """
+    if score.is_integer() and -MAX_EXACT_INT <= score <= MAX_EXACT_INT:
+        return str(int(score))
+    return repr(score)
+
+
 def encode_owned(
-    keys: KeySpace,
+    base: str,
     entries: dict[str, float],
     unique: dict[str, bytes],
     seq_scored: Collection[str] = (),
 ) -> bytes:
     """Encode the index entries and unique claims a record owns, as stored in ``_owned``.
 
-    Keys are stored relative to the prefix; unique values as unpadded base64url (they are
-    bytes); the score of a ``seq_scored`` set is ``"#seq"`` until the script assigns it.
+    ``base`` is the record's key prefix (:meth:`KeySpace.record_prefix`). The field is
+    ASCII tokens separated by one space, claims first, then entries, each part sorted by
+    key: ``!<key>=<value>`` a unique claim (the value as unpadded base64url), ``@<score>``
+    the score of the entries that follow (see :func:`format_score`; ``@#seq`` until a
+    script assigns a counter's value), ``<key>`` an index entry. A key is relative to
+    ``base`` (the row's own bucket, so it does not change when the row moves to another
+    bucket), or to the prefix when it starts with ``{`` (a key outside the row's bucket).
+    Short enough for Redis to keep a typical row as a listpack (values up to 64 bytes).
 
     Example:
-        >>> encode_owned(KeySpace("p"), {"p::t:all": 1.0}, {"p::t:uniq:email": b"a@b"})
-        b'{"u":{"t:uniq:email":"YUBi"},"z":{"t:all":1.0}}'
+        >>> encode_owned("p::{t:0}:", {"p::{t:0}:all": 7.0}, {"p::{t:0}:uniq:email": b"a@b"})
+        b'!uniq:email=YUBi @7 all'
     """
-    owned = {
-        "u": {keys.relative(k): encode_segment(v) for k, v in unique.items()},
-        "z": {keys.relative(k): SEQ if k in seq_scored else s for k, s in entries.items()},
-    }
-    return json.dumps(owned, sort_keys=True, separators=(",", ":")).encode()
+    cut, head = len(base), base[: base.index(SEPARATOR) + len(SEPARATOR)]
+
+    def name(key: str) -> str:
+        return key[cut:] if key.startswith(base) else key[len(head) :]
+
+    tokens = [f"!{name(k)}={encode_segment(v)}" for k, v in sorted(unique.items())]
+    last: str | None = None
+    for key, score in sorted(entries.items()):
+        text = SEQ if key in seq_scored else format_score(score)
+        if text != last:
+            tokens.append("@" + text)
+            last = text
+        tokens.append(name(key))
+    return " ".join(tokens).encode()
+
+
+def owned_name(record_key: str, key: str) -> str:
+    """Return how ``_owned`` names ``key`` in the row ``record_key`` (see
+    :func:`encode_owned`).
+
+    Example:
+        >>> owned_name("p::{t:0}:eA", "p::{t:0}:all")
+        'all'
+    """
+    base = record_key[: record_key.rindex(":") + 1]
+    head = record_key[: record_key.index(SEPARATOR) + len(SEPARATOR)]
+    return key[len(base) :] if key.startswith(base) else key[len(head) :]
 
 
 def decode_owned(
@@ -532,14 +573,28 @@ def decode_owned(
         DecodeError: the field is not what :func:`encode_owned` writes.
 
     Example:
-        >>> decode_owned(KeySpace("p"), "p::t:x", b'{"u":{},"z":{"t:all":1.0}}')
-        ({'p::t:all': 1.0}, {})
+        >>> decode_owned(KeySpace("p"), "p::{t:0}:eA", b"@7 all")
+        ({'p::{t:0}:all': 7.0}, {})
     """
-    head = keys.head  # (what keys.absolute() puts before a relative key, inlined)
+    base = record_key[: record_key.rindex(":") + 1]
+    head = keys.head
+    entries: dict[str, float] = {}
+    unique: dict[str, bytes] = {}
+    score: float | None = None
     try:
-        owned = json.loads(raw.decode())
-        entries = {head + k: float(score) for k, score in owned["z"].items()}
-        unique = {head + k: decode_segment(v) for k, v in owned["u"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        for token in raw.decode("ascii").split(" ") if raw else ():
+            first = token[0]
+            if first == "@":
+                score = float(token[1:])
+            elif first == "!":
+                name, equals, value = token[1:].partition("=")
+                if not name or not equals:
+                    raise ValueError(f"a claim without its value: {token!r}")
+                unique[(head if name[0] == "{" else base) + name] = decode_segment(value)
+            elif score is None:
+                raise ValueError(f"an entry before its score: {token!r}")
+            else:
+                entries[(head if first == "{" else base) + token] = score
+    except (ValueError, IndexError) as exc:  # (UnicodeDecodeError and binascii's too)
         raise DecodeError(record_key, OWNED_FIELD, f"holds {raw[:80]!r}: {exc}") from None
     return entries, unique

@@ -16,7 +16,7 @@ from flue_models.connection import Database, pick_database
 from flue_models.errors import ConfigurationError, ConflictError, CorruptDataError, DecodeError
 from flue_models.keys import encode_segment
 from flue_models.model.base import Model, iter_hashes
-from flue_models.model.spec import OWNED_FIELD
+from flue_models.model.spec import OWNED_FIELD, owned_name
 from flue_models.model.writes import held, plan_save, retry_on_conflict
 from flue_models.replies import reply_hash, reply_text
 from flue_models.scripts import checked_reply
@@ -305,13 +305,13 @@ async def repair_collection(
                 await database.run_batch([remove])
                 acted += 1
                 continue
+            token = owned_name(record_key, drift.key)  # as the row's _owned names it
+            if kind == "u":
+                token = f"!{token}={encode_segment(raw_member)}"
             try:
                 await database.scripts.call(
-                    "index_repair",
-                    keys=[record_key, drift.key],
-                    args=[kind, raw_member, database.keys.relative(drift.key),
-                          encode_segment(raw_member)],
-                )  # fmt: skip
+                    "index_repair", keys=[record_key, drift.key], args=[kind, raw_member, token]
+                )
             except UNREPAIRABLE:  # (a row whose _owned cannot be read): stays reported
                 continue
         elif drift.kind == "wrong_type" and _derived(database, spec.collection, drift.key):

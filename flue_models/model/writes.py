@@ -195,7 +195,9 @@ def plan_save(
         shifted = spec.entries(keys, {**values, counter[1]: values[counter[1]] + 1})
         seq_scored = {k for k, score in entries.items() if shifted.get(k) != score}
         encoded[counter[1]] = SEQ.encode()
-    encoded[OWNED_FIELD] = encode_owned(keys, entries, unique, seq_scored)
+    encoded[OWNED_FIELD] = encode_owned(
+        keys.record_prefix(spec.collection), entries, unique, seq_scored
+    )
     old_entries, old_unique = state.entries, state.unique
     if owns_nothing:
         old_entries, old_unique = {}, {}

@@ -29,7 +29,7 @@ BUILTIN_SET = "flue"
 #: The version of the stored layout: the number of the built-in set's one file. Until the
 #: first release the layout is that one file, changed in place; a change of the stored
 #: format renames it to the next number, so older stores are refused, never misread.
-LAYOUT_VERSION = 9
+LAYOUT_VERSION = 10
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.py$")
 _SET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -48,7 +48,7 @@ def builtin_directory() -> Path:
     """Return the folder of flue-models' own migrations (the wheel's or the checkout's).
 
     Example:
-        >>> (builtin_directory() / "0009_layout.py").is_file()
+        >>> (builtin_directory() / "0010_layout.py").is_file()
         True
     """
     spec = importlib.util.find_spec("flue_models._migrations")
@@ -82,7 +82,7 @@ class MigrationFile:
 
         Example:
             ```python
-            MigrationSet.builtin().files()[0].label   # 'flue/0009_layout'
+            MigrationSet.builtin().files()[0].label   # 'flue/0010_layout'
             ```
         """
         return f"{self.set_name}/{self.number:04d}_{self.name}"

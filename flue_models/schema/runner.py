@@ -102,7 +102,7 @@ async def read_record(db: Database) -> dict[str, str]:
 
     Example:
         ```python
-        record = await read_record(db)   # {'schema_version': '9', 'applied:flue:0009': ...}
+        record = await read_record(db)   # {'schema_version': '10', 'applied:flue:0010': ...}
         ```
     """
     key = db.keys.meta

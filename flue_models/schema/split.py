@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +31,7 @@ from flue_models.connection import Database
 from flue_models.errors import (
     CommandError,
     ConfigurationError,
+    DecodeError,
     SchemaError,
     WritersActiveError,
 )
@@ -45,7 +45,7 @@ from flue_models.keys import (
 )
 from flue_models.model.base import registered_model
 from flue_models.model.buckets import bucket_field, partition_field
-from flue_models.model.spec import OWNED_FIELD, VERSION_FIELD
+from flue_models.model.spec import OWNED_FIELD, VERSION_FIELD, decode_owned
 from flue_models.replies import reply_text
 from flue_models.schema.lock import MigrationLock
 
@@ -282,30 +282,21 @@ async def _check_rows(db: Database, collection: str, moves: list[tuple[str, int,
 def _renamed(
     db: Database, collection: str, raw: bytes, source: int, target: int
 ) -> tuple[bytes, list[tuple[str, str, str]], list[tuple[str, str, bytes]]] | None:
-    """The row's ``_owned`` with its keys in bucket ``target``, and its (old key, new key,
-    score) entries and (old key, new key, claimed value) claims; ``None`` when it is
-    unreadable or names a key outside the row's bucket."""
-    old_tag, new_tag = _tag(db, collection, source), _tag(db, collection, target)
-    entries: list[tuple[str, str, str]] = []
-    claims: list[tuple[str, str, bytes]] = []
+    """The row's ``_owned`` in bucket ``target``, and its (old key, new key, score)
+    entries and (old key, new key, claimed value) claims; ``None`` when it is unreadable
+    or names a key outside the row's bucket. (``_owned`` names keys relative to the row's
+    bucket, so its text stays as it is.)"""
+    old_base = db.keys.in_bucket(source).record_prefix(collection)
+    new_base = db.keys.in_bucket(target).record_prefix(collection)
     try:
-        owned = json.loads(raw)
-        moved: dict[str, dict[str, object]] = {"u": {}, "z": {}}
-        for part in ("u", "z"):
-            for key, value in owned[part].items():
-                if not key.startswith(old_tag + ":"):
-                    return None
-                new_key = new_tag + key[len(old_tag) :]
-                moved[part][new_key] = value
-                old, new = db.keys.absolute(key), db.keys.absolute(new_key)
-                if part == "z":
-                    entries.append((old, new, repr(float(value))))
-                else:  # claimed values are kept as base64url (see writes.encode_owned)
-                    claims.append((old, new, decode_segment(str(value))))
-    except (ValueError, KeyError, TypeError, AttributeError):
+        owned, unique = decode_owned(db.keys, old_base + "x", raw)
+    except DecodeError:
         return None
-    text = json.dumps(moved, sort_keys=True, separators=(",", ":")).encode()
-    return text, entries, claims
+    if not all(key.startswith(old_base) for key in [*owned, *unique]):
+        return None
+    entries = [(k, new_base + k[len(old_base) :], repr(s)) for k, s in owned.items()]
+    claims = [(k, new_base + k[len(old_base) :], v) for k, v in unique.items()]
+    return raw, entries, claims
 
 
 def _tag(db: Database, collection: str, bucket: int) -> str:

@@ -13,10 +13,11 @@
 --         "member"    (n_keys sets; passes if the id is in any)          no more args
 --         "owned"     (n_keys sets; as "member", read from the row)       head, row
 --                     The row (head .. row .. base64url(id), in the id's slot under a
---                     tagged layout) records its index entries, relative to the head,
---                     in its _owned field ({"z": {key: score}, ...}): one HGET per
---                     candidate instead of one ZSCORE per set. A row without a
---                     readable _owned falls back to the ZSCOREs.
+--                     tagged layout) records its index entries in its _owned field
+--                     ("@score key key ...", keys relative to head .. row, or to the
+--                     head when they start with "{"; "!key=value" tokens are claims):
+--                     one HGET per candidate instead of one ZSCORE per set. A row
+--                     without a readable _owned falls back to the ZSCOREs.
 --         "notmember" (n_keys sets; passes if the id is in none)         no more args
 --         "range"     (1 set)  lo, lo_exclusive, hi, hi_exclusive
 --         "score"     (1 set)  n, score, ...  (passes if the id's score is one of them)
@@ -108,12 +109,21 @@ local function owned_in(f, id)
   calls = calls + 1
   local raw = redis.call('HGET', f.head .. f.row .. segment(id), '_owned')
   if not raw then return nil end
-  local ok, owned = pcall(cjson.decode, raw)
-  if not ok or type(owned) ~= 'table' or type(owned.z) ~= 'table' then return nil end
-  for key, _ in pairs(owned.z) do
-    if f.set[f.head .. key] then return true end
+  if string.find(raw, '  ', 1, true) or string.find(raw, '^ ') or string.find(raw, ' $') then
+    return nil  -- not what encode_owned writes: an empty token
   end
-  return false
+  local scored, found = false, false
+  for token in string.gmatch(raw, '[^ ]+') do
+    local first = string.sub(token, 1, 1)
+    if first == '@' then
+      scored = true
+    elseif first ~= '!' then
+      if not scored then return nil end  -- not what encode_owned writes
+      local base = first == '{' and f.head or f.head .. f.row
+      if f.set[base .. token] then found = true end
+    end
+  end
+  return found
 end
 
 local function in_any(keys, id)

@@ -27,7 +27,7 @@
 --     released values, then per owned key: its kind ("l" | "h"), n_elements, elements.
 --   A counter field takes the clock counter's next value: the larger of its value + 1
 --   and the server time in microseconds, so it increases per counter and follows the
---   clock across counters; so do the "#seq" scores and those in _owned's JSON.
+--   clock across counters; so do the "#seq" scores and _owned's "@#seq".
 -- Returns {"ok", new_version, counter_value, ...} (0s for a delete, counter_value 0 with
 --   no counter), or, writing nothing,
 --   {"conflict", record_number, stored_version} or
@@ -153,9 +153,10 @@ if saves > 0 then
 end
 -- A counter field takes its value here, after every check passed (a refused write
 -- consumes no number): '#seq' in the hash values, the scores and _owned becomes it.
--- (As Python writes a float score: "7.0", so _owned stays byte-equal to its encoding.
--- Numbers are written with %d: Lua's own conversion keeps 14 digits, a clock has 16.)
-local function with_seq(text, seq) return (string.gsub(text, '"#seq"', seq .. '.0')) end
+-- (A whole number, as Python's format_score writes it, so _owned stays byte-equal to
+-- its encoding. Numbers are written with %d: Lua's own conversion keeps 14 digits, a
+-- clock has 16.)
+local function with_seq(text, seq) return (string.gsub(text, '@#seq', '@' .. seq)) end
 local function next_tick(counter)
   local now = redis.call('TIME')
   local clock = tonumber(now[1]) * 1000000 + tonumber(now[2])

@@ -8,7 +8,7 @@
 --   KEYS[4..]: the index sets the session is in (each rescored with the new updated_at)
 -- ARGV[1]: the session id, ARGV[2]: the new leaf id, ARGV[3]: how many entries,
 --   ARGV[4]: "1" for once (idempotent on the entry ids), ARGV[5]: the fork_of the caller
---   expects ("" for none), ARGV[6]: the record's _owned with "#seq" for each score;
+--   expects ("" for none), ARGV[6]: the record's _owned with "@#seq" for the score;
 --   then per entry: its id, the first kept entry id of a compaction ("" for a message),
 --   that entry's position when the caller found it in a parent's history (-1: not
 --   found), n_elements, element, ...
@@ -104,7 +104,9 @@ local updated = iso(sec, usec)
 -- The score Python gives updated_at: epoch milliseconds, microseconds as the fraction.
 local score = string.format('%d.%03d', sec * 1000 + math.floor(usec / 1000), usec % 1000)
 local count = redis.call('HINCRBY', KEYS[1], 'entry_count', #entries)
-local owned = string.gsub(ARGV[6], '"#seq"', score)
+-- _owned names the score as Python's format_score writes it (no trailing zeros).
+local shown = string.gsub(string.gsub(score, '0+$', ''), '%.$', '')
+local owned = string.gsub(ARGV[6], '@#seq', '@' .. shown)
 redis.call('HSET', KEYS[1], 'leaf_id', ARGV[2], 'updated_at', updated,
   'context_from', context_from, '_owned', owned)
 for i = 4, #KEYS do redis.call('ZADD', KEYS[i], score, ARGV[1]) end

@@ -13,6 +13,7 @@ import flue_models as fm
 from flue_models import Indexed, Model
 from flue_models.connection import open_database
 from flue_models.keys import encode_segment
+from flue_models.model.spec import decode_owned, format_score
 from flue_models.model.writes import (
     MAX_ATTEMPTS,
     plan_check,
@@ -60,20 +61,36 @@ async def other(redis_url: str, protocol: int, key_prefix: str) -> AsyncIterator
 
 async def test_a_row_records_the_entries_it_owns(db: fm.Database) -> None:
     ticket = await Ticket(id="t-1", status="open", priority=2, email="a@b.c").save()
-    stored = await db.client.hget(db.keys.record("it_ticket", "t-1"), "_owned")
-    owned = json.loads(stored)
-    assert set(owned["z"]) == {
-        "{it_ticket:0}:all",
-        f"{{it_ticket:0}}:idx:status:{encode_segment('open')}",
-        f"{{it_ticket:0}}:idx:email:{encode_segment('a@b.c')}",
-        "{it_ticket:0}:rng:priority",
-    }
-    assert owned["z"]["{it_ticket:0}:rng:priority"] == 2.0
-    assert owned["u"] == {"{it_ticket:0}:uniq:email": encode_segment("a@b.c")}
+    key = db.keys.record("it_ticket", "t-1")
+    stored = (await db.client.hget(key, "_owned")).decode()
+    # Claims, then entries by key, each score once before the entries that share it; keys
+    # relative to the row's bucket.
+    claim, ordered, *rest = stored.split(" ")
+    assert claim == f"!uniq:email={encode_segment('a@b.c')}"
+    assert ordered == f"@{format_score(Ticket.__flue_spec__.order_score(ticket._values()))}"
+    assert rest == [
+        "all",
+        f"idx:email:{encode_segment('a@b.c')}",
+        f"idx:status:{encode_segment('open')}",
+        "@2",
+        "rng:priority",
+    ]
+    entries, unique = decode_owned(db.keys, key, stored.encode())
+    assert entries[db.keys.range_index("it_ticket", "priority")] == 2.0
+    assert unique == {db.keys.unique("it_ticket", "email"): b"a@b.c"}
     await ticket.update(status="closed")
-    owned = json.loads(await db.client.hget(db.keys.record("it_ticket", "t-1"), "_owned"))
-    assert f"{{it_ticket:0}}:idx:status:{encode_segment('closed')}" in owned["z"]
-    assert f"{{it_ticket:0}}:idx:status:{encode_segment('open')}" not in owned["z"]
+    owned = (await db.client.hget(key, "_owned")).decode().split(" ")
+    assert f"idx:status:{encode_segment('closed')}" in owned
+    assert f"idx:status:{encode_segment('open')}" not in owned
+
+
+async def test_a_row_with_a_few_indexes_is_kept_as_a_listpack(db: fm.Database) -> None:
+    """``_owned`` fits Redis's 64-byte listpack value limit for a typical row, so the row
+    takes a listpack's memory, not a hash table's (about half)."""
+    await Ticket(id="t-2", status="open", priority=2).save()
+    key = db.keys.record("it_ticket", "t-2")
+    assert len(await db.client.hget(key, "_owned")) <= 64
+    assert await db.client.object("encoding", key) == b"listpack"
 
 
 async def test_removing_an_index_from_the_declaration_orphans_nothing(db: fm.Database) -> None:
@@ -118,8 +135,8 @@ async def test_rebuild_indexes_rewrites_what_rows_own(db: fm.Database) -> None:
     file = MigrationFile("test", 1, "rebuild", Path(__file__), "", "", module=json)  # any module
     assert await MigrationContext(db, file, MigrationLock(db)).rebuild_indexes(indexed) == 1
     assert await db.client.zscore(index_key, "g-1") is not None
-    owned = json.loads(await db.client.hget(db.keys.record("it_gadget", "g-1"), "_owned"))
-    assert f"{{it_gadget:0}}:idx:color:{encode_segment('red')}" in owned["z"]
+    owned = await db.client.hget(db.keys.record("it_gadget", "g-1"), "_owned")
+    assert f"idx:color:{encode_segment('red')}" in owned.decode().split(" ")
     assert (await fm.verify_collection(indexed)).ok
 
 

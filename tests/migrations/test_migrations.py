@@ -496,11 +496,11 @@ async def test_a_store_of_an_older_prerelease_layout_is_refused_before_any_write
     assert await dump(bare) == before
 
 
-async def test_a_store_stamped_by_the_numbered_files_of_before_is_accepted_as_it_is(
+async def test_entries_of_the_numbered_files_of_before_are_history_in_a_current_store(
     bare: fm.Database,
 ) -> None:
-    """A store migrated while the built-in set was nine files (0001..0009) is in today's
-    layout at version 9: accepted, nothing to apply, its old entries are history."""
+    """A store at today's layout version that also records files of the built-in set's
+    numbered past (``applied:flue:0001``...) is accepted: nothing to apply, no drift."""
     await migrate(bare)
     old = {"name": "initial", "checksum": "0" * 64, "at": "2026-11-01T00:00:00+00:00"}
     await bare.client.hset(bare.keys.meta, "applied:flue:0001", json.dumps(old))

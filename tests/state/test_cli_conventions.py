@@ -201,7 +201,7 @@ def test_progress_shows_on_a_terminal_only(redis_url: str, key_prefix: str) -> N
             os.close(terminal)
         os.close(controller)
     assert shown.returncode == 0
-    assert b"applying flue/0009_layout" in seen
+    assert f"applying flue/{fm.schema.LAYOUT_VERSION:04d}_layout".encode() in seen
 
 
 def _read_available(fd: int) -> bytes:

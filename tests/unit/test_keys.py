@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, strategies as st
 from redis.crc import key_slot
 
-from flue_models.errors import ConfigurationError
+from flue_models.errors import ConfigurationError, DecodeError
 from flue_models.keys import KeySpace, check_collection, decode_segment, encode_segment
+from flue_models.model.spec import decode_owned, encode_owned, owned_name
 
 
 @pytest.mark.parametrize(
@@ -142,3 +143,50 @@ def test_a_runs_stream_is_in_the_runs_bucket_and_any_other_in_a_slot_of_its_own(
     assert {key_slot(k.encode()) for k in stream} == {key_slot(row.encode())}
     other = keys.stream(f"agents/{run_id}")
     assert {k.split("}")[0] for k in other} == {f"p::{{stream:{encode_segment('agents/' + run_id)}"}
+
+
+# What a row owns (_owned) ------------------------------------------------------------
+
+_SET_NAMES = st.sampled_from(
+    ["all", "idx:status:b3Blbg", "idx:email:YUBi", "rng:priority", "rng:created_at"]
+)
+_SCORES = st.floats(allow_nan=False) | st.integers(-(2**53), 2**53).map(float)
+
+
+@given(
+    st.dictionaries(_SET_NAMES, _SCORES),
+    st.dictionaries(st.sampled_from(["uniq:email", "uniq:name"]), st.binary()),
+    st.sampled_from([0, 7]),
+    st.text(min_size=1),
+)
+def test_owned_round_trips_relative_to_the_rows_bucket(
+    entries: dict[str, float], unique: dict[str, bytes], bucket: int, record_id: str
+) -> None:
+    keys = KeySpace("{app}:p").in_bucket(bucket)
+    base = keys.record_prefix("t")
+    absolute = {base + k: s for k, s in entries.items()}
+    claims = {base + k: v for k, v in unique.items()}
+    raw = encode_owned(base, absolute, claims)
+    assert raw.isascii()
+    assert b"  " not in raw
+    assert not raw.startswith(b" ")
+    assert decode_owned(keys, keys.record("t", record_id), raw) == (absolute, claims)
+    assert owned_name(keys.record("t", record_id), base + "all") == "all"
+
+
+def test_owned_names_a_key_outside_the_rows_bucket_relative_to_the_prefix() -> None:
+    keys = KeySpace("p")
+    row = keys.record("t", "x")
+    other = keys.in_bucket(3).all("t")
+    raw = encode_owned(keys.record_prefix("t"), {other: 1.0}, {})
+    assert raw == b"@1 {t:3}:all"
+    assert decode_owned(keys, row, raw) == ({other: 1.0}, {})
+
+
+@pytest.mark.parametrize(
+    "bad", [b"all", b"@1  all", b"@ all", b"!uniq:email", b"@x all", b"\xff", b"{}", b" @1 all"]
+)
+def test_an_owned_field_encode_owned_cannot_write_is_a_decode_error(bad: bytes) -> None:
+    keys = KeySpace("p")
+    with pytest.raises(DecodeError, match="_owned"):
+        decode_owned(keys, keys.record("t", "x"), bad)

@@ -145,7 +145,9 @@ class Appending(Loading):
         spec = self.__flue_spec__
         keys = spec.keys_of(database.keys, self.id)
         index_keys = list(spec.entries(keys, self._values()))  # rescored with updated_at
-        template = encode_owned(keys, dict.fromkeys(index_keys, 0.0), {}, index_keys)
+        template = encode_owned(
+            keys.record_prefix(spec.collection), dict.fromkeys(index_keys, 0.0), {}, index_keys
+        )
         args: list[Any] = [self.id, entries[-1].id, len(entries), "1" if once else "0"]
         args += [self.fork_of or "", template]
         for entry, elements in zip(entries, encoded, strict=True):
@@ -169,7 +171,7 @@ class Appending(Loading):
             snapshot[name] = spec.codecs[name].encode(value)
         keys = spec.keys_of(database.keys, self.id)
         entries = spec.entries(keys, self._values())
-        snapshot[OWNED] = encode_owned(keys, entries, {})
+        snapshot[OWNED] = encode_owned(keys.record_prefix(spec.collection), entries, {})
         hold(self, entries=entries)
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Stamp the store with the layout this version writes (layout 9).
+"""Stamp the store with the layout this version writes (layout 10).
 
 flue-models is unreleased, so its own migration set is this one file: the stored layout
 (``DESIGN.md``, "Storage layout") is what the library writes, and a new store needs no
