@@ -526,7 +526,13 @@ class Model(BaseModel, metaclass=_ModelMeta):
     async def _read_keys(cls, keys: Sequence[str], db: Database) -> list[Self | DecodeError | None]:
         """Read records by their hash keys in one round trip, as :meth:`read_records` does
         by id (a query knows the bucket each id it found is in)."""
-        replies = await read_hashes(db, keys)
+        return cls._from_replies(keys, await read_hashes(db, keys), db)
+
+    @classmethod
+    def _from_replies(
+        cls, keys: Sequence[str], replies: Sequence[dict[bytes, bytes] | Exception], db: Database
+    ) -> list[Self | DecodeError | None]:
+        """Records from the hashes read at ``keys`` (see :meth:`_from_reply`)."""
         return [cls._from_reply(key, raw, db) for key, raw in zip(keys, replies, strict=True)]
 
     @classmethod

@@ -140,10 +140,15 @@ class Plan:
     walks_all: bool = False
 
     def script_args(
-        self, cursor: tuple[str, str] | None, limit: int, budget: int = SCAN_BUDGET
+        self,
+        cursor: tuple[str, str] | None,
+        limit: int,
+        budget: int = SCAN_BUDGET,
+        rows: str = "",
     ) -> tuple[list[str], list[Any]]:
         """Return the KEYS and ARGV of one ``query`` script call (``budget``: the most
-        Redis calls it makes).
+        Redis calls it makes; ``rows``: the record key prefix to read each id's hash in
+        the same call, ``""`` for ids only).
 
         Example:
             ```python
@@ -165,6 +170,7 @@ class Plan:
         for f in self.filters:
             keys += f.keys
             args += [f.kind, len(f.keys), *f.args]
+        args.append(rows)
         return keys, args
 
 

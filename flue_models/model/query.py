@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
+from redis.exceptions import ResponseError
+
 from flue_models.connection import Database, pick_database
 from flue_models.errors import (
     ConfigurationError,
@@ -36,7 +38,7 @@ from flue_models.model.planner import (
     encode_cursor,
     plan_query,
 )
-from flue_models.replies import reply_text
+from flue_models.replies import reply_hash, reply_text
 
 if TYPE_CHECKING:
     from flue_models.model.base import Model
@@ -141,6 +143,10 @@ class IdPage:
     next_cursor: str | None
     #: The hash key of each id, in the bucket the walk found it in (for the loader).
     record_keys: list[str] = field(default_factory=list, repr=False, compare=False)
+    #: Each id's hash when the walk read it in the same call (``None``: not read).
+    rows: list[dict[bytes, bytes] | Exception] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True)
@@ -263,7 +269,7 @@ class Query(Generic[M]):
             found.ids, found.next_cursor
             ```
         """
-        return await self._ids(self._database(), page_size(limit), cursor)
+        return await self._ids(self._database(), page_size(limit), cursor, rows=False)
 
     async def _spaces(self, db: Database) -> list[KeySpace]:
         """The key space of each bucket the query reads, in bucket order: every bucket of
@@ -288,34 +294,40 @@ class Query(Generic[M]):
         """One plan per bucket the query reads (the same query on each bucket's sets)."""
         return [self._plan(keys) for keys in await self._spaces(db)]
 
-    async def _ids(self, db: Database, limit: int, cursor: str | None) -> IdPage:
+    async def _ids(self, db: Database, limit: int, cursor: str | None, *, rows: bool) -> IdPage:
+        """The next ids; with ``rows``, a walk of one bucket reads their hashes in the same
+        script calls (a page of records in one round trip)."""
         spaces = await self._spaces(db)
         plans = [self._plan(keys) for keys in spaces]
         position = decode_cursor(plans[0].fingerprint, cursor) if cursor else None
-        with db.span("query", self.model.__flue_spec__.collection):
+        collection = self.model.__flue_spec__.collection
+        with db.span("query", collection):
             if len(plans) == 1:
-                found = await self._walk(db, plans[0], position, limit)
+                prefix = spaces[0].record_prefix(collection) if rows else ""
+                found = await self._walk(db, plans[0], position, limit, prefix)
                 origin = [0] * len(found.ids)
             else:
                 found, origin = await self._gather(db, plans, position, limit)
-        collection = self.model.__flue_spec__.collection
         found.record_keys[:] = [
             spaces[b].record(collection, item) for b, item in zip(origin, found.ids, strict=True)
         ]
         return found
 
     async def _walk(
-        self, db: Database, plan: Plan, position: tuple[str, str] | None, limit: int
+        self, db: Database, plan: Plan, position: tuple[str, str] | None, limit: int, rows: str
     ) -> IdPage:
         ids: list[str] = []
+        read: list[dict[bytes, bytes] | Exception] | None = [] if rows else None
         while len(ids) < limit:
-            run = await _run_query(db, plan, position, limit - len(ids))
+            run = await _run_query(db, plan, position, limit - len(ids), rows=rows)
             ids += [item for _score, item in run.found]
+            if read is not None:
+                read += run.rows
             if run.exhausted:
-                return IdPage(ids, None)
+                return IdPage(ids, None, rows=read)
             position = run.last
         assert position is not None
-        return IdPage(ids, encode_cursor(plan.fingerprint, *position))
+        return IdPage(ids, encode_cursor(plan.fingerprint, *position), rows=read)
 
     async def _gather(
         self, db: Database, plans: list[Plan], position: tuple[str, str] | None, limit: int
@@ -367,7 +379,11 @@ class Query(Generic[M]):
         records: list[M] = []
         skipped: list[DecodeError] = []
         rechecks = self._rechecks()
-        for item in await self.model._read_keys(found.record_keys, db):
+        if found.rows is None:
+            loaded = await self.model._read_keys(found.record_keys, db)
+        else:
+            loaded = self.model._from_replies(found.record_keys, found.rows, db)
+        for item in loaded:
             if isinstance(item, DecodeError):
                 unreadable(item, self.errors, skipped)
             elif item is not None and all(  # None: deleted meanwhile
@@ -397,8 +413,9 @@ class Query(Generic[M]):
         ``limit``: none, zero or less is 100, more than 1000 is 1000 (:func:`page_size`).
 
         Cursors are keyset positions: records inserted or deleted between pages cause
-        no duplicates, and no record that existed throughout is skipped. A page with
-        an equality filter usually takes two round trips (ids, then records).
+        no duplicates, and no record that existed throughout is skipped. A page of a
+        collection kept in one bucket is one round trip: the script that walks the index
+        reads the rows too (with more buckets: the walks, then the rows).
 
         Raises:
             QueryError: the cursor is malformed or from another query.
@@ -408,8 +425,9 @@ class Query(Generic[M]):
             page = await Ticket.find(Ticket.status == "open").page(limit=50)
             ```
         """
-        found = await self.id_page(limit, cursor)
-        records, skipped = await self._load(self._database(), found)
+        db = self._database()
+        found = await self._ids(db, page_size(limit), cursor, rows=True)
+        records, skipped = await self._load(db, found)
         return Page(records, found.next_cursor, skipped)
 
     async def __aiter_records(self) -> AsyncIterator[M]:
@@ -418,7 +436,7 @@ class Query(Generic[M]):
         cursor: str | None = None
         while remaining is None or remaining > 0:
             size = CHUNK if remaining is None else min(CHUNK, remaining)
-            found = await self._ids(db, size, cursor)
+            found = await self._ids(db, size, cursor, rows=True)
             records, _skipped = await self._load(db, found)  # skipped: warned
             for record in records:
                 yield record
@@ -516,6 +534,8 @@ class _Run:
     found: list[tuple[str, str]]
     last: tuple[str, str] | None
     exhausted: bool
+    #: Each found id's hash, when the call read them.
+    rows: list[dict[bytes, bytes] | Exception]
 
 
 #: The least ``SCAN_BUDGET`` each bucket's walk of a scatter-gather page gets.
@@ -528,20 +548,27 @@ async def _run_query(
     position: tuple[str, str] | None,
     limit: int,
     budget: int = SCAN_BUDGET,
+    *,
+    rows: str = "",
 ) -> _Run:
-    """Call the ``query`` script once on ``plan``'s sets (one bucket)."""
-    keys, args = plan.script_args(position, limit, budget)
+    """Call the ``query`` script once on ``plan``'s sets (one bucket); ``rows``: the
+    record key prefix, to read each found id's hash in the same call."""
+    keys, args = plan.script_args(position, limit, budget, rows)
     reply = await db.scripts.call("query", keys=keys, args=args)
-    if not isinstance(reply, list) or len(reply) != 7:  # a script/Python mismatch
+    if not isinstance(reply, list) or len(reply) != 8:  # a script/Python mismatch
         raise ScriptError("query", f"a reply of another shape: {reply!r:.200}")
-    found, last_score, last_id, exhausted, _driver, _calls, scores = reply
-    if len(scores) != len(found):
+    found, last_score, last_id, exhausted, _driver, _calls, scores, hashes = reply
+    if len(scores) != len(found) or len(hashes) != (len(found) if rows else 0):
         raise ScriptError("query", f"{len(found)} ids but {len(scores)} scores")
     last = None if last_score in (b"", "") else (reply_text(last_score), reply_text(last_id))
     return _Run(
         [(reply_text(score), reply_text(item)) for score, item in zip(scores, found, strict=True)],
         last,
         bool(int(exhausted)),
+        [
+            reply_hash(raw) if isinstance(raw, list) else ResponseError(reply_text(raw))
+            for raw in hashes
+        ],
     )
 
 

@@ -22,8 +22,12 @@
 --         "range"     (1 set)  lo, lo_exclusive, hi, hi_exclusive
 --         "score"     (1 set)  n, score, ...  (passes if the id's score is one of them)
 --         "notscore"  (1 set)  n, score, ...  (passes unless it is)
--- Returns {ids, last_score, last_id, exhausted (0|1), driver_number, calls made, scores}
--- (scores: each returned id's score in the walked set, for merging the walks of buckets).
+--       then rows: "" to return ids only, or the record key prefix (the id follows as
+--       base64url, in the id's slot under a tagged layout) to return each id's hash too.
+-- Returns {ids, last_score, last_id, exhausted (0|1), driver_number, calls made, scores,
+-- rows} (scores: each returned id's score in the walked set, for merging the walks of
+-- buckets; rows: per id its HGETALL, or the error text of a key that is no hash, read in
+-- this call, so a page of records is one round trip and ids and rows agree).
 -- Once ``limit`` ids are found the walk looks one match ahead (within the budget), so
 -- a page that ends the results says ``exhausted`` instead of leading to an empty page;
 -- last_score/last_id stay at the last returned id, where the next page starts.
@@ -75,6 +79,7 @@ for _ = 1, tonumber(ARGV[11]) do
   end
   table.insert(filters, f)
 end
+local rows_prefix = ARGV[a]
 
 local function in_range(s, lo, lo_ex, hi, hi_ex)
   if s < lo or (lo_ex and s == lo) then return false end
@@ -223,4 +228,11 @@ while true do
   if #entries < chunk * 2 then exhausted = 1; break end
   start = start + chunk
 end
-return {ids, last_score, last_id, exhausted, driver_number, calls, scores}
+local rows = {}
+if rows_prefix ~= '' then
+  for i, id in ipairs(ids) do
+    local row = redis.pcall('HGETALL', rows_prefix .. segment(id))
+    rows[i] = row.err or row
+  end
+end
+return {ids, last_score, last_id, exhausted, driver_number, calls, scores, rows}

@@ -43,6 +43,10 @@ async def test_one_bad_row_fails_a_query_unless_skipped(db: fm.Database) -> None
         rest = await Ticket.find().on_error("skip").all()
     assert [t.id for t in rest] == ["t-0", "t-2"]
     assert len(seen) == 1
+    with pytest.warns(fm.SkippedRecordWarning):  # read by the page's one script call
+        (skipped,) = (await Ticket.find().on_error("skip").page(limit=10)).skipped
+    assert skipped.key == bad
+    assert "cannot be read as a hash" in str(skipped)
 
 
 async def test_an_on_error_choice_is_checked_by_every_listing(db: fm.Database) -> None:

@@ -142,9 +142,9 @@ async def test_a_query_that_fixes_the_partition_reads_its_buckets_alone(
     touched: list[set[int]] = []
     real = query_module._run_query
 
-    async def recording(db: fm.Database, plan: Any, *args: Any) -> Any:
+    async def recording(db: fm.Database, plan: Any, *args: Any, **options: Any) -> Any:
         touched[-1].update(db.keys.bucket_in_key(SPEC.collection, k) for k in plan.drivers)
-        return await real(db, plan, *args)
+        return await real(db, plan, *args, **options)
 
     monkeypatch.setattr(query_module, "_run_query", recording)
 
