@@ -57,6 +57,8 @@ R = TypeVar("R")
 _REGISTRY: dict[str, type[Model]] = {}
 #: Records per script call in ``save_many``: each call is atomic and one round trip.
 SAVE_BATCH = 500
+#: The hash fields every row holds besides the model's, as HGETALL names them.
+_VERSION, _OWNED = VERSION_FIELD.encode(), OWNED_FIELD.encode()
 
 
 def registered_specs() -> list[ModelSpec]:
@@ -393,22 +395,20 @@ class Model(BaseModel, metaclass=_ModelMeta):
             ticket = Ticket.from_hash(key, reply_hash(await db.client.hgetall(key)), db)
             ```
         """
-        spec = cls.__flue_spec__
-        fields = {k.decode("utf-8", "replace"): v for k, v in raw.items()}  # ours are ASCII
-        owned = fields.pop(OWNED_FIELD, None)
-        version_text = fields.pop(VERSION_FIELD, None)
+        version_text = raw.get(_VERSION)
         if version_text is None or not version_text.isdigit():
-            raise DecodeError(key, VERSION_FIELD, f"is {version_text!r}, not a version number")
+            shown = None if version_text is None else version_text.decode("utf-8", "replace")
+            raise DecodeError(key, VERSION_FIELD, f"is {shown!r}, not a version number")
         data: dict[str, Any] = {}
         snapshot: dict[str, bytes] = {}
-        for name, codec in spec.codecs.items():
-            stored = fields.get(name)
+        for name, stored_name, decode in cls.__flue_spec__.readers:  # built once per model
+            stored = raw.get(stored_name)
             if stored is None:
                 continue
             snapshot[name] = stored
             try:
-                data[name] = codec.decode(stored)
-            except (ValueError, ValidationError) as exc:
+                data[name] = decode(stored)
+            except ValueError as exc:  # pydantic's ValidationError and UnicodeError included
                 raise DecodeError(key, name, f"holds {stored[:80]!r}: {exc}") from None
         try:
             record = cls.model_validate(data)
@@ -416,6 +416,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "?"
             raise DecodeError(key, where, f"is invalid: {first['msg']}") from None
+        owned = raw.get(_OWNED)
         if owned is None:  # every save writes it: a row without it was not written by us
             raise DecodeError(key, OWNED_FIELD, "is missing (the index entries the row owns)")
         snapshot[OWNED_FIELD] = owned

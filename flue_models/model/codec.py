@@ -29,6 +29,7 @@ import sys
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -393,6 +394,18 @@ class FieldCodec:
             return self.adapter.validate_python(self._decode_json_value(text))
         return self.adapter.validate_json(raw)
 
+    @functools.cached_property
+    def decoder(self) -> Callable[[bytes], Any]:
+        """:meth:`decode` as one call: for the common kinds the builtin that reads the
+        bytes as :meth:`decode` reads their text (``int(b"42")``, ``bytes.decode``; a
+        number in other than ASCII digits is refused), else :meth:`decode` itself.
+
+        Example:
+            >>> codec_for("priority", int).decoder(b"42")
+            42
+        """
+        return _FAST_DECODERS.get(self.kind, self.decode)
+
     def _decode_json_value(self, text: str) -> Any:
         try:
             return json.loads(text)
@@ -445,6 +458,24 @@ class FieldCodec:
         if kind == "bool":
             return 1.0 if value else 0.0
         raise EncodingError(f"Field {self.name!r} ({kind}) cannot be scored.")
+
+
+def _utf8_text(raw: bytes) -> str:
+    return raw.decode()
+
+
+def _bytes_value(raw: bytes) -> bytes:
+    return raw
+
+
+#: Decoders equal to :meth:`FieldCodec.decode` for their kind, without its dispatch.
+_FAST_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "bytes": _bytes_value,
+    "str": _utf8_text,
+    "uuid": _utf8_text,
+    "int": int,
+    "float": float,
+}
 
 
 def codec_for(name: str, annotation: Any) -> FieldCodec:

@@ -7,9 +7,10 @@ declaration time fails here, with a message naming the model and the field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,18 @@ class ModelSpec:
     _domain_keys: dict[tuple[str, int, str, Any], str] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
+
+    @functools.cached_property
+    def readers(self) -> tuple[tuple[str, bytes, Callable[[bytes], Any]], ...]:
+        """Per field: its name, the name as a stored hash field, and its decoder (see
+        :meth:`FieldCodec.decoder`), built once per model for the read path.
+
+        Example:
+            ```python
+            [name for name, _raw, _decode in Ticket.__flue_spec__.readers]   # ['id', ...]
+            ```
+        """
+        return tuple((name, name.encode(), codec.decoder) for name, codec in self.codecs.items())
 
     # Key names -------------------------------------------------------------------------
 

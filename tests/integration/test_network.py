@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import flue_models as fm
 from flue_models import EventStream, RetryPolicy, Submission
@@ -207,6 +209,33 @@ async def test_a_pool_that_stays_busy_says_so(redis_url: str, key_prefix: str) -
         with pytest.raises(fm.errors.PoolExhaustedError, match="pool_size"):
             await within(db.client.get(key), "the pool refusal")
         await within(blocked, "the blocked pop")
+
+
+async def test_a_write_the_server_does_not_read_ends_at_the_timeout(
+    redis_servers: RedisServers, key_prefix: str
+) -> None:
+    """A command is written under the reply timeout (``TimedSend``): a server that
+    stops reading (SIGSTOP) turns a large write into a ``ConnectionLostError`` naming the
+    write, and the client works again once the server does."""
+    server = redis_servers.start()
+    async with fm.connect(
+        server.url, key_prefix=key_prefix, timeout=0.5, retry=RetryPolicy(retries=0)
+    ) as db:
+        key = db.keys.collection_key("t", "big")
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)  # more than the socket buffers hold
+        try:
+            with pytest.raises(fm.ConnectionLostError) as lost:
+                await within(
+                    db.client.execute_command("SET", key, b"x" * 64_000_000, flue_unsafe=True),
+                    "the write to end at its timeout",
+                )
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        cause = lost.value.__cause__
+        assert isinstance(cause, RedisTimeoutError)
+        assert "writing" in str(cause)
+        assert await within(db.client.ping(), "a ping once the server reads again")
 
 
 @pytest.mark.parametrize(
