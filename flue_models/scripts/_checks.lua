@@ -20,3 +20,10 @@ local function flue_integer(key, field, value)
   end
   return nil
 end
+
+-- The refusal of `key`, which a command just refused as of another type than `wanted`
+-- (a read made with redis.pcall: the type is looked up only then).
+local function flue_wrong(key, wanted)
+  return redis.error_reply('FLUE_WRONGTYPE ' .. key .. ' ' .. redis.call('TYPE', key)['ok']
+    .. ' ' .. wanted)
+end

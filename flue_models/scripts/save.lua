@@ -34,9 +34,11 @@
 --   {"unique", record_number, claim_number, holder_id} or
 --   {"guard", record_number, guard_number}   (numbers count from 1).
 
+local call, match, gmatch = redis.call, string.match, string.gmatch
+
 local function split(text)
-  local parts = {}
-  for part in string.gmatch(text, '[^,]+') do table.insert(parts, part) end
+  local parts, n = {}, 0
+  for part in gmatch(text, '[^,]+') do n = n + 1; parts[n] = part end
   return parts
 end
 
@@ -44,48 +46,49 @@ local records = {}
 local a, k = 2, 2
 for r = 1, tonumber(ARGV[1]) do
   local mode, expected, n_zrem, n_claim, n_release, n_list, n_absent, counter, names, hdel,
-    scores = string.match(ARGV[a], '^(%a) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%S+) (%S*) (%S*) (%S*)$')
+    scores = match(ARGV[a], '^(%a) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%S+) (%S*) (%S*) (%S*)$')
   if not mode then return redis.error_reply('ERR save: malformed record head ' .. ARGV[a]) end
   local rec = {mode = mode, id = ARGV[a + 1], expected = tonumber(expected), key = KEYS[k]}
   a, k = a + 2, k + 1
-  rec.hset = {}
-  for _, name in ipairs(split(names)) do
-    table.insert(rec.hset, name); table.insert(rec.hset, ARGV[a]); a = a + 1
+  local hset, n = {}, 0
+  for name in gmatch(names, '[^,]+') do
+    hset[n + 1], hset[n + 2] = name, ARGV[a]
+    n, a = n + 2, a + 1
   end
+  rec.hset = hset
   rec.hdel = split(hdel)
-  rec.zrem = {}
-  for _ = 1, tonumber(n_zrem) do table.insert(rec.zrem, KEYS[k]); k = k + 1 end
-  rec.zadd = {}
-  for _, score in ipairs(split(scores)) do table.insert(rec.zadd, {KEYS[k], score}); k = k + 1 end
-  rec.claims = {}
-  for _ = 1, tonumber(n_claim) do table.insert(rec.claims, {KEYS[k], ARGV[a]}); k = k + 1; a = a + 1 end
-  rec.releases = {}
-  for _ = 1, tonumber(n_release) do
-    table.insert(rec.releases, {KEYS[k], ARGV[a]}); k = k + 1; a = a + 1
-  end
+  local zrem = {}
+  for i = 1, tonumber(n_zrem) do zrem[i] = KEYS[k]; k = k + 1 end
+  rec.zrem = zrem
+  local zadd = {}
+  for score in gmatch(scores, '[^,]+') do zadd[#zadd + 1] = {KEYS[k], score}; k = k + 1 end
+  rec.zadd = zadd
+  local claims, releases = {}, {}
+  for i = 1, tonumber(n_claim) do claims[i] = {KEYS[k], ARGV[a]}; k = k + 1; a = a + 1 end
+  for i = 1, tonumber(n_release) do releases[i] = {KEYS[k], ARGV[a]}; k = k + 1; a = a + 1 end
+  rec.claims, rec.releases = claims, releases
   rec.lists = {}
-  for _ = 1, tonumber(n_list) do
+  for i = 1, tonumber(n_list) do
     local list = {key = KEYS[k], kind = ARGV[a], elements = {}}
     k = k + 1
     local n_elements = tonumber(ARGV[a + 1]); a = a + 2
-    for _ = 1, n_elements do table.insert(list.elements, ARGV[a]); a = a + 1 end
-    table.insert(rec.lists, list)
+    for e = 1, n_elements do list.elements[e] = ARGV[a]; a = a + 1 end
+    rec.lists[i] = list
   end
   rec.absent = {}
-  for _ = 1, tonumber(n_absent) do table.insert(rec.absent, KEYS[k]); k = k + 1 end
+  for i = 1, tonumber(n_absent) do rec.absent[i] = KEYS[k]; k = k + 1 end
   if counter ~= '-' then rec.counter, rec.counter_field = KEYS[k], counter; k = k + 1 end
   records[r] = rec
 end
 
 -- Check phase: nothing is written unless every record passes. First the type of every
--- key the write phase touches, and the parse of every number it reads.
--- (The counter's own parse is its INCRBY, the first write: see below.)
-local bad = flue_expect(KEYS[1], 'string')
-if bad then return bad end
+-- key the write phase touches, and the parse of every number it reads. A row's type is
+-- checked by the read of its version; the collection's counter by its INCRBY, the first
+-- write (see below); every other key by TYPE.
+local bad
 for _, rec in ipairs(records) do
-  bad = flue_expect(rec.key, 'hash')
-  if bad then return bad end
-  local stored = redis.call('HGET', rec.key, 'version')
+  local stored = redis.pcall('HGET', rec.key, 'version')
+  if type(stored) == 'table' then return flue_wrong(rec.key, 'hash') end
   bad = flue_integer(rec.key, 'version', stored)
   if bad then return bad end
   rec.stored = tonumber(stored or '0')
@@ -105,7 +108,7 @@ for _, rec in ipairs(records) do
   end
   if rec.counter then
     bad = flue_expect(rec.counter, 'string')
-      or flue_integer(rec.counter, 'value', redis.call('GET', rec.counter))
+      or flue_integer(rec.counter, 'value', call('GET', rec.counter))
     if bad then return bad end
   end
   for _, list in ipairs(rec.lists) do  -- no elements: the key is deleted, whatever it is
@@ -121,14 +124,14 @@ for r, rec in ipairs(records) do
   if rec.stored ~= rec.expected then return {'conflict', r, rec.stored} end
   if rec.mode == 's' then saves = saves + 1 end
   for g, key in ipairs(rec.absent) do
-    if redis.call('EXISTS', key) == 1 then return {'guard', r, g} end
+    if call('EXISTS', key) == 1 then return {'guard', r, g} end
   end
   for _, rel in ipairs(rec.releases) do releasing[rel[1] .. '\0' .. rel[2]] = rec.id end
 end
 for r, rec in ipairs(records) do
   for c, claim in ipairs(rec.claims) do
     local slot = claim[1] .. '\0' .. claim[2]
-    local holder = redis.call('HGET', claim[1], claim[2])
+    local holder = call('HGET', claim[1], claim[2])
     if holder and holder ~= rec.id and releasing[slot] ~= holder then
       return {'unique', r, c, holder}
     end
@@ -145,9 +148,10 @@ local versions = {'ok'}
 local next_version = 0
 if saves > 0 then
   local counted = redis.pcall('INCRBY', KEYS[1], saves)
-  if type(counted) == 'table' and counted.err then
+  if type(counted) == 'table' then  -- refused: nothing is written yet
+    if call('TYPE', KEYS[1])['ok'] ~= 'string' then return flue_wrong(KEYS[1], 'string') end
     return redis.error_reply('FLUE_CORRUPT ' .. KEYS[1] .. ' value '
-      .. tostring(redis.call('GET', KEYS[1])))
+      .. tostring(call('GET', KEYS[1])))
   end
   next_version = counted - saves + 1
 end
@@ -158,32 +162,32 @@ end
 -- clock has 16.)
 local function with_seq(text, seq) return (string.gsub(text, '@#seq', '@' .. seq)) end
 local function next_tick(counter)
-  local now = redis.call('TIME')
+  local now = call('TIME')
   local clock = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  local value = math.max(tonumber(redis.call('GET', counter) or '0') + 1, clock)
+  local value = math.max(tonumber(call('GET', counter) or '0') + 1, clock)
   local text = string.format('%d', value)
-  redis.call('SET', counter, text)
+  call('SET', counter, text)
   return value, text
 end
 for _, rec in ipairs(records) do
   for _, rel in ipairs(rec.releases) do
-    if redis.call('HGET', rel[1], rel[2]) == rec.id then redis.call('HDEL', rel[1], rel[2]) end
+    if call('HGET', rel[1], rel[2]) == rec.id then call('HDEL', rel[1], rel[2]) end
   end
-  for _, key in ipairs(rec.zrem) do redis.call('ZREM', key, rec.id) end
+  for _, key in ipairs(rec.zrem) do call('ZREM', key, rec.id) end
   for _, list in ipairs(rec.lists) do
-    redis.call('DEL', list.key)
+    call('DEL', list.key)
     local add = list.kind == 'h' and 'HSET' or 'RPUSH'
     for i = 1, #list.elements, 1000 do
-      redis.call(add, list.key, unpack(list.elements, i, math.min(i + 999, #list.elements)))
+      call(add, list.key, unpack(list.elements, i, math.min(i + 999, #list.elements)))
     end
   end
   if rec.mode == 'c' then
-    table.insert(versions, rec.expected)
-    table.insert(versions, 0)
+    versions[#versions + 1] = rec.expected
+    versions[#versions + 1] = 0
   elseif rec.mode == 'd' then
-    redis.call('DEL', rec.key)
-    table.insert(versions, 0)
-    table.insert(versions, 0)
+    call('DEL', rec.key)
+    versions[#versions + 1] = 0
+    versions[#versions + 1] = 0
   else
     local version = next_version
     next_version = next_version + 1
@@ -195,16 +199,16 @@ for _, rec in ipairs(records) do
         elseif rec.hset[i] == '_owned' then rec.hset[i + 1] = with_seq(rec.hset[i + 1], seq_text) end
       end
     end
-    if #rec.hdel > 0 then redis.call('HDEL', rec.key, unpack(rec.hdel)) end
-    table.insert(rec.hset, 'version')
-    table.insert(rec.hset, version)
-    redis.call('HSET', rec.key, unpack(rec.hset))
+    if #rec.hdel > 0 then call('HDEL', rec.key, unpack(rec.hdel)) end
+    rec.hset[#rec.hset + 1] = 'version'
+    rec.hset[#rec.hset + 1] = version
+    call('HSET', rec.key, unpack(rec.hset))
     for _, entry in ipairs(rec.zadd) do
-      redis.call('ZADD', entry[1], entry[2] == '#seq' and seq_text or entry[2], rec.id)
+      call('ZADD', entry[1], entry[2] == '#seq' and seq_text or entry[2], rec.id)
     end
-    for _, claim in ipairs(rec.claims) do redis.call('HSET', claim[1], claim[2], rec.id) end
-    table.insert(versions, version)
-    table.insert(versions, seq)
+    for _, claim in ipairs(rec.claims) do call('HSET', claim[1], claim[2], rec.id) end
+    versions[#versions + 1] = version
+    versions[#versions + 1] = seq
   end
 end
 return versions

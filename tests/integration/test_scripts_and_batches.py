@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -102,4 +103,5 @@ async def test_every_script_of_the_package_declares_its_flags() -> None:
         assert "allow-oom" not in first
         if first == "#!lua":
             assert "local function flue_expect" in text, path.name  # has the check phase
-            assert "flue_expect(KEYS" in text, path.name  # and uses it
+            body = text.replace((SCRIPTS_DIR / "_checks.lua").read_text(), "")
+            assert re.search(r"flue_(expect|wrong)\(", body), path.name  # and uses it
