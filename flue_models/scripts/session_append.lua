@@ -16,12 +16,17 @@
 --   {"missing"} (the session does not exist), {"stale"} (its fork_of is not the caller's:
 --   the caller's index keys may be wrong), or {"conflict", entry_id} (with once, that id
 --   was appended with other content, or only some entries were); those write nothing.
-local bad = flue_expect(KEYS[1], 'hash') or flue_expect(KEYS[2], 'list')
-  or flue_expect(KEYS[3], 'hash')
+-- Types: the row's and the list's by their first reads (made with redis.pcall, the type
+-- looked up only on a refusal), the others by TYPE; all before the first write.
+local row = redis.pcall('HMGET', KEYS[1], 'id', 'entry_count', 'context_from', 'fork_of', 'origin')
+if row.err then return flue_wrong(KEYS[1], 'hash') end
+if not row[1] then return {'missing'} end  -- every session row holds its id
+table.remove(row, 1)
+local length = redis.pcall('LLEN', KEYS[2])
+if type(length) == 'table' then return flue_wrong(KEYS[2], 'list') end
+local bad = flue_expect(KEYS[3], 'hash')
 for i = 4, #KEYS do bad = bad or flue_expect(KEYS[i], 'zset') end
 if bad then return bad end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local row = redis.call('HMGET', KEYS[1], 'entry_count', 'context_from', 'fork_of', 'origin')
 bad = flue_integer(KEYS[1], 'entry_count', row[1])
   or flue_integer(KEYS[1], 'context_from', row[2])
 if bad then return bad end
@@ -85,7 +90,7 @@ local function iso(sec, usec)
     math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, usec)
 end
 
-local position = base + redis.call('LLEN', KEYS[2])
+local position = base + length
 local context_from = tonumber(row[2] or '0')
 for _, entry in ipairs(entries) do
   redis.call('HSETNX', KEYS[3], entry.id, position)  -- the first entry with an id keeps it
