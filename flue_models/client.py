@@ -42,9 +42,11 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import traceback
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -321,11 +323,20 @@ def queueable(args: tuple[Any, ...]) -> bool:
 Command = tuple[tuple[Any, ...], dict[str, Any]]
 
 
+#: Set while :meth:`FlueRedis.flue_many` reads a batch's replies under deadlines of its
+#: own: a reply is then read without one of its own (see :meth:`TimedSend.read_response`).
+_BATCH_DEADLINE: ContextVar[bool] = ContextVar("flue_batch_deadline", default=False)
+#: Replies of a batch read under one deadline before it is renewed (each renewal gives
+#: ``socket_timeout`` again, so a slow server still gets it for each stretch of replies).
+DEADLINE_STRETCH = 100
+
+
 class TimedSend:
     """A connection mixin: a command is written under ``asyncio.timeout`` instead of
     redis-py's ``asyncio.wait_for``, the same deadline (``socket_timeout``) and the same
     errors, without a task per command (Python 3.11's ``wait_for`` runs the write in a
-    new task, two more turns of the event loop for every command sent).
+    new task, two more turns of the event loop for every command sent). The replies of
+    a batch are read under the batch's deadline (:meth:`FlueRedis.flue_many`).
 
     Example:
         ```python
@@ -364,6 +375,23 @@ class TimedSend:
         except BaseException:  # cancelled mid-write: the connection's state is unknown
             await me.disconnect(nowait=True)
             raise
+
+    async def read_response(
+        self,
+        disable_decoding: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 (redis-py's signature)
+        **options: Any,
+    ) -> Any:
+        """Read one reply, within ``socket_timeout`` unless a batch's deadline covers it.
+
+        Example:
+            ```python
+            reply = await connection.read_response()
+            ```
+        """
+        if timeout is None and _BATCH_DEADLINE.get():
+            timeout = math.inf  # (redis-py's word for "no deadline of its own")
+        return await super().read_response(disable_decoding, timeout, **options)  # type: ignore[misc]
 
 
 _TIMED: dict[type, type] = {}
@@ -447,7 +475,7 @@ class Coalescer:
         ```
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: FlueRedis) -> None:
         self.client = client
         self.in_flight = 0
         #: Pipelines sent for several callers, and the commands they carried.
@@ -492,13 +520,10 @@ class Coalescer:
         if len(commands) == 1:  # a pipeline's set-up costs more than one command's
             ((args, options),) = commands
             try:
-                return [await Redis.execute_command(self.client, *args, **options)]  # type: ignore[no-untyped-call]
+                return [await self.client.flue_one(args, options)]
             except ResponseError as exc:  # in its place, as a pipeline returns it
                 return [exc]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for args, options in commands:
-                pipe.execute_command(*args, **options)
-            return list(await pipe.execute(raise_on_error=False))
+        return await self.client.flue_many(commands)
 
     def _queue(self, commands: list[Command]) -> asyncio.Future[list[Any]]:
         loop = asyncio.get_running_loop()
@@ -576,6 +601,10 @@ class FlueCommands:
 
             async def once() -> Any:
                 return await coalescer.send(args, options)
+        elif isinstance(self, FlueRedis):
+
+            async def once() -> Any:
+                return await self.flue_one(args, options)
         else:
 
             async def once() -> Any:
@@ -593,6 +622,75 @@ class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own ba
         await db.client.execute_command("GET", key)       # retried if the connection drops
         ```
     """
+
+    async def flue_one(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """Send one command on a pooled connection and read its reply: what redis-py's
+        ``execute_command`` does for this client, without the layers it does not use
+        (redis-py's retry, which is off, its metrics hooks, the single-connection lock):
+        the same connection checks, the same reply callbacks, a connection that failed
+        is closed.
+
+        Example:
+            ```python
+            await client.flue_one(("GET", key), {})
+            ```
+        """
+        pool = self.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_command(*args)
+            return await self.parse_response(connection, args[0], **options)
+        except (RedisConnectionError, RedisTimeoutError):
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+
+    async def flue_many(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one write on one pooled connection and read their replies,
+        a command's error reply in its place (as redis-py's pipeline with
+        ``raise_on_error=False``); a lost connection or a timeout raises, and the
+        connection is closed.
+
+        The replies are read under one deadline per stretch of :data:`DEADLINE_STRETCH`
+        replies, each of ``socket_timeout`` (redis-py's pipeline arms a timer per reply,
+        which costs more than reading a small one).
+
+        Example:
+            ```python
+            replies = await client.flue_many([(("HGETALL", a), {}), (("HGETALL", b), {})])
+            ```
+        """
+        pool = self.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        replies: list[Any] = []
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands([args for args, _options in commands])
+            )
+            token = _BATCH_DEADLINE.set(True)
+            try:
+                for start in range(0, len(commands), DEADLINE_STRETCH):
+                    async with asyncio.timeout(connection.socket_timeout or None) as deadline:
+                        for args, options in commands[start : start + DEADLINE_STRETCH]:
+                            try:
+                                replies.append(
+                                    await self.parse_response(connection, args[0], **options)
+                                )
+                            except ResponseError as exc:
+                                replies.append(exc)
+            except TimeoutError:
+                if deadline.expired():
+                    raise RedisTimeoutError("Timeout reading from socket") from None
+                raise
+            finally:
+                _BATCH_DEADLINE.reset(token)
+        except BaseException:  # replies may be left unread: the connection is not reused
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+        return replies
 
 
 class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as above

@@ -35,6 +35,7 @@ from flue_models.client import (
     RETRIED,
     ClientSettings,
     FlueClient,
+    FlueRedis,
     FlueRedisCluster,
     RetryPolicy,
     make_client,
@@ -267,6 +268,8 @@ class Database:
                 replies = await self.client.flue_per_node(commands)
                 if replies is not None:
                     return replies  # else: redirected or not routable, sent again below
+            elif isinstance(self.client, FlueRedis) and not atomic:
+                return await self.client.flue_many([(tuple(c), {}) for c in commands])
             async with self.client.pipeline(transaction=atomic) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)

@@ -238,6 +238,39 @@ async def test_a_write_the_server_does_not_read_ends_at_the_timeout(
         assert await within(db.client.ping(), "a ping once the server reads again")
 
 
+@pytest.mark.parametrize("auto_pipeline", [True, False])
+async def test_a_batch_whose_replies_stop_coming_ends_at_the_timeout(
+    redis_servers: RedisServers, key_prefix: str, auto_pipeline: bool
+) -> None:
+    """A batch's replies are read under the batch's deadline (``FlueRedis.flue_many``):
+    a server that stops answering mid-batch is a ``ConnectionLostError`` at the timeout,
+    the connection is not handed out again with replies unread, and a long batch keeps
+    its replies in order."""
+    server = redis_servers.start()
+    async with fm.connect(
+        server.url,
+        key_prefix=key_prefix,
+        timeout=0.5,
+        retry=RetryPolicy(retries=0),
+        auto_pipeline=auto_pipeline,
+    ) as db:
+        keys = [db.keys.collection_key("t", f"k{i}") for i in range(250)]
+        await db.run_batch([("SET", key, str(i)) for i, key in enumerate(keys)])
+        assert await db.run_batch([("GET", key) for key in keys]) == [
+            str(i).encode() for i in range(250)
+        ]
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(fm.ConnectionLostError) as lost:
+                await within(db.run_batch([("GET", key) for key in keys]), "the batch to end")
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert isinstance(lost.value.__cause__, RedisTimeoutError)
+        replies = await within(db.run_batch([("GET", k) for k in keys[:3]]), "a batch again")
+        assert replies == [b"0", b"1", b"2"]  # not the replies the stopped batch left
+
+
 @pytest.mark.parametrize(
     "setting", [{"pool_size": 0}, {"pool_timeout": 0}, {"timeout": -1}], ids=str
 )
