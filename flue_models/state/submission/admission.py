@@ -62,8 +62,8 @@ class Admitting(SubmissionRow):
                     problem = f"holds {receipt_raw[:80]!r}, not a receipt ({exc!r})"
                     raise DecodeError(receipt_key, "receipt", problem) from None
                 return Admission(None, created=False, conflict=not same, receipt=receipt)
-            if await database.client.exists(deleting):
-                raise SessionDeletingError(session_id)
+            # A session being deleted refuses the write itself (its marker is a guard of
+            # the save script), so no number is taken and no round trip asks first.
             row = cls(
                 id=submission_id,
                 session_id=session_id,
