@@ -50,6 +50,12 @@ Kind = typing.Literal[
 RANGE_KINDS = frozenset({"int", "float", "bool", "datetime", "date"})
 
 
+#: The one encoder of :func:`canonical_json` (``json.dumps`` with options builds one per call).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def canonical_json(value: Any) -> str:
     """Serialize JSON-compatible data with sorted keys and no spaces.
 
@@ -60,9 +66,7 @@ def canonical_json(value: Any) -> str:
         >>> canonical_json({"b": 1, "a": [1, "é"]})
         '{"a":[1,"é"],"b":1}'
     """
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return _CANONICAL.encode(value)
 
 
 def max_int_digits() -> int:
