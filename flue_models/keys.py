@@ -558,12 +558,15 @@ class KeySpace:
             >>> KeySpace("p").session("s-1").row
             'p::{session:16}:cy0x'
         """
-        bucket = self.in_bucket(bucket_of(session_id, SESSION_BUCKETS))
+        if not session_id:
+            raise ConfigurationError("A record id must be a non-empty string.")
+        base = self.in_bucket(bucket_of(session_id, SESSION_BUCKETS))._base(SESSIONS)
+        segment = encode_segment(session_id)  # once for the four keys
         return SessionKeys(
-            bucket.record(SESSIONS, session_id),
-            bucket.owned(SESSIONS, "entries", session_id),
-            bucket.owned(SESSIONS, "entry_ids", session_id),
-            bucket.owned(SESSIONS, "forks", session_id),
+            f"{base}:{segment}",
+            f"{base}/entries:{segment}",
+            f"{base}/entry_ids:{segment}",
+            f"{base}/forks:{segment}",
         )
 
     def session_submissions(self, session_id: str) -> SessionSubmissionKeys:

@@ -65,6 +65,30 @@ async def test_an_event_that_cannot_be_stored_is_refused(db: fm.Database, event:
     assert (await stream.meta()).length == 0  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(
+    "content",
+    [{"x": float("inf")}, {"x": BAD_TEXT}, {BAD_TEXT: 1}, [10**5000], b"bytes"],
+)
+async def test_session_content_that_cannot_be_stored_is_refused(
+    db: fm.Database, content: Any
+) -> None:
+    """Each case fails the quick plain-JSON pass, and the full walk names the problem (or
+    finds none: bytes are written as JSON text, read back as such)."""
+    session = await Session.open("s-1")
+    entry = fm.MessageEntry(id="m1", role="user", content=content)
+    if isinstance(content, bytes):
+        await session.append(entry)
+        loaded = await Session.load("s-1")
+        assert loaded is not None
+        assert [e.content for e in loaded.entries] == ["bytes"]
+        return
+    with pytest.raises(fm.EncodingError, match="'m1'"):
+        await session.append(entry)
+    loaded = await Session.load("s-1")
+    assert loaded is not None
+    assert loaded.entries == []
+
+
 async def test_session_content_and_admission_input_are_checked(db: fm.Database) -> None:
     session = await Session.open("s-1")
     with pytest.raises(fm.EncodingError, match="'m1'"):

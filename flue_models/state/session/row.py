@@ -17,7 +17,7 @@ from flue_models.errors import (
 )
 from flue_models.keys import KeySpace
 from flue_models.model.base import Model
-from flue_models.model.codec import canonical_json, value_problem
+from flue_models.model.codec import canonical_json, is_plain_json, value_problem
 from flue_models.model.fields import Indexed
 from flue_models.state.session_window import (
     AnyEntry,
@@ -108,10 +108,13 @@ def encode_entry(entry: MessageEntry | CompactionEntry) -> list[bytes]:
         >>> first.startswith(b"E")
         True
     """
-    problem = value_problem(entry)
-    if problem:
-        raise EncodingError(f"Session entry {entry.id!r} {problem}; nothing was appended.")
-    data = canonical_json(entry.model_dump(mode="json")).encode()
+    plain = entry.model_dump()
+    if not is_plain_json(plain):  # the full walk says where and why, or that all is well
+        problem = value_problem(entry)
+        if problem:
+            raise EncodingError(f"Session entry {entry.id!r} {problem}; nothing was appended.")
+        plain = entry.model_dump(mode="json")
+    data = canonical_json(plain).encode()
     if len(data) <= CHUNK_BYTES:
         return [b"E" + data]
     chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
