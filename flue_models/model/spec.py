@@ -191,7 +191,10 @@ class ModelSpec:
         """
         if not self.directed:
             return [self.record_key(keys, record_id)]
-        return [k.record(self.collection, record_id) for k in self.bucket_keys(keys)]
+        if not record_id:
+            raise ConfigurationError("A record id must be a non-empty string.")
+        segment = encode_segment(record_id)  # once for every bucket
+        return [k.record_prefix(self.collection) + segment for k in self.bucket_keys(keys)]
 
     def bucket_keys(self, keys: KeySpace) -> list[KeySpace]:
         """Return the key space of each bucket of the collection, in bucket order.
