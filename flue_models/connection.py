@@ -214,6 +214,19 @@ class Database:
         system = self.report.flavor if self.report is not None else "redis"
         return operation_span(operation, collection, system, self._server, **extra)
 
+    @property
+    def batches_in_order(self) -> bool:
+        """Whether the commands of one :meth:`run_batch` run on the server in the order
+        given: on one server (one connection, one write) they do; on a cluster each
+        node's part runs on its own, in no set order between nodes.
+
+        Example:
+            ```python
+            db.batches_in_order   # True on one server
+            ```
+        """
+        return not isinstance(self.client, FlueRedisCluster)
+
     async def server_time(self) -> dt.datetime:
         """Return the server's clock (``TIME``) as an aware UTC datetime.
 

@@ -79,6 +79,20 @@ async def test_reading_one_submission_is_one_round_trip(
     assert trips[0] == (3 if on_cluster(db) else 1)
 
 
+async def test_a_new_admission_reads_once_and_writes_once_on_one_server(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row in every bucket, the clock and the receipt in one batch (the receipt
+    behind the row: in order on one server; a cluster reads it once more), then the
+    write, whose guard refuses a session being deleted."""
+    await Submission.admit_direct("p-0", session_id="s-0", input={})  # warm: scripts loaded
+    with count_round_trips(db, monkeypatch) as trips:
+        admitted = await Submission.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
+    assert admitted.created
+    # On a cluster: one request per primary for the batch, the receipt again, the write.
+    assert trips[0] == (3 + 1 + 1 if on_cluster(db) else 2)
+
+
 async def test_one_runnable_head_per_session_in_admission_order(db: fm.Database) -> None:
     for submission_id, session_id in [("a1", "A"), ("b1", "B"), ("a2", "A"), ("c1", "C")]:
         await Submission.admit_direct(submission_id, session_id=session_id, input={})

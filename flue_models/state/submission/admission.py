@@ -49,11 +49,17 @@ class Admitting(SubmissionRow):
         deleting = database.keys.session_submissions(session_id).deleting
 
         async def attempt() -> Admission:
-            row, now = await cls._read(database, submission_id)
+            # The receipt is read after the row: a deletion keeps it before it removes the
+            # row, so a row found missing has its receipt by then. In the same batch where
+            # the batch runs in order (one server); a cluster reads it once more after.
+            row, now, receipt_raw = await cls._read_then(
+                database, submission_id, ("GET", receipt_key)
+            )
             if row is not None:
                 same = digest(row.session_id, row.kind, row.input) == wanted
                 return Admission(row, created=False, conflict=not same)
-            receipt_raw = await database.client.get(receipt_key)
+            if receipt_raw is None and not database.batches_in_order:
+                receipt_raw = await database.client.get(receipt_key)
             if receipt_raw is not None:
                 try:
                     receipt = json.loads(receipt_raw)

@@ -176,8 +176,22 @@ class SubmissionRow(Model):
     async def _read_candidates(
         cls, db: Database, submission_ids: list[str], candidates: list[list[str]]
     ) -> tuple[list[Self | None], dt.datetime]:
+        rows, now, _after = await cls._read_rows(db, submission_ids, candidates, ())
+        return rows, now
+
+    @classmethod
+    async def _read_rows(
+        cls,
+        db: Database,
+        submission_ids: list[str],
+        candidates: list[list[str]],
+        after: Sequence[tuple[Any, ...]],
+    ) -> tuple[list[Self | None], dt.datetime, list[Any]]:
+        """The rows at their candidate keys, the server clock, and the replies of the
+        ``after`` commands sent behind them in the same batch."""
         commands = [("HGETALL", key) for each in candidates for key in each]
-        *raws, time = await db.run_batch([*commands, ("TIME",)])
+        replies = await db.run_batch([*commands, ("TIME",), *after])
+        raws, time = replies[: len(commands)], replies[len(commands)]
         held = held_once(cls.__name__, submission_ids, candidates, raws)
         rows: list[Self | None] = []
         for submission_id, found in zip(submission_ids, held, strict=True):
@@ -189,7 +203,17 @@ class SubmissionRow(Model):
                 except DecodeError as exc:
                     await cls._quarantine(db, key, submission_id, reply_hash(raw), exc)
             rows.append(row)
-        return rows, reply_time(time)
+        return rows, reply_time(time), replies[len(commands) + 1 :]
+
+    @classmethod
+    async def _read_then(
+        cls, db: Database, submission_id: str, command: tuple[Any, ...]
+    ) -> tuple[Self | None, dt.datetime, Any]:
+        """Read a row (every bucket), the server clock and ``command``'s reply, sent after
+        them in the same round trip (run after them where :attr:`Database.batches_in_order`)."""
+        candidates = [cls.__flue_spec__.candidate_keys(db.keys, submission_id)]
+        (row,), now, (reply,) = await cls._read_rows(db, [submission_id], candidates, [command])
+        return row, now, reply
 
     @classmethod
     async def _read(
