@@ -145,10 +145,22 @@ def is_plain_json(value: Any) -> bool:
     return True
 
 
-def value_problem(value: Any) -> str | None:
+def _as_text(key: Any) -> str:
+    """How JSON would give a non-string key back, for a refusal's message."""
+    try:
+        (back,) = json.loads(json.dumps({key: 0}))
+    except (TypeError, ValueError):  # not even JSON can write it
+        return ""
+    return f" (JSON would give it back as {back!r})"
+
+
+def value_problem(value: Any, *, text_keys: bool = False) -> str | None:
     """Say why ``value`` (a JSON-like tree, Pydantic models included) cannot be stored
     exactly, or return ``None``: a non-finite float (JSON has none; Pydantic would write
-    ``null``), a lone surrogate in a string or key, an int too long to read back.
+    ``null``), a lone surrogate in a string or key, an int too long to read back, and,
+    with ``text_keys`` (a value stored without a type to restore it: an untyped event,
+    session content, a submission's input), a dict key that is not a string (JSON would
+    give it back as text).
 
     Example:
         >>> problem = value_problem({"a": [1.0, float("nan")]})
@@ -156,6 +168,8 @@ def value_problem(value: Any) -> str | None:
         True
         >>> value_problem({"ok": 1}) is None
         True
+        >>> value_problem({1: "a"}, text_keys=True)
+        "at the top: a key 1 is not a string (JSON would give it back as '1')"
     """
     if is_plain_json(value):
         return None
@@ -178,6 +192,8 @@ def value_problem(value: Any) -> str | None:
             for key, child in item.items():
                 if isinstance(key, str) and (key_problem := _text_problem(key)):
                     return f"at {path or 'the top'}: a key {key_problem}"
+                if text_keys and not isinstance(key, str):
+                    return f"at {path or 'the top'}: a key {key!r} is not a string{_as_text(key)}"
                 stack.append((child, f"{path}[{key!r}]"))
         elif isinstance(item, list | tuple | set | frozenset):
             stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))

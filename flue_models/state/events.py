@@ -256,7 +256,10 @@ class EventStream(Generic[T]):
     def _encode(self, data: T | Mapping[str, Any]) -> str:
         if self.model is None and type(data) is dict and is_plain_json(data):
             return canonical_json(data)  # what the checks and the dump below would give
-        if isinstance(data, BaseModel | Mapping) and (problem := value_problem(data)):
+        untyped = self.model is None  # nothing restores a key's type on the way back
+        if isinstance(data, BaseModel | Mapping) and (
+            problem := value_problem(data, text_keys=untyped)
+        ):
             raise EncodingError(f"An event of {self.path!r} {problem}; nothing was appended.")
         if isinstance(data, BaseModel):
             return canonical_json(data.model_dump(mode="json"))

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 import flue_models as fm
 from flue_models import EventStream, Session, Submission, WorkflowRun
@@ -139,3 +140,39 @@ async def test_a_long_indexed_value_gets_a_short_key_and_exact_equality(
     await found.update(status="short")
     assert await Ticket.find(Ticket.status == long_a).count() == 0
     assert (await fm.verify_collection(Ticket)).ok
+
+
+async def test_a_key_json_would_turn_into_text_is_refused_where_nothing_restores_it(
+    db: fm.Database,
+) -> None:
+    """An untyped event, session content and a submission's input are stored as JSON and
+    read back as JSON: a key that is not a string would come back as text, so it is
+    refused, naming where, and nothing is written. A typed stream restores its keys."""
+    stream = EventStream("untyped")
+    await stream.create()
+    with pytest.raises(fm.EncodingError, match=r"a key 1 is not a string.*'1'"):
+        await stream.append({"counts": {1: "one"}})
+    assert (await stream.meta()).length == 0  # type: ignore[union-attr]
+    session = await Session.open("s-1")
+    with pytest.raises(fm.EncodingError, match=r"'m1'.*a key None is not a string"):
+        await session.append(fm.MessageEntry(id="m1", role="user", content={None: 1}))
+    loaded = await Session.load("s-1")
+    assert loaded is not None
+    assert loaded.entries == []
+    with pytest.raises(fm.EncodingError, match=r"'p-1'.*a key True is not a string"):
+        await Submission.admit_direct("p-1", session_id="s-1", input={"flags": {True: 1}})
+    assert await Submission.get("p-1") is None
+    await Submission.admit_direct("p-2", session_id="s-1", input={})
+    attempt = await Submission.claim("p-2", "w")
+    assert attempt is not None
+    with pytest.raises(fm.ConfigurationError, match="a key 2 is not a string"):
+        await Submission.journal_phase(attempt, "provider_started", detail={2: "x"})
+
+    class Counts(BaseModel):
+        by_number: dict[int, str]
+
+    typed = EventStream("typed", model=Counts)
+    await typed.create()
+    await typed.append(Counts(by_number={1: "one"}))
+    (event,) = (await typed.read()).events
+    assert event.data == Counts(by_number={1: "one"})

@@ -110,7 +110,7 @@ def encode_entry(entry: MessageEntry | CompactionEntry) -> list[bytes]:
     """
     plain = entry.model_dump()
     if not is_plain_json(plain):  # the full walk says where and why, or that all is well
-        problem = value_problem(entry)
+        problem = value_problem(entry, text_keys=True)  # content is untyped JSON
         if problem:
             raise EncodingError(f"Session entry {entry.id!r} {problem}; nothing was appended.")
         plain = entry.model_dump(mode="json")

@@ -41,7 +41,7 @@ class Admitting(SubmissionRow):
         cls, kind: Kind, submission_id: str, session_id: str, input: Any, db: Database | None
     ) -> Admission:
         database = pick_database(db)
-        problem = value_problem({"session_id": session_id, "input": input})
+        problem = value_problem({"session_id": session_id, "input": input}, text_keys=True)
         if problem:
             raise EncodingError(f"Submission {submission_id!r} {problem}; nothing was admitted.")
         wanted = digest(session_id, kind, input)

@@ -137,7 +137,7 @@ class Journaling(SubmissionRow):
             raise ConfigurationError("stream_key must be a non-empty string or None.")
         try:
             encoded = canonical_json(detail)
-            problem = value_problem(detail)
+            problem = value_problem(detail, text_keys=True)
         except (TypeError, ValueError) as exc:
             problem = f"is not JSON ({exc})"
         if problem:
