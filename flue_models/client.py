@@ -596,22 +596,30 @@ class FlueCommands:
         policy = options.pop(POLICY, None) or self.flue_policy
 
         coalescer = self.flue_coalescer
-        parent: Any = super()
         if coalescer is not None and queueable(args):
 
             async def once() -> Any:
                 return await coalescer.send(args, options)
-        elif isinstance(self, FlueRedis):
-
-            async def once() -> Any:
-                return await self.flue_one(args, options)
         else:
 
             async def once() -> Any:
-                return await parent.execute_command(*args, **options)
+                return await self.flue_one(args, options)
 
         command = str(args[0]) if args else "?"
         return await with_retries(once, policy, self.flue_display, command, unsafe=unsafe)
+
+    async def flue_one(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """Send one command through redis-py's client and return its reply (once: the
+        retries are :meth:`execute_command`'s). :class:`FlueRedis` sends it straight on a
+        pooled connection instead.
+
+        Example:
+            ```python
+            await client.flue_one(("GET", key), {})
+            ```
+        """
+        parent: Any = super()
+        return await parent.execute_command(*args, **options)
 
 
 class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own bases disagree

@@ -551,19 +551,14 @@ def encode_owned(
         >>> encode_owned("p::{t:0}:", {"p::{t:0}:all": 7.0}, {"p::{t:0}:uniq:email": b"a@b"})
         b'!uniq:email=YUBi @7 all'
     """
-    cut, head = len(base), base[: base.index(SEPARATOR) + len(SEPARATOR)]
-
-    def name(key: str) -> str:
-        return key[cut:] if key.startswith(base) else key[len(head) :]
-
-    tokens = [f"!{name(k)}={encode_segment(v)}" for k, v in sorted(unique.items())]
+    tokens = [f"!{_owned_key(base, k)}={encode_segment(v)}" for k, v in sorted(unique.items())]
     last: str | None = None
     for key, score in sorted(entries.items()):
         text = SEQ if key in seq_scored else format_score(score)
         if text != last:
             tokens.append("@" + text)
             last = text
-        tokens.append(name(key))
+        tokens.append(_owned_key(base, key))
     return " ".join(tokens).encode()
 
 
@@ -575,9 +570,20 @@ def owned_name(record_key: str, key: str) -> str:
         >>> owned_name("p::{t:0}:eA", "p::{t:0}:all")
         'all'
     """
-    base = record_key[: record_key.rindex(":") + 1]
-    head = record_key[: record_key.index(SEPARATOR) + len(SEPARATOR)]
-    return key[len(base) :] if key.startswith(base) else key[len(head) :]
+    return _owned_key(_row_base(record_key), key)
+
+
+def _row_base(record_key: str) -> str:
+    """What a record key starts with before its id (``KeySpace.record_prefix``)."""
+    return record_key[: record_key.rindex(":") + 1]
+
+
+def _owned_key(base: str, key: str) -> str:
+    """``key`` as ``_owned`` names it in a row whose key starts with ``base``: relative to
+    ``base``, or to the prefix (it then starts with ``{``) when it is outside the bucket."""
+    if key.startswith(base):
+        return key[len(base) :]
+    return key[base.index(SEPARATOR) + len(SEPARATOR) :]
 
 
 def decode_owned(
@@ -592,7 +598,7 @@ def decode_owned(
         >>> decode_owned(KeySpace("p"), "p::{t:0}:eA", b"@7 all")
         ({'p::{t:0}:all': 7.0}, {})
     """
-    base = record_key[: record_key.rindex(":") + 1]
+    base = _row_base(record_key)
     head = keys.head
     entries: dict[str, float] = {}
     unique: dict[str, bytes] = {}

@@ -165,14 +165,14 @@ class Appending(Loading):
     def _took(self, database: Database, **stored: Any) -> None:
         """Set fields a script wrote, and what this copy knows the store holds."""
         spec = self.__flue_spec__
-        snapshot = held(self).snapshot
+        snapshot = dict(held(self).snapshot)  # (a new state: copies never share one)
         for name, value in stored.items():
             object.__setattr__(self, name, value)
             snapshot[name] = spec.codecs[name].encode(value)
         keys = spec.keys_of(database.keys, self.id)
         entries = spec.entries(keys, self._values())
         snapshot[OWNED] = encode_owned(keys.record_prefix(spec.collection), entries, {})
-        hold(self, entries=entries)
+        hold(self, snapshot=snapshot, entries=entries)
 
     @classmethod
     async def save_snapshot(

@@ -163,29 +163,24 @@ class SubmissionRow(Model):
             spec.candidate_keys(db.keys, i) if s is None else [spec.record_key(db.keys, i, s)]
             for i, s in zip(submission_ids, known, strict=True)
         ]
-        return await cls._read_candidates(db, submission_ids, candidates)
+        rows, now, _after = await cls._read_candidates(db, submission_ids, candidates)
+        return rows, now
 
     @classmethod
     async def _read_keys_of(
         cls, db: Database, submission_ids: list[str], keys: list[str]
     ) -> tuple[list[Self | None], dt.datetime]:
         """:meth:`_read_many` of rows whose keys are known (a query found them there)."""
-        return await cls._read_candidates(db, submission_ids, [[key] for key in keys])
-
-    @classmethod
-    async def _read_candidates(
-        cls, db: Database, submission_ids: list[str], candidates: list[list[str]]
-    ) -> tuple[list[Self | None], dt.datetime]:
-        rows, now, _after = await cls._read_rows(db, submission_ids, candidates, ())
+        rows, now, _after = await cls._read_candidates(db, submission_ids, [[k] for k in keys])
         return rows, now
 
     @classmethod
-    async def _read_rows(
+    async def _read_candidates(
         cls,
         db: Database,
         submission_ids: list[str],
         candidates: list[list[str]],
-        after: Sequence[tuple[Any, ...]],
+        after: Sequence[tuple[Any, ...]] = (),
     ) -> tuple[list[Self | None], dt.datetime, list[Any]]:
         """The rows at their candidate keys, the server clock, and the replies of the
         ``after`` commands sent behind them in the same batch."""
@@ -212,7 +207,9 @@ class SubmissionRow(Model):
         """Read a row (every bucket), the server clock and ``command``'s reply, sent after
         them in the same round trip (run after them where :attr:`Database.batches_in_order`)."""
         candidates = [cls.__flue_spec__.candidate_keys(db.keys, submission_id)]
-        (row,), now, (reply,) = await cls._read_rows(db, [submission_id], candidates, [command])
+        (row,), now, (reply,) = await cls._read_candidates(
+            db, [submission_id], candidates, [command]
+        )
         return row, now, reply
 
     @classmethod
