@@ -21,12 +21,12 @@ async def fake_model(summary: str | None, messages: list[MessageEntry]) -> str:
 async def chat_turn(session_id: str, text: str) -> str:
     """One user message in, one assistant reply out, appended to the session."""
     session = await Session.open(session_id, context_only=True)  # O(context), not O(history)
-    user = MessageEntry(id=uuid.uuid4().hex, parent_id=session.leaf_id, role="user", content=text)
-    await session.append(user, once=True)  # safe to retry after a lost reply
+    user = MessageEntry(id=uuid.uuid4().hex, role="user", content=text)  # after the leaf
+    await session.append(user)  # safe to retry after a lost reply
     context = session.context()
     reply = await fake_model(context.summary, context.messages)
-    answer = MessageEntry(id=uuid.uuid4().hex, parent_id=user.id, role="assistant", content=reply)
-    await session.append(answer, once=True)
+    answer = MessageEntry(id=uuid.uuid4().hex, role="assistant", content=reply)
+    await session.append(answer)
     if len(session.context().messages) > MAX_CONTEXT:
         await compact(session)
     return reply

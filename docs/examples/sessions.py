@@ -11,10 +11,10 @@ async def main() -> None:
         # --8<-- [start:append]
         session = await Session.open(session_key("support", "eu-1", "claude", "main"))
         await session.append(MessageEntry(id="m1", role="user", content="Hi, my order is late"))
-        await session.append_many(
+        await session.append_many(  # without parent_id: each follows the one before
             [
-                MessageEntry(id="m2", parent_id="m1", role="assistant", content="Which order?"),
-                MessageEntry(id="m3", parent_id="m2", role="user", content="#4521"),
+                MessageEntry(id="m2", role="assistant", content="Which order?"),
+                MessageEntry(id="m3", role="user", content="#4521"),
             ]
         )
         # --8<-- [end:append]

@@ -16,7 +16,7 @@ Example:
 
 from flue_models.model.base import Bound, Model
 from flue_models.model.expressions import AllOf, Condition, FieldRef, in_
-from flue_models.model.fields import Indexed, Unique, new_id, now
+from flue_models.model.fields import Indexed, Unique, make_id, new_id, now
 from flue_models.model.query import Page, Query
 from flue_models.model.verify import Drift, VerifyReport, repair_collection, verify_collection
 
@@ -33,6 +33,7 @@ __all__ = [
     "Unique",
     "VerifyReport",
     "in_",
+    "make_id",
     "new_id",
     "now",
     "repair_collection",

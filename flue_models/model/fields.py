@@ -58,19 +58,33 @@ class Unique(Indexed):
     """
 
 
+def make_id() -> str:
+    """Return a new random id: 32 hex characters (a UUID4), for any record or entry.
+
+    Unlike :func:`new_id`, which is a field's *default*, this is a plain string.
+
+    Example:
+        >>> len(make_id())
+        32
+    """
+    return uuid.uuid4().hex
+
+
 def new_id() -> Any:
-    """Default for an id field: a random 32-character hex string per record.
+    """Default for an id field: a random 32-character hex string per record
+    (:func:`make_id`). It returns a field default, not an id: call :func:`make_id` for one.
 
     Example:
         ```python
         id: str = fm.new_id()
         ```
     """
-    return Field(default_factory=lambda: uuid.uuid4().hex)
+    return Field(default_factory=make_id)
 
 
 def now() -> Any:
-    """Default for a datetime field: the time of creation, timezone-aware (UTC).
+    """Default for a datetime field: the time of creation, timezone-aware (UTC). It
+    returns a field default, not a time: ``datetime.now(UTC)`` gives one.
 
     Example:
         ```python

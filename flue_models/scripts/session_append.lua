@@ -7,18 +7,29 @@
 -- KEYS[1]: the session hash, KEYS[2]: its entry list, KEYS[3]: entry id -> position hash,
 --   KEYS[4..]: the index sets the session is in (each rescored with the new updated_at)
 -- ARGV[1]: the session id, ARGV[2]: the new leaf id, ARGV[3]: how many entries,
---   ARGV[4]: "1" for once (idempotent on the entry ids), ARGV[5]: the fork_of the caller
---   expects ("" for none), ARGV[6]: the record's _owned with "@#seq" for the score;
---   then per entry: its id, the first kept entry id of a compaction ("" for a message),
---   that entry's position when the caller found it in a parent's history (-1: not
---   found), n_elements, element, ...
+--   ARGV[4]: "=" followed by the leaf the caller expects when the first entry continues
+--   from the leaf ("=" alone: no leaf yet), "" when it names its own parent, ARGV[5]: the
+--   fork_of the caller expects ("" for none), ARGV[6]: the record's _owned with "@#seq" for
+--   the score, ARGV[7] and ARGV[8]: when the first entry continues from the leaf, how many
+--   bytes of its JSON come before and after its parent_id value (else 0 and 0);
+--   then per entry: its id, the parent id to look for in this session's entry ids (""
+--   when the caller knows it: none, the leaf, an earlier entry of the call, or one found
+--   in a parent's history), the first kept entry id of a compaction ("" for a message),
+--   that entry's position when the caller found it in a parent's history (-1: not found),
+--   n_elements, element, ...
+-- An entry id stored before is a replay when its JSON is the same (for a first entry that
+-- continues from the leaf: the same but for its parent_id), else a conflict; a call is
+-- all replays (nothing written) or none.
 -- Returns {"ok" | "replay", entry_count, updated_at, leaf_id, context_from},
 --   {"missing"} (the session does not exist), {"stale"} (its fork_of is not the caller's:
---   the caller's index keys may be wrong), or {"conflict", entry_id} (with once, that id
---   was appended with other content, or only some entries were); those write nothing.
+--   the caller's index keys may be wrong), {"moved", leaf_id} (the leaf is not the one the
+--   caller expected), {"conflict", entry_id} (that id was appended with other content, or
+--   only some entries were) or {"orphan", entry_id, parent_id} (the parent names no entry
+--   of this session); those write nothing.
 -- Types: the row's and the list's by their first reads (made with redis.pcall, the type
 -- looked up only on a refusal), the others by TYPE; all before the first write.
-local row = redis.pcall('HMGET', KEYS[1], 'id', 'entry_count', 'context_from', 'fork_of', 'origin')
+local row = redis.pcall('HMGET', KEYS[1], 'id', 'entry_count', 'context_from', 'fork_of',
+  'origin', 'leaf_id')
 if row.err then return flue_wrong(KEYS[1], 'hash') end
 if not row[1] then return {'missing'} end  -- every session row holds its id
 table.remove(row, 1)
@@ -40,10 +51,11 @@ if row[4] then
   base = tonumber(origin.position)
 end
 
-local entries, a = {}, 7
+local entries, a = {}, 9
 for _ = 1, tonumber(ARGV[3]) do
-  local entry = {id = ARGV[a], kept = ARGV[a + 1], shared = tonumber(ARGV[a + 2]), elements = {}}
-  local n = tonumber(ARGV[a + 3]); a = a + 4
+  local entry = {id = ARGV[a], parent = ARGV[a + 1], kept = ARGV[a + 2],
+    shared = tonumber(ARGV[a + 3]), elements = {}}
+  local n = tonumber(ARGV[a + 4]); a = a + 5
   for _ = 1, n do table.insert(entry.elements, ARGV[a]); a = a + 1 end
   table.insert(entries, entry)
 end
@@ -53,24 +65,47 @@ local function stored_state(status)
   return {status, tonumber(now[1] or '0'), now[2] or '', now[3] or '', tonumber(now[4] or '0')}
 end
 
-if ARGV[4] == '1' then
-  local seen = 0
-  for _, entry in ipairs(entries) do
-    local at = redis.call('HGET', KEYS[3], entry.id)
-    if at then
-      local pos = tonumber(at) - base
-      local stored = redis.call('LRANGE', KEYS[2], pos, pos + #entry.elements - 1)
-      if #stored ~= #entry.elements then return {'conflict', entry.id} end
-      for i, element in ipairs(entry.elements) do
-        if stored[i] ~= element then return {'conflict', entry.id} end
-      end
-      seen = seen + 1
-    elseif seen > 0 then
-      return {'conflict', entry.id}
+-- An entry's JSON from its list elements: "E" and the JSON, or "H<n>" and n "C" chunks.
+local function joined(elements)
+  if #elements == 1 then return string.sub(elements[1], 2) end
+  local parts = {}
+  for i = 2, #elements do parts[i - 1] = string.sub(elements[i], 2) end
+  return table.concat(parts)
+end
+local function stored_json(position)
+  local first = redis.call('LINDEX', KEYS[2], position)
+  if not first then return '' end
+  if string.sub(first, 1, 1) ~= 'H' then return string.sub(first, 2) end
+  local chunks = redis.call('LRANGE', KEYS[2], position + 1,
+    position + (tonumber(string.sub(first, 2)) or 0))
+  return joined({first, unpack(chunks)})
+end
+
+local seen = 0
+for i, entry in ipairs(entries) do
+  local at = redis.call('HGET', KEYS[3], entry.id)
+  if at then
+    local stored, sent = stored_json(tonumber(at) - base), joined(entry.elements)
+    local same = stored == sent
+    if not same and i == 1 and ARGV[4] ~= '' then  -- the same but for the parent it took
+      local before, after = tonumber(ARGV[7]), tonumber(ARGV[8])
+      same = #stored >= before + after and string.sub(stored, 1, before) == string.sub(sent, 1, before)
+        and (after == 0 or string.sub(stored, -after) == string.sub(sent, -after))
     end
+    if not same then return {'conflict', entry.id} end
+    seen = seen + 1
+  elseif seen > 0 then
+    return {'conflict', entry.id}
   end
-  if seen == #entries then return stored_state('replay') end
-  if seen > 0 then return {'conflict', entries[1].id} end
+end
+if seen == #entries then return stored_state('replay') end
+if seen > 0 then return {'conflict', entries[1].id} end
+if ARGV[4] ~= '' and ARGV[4] ~= '=' .. (row[5] or '') then return {'moved', row[5] or ''} end
+for _, entry in ipairs(entries) do
+  if entry.parent ~= '' and entry.parent ~= row[5]
+    and redis.call('HEXISTS', KEYS[3], entry.parent) == 0 then
+    return {'orphan', entry.id, entry.parent}
+  end
 end
 
 local function iso(sec, usec)

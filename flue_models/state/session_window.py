@@ -28,20 +28,25 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from flue_models.connection import Database
 from flue_models.errors import DecodeError
+from flue_models.model.fields import make_id
 from flue_models.slots import command_keys, slot_of
 
 
 class MessageEntry(BaseModel):
     """A message of the conversation: a role and JSON content.
 
+    ``id`` defaults to a new :func:`~flue_models.make_id`. Left out, ``parent_id`` means
+    "after the session's leaf" when appended; ``parent_id=None`` starts a new branch.
+
     Example:
         ```python
+        MessageEntry(role="user", content="hi")   # appended after the leaf
         MessageEntry(id="m2", parent_id="m1", role="assistant", content=[{"type": "text"}])
         ```
     """
 
     type: Literal["message"] = "message"
-    id: str
+    id: str = Field(default_factory=make_id)
     parent_id: str | None = None
     role: str
     content: Any = None
@@ -51,6 +56,7 @@ class MessageEntry(BaseModel):
 
 class CompactionEntry(BaseModel):
     """A summary that replaces the entries before ``first_kept_entry_id`` in the context.
+    ``id`` and ``parent_id`` behave as in :class:`MessageEntry`.
 
     Example:
         ```python
@@ -60,7 +66,7 @@ class CompactionEntry(BaseModel):
     """
 
     type: Literal["compaction"] = "compaction"
-    id: str
+    id: str = Field(default_factory=make_id)
     parent_id: str | None = None
     summary: str
     first_kept_entry_id: str

@@ -68,7 +68,7 @@ async def test_the_library_works_under_the_minimal_acl(
         assert (await WorkflowRun.list(status="completed")).items
         # sessions
         session = await Session.open("s-1")
-        await session.append(fm.MessageEntry(id="m1", role="user", content="hi"), once=True)
+        await session.append(fm.MessageEntry(id="m1", role="user", content="hi"))
         assert (await Session.load("s-1")) is not None
         # submissions
         await Submission.admit_dispatch("d-1", session_id="s-2", input={})

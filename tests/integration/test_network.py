@@ -101,22 +101,23 @@ async def test_a_claim_whose_reply_is_lost_still_returns_the_attempt(
     assert (row.status, row.attempt_id, row.attempt_count) == ("running", attempt.attempt_id, 1)
 
 
-async def test_a_session_append_without_once_is_not_repeated(
+async def test_a_session_append_whose_reply_is_lost_is_retried_and_stored_once(
     via_proxy: fm.Database, dropper: ReplyDropper
 ) -> None:
     session = await fm.Session.open("s-1")
     await session.append(fm.MessageEntry(id="m0", role="user", content="hi"))  # loads it
-    dropper.drop_next_reply()
-    with pytest.raises(fm.ConnectionLostError):
-        await session.append(fm.MessageEntry(id="m1", role="user", content="hi"))
+    for entry_id in ("m1", "m2"):
+        dropper.drop_next_reply()  # the write lands, its reply is lost: sent again
+        await session.append(fm.MessageEntry(id=entry_id, role="user", content="hi"))
+        assert session.leaf_id == entry_id
     loaded = await fm.Session.load("s-1")
     assert loaded is not None
-    assert [e.id for e in loaded.entries] == ["m0", "m1"]
-    dropper.drop_next_reply()
-    await loaded.append(fm.MessageEntry(id="m2", role="user", content="hi"), once=True)
-    again = await fm.Session.load("s-1")
-    assert again is not None
-    assert [e.id for e in again.entries] == ["m0", "m1", "m2"]
+    assert [(e.id, e.parent_id) for e in loaded.entries] == [
+        ("m0", None),
+        ("m1", "m0"),
+        ("m2", "m1"),
+    ]
+    assert loaded.entry_count == 3
 
 
 async def test_a_restarted_server_is_reconnected_to(redis_servers: RedisServers) -> None:

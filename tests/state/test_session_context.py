@@ -12,7 +12,7 @@ import pytest
 
 import flue_models as fm
 from flue_models import CompactionEntry, MessageEntry, Session, session_key
-from flue_models.state.session import CHUNK_BYTES, MAX_FORK_DEPTH
+from flue_models.state.session import CHUNK_BYTES, MAX_FORK_DEPTH, encode_entry
 from flue_models.state.session_window import AnyEntry
 from tests.proxy import ReplyDropper
 
@@ -370,7 +370,10 @@ async def test_a_metadata_save_from_a_stale_copy_keeps_the_listing_order(
 
 
 async def test_a_cycle_of_parent_links_ends_the_walk(db: fm.Database) -> None:
-    await Session.save_snapshot("s", [message("a", "b"), message("b", "a")])
+    # The API refuses a parent that names nothing earlier: the cycle is written by hand.
+    await Session.save_snapshot("s", [message("a", None), message("b", "a")])
+    entries_key = db.keys.session("s").entries
+    await db.client.lset(entries_key, 0, encode_entry(message("a", "b"))[0])
     full = await Session.load("s")
     partial = await Session.load_context("s")
     assert full is not None

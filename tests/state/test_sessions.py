@@ -167,44 +167,131 @@ async def test_a_damaged_entry_list_raises_naming_the_key(db: fm.Database) -> No
         await Session.load("s-bad")
 
 
-async def test_an_append_with_once_is_safe_to_retry(db: fm.Database) -> None:
+async def test_an_append_is_safe_to_retry_and_the_same_id_with_other_content_is_refused(
+    db: fm.Database,
+) -> None:
     session = await fm.Session.open("s-once")
     first = fm.MessageEntry(id="m1", role="user", content="hello")
     big = fm.MessageEntry(id="m2", role="assistant", content="x" * (3 * 512 * 1024))  # chunked
-    await session.append_many([first, big], once=True)
+    await session.append_many([first, big])
     for _ in range(2):  # the replies were lost: the caller tries again
         retry = await fm.Session.load("s-once")
         assert retry is not None
-        await retry.append_many([first, big], once=True)
+        await retry.append_many([first, big])
         assert retry.entry_count == 2
     loaded = await fm.Session.load("s-once")
     assert loaded is not None
-    assert [e.id for e in loaded.entries] == ["m1", "m2"]
-    assert loaded.entry_count == 2
+    assert [(e.id, e.parent_id) for e in loaded.entries] == [("m1", None), ("m2", "m1")]
 
     other = fm.MessageEntry(id="m1", role="user", content="something else")
     with pytest.raises(fm.ConflictError, match=r"'m1'.*other content"):
-        await loaded.append(other, once=True)
+        await loaded.append(other)
     fresh = fm.MessageEntry(id="m3", role="user", content="next")
     with pytest.raises(fm.ConflictError, match="nothing was appended"):
-        await loaded.append_many([first, fresh], once=True)  # only some were appended
+        await loaded.append_many([first, fresh])  # only some were appended
+    with pytest.raises(fm.ConfigurationError, match="'m3' with other content"):
+        await loaded.append_many([fresh, fm.MessageEntry(id="m3", role="user", content="?")])
     after = await fm.Session.load("s-once")
     assert after is not None
     assert after.entry_count == 2
 
-    await loaded.append(fresh, once=True)
-    await loaded.append(fresh)  # without once, a retry stores it again (documented)
+    await loaded.append(fresh)
+    await loaded.append(fresh)  # the same entry again: nothing written
+    await loaded.append_many([fresh, fresh])
     final = await fm.Session.load("s-once")
     assert final is not None
-    assert [e.id for e in final.entries] == ["m1", "m2", "m3", "m3"]
+    assert [(e.id, e.parent_id) for e in final.entries] == [
+        ("m1", None),
+        ("m2", "m1"),
+        ("m3", "m2"),
+    ]
 
 
-async def test_once_knows_the_entries_of_a_snapshot_and_deletion_takes_the_index(
+async def test_plain_appends_continue_the_conversation_and_none_starts_a_branch(
+    db: fm.Database,
+) -> None:
+    session = await fm.Session.open("s-plain")
+    await session.append(fm.MessageEntry(role="user", content="hello"))
+    await session.append(fm.MessageEntry(role="assistant", content="hi"))
+    await session.append_many(
+        [fm.MessageEntry(role="user", content="a"), fm.MessageEntry(role="user", content="b")]
+    )
+    loaded = await fm.Session.load("s-plain")
+    assert loaded is not None
+    assert [m.content for m in loaded.context().messages] == ["hello", "hi", "a", "b"]
+    assert all(len(e.id) == 32 for e in loaded.entries)  # default ids
+    assert session.entries == loaded.entries  # this copy holds what was stored
+    marked = fm.MessageEntry(id="odd", role="user", content=["\x00leaf\x00"])  # as the mark
+    await session.append(marked)
+    await fm.Session(**session.model_dump()).append(marked)  # a replay from an older leaf
+    assert session.entries[-1] == marked.model_copy(update={"parent_id": session.entries[-2].id})
+    await session.append(fm.MessageEntry(role="user", content="anew", parent_id=None))
+    again = await fm.Session.load("s-plain")
+    assert again is not None
+    assert [m.content for m in again.context().messages] == ["anew"]  # a new root
+    assert again.entries[-1].parent_id is None
+
+
+async def test_racing_plain_appends_follow_the_stored_leaf(db: fm.Database) -> None:
+    await fm.Session.open("s-race")
+    copies = [await fm.Session.load("s-race") for _ in range(8)]  # all at the empty leaf
+    await asyncio.gather(
+        *(
+            c.append(fm.MessageEntry(id=f"m{n}", role="user", content=str(n)))  # type: ignore[union-attr]
+            for n, c in enumerate(copies)
+        )
+    )
+    loaded = await fm.Session.load("s-race")
+    assert loaded is not None
+    context = loaded.context().messages
+    assert sorted(m.id for m in context) == [f"m{n}" for n in range(8)]  # one chain, no branch
+    assert [m.parent_id for m in context] == [None, *(m.id for m in context[:-1])]
+    # A copy whose leaf is behind appends the same entry again: a replay, not a branch.
+    stale = copies[0]
+    assert stale is not None
+    await stale.append(fm.MessageEntry(id="m0", role="user", content="0"))
+    big = fm.MessageEntry(id="big", role="user", content="x" * (2 * CHUNK_BYTES))  # chunked
+    await loaded.append(big)
+    await stale.append(big)  # stored after m7, sent after this copy's older leaf
+    assert (await fm.Session.load("s-race")).entry_count == 9  # type: ignore[union-attr]
+    with pytest.raises(fm.ConflictError, match="'big'"):
+        await stale.append(fm.MessageEntry(id="big", role="user", content="x"))
+
+
+async def test_a_parent_must_name_an_entry_of_the_history(db: fm.Database) -> None:
+    session = await fm.Session.open("s-orphan")
+    await session.append_many([message("m1", None), message("m2", "m1")])
+    with pytest.raises(fm.NotFoundError, match=r"'m5' names parent 'nope'.*nothing was appended"):
+        await session.append_many([message("m3", "m1"), message("m4", "m3"), message("m5", "nope")])
+    with pytest.raises(fm.NotFoundError, match="'m4'"):  # a parent later in the same call
+        await session.append_many([message("m4", "m5"), message("m5", "m1")])
+    assert (await fm.Session.load("s-orphan")).entry_count == 2  # type: ignore[union-attr]
+    await session.append(message("m3", "m1"))  # a branch from an earlier entry
+    # A fork may name entries it shares with its parent, not the parent's later ones.
+    await session.append(message("m4", "m3"))
+    child = await fm.Session.fork("s-orphan", "m2", new_id="s-orphan-child")
+    await child.append(message("c1", "m1"))
+    with pytest.raises(fm.NotFoundError, match="'m4'"):
+        await child.append(message("c2", "m4"))
+    with pytest.raises(fm.NotFoundError, match="no earlier entry of the snapshot"):
+        await fm.Session.save_snapshot("s-snap-bad", [message("a", "b"), message("b", None)])
+    assert await fm.Session.get("s-snap-bad") is None
+
+
+def test_make_id_is_a_plain_id_and_entries_default_to_one() -> None:
+    assert isinstance(fm.make_id(), str)
+    assert fm.make_id() != fm.make_id()
+    assert len(fm.MessageEntry(role="user").id) == 32
+    assert fm.CompactionEntry(summary="s", first_kept_entry_id="m1", tokens_before=1).id
+
+
+async def test_appends_know_the_entries_of_a_snapshot_and_deletion_takes_the_index(
     db: fm.Database,
 ) -> None:
     entries = [fm.MessageEntry(id=f"m{n}", role="user", content=str(n)) for n in range(3)]
     session = await fm.Session.save_snapshot("s-snap", entries)
-    await session.append(entries[1], once=True)  # already there: nothing written
+    assert [e.parent_id for e in session.entries] == [None, "m0", "m1"]  # each follows
+    await session.append(entries[1])  # already there: nothing written
     assert (await fm.Session.load("s-snap")).entry_count == 3  # type: ignore[union-attr]
     assert await fm.Session.delete_id("s-snap")
     assert [k async for k in db.client.scan_iter(match=db.keys.absolute("session/*"))] == []

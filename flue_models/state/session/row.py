@@ -108,13 +108,38 @@ def encode_entry(entry: MessageEntry | CompactionEntry) -> list[bytes]:
         >>> first.startswith(b"E")
         True
     """
+    return entry_elements(entry_json(entry))
+
+
+def entry_json(entry: MessageEntry | CompactionEntry, parent: Any = None) -> bytes:
+    """Return an entry's canonical JSON (what its list elements hold), with ``parent`` as
+    its ``parent_id`` when it was made without one.
+
+    Raises:
+        EncodingError: the entry holds a value JSON cannot carry back (naming where).
+
+    Example:
+        >>> entry_json(MessageEntry(id="m1", role="user"))[:14]
+        b'{"content":nul'
+    """
     plain = entry.model_dump()
     if not is_plain_json(plain):  # the full walk says where and why, or that all is well
         problem = value_problem(entry, text_keys=True)  # content is untyped JSON
         if problem:
             raise EncodingError(f"Session entry {entry.id!r} {problem}; nothing was appended.")
         plain = entry.model_dump(mode="json")
-    data = canonical_json(plain).encode()
+    if "parent_id" not in entry.model_fields_set:
+        plain["parent_id"] = parent
+    return canonical_json(plain).encode()
+
+
+def entry_elements(data: bytes) -> list[bytes]:
+    """Return the list elements that hold an entry's JSON: one, or a header and chunks.
+
+    Example:
+        >>> entry_elements(b'{"id":"m1"}')
+        [b'E{"id":"m1"}']
+    """
     if len(data) <= CHUNK_BYTES:
         return [b"E" + data]
     chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Self
 
 from flue_models.connection import Database, pick_database
@@ -11,8 +14,10 @@ from flue_models.errors import (
     ConfigurationError,
     ConflictError,
     GuardError,
+    NotFoundError,
     SessionForkedError,
 )
+from flue_models.model.codec import canonical_json
 from flue_models.model.spec import OWNED_FIELD as OWNED, encode_owned
 from flue_models.model.writes import (
     held,
@@ -24,9 +29,7 @@ from flue_models.model.writes import (
 from flue_models.replies import reply_text
 from flue_models.scripts import checked_reply
 from flue_models.state.session.context import Loading
-from flue_models.state.session.row import (
-    encode_entry,
-)
+from flue_models.state.session.row import encode_entry, entry_elements, entry_json
 from flue_models.state.session_window import (
     AnyEntry,
     CompactionEntry,
@@ -36,6 +39,68 @@ from flue_models.state.session_window import (
     lookup_positions,
     walk_context,
 )
+
+#: How many times an append that continues from the leaf follows a leaf that moved.
+MOVES = 16
+_SHAPES = {"ok": 5, "replay": 5, "missing": 1, "conflict": 2, "stale": 1, "moved": 2, "orphan": 3}
+
+
+@dataclass(frozen=True)
+class _AppendCall:
+    """What one ``session_append`` call sends besides the session's own keys."""
+
+    entries: Sequence[AnyEntry]
+    body: list[list[bytes]]  # each entry's list elements
+    checks: list[str]  # the parent id the script looks up, "" for none
+    shared: dict[str, int | None]  # kept entries found in a parent's history
+    leaf: str  # "=" and the leaf the first entry continues from, "" when it names its own
+
+
+def _distinct(entries: Sequence[AnyEntry]) -> list[AnyEntry]:
+    """The entries of one call, checked, an exact repeat of an id dropped."""
+    found: dict[str, AnyEntry] = {}
+    for entry in entries:
+        if not isinstance(entry, MessageEntry | CompactionEntry):
+            raise ConfigurationError(
+                f"Session entries are MessageEntry or CompactionEntry, not "
+                f"{type(entry).__name__}; nothing was appended."
+            )
+        if not entry.id:
+            raise ConfigurationError("A session entry's id is empty; nothing was appended.")
+        if entry.id in found and found[entry.id] != entry:
+            raise ConfigurationError(
+                f"Two entries of one append have the id {entry.id!r} with other content; "
+                "nothing was appended."
+            )
+        found.setdefault(entry.id, entry)
+    return list(found.values())
+
+
+def _with_parent(entry: AnyEntry, parent: str | None) -> AnyEntry:
+    """The entry as stored: one made without ``parent_id`` takes ``parent``."""
+    if "parent_id" in entry.model_fields_set:
+        return entry
+    return entry.model_copy(update={"parent_id": parent})
+
+
+#: The parent a continuing entry is first encoded with, to find where the leaf's goes.
+_MARK = "\x00leaf\x00"
+_MARK_JSON = canonical_json(_MARK).encode()
+
+
+def _continuing(entry: AnyEntry, leaf: str | None) -> tuple[list[bytes], tuple[int, int]]:
+    """The elements of an entry whose parent is ``leaf``, and how many bytes of its JSON
+    come before and after the parent's value (the script compares the rest on a replay)."""
+    mark, marked = _MARK, _MARK_JSON
+    data = entry_json(entry, mark)
+    if data.count(marked) != 1:  # the content holds the mark too: one it cannot hold
+        mark = uuid.uuid4().hex
+        marked = canonical_json(mark).encode()
+        data = entry_json(entry, mark)
+    at = data.index(marked)
+    before, after = data[:at], data[at + len(marked) :]
+    value = b"null" if leaf is None else canonical_json(leaf).encode()
+    return entry_elements(before + value + after), (len(before), len(after))
 
 
 class Appending(Loading):
@@ -51,69 +116,100 @@ class Appending(Loading):
     class Meta:
         abstract = True
 
-    async def append(self, entry: AnyEntry, *, once: bool = False) -> None:
+    async def append(self, entry: AnyEntry) -> None:
         """Append one entry and make it the leaf. See :meth:`append_many`.
 
         Example:
             ```python
-            await session.append(MessageEntry(id="m2", parent_id="m1", role="assistant"))
-            await session.append(entry, once=True)   # safe to retry after a lost reply
+            await session.append(MessageEntry(role="user", content="hi"))  # after the leaf
+            await session.append(MessageEntry(role="user", content="again", parent_id=None))
             ```
         """
-        await self.append_many([entry], once=once)
+        await self.append_many([entry])
 
-    async def append_many(self, entries: Sequence[AnyEntry], *, once: bool = False) -> None:
+    async def append_many(self, entries: Sequence[AnyEntry]) -> None:
         """Append entries atomically (all or nothing); the last one becomes the leaf.
 
+        An entry made without ``parent_id`` continues the conversation: its parent is the
+        entry before it in ``entries``, and the first one's is the session's leaf *as
+        stored when the write runs* (an append racing this one is not branched off). An
+        explicit ``parent_id=None`` starts a new branch (a new root); any other
+        ``parent_id`` must name an entry of this session's history.
+
+        Appending is idempotent on the entry ids: an id appended before with the same
+        content (the same but for the parent it took, for an entry without ``parent_id``)
+        is not appended again, so a call is safe to repeat after a lost reply; the same id
+        with other content is refused.
+
         Earlier entries are never rewritten: this is one RPUSH, in a Lua call that also
-        sets ``leaf_id``, ``entry_count`` and ``updated_at`` (server time, which also
-        orders :meth:`list`), records each entry's position under its id, and, for a
-        compaction, where its kept entries start. Compacting is appending a
+        checks the parents, sets ``leaf_id``, ``entry_count`` and ``updated_at`` (server
+        time, which also orders :meth:`list`), records each entry's position under its
+        id, and, for a compaction, where its kept entries start. Compacting is appending a
         :class:`CompactionEntry`: nothing moves, so appends racing it lose nothing.
 
-        Args:
-            entries: the entries to append, in order.
-            once: idempotent on the entry ids: when every entry was appended before with
-                the same content (a retry after a lost reply), nothing is written and
-                this copy shows the stored state. Safe to retry only with ``once=True``.
-
         Raises:
-            ConfigurationError: an entry is not a ``MessageEntry`` or ``CompactionEntry``.
-            ConflictError: with ``once``, an id was appended before with other content,
-                or only some of the entries were (nothing is appended); or the session
-                was deleted.
+            ConfigurationError: an entry is not a ``MessageEntry`` or ``CompactionEntry``,
+                or two entries of the call share an id with other content.
+            ConflictError: an id was appended before with other content, or only some of
+                the entries were; or the session was deleted.
+            NotFoundError: a ``parent_id`` names no entry of this session's history.
 
         Example:
             ```python
-            await session.append_many([user_message, assistant_message], once=True)
+            await session.append_many([user_message, assistant_message])
             ```
         """
+        entries = _distinct(entries)
         if not entries:
             return
-        for entry in entries:
-            if not isinstance(entry, MessageEntry | CompactionEntry):
-                raise ConfigurationError(
-                    f"Session entries are MessageEntry or CompactionEntry, not "
-                    f"{type(entry).__name__}; nothing was appended."
-                )
         database = self._database(None)
-        encoded = [encode_entry(entry) for entry in entries]
+        first = entries[0]
+        follows = "parent_id" not in first.model_fields_set  # continues from the leaf
+        body = [[] if follows else encode_entry(first)]
+        body += [entry_elements(entry_json(e, before.id)) for before, e in pairwise(entries)]
+        checks, known = [], set()
+        for entry in entries:  # the parents to look for: none, or not earlier in the call
+            checks.append(
+                "" if entry.parent_id is None or entry.parent_id in known else entry.parent_id
+            )
+            known.add(entry.id)
         kept_ids = [e.first_kept_entry_id for e in entries if isinstance(e, CompactionEntry)]
         shared: dict[str, int | None] = {}
         if kept_ids and self.base > 0:  # a fork's compaction may keep entries it shares
             shared = await lookup_positions(database, self.layers()[1:], kept_ids)
-        for _attempt in range(2):
-            reply = await self._append_call(database, entries, encoded, shared, once)
-            shapes = {"ok": 5, "replay": 5, "missing": 1, "conflict": 2, "stale": 1}
-            status, reply = checked_reply("session_append", reply, shapes)
-            if status != "stale":
+        looked_up = refreshed = False
+        leaf = self.leaf_id
+        for _attempt in range(MOVES):
+            split = (0, 0)
+            if follows:
+                body[0], split = _continuing(first, leaf)
+                checks[0] = ""
+            call = _AppendCall(entries, body, checks, shared, "=" + (leaf or "") if follows else "")
+            reply = await self._append_call(database, call, split)
+            status, reply = checked_reply("session_append", reply, _SHAPES)
+            if status == "stale" and not refreshed:
+                # This copy's fork_of is not the stored one (a copy made by hand): read it.
+                refreshed = True
+                stored = await type(self).get(self.id, db=database)
+                if stored is None:
+                    raise ConflictError.stale(type(self).__name__, self.id, self.version, 0)
+                object.__setattr__(self, "fork_of", stored.fork_of)
+                object.__setattr__(self, "origin", stored.origin)
+            elif status == "moved":  # another writer appended: continue from its leaf
+                leaf = reply_text(reply[1]) or None
+            elif status == "orphan" and self.base > 0 and not looked_up:
+                # The parent may be in the history this fork shares with its parent.
+                looked_up = True
+                asked = [c for c in checks if c]
+                found = await lookup_positions(database, self.layers()[1:], asked)
+                checks = ["" if c and found.get(c) is not None else c for c in checks]
+            else:
                 break
-            # This copy's fork_of is not the stored one (a copy made by hand): read it.
-            stored = await type(self).get(self.id, db=database)
-            if stored is None:
-                raise ConflictError.stale(type(self).__name__, self.id, self.version, 0)
-            object.__setattr__(self, "fork_of", stored.fork_of)
-            object.__setattr__(self, "origin", stored.origin)
+        else:
+            raise ConflictError(
+                f"Session {self.id!r} moved on under {MOVES} attempts to append after its "
+                "leaf; nothing was appended. Try again, or give parent_id."
+            )
         if status in ("missing", "stale"):
             raise ConflictError.stale(type(self).__name__, self.id, self.version, 0)
         if status == "conflict":
@@ -122,7 +218,14 @@ class Appending(Loading):
                 "with other content (or only some of these entries were); nothing was "
                 "appended. Use new entry ids for new entries."
             )
+        if status == "orphan":
+            raise NotFoundError(
+                f"Entry {reply_text(reply[1])!r} names parent {reply_text(reply[2])!r}, which "
+                f"is no entry of session {self.id!r}; nothing was appended."
+            )
         # "ok", or "replay" (appended by an earlier call): show what the store holds.
+        parents = [leaf if follows else first.parent_id, *(e.id for e in entries[:-1])]
+        appended = [_with_parent(e, parent) for e, parent in zip(entries, parents, strict=True)]
         self._took(
             database,
             leaf_id=reply_text(reply[3]),
@@ -131,16 +234,11 @@ class Appending(Loading):
             context_from=int(reply[4]),
         )
         if self._entries is not None:
-            known = {entry.id for entry in self._entries} if status == "replay" else set()
-            self._entries = [*self._entries, *(e for e in entries if e.id not in known)]
+            had = {entry.id for entry in self._entries} if status == "replay" else set()
+            self._entries = [*self._entries, *(e for e in appended if e.id not in had)]
 
     async def _append_call(
-        self,
-        database: Database,
-        entries: Sequence[AnyEntry],
-        encoded: list[list[bytes]],
-        shared: dict[str, int | None],
-        once: bool,
+        self, database: Database, call: _AppendCall, split: tuple[int, int]
     ) -> Any:
         spec = self.__flue_spec__
         keys = spec.keys_of(database.keys, self.id)
@@ -148,18 +246,16 @@ class Appending(Loading):
         template = encode_owned(
             keys.record_prefix(spec.collection), dict.fromkeys(index_keys, 0.0), {}, index_keys
         )
-        args: list[Any] = [self.id, entries[-1].id, len(entries), "1" if once else "0"]
-        args += [self.fork_of or "", template]
-        for entry, elements in zip(entries, encoded, strict=True):
+        entries = call.entries
+        args: list[Any] = [self.id, entries[-1].id, len(entries), call.leaf]
+        args += [self.fork_of or "", template, *split]
+        for entry, elements, check in zip(entries, call.body, call.checks, strict=True):
             kept = entry.first_kept_entry_id if isinstance(entry, CompactionEntry) else ""
-            fallback = shared.get(kept) if kept else None
-            args += [entry.id, kept, -1 if fallback is None else fallback]
+            fallback = call.shared.get(kept) if kept else None
+            args += [entry.id, check, kept, -1 if fallback is None else fallback]
             args += [len(elements), *elements]
         return await database.scripts.call(
-            "session_append",
-            keys=[*keys.session(self.id)[:3], *index_keys],
-            args=args,
-            unsafe=not once,  # without `once` a repeat would append the entries again
+            "session_append", keys=[*keys.session(self.id)[:3], *index_keys], args=args
         )
 
     def _took(self, database: Database, **stored: Any) -> None:
@@ -186,9 +282,15 @@ class Appending(Loading):
         """Replace a session's metadata and entries in one atomic write (for runtimes
         that write whole snapshots); creates the session if it is new.
 
+        As with :meth:`append_many`, an entry made without ``parent_id`` follows the one
+        before it (the first starts the history), an exact repeat of an id is dropped,
+        and an explicit ``parent_id`` must name an earlier entry.
+
         Raises:
             SessionForkedError: the session has forks (they share its history).
             ConflictError: the session is a fork (its history is shared with its parent).
+            ConfigurationError: two entries share an id with other content.
+            NotFoundError: a ``parent_id`` names no earlier entry of the snapshot.
 
         Example:
             ```python
@@ -196,11 +298,19 @@ class Appending(Loading):
             ```
         """
         database = pick_database(db)
+        entries = _distinct(entries)
         elements: list[bytes] = []
         positions: dict[str, bytes] = {}
         window = Window(0)
-        for entry in entries:
-            positions.setdefault(entry.id, str(len(elements)).encode())
+        for index, given in enumerate(entries):
+            entry = _with_parent(given, entries[index - 1].id if index else None)
+            if entry.parent_id is not None and entry.parent_id not in positions:
+                raise NotFoundError(
+                    f"Entry {entry.id!r} names parent {entry.parent_id!r}, which is no earlier "
+                    f"entry of the snapshot; session {session_id!r} was not written."
+                )
+            entries[index] = entry
+            positions[entry.id] = str(len(elements)).encode()
             window.add([(len(elements), entry)])
             elements += encode_entry(entry)
         leaf_id = entries[-1].id if entries else None
