@@ -551,9 +551,9 @@ class StreamNotFoundError(NotFoundError):
         True
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, advice: str = "create it first") -> None:
         self.path = path
-        super().__init__(f"Event stream {path!r} does not exist; create it first.")
+        super().__init__(f"Event stream {path!r} does not exist; {advice}.")
 
 
 # Stored data unreadable --------------------------------------------------------------

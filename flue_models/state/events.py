@@ -122,6 +122,7 @@ class ReadResult(Generic[T]):
         next_offset: the offset of the last event returned (or the offset read from).
         up_to_date: no event exists after ``next_offset``.
         closed: the stream is closed.
+        exists: the stream exists (a missing one reads as empty and up to date).
 
     Example:
         ```python
@@ -133,6 +134,7 @@ class ReadResult(Generic[T]):
     next_offset: str
     up_to_date: bool
     closed: bool
+    exists: bool = True
 
 
 @dataclass(frozen=True, order=True)
@@ -552,7 +554,7 @@ class EventStream(Generic[T]):
             )
         head_raw, closed_raw = fields
         if head_raw is None:  # missing stream
-            return ReadResult([], START, True, False)
+            return ReadResult([], START, True, False, exists=False)
         head, closed = int(head_raw), reply_text(closed_raw) == "1"
         if after == NOW:
             return ReadResult([], format_offset(head), True, closed)
@@ -573,7 +575,11 @@ class EventStream(Generic[T]):
         return ReadResult(found, format_offset(last), last >= head, closed)
 
     async def tail(
-        self, after: str = START, *, outage: float = TAIL_OUTAGE_SECONDS
+        self,
+        after: str = START,
+        *,
+        outage: float = TAIL_OUTAGE_SECONDS,
+        wait_for_stream: bool = False,
     ) -> AsyncIterator[Event[T]]:
         """Yield the events after ``after``, then new ones as any process appends them.
 
@@ -583,6 +589,10 @@ class EventStream(Generic[T]):
         from the last offset it yielded, with no event lost or repeated; it gives up with
         :class:`~flue_models.errors.ConnectionLostError` after ``outage`` seconds without
         the server.
+
+        Raises:
+            StreamNotFoundError: the stream does not exist (or was deleted while tailed),
+                unless ``wait_for_stream`` is true: then a missing stream is waited for.
 
         Example:
             ```python
@@ -606,6 +616,8 @@ class EventStream(Generic[T]):
                     raise
                 await asyncio.sleep(TAIL_RECONNECT_PAUSE)  # even with no retries set
                 continue
+            if not result.exists and not wait_for_stream:
+                raise StreamNotFoundError(self.path, "nothing to tail")
             for event in result.events:
                 yield event
             position = result.next_offset
@@ -621,11 +633,12 @@ class EventStream(Generic[T]):
 
 
 async def tail_many(
-    streams: Sequence[EventStream[T]], after: str = START
+    streams: Sequence[EventStream[T]], after: str = START, *, wait_for_stream: bool = False
 ) -> AsyncIterator[tuple[str, Event[T]]]:
     """Merge the tails of several streams: yield ``(path, event)`` as events arrive.
 
-    Ends when every stream is closed.
+    Ends when every stream is closed; a missing stream raises as in
+    :meth:`EventStream.tail` unless ``wait_for_stream``.
 
     Example:
         ```python
@@ -635,7 +648,7 @@ async def tail_many(
     """
 
     async def labelled(stream: EventStream[T]) -> AsyncIterator[tuple[str, Event[T]]]:
-        async for event in stream.tail(after):
+        async for event in stream.tail(after, wait_for_stream=wait_for_stream):
             yield stream.path, event
 
     merged = aiostream_stream.merge(*(labelled(s) for s in streams))

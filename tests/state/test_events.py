@@ -205,6 +205,32 @@ async def test_tail_yields_existing_events_then_new_ones_and_ends_when_closed(
     assert seen == [0, 1, 2]
 
 
+@pytest.mark.standalone  # it finds the blocked tail in CLIENT LIST of the one server
+async def test_tailing_a_missing_stream_raises_unless_asked_to_wait(db: fm.Database) -> None:
+    missing: EventStream[dict[str, Any]] = EventStream("nope")
+    with pytest.raises(fm.StreamNotFoundError, match="'nope' does not exist; nothing to tail"):
+        await within(anext(aiter(missing.tail())), "the tail's refusal")
+    assert (await missing.read()).exists is False
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for event in missing.tail(after="-1", wait_for_stream=True):
+            seen.append(event.data["n"])
+
+    follower = asyncio.create_task(follow())
+    # The tail reads the stream and blocks; it sees the stream once it is made.
+    await poll_until(lambda: _blocked_in_xread(db), "the waiting tail to block in XREAD")
+    await missing.create()
+    await missing.append({"n": 1})
+    await missing.close()
+    await within(follower, "the waiting tail to end after the close")
+    assert seen == [1]
+
+
+async def _blocked_in_xread(db: fm.Database) -> bool:
+    return any(c.get("cmd") == "xread" for c in await db.client.client_list())
+
+
 async def test_a_tail_in_another_process_is_woken_by_an_append(
     db: fm.Database, stream: EventStream[dict[str, Any]], redis_url: str
 ) -> None:
