@@ -45,7 +45,8 @@ import asyncio
 import math
 import random
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
@@ -80,6 +81,7 @@ from flue_models.errors import (
     ConfigurationError,
     ConnectionLostError,
     FlueModelsError,
+    InvalidURLError,
     PoolExhaustedError,
 )
 from flue_models.slots import command_keys, slot_of
@@ -788,22 +790,33 @@ def make_cluster_client(
         ```
     """
     _check_settings(settings, options)
-    client = cast(
-        FlueRedisCluster,
-        FlueRedisCluster.from_url(
-            url,
-            max_connections=settings.pool_size,
-            socket_timeout=settings.timeout,
-            socket_connect_timeout=settings.timeout,
-            health_check_interval=HEALTH_CHECK_SECONDS,
-            retry=Retry(NoBackoff(), 0),
-            **options,
-        ),
-    )
+    with _url_options(display):
+        client = cast(
+            FlueRedisCluster,
+            FlueRedisCluster.from_url(
+                url,
+                max_connections=settings.pool_size,
+                socket_timeout=settings.timeout,
+                socket_connect_timeout=settings.timeout,
+                health_check_interval=HEALTH_CHECK_SECONDS,
+                retry=Retry(NoBackoff(), 0),
+                **options,
+            ),
+        )
     client.flue_policy = settings.retry
     client.flue_display = display
     client.flue_timeout = settings.timeout
     return client
+
+
+@contextmanager
+def _url_options(display: str) -> Iterator[None]:
+    """redis-py reads a URL's query options (``?socket_timeout=...``) itself and raises
+    ``ValueError`` for a bad one: an :class:`InvalidURLError` naming the URL."""
+    try:
+        yield
+    except ValueError as exc:
+        raise InvalidURLError(f"Invalid Redis URL {display!r}: {exc}") from exc
 
 
 def make_client(url: str, *, display: str, settings: ClientSettings, **options: Any) -> FlueRedis:
@@ -828,19 +841,20 @@ def make_client(url: str, *, display: str, settings: ClientSettings, **options: 
     """
     _check_settings(settings, options)
     size, wait, timeout = settings.pool_size, settings.pool_timeout, settings.timeout
-    pool = FluePool.from_url(
-        url,
-        max_connections=size,
-        timeout=wait,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=HEALTH_CHECK_SECONDS,
-        retry=Retry(NoBackoff(), 0),
-        # Off: with redis-py's "auto" the pool skips its check of a connection it hands
-        # out, so after a server restart a write went out on a closed connection.
-        maint_notifications_config=MaintNotificationsConfig(enabled=False),
-        **options,
-    )
+    with _url_options(display):
+        pool = FluePool.from_url(
+            url,
+            max_connections=size,
+            timeout=wait,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=HEALTH_CHECK_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+            # Off: with redis-py's "auto" the pool skips its check of a connection it
+            # hands out, so after a server restart a write went out on a closed one.
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+            **options,
+        )
     pool.connection_class = timed_send(pool.connection_class)
     client = FlueRedis(connection_pool=pool)
     client.auto_close_connection_pool = True  # the client owns its pool (as from_pool)

@@ -132,13 +132,16 @@ def parse_url(url: str) -> RedisURL:
             "the password holds '/', '?' or '#', which end the host part of a URL; "
             "percent-encode them (%2F, %3F, %23)"
         )
-    db = ""
+    try:
+        query = parse_qs(parts.query, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise bad(f"the query {parts.query!r} is not name=value pairs") from None
+    db = query.get("db", [""])[0]
+    if db and not db.isdigit():
+        raise bad(f"the database {db!r} is not a number")
     if parts.scheme == "unix":
         if not parts.path:
             raise bad("a unix:// URL needs a socket path")
-        db = parse_qs(parts.query).get("db", [""])[0]
-        if db and not db.isdigit():
-            raise bad(f"the database {db!r} is not a number")
     else:
         if not parts.hostname:
             raise bad("the host is missing")
@@ -146,7 +149,7 @@ def parse_url(url: str) -> RedisURL:
             _ = parts.port
         except ValueError:
             raise bad("the port is not a number between 0 and 65535") from None
-        db = unquote(parts.path.lstrip("/"))
+        db = unquote(parts.path.lstrip("/")) or db
         if db and not db.isdigit():
             raise bad(f"the database {db!r} is not a number")
     return RedisURL(url=url, display=shown, scheme=parts.scheme, db=int(db or 0))

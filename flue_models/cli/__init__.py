@@ -82,7 +82,15 @@ from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TextIO
 
-from flue_models.cli.output import FAILED, INTERRUPTED, NOT_FOUND, PIPE_CLOSED, NotFound
+from flue_models.cli.output import (
+    FAILED,
+    INTERRUPTED,
+    NOT_FOUND,
+    PIPE_CLOSED,
+    USAGE,
+    NotFound,
+    UsageError,
+)
 from flue_models.cli.parser import DEBUG_ENV, build_parser
 from flue_models.terminal import one_line
 
@@ -154,11 +162,19 @@ def _message(exc: BaseException) -> str:
 
     from flue_models.errors import FlueModelsError
 
-    if isinstance(exc, FlueModelsError | NotFound):
+    if isinstance(exc, FlueModelsError | NotFound | UsageError):
         return one_line(str(exc))
     if isinstance(exc, RedisError):
         return one_line(f"the Redis server connection failed ({type(exc).__name__}: {exc})")
     return one_line(f"{type(exc).__name__}: {exc}") + " (this is a bug; --debug shows where)"
+
+
+def _is_usage(exc: BaseException) -> bool:
+    """An argument that cannot work, found after parsing: a cursor of another listing,
+    an offset beyond the head, a URL option redis-py refuses (exit status 2)."""
+    from flue_models.errors import InvalidURLError, QueryError
+
+    return isinstance(exc, UsageError | QueryError | InvalidURLError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,4 +217,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"error: {_message(exc)}", file=sys.stderr)
-        return NOT_FOUND if isinstance(exc, NotFound) else FAILED
+        if isinstance(exc, NotFound):
+            return NOT_FOUND
+        return USAGE if _is_usage(exc) else FAILED

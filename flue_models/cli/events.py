@@ -12,12 +12,6 @@ from flue_models.startup import connect
 from flue_models.state.events import TAIL_OUTAGE_SECONDS, EventStream, event_json
 
 
-def _offset(text: str) -> str:
-    """Accept short offsets (``3``, ``0003``: the last part of Flue's form, as the demo and
-    the dashboard print it) as well as the full form."""
-    return f"{0:016d}_{int(text):016d}" if text.isdigit() and text.isascii() else text
-
-
 async def _existing_stream(args: argparse.Namespace, db: Any) -> EventStream[dict[str, Any]]:
     stream: EventStream[dict[str, Any]] = EventStream(args.path, db=db)
     if await stream.meta() is None:
@@ -35,7 +29,7 @@ async def events_read(args: argparse.Namespace) -> int:
     """
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         stream = await _existing_stream(args, db)
-        result = await stream.read(after=_offset(args.after), limit=args.limit)
+        result = await stream.read(after=args.after, limit=args.limit)
     if args.json:
         emit(
             {
@@ -67,6 +61,6 @@ async def events_tail(args: argparse.Namespace) -> int:
     async with connect(args.url, key_prefix=args.prefix, inspect_server=False) as db:
         stream = await _existing_stream(args, db)
         outage = TAIL_OUTAGE_SECONDS if args.outage is None else args.outage
-        async for event in stream.tail(after=_offset(args.after), outage=outage):
+        async for event in stream.tail(after=args.after, outage=outage):
             print(event_json(event), flush=True)
     return OK

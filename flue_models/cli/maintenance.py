@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import sys
 
-from flue_models.cli.output import FAILED, OK, USAGE, emit
+from flue_models.cli.output import FAILED, OK, USAGE, UsageError, emit
+from flue_models.errors import ConfigurationError
 from flue_models.schema.split import split_collection
 from flue_models.startup import connect
 from flue_models.state.integrity import STATE_MODELS, verify_state
@@ -91,6 +92,11 @@ async def cluster_split(args: argparse.Namespace) -> int:
         $ flue-models cluster split ticket --buckets 16
         ```
     """
+    if args.model is not None and args.model.__flue_spec__.collection != args.collection:
+        raise UsageError(
+            f"{args.model.__name__} is the model of collection "
+            f"{args.model.__flue_spec__.collection!r}, not {args.collection!r}."
+        )
     progress = Progress()
     async with connect(
         args.url, key_prefix=args.prefix, inspect_server=not args.no_inspect, migrate=False
@@ -103,6 +109,8 @@ async def cluster_split(args: argparse.Namespace) -> int:
                 partition_by=args.partition_by,
                 progress=progress,
             )
+        except ConfigurationError as exc:  # the collection or the count cannot be split
+            raise UsageError(str(exc)) from exc
         finally:
             progress.done()
     if args.json:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
 import flue_models
-from flue_models.cli.output import FAILED, OK, emit
+from flue_models.cli.output import FAILED, OK, UsageError, emit
 from flue_models.cli.parser import MIGRATIONS_DIR_ENV
-from flue_models.errors import FlueModelsError
 from flue_models.schema import (
     MigrationSet,
     builtin_directory,
@@ -139,14 +139,30 @@ async def migrations_new(args: argparse.Namespace) -> int:
     return OK
 
 
+def _checkouts(directory: Path) -> list[Path]:
+    """The folders above ``directory`` that are a flue-models source checkout (its
+    ``pyproject.toml`` names the project; a ``pip install .`` leaves it beside the wheel)."""
+    found = []
+    for folder in (directory, *directory.parents):
+        project = folder / "pyproject.toml"
+        names_us = project.is_file() and re.search(
+            r'(?m)^name\s*=\s*"flue-models"', project.read_text("utf-8", "replace")
+        )
+        if names_us and (folder / "flue_models" / "__init__.py").is_file():
+            found.append(folder)
+    return found
+
+
 def _new_migration(args: argparse.Namespace) -> Path:
     chosen = args.dir or os.environ.get(MIGRATIONS_DIR_ENV) or "migrations"
     directory = Path(chosen).resolve()
     package = Path(flue_models.__file__).resolve().parent
-    for own, what in ((builtin_directory().resolve(), "flue-models' own migrations folder"),
-                      (package, "the installed flue-models package")):  # fmt: skip
+    owned = [(builtin_directory().resolve(), "flue-models' own migrations folder"),
+             (package, "the installed flue-models package")]  # fmt: skip
+    owned += [(root, "a flue-models source checkout") for root in _checkouts(directory)]
+    for own, what in owned:
         if _inside(directory, own):
-            raise FlueModelsError(
+            raise UsageError(
                 f"{directory} is inside {what}; migrations of your application go in its "
                 f"own folder: pass --dir (or set {MIGRATIONS_DIR_ENV}). Nothing was written."
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from argparse import Namespace
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,16 @@ class NotFound(Exception):
     """
 
 
+class UsageError(Exception):
+    """An argument that parsed but cannot work (exit status 2), found once the command ran.
+
+    Example:
+        ```python
+        raise UsageError("no collection 'tikcet' in this store")
+        ```
+    """
+
+
 def emit(data: Any) -> None:
     """Print ``data`` as one JSON document (``--json``).
 
@@ -34,18 +45,21 @@ def emit(data: Any) -> None:
 
 
 def print_page(
-    args: Namespace, items: Sequence[Any], cursor: str | None, rows: list[list[str]]
+    args: Namespace, items: Sequence[Any], cursor: str | None, rows: list[list[str]], what: str
 ) -> int:
-    """Print a listing page: JSON (``items`` and ``next_cursor``) or a table and its cursor.
+    """Print a listing page: JSON (``items`` and ``next_cursor``) or a table and its cursor;
+    an empty table says so on standard error (``no runs``).
 
     Example:
         ```python
-        return print_page(args, page.items, page.next_cursor, rows)
+        return print_page(args, page.items, page.next_cursor, rows, "runs")
         ```
     """
     if args.json:
         emit({"items": [item.model_dump(mode="json") for item in items], "next_cursor": cursor})
         return OK
+    if not rows:
+        print(f"no {what}" + (" after this cursor" if args.cursor else ""), file=sys.stderr)
     for line in table(rows):
         print(line.rstrip())
     if cursor:

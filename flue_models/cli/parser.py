@@ -17,7 +17,8 @@ import argparse
 import datetime as dt
 import importlib
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
 import flue_models
 
@@ -30,6 +31,102 @@ DEBUG_ENV = "FLUE_DEBUG"
 MIGRATIONS_DIR_ENV = "FLUE_MIGRATIONS_DIR"
 
 
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argument type that runs one of the library's own checks: its refusal (a
+    ``ConfigurationError``) becomes a usage error, exit 2, with the library's message."""
+
+    def check_text(text: str) -> str:
+        from flue_models.errors import ConfigurationError
+
+        try:
+            check(text)
+        except ConfigurationError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return check_text
+
+
+def _url(text: str) -> None:
+    from flue_models.config import parse_url
+
+    parse_url(text)
+
+
+def _prefix(text: str) -> None:
+    from flue_models.keys import normalize_prefix
+
+    normalize_prefix(text)
+
+
+def _cursor(text: str) -> None:
+    from flue_models.model.planner import cursor_parts
+
+    cursor_parts(text)
+
+
+def _stream_path(text: str) -> None:
+    from flue_models.errors import ConfigurationError
+
+    if not text:
+        raise ConfigurationError("a stream path is not empty, e.g. runs/<run id>")
+
+
+def offset(text: str) -> str:
+    """An ``--after`` value: ``-1``, ``now``, Flue's full offset, or its short form (``3``,
+    ``0003``: the last part, as the demo and the dashboard print it), as the full form.
+
+    Example:
+        >>> offset("3")
+        '0000000000000000_0000000000000003'
+    """
+    from flue_models.errors import ConfigurationError
+    from flue_models.state.events import NOW, parse_offset
+
+    full = f"{0:016d}_{int(text):016d}" if text.isdigit() and text.isascii() else text
+    if full != NOW:
+        try:
+            parse_offset(full)
+        except ConfigurationError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return full
+
+
+def counted(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argument type: a whole number from ``low`` to ``high`` (no bound: ``None``).
+
+    Example:
+        >>> counted(1, 1000)("20")
+        20
+    """
+
+    def count(text: str) -> int:
+        value = int(text) if re.fullmatch(r"-?[0-9]+", text) else None
+        if value is None or value < low or (high is not None and value > high):
+            upper = f" to {high:,}" if high is not None else " or more"
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from {low}{upper}")
+        return value
+
+    return count
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds, 0 or more")
+    return value
+
+
+def _buckets(text: str) -> int:
+    value = counted(1, 1024)(text)
+    if value & (value - 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a power of two from 1 to 1024")
+    return value
+
+
 def connection_options(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
     """Give a command the options of a connection (``--url``, ``--prefix``,
     ``--no-inspect``) and, unless ``json_output`` is false, ``--json``.
@@ -39,8 +136,14 @@ def connection_options(parser: argparse.ArgumentParser, *, json_output: bool = T
         connection_options(commands.add_parser("check"))
         ```
     """
-    parser.add_argument("--url", help="Redis URL (default: $REDIS_URL, else the embedded server)")
-    parser.add_argument("--prefix", default="flue", help="key prefix (default: flue)")
+    parser.add_argument(
+        "--url",
+        type=_checked(_url),
+        help="Redis URL (default: $REDIS_URL, else the embedded server)",
+    )
+    parser.add_argument(
+        "--prefix", type=_checked(_prefix), default="flue", help="key prefix (default: flue)"
+    )
     parser.add_argument(
         "--no-inspect",
         action="store_true",
@@ -50,21 +153,27 @@ def connection_options(parser: argparse.ArgumentParser, *, json_output: bool = T
         parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
-def page_limit(parser: argparse.ArgumentParser) -> None:
-    """Give a listing command ``--limit``, read by the library's one rule (``page_size``).
+def page_options(parser: argparse.ArgumentParser, cursor: bool = True) -> None:
+    """Give a listing command ``--limit`` and (unless ``cursor`` is false) ``--cursor``.
 
     Example:
         >>> parser = argparse.ArgumentParser()
-        >>> page_limit(parser)
+        >>> page_options(parser)
         >>> parser.parse_args(["--limit", "5"]).limit
         5
     """
     parser.add_argument(
         "--limit",
-        type=int,
+        type=counted(0),
         metavar="N",
-        help="how many (default 100, at most 1000; 0 or less: the default)",
+        help="how many (default 100, at most 1000; 0: the default)",
     )
+    if cursor:
+        parser.add_argument(
+            "--cursor",
+            type=_checked(_cursor),
+            help="continue a listing: the 'next' cursor a previous page printed",
+        )
 
 
 def _migration_name(text: str) -> str:
@@ -104,6 +213,20 @@ def _model(text: str) -> type[Model]:
     return found
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on standard error, exit 2.
+
+    Example:
+        ```python
+        Parser(prog="flue-models").error("no such option")   # error: ... (exit 2)
+        ```
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``error: <command>: <message>`` and a pointer to the help; exit 2."""
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of every ``flue-models`` command.
 
@@ -111,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> "check" in build_parser().format_help()
         True
     """
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="flue-models",
         description="Durable agent and workflow state in Redis: run the demo, check the "
         "server, migrate the schema, list runs, read and tail event streams, manage the "
@@ -144,7 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     connection_options(migrate_command)
     set_options(migrate_command)
     migrate_command.add_argument(
-        "--to", type=int, help="stop the last set at this number (lower: run its downs)"
+        "--to",
+        type=counted(0),
+        metavar="N",
+        help="stop the last set at this number (lower: run its downs)",
     )
     migrate_command.add_argument("--dry-run", action="store_true", help="show, change nothing")
     migrate_command.add_argument(
@@ -193,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("markers", "attempt markers created longer ago"),
     ):
         prune_command.add_argument(f"--{flag}", type=_age, metavar="AGE", help=what)
-    prune_command.add_argument("--limit", type=int, help="items per batch and kind (default 500)")
+    prune_command.add_argument(
+        "--limit", type=counted(1), metavar="N", help="items per batch and kind (default 500)"
+    )
     prune_command.add_argument(
         "--dry-run", action="store_true", help="count what is due; remove nothing"
     )
@@ -234,18 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
     run_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
     runs_list = run_commands.add_parser("list", help="runs newest first")
     connection_options(runs_list)
-    runs_list.add_argument("--status", choices=["active", "completed", "errored", "cancelled"])
-    runs_list.add_argument("--workflow")
-    page_limit(runs_list)
-    runs_list.add_argument("--cursor", help="the 'next' cursor a previous page printed")
+    runs_list.add_argument(
+        "--status", choices=["active", "completed", "errored", "cancelled"], help="only these"
+    )
+    runs_list.add_argument("--workflow", help="only runs of this workflow")
+    page_options(runs_list)
     runs_list.set_defaults(handler="runs:runs_list")
     runs_show = run_commands.add_parser("show", help="one run, everything, as JSON")
     connection_options(runs_show)
-    runs_show.add_argument("run_id")
+    runs_show.add_argument("run_id", help="the run's id")
     runs_show.set_defaults(handler="runs:runs_show")
     runs_cancel = run_commands.add_parser("cancel", help="cancel an active run")
     connection_options(runs_cancel)
-    runs_cancel.add_argument("run_id")
+    runs_cancel.add_argument("run_id", help="the run's id")
     runs_cancel.set_defaults(handler="runs:runs_cancel")
 
     sessions = commands.add_parser("sessions", help="list and show agent sessions")
@@ -258,16 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
     sessions_list.add_argument("--instance", help="the second part")
     sessions_list.add_argument("--harness", help="the third part")
     sessions_list.add_argument("--fork-of", help="the forks of this session")
-    page_limit(sessions_list)
-    sessions_list.add_argument("--cursor", help="the 'next' cursor a previous page printed")
+    page_options(sessions_list)
     sessions_list.set_defaults(handler="sessions:sessions_list")
     sessions_show = session_commands.add_parser(
         "show", help="a session's record and its last entries, as JSON"
     )
     connection_options(sessions_show)
-    sessions_show.add_argument("session_id")
+    sessions_show.add_argument("session_id", help="the session's id")
     sessions_show.add_argument(
-        "--entries", type=int, default=20, help="how many of the last entries (default 20)"
+        "--entries",
+        type=counted(0),
+        default=20,
+        help="how many of the last entries (default 20)",
     )
     sessions_show.set_defaults(handler="sessions:sessions_show")
 
@@ -277,14 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submissions_list = submission_commands.add_parser("list", help="in admission order")
     connection_options(submissions_list)
-    submissions_list.add_argument("--status", choices=["queued", "running", "settled"])
-    page_limit(submissions_list)
+    submissions_list.add_argument(
+        "--status", choices=["queued", "running", "settled"], help="only these"
+    )
+    page_options(submissions_list)
     submissions_list.set_defaults(handler="submissions:submissions_list")
     submissions_requeue = submission_commands.add_parser(
         "requeue", help="give a submission whose lease expired back to the queue"
     )
     connection_options(submissions_requeue)
-    submissions_requeue.add_argument("submission_id")
+    submissions_requeue.add_argument("submission_id", help="the submission's id")
     submissions_requeue.set_defaults(handler="submissions:submissions_requeue")
 
     events = commands.add_parser("events", help="read and tail event streams")
@@ -298,15 +431,18 @@ def build_parser() -> argparse.ArgumentParser:
         (events_tail, "events:events_tail"),
     ):
         connection_options(command, json_output=command is events_read)
-        command.add_argument("path", help="e.g. runs/<run id>")
+        command.add_argument("path", type=_checked(_stream_path), help="e.g. runs/<run id>")
         command.add_argument(
-            "--after", default="-1", help="-1, now, or an offset (3, 0003 or Flue's full form)"
+            "--after",
+            type=offset,
+            default="-1",
+            help="-1, now, or an offset (3, 0003 or Flue's full form)",
         )
         command.set_defaults(handler=handler)
-    page_limit(events_read)
+    page_options(events_read, cursor=False)
     events_tail.add_argument(
         "--outage",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="how long to keep reconnecting to a server that went away (default 60)",
     )
@@ -348,9 +484,20 @@ def build_parser() -> argparse.ArgumentParser:
         "move; safe to run again after a failure.",
     )
     connection_options(split)
-    split.add_argument("collection", help="the collection (its Meta.collection)")
+    split.add_argument("collection", help="an application collection (its Meta.collection)")
     split.add_argument(
-        "--buckets", type=int, required=True, help="the new bucket count (a power of two)"
+        "--buckets",
+        type=_buckets,
+        required=True,
+        metavar="N",
+        help="the new bucket count (a power of two from 1 to 1024)",
+    )
+    split.add_argument(
+        "--model",
+        type=_model,
+        metavar="MODULE:CLASS",
+        help="the collection's model, e.g. myapp.models:Ticket: needed for a collection that "
+        "holds no record yet",
     )
     split.add_argument(
         "--partition-by",

@@ -32,7 +32,7 @@ async def runs_list(args: argparse.Namespace) -> int:
         ]
         for item in page.items
     ]
-    return print_page(args, page.items, page.next_cursor, rows)
+    return print_page(args, page.items, page.next_cursor, rows, "runs")
 
 
 async def runs_show(args: argparse.Namespace) -> int:

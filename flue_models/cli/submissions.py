@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from flue_models.cli.output import OK, NotFound, emit
+from flue_models.cli.output import OK, NotFound, emit, print_page
 from flue_models.errors import FlueModelsError
-from flue_models.model.query import page_size
 from flue_models.startup import connect
 from flue_models.state.submission import Submission
-from flue_models.terminal import table
 
 
 async def submissions_list(args: argparse.Namespace) -> int:
@@ -24,27 +22,20 @@ async def submissions_list(args: argparse.Namespace) -> int:
         query = Submission.find().using(db)
         if args.status:
             query = query.where(Submission.status == args.status)
-        rows = await query.limit(page_size(args.limit)).all()
-    if args.json:
-        emit([row.model_dump(mode="json") for row in rows])
-        return OK
-    lines = table(
+        page = await query.page(limit=args.limit, cursor=args.cursor)
+    rows = [
         [
-            [
-                str(row.sequence),
-                row.id,
-                row.kind,
-                row.status,
-                f"session={row.session_id} attempts={row.attempt_count}"
-                + (f" owner={row.owner_id}" if row.owner_id else "")
-                + (f" outcome={row.outcome}" if row.outcome else ""),
-            ]
-            for row in rows
+            str(row.sequence),
+            row.id,
+            row.kind,
+            row.status,
+            f"session={row.session_id} attempts={row.attempt_count}"
+            + (f" owner={row.owner_id}" if row.owner_id else "")
+            + (f" outcome={row.outcome}" if row.outcome else ""),
         ]
-    )
-    for line in lines:
-        print(line)
-    return OK
+        for row in page.items
+    ]
+    return print_page(args, page.items, page.next_cursor, rows, "submissions")
 
 
 async def submissions_requeue(args: argparse.Namespace) -> int:

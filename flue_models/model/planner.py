@@ -285,6 +285,31 @@ def encode_cursor(fingerprint: str, score: str, record_id: str) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
+def cursor_parts(cursor: str) -> tuple[str, str, str]:
+    """Return a cursor's ``(query fingerprint, score, id)``, whatever query made it.
+
+    Raises:
+        QueryError: the cursor is not one this library made.
+
+    Example:
+        >>> cursor_parts(encode_cursor("abc", "12.5", "t-1"))
+        ('abc', '12.5', 't-1')
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        payload = json.loads(raw)
+        score, record_id, made_by = str(payload["s"]), str(payload["i"]), str(payload["q"])
+        if math.isnan(float(score)):
+            raise ValueError("not a score")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        shown = repr(cursor)[:40] if isinstance(cursor, str) else type(cursor).__name__
+        raise QueryError(
+            f"Malformed cursor {shown}: not one this library made. Pass back the "
+            "next_cursor of a page unchanged."
+        ) from None
+    return made_by, score, record_id
+
+
 def decode_cursor(fingerprint: str, cursor: str) -> tuple[str, str]:
     """Return ``(score, id)`` from a cursor made by the same query.
 
@@ -297,18 +322,7 @@ def decode_cursor(fingerprint: str, cursor: str) -> tuple[str, str]:
         ...
         flue_models.errors.QueryError: Malformed cursor 'not-a-cursor': ...
     """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        payload = json.loads(raw)
-        score, record_id, made_by = str(payload["s"]), str(payload["i"]), payload["q"]
-        if math.isnan(float(score)):
-            raise ValueError("not a score")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        shown = repr(cursor)[:40] if isinstance(cursor, str) else type(cursor).__name__
-        raise QueryError(
-            f"Malformed cursor {shown}: not one this library made. Pass back the "
-            "next_cursor of a page unchanged."
-        ) from None
+    made_by, score, record_id = cursor_parts(cursor)
     if made_by != fingerprint:
         raise QueryError(
             "This cursor was made by a different query (other conditions or sort); a cursor "

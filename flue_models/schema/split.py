@@ -98,8 +98,8 @@ async def split_collection(
 
     Raises:
         ConfigurationError: the count is not a power of two up to 1024, the server is a
-            cluster, or the collection is one of the library's own (the migrations set
-            their counts).
+            cluster, the collection is one of the library's own (the migrations set
+            their counts), or the store knows no such collection.
         WritersActiveError: another flue-models client is connected to the prefix.
         SchemaError: a key or a row cannot be moved as it is (the message names it and
             says what to do); nothing was moved.
@@ -125,6 +125,12 @@ async def split_collection(
             f"Collection {collection!r} is one of flue-models' own: its bucket count is "
             "part of the stored layout. Nothing was moved."
         )
+    if model is None and not await _known(db, collection):
+        raise ConfigurationError(
+            f"No collection {collection!r} in this store: no record, no bucket count and no "
+            "imported model by that name (check the spelling; for a collection with no "
+            "record yet, import its model: --model on the command line). Nothing was moved."
+        )
     await refuse_other_clients(db)
     lock = MigrationLock(db)
     await lock.acquire(db, wait=0)
@@ -132,6 +138,17 @@ async def split_collection(
         return await _move_collection(db, collection, buckets, partition_by, progress)
     finally:
         await lock.release(db)
+
+
+async def _known(db: Database, collection: str) -> bool:
+    """Whether the store holds a bucket count or any key of ``collection``."""
+    if await db.client.hexists(db.keys.meta, bucket_field(collection)):
+        return True
+    pattern = db.keys.buckets_pattern(collection)
+    async for raw in db.client.scan_iter(match=pattern, count=1000):
+        if db.keys.bucket_in_key(collection, reply_text(raw)) is not None:
+            return True
+    return False
 
 
 async def _move_collection(

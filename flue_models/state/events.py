@@ -38,6 +38,7 @@ from flue_models.errors import (
     CorruptDataError,
     DecodeError,
     EncodingError,
+    QueryError,
     StreamClosedError,
     StreamConflictError,
     StreamNotFoundError,
@@ -80,7 +81,7 @@ def parse_offset(offset: str) -> int:
     """Return the sequence number of the event at a Flue offset (0 for ``-1``).
 
     Raises:
-        ConfigurationError: the offset is malformed.
+        QueryError: the offset is malformed.
 
     Example:
         >>> parse_offset("0000000000000000_0000000000000000")
@@ -91,7 +92,7 @@ def parse_offset(offset: str) -> int:
     high, sep, low = str(offset).partition("_")
     digits = high.isdigit() and low.isdigit() and high.isascii() and low.isascii()
     if not sep or not digits or len(high) > 16 or len(low) > 16 or int(high) != 0:
-        raise ConfigurationError(
+        raise QueryError(
             f"Malformed offset {str(offset)[:40]!r}: expected '-1', 'now' or an offset such as "
             "'0000000000000000_0000000000000000'."
         )
@@ -530,7 +531,7 @@ class EventStream(Generic[T]):
         date and not closed, with ``next_offset="-1"``.
 
         Raises:
-            ConfigurationError: the offset is malformed or beyond the head.
+            QueryError: the offset is malformed or beyond the head.
 
         Example:
             ```python
@@ -559,7 +560,7 @@ class EventStream(Generic[T]):
         if after == NOW:
             return ReadResult([], format_offset(head), True, closed)
         if start_seq > head:
-            raise ConfigurationError(
+            raise QueryError(
                 f"Offset {after} is beyond the head of stream {self.path!r} "
                 f"({format_offset(head)})."
             )

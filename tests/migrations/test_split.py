@@ -243,11 +243,18 @@ async def test_refusals_move_nothing(db: fm.Database, redis_url: str, key_prefix
 def test_the_command_line_splits_and_says_so_in_one_line(redis_url: str, key_prefix: str) -> None:
     common = ["--url", redis_url, "--prefix", key_prefix]
     assert run_cli("migrate", *common).returncode == 0
-    done = run_cli("cluster", "split", "it_parcel", "--buckets", "4", *common)
+    unknown = run_cli("cluster", "split", "it_parcel", "--buckets", "4", *common)
+    assert unknown.returncode == 2  # no record yet: it might be a typo
+    assert "No collection 'it_parcel'" in unknown.stderr
+    model = ["--model", "tests.migrations.test_split:Parcel"]
+    wrong = run_cli("cluster", "split", "it_parce", "--buckets", "4", *model, *common)
+    assert wrong.returncode == 2
+    assert "model of collection 'it_parcel', not 'it_parce'" in wrong.stderr
+    done = run_cli("cluster", "split", "it_parcel", "--buckets", "4", *model, *common)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "it_parcel: 0 of 0 record(s) moved; 4 bucket(s) now"
     refused = run_cli("cluster", "split", "session", "--buckets", "4", *common)
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1
     assert refused.stderr.startswith("error: ")
     placed = run_cli(

@@ -54,9 +54,6 @@ def test_runtime_errors_are_one_line_with_exit_1(redis_url: str) -> None:
     unreachable = run_cli("check", "--url", "redis://127.0.0.1:1/0")
     assert unreachable.returncode == 1
     assert "Could not connect" in one_error_line(unreachable.stderr)
-    malformed = run_cli("check", "--url", "http://nope")
-    assert malformed.returncode == 1
-    assert "unsupported scheme" in one_error_line(malformed.stderr)
 
 
 def test_debug_shows_the_traceback(redis_url: str) -> None:
@@ -142,6 +139,114 @@ async def test_every_data_command_prints_json(db: fm.Database, redis_url: str) -
     assert (read["events"][0]["data"], read["up_to_date"]) == ({"n": 1}, True)
 
 
+#: The bad-input table of docs/cli.md: each malformed or impossible argument, its exit
+#: status, and what its one error line names. {url} and {prefix} are the test's server.
+BAD_INPUT: list[tuple[tuple[str, ...], int, str]] = [
+    (("no-such-command",), 2, "invalid choice: 'no-such-command'"),
+    (("runs", "lst"), 2, "invalid choice: 'lst'"),
+    (("runs", "list", "--limit", "many"), 2, "'many': give a whole number from 0 or more"),
+    (("submissions", "list", "--limit", "-1"), 2, "'-1': give a whole number from 0"),
+    (("sessions", "list", "--limit", "2.5"), 2, "'2.5': give a whole number"),
+    (("sessions", "show", "s", "--entries", "-2"), 2, "'-2': give a whole number from 0"),
+    (("runs", "list", "--cursor", "garbage"), 2, "Malformed cursor 'garbage'"),
+    (("runs", "list", "--cursor", "gQ"), 2, "Malformed cursor 'gQ'"),  # not UTF-8
+    (("submissions", "list", "--cursor", "e30"), 2, "Malformed cursor 'e30'"),  # {}
+    (("events", "read", "runs/x", "--after", "garbage"), 2, "Malformed offset 'garbage'"),
+    (("events", "read", ""), 2, "a stream path is not empty"),
+    (("events", "tail", "runs/x", "--outage", "nan"), 2, "'nan': give a number of seconds"),
+    (("cluster", "split", "ticket", "--buckets", "3"), 2, "'3': give a power of two"),
+    (("check", "--url", "garbage"), 2, "unsupported scheme"),
+    (("check", "--url", "http://nope"), 2, "unsupported scheme"),
+    (("check", "--url", "redis://127.0.0.1:1/0?db=x"), 2, "the database 'x' is not a number"),
+    (("check", "--prefix", ""), 2, "The key prefix '' is empty"),
+    (("prune", "--runs", "5x"), 2, "--runs"),
+    (("prune", "--limit", "0"), 2, "'0': give a whole number from 1"),
+    (("migrate", "--to", "-3"), 2, "'-3': give a whole number from 0"),
+    (("serve", "--port", "70000"), 2, "give a port from 0 to 65535"),
+    (("migrations", "new", "Add-X"), 2, "use lowercase letters"),
+    # Well-formed, refused once the command ran:
+    (("check", "--url", "{base}?socket_timeout=abc"), 2, "Invalid value for 'socket_timeout'"),
+    (("runs", "list", "--cursor", "{other_cursor}"), 2, "made by a different query"),
+    (("events", "read", "runs/three", "--after", "9"), 2, "is beyond the head"),
+    (("cluster", "split", "tikcet", "--buckets", "4"), 2, "No collection 'tikcet'"),
+    (("cluster", "split", "session", "--buckets", "4"), 2, "one of flue-models' own"),
+    (("runs", "show", "nope"), 3, "no run 'nope'"),
+    (("events", "read", "runs/nope"), 3, "no stream 'runs/nope'"),
+    (("runs", "list", "--url", "{server}/99"), 1, "refused database 99"),
+]
+
+
+@pytest.mark.standalone  # a split needs a standalone server (a cluster refuses it otherwise)
+async def test_the_bad_input_table(db: fm.Database, redis_url: str) -> None:
+    stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/three")
+    await stream.create()
+    await stream.append_many([{"n": 1}, {"n": 2}, {"n": 3}])
+    await fm.Submission.admit_direct("p-1", session_id="s", input={})
+    await fm.Submission.admit_direct("p-2", session_id="s", input={})
+    other = await fm.Submission.find().page(limit=1)  # a cursor of another listing
+    assert other.next_cursor is not None
+    server = redis_url.rsplit("/", 1)[0]
+    values = {"base": redis_url, "server": server, "other_cursor": other.next_cursor}
+
+    def run(args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+        given = [arg.format(**values) for arg in args]
+        if args[0] not in ("no-such-command", "migrations", "serve") and "--url" not in args:
+            given += ["--url", redis_url]
+        if args[0] not in ("no-such-command", "migrations") and "--prefix" not in args:
+            given += ["--prefix", db.keys.prefix]
+        return run_cli(*given)
+
+    results = await asyncio.gather(*(asyncio.to_thread(run, args) for args, _, _ in BAD_INPUT))
+    for (args, status, named), result in zip(BAD_INPUT, results, strict=True):
+        line = one_error_line(result.stderr)
+        assert (result.returncode, named in line) == (status, True), (args, result.stderr)
+        for internal in ("this is a bug", "Traceback", "codec can't", "KeyError", "usage:"):
+            assert internal not in result.stderr, (args, result.stderr)
+    assert await fm.Submission.find().count() == 2  # nothing was written by any of them
+    assert await db.client.hget(db.keys.meta, "buckets:tikcet") is None
+
+
+async def test_every_listing_has_one_shape_and_says_when_it_is_empty(
+    db: fm.Database, redis_url: str
+) -> None:
+    common = ["--url", redis_url, "--prefix", db.keys.prefix]
+    for kind in ("runs", "sessions", "submissions"):
+        empty = await asyncio.to_thread(run_cli, kind, "list", *common)
+        assert (empty.returncode, empty.stdout, empty.stderr.strip()) == (0, "", f"no {kind}")
+        shaped = await asyncio.to_thread(run_cli, kind, "list", "--json", *common)
+        assert json.loads(shaped.stdout) == {"items": [], "next_cursor": None}
+    for n in range(3):
+        await fm.Submission.admit_direct(f"p-{n}", session_id="s", input={"n": n})
+    first = json.loads(
+        (
+            await asyncio.to_thread(
+                run_cli, "submissions", "list", "--limit", "2", "--json", *common
+            )
+        ).stdout
+    )
+    cursor = first["next_cursor"]
+    rest = json.loads(
+        (
+            await asyncio.to_thread(
+                run_cli, "submissions", "list", "--cursor", cursor, "--json", *common
+            )
+        ).stdout
+    )
+    assert [r["id"] for r in first["items"] + rest["items"]] == ["p-0", "p-1", "p-2"]
+    assert rest["next_cursor"] is None
+
+
+def test_every_subcommand_is_in_its_help() -> None:
+    parser = cli.build_parser()
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        for name, command in action.choices.items():
+            for sub in command._subparsers._group_actions if command._subparsers else []:
+                shown = command.format_help()
+                for child in sub.choices:
+                    assert child in shown, (name, child)
+            assert name in parser.format_help()
+
+
 def test_a_persistence_warning_is_one_line(redis_servers: RedisServers) -> None:
     server = redis_servers.start("--appendonly", "no", "--save", "")
     result = run_cli("migrate", "--url", server.url)  # inspects the server
@@ -166,8 +271,17 @@ async def test_columns_line_up_with_wide_characters(db: fm.Database, redis_url: 
 def test_migrations_new_refuses_the_librarys_own_folder(tmp_path: Path) -> None:
     before = sorted(p.name for p in (ROOT / "migrations").iterdir())
     refused = run_cli("migrations", "new", "add_thing", cwd=ROOT)  # ./migrations is ours
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert "own migrations folder" in one_error_line(refused.stderr)
+    # A checkout's own folder, beside an installed copy of the package: refused too.
+    checkout = tmp_path / "checkout"
+    (checkout / "flue_models").mkdir(parents=True)
+    (checkout / "flue_models" / "__init__.py").write_text("")
+    (checkout / "pyproject.toml").write_text('[project]\nname = "flue-models"\n')
+    other = run_cli("migrations", "new", "add_thing", "--dir", str(checkout / "migrations"))
+    assert other.returncode == 2
+    assert "a flue-models source checkout" in one_error_line(other.stderr)
+    assert not (checkout / "migrations").exists()
     assert sorted(p.name for p in (ROOT / "migrations").iterdir()) == before
     env = dict(os.environ, FLUE_MIGRATIONS_DIR=str(tmp_path / "app"))
     created = run_cli("migrations", "new", "add_thing", cwd=ROOT, env=env)

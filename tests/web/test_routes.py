@@ -334,7 +334,7 @@ async def test_streams_read_by_offset(web: httpx.AsyncClient) -> None:
     assert (await web.get("/api/streams", params={"path": "nope"})).status_code == 404
     bad = await web.get("/api/streams", params={"path": "tools/search", "after": "x"})
     assert bad.status_code == 400
-    assert bad.json()["error"]["type"] == "ConfigurationError"
+    assert bad.json()["error"]["type"] == "QueryError"
     assert (await web.get("/streams")).status_code == 200  # the empty form
 
 
