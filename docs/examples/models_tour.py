@@ -68,6 +68,15 @@ async def main() -> None:
         print(await Customer.find(Customer.country == "DE", Customer.plan == "free").explain())
         # --8<-- [end:query]
 
+        # --8<-- [start:alternatives]
+        big_or_uk = (Customer.seats >= 8) | (Customer.country == "UK")
+        print(sorted(c.seats for c in await Customer.find(big_or_uk).all()))  # [8, 8, 9]
+        not_free = Customer.find(~(Customer.plan == "free"), ~(Customer.seats < 5))
+        print([c.email for c in await not_free.all()])  # ['ada@example.com']
+        print(await Customer.find(fm.any_of(Customer.plan == "team", fm.not_(big_or_uk))).count())
+        print(await Customer.find(big_or_uk).explain())  # one walk per alternative
+        # --8<-- [end:alternatives]
+
         # --8<-- [start:pages]
         page = await Customer.find().sort_by("-joined_at").page(limit=4)
         while page.next_cursor is not None:

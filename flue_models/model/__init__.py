@@ -15,13 +15,14 @@ Example:
 """
 
 from flue_models.model.base import Bound, Model
-from flue_models.model.expressions import AllOf, Condition, FieldRef, in_
+from flue_models.model.expressions import AllOf, AnyOf, Condition, FieldRef, any_of, in_, not_
 from flue_models.model.fields import Indexed, Unique, make_id, new_id, now
 from flue_models.model.query import Page, Query
 from flue_models.model.verify import Drift, VerifyReport, repair_collection, verify_collection
 
 __all__ = [
     "AllOf",
+    "AnyOf",
     "Bound",
     "Condition",
     "Drift",
@@ -32,9 +33,11 @@ __all__ = [
     "Query",
     "Unique",
     "VerifyReport",
+    "any_of",
     "in_",
     "make_id",
     "new_id",
+    "not_",
     "now",
     "repair_collection",
     "verify_collection",

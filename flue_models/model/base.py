@@ -27,7 +27,7 @@ from flue_models.errors import (
 )
 from flue_models.keys import KeySpace
 from flue_models.model.buckets import check_collections
-from flue_models.model.expressions import AllOf, Condition, FieldRef
+from flue_models.model.expressions import AllOf, AnyOf, Condition, FieldRef
 from flue_models.model.fields import new_id
 from flue_models.model.spec import (
     OWNED_FIELD,
@@ -551,7 +551,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             return exc
 
     @classmethod
-    def find(cls, *conditions: Condition | AllOf | bool) -> Query[Self]:
+    def find(cls, *conditions: Condition | AllOf | AnyOf | bool) -> Query[Self]:
         """Start a query: records matching every condition, in ``order_by`` order.
 
         Example:
@@ -622,7 +622,7 @@ class Bound(Generic[M]):
         """
         return await self.model.delete_id(record_id, db=self.db)
 
-    def find(self, *conditions: Condition | AllOf | bool) -> Query[M]:
+    def find(self, *conditions: Condition | AllOf | AnyOf | bool) -> Query[M]:
         """See :meth:`Model.find`."""
         return self.model.find(*conditions).using(self.db)
 

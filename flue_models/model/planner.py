@@ -217,7 +217,7 @@ def plan_query(
             continue
         if cond.field in spec.equality_fields:
             sets = tuple(spec.equality_key(keys, cond.field, v) for v in cond.values)
-            if cond.op == "ne":
+            if cond.op in ("ne", "nin"):
                 filters.append(Filter("notmember", sets, text=str(cond)))
             elif len(sets) > OWNED_CHECK_FROM:  # one read per candidate, not one per set
                 row = keys.relative(keys.record_prefix(spec.collection))
@@ -230,7 +230,7 @@ def plan_query(
                     drivers.append(sets[0])
         else:  # equality on a range-only field: compare its score
             scores = tuple(_score_text(codec.score(v)) for v in cond.values)
-            kind = "notscore" if cond.op == "ne" else "score"
+            kind = "notscore" if cond.op in ("ne", "nin") else "score"
             filters.append(
                 Filter(
                     kind,

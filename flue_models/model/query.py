@@ -11,6 +11,8 @@ makes at most ``SCAN_BUDGET`` Redis calls.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import math
 import warnings
 from collections.abc import AsyncIterator
@@ -30,7 +32,7 @@ from flue_models.errors import (
 from flue_models.keys import INDEX_VALUE_BOUND, KeySpace
 from flue_models.model.buckets import check_collections
 from flue_models.model.codec import FieldCodec
-from flue_models.model.expressions import AllOf, Condition
+from flue_models.model.expressions import MAX_ALTERNATIVES, AllOf, AnyOf, Condition
 from flue_models.model.planner import (
     SCAN_BUDGET,
     Plan,
@@ -164,34 +166,50 @@ class Query(Generic[M]):
 
     model: type[M]
     conditions: tuple[Condition, ...] = ()
+    #: Groups of alternatives (``a | b``), each of which must hold as well.
+    any_of: tuple[AnyOf, ...] = ()
     sort: str | None = None
     max_items: int | None = None
     db: Database | None = field(default=None, compare=False)
     errors: OnError = "raise"
 
-    def where(self, *conditions: Condition | AllOf | bool) -> Query[M]:
-        """Return this query with more conditions (all must hold).
+    def where(self, *conditions: Condition | AllOf | AnyOf | bool) -> Query[M]:
+        """Return this query with more conditions (all must hold); a group of
+        alternatives (``a | b``) holds when any of them does.
+
+        Raises:
+            QueryError: an argument is not a condition on this model, or the query would
+                have more than :data:`~flue_models.model.expressions.MAX_ALTERNATIVES`
+                alternatives.
 
         Example:
             ```python
             Ticket.find().where(Ticket.status == "open")
+            Ticket.find().where((Ticket.status == "open") | (Ticket.priority >= 4))
             ```
         """
         found: list[Condition] = list(self.conditions)
+        groups: list[AnyOf] = list(self.any_of)
         for item in conditions:
-            if not isinstance(item, Condition | AllOf):
+            if not isinstance(item, Condition | AllOf | AnyOf):
                 raise QueryError(
                     f"find() takes conditions on model fields such as "
                     f"{self.model.__name__}.status == 'open', not {item!r}."
                 )
-            for cond in item.conditions:
+            branches = item.branches if isinstance(item, AnyOf) else (item.conditions,)
+            for cond in (cond for branch in branches for cond in branch):
                 if cond.model is not self.model:
                     raise QueryError(
                         f"Condition {cond} is on {cond.model.__name__}, not on "
                         f"{self.model.__name__}."
                     )
-            found += item.conditions
-        return replace(self, conditions=tuple(found))
+            if isinstance(item, AnyOf):
+                groups.append(item)
+            else:
+                found += item.conditions
+        query = replace(self, conditions=tuple(found), any_of=tuple(groups))
+        query._branches()  # fail now on too many alternatives, not when awaited
+        return query
 
     def sort_by(self, field_name: str) -> Query[M]:
         """Order by ``field_name`` (``"-field"`` for descending); ties by id.
@@ -254,8 +272,30 @@ class Query(Generic[M]):
     def _database(self) -> Database:
         return pick_database(self.db)
 
-    def _plan(self, keys: KeySpace) -> Plan:
-        return plan_query(self.model.__flue_spec__, keys, self.conditions, self.sort)
+    def _plan(self, keys: KeySpace, branch: tuple[Condition, ...] | None = None) -> Plan:
+        conditions = self.conditions if branch is None else branch
+        return plan_query(self.model.__flue_spec__, keys, conditions, self.sort)
+
+    def _branches(self) -> list[tuple[Condition, ...]]:
+        """The query's alternatives, each a conjunction: one (its conditions) unless it
+        has groups of ``|``, which are multiplied out."""
+        branches = [self.conditions]
+        for group in self.any_of:
+            branches = [have + more for have in branches for more in group.branches]
+            if len(branches) > MAX_ALTERNATIVES:
+                raise QueryError(
+                    f"This query has more than {MAX_ALTERNATIVES} alternatives once its | are "
+                    "multiplied out; each is a walk of the index. Use in_() for many values "
+                    "of one field, or split the query."
+                )
+        return branches
+
+    def _fingerprint(self, branches: list[tuple[Condition, ...]]) -> str:
+        """What a cursor of a query with alternatives is bound to (one alternative: the
+        plan's own fingerprint)."""
+        shown = sorted(sorted(str(c) for c in branch) for branch in branches)
+        source = json.dumps([self.model.__flue_spec__.collection, self.sort, shown])
+        return hashlib.sha256(source.encode()).hexdigest()[:16]
 
     async def id_page(self, limit: int | None = None, cursor: str | None = None) -> IdPage:
         """Return up to ``limit`` matching ids after ``cursor``, without reading the records.
@@ -271,43 +311,59 @@ class Query(Generic[M]):
         """
         return await self._ids(self._database(), page_size(limit), cursor, rows=False)
 
-    async def _spaces(self, db: Database) -> list[KeySpace]:
-        """The key space of each bucket the query reads, in bucket order: every bucket of
-        the collection, or, when the conditions fix the ``Meta.partition_by`` field to
-        one or a few values, the buckets of those values."""
+    async def _walks(self, db: Database) -> tuple[list[KeySpace], list[tuple[int, Plan]]]:
+        """The key space of every bucket, and the walks the query makes: per alternative,
+        the buckets it reads (every bucket, or, when it fixes the ``Meta.partition_by``
+        field to one or a few values, the buckets of those values), each walk as (its
+        bucket's place in the spaces, its plan)."""
         spec = self.model.__flue_spec__
         if spec.collection not in db.checked_buckets:  # once per database
             await check_collections(db, [spec])
         spaces = spec.bucket_keys(db.keys)
+        branches = self._branches()
+        walks = [
+            (index, self._plan(spaces[index], branch))
+            for branch in branches
+            for index in self._buckets(db, spaces, branch)
+        ]
+        if len(branches) > 1:
+            fingerprint = self._fingerprint(branches)
+            walks = [(index, replace(plan, fingerprint=fingerprint)) for index, plan in walks]
+        return spaces, walks
+
+    def _buckets(
+        self, db: Database, spaces: list[KeySpace], branch: tuple[Condition, ...]
+    ) -> list[int]:
+        """The places in ``spaces`` of the buckets one alternative reads."""
+        spec = self.model.__flue_spec__
+        every = list(range(len(spaces)))
         if len(spaces) == 1 or spec.partition_by == "id":
-            return spaces
+            return every
         wanted: set[int] | None = None
-        for cond in self.conditions:
+        for cond in branch:
             if cond.field == spec.partition_by and cond.op in ("eq", "in"):
                 buckets = {spec.keys_of(db.keys, value).bucket for value in cond.values}
                 wanted = buckets if wanted is None else wanted & buckets
         if wanted is None:
-            return spaces
-        return [space for space in spaces if space.bucket in wanted] or spaces[:1]
-
-    async def _plans(self, db: Database) -> list[Plan]:
-        """One plan per bucket the query reads (the same query on each bucket's sets)."""
-        return [self._plan(keys) for keys in await self._spaces(db)]
+            return every
+        return [i for i in every if spaces[i].bucket in wanted] or every[:1]
 
     async def _ids(self, db: Database, limit: int, cursor: str | None, *, rows: bool) -> IdPage:
         """The next ids; with ``rows``, a walk of one bucket reads their hashes in the same
         script calls (a page of records in one round trip)."""
-        spaces = await self._spaces(db)
-        plans = [self._plan(keys) for keys in spaces]
-        position = decode_cursor(plans[0].fingerprint, cursor) if cursor else None
+        spaces, walks = await self._walks(db)
+        if not walks:  # an empty group of alternatives: nothing can match
+            return IdPage([], None, rows=[] if rows else None)
+        position = decode_cursor(walks[0][1].fingerprint, cursor) if cursor else None
         collection = self.model.__flue_spec__.collection
         with db.span("query", collection):
-            if len(plans) == 1:
-                prefix = spaces[0].record_prefix(collection) if rows else ""
-                found = await self._walk(db, plans[0], position, limit, prefix)
-                origin = [0] * len(found.ids)
+            if len(walks) == 1:
+                index, plan = walks[0]
+                prefix = spaces[index].record_prefix(collection) if rows else ""
+                found = await self._walk(db, plan, position, limit, prefix)
+                origin = [index] * len(found.ids)
             else:
-                found, origin = await self._gather(db, plans, position, limit)
+                found, origin = await self._gather(db, walks, position, limit)
         found.record_keys[:] = [
             spaces[b].record(collection, item) for b, item in zip(origin, found.ids, strict=True)
         ]
@@ -330,35 +386,43 @@ class Query(Generic[M]):
         return IdPage(ids, encode_cursor(plan.fingerprint, *position), rows=read)
 
     async def _gather(
-        self, db: Database, plans: list[Plan], position: tuple[str, str] | None, limit: int
+        self,
+        db: Database,
+        walks: list[tuple[int, Plan]],
+        position: tuple[str, str] | None,
+        limit: int,
     ) -> tuple[IdPage, list[int]]:
-        """Walk every bucket from one cursor at once and merge the walks by (score, id).
+        """Make every walk (one per bucket and alternative) from one cursor at once and
+        merge them by (score, id), an id found by several walks once.
 
-        Each bucket returns its matches after ``position`` and the last entry it
-        examined. Up to the frontier (the earliest last entry among the buckets that are
-        not exhausted) every bucket has been read, so the merged matches up to it are
-        exactly the next ones in the collection's order; a round that yields fewer than
-        ``limit`` continues from the frontier. The cursor is the last (score, id) given
-        out, so its format does not depend on the number of buckets. Returns the page and
-        the index (in ``plans``) of the bucket each id was found in.
+        Each walk returns its matches after ``position`` and the last entry it examined.
+        Up to the frontier (the earliest last entry among the walks that are not
+        exhausted) every walk has been read, so the merged matches up to it are exactly
+        the next ones in the collection's order; a round that yields fewer than ``limit``
+        continues from the frontier. The cursor is the last (score, id) given out, so its
+        format does not depend on the number of walks. Returns the page and, per id, the
+        place of its bucket in the spaces (the first element of its walk).
         """
+        plans = [plan for _index, plan in walks]
         descending = plans[0].descending
         ids: list[str] = []
         origin: dict[str, int] = {}
         need = limit
         budget = max(MIN_BUCKET_BUDGET, SCAN_BUDGET // len(plans))
+        spread = len({index for index, _plan in walks})  # buckets split the matches
         while True:
-            share = need / len(plans)
+            share = need / spread
             each = min(need, math.ceil(share + 3 * math.sqrt(share)) + 1)
             runs = await asyncio.gather(
                 *(_run_query(db, plan, position, each, budget) for plan in plans)
             )
-            for index, run in enumerate(runs):
+            for (index, _plan), run in zip(walks, runs, strict=True):
                 origin.update((item, index) for _score, item in run.found)
             ends = [run.last for run in runs if not run.exhausted and run.last is not None]
             earliest = max if descending else min
             frontier = earliest(ends, key=_order_key) if ends else None
-            merged = _walk_order([item for run in runs for item in run.found], descending)
+            found = {item: score for run in runs for score, item in run.found}  # once each
+            merged = _walk_order([(score, item) for item, score in found.items()], descending)
             if frontier is not None:
                 merged = _up_to(merged, frontier, descending)
             if len(merged) > need:
@@ -378,7 +442,7 @@ class Query(Generic[M]):
     async def _load(self, db: Database, found: IdPage) -> tuple[list[M], list[DecodeError]]:
         records: list[M] = []
         skipped: list[DecodeError] = []
-        rechecks = self._rechecks()
+        rechecks = [self._rechecks(branch) for branch in self._branches()]
         if found.rows is None:
             loaded = await self.model._read_keys(found.record_keys, db)
         else:
@@ -386,19 +450,24 @@ class Query(Generic[M]):
         for item in loaded:
             if isinstance(item, DecodeError):
                 unreadable(item, self.errors, skipped)
-            elif item is not None and all(  # None: deleted meanwhile
-                (value := getattr(item, field)) is not None and codec.index_value(value) in wanted
-                for field, codec, wanted in rechecks
+            elif item is not None and any(  # None: deleted meanwhile
+                all(
+                    (value := getattr(item, field)) is not None
+                    and codec.index_value(value) in wanted
+                    for field, codec, wanted in checks
+                )
+                for checks in rechecks
             ):
                 records.append(item)
         return records, skipped
 
-    def _rechecks(self) -> list[tuple[str, FieldCodec, set[bytes]]]:
-        """The equality conditions whose values include one indexed by its digest (longer
-        than ``INDEX_VALUE_BOUND``): each row found must hold one of the wanted values."""
+    def _rechecks(self, branch: tuple[Condition, ...]) -> list[tuple[str, FieldCodec, set[bytes]]]:
+        """The equality conditions of one alternative whose values include one indexed by
+        its digest (longer than ``INDEX_VALUE_BOUND``): a row found must hold one of the
+        wanted values (of every such condition of some alternative)."""
         spec = self.model.__flue_spec__
         checks = []
-        for cond in self.conditions:
+        for cond in branch:
             if cond.op not in ("eq", "in") or cond.field not in spec.equality_fields:
                 continue
             codec = spec.codecs[cond.field]
@@ -475,7 +544,8 @@ class Query(Generic[M]):
 
         With no filter beyond score bounds this is one ZCOUNT; otherwise the ids are
         walked on the server in pages, without reading the records. A collection with
-        more buckets counts each bucket at once and adds the counts up.
+        more buckets counts each bucket at once and adds the counts up; a query with
+        alternatives (``|``) walks them merged, so a record that matches two counts once.
 
         Example:
             ```python
@@ -483,14 +553,23 @@ class Query(Generic[M]):
             ```
         """
         db = self._database()
-        plans = await self._plans(db)
+        _spaces, walks = await self._walks(db)
         collection = self.model.__flue_spec__.collection
         with db.span("count", collection):
-            counted = await asyncio.gather(*(_count(db, plan) for plan in plans))
-        return sum(counted)
+            if len(self._branches()) == 1:
+                counted = await asyncio.gather(*(_count(db, plan) for _index, plan in walks))
+                return sum(counted)
+            total, cursor = 0, None
+            while True:
+                found = await self._ids(db, MAX_PAGE, cursor, rows=False)
+                total += len(found.ids)
+                if found.next_cursor is None:
+                    return total
+                cursor = found.next_cursor
 
     async def explain(self) -> str:
-        """Describe how this query runs: the candidate sets, their sizes, the filters.
+        """Describe how this query runs: the candidate sets, their sizes, the filters; for
+        a query with alternatives (``|``), each walk and how they are merged.
 
         Example:
             ```python
@@ -499,31 +578,49 @@ class Query(Generic[M]):
             ```
         """
         db = self._database()
-        plans = await self._plans(db)
-        plan = plans[0]
-        low, high = plan.low.zset_text(), plan.high.zset_text()
-        found = await db.run_batch(
-            [("ZCOUNT", key, low, high) for each in plans for key in each.drivers]
-        )
-        width = len(plan.drivers)  # each bucket's plan names the same sets of its bucket
-        counts = [sum(int(c) for c in found[i::width]) for i in range(width)]
-        chosen = min(range(len(counts)), key=lambda i: (counts[i], i))
-        direction = "descending" if plan.descending else "ascending"
+        _spaces, walks = await self._walks(db)
+        branches = self._branches()
+        if len(branches) == 1:
+            return await _explain_walks(db, [plan for _index, plan in walks])
         lines = [
-            f"walks {plan.drivers[chosen]} ({counts[chosen]} entries in bounds) {direction} "
-            f"by {plan.sort_field}, scores in [{low}, {high}]"
+            f"any of {len(branches)} alternatives: each walked from the same cursor, merged "
+            "by (score, id), a record matched by several given once"
         ]
-        if len(plans) > 1:
-            lines.append(
-                f"  in each of {len(plans)} buckets at once (the sets of bucket 0 are shown; "
-                "entries are counted over every bucket), merged by (score, id)"
-            )
-        for key, count in zip(plan.drivers, counts, strict=True):
-            if key != plan.drivers[chosen]:
-                lines.append(f"  not chosen: {key} ({count} entries)")
-        for f in plan.filters:
-            lines.append(f"  filter {f.text}: {f.kind} on {', '.join(f.keys)}")
+        for number, branch in enumerate(branches, 1):
+            plans = [self._plan(space, branch) for space in _spaces]
+            shown = " & ".join(str(c) for c in branch) or "every record"
+            lines.append(f"alternative {number}: {shown}")
+            described = await _explain_walks(db, plans)
+            lines += ["  " + line for line in described.splitlines()]
         return "\n".join(lines)
+
+
+async def _explain_walks(db: Database, plans: list[Plan]) -> str:
+    """Describe one conjunction's walk, over every bucket of ``plans``."""
+    plan = plans[0]
+    low, high = plan.low.zset_text(), plan.high.zset_text()
+    found = await db.run_batch(
+        [("ZCOUNT", key, low, high) for each in plans for key in each.drivers]
+    )
+    width = len(plan.drivers)  # each bucket's plan names the same sets of its bucket
+    counts = [sum(int(c) for c in found[i::width]) for i in range(width)]
+    chosen = min(range(len(counts)), key=lambda i: (counts[i], i))
+    direction = "descending" if plan.descending else "ascending"
+    lines = [
+        f"walks {plan.drivers[chosen]} ({counts[chosen]} entries in bounds) {direction} "
+        f"by {plan.sort_field}, scores in [{low}, {high}]"
+    ]
+    if len(plans) > 1:
+        lines.append(
+            f"  in each of {len(plans)} buckets at once (the sets of bucket 0 are shown; "
+            "entries are counted over every bucket), merged by (score, id)"
+        )
+    for key, count in zip(plan.drivers, counts, strict=True):
+        if key != plan.drivers[chosen]:
+            lines.append(f"  not chosen: {key} ({count} entries)")
+    for f in plan.filters:
+        lines.append(f"  filter {f.text}: {f.kind} on {', '.join(f.keys)}")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

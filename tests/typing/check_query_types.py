@@ -18,6 +18,8 @@ async def query_types() -> None:
     assert_type(await Ticket(status="open", priority=1).save(), Ticket)
     assert_type(await Ticket.find().count(), int)
     assert_type(Ticket.find(fm.in_(Ticket.status, ["a"])).sort_by("-created_at"), fm.Query[Ticket])
+    either = fm.any_of(Ticket.status == "open", fm.not_(Ticket.priority >= 3))
+    assert_type(await Ticket.find(either).all(), list[Ticket])
     assert_type(await Ticket.using(await fm.connect()).get("t-1"), Ticket | None)
     async for ticket in Ticket.find():
         assert_type(ticket, Ticket)
