@@ -1,5 +1,7 @@
 #!lua
 -- Append events to a stream with ids 0-<seq>, all or nothing; optionally idempotent.
+-- Each entry holds its payload ("d") and the server time of the append in milliseconds
+-- ("t": one TIME per call, so a batch shares it).
 -- KEYS[1]: metadata hash, KEYS[2]: the Redis Stream of events, KEYS[3]: idempotency hash
 -- ARGV[1]: idempotency key ("" for none), ARGV[2]: digest of the payloads,
 -- ARGV[3...]: the payloads (JSON)
@@ -34,13 +36,15 @@ if last then
   end
 end
 local max_len = redis.call('HGET', KEYS[1], 'max_len')
+local now = redis.call('TIME')
+local ms = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 local reply, seqs = {'ok'}, {}
 for i = 3, #ARGV do
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   if max_len then
-    redis.call('XADD', KEYS[2], 'MAXLEN', max_len, '0-' .. seq, 'd', ARGV[i])
+    redis.call('XADD', KEYS[2], 'MAXLEN', max_len, '0-' .. seq, 'd', ARGV[i], 't', ms)
   else
-    redis.call('XADD', KEYS[2], '0-' .. seq, 'd', ARGV[i])
+    redis.call('XADD', KEYS[2], '0-' .. seq, 'd', ARGV[i], 't', ms)
   end
   table.insert(reply, seq)
   table.insert(seqs, seq)

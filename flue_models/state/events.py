@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import time
@@ -99,19 +100,41 @@ def parse_offset(offset: str) -> int:
     return int(low) + 1
 
 
+#: Where event times count from, and the latest a stored time may be (the last
+#: millisecond of the year 9999, the last a ``datetime`` holds).
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST_STAMP = 253_402_300_799_999
+
+
 @dataclass(frozen=True)
 class Event(Generic[T]):
-    """One event of a stream: its offset and its data.
+    """One event of a stream: its offset, its data, and when it was appended (the
+    server's clock, in milliseconds since 1970: ``at_ms``, and as a datetime: ``at``;
+    ``None`` for an event stored without it).
 
     Example:
         ```python
         event.offset   # '0000000000000000_0000000000000000'
         event.data     # {'type': 'log', 'message': 'started'}
+        event.at       # datetime.datetime(2026, 12, 7, 9, 30, 1, 250000, tzinfo=UTC)
         ```
     """
 
     offset: str
     data: T
+    at_ms: int | None = None
+
+    @property
+    def at(self) -> dt.datetime | None:
+        """When the event was appended (UTC, to the millisecond), or ``None``.
+
+        Example:
+            >>> Event("0000000000000000_0000000000000000", {}, 1767225600250).at.isoformat()
+            '2026-01-01T00:00:00.250000+00:00'
+        """
+        if self.at_ms is None:
+            return None
+        return EPOCH + dt.timedelta(milliseconds=self.at_ms)
 
 
 @dataclass(frozen=True)
@@ -272,7 +295,7 @@ class EventStream(Generic[T]):
             f"Events are JSON objects (dicts) or Pydantic models, not {type(data).__name__}."
         )
 
-    def _decode(self, offset: str, payload: bytes) -> Event[T]:
+    def _decode(self, offset: str, payload: bytes, stamp: bytes | None = None) -> Event[T]:
         try:
             data = self._adapter.validate_json(payload)
         except ValidationError as exc:
@@ -280,7 +303,15 @@ class EventStream(Generic[T]):
                 f"Event {offset} of stream {self.path!r} does not match "
                 f"{getattr(self.model, '__name__', self.model)}: {exc.errors()[0]['msg']}."
             ) from None
-        return Event(offset, cast(T, data))
+        at_ms = None
+        if stamp is not None:
+            if not stamp.isdigit() or len(stamp) > 15 or int(stamp) > LATEST_STAMP:
+                raise CorruptDataError(
+                    f"Event {offset} of stream {self.path!r} has the append time {stamp!r:.40}, "
+                    "not milliseconds since 1970."
+                )
+            at_ms = int(stamp)
+        return Event(offset, cast(T, data), at_ms)
 
     # Lifecycle -------------------------------------------------------------------------
 
@@ -571,7 +602,7 @@ class EventStream(Generic[T]):
             payload = values.get(b"d") if isinstance(values, dict) else None
             if payload is None or seq > head or len(found) == limit:
                 break  # the close marker, or one past the page
-            found.append(self._decode(format_offset(seq), payload))
+            found.append(self._decode(format_offset(seq), payload, values.get(b"t")))
             last = seq
         return ReadResult(found, format_offset(last), last >= head, closed)
 
@@ -659,11 +690,15 @@ async def tail_many(
 
 
 def event_json(event: Event[Any]) -> str:
-    """Return an event as one JSON line (offset and data), as the CLI prints it.
+    """Return an event as one JSON line (offset, data, and the append time as ISO 8601
+    when the event has one), as the CLI prints it.
 
     Example:
         >>> event_json(Event("0000000000000000_0000000000000001", {"a": 1}))
         '{"data":{"a":1},"offset":"0000000000000000_0000000000000001"}'
     """
     data = event.data.model_dump(mode="json") if isinstance(event.data, BaseModel) else event.data
-    return json.dumps({"offset": event.offset, "data": data}, sort_keys=True, separators=(",", ":"))
+    shown: dict[str, Any] = {"offset": event.offset, "data": data}
+    if event.at is not None:
+        shown["at"] = event.at.isoformat(timespec="milliseconds")
+    return json.dumps(shown, sort_keys=True, separators=(",", ":"))

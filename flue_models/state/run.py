@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import enum
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, Field, ValidationError
@@ -517,6 +518,49 @@ class WorkflowRun(Model):
             )
         )
         return dict(zip(statuses, found, strict=True))
+
+    @classmethod
+    async def started_histogram(
+        cls,
+        edges: Sequence[dt.datetime],
+        workflow: str | None = None,
+        *,
+        db: Database | None = None,
+    ) -> builtins.list[dict[RunStatus, int]]:
+        """Count the runs started in each interval ``[edges[i], edges[i + 1])``, per status
+        (every status is a key), optionally of one workflow: a chart of runs over time.
+
+        One ZCOUNT per interval, status and bucket on the status (or workflow and status)
+        index sets, all sent in one batch; no row is read. As :meth:`counts`, a stale
+        index entry left by a crash counts until ``flue-models verify --repair``.
+
+        Example:
+            ```python
+            hours = [start + dt.timedelta(hours=n) for n in range(25)]
+            per_hour = await WorkflowRun.started_histogram(hours)   # 24 dicts
+            ```
+        """
+        database = pick_database(db)
+        spec = cls.__flue_spec__
+        score = spec.codecs["started_at"].score
+        bounds = [f"{score(edge)!r}" for edge in edges]
+        statuses: tuple[RunStatus, ...] = get_args(RunStatus)
+        sets = [
+            spec.compound_key(keys, ("workflow", "status"), [workflow, status])
+            if workflow is not None
+            else spec.equality_key(keys, "status", status)
+            for keys in spec.bucket_keys(database.keys)
+            for status in statuses
+        ]
+        commands = [
+            ("ZCOUNT", key, low, f"({high}") for key in sets for low, high in pairwise(bounds)
+        ]
+        found = await database.run_batch(commands) if commands else []
+        bars = [dict.fromkeys(statuses, 0) for _ in bounds[1:]]
+        for n, count in enumerate(found):
+            key_index, bar = divmod(n, len(bars))
+            bars[bar][statuses[key_index % len(statuses)]] += int(count)
+        return bars
 
     @classmethod
     def _filters(

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
@@ -27,13 +28,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from flue_models.connection import Database
-from flue_models.errors import (
-    FlueModelsError,
-)
+from flue_models.errors import ConfigurationError, FlueModelsError
 from flue_models.inspection import assess, memory_text, read_server
 from flue_models.model.query import Page, page_size
 from flue_models.schema import schema_status
-from flue_models.state.events import START, EventStream, event_json, format_offset
+from flue_models.state.events import (
+    START,
+    EventStream,
+    StreamInfo,
+    event_json,
+    format_offset,
+)
 from flue_models.state.retention import KIND_NAMES, Retention, parse_age, prune_all
 from flue_models.state.run import EndResult, RunStatus, WorkflowRun
 from flue_models.state.session import Session
@@ -47,6 +52,13 @@ HERE = Path(__file__).parent
 SUBMISSION_VIEWS = ("runnable", "running", "expired", "settled")
 #: Events a run page shows before its live tail starts.
 RUN_EVENTS = 1000
+#: The spans the runs chart covers, and how many bars it draws over one.
+SPANS = {
+    "hour": dt.timedelta(hours=1),
+    "day": dt.timedelta(days=1),
+    "week": dt.timedelta(days=7),
+}
+BARS = 24
 
 View = Callable[[Request], Awaitable[dict[str, Any]]]
 
@@ -109,6 +121,38 @@ def _choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None
     return value
 
 
+async def _stream_info(db: Database, path: str) -> StreamInfo | None:
+    """The stream ``path`` names, if it is a stream path and the stream exists."""
+    try:
+        stream: EventStream[Any] = EventStream(path, db=db)
+    except ConfigurationError:  # not a stream path
+        return None
+    return await stream.meta()
+
+
+def duration_text(ms: Any) -> str:
+    """A duration in milliseconds as people read it.
+
+    Example:
+        >>> duration_text(840), duration_text(20095), duration_text(184_000)
+        ('840 ms', '20.1 s', '3 min 4 s')
+        >>> duration_text(7_560_000), duration_text(None)
+        ('2 h 6 min', '')
+    """
+    if ms is None:
+        return ""
+    seconds = int(ms) / 1000
+    if seconds < 1:
+        return f"{int(ms)} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
 def _dump(item: BaseModel) -> dict[str, Any]:
     return item.model_dump(mode="json")
 
@@ -150,15 +194,16 @@ class _Views:
         status: Any = _choice(request, "status", get_args(RunStatus))
         workflow = _text(request, "workflow")
         since, until = _time(request, "since"), _time(request, "until")
-        page, counts = await asyncio.gather(
+        page, counts, chart = await asyncio.gather(
             WorkflowRun.list(
                 status=status, workflow=workflow, since=since, until=until,
                 limit=_limit(request), cursor=_text(request, "cursor"),
                 on_error="skip", db=self.db,
             ),
             WorkflowRun.counts(workflow, since=since, until=until, db=self.db),
+            self.runs_chart(request),
         )  # fmt: skip
-        return {**_listing(page), "counts": counts}
+        return {**_listing(page), "counts": counts, "chart": chart}
 
     async def run(self, request: Request) -> dict[str, Any]:
         """One run and its last events (at most ``RUN_EVENTS``; a live tail goes on)."""
@@ -247,7 +292,82 @@ class _Views:
             "view": None if session_id else view,
             "session_id": session_id,
             "server_time": now.isoformat(),
+            "counts": await self._submission_counts(now),
             **_listing(page, items),
+        }
+
+    async def _submission_counts(self, now: dt.datetime) -> dict[str, int]:
+        """How many submissions are queued, running, running with an expired lease, and
+        settled: counted from the index sets, without reading rows."""
+        lease: Any = Submission.lease_expires_at  # a FieldRef on the class
+        queries = {
+            "queued": Submission.find(Submission.status == "queued"),
+            "running": Submission.find(Submission.status == "running"),
+            "expired": Submission.find(Submission.status == "running", lease < now),
+            "settled": Submission.find(Submission.status == "settled"),
+        }
+        found = await asyncio.gather(*(q.using(self.db).count() for q in queries.values()))
+        return dict(zip(queries, found, strict=True))
+
+    async def submission(self, request: Request) -> dict[str, Any]:
+        """One submission: its payload, attempts, lease, outcome, and its journal."""
+        submission_id = _id(request)
+        row, journal = await asyncio.gather(
+            Submission.get(submission_id, db=self.db),
+            Submission.read_journal(submission_id, db=self.db),
+        )
+        if row is None:
+            raise HttpError(404, "NotFound", f"no submission {submission_id!r}")
+        now = await self.db.server_time()
+        lease = row.lease_expires_at
+        return {
+            "record": _dump(row),
+            "lease_expired": row.status == "running" and lease is not None and lease < now,
+            "server_time": now.isoformat(),
+            "journal": None if journal is None else dataclasses.asdict(journal),
+        }
+
+    async def search(self, request: Request) -> dict[str, Any]:
+        """What an id names: a run, a session, a submission or a stream (any that exist)."""
+        wanted = _text(request, "q")
+        if wanted is None:
+            return {"query": None, "matches": []}
+        run, session, submission, info = await asyncio.gather(
+            WorkflowRun.get(wanted, db=self.db),
+            Session.get(wanted, db=self.db),
+            Submission.get(wanted, db=self.db),
+            _stream_info(self.db, wanted),
+        )
+        found = [
+            (kind, href)
+            for kind, href, hit in (
+                ("run", "/run", run),
+                (Session.__name__.lower(), "/session", session),
+                (Submission.__name__.lower(), "/submission", submission),
+            )
+            if hit is not None
+        ]
+        matches = [{"kind": kind, "href": href + query_string(id=wanted)} for kind, href in found]
+        if info is not None:
+            matches.append({"kind": "stream", "href": "/streams" + query_string(path=wanted)})
+        return {"query": wanted, "matches": matches}
+
+    async def runs_chart(self, request: Request) -> dict[str, Any]:
+        """Runs started in each of ``BARS`` slices of the last hour, day or week, by status
+        (``?span=``), counted from the index sets: the runs page's chart."""
+        span = _choice(request, "span", tuple(SPANS)) or "day"
+        workflow = _text(request, "workflow")
+        end = await self.db.server_time()
+        step = SPANS[span] / BARS
+        edges = [end - SPANS[span] + step * n for n in range(BARS + 1)]
+        found = await WorkflowRun.started_histogram(edges, workflow, db=self.db)
+        return {
+            "span": span,
+            "workflow": workflow,
+            "bars": [
+                {"start": start.isoformat(), "end": stop.isoformat(), "counts": counts}
+                for start, stop, counts in zip(edges, edges[1:], found, strict=False)
+            ],
         }
 
     async def stream(self, request: Request) -> dict[str, Any]:
@@ -375,8 +495,61 @@ def _environment() -> Environment:
     )
     env.filters["seq"] = lambda offset: str(int(str(offset).rpartition("_")[2] or 0))
     env.filters["when"] = lambda value: "" if not value else str(value).replace("T", " ")[:19]
+    env.filters["clock"] = lambda value: "" if not value else str(value)[11:23]
+    env.filters["duration"] = duration_text
+    env.filters["kind"] = event_kind
     env.globals["query"] = query_string
+    env.globals["bars"] = chart_bars
     return env
+
+
+def event_kind(data: Any) -> str:
+    """The ``type`` of an event's data, when it is an object with a text ``type``.
+
+    Example:
+        >>> event_kind({"type": "log", "message": "hi"}), event_kind([1, 2])
+        ('log', '')
+    """
+    kind = data.get("type") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
+#: The chart's drawing box (SVG user units) and the order its statuses stack in.
+CHART_WIDTH, CHART_HEIGHT = 720, 120
+CHART_ORDER = ("completed", "errored", "cancelled", "active")
+
+
+def chart_bars(chart: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rectangles of the runs chart: per bar its place, its label and one rectangle
+    per status with runs, stacked, scaled to the tallest bar.
+
+    Example:
+        >>> bar = {"start": "2026-12-07T10:00:00+00:00", "end": "x", "counts": {"completed": 2}}
+        >>> (drawn,) = chart_bars({"bars": [bar]})
+        >>> drawn["title"], len(drawn.get("parts"))
+        ('2026-12-07 10:00 UTC: 2 completed', 1)
+    """
+    tallest = max((sum(b["counts"].values()) for b in chart["bars"]), default=0) or 1
+    width = CHART_WIDTH / max(len(chart["bars"]), 1)
+    drawn = []
+    for n, bar in enumerate(chart["bars"]):
+        top, parts = float(CHART_HEIGHT), []
+        for status in CHART_ORDER:
+            count = bar["counts"].get(status, 0)
+            if count:
+                height = CHART_HEIGHT * count / tallest
+                top -= height
+                parts.append({"status": status, "count": count, "y": top, "height": height})
+        label = ", ".join(f"{p['count']} {p['status']}" for p in parts) or "no runs"
+        drawn.append(
+            {
+                "x": n * width + 1,
+                "width": max(width - 2, 1),
+                "parts": parts,
+                "title": f"{str(bar['start'])[:16].replace('T', ' ')} UTC: {label}",
+            }
+        )
+    return drawn
 
 
 def query_string(**params: Any) -> str:
@@ -429,7 +602,10 @@ def create_app(
     def page(template: str, view: View) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
-                return render(request, template, await view(request), 200)
+                data = await view(request)
+                if view == views.search and len(data["matches"]) == 1:  # straight there
+                    return RedirectResponse(data["matches"][0]["href"], status_code=303)
+                return render(request, template, data, 200)
             except (HttpError, FlueModelsError) as exc:
                 return render(request, "error.html", error_body(exc), error_status(exc))
 
@@ -509,6 +685,8 @@ def create_app(
         ("/sessions", "sessions.html", views.sessions),
         ("/session", "session.html", views.session),
         ("/submissions", "submissions.html", views.submissions),
+        ("/submission", "submission.html", views.submission),
+        ("/search", "search.html", views.search),
         ("/streams", "stream.html", views.stream),
         ("/server", "server.html", views.server),
     ]
@@ -527,6 +705,18 @@ def create_app(
         ),
         *(Route(path, page(template, view)) for path, template, view in reads),
         *(Route("/api" + path, api(view)) for path, _, view in reads),
+        Route("/api/runs/chart", api(views.runs_chart)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes)
+
+    async def unrouted(request: Request, exc: Exception) -> Response:
+        """No such path or method: JSON under /api/, a page elsewhere."""
+        status = getattr(exc, "status_code", 500)
+        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(status, "HttpError")
+        what = "path" if status == 404 else f"method {request.method} for"
+        error = HttpError(status, kind, f"no {what} {request.url.path}")
+        if request.url.path.startswith("/api/"):
+            return error_json(error)
+        return render(request, "error.html", error_body(error), status)
+
+    return Starlette(routes=routes, exception_handlers={404: unrouted, 405: unrouted})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import sys
@@ -22,6 +23,10 @@ ROOT = Path(__file__).parents[2]
 
 def off(n: int) -> str:
     return format_offset(n)
+
+
+#: The server clock's own resolution, as event times keep it.
+MS = dt.timedelta(milliseconds=1)
 
 
 @pytest.fixture
@@ -185,6 +190,32 @@ async def test_typed_streams_validate_events(db: fm.Database) -> None:
         await logs.read()
 
 
+async def test_each_event_carries_the_server_time_of_its_append(
+    db: fm.Database, stream: EventStream[dict[str, Any]]
+) -> None:
+    before = await db.server_time()
+    await stream.append({"n": 0})
+    await stream.append_many([{"n": 1}, {"n": 2}])
+    after = await db.server_time()
+    events = (await stream.read()).events
+    stamps = [e.at for e in events]
+    assert all(s is not None and before - MS <= s <= after for s in stamps), stamps
+    assert stamps[1] == stamps[2]  # one append call, one time
+    # An entry written without a time (by hand, or before this field) reads without one;
+    # one whose time is not a number is named, not guessed.
+    events_key = db.keys.stream(stream.path).events
+    await db.client.hset(db.keys.stream(stream.path).meta, "seq", 6)
+    await db.client.xadd(events_key, {"d": '{"n": 3}'}, id="0-4")
+    await db.client.xadd(events_key, {"d": '{"n": 4}', "t": "soon"}, id="0-5")
+    old = (await stream.read(after=off(3), limit=1)).events[0]
+    assert (old.data, old.at) == ({"n": 3}, None)
+    with pytest.raises(fm.CorruptDataError, match="append time b'soon'"):
+        await stream.read(after=off(4))
+    await db.client.xadd(events_key, {"d": "{}", "t": "9" * 15}, id="0-6")  # after 9999
+    with pytest.raises(fm.CorruptDataError, match="append time b'999"):
+        await stream.read(after=off(5))
+
+
 async def test_tail_yields_existing_events_then_new_ones_and_ends_when_closed(
     stream: EventStream[dict[str, Any]],
 ) -> None:
@@ -244,8 +275,9 @@ async def test_a_tail_in_another_process_is_woken_by_an_append(
         first = await within(child.stdout.readline(), "the child's first event")
         assert json.loads(first)["data"] == {"n": 0}  # it is tailing now
         await stream.append({"n": 1})
-        second = await within(child.stdout.readline(), "the appended event in the child")
-        assert json.loads(second) == {"offset": off(2), "data": {"n": 1}}
+        second = json.loads(await within(child.stdout.readline(), "the appended event"))
+        assert dt.datetime.fromisoformat(second.pop("at")) <= await db.server_time()
+        assert second == {"offset": off(2), "data": {"n": 1}}
         await stream.close()
         assert (await within(child.stdout.readline(), "the child's end")).strip() == b"closed"
         assert await within(child.wait(), "the child to exit") == 0

@@ -50,6 +50,8 @@ FLAGS = [
     "--no-first-run",
 ]
 WAIT_MS = DEADLINE * 1000
+#: An event's time as the events table shows it.
+CLOCK = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$")
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
@@ -104,7 +106,7 @@ def shots(tmp_path: Path) -> Path:
 
 
 async def test_a_filtered_list_and_its_next_page(dashboard: str, page: Page, shots: Path) -> None:
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=50)  # in the chart's last hour
     ids = []
     for n, (workflow, ending) in enumerate(
         [("summarize", "finish"), ("translate", "finish"), ("summarize", "fail"),
@@ -119,8 +121,12 @@ async def test_a_filtered_list_and_its_next_page(dashboard: str, page: Page, sho
             await run.fail(error={"message": "input unreadable"})
         if workflow == "summarize":
             ids.append(run.id)
-    await page.goto(dashboard + "/runs")
+    await page.goto(dashboard + "/runs?span=hour")
     await expect(page.locator("#runs tbody tr")).to_have_count(6, timeout=WAIT_MS)
+    # The chart: the six runs started over the last hour, stacked by status.
+    await expect(page.locator("#chart rect.fill-completed")).not_to_have_count(0)
+    drawn = await page.locator("#chart g.bar title").all_text_contents()
+    assert sum(int(n) for t in drawn for n in re.findall(r"(\d+) [a-z]+", t.split(": ")[1])) == 6
     await page.screenshot(path=shots / "runs.png", full_page=True)
     await page.fill("input[name=workflow]", "summarize")
     await page.fill("input[name=limit]", "3")
@@ -148,6 +154,11 @@ async def test_a_run_page_shows_an_event_appended_after_it_loaded_and_then_the_e
     events = page.locator("#events tbody tr")
     await expect(events).to_have_count(2, timeout=WAIT_MS)
     await expect(events.last).to_contain_text('"step":1', timeout=WAIT_MS)
+    for row in (events.first, events.last):  # loaded with the page, written by the tail
+        await expect(row.locator("td").nth(1)).to_have_text(CLOCK, timeout=WAIT_MS)
+    await expect(events.first.locator("td").nth(2)).to_have_text("log")
+    await expect(events.last.locator("td").nth(2)).to_have_text("progress")
+    await expect(page.locator("[data-box=result]")).to_be_hidden()  # none yet: no box
     await page.screenshot(path=shots / "run-live.png", full_page=True)
     await run.events.append({"type": "progress", "step": 2, "of": 2})
     await run.finish(result={"summary": "Revenue up 4%"})
@@ -155,6 +166,11 @@ async def test_a_run_page_shows_an_event_appended_after_it_loaded_and_then_the_e
     await expect(events).to_have_count(3, timeout=WAIT_MS)
     await expect(page.locator("[data-field=status]")).to_have_text("completed", timeout=WAIT_MS)
     await expect(page.locator("pre[data-field=result]")).to_contain_text("Revenue up 4%")
+    await expect(page.locator("[data-box=result]")).to_be_visible()
+    await expect(page.locator("[data-box=error]")).to_be_hidden()
+    await expect(page.locator("[data-field=duration_ms]")).to_have_text(
+        re.compile(r"^\d+ ms$|^\d+\.\d s$"), timeout=WAIT_MS
+    )
 
 
 async def test_a_script_payload_is_shown_as_text(dashboard: str, page: Page) -> None:
@@ -205,7 +221,21 @@ async def test_sessions_submissions_and_server_pages(
     await page.goto(dashboard + "/submissions?view=running")
     await expect(page.locator("#submissions tbody tr")).to_have_count(1, timeout=WAIT_MS)
     await expect(page.locator("#submissions")).to_contain_text("worker-a")
+    await expect(page.locator("#submission-counts")).to_contain_text("running 1")
     await page.screenshot(path=shots / "submissions.png", full_page=True)
+    await page.click("#submissions a:has-text('p-2')")
+    await expect(page.locator("#submission")).to_contain_text("1 of at most 10", timeout=WAIT_MS)
+    await expect(page.locator("#journal")).to_have_text("no turn began")
+    await page.screenshot(path=shots / "submission.png", full_page=True)
+
+    # The search box goes straight to what an id names.
+    await page.fill("header input[name=q]", "p-1")
+    await page.press("header input[name=q]", "Enter")
+    await expect(page.locator("#payload")).to_contain_text('"prompt": "hi"', timeout=WAIT_MS)
+    assert page.url.endswith("/submission?id=p-1")
+    await page.fill("header input[name=q]", "no-such-id")
+    await page.press("header input[name=q]", "Enter")
+    await expect(page.locator("#matches")).to_contain_text("nothing is named", timeout=WAIT_MS)
 
     await page.goto(dashboard + "/server")
     await expect(page.locator("#schema")).to_contain_text(

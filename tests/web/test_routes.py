@@ -282,7 +282,7 @@ async def test_submission_views(db: fm.Database, web: httpx.AsyncClient) -> None
         await Submission.admit_direct(f"p-{name}", session_id=f"s-{name}", input={})
     await Submission.admit_direct("p-a2", session_id="s-a", input={})  # behind p-a
     running = await Submission.claim("p-b", owner_id="w")
-    expired = await Submission.claim("p-c", owner_id="w", lease=dt.timedelta(milliseconds=1))
+    expired = await Submission.claim("p-c", owner_id="w", lease=dt.timedelta(0))
     settled = await Submission.claim("p-d", owner_id="w")
     assert running
     assert expired
@@ -447,7 +447,7 @@ async def test_every_route_the_docs_name_exists(web: httpx.AsyncClient) -> None:
     gets = re.findall(r"^\| `GET (/[^` ]+)`", text, flags=re.M)
     posts = [p for row in re.findall(r"^\| (`/actions/.*)$", text, flags=re.M)
              for p in re.findall(r"`(/[a-z/]+)`", row.split("|")[0])]  # fmt: skip
-    assert len(gets) == 8
+    assert len(gets) == 11
     assert len(posts) == 6
     for path in gets:
         response = await web.get(path.replace("<id>", "x"))
@@ -604,3 +604,148 @@ async def test_a_long_run_page_shows_its_last_events_then_follows(
     source = re.search(r'data-source="([^"]+)"', page.text)
     assert source is not None
     assert f"after={offsets[-1]}" in source.group(1)  # the tail goes on from the last shown
+
+
+# What a user meets first: times, types, durations, a submission page, counts, search,
+# the chart, JSON errors everywhere under /api/ ------------------------------------------
+
+
+async def test_events_show_their_time_and_type_and_a_run_its_duration_readably(
+    web: httpx.AsyncClient,
+) -> None:
+    run = await WorkflowRun.start("timed", started_at=T0)
+    await run.events.append({"type": "log", "message": "one"})
+    await run.events.append({"message": "no type"})
+    page = await web.get("/run", params={"id": run.id})
+    rows = re.findall(r"<tr><td title=\"[0-9_]+\">(\d+)</td><td title=\"([^\"]*)\">([^<]*)</td>"
+                      r"<td>([^<]*)</td>", page.text)  # fmt: skip
+    assert [(seq, kind) for seq, _at, _clock, kind in rows] == [("0", "log"), ("1", "")]
+    at, clock = rows[0][1], rows[0][2]
+    assert dt.datetime.fromisoformat(at) <= dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    assert clock == at[11:23]
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", clock)
+    assert 'data-box="result" hidden' in page.text  # no result yet: no empty box
+    assert 'data-box="error" hidden' in page.text
+    assert "null" not in page.text
+    await run.fail(error={"message": "no"})  # ended long after T0: a duration in hours
+    ended = await web.get("/run", params={"id": run.id})
+    assert re.search(r'data-field="duration_ms" title="\d+ ms">\d+ h \d+ min<', ended.text)
+    assert 'data-box="error"><h2>' in ended.text
+    listed = await web.get("/runs")
+    assert re.search(r"<td title=\"\d+\">\d+ h \d+ min</td>", listed.text)
+
+
+async def test_a_submission_page_shows_its_payload_attempts_lease_and_journal(
+    web: httpx.AsyncClient,
+) -> None:
+    await Submission.admit_direct("p-1", session_id="s-1", input={"prompt": "<b>hi</b>"})
+    attempt = await Submission.claim("p-1", owner_id="worker-a")
+    assert attempt is not None
+    await Submission.journal_begin(attempt)
+    body = (await web.get("/api/submission", params={"id": "p-1"})).json()
+    assert body["record"]["input"] == {"prompt": "<b>hi</b>"}
+    assert (body["record"]["attempt_count"], body["lease_expired"]) == (1, False)
+    assert body["journal"]["attempt_id"] == attempt.attempt_id
+    page = await web.get("/submission", params={"id": "p-1"})
+    assert "&lt;b&gt;hi&lt;/b&gt;" in page.text  # the payload, escaped
+    assert "worker-a" in page.text
+    assert "1 of at most 10" in page.text
+    assert attempt.attempt_id in page.text
+    listed = await web.get("/submissions", params={"view": "running"})
+    assert '<a href="/submission?id=p-1">' in listed.text
+    missing = await web.get("/api/submission", params={"id": "nope"})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["message"] == "no submission 'nope'"
+
+
+async def test_the_submissions_page_counts_each_view(
+    db: fm.Database, web: httpx.AsyncClient
+) -> None:
+    for n in range(3):
+        await Submission.admit_direct(f"q-{n}", session_id=f"s-{n}", input={})
+    await Submission.claim("q-0", owner_id="w")
+    expired = await Submission.claim("q-1", owner_id="w", lease=dt.timedelta(0))
+    assert expired is not None
+    await poll_until(
+        lambda: _lease_over(db, "q-1"), "the zero lease to be over by the server clock"
+    )
+    body = (await web.get("/api/submissions")).json()
+    assert body["counts"] == {"queued": 1, "running": 2, "expired": 1, "settled": 0}
+    page = await web.get("/submissions")
+    assert re.search(r"expired <b>1</b>", page.text)
+
+
+async def _lease_over(db: fm.Database, submission_id: str) -> bool:
+    row = await Submission.get(submission_id)
+    assert row is not None
+    assert row.lease_expires_at is not None
+    return row.lease_expires_at < await db.server_time()
+
+
+async def test_search_finds_a_run_session_submission_or_stream_by_id(
+    web: httpx.AsyncClient,
+) -> None:
+    run = await WorkflowRun.start("found")
+    await Session.open("shared-id")
+    await Submission.admit_direct("shared-id", session_id="other", input={})
+    straight = await web.get("/search", params={"q": run.id})
+    assert straight.status_code == 303
+    assert straight.headers["location"] == f"/run?id={run.id}"
+    stream = await web.get("/search", params={"q": f"runs/{run.id}"})
+    assert stream.headers["location"] == "/streams?path=" + quote(f"runs/{run.id}", safe="")
+    both = (await web.get("/api/search", params={"q": "shared-id"})).json()
+    assert [m["kind"] for m in both["matches"]] == ["session", "submission"]
+    several = await web.get("/search", params={"q": "shared-id"})
+    assert several.status_code == 200
+    assert '<a href="/submission?id=shared-id">' in several.text
+    nothing = await web.get("/search", params={"q": "<i>nope</i>"})
+    assert "nothing is named <code>&lt;i&gt;nope&lt;/i&gt;</code>" in nothing.text
+    assert (await web.get("/api/search")).json() == {"query": None, "matches": []}
+
+
+async def test_the_runs_chart_counts_runs_over_time_by_status(
+    db: fm.Database, web: httpx.AsyncClient
+) -> None:
+    now = await db.server_time()
+    for minutes_ago, ending in ((5, "finish"), (5, "fail"), (50, None), (90, "finish")):
+        run = await WorkflowRun.start("charted", started_at=now - dt.timedelta(minutes=minutes_ago))
+        if ending == "finish":
+            await run.finish()
+        elif ending == "fail":
+            await run.fail(error={})
+    hour = (await web.get("/api/runs/chart", params={"span": "hour"})).json()
+    assert len(hour["bars"]) == web_app.BARS
+    totals = {s: sum(b["counts"][s] for b in hour["bars"]) for s in hour["bars"][0]["counts"]}
+    assert totals == {"active": 1, "completed": 1, "errored": 1, "cancelled": 0}  # 90 min: out
+    assert sum(hour["bars"][-3]["counts"].values()) + sum(hour["bars"][-2]["counts"].values()) + \
+        sum(hour["bars"][-1]["counts"].values()) == 2  # fmt: skip
+    day = (await web.get("/api/runs/chart", params={"span": "day"})).json()
+    assert sum(sum(b["counts"].values()) for b in day["bars"]) == 4
+    await WorkflowRun.start("other", started_at=now - dt.timedelta(minutes=5))
+    params = {"span": "day", "workflow": "charted"}
+    mine = (await web.get("/api/runs/chart", params=params)).json()
+    assert sum(sum(b["counts"].values()) for b in mine["bars"]) == 4  # not the other's
+    page = await web.get("/runs", params={"span": "hour"})
+    assert page.text.count('class="fill-completed"') == 1
+    assert "1 completed, 1 errored" in page.text  # the bar's tooltip
+    bad = await web.get("/api/runs/chart", params={"span": "year"})
+    assert bad.status_code == 400
+
+
+async def test_every_api_path_answers_json_even_when_there_is_none(
+    web: httpx.AsyncClient,
+) -> None:
+    for method, path, status in (
+        ("GET", "/api/nothing", 404),
+        ("GET", "/api/runs/nope/deeper", 404),
+        ("POST", "/api/runs", 405),
+        ("DELETE", "/api/run", 405),
+    ):
+        response = await web.request(method, path)
+        assert response.status_code == status, path
+        assert response.headers["content-type"] == "application/json", path
+        assert response.json()["error"]["type"] in ("NotFound", "MethodNotAllowed"), path
+    page = await web.get("/nothing")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "no path /nothing" in page.text
