@@ -1,5 +1,6 @@
 """The state diagrams of the docs are the code's: each names exactly the statuses of its
-model, and every arrow, performed on a real server, leads where it points."""
+model, and every arrow, performed on a real server, leads where it points (an arrow may
+name several operations, comma-separated)."""
 
 from __future__ import annotations
 
@@ -16,19 +17,23 @@ from flue_models.state.run import RunStatus
 from flue_models.state.submission import Status
 
 DOCS = Path(__file__).parents[2] / "docs"
-EDGE = re.compile(r"^\s*(\[\*\]|\w+) --> (\[\*\]|\w+)(?: : (.+))?$")
+NODE = r"(\w+)(?:\(\( \)\)|\(\[\w+\]\))?"
+EDGE = re.compile(rf"^\s*{NODE} -->\|\"?([^|\"]+)\"?\| {NODE}$")
 
 
-def diagram_edges(page: str) -> list[tuple[str, str, str]]:
-    """The arrows of the one ``stateDiagram-v2`` block of a docs page."""
-    text = (DOCS / page).read_text()
-    blocks = re.findall(r"```mermaid\nstateDiagram-v2\n(.*?)```", text, re.S)
-    assert len(blocks) == 1, f"{page} has {len(blocks)} state diagrams"
+def diagram_edges(page: str, diagram: str) -> list[tuple[str, str, str]]:
+    """The arrows of a state diagram the docs page shows (its source in docs/diagrams/),
+    one per operation; the start node is ``[*]``."""
+    assert f"assets/diagrams/{diagram}.svg)" in (DOCS / page).read_text(), page
+    header, *lines = (DOCS / "diagrams" / f"{diagram}.mmd").read_text().strip().splitlines()
+    assert header == "flowchart LR", diagram
     edges = []
-    for line in blocks[0].strip().splitlines():
+    for line in lines:
         found = EDGE.match(line)
-        assert found, f"{page}: not an arrow: {line!r}"
-        edges.append((found[1], found[2], (found[3] or "").strip()))
+        assert found, f"{diagram}: not an arrow: {line!r}"
+        source, labels, target = found.groups()
+        source = "[*]" if source == "start" else source
+        edges += [(source, target, label) for label in labels.split(", ")]
     return edges
 
 
@@ -114,13 +119,15 @@ async def _failed(sid: str) -> None:
 
 
 def test_the_submission_diagram_names_the_statuses_and_operations() -> None:
-    edges = diagram_edges("submissions.md")
+    edges = diagram_edges("submissions.md", "submission-lifecycle")
     assert states(edges) == set(typing.get_args(Status))
     assert {label for _s, _t, label in edges if label} == set(SUBMISSION_STEPS)
 
 
 @pytest.mark.parametrize(
-    "edge", [e for e in diagram_edges("submissions.md") if e[2]], ids=lambda e: e[2]
+    "edge",
+    [e for e in diagram_edges("submissions.md", "submission-lifecycle") if e[2]],
+    ids=lambda e: e[2],
 )
 async def test_each_submission_arrow_leads_where_it_points(
     db: fm.Database, edge: tuple[str, str, str]
@@ -148,12 +155,14 @@ RUN_STEPS: dict[str, Callable[[WorkflowRun], Awaitable[object]]] = {
 
 
 def test_the_run_diagram_names_the_statuses_and_operations() -> None:
-    edges = diagram_edges("runs.md")
+    edges = diagram_edges("runs.md", "run-lifecycle")
     assert states(edges) == set(typing.get_args(RunStatus))
     assert {label for _s, _t, label in edges if label} == {"start", *RUN_STEPS}
 
 
-@pytest.mark.parametrize("edge", [e for e in diagram_edges("runs.md") if e[2]], ids=lambda e: e[2])
+@pytest.mark.parametrize(
+    "edge", [e for e in diagram_edges("runs.md", "run-lifecycle") if e[2]], ids=lambda e: e[2]
+)
 async def test_each_run_arrow_leads_where_it_points(
     db: fm.Database, edge: tuple[str, str, str]
 ) -> None:

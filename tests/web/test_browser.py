@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -242,3 +243,51 @@ async def test_sessions_submissions_and_server_pages(
         f"{fm.schema.LAYOUT_VERSION:04d}_layout", timeout=WAIT_MS
     )
     await page.screenshot(path=shots / "server.png", full_page=True)
+
+
+@pytest.fixture(scope="module")
+def docs_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """The documentation site, built as ``mkdocs build --strict`` builds it, and its pages."""
+    pytest.importorskip("mkdocs", reason="the docs extra is not installed")
+    site = tmp_path_factory.mktemp("site")
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+        cwd=ROOT, env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert len(list(site.rglob("assets/diagrams/*.svg"))) >= 5
+    return site, sorted(site.rglob("index.html"))
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+async def test_the_docs_render_offline_and_their_code_fits_the_column(
+    browser: object, docs_site: tuple[Path, list[Path]], width: int
+) -> None:
+    """Every page of the built site, opened from disk with nothing else reachable: each
+    image (the diagrams are static SVG) loads, nothing is fetched from another host, and
+    no code example is cut on the right on a laptop screen."""
+    context = await browser.new_context(viewport={"width": width, "height": 900})  # type: ignore[attr-defined]
+    page = await context.new_page()
+    fetched: list[str] = []
+    page.on(
+        "request", lambda r: None if r.url.startswith(("file:", "data:")) else fetched.append(r.url)
+    )
+    try:
+        site, pages = docs_site
+        for html in pages:
+            await page.goto(html.as_uri())
+            broken = await page.evaluate(
+                "() => [...document.images].filter(i => !i.complete || !i.naturalWidth)"
+                ".map(i => i.src)"
+            )
+            cut = await page.evaluate(
+                "() => [...document.querySelectorAll('.md-content pre > code')]"
+                ".filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.textContent)"
+            )
+            where = html.relative_to(site)
+            assert broken == [], f"{where}: images that do not load: {broken}"
+            assert cut == [], f"{where}: code cut at {width} px: {[c[:80] for c in cut]}"
+    finally:
+        await context.close()
+    assert fetched == [], f"the site fetched from elsewhere: {fetched[:5]}"
