@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,27 @@ async def test_runs_list_show_and_events_read(db: fm.Database, redis_url: str) -
     assert len(tailed.stdout.splitlines()) == 1
 
 
+def shape(line: str) -> str:
+    """A line of the demo's output with what changes from run to run replaced: ids, times,
+    durations, session key suffixes, column padding."""
+    line = re.sub(r"[0-9a-f]{32}", "ID", line)
+    line = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "TIME", line)
+    line = re.sub(r"/[0-9a-f]{8}\b", "/KEY", line)
+    line = re.sub(r"\d+ ms", "N ms", line)
+    return " ".join(line.split())
+
+
 def test_the_demo_runs_twice_and_keeps_the_first_runs_data(redis_url: str, key_prefix: str) -> None:
     first = run_cli("demo", "--url", redis_url, "--prefix", key_prefix)
     assert first.returncode == 0, first.stderr
+    # The quickstart's sample of it: each line it shows, in order, but the first (the
+    # embedded server's address) and the "..." it leaves out.
+    page = (ROOT / "docs" / "quickstart.md").read_text()
+    sample = page.split("$ .venv/bin/flue-models demo\n", 1)[1].split("```", 1)[0]
+    shown = [shape(line) for line in sample.splitlines()[1:] if line.strip() != "..."]
+    printed = iter(shape(line) for line in first.stdout.splitlines())
+    missing = [line for line in shown if not any(line == out for out in printed)]
+    assert missing == [], f"the quickstart shows lines the demo does not print: {missing}"
     assert "0 run(s) from earlier demos" in first.stdout
     assert "live tail of run" in first.stdout
     assert "(stream closed: the run ended)" in first.stdout
