@@ -45,7 +45,7 @@ import asyncio
 import math
 import random
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -378,6 +378,30 @@ class TimedSend:
             await me.disconnect(nowait=True)
             raise
 
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """Pack one command: with hiredis, straight from text, bytes and ints (what the
+        library sends), without redis-py's pass that encodes each argument in Python
+        first; anything else (a float, a memoryview, text hiredis refuses) the redis-py
+        way, with its errors.
+
+        Example:
+            ```python
+            connection.pack_command("HGET", b"key", "field")   # [b'*3\r\n$4\r\nHGET...']
+            ```
+        """
+        name = args[0] if args else None
+        if (
+            _PACK is not None
+            and type(name) is str
+            and " " not in name  # redis-py splits "CONFIG GET" into two arguments
+            and all(type(arg) in _PLAIN for arg in args)
+        ):
+            try:
+                return [_PACK(args)]
+            except (TypeError, UnicodeError):
+                pass
+        return super().pack_command(*args)  # type: ignore[misc, no-any-return]
+
     async def read_response(
         self,
         disable_decoding: bool = False,
@@ -397,6 +421,15 @@ class TimedSend:
 
 
 _TIMED: dict[type, type] = {}
+#: hiredis's packer, when hiredis is installed (redis-py then packs with it too), and the
+#: argument types it packs exactly as redis-py's encoder would (bool is not one: int's
+#: subclass, refused by both).
+_PACK: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _PACK
+except ImportError:  # pragma: no cover (hiredis is a dependency; redis-py packs without it)
+    _PACK = None
+_PLAIN = frozenset({str, bytes, int})
 
 
 def timed_send(connection_class: type) -> type:
