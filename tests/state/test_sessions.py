@@ -295,3 +295,22 @@ async def test_appends_know_the_entries_of_a_snapshot_and_deletion_takes_the_ind
     assert (await fm.Session.load("s-snap")).entry_count == 3  # type: ignore[union-attr]
     assert await fm.Session.delete_id("s-snap")
     assert [k async for k in db.client.scan_iter(match=db.keys.absolute("session/*"))] == []
+
+
+async def test_after_an_append_this_copy_knows_the_row_as_stored(db: fm.Database) -> None:
+    from flue_models.model.spec import OWNED_FIELD
+    from flue_models.model.writes import held
+
+    session = await fm.Session.open(session_key("support", "eu-1", "claude", "known"))
+    for n in range(3):
+        await session.append(fm.MessageEntry(id=f"m{n}", role="user", content=str(n)))
+        spec = fm.Session.__flue_spec__
+        keys = spec.keys_of(db.keys, session.id)
+        stored = await db.client.hget(keys.session(session.id)[0], OWNED_FIELD)
+        assert held(session).snapshot[OWNED_FIELD] == stored  # byte for byte
+        assert held(session).entries == spec.entries(keys, session._values())
+    session.metadata = {"user": "u1"}
+    await session.save()  # the copy's own state is what the store holds: no conflict
+    loaded = await fm.Session.load(session.id)
+    assert loaded is not None
+    assert (loaded.metadata, loaded.entry_count) == ({"user": "u1"}, 3)

@@ -18,7 +18,7 @@ from flue_models.errors import (
     SessionForkedError,
 )
 from flue_models.model.codec import canonical_json
-from flue_models.model.spec import OWNED_FIELD as OWNED, encode_owned
+from flue_models.model.spec import OWNED_FIELD as OWNED, SEQ, encode_owned, format_score
 from flue_models.model.writes import (
     held,
     hold,
@@ -179,13 +179,14 @@ class Appending(Loading):
             shared = await lookup_positions(database, self.layers()[1:], kept_ids)
         looked_up = refreshed = False
         leaf = self.leaf_id
+        index = self._index_plan(database)
         for _attempt in range(MOVES):
             split = (0, 0)
             if follows:
                 body[0], split = _continuing(first, leaf)
                 checks[0] = ""
             call = _AppendCall(entries, body, checks, shared, "=" + (leaf or "") if follows else "")
-            reply = await self._append_call(database, call, split)
+            reply = await self._append_call(database, call, split, index)
             status, reply = checked_reply("session_append", reply, _SHAPES)
             if status == "stale" and not refreshed:
                 # This copy's fork_of is not the stored one (a copy made by hand): read it.
@@ -195,6 +196,7 @@ class Appending(Loading):
                     raise ConflictError.stale(type(self).__name__, self.id, self.version, 0)
                 object.__setattr__(self, "fork_of", stored.fork_of)
                 object.__setattr__(self, "origin", stored.origin)
+                index = self._index_plan(database)  # fork_of is indexed
             elif status == "moved":  # another writer appended: continue from its leaf
                 leaf = reply_text(reply[1]) or None
             elif status == "orphan" and self.base > 0 and not looked_up:
@@ -227,7 +229,7 @@ class Appending(Loading):
         parents = [leaf if follows else first.parent_id, *(e.id for e in entries[:-1])]
         appended = [_with_parent(e, parent) for e, parent in zip(entries, parents, strict=True)]
         self._took(
-            database,
+            index,
             leaf_id=reply_text(reply[3]),
             entry_count=int(reply[1]),
             updated_at=dt.datetime.fromisoformat(reply_text(reply[2])),
@@ -237,15 +239,25 @@ class Appending(Loading):
             had = {entry.id for entry in self._entries} if status == "replay" else set()
             self._entries = [*self._entries, *(e for e in appended if e.id not in had)]
 
-    async def _append_call(
-        self, database: Database, call: _AppendCall, split: tuple[int, int]
-    ) -> Any:
+    def _index_plan(self, database: Database) -> tuple[list[str], list[str], bytes]:
+        """The session's own keys, the index sets it is in (an append rescores each with
+        the new ``updated_at``) and its ``_owned`` with ``@#seq`` for that score."""
         spec = self.__flue_spec__
         keys = spec.keys_of(database.keys, self.id)
-        index_keys = list(spec.entries(keys, self._values()))  # rescored with updated_at
+        index_keys = list(spec.entries(keys, self._values()))
         template = encode_owned(
             keys.record_prefix(spec.collection), dict.fromkeys(index_keys, 0.0), {}, index_keys
         )
+        return list(keys.session(self.id)[:3]), index_keys, template
+
+    async def _append_call(
+        self,
+        database: Database,
+        call: _AppendCall,
+        split: tuple[int, int],
+        index: tuple[list[str], list[str], bytes],
+    ) -> Any:
+        own_keys, index_keys, template = index
         entries = call.entries
         args: list[Any] = [self.id, entries[-1].id, len(entries), call.leaf]
         args += [self.fork_of or "", template, *split]
@@ -255,20 +267,23 @@ class Appending(Loading):
             args += [entry.id, check, kept, -1 if fallback is None else fallback]
             args += [len(elements), *elements]
         return await database.scripts.call(
-            "session_append", keys=[*keys.session(self.id)[:3], *index_keys], args=args
+            "session_append", keys=[*own_keys, *index_keys], args=args
         )
 
-    def _took(self, database: Database, **stored: Any) -> None:
-        """Set fields a script wrote, and what this copy knows the store holds."""
+    def _took(self, index: tuple[list[str], list[str], bytes], **stored: Any) -> None:
+        """Set fields a script wrote, and what this copy knows the store holds: the index
+        entries rescored with ``updated_at`` and the ``_owned`` the script wrote (its
+        template with that score)."""
         spec = self.__flue_spec__
         snapshot = dict(held(self).snapshot)  # (a new state: copies never share one)
         for name, value in stored.items():
             object.__setattr__(self, name, value)
             snapshot[name] = spec.codecs[name].encode(value)
-        keys = spec.keys_of(database.keys, self.id)
-        entries = spec.entries(keys, self._values())
-        snapshot[OWNED] = encode_owned(keys.record_prefix(spec.collection), entries, {})
-        hold(self, snapshot=snapshot, entries=entries)
+        _own_keys, index_keys, template = index
+        score = spec.codecs["updated_at"].score(self.updated_at)
+        shown = b"@" + format_score(score).encode()
+        snapshot[OWNED] = template.replace(b"@" + SEQ.encode(), shown)
+        hold(self, snapshot=snapshot, entries=dict.fromkeys(index_keys, score))
 
     @classmethod
     async def save_snapshot(
