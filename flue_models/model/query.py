@@ -32,7 +32,7 @@ from flue_models.errors import (
 from flue_models.keys import INDEX_VALUE_BOUND, KeySpace
 from flue_models.model.buckets import check_collections
 from flue_models.model.codec import FieldCodec
-from flue_models.model.expressions import MAX_ALTERNATIVES, AllOf, AnyOf, Condition
+from flue_models.model.expressions import AllOf, AnyOf, Condition
 from flue_models.model.planner import (
     SCAN_BUDGET,
     Plan,
@@ -166,8 +166,8 @@ class Query(Generic[M]):
 
     model: type[M]
     conditions: tuple[Condition, ...] = ()
-    #: Groups of alternatives (``a | b``), each of which must hold as well.
-    any_of: tuple[AnyOf, ...] = ()
+    #: The alternatives (``a | b``) given, all groups multiplied into one; ``None``: none.
+    any_of: AnyOf | None = None
     sort: str | None = None
     max_items: int | None = None
     db: Database | None = field(default=None, compare=False)
@@ -189,7 +189,7 @@ class Query(Generic[M]):
             ```
         """
         found: list[Condition] = list(self.conditions)
-        groups: list[AnyOf] = list(self.any_of)
+        group = self.any_of
         for item in conditions:
             if not isinstance(item, Condition | AllOf | AnyOf):
                 raise QueryError(
@@ -203,13 +203,13 @@ class Query(Generic[M]):
                         f"Condition {cond} is on {cond.model.__name__}, not on "
                         f"{self.model.__name__}."
                     )
-            if isinstance(item, AnyOf):
-                groups.append(item)
+            if isinstance(item, AnyOf):  # & multiplies them out, within MAX_ALTERNATIVES
+                joined = item if group is None else group & item
+                assert isinstance(joined, AnyOf)  # (& of two groups is a group)
+                group = joined
             else:
                 found += item.conditions
-        query = replace(self, conditions=tuple(found), any_of=tuple(groups))
-        query._branches()  # fail now on too many alternatives, not when awaited
-        return query
+        return replace(self, conditions=tuple(found), any_of=group)
 
     def sort_by(self, field_name: str) -> Query[M]:
         """Order by ``field_name`` (``"-field"`` for descending); ties by id.
@@ -278,17 +278,10 @@ class Query(Generic[M]):
 
     def _branches(self) -> list[tuple[Condition, ...]]:
         """The query's alternatives, each a conjunction: one (its conditions) unless it
-        has groups of ``|``, which are multiplied out."""
-        branches = [self.conditions]
-        for group in self.any_of:
-            branches = [have + more for have in branches for more in group.branches]
-            if len(branches) > MAX_ALTERNATIVES:
-                raise QueryError(
-                    f"This query has more than {MAX_ALTERNATIVES} alternatives once its | are "
-                    "multiplied out; each is a walk of the index. Use in_() for many values "
-                    "of one field, or split the query."
-                )
-        return branches
+        has alternatives (``|``)."""
+        if self.any_of is None:
+            return [self.conditions]
+        return [self.conditions + more for more in self.any_of.branches]
 
     def _fingerprint(self, branches: list[tuple[Condition, ...]]) -> str:
         """What a cursor of a query with alternatives is bound to (one alternative: the
@@ -311,25 +304,24 @@ class Query(Generic[M]):
         """
         return await self._ids(self._database(), page_size(limit), cursor, rows=False)
 
-    async def _walks(self, db: Database) -> tuple[list[KeySpace], list[tuple[int, Plan]]]:
-        """The key space of every bucket, and the walks the query makes: per alternative,
-        the buckets it reads (every bucket, or, when it fixes the ``Meta.partition_by``
-        field to one or a few values, the buckets of those values), each walk as (its
-        bucket's place in the spaces, its plan)."""
+    async def _walks(self, db: Database) -> tuple[list[KeySpace], list[list[tuple[int, Plan]]]]:
+        """The key space of every bucket, and the walks the query makes, one list per
+        alternative: the buckets it reads (every bucket, or, when it fixes the
+        ``Meta.partition_by`` field to one or a few values, the buckets of those values),
+        each walk as (its bucket's place in the spaces, its plan)."""
         spec = self.model.__flue_spec__
         if spec.collection not in db.checked_buckets:  # once per database
             await check_collections(db, [spec])
         spaces = spec.bucket_keys(db.keys)
         branches = self._branches()
-        walks = [
-            (index, self._plan(spaces[index], branch))
-            for branch in branches
-            for index in self._buckets(db, spaces, branch)
-        ]
-        if len(branches) > 1:
-            fingerprint = self._fingerprint(branches)
-            walks = [(index, replace(plan, fingerprint=fingerprint)) for index, plan in walks]
-        return spaces, walks
+        fingerprint = self._fingerprint(branches) if len(branches) > 1 else None
+        groups = []
+        for branch in branches:
+            walks = [(i, self._plan(spaces[i], branch)) for i in self._buckets(db, spaces, branch)]
+            if fingerprint is not None:
+                walks = [(i, replace(plan, fingerprint=fingerprint)) for i, plan in walks]
+            groups.append(walks)
+        return spaces, groups
 
     def _buckets(
         self, db: Database, spaces: list[KeySpace], branch: tuple[Condition, ...]
@@ -351,7 +343,8 @@ class Query(Generic[M]):
     async def _ids(self, db: Database, limit: int, cursor: str | None, *, rows: bool) -> IdPage:
         """The next ids; with ``rows``, a walk of one bucket reads their hashes in the same
         script calls (a page of records in one round trip)."""
-        spaces, walks = await self._walks(db)
+        spaces, groups = await self._walks(db)
+        walks = [walk for group in groups for walk in group]
         if not walks:  # an empty group of alternatives: nothing can match
             return IdPage([], None, rows=[] if rows else None)
         position = decode_cursor(walks[0][1].fingerprint, cursor) if cursor else None
@@ -553,11 +546,11 @@ class Query(Generic[M]):
             ```
         """
         db = self._database()
-        _spaces, walks = await self._walks(db)
+        _spaces, groups = await self._walks(db)
         collection = self.model.__flue_spec__.collection
         with db.span("count", collection):
-            if len(self._branches()) == 1:
-                counted = await asyncio.gather(*(_count(db, plan) for _index, plan in walks))
+            if len(groups) == 1:
+                counted = await asyncio.gather(*(_count(db, plan) for _index, plan in groups[0]))
                 return sum(counted)
             total, cursor = 0, None
             while True:
@@ -578,19 +571,18 @@ class Query(Generic[M]):
             ```
         """
         db = self._database()
-        _spaces, walks = await self._walks(db)
+        _spaces, groups = await self._walks(db)
+        if len(groups) == 1:
+            return await _explain_walks(db, [plan for _index, plan in groups[0]])
         branches = self._branches()
-        if len(branches) == 1:
-            return await _explain_walks(db, [plan for _index, plan in walks])
         lines = [
             f"any of {len(branches)} alternatives: each walked from the same cursor, merged "
             "by (score, id), a record matched by several given once"
         ]
-        for number, branch in enumerate(branches, 1):
-            plans = [self._plan(space, branch) for space in _spaces]
+        for number, (branch, group) in enumerate(zip(branches, groups, strict=True), 1):
             shown = " & ".join(str(c) for c in branch) or "every record"
             lines.append(f"alternative {number}: {shown}")
-            described = await _explain_walks(db, plans)
+            described = await _explain_walks(db, [plan for _index, plan in group])
             lines += ["  " + line for line in described.splitlines()]
         return "\n".join(lines)
 
