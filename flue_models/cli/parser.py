@@ -121,9 +121,11 @@ def _seconds(text: str) -> float:
 
 
 def _buckets(text: str) -> int:
-    value = counted(1, 1024)(text)
-    if value & (value - 1):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a power of two from 1 to 1024")
+    from flue_models.keys import MAX_BUCKETS, is_bucket_count
+
+    value = int(text) if re.fullmatch(r"[0-9]+", text) else None
+    if value is None or not is_bucket_count(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a power of two from 1 to {MAX_BUCKETS}")
     return value
 
 
