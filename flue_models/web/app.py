@@ -282,12 +282,7 @@ class _Views:
             rows = (await Submission.list_running(db=self.db))[:limit]
         else:
             rows = (await Submission.list_expired(db=self.db))[:limit]
-        items = []
-        for row in rows:
-            item = _dump(row)
-            lease = row.lease_expires_at
-            item["lease_expired"] = row.status == "running" and lease is not None and lease < now
-            items.append(item)
+        items = [{**_dump(row), "lease_expired": row.lease_expired(now)} for row in rows]
         return {
             "view": None if session_id else view,
             "session_id": session_id,
@@ -319,10 +314,9 @@ class _Views:
         if row is None:
             raise HttpError(404, "NotFound", f"no submission {submission_id!r}")
         now = await self.db.server_time()
-        lease = row.lease_expires_at
         return {
             "record": _dump(row),
-            "lease_expired": row.status == "running" and lease is not None and lease < now,
+            "lease_expired": row.lease_expired(now),
             "server_time": now.isoformat(),
             "journal": None if journal is None else dataclasses.asdict(journal),
         }

@@ -447,3 +447,18 @@ async def test_racing_exact_replays_consume_no_sequence_number(db: fm.Database) 
     following = await Submission.admit_direct("p-2", session_id="s-1", input={})
     assert following.sequence > taken
     assert await sequence_counter(db) == following.sequence
+
+
+async def test_a_row_says_whether_its_lease_expired_by_the_server_clock(db: fm.Database) -> None:
+    await Submission.admit_direct("p-lease", session_id="s-lease", input={})
+    queued = await Submission.get("p-lease")
+    assert queued is not None
+    assert not queued.lease_expired(await db.server_time())  # not running: no lease
+    await Submission.claim("p-lease", "w", lease=dt.timedelta(0))  # over at once
+    running = await Submission.get("p-lease")
+    assert running is not None
+    assert running.lease_expires_at is not None
+    assert not running.lease_expired(running.lease_expires_at)  # not before its end
+    later = running.lease_expires_at + dt.timedelta(microseconds=1)
+    assert running.lease_expired(later)
+    assert [row.id for row in await Submission.list_expired()] == ["p-lease"]

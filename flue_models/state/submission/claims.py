@@ -347,11 +347,8 @@ class Claiming(SubmissionRow):
         now = await database.server_time()
         lease: Any = cls.lease_expires_at  # a FieldRef on the class; typed as the value
         query = cls.find(cls.status == "running", lease < now).sort_by("lease_expires_at")
-        return [
-            row
-            for row in await cls._rows_listed(database, query.using(database))
-            if row.status == "running" and row.lease_expires_at and row.lease_expires_at < now
-        ]
+        rows = await cls._rows_listed(database, query.using(database))
+        return [row for row in rows if row.lease_expired(now)]
 
     @classmethod
     async def _rows_listed(cls, database: Database, query: Query[Self]) -> list[Self]:

@@ -130,6 +130,18 @@ class SubmissionRow(Model):
     error: Any = None
     open_session: Annotated[str | None, Indexed()] = None
 
+    def lease_expired(self, now: dt.datetime) -> bool:
+        """Whether this row is running on a lease that ended before ``now`` (read
+        ``now`` from the server's clock: leases are judged by it).
+
+        Example:
+            ```python
+            row.lease_expired(await db.server_time())   # True: another worker may take it
+            ```
+        """
+        lease = self.lease_expires_at
+        return self.status == "running" and lease is not None and lease < now
+
     # Keys ------------------------------------------------------------------------------
 
     @classmethod
