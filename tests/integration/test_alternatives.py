@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import flue_models as fm
 from flue_models.model.expressions import Condition
 from tests.integration.models import Item, SpreadItem
+from tests.integration.test_buckets import walk
 from tests.integration.test_queries import OPS, build, condition_strategy, items_strategy, matches
 
 Expr = Any  # a leaf (field, op, value), or ("and" | "or", a, b), or ("not", a)
@@ -60,20 +61,6 @@ def copy_for(model: type[Item] | type[SpreadItem], item: Item) -> Item | SpreadI
     return model(**item.model_dump())
 
 
-async def page_through(query: Any, size: int, between: Any = None) -> list[str]:
-    seen: list[str] = []
-    cursor = None
-    while True:
-        page = await query.page(limit=size, cursor=cursor)
-        assert len(page.items) <= size
-        seen += [i.id for i in page.items]
-        if between is not None:
-            await between()
-        if page.next_cursor is None:
-            return seen
-        cursor = page.next_cursor
-
-
 async def clear(db: fm.Database) -> None:
     keys = [k async for k in db.client.scan_iter(match=db.keys.pattern())]
     for key in keys:
@@ -108,7 +95,7 @@ async def test_alternatives_match_a_brute_force_filter(
     query = model.find(query_of(model, expr))
     if sort:
         query = query.sort_by(sort)
-    assert await page_through(query, size) == [i.id for i in expected]
+    assert await walk(query, size) == [i.id for i in expected]
     assert [i.id for i in await query.all()] == [i.id for i in expected]
     assert await query.count() == len(expected)
 
@@ -153,7 +140,7 @@ async def test_alternatives_page_correctly_under_concurrent_writes(
             deleted.add(victim)
 
     query = model.find(query_of(model, expr)).sort_by("-seq")
-    seen = await page_through(query, size, another_writer)
+    seen = await walk(query, size, another_writer)
     every = {i.id: i for i in [*originals, *(copy_for(model, i) for i in more)]}
     assert len(seen) == len(set(seen)), "no record twice"
     assert all(holds(every[i], expr) for i in seen), "only matching records"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -37,13 +38,18 @@ def spread_copy(item: Item) -> SpreadItem:
     return SpreadItem(id=item.id, **item.model_dump(exclude={"id"}))
 
 
-async def walk(query: fm.Query[Any], page_size: int) -> list[str]:
+async def walk(
+    query: fm.Query[Any], page_size: int, between: Callable[[], Awaitable[None]] | None = None
+) -> list[str]:
+    """Every id ``query`` lists, page by page; ``between``: run after each page."""
     paged: list[str] = []
     cursor = None
     while True:
         page = await query.page(limit=page_size, cursor=cursor)
         assert len(page.items) <= page_size
         paged += [i.id for i in page.items]
+        if between is not None:
+            await between()
         if page.next_cursor is None:
             return paged
         cursor = page.next_cursor
