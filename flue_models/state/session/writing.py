@@ -54,6 +54,7 @@ class _AppendCall:
     checks: list[str]  # the parent id the script looks up, "" for none
     shared: dict[str, int | None]  # kept entries found in a parent's history
     leaf: str  # "=" and the leaf the first entry continues from, "" when it names its own
+    split: tuple[int, int]  # that first entry's JSON bytes before and after its parent
 
 
 def _distinct(entries: Sequence[AnyEntry]) -> list[AnyEntry]:
@@ -185,8 +186,9 @@ class Appending(Loading):
             if follows:
                 body[0], split = _continuing(first, leaf)
                 checks[0] = ""
-            call = _AppendCall(entries, body, checks, shared, "=" + (leaf or "") if follows else "")
-            reply = await self._append_call(database, call, split, index)
+            followed = "=" + (leaf or "") if follows else ""
+            call = _AppendCall(entries, body, checks, shared, followed, split)
+            reply = await self._append_call(database, call, index)
             status, reply = checked_reply("session_append", reply, _SHAPES)
             if status == "stale" and not refreshed:
                 # This copy's fork_of is not the stored one (a copy made by hand): read it.
@@ -254,13 +256,12 @@ class Appending(Loading):
         self,
         database: Database,
         call: _AppendCall,
-        split: tuple[int, int],
         index: tuple[list[str], list[str], bytes],
     ) -> Any:
         own_keys, index_keys, template = index
         entries = call.entries
         args: list[Any] = [self.id, entries[-1].id, len(entries), call.leaf]
-        args += [self.fork_of or "", template, *split]
+        args += [self.fork_of or "", template, *call.split]
         for entry, elements, check in zip(entries, call.body, call.checks, strict=True):
             kept = entry.first_kept_entry_id if isinstance(entry, CompactionEntry) else ""
             fallback = call.shared.get(kept) if kept else None
