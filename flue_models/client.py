@@ -52,9 +52,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.cluster import PRIMARY
 from redis.exceptions import (
     AskError,
     AuthenticationError,
@@ -63,6 +64,7 @@ from redis.exceptions import (
     ClusterDownError,
     ClusterError,
     ConnectionError as RedisConnectionError,
+    ExecAbortError,
     InvalidResponse,
     MaxConnectionsError,
     MovedError,
@@ -71,6 +73,7 @@ from redis.exceptions import (
     RedisClusterException,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
     TimeoutError as RedisTimeoutError,
     TryAgainError,
 )
@@ -217,6 +220,31 @@ RETRIED = (RedisConnectionError, RedisTimeoutError, *CLUSTER_REFUSED)
 REDIRECTED = (MovedError, AskError, *RETRIED)
 
 
+_RESHARDING = (
+    "a slot of the cluster is being moved (resharding); nothing of the call ran, retry it "
+    "once the move ends, or raise connect(retry=...)"
+)
+_FAILOVER = (
+    "the cluster is down or failing over (a replica being promoted); nothing of the call "
+    "ran, retry it, or raise connect(retry=...) to cover the cluster's failover time"
+)
+
+
+def not_a_reply(value: Any) -> bool:
+    """Whether a value in a batch's replies is the batch's failure, not a command's reply
+    or its refusal: a lost connection, a cluster's refusal or redirect, or an error of the
+    library's own (redis-py's cluster pipeline sends a redirected command again through
+    our ``execute_command``). Such a value is raised, never read as data.
+
+    Example:
+        >>> not_a_reply(ResponseError("WRONGTYPE")), not_a_reply(RedisConnectionError("x"))
+        (False, True)
+    """
+    if not isinstance(value, BaseException):
+        return False
+    return isinstance(value, (*REDIRECTED, FlueModelsError)) or not isinstance(value, ResponseError)
+
+
 def never_sent(exc: BaseException) -> bool:
     """Whether a connection error proves the command never reached the server.
 
@@ -244,6 +272,9 @@ def translate(
         'ConnectionLostError'
     """
     reason = str(exc) or type(exc).__name__
+    node = getattr(exc, "flue_node", None)
+    if node is not None:
+        display = f"{node} (a node of the cluster at {display})"
     if isinstance(exc, RedisTimeoutError):
         return ConnectionLostError(display, command, reason, unsafe=unsafe, timed_out=True)
     if isinstance(exc, MaxConnectionsError) or (
@@ -251,7 +282,15 @@ def translate(
     ):
         return PoolExhaustedError(display, reason)
     if isinstance(exc, CLUSTER_REFUSED):  # retried; after that, lost
-        return ConnectionLostError(display, command, reason, unsafe=unsafe)
+        if isinstance(exc, TryAgainError):
+            reason, advice = f"TRYAGAIN {reason}", _RESHARDING
+        elif isinstance(exc, ClusterDownError):
+            reason, advice = f"CLUSTERDOWN {reason}", _FAILOVER
+        else:
+            advice = _RESHARDING
+        return ConnectionLostError(
+            display, command, reason, unsafe=unsafe, advice=advice, refused=True
+        )
     if isinstance(exc, InvalidResponse) or (
         isinstance(exc, RedisConnectionError)
         and not isinstance(exc, AuthenticationError | AuthorizationError)
@@ -737,9 +776,21 @@ class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own ba
 
 
 class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as above
-    """``redis.asyncio.RedisCluster`` with the library's retries and errors: each command
-    goes to the primary of its keys' slot (redis-py follows ``MOVED`` and ``ASK``), and a
-    slot being moved (``TRYAGAIN``) is retried with the client's :class:`RetryPolicy`.
+    """``redis.asyncio.RedisCluster`` with the library's retries and errors, and its own
+    routing: every command, batch and ``MULTI`` whose keys are in one slot goes to that
+    slot's primary in one write (:meth:`flue_in_slot`), and follows the cluster there.
+
+    * ``MOVED`` (the slot has a new owner): the slot map is patched and the command sent
+      to the owner; a ``MULTI`` refused so did not run, so it is sent again whole.
+    * ``ASK`` (the slot is half-moved and the key already left): sent to the importing
+      node behind ``ASKING``, in the same write on the same connection, so the allowance
+      serves this command and never another task's.
+    * ``TRYAGAIN`` (keys of one call split by the move) and ``CLUSTERDOWN`` (a failover
+      under way): nothing ran; retried with the client's :class:`RetryPolicy`.
+    * A lost node: the slot map is refreshed before the next try (a failover promotes a
+      replica), within the same policy.
+
+    Commands without a slot (``INFO``, ``TIME``, ``SCRIPT LOAD``) go through redis-py.
 
     Example:
         ```python
@@ -747,45 +798,259 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
         ```
     """
 
+    async def flue_one(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """Send one command to the primary of its keys' slot (see the class); a command
+        without one through redis-py.
+
+        Example:
+            ```python
+            await client.flue_one(("HGETALL", key), {})
+            ```
+        """
+        name = str(args[0]).upper() if args else ""
+        if "target_nodes" in options or name in self.command_flags or name in _KEYLESS:
+            return await super().flue_one(args, options)
+        await self.flue_ready()
+        slot = await self._determine_slot(*args)
+        (reply,) = await self.flue_in_slot(slot, [args], options)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def flue_ready(self) -> None:
+        """Run the slot-map refresh an earlier error asked for, once it is due (redis-py's
+        own commands do the same before each attempt).
+
+        Example:
+            ```python
+            await client.flue_ready()
+            ```
+        """
+        if self._initialize_due():
+            await self.initialize()
+
+    async def flue_in_slot(
+        self,
+        slot: int,
+        commands: Sequence[Sequence[Any]],
+        options: dict[str, Any] | None = None,
+        *,
+        atomic: bool = False,
+    ) -> list[Any]:
+        """Send ``commands`` (every key in ``slot``) to the slot's primary in one write and
+        return their replies in order, a command's error reply in its place; ``atomic``
+        wraps them in ``MULTI``/``EXEC``. Redirects are followed as the class says: only
+        the commands redirected are sent again (they did not run), a ``MULTI`` whole.
+
+        Raises:
+            TryAgainError, ClusterDownError: the slot stayed unavailable (nothing of what
+                is still pending ran); ``with_retries`` retries them.
+            ClusterError: more than :data:`MAX_REDIRECTS` redirects (the slot keeps moving).
+            redis-py's connection errors: the node was lost (its slot map is refreshed
+                before the next try).
+
+        Example:
+            ```python
+            replies = await client.flue_in_slot(slot, [("HGETALL", k1), ("HGETALL", k2)])
+            ```
+        """
+        replies: list[Any] = [None] * len(commands)
+        pending = list(range(len(commands)))
+        asking: ClusterNode | None = None
+        waits = 0
+        for _redirect in range(MAX_REDIRECTS):
+            node = asking or self._flue_owner(slot)
+            sent = [commands[i] for i in pending]
+            found = await self._flue_send(node, sent, options or {}, atomic, asking is not None)
+            pending, asking, unstable = await self._flue_sort(node, pending, found, replies)
+            if not pending:
+                return replies
+            if unstable is not None:  # nothing of what is pending ran
+                if atomic or waits >= self.flue_policy.retries:
+                    raise unstable  # a MULTI is sent again whole by with_retries
+                await asyncio.sleep(self.flue_policy.delay(waits))
+                waits += 1
+        raise ClusterError(
+            f"slot {slot} was redirected {MAX_REDIRECTS} times in one call: it keeps moving"
+        )
+
+    def _flue_owner(self, slot: int) -> ClusterNode:
+        """The primary of ``slot`` in the client's slot map."""
+        try:
+            return self.nodes_manager.get_node_from_slot(slot)
+        except SlotNotCoveredError as exc:  # a failover under way: refreshed, retried
+            self._request_refresh()
+            raise ClusterDownError(f"no node serves slot {slot} now ({exc})") from exc
+
+    async def _flue_sort(
+        self, node: ClusterNode, pending: list[int], found: list[Any], replies: list[Any]
+    ) -> tuple[list[int], ClusterNode | None, ResponseError | None]:
+        """Put the replies of ``pending`` (read from ``node``) in their places; return the
+        positions to send again, the node to ask for them (``ASK``), and the refusal that
+        holds them back (``TRYAGAIN``, ``CLUSTERDOWN``). A ``MOVED`` patches the slot map."""
+        again: list[int] = []
+        redirect: AskError | None = None
+        unstable: ResponseError | None = None
+        for position, reply in zip(pending, found, strict=True):
+            if isinstance(reply, AskError):  # MOVED included
+                redirect = reply
+                again.append(position)
+            elif isinstance(reply, TryAgainError | ClusterDownError):
+                unstable = reply
+                again.append(position)
+            else:
+                replies[position] = reply
+        if unstable is not None:
+            if isinstance(unstable, ClusterDownError):
+                self._request_refresh()
+            _note_node(unstable, node)
+            return again, None, unstable
+        if redirect is None:
+            return again, None, None
+        if redirect.host in ("", "?"):  # a node may leave its own host out
+            redirect.host = node.host
+        if isinstance(redirect, MovedError):
+            await self.nodes_manager.move_slot(redirect)
+            return again, None, None
+        host, port = self.nodes_manager.remap_host_port(redirect.host, redirect.port)
+        asking = self.get_node(host, port)
+        if asking is None:
+            asking = ClusterNode(host, port, PRIMARY, **self.nodes_manager.connection_kwargs)
+            self.nodes_manager.set_nodes(self.nodes_manager.nodes_cache, {asking.name: asking})
+        return again, asking, None
+
+    async def _flue_send(
+        self,
+        node: ClusterNode,
+        commands: Sequence[Sequence[Any]],
+        options: dict[str, Any],
+        atomic: bool,
+        asking: bool,
+    ) -> list[Any]:
+        """One write to ``node``, its replies read; errors in place, and for an aborted
+        ``MULTI`` its redirect (or ``TRYAGAIN``) in the place of every command."""
+        connection = node.acquire_connection()
+        try:
+            await node.disconnect_if_needed(connection)
+            wire: list[Sequence[Any]] = [("ASKING",)] if asking else []
+            wire += [("MULTI",), *commands, ("EXEC",)] if atomic else commands
+            await connection.send_packed_command(connection.pack_commands(wire))
+            if asking:
+                await connection.read_response()
+            if not atomic:
+                replies = []
+                for command in commands:
+                    try:
+                        replies.append(await node.parse_response(connection, command[0], **options))
+                    except ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            await connection.read_response()  # MULTI's OK
+            queued: list[ResponseError] = []
+            for _command in commands:
+                try:
+                    await connection.read_response()
+                except ResponseError as exc:
+                    queued.append(exc)
+            try:
+                done = await connection.read_response()
+            except _MOVING as exc:  # EXEC's own check of the slot
+                return [exc] * len(commands)
+            except ExecAbortError:
+                redirect = next((e for e in queued if isinstance(e, _MOVING)), None)
+                if redirect is not None:
+                    return [redirect] * len(commands)
+                raise queued[0] if queued else ExecAbortError("EXECABORT") from None
+            return [
+                reply if isinstance(reply, Exception) else _called_back(node, c, reply)
+                for c, reply in zip(commands, done, strict=True)
+            ]
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await connection.disconnect()
+            node._mark_free_connections_for_reconnect_on_error(exc)
+            self.nodes_manager.move_node_to_end_of_cached_nodes(node.name)
+            self._request_refresh(last_failed_node_name=node.name)
+            _note_node(exc, node)
+            raise
+        except BaseException:  # replies may be left unread: the connection is not reused
+            await connection.disconnect()
+            raise
+        finally:
+            await node.disconnect_if_needed(connection)
+            node.release(connection)
+
     async def flue_per_node(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
         """Send ``commands`` as one pipeline per primary, all at once, grouped here by
         their keys' slots; return the replies in order (a command's error in its place).
+        A command redirected on the way follows its slot (:meth:`flue_in_slot`).
 
-        redis-py's ``ClusterPipeline`` does the same with more work per command; this
-        is the fast path of a batch that may be sent again. ``None`` when a command
-        cannot be routed so (no key, keys of several slots, a slot the client does not
-        know) or a node answered with a redirect (``MOVED``, ``ASK``), a refusal or a
-        lost connection: the caller then sends the whole batch through redis-py's
-        pipeline, which follows redirects and refreshes the slot map.
+        ``None`` when a command cannot be routed so (no key, keys of several slots): the
+        caller then sends the batch through redis-py's pipeline.
 
         Example:
             ```python
             replies = await client.flue_per_node([("HGETALL", k) for k in keys])
             ```
         """
-        groups: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
-        for position, command in enumerate(commands):
-            slots = {slot_of(key) for key in command_keys(command)}
-            if len(slots) != 1:
+        slots: list[int] = []
+        for command in commands:
+            found = {slot_of(key) for key in command_keys(command)}
+            if len(found) != 1:
                 return None
-            try:
-                node = self.nodes_manager.get_node_from_slot(slots.pop())
-            except RedisClusterException:
-                return None
-            groups.setdefault(node.name, (node, []))[1].append(PipelineCommand(position, *command))
-        sent = await asyncio.gather(
-            *(node.execute_pipeline(batch) for node, batch in groups.values()),
-            return_exceptions=True,
-        )
-        if any(isinstance(outcome, BaseException) for outcome in sent):
-            return None
+            slots.append(found.pop())
+        await self.flue_ready()
+        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for position, slot in enumerate(slots):
+            node = self._flue_owner(slot)
+            groups.setdefault(node.name, (node, []))[1].append(position)
         replies: list[Any] = [None] * len(commands)
-        for _node, batch in groups.values():
-            for sent_command in batch:
-                if isinstance(sent_command.result, REDIRECTED):
-                    return None
-                replies[sent_command.position] = sent_command.result
+        await asyncio.gather(
+            *(
+                self._flue_node_batch(node, p, commands, slots, replies)
+                for node, p in groups.values()
+            )
+        )
         return replies
+
+    async def _flue_node_batch(
+        self,
+        node: ClusterNode,
+        positions: list[int],
+        commands: Sequence[Sequence[Any]],
+        slots: list[int],
+        replies: list[Any],
+    ) -> None:
+        """One node's part of :meth:`flue_per_node`: its commands in one write; those
+        redirected (they did not run) sent again, slot by slot, where the slot is now."""
+        found = await self._flue_send(node, [commands[i] for i in positions], {}, False, False)
+        again, _asking, _unstable = await self._flue_sort(node, positions, found, replies)
+        by_slot: dict[int, list[int]] = {}
+        for position in again:
+            by_slot.setdefault(slots[position], []).append(position)
+        for slot, moved in by_slot.items():
+            sent = await self.flue_in_slot(slot, [commands[i] for i in moved])
+            for position, reply in zip(moved, sent, strict=True):
+                replies[position] = reply
+
+
+#: Commands with no key that redis-py routes by its own rules (to a node it picks).
+_KEYLESS = frozenset({"TIME", "PING", "INFO", "SCRIPT", "CLIENT", "CONFIG", "CLUSTER"})
+#: A slot's answers that a call did not run there: redirected, or refused for now.
+_MOVING = (AskError, TryAgainError, ClusterDownError)
+#: Redirects one call follows before it gives up (redis-py's TTL is 16 too).
+MAX_REDIRECTS = 16
+
+
+def _called_back(node: ClusterNode, command: Sequence[Any], reply: Any) -> Any:
+    """A reply read inside ``EXEC``, through the callback redis-py applies to it alone
+    (the client's protocol's: every supported server speaks the RESP3 it asks for)."""
+    callback = node.response_callbacks.get(command[0])
+    return reply if callback is None else callback(reply)
+
+
+def _note_node(exc: BaseException, node: ClusterNode) -> None:
+    """Name the node an error came from, for its message (see :func:`translate`)."""
+    exc.flue_node = node.name  # type: ignore[attr-defined]
 
 
 #: The client of a :class:`~flue_models.Database`: one server, or a cluster.
@@ -920,6 +1185,7 @@ __all__ = [
     "make_client",
     "make_cluster_client",
     "never_sent",
+    "not_a_reply",
     "queueable",
     "timed_send",
     "translate",

@@ -32,14 +32,13 @@ from redis.exceptions import (
 
 from flue_models.client import (
     POLICY,
-    RETRIED,
     ClientSettings,
     FlueClient,
-    FlueRedis,
     FlueRedisCluster,
     RetryPolicy,
     make_client,
     make_cluster_client,
+    not_a_reply,
     with_retries,
 )
 from flue_models.config import (
@@ -270,26 +269,32 @@ class Database:
             assert replies == [True, 2]
             ```
         """
-        if atomic and self.scripts.check_slots:
-            one_slot("MULTI", [key for command in commands for key in command_keys(command)])
-        coalescer = self.client.flue_coalescer
+        client = self.client
+        slot = None
+        if atomic and (self.scripts.check_slots or isinstance(client, FlueRedisCluster)):
+            slot = one_slot("MULTI", [key for command in commands for key in command_keys(command)])
+        coalescer = client.flue_coalescer
 
         async def send() -> list[Any]:
             if coalescer is not None and not atomic:  # shared with concurrent callers
                 return await coalescer.send_many([(tuple(c), {}) for c in commands])
-            if isinstance(self.client, FlueRedisCluster) and not atomic and not unsafe:
-                replies = await self.client.flue_per_node(commands)
+            if isinstance(client, FlueRedisCluster):  # routed here, redirects followed
+                if atomic and slot is not None:
+                    await client.flue_ready()
+                    return await client.flue_in_slot(slot, commands, atomic=True)
+                replies = None if atomic else await client.flue_per_node(commands)
                 if replies is not None:
-                    return replies  # else: redirected or not routable, sent again below
-            elif isinstance(self.client, FlueRedis) and not atomic:
-                return await self.client.flue_many([(tuple(c), {}) for c in commands])
-            async with self.client.pipeline(transaction=atomic) as pipe:
+                    return replies  # else: a command without one slot, sent below
+            elif not atomic:
+                return await client.flue_many([(tuple(c), {}) for c in commands])
+            async with client.pipeline(transaction=atomic) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)
                 replies = list(await pipe.execute(raise_on_error=False))
-            # A cluster pipeline returns a node's lost connection (or a TRYAGAIN) in the
-            # place of each of its commands: that is the batch's failure, not a reply.
-            lost = next((r for r in replies if isinstance(r, RETRIED)), None)
+            # A cluster pipeline returns a node's lost connection (or a TRYAGAIN, or the
+            # error of a command it sent again through our client) in the place of each
+            # of its commands: that is the batch's failure, never a reply.
+            lost = next((r for r in replies if not_a_reply(r)), None)
             if lost is not None:
                 raise lost
             return replies

@@ -207,7 +207,8 @@ class ConnectionLostError(UnavailableError):
 
     ``timed_out`` is True when it did not answer within ``connect(timeout=...)``.
     ``unsafe`` is True when the command was not safe to repeat and may have run before
-    the connection dropped: read the state to tell.
+    the connection dropped: read the state to tell. On a cluster the message names the
+    node, and a refusal of the cluster's (a slot being moved, a failover) says so.
 
     Example:
         ```python
@@ -227,6 +228,8 @@ class ConnectionLostError(UnavailableError):
         *,
         unsafe: bool = False,
         timed_out: bool = False,
+        advice: str = "check that the server is up",
+        refused: bool = False,
     ) -> None:
         self.url, self.command, self.unsafe = display_url, command, unsafe
         self.timed_out = timed_out
@@ -236,8 +239,10 @@ class ConnectionLostError(UnavailableError):
                 "have run: read the state to tell"
             )
         else:
-            outcome = "the retries did not reach it; check that the server is up"
+            outcome = f"the retries did not reach it; {advice}"
         lost = "No answer in time from" if timed_out else "Lost the connection to"
+        if refused:
+            lost = "The cluster kept refusing the call at"
         super().__init__(
             f"{lost} the Redis server at {display_url} ({reason.rstrip('.')}): {outcome}."
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
 
 import flue_models as fm
+from flue_models.client import FlueRedisCluster
 from flue_models.connection import Database
 from flue_models.keys import bucket_of
 from flue_models.scripts import Scripts
@@ -124,9 +125,17 @@ async def test_a_call_the_slot_check_refuses_is_refused_by_the_cluster(
         raw.close()
 
 
-async def move_slot(source: RedisProcess, target: RedisProcess, slot: int) -> int:
+async def move_slot(
+    source: RedisProcess,
+    target: RedisProcess,
+    slot: int,
+    *,
+    batch: int = 20,
+    between: Callable[[], Awaitable[None]] | None = None,
+) -> int:
     """Reshard one slot from ``source`` to ``target`` the way redis-cli does (IMPORTING,
-    MIGRATING, MIGRATE in batches, SETSLOT NODE); return how many keys moved."""
+    MIGRATING, MIGRATE ``batch`` keys at a time, SETSLOT NODE); return how many keys
+    moved. ``between`` is awaited after each MIGRATE, while the slot is half-moved."""
     src = aioredis.Redis(host="127.0.0.1", port=source.port)
     dst = aioredis.Redis(host="127.0.0.1", port=target.port)
     try:
@@ -135,11 +144,13 @@ async def move_slot(source: RedisProcess, target: RedisProcess, slot: int) -> in
         await dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
         await src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
         moved = 0
-        while keys := await src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 20):
+        while keys := await src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
             await src.execute_command(
                 "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
             )
             moved += len(keys)
+            if between is not None:
+                await between()
             await asyncio.sleep(0)  # let the writers in between batches
         for client in (dst, src):
             await client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
@@ -254,10 +265,10 @@ async def test_a_bucketed_collection_spreads_over_the_primaries_and_lists_as_one
 async def test_a_batch_goes_to_each_primary_itself_and_follows_a_moved_slot(
     cluster: list[RedisProcess], key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """run_batch groups a batch by node itself (redis-py's cluster pipeline is not used);
+    """run_batch groups a batch by slot itself (redis-py's cluster pipeline is not used);
     a command's error stays in its place; a batch it cannot route (a keyless command)
-    and one that meets a slot moved behind the client's back go through redis-py's
-    pipeline, which follows the redirect: the replies are right either way."""
+    goes through redis-py's pipeline; a command that meets a slot moved behind the
+    client's back follows the redirect here: the replies are right either way."""
     async with fm.connect(cluster[0].url, key_prefix=key_prefix) as db:
         keys = [db.keys.in_bucket(b).record("it_spread_item", f"x{b}") for b in range(8)]
         assert len({db.client.get_node_from_key(k).name for k in keys}) > 1  # type: ignore[union-attr]
@@ -291,7 +302,220 @@ async def test_a_batch_goes_to_each_primary_itself_and_follows_a_moved_slot(
         target = next(n for n in cluster if n.port != owner.port)
         await within(move_slot(source, target, slot_of(key)), "the slot to move")
         assert await db.run_batch([("HGET", k, "f") for k in keys]) == wanted
-        assert len(pipelines) == 2  # MOVED: sent again through redis-py's pipeline
+        assert len(pipelines) == 1  # MOVED: the moved command followed here, to its owner
         assert db.client.get_node_from_key(key).port == target.port  # type: ignore[union-attr]
         assert await db.run_batch([("HGET", k, "f") for k in keys]) == wanted
-        assert len(pipelines) == 2  # the slot map is fresh again: per node here
+        assert len(pipelines) == 1
+
+
+class SlotTenants:
+    """A run, a session and a stream, each in a slot of its own, with what each should
+    read back. Each kind loops in a task of its own (:meth:`loop`): reads (many copies at
+    once) then one write, each answer asserted, the way callers meet a slot mid-move."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.runs: list[fm.WorkflowRun] = []
+        self.open_runs: list[fm.WorkflowRun] = []
+        self.events = 0
+        self.session_id = fm.session_key("support", "eu", "claude", "moved")
+        self.entries = 0
+        self.stream: fm.EventStream[dict[str, Any]] = fm.EventStream("agents/moved")
+        self.appended = 0
+        self.calls: dict[str, int] = {"run": 0, "session": 0, "stream": 0}
+        self.progress = asyncio.Event()
+        self.stop = False
+
+    async def fill(self) -> None:
+        first = await fm.WorkflowRun.start("wf", input={"n": 0})
+        slot = self.run_slot(first)
+        self.runs.append(first)
+        for n in range(1, 64):  # the first run's bucket-mates share its slot
+            run = await fm.WorkflowRun.start("wf", input={"n": n})
+            if self.run_slot(run) == slot:
+                self.runs.append(run)
+        for n in range(5):
+            await self.runs[0].events.append({"n": n})
+        self.events = 5
+        self.open_runs = list(self.runs[1:])
+        session = await fm.Session.open(self.session_id)
+        for n in range(3):
+            await session.append(fm.MessageEntry(role="user", content=f"m{n}"))
+        self.entries = 3
+        await self.stream.create()
+        for n in range(3):
+            await self.stream.append({"n": n})
+        self.appended = 3
+
+    def run_slot(self, run: fm.WorkflowRun) -> int:
+        return slot_of(self.db.keys.stream(f"runs/{run.id}").events)
+
+    def slots(self) -> dict[str, int]:
+        return {
+            "run": self.run_slot(self.runs[0]),
+            "session": slot_of(self.db.keys.session(self.session_id).row),
+            "stream": slot_of(self.db.keys.stream(self.stream.path).meta),
+        }
+
+    def done(self, kind: str) -> None:
+        self.calls[kind] += 1
+        self.progress.set()
+
+    async def run_calls(self) -> None:
+        found = await asyncio.gather(*(fm.WorkflowRun.get(run.id) for run in self.runs))
+        assert all(row is not None for row in found), "a run that exists read as missing"
+        read = await self.runs[0].events.read()
+        assert [e.data for e in read.events] == [{"n": n} for n in range(self.events)]
+        if self.open_runs:  # a MULTI of two scripts: the row and its stream's close
+            ended = await self.open_runs.pop().finish(result={"ok": True})
+            assert ended == fm.EndResult.ENDED
+
+    async def session_calls(self) -> None:
+        loads = await asyncio.gather(*(fm.Session.load(self.session_id) for _ in range(4)))
+        for session in loads:
+            assert session is not None
+            assert len(session.entries) == self.entries
+        assert session is not None
+        await session.append(fm.MessageEntry(role="user", content="more"))
+        self.entries += 1
+
+    async def stream_calls(self) -> None:
+        reads = await asyncio.gather(*(self.stream.read(limit=1000) for _ in range(4)))
+        assert all(len(r.events) == self.appended for r in reads)
+        await self.stream.append({"n": self.appended})
+        self.appended += 1
+
+    async def loop(self, kind: str) -> None:
+        calls = {"run": self.run_calls, "session": self.session_calls}.get(kind, self.stream_calls)
+        while not self.stop:
+            await calls()
+            self.done(kind)
+
+    async def calls_of(self, kind: str, count: int) -> None:
+        """Return once ``kind`` made ``count`` calls in all."""
+        while self.calls[kind] < count:
+            self.progress.clear()
+            await self.progress.wait()
+
+    def hold(self, moving: str) -> Callable[[], Awaitable[None]]:
+        """:meth:`after_each_key` for the slot of ``moving``."""
+        return lambda: self.after_each_key(moving)
+
+    async def after_each_key(self, moving: str) -> None:
+        """Hold the move until the kind in the moving slot made a call, or the others
+        made three (a call refused with TRYAGAIN waits for keys still to move: it would
+        never end if the move waited for it alone)."""
+        own, others = self.calls[moving], sum(self.calls.values()) - self.calls[moving]
+        while self.calls[moving] == own and sum(self.calls.values()) - own < others + 3:
+            self.progress.clear()
+            await self.progress.wait()
+
+
+async def test_every_call_follows_slots_moved_key_by_key_under_it(
+    cluster: list[RedisProcess], key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three slots (a run's bucket, a session's, a stream's) move by MIGRATE one key at a
+    time, while every kind of call (run reads, a run's finish, session loads and appends,
+    stream reads and appends, many at once) runs in a loop; after each key the move waits
+    for a call of the moving kind (or twenty of the others). No MOVED, ASK or TRYAGAIN
+    reaches a caller, and no existing row reads as missing; the calls met every kind of
+    redirect and refusal on the way."""
+    seen: list[str] = []
+    sort = FlueRedisCluster._flue_sort
+
+    async def spied(
+        self: FlueRedisCluster, node: Any, pending: Any, found: Any, replies: Any
+    ) -> Any:
+        seen.extend(type(reply).__name__ for reply in found if isinstance(reply, ResponseError))
+        return await sort(self, node, pending, found, replies)
+
+    monkeypatch.setattr(FlueRedisCluster, "_flue_sort", spied)
+    # A call refused with TRYAGAIN waits for the keys of its slot still to move, here
+    # one per few calls: a longer budget than the default's 3 s.
+    retry = fm.RetryPolicy(retries=60, cap=0.5)
+    async with fm.connect(cluster[0].url, key_prefix=key_prefix, retry=retry) as db:
+        tenants = SlotTenants(db)
+        await tenants.fill()
+        assert len(tenants.runs) >= 2
+        loops = [asyncio.create_task(tenants.loop(kind)) for kind in tenants.calls]
+        try:
+            for kind, slot in tenants.slots().items():
+                owner = db.client.nodes_manager.get_node_from_slot(slot)  # type: ignore[union-attr]
+                source = next(n for n in cluster if n.port == owner.port)
+                target = next(n for n in cluster if n.port != owner.port)
+                moved = await within(
+                    move_slot(source, target, slot, batch=1, between=tenants.hold(kind)),
+                    f"the {kind}'s slot to move under the calls",
+                )
+                assert moved >= 2
+                during = tenants.calls[kind]
+                await within(tenants.calls_of(kind, during + 1), f"a {kind} call after the move")
+                # a call after the move met MOVED: the client's slot map follows the slot
+                assert db.client.nodes_manager.get_node_from_slot(slot).port == target.port  # type: ignore[union-attr]
+        finally:
+            tenants.stop = True
+            await within(asyncio.gather(*loops), "the calls to stop")
+        for model in (fm.WorkflowRun, fm.Session):
+            report = await fm.verify_collection(model)
+            assert report.ok, report
+    assert {"AskError", "MovedError", "TryAgainError"} <= set(seen), set(seen)
+
+
+async def migrate_atomically(
+    source: RedisProcess, target: RedisProcess, slot: int, tenants: SlotTenants, kind: str
+) -> None:
+    """Move ``slot`` with Valkey 9's atomic slot migration (``CLUSTER MIGRATESLOTS``): the
+    target takes a snapshot and the writes after it, then owns the slot in one step.
+    Returns once the source reports the export done; meanwhile the calls go on."""
+    src = aioredis.Redis(host="127.0.0.1", port=source.port)
+    dst = aioredis.Redis(host="127.0.0.1", port=target.port)
+    try:
+        dst_id = (await dst.execute_command("CLUSTER", "MYID")).decode()
+        try:
+            await src.execute_command(
+                "CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", slot, slot, "NODE", dst_id
+            )
+        except ResponseError as exc:
+            pytest.skip(f"this server has no atomic slot migration ({exc})")
+        while True:
+            jobs = await src.execute_command("CLUSTER", "GETSLOTMIGRATIONS")
+            states = {
+                job[b"state"] for job in jobs if job[b"slot_ranges"] == f"{slot}-{slot}".encode()
+            }
+            if states and states <= {b"success"}:
+                return
+            assert not states & {b"failed", b"cancelled"}, jobs
+            await tenants.after_each_key(kind)  # progress-triggered: a call between polls
+    finally:
+        await src.aclose()
+        await dst.aclose()
+
+
+async def test_every_call_follows_slots_moved_atomically_under_it(
+    cluster: list[RedisProcess], key_prefix: str
+) -> None:
+    """The same calls while Valkey 9 moves each slot atomically (CLUSTER MIGRATESLOTS):
+    no redirect reaches a caller, nothing reads as missing, and the calls after the
+    handover follow the slot to its new owner."""
+    async with fm.connect(cluster[0].url, key_prefix=key_prefix) as db:
+        tenants = SlotTenants(db)
+        await tenants.fill()
+        loops = [asyncio.create_task(tenants.loop(kind)) for kind in tenants.calls]
+        try:
+            for kind, slot in tenants.slots().items():
+                owner = db.client.nodes_manager.get_node_from_slot(slot)  # type: ignore[union-attr]
+                source = next(n for n in cluster if n.port == owner.port)
+                target = next(n for n in cluster if n.port != owner.port)
+                await within(
+                    migrate_atomically(source, target, slot, tenants, kind),
+                    f"the {kind}'s slot to move atomically",
+                )
+                after = tenants.calls[kind]
+                await within(tenants.calls_of(kind, after + 1), f"a {kind} call after the move")
+                assert db.client.nodes_manager.get_node_from_slot(slot).port == target.port  # type: ignore[union-attr]
+        finally:
+            tenants.stop = True
+            await within(asyncio.gather(*loops), "the calls to stop")
+        for model in (fm.WorkflowRun, fm.Session):
+            report = await fm.verify_collection(model)
+            assert report.ok, report
