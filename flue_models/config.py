@@ -7,6 +7,7 @@ A URL is validated before any connection is made, and every place that shows a U
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
@@ -153,6 +154,24 @@ def parse_url(url: str) -> RedisURL:
         if db and not db.isdigit():
             raise bad(f"the database {db!r} is not a number")
     return RedisURL(url=url, display=shown, scheme=parts.scheme, db=int(db or 0))
+
+
+def split_urls(urls: str | Sequence[str]) -> list[str]:
+    """Return the URLs of ``urls``: a list, or one text that may hold several separated
+    by commas (``$REDIS_URL`` may name several seeds of one cluster).
+
+    Raises:
+        InvalidURLError: no URL at all (an empty list, or only commas and spaces).
+
+    Example:
+        >>> split_urls("redis://a:7000, redis://b:7001")
+        ['redis://a:7000', 'redis://b:7001']
+    """
+    parts = [urls] if isinstance(urls, str) else list(urls)
+    found = [u.strip() for part in parts for u in str(part).split(",") if u.strip()]
+    if not found:
+        raise InvalidURLError(f"No Redis URL in {urls!r}: give one, or several seeds of a cluster.")
+    return found
 
 
 def url_from_environment() -> str | None:

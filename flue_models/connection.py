@@ -46,6 +46,7 @@ from flue_models.config import (
     data_dir_from_environment,
     parse_url,
     scrub,
+    split_urls,
     url_from_environment,
 )
 from flue_models.embedded import EmbeddedServer
@@ -423,7 +424,7 @@ class Database:
 
 
 async def open_database(
-    url: str | None,
+    url: str | Sequence[str] | None,
     *,
     key_prefix: str,
     protocol: int | None = None,
@@ -451,11 +452,24 @@ async def open_database(
     if protocol is not None:
         chosen = dataclasses.replace(chosen, protocol=protocol)
     client_name = f"{CLIENT_NAME_PREFIX}:{uuid.uuid4().hex}:{encode_segment(keys.prefix)}"
-    given = url or url_from_environment()
+    given = url if url else url_from_environment()
     if given is not None:
-        db = _make_database(parse_url(given), keys, client_name, None, chosen)
-        info = await _ping(db, "INFO", "cluster")  # (one round trip for both questions)
-        return await _to_cluster_if_enabled(db, chosen, info)
+        seeds = [parse_url(u) for u in split_urls(given)]  # every one checked first
+        failures: list[ConnectionFailedError] = []
+        for seed in seeds:
+            db = _make_database(seed, keys, client_name, None, chosen)
+            try:
+                info = await _ping(db, "INFO", "cluster")  # (one round trip, two questions)
+            except ConnectionFailedError as exc:
+                if isinstance(exc, AuthenticationFailedError) or len(seeds) == 1:
+                    raise
+                failures.append(exc)
+                continue
+            return await _to_cluster_if_enabled(db, chosen, info, seeds)
+        raise ConnectionFailedError(
+            ", ".join(seed.display for seed in seeds),
+            "no seed answered: " + "; ".join(str(f) for f in failures),
+        )
     embedded = EmbeddedServer(data_dir if data_dir is not None else data_dir_from_environment())
     async with embedded.locked():
         record, _started = await asyncio.to_thread(embedded.ensure_running)
@@ -464,11 +478,20 @@ async def open_database(
     return db
 
 
-async def _to_cluster_if_enabled(db: Database, settings: ClientSettings, info: Any) -> Database:
+async def _to_cluster_if_enabled(
+    db: Database, settings: ClientSettings, info: Any, seeds: Sequence[RedisURL]
+) -> Database:
     """Replace a standalone client by a cluster client when the server is a Cluster node
     (``info``, its ``INFO cluster``: ``cluster_enabled:1``); keep it otherwise, or when
-    INFO was refused (``None``: the start-up checks then refuse what they cannot read)."""
+    INFO was refused (``None``: the start-up checks then refuse what they cannot read).
+    More than one seed must name a cluster."""
     if info is None or parse_info(info).get("cluster_enabled", "0").strip() != "1":
+        if len(seeds) > 1:
+            await db.close()
+            raise ConfigurationError(
+                f"Several URLs are the seeds of one cluster, but {db.url.display} is a "
+                "standalone server (cluster_enabled:0); give it alone."
+            )
         return db
     await db.client.aclose()
     cluster = _make_database(db.url, db.keys, db.client_name, None, settings, cluster=True)

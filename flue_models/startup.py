@@ -54,7 +54,7 @@ class Connecting:
 
 
 def connect(
-    url: str | None = None,
+    url: str | Sequence[str] | None = None,
     *,
     key_prefix: str = "flue",
     inspect_server: bool = True,
@@ -76,7 +76,10 @@ def connect(
     ``./.flue/redis``).
 
     Args:
-        url: a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL.
+        url: a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL; or, for a Cluster,
+            several seed URLs (a list, or one text with commas, as ``$REDIS_URL`` may
+            hold): the first that answers is used (the client learns every node of the
+            cluster from it), so one dead node does not stop a process from starting.
         key_prefix: the namespace of every key (trailing ``:`` stripped).
         inspect_server: check version, Cluster and eviction policy at start-up. Turn it
             off only for a managed service that denies both CONFIG and INFO, after
@@ -143,7 +146,7 @@ def connect(
 
 async def _start(
     *,
-    url: str | None,
+    url: str | Sequence[str] | None,
     key_prefix: str,
     inspect_server: bool,
     data_dir: Path | str | None,

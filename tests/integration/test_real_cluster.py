@@ -24,6 +24,7 @@ from redis.exceptions import RedisClusterException, ResponseError
 import flue_models as fm
 from flue_models.client import FlueRedisCluster
 from flue_models.connection import Database
+from flue_models.errors import InvalidURLError
 from flue_models.keys import bucket_of
 from flue_models.scripts import Scripts
 from flue_models.slots import slot_of
@@ -519,3 +520,34 @@ async def test_every_call_follows_slots_moved_atomically_under_it(
         for model in (fm.WorkflowRun, fm.Session):
             report = await fm.verify_collection(model)
             assert report.ok, report
+
+
+async def test_connect_starts_from_any_seed_that_answers(
+    cluster: list[RedisProcess], key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead first seed does not stop start-up: the next one answers, and the client
+    learns every node from it; $REDIS_URL may hold the seeds with commas."""
+    dead = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    async with fm.connect([dead, cluster[1].url], key_prefix=key_prefix) as db:
+        assert isinstance(db.client, FlueRedisCluster)
+        known = set(db.client.nodes_manager.startup_nodes)  # learned from the seed
+        assert known == {f"127.0.0.1:{node.port}" for node in cluster}
+        await Ticket(id="t-1", status="open", priority=1).save()
+        assert await Ticket.get("t-1") is not None
+    monkeypatch.setenv("REDIS_URL", f"{dead}, {cluster[2].url}")
+    async with fm.connect(key_prefix=key_prefix) as db:
+        assert await Ticket.get("t-1") is not None
+    with pytest.raises(fm.ConnectionFailedError, match="no seed answered") as lost:
+        await fm.connect([dead, "redis://127.0.0.1:2/0"], key_prefix=key_prefix)
+    assert "127.0.0.1:1" in str(lost.value)
+    assert "127.0.0.1:2" in str(lost.value)
+    with pytest.raises(InvalidURLError):  # every seed is checked before any is tried
+        await fm.connect([cluster[0].url, "http://x"], key_prefix=key_prefix)
+
+
+async def test_several_urls_naming_a_standalone_server_are_refused(
+    redis_servers: RedisServers, key_prefix: str
+) -> None:
+    server = redis_servers.start()
+    with pytest.raises(fm.ConfigurationError, match="standalone server"):
+        await fm.connect([server.url, server.url], key_prefix=key_prefix)
