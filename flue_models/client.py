@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -99,26 +100,33 @@ POLICY = "flue_policy"
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How commands are retried after a connection error or a timeout.
+    """How commands are retried after a connection error, a timeout, or a cluster's
+    refusal (a slot being moved, a failover under way).
 
     Attributes:
         retries: retries after the first try (0: none).
         base: the first backoff, in seconds; each retry doubles it.
         cap: the longest backoff, in seconds.
+        budget: seconds from the first failure during which retries go on past
+            ``retries`` (``None``: ``retries`` alone bound them). A retry is made only
+            while its wait ends within the budget.
 
     The wait before retry ``n`` is uniform in ``[0, min(cap, base * 2**n)]`` ("full
     jitter"), so clients that lost the same server do not come back in step. The default
-    rides out about 3 seconds of unavailability (a restart).
+    on one server rides out about 3 seconds of unavailability (a restart); on a cluster
+    the default is :meth:`for_cluster`, which rides out a failover.
 
     Example:
         ```python
         await fm.connect(retry=RetryPolicy(retries=10, cap=5.0))
+        await fm.connect(retry=RetryPolicy(budget=60.0))   # keep trying for a minute
         ```
     """
 
     retries: int = 6
     base: float = 0.05
     cap: float = 2.0
+    budget: float | None = None
 
     def __post_init__(self) -> None:
         if type(self.retries) is not int or self.retries < 0:
@@ -127,6 +135,26 @@ class RetryPolicy:
             )
         if not (self.base > 0 and self.cap >= self.base):
             raise ConfigurationError("RetryPolicy needs 0 < base <= cap (seconds).")
+        if self.budget is not None and not (
+            isinstance(self.budget, int | float) and self.budget > 0
+        ):
+            raise ConfigurationError(
+                f"RetryPolicy.budget must be positive seconds or None, not {self.budget!r}."
+            )
+
+    @classmethod
+    def for_cluster(cls) -> RetryPolicy:
+        """The default on a cluster: retries for up to :data:`FAILOVER_BUDGET` seconds,
+        each wait at most 1 s, so a call outlives the promotion of a replica with the
+        servers' default ``cluster-node-timeout`` (15 s: the primary is declared failed
+        after it, and a replica is elected within about 2 s more) and goes through
+        within about a second of it.
+
+        Example:
+            >>> RetryPolicy.for_cluster().budget
+            20.0
+        """
+        return cls(cap=1.0, budget=FAILOVER_BUDGET)
 
     def delay(self, attempt: int) -> float:
         """Return the wait before retry number ``attempt`` (counted from 0).
@@ -137,6 +165,26 @@ class RetryPolicy:
         """
         return random.uniform(0, min(self.cap, self.base * 2 ** min(attempt, 32)))
 
+    def allows(self, attempt: int, elapsed: float, wait: float) -> bool:
+        """Whether retry number ``attempt`` (from 0) may be made after ``elapsed``
+        seconds since the first try, waiting ``wait`` seconds first.
+
+        ``elapsed`` counts from the first failure.
+
+        Example:
+            >>> RetryPolicy(retries=2).allows(2, 0.1, 0.1)
+            False
+            >>> RetryPolicy(retries=2, budget=10.0).allows(9, 5.0, 1.0)
+            True
+        """
+        if attempt < self.retries:
+            return True
+        return self.budget is not None and elapsed + wait <= self.budget
+
+
+#: Seconds the cluster's default policy keeps retrying (:meth:`RetryPolicy.for_cluster`).
+FAILOVER_BUDGET = 20.0
+
 
 @dataclass(frozen=True)
 class ClientSettings:
@@ -144,7 +192,9 @@ class ClientSettings:
 
     Attributes:
         protocol: 2 or 3 for RESP2 or RESP3; ``None`` keeps redis-py's default.
-        retry: retries after connection errors and timeouts.
+        retry: retries after connection errors, timeouts and a cluster's refusals
+            (``None``: :class:`RetryPolicy` on one server, :meth:`RetryPolicy.for_cluster`
+            on a cluster).
         pool_size: connections at most; more concurrent calls wait for one.
         pool_timeout: seconds a call waits for a free connection before
             ``PoolExhaustedError``.
@@ -160,7 +210,7 @@ class ClientSettings:
     """
 
     protocol: int | None = None
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy | None = None
     pool_size: int = 50
     pool_timeout: float = 10.0
     timeout: float | None = 30.0
@@ -316,6 +366,7 @@ async def with_retries(
         ```
     """
     attempt = 0
+    failed_at = 0.0  # read at the first failure: a call that succeeds pays for no clock
     while True:
         try:
             return await _once(call)
@@ -328,9 +379,14 @@ async def with_retries(
             # peer that does not speak Redis), when the command may be sent again; on a
             # cluster, a slot being moved (TRYAGAIN) or a cluster that is down for now.
             retriable = isinstance(error, ConnectionLostError) and isinstance(exc, RETRIED)
-            if not retriable or may_have_run or attempt >= policy.retries:
+            if not retriable or may_have_run:
                 raise error from exc
-            await asyncio.sleep(policy.delay(attempt))
+            now = time.monotonic()
+            failed_at = failed_at or now
+            wait = policy.delay(attempt)
+            if not policy.allows(attempt, now - failed_at, wait):
+                raise error from exc
+            await asyncio.sleep(wait)
             attempt += 1
 
 
@@ -1101,7 +1157,7 @@ def make_cluster_client(
                 **options,
             ),
         )
-    client.flue_policy = settings.retry
+    client.flue_policy = settings.retry or RetryPolicy.for_cluster()
     client.flue_display = display
     client.flue_timeout = settings.timeout
     return client
@@ -1156,7 +1212,7 @@ def make_client(url: str, *, display: str, settings: ClientSettings, **options: 
     pool.connection_class = timed_send(pool.connection_class)
     client = FlueRedis(connection_pool=pool)
     client.auto_close_connection_pool = True  # the client owns its pool (as from_pool)
-    client.flue_policy = settings.retry
+    client.flue_policy = settings.retry or RetryPolicy()
     client.flue_display = display
     client.flue_timeout = settings.timeout
     if settings.auto_pipeline:
@@ -1166,6 +1222,7 @@ def make_client(url: str, *, display: str, settings: ClientSettings, **options: 
 
 __all__ = [
     "CLUSTER_REFUSED",
+    "FAILOVER_BUDGET",
     "HEALTH_CHECK_SECONDS",
     "POLICY",
     "RETRIED",

@@ -97,8 +97,11 @@ def connect(
             ``PoolExhaustedError``.
         timeout: seconds a reply (or a connect) may take before ``ConnectionLostError``;
             ``None`` waits forever.
-        retry: how calls are retried after a connection error or a timeout (default
-            :class:`~flue_models.client.RetryPolicy`: about 3 s of backoff with jitter).
+        retry: how calls are retried after a connection error, a timeout or a
+            cluster's refusal (default :class:`~flue_models.client.RetryPolicy`: about 3 s
+            of backoff with jitter on one server; on a cluster
+            :meth:`~flue_models.client.RetryPolicy.for_cluster`: up to 20 s, which covers
+            the promotion of a replica with the default ``cluster-node-timeout``).
             Calls that are not safe to repeat are retried only when they never reached
             the server.
         auto_pipeline: the commands that concurrent tasks send while one is in flight
@@ -135,7 +138,7 @@ def connect(
         check_schema=check_schema,
         settings=ClientSettings(
             protocol=protocol,
-            retry=retry or RetryPolicy(),
+            retry=retry,
             pool_size=pool_size,
             pool_timeout=pool_timeout,
             timeout=timeout,

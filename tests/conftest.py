@@ -132,32 +132,49 @@ class RedisServers:
         """A new server on a free port."""
         return self._start(lambda: settings)
 
-    def start_cluster_node(self) -> RedisProcess:
+    def start_cluster_node(self, *settings: str) -> RedisProcess:
         """A Cluster-mode server; its bus gets its own free port instead of port + 10000,
         which may be out of range or held by another process's connection."""
-        return self._start(lambda: ("--cluster-enabled", "yes", "--cluster-port", str(free_port())))
+        return self._start(
+            lambda: ("--cluster-enabled", "yes", "--cluster-port", str(free_port()), *settings)
+        )
 
-    def start_cluster(self, primaries: int = 3) -> list[RedisProcess]:
-        """A cluster of ``primaries`` nodes sharing the 16384 slots, joined with CLUSTER
-        MEET (no redis-cli needed); returns once every node says ``cluster_state:ok``."""
-        nodes = [self.start_cluster_node() for _ in range(primaries)]
+    def start_cluster(
+        self, primaries: int = 3, *, replicas: int = 0, settings: tuple[str, ...] = ()
+    ) -> list[RedisProcess]:
+        """A cluster of ``primaries`` nodes sharing the 16384 slots, each with ``replicas``
+        replicas, joined with CLUSTER MEET (no redis-cli needed); returns the primaries
+        then the replicas once every node says ``cluster_state:ok`` and every replica's
+        link to its primary is up."""
+        count = primaries * (1 + replicas)
+        nodes = [self.start_cluster_node(*settings) for _ in range(count)]
         clients = [node.sync_client() for node in nodes]
         try:
             step = CLUSTER_SLOTS // primaries
-            for i, client in enumerate(clients):
+            for i, client in enumerate(clients[:primaries]):
                 last = CLUSTER_SLOTS - 1 if i == primaries - 1 else (i + 1) * step - 1
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
             for node in nodes[1:]:
                 bus = node.settings[node.settings.index("--cluster-port") + 1]
                 clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
             deadline = time.monotonic() + 30
-            wanted = ("cluster_state:ok", f"cluster_known_nodes:{primaries}")
+            wanted = ("cluster_state:ok", f"cluster_known_nodes:{count}")
+            ids = [c.execute_command("CLUSTER", "MYID").decode() for c in clients[:primaries]]
+            replicating = False
             while True:
                 texts = [str(c.execute_command("CLUSTER", "INFO")) for c in clients]
-                if all(all(w in text for w in wanted) for text in texts):
+                formed = all(all(w in text for w in wanted) for text in texts)
+                if formed and replicas and not replicating:
+                    for n, client in enumerate(clients[primaries:]):
+                        client.execute_command("CLUSTER", "REPLICATE", ids[n % primaries])
+                    replicating = True
+                links = [
+                    c.info("replication").get("master_link_status") for c in clients[primaries:]
+                ]
+                if formed and (not replicas or (replicating and set(links) == {"up"})):
                     return nodes
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the cluster did not form in 30 s: {texts}")
+                    raise RuntimeError(f"the cluster did not form in 30 s: {texts} {links}")
                 time.sleep(0.05)  # polling the cluster's own state, under the deadline
         finally:
             for client in clients:
