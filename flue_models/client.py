@@ -86,6 +86,7 @@ from flue_models.errors import (
     ConnectionLostError,
     FlueModelsError,
     InvalidURLError,
+    NotReplicatedError,
     PoolExhaustedError,
 )
 from flue_models.slots import command_keys, slot_of
@@ -202,6 +203,9 @@ class ClientSettings:
             ``None`` waits forever.
         auto_pipeline: send the commands concurrent tasks issue in one loop turn as one
             pipeline (see the module's text).
+        wait_replicas: replicas each write waits for (``WAIT``, on the connection that
+            wrote); 0: none.
+        wait_timeout: seconds a write waits for them before ``NotReplicatedError``.
 
     Example:
         ```python
@@ -215,6 +219,8 @@ class ClientSettings:
     pool_timeout: float = 10.0
     timeout: float | None = 30.0
     auto_pipeline: bool = True
+    wait_replicas: int = 0
+    wait_timeout: float = 1.0
 
 
 class ClosedUnderUsError(RedisConnectionError):
@@ -694,6 +700,52 @@ class Coalescer:
             start += len(commands)
 
 
+#: ``WAIT``'s arguments: the replicas to wait for and the timeout in milliseconds.
+Wait = tuple[int, int]
+
+#: Commands that never write: no ``WAIT`` follows them (``connect(wait_replicas=...)``).
+#: Anything else (a script included) is taken for a write.
+READ_ONLY = frozenset(
+    {
+        "GET", "MGET", "STRLEN", "HGET", "HGETALL", "HMGET", "HLEN", "HEXISTS", "HKEYS",
+        "HVALS", "HSCAN", "LRANGE", "LLEN", "LINDEX", "XRANGE", "XREVRANGE", "XLEN", "XINFO",
+        "XREAD", "ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX",
+        "ZREVRANGEBYLEX", "ZSCORE", "ZMSCORE", "ZCARD", "ZCOUNT", "ZLEXCOUNT", "ZRANK",
+        "ZREVRANK", "ZSCAN", "SMEMBERS", "SISMEMBER", "SCARD", "SSCAN", "EXISTS", "TYPE",
+        "TTL", "PTTL", "SCAN", "DBSIZE", "MEMORY", "OBJECT", "TIME", "PING", "ECHO", "INFO",
+        "CONFIG", "CLIENT", "CLUSTER", "COMMAND", "SCRIPT", "HELLO", "WAIT", "WAITAOF",
+        "EVAL_RO", "EVALSHA_RO", "FCALL_RO", "READONLY", "READWRITE", "ASKING", "MULTI", "EXEC",
+    }
+)  # fmt: skip
+
+
+def writes(args: Sequence[Any]) -> bool:
+    """Whether a command may write (a ``WAIT`` follows it when replicas are asked for).
+
+    Example:
+        >>> writes(("HGETALL", "k")), writes(("EVALSHA", "0" * 40, 1, "k"))
+        (False, True)
+    """
+    return bool(args) and str(args[0]).upper() not in READ_ONLY
+
+
+def check_wait(
+    wait: Wait, acknowledged: Any, where: str, commands: Sequence[Sequence[Any]]
+) -> None:
+    """Raise :class:`~flue_models.errors.NotReplicatedError` when ``WAIT``'s reply counts
+    fewer replicas than ``wait`` asked for.
+
+    Example:
+        >>> check_wait((1, 100), 1, "127.0.0.1:7000", [("HSET", "k", "f", "v")])
+    """
+    wanted, timeout = wait
+    if int(acknowledged) < wanted:
+        names = sorted({str(c[0]).upper() for c in commands if writes(c)})
+        raise NotReplicatedError(
+            where, " + ".join(names) or "the write", wanted, int(acknowledged), timeout / 1000
+        )
+
+
 class FlueCommands:
     """What both clients add to redis-py's: retries and the library's errors on every
     command, and automatic pipelining (a standalone server only).
@@ -709,6 +761,9 @@ class FlueCommands:
     flue_coalescer: Coalescer | None = None
     #: Seconds a reply may take (``ClientSettings.timeout``); blocking reads stay below it.
     flue_timeout: float | None = None
+    #: What each write waits for (``connect(wait_replicas=...)``): ``WAIT``'s replicas
+    #: and timeout (ms), sent behind it on its connection; ``None``: no ``WAIT``.
+    flue_wait: Wait | None = None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Run one command with retries; raise the library's errors.
@@ -726,7 +781,15 @@ class FlueCommands:
         policy = options.pop(POLICY, None) or self.flue_policy
 
         coalescer = self.flue_coalescer
-        if coalescer is not None and queueable(args):
+        if self.flue_wait is not None and writes(args) and isinstance(self, FlueRedis):
+            wait = self.flue_wait
+
+            async def once() -> Any:
+                (reply,) = await self.flue_many([(args, options)], wait=wait)
+                if isinstance(reply, Exception):
+                    raise reply
+                return reply
+        elif coalescer is not None and queueable(args):
 
             async def once() -> Any:
                 return await coalescer.send(args, options)
@@ -784,15 +847,22 @@ class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own ba
         finally:
             await pool.release(connection)
 
-    async def flue_many(self, commands: Sequence[Command]) -> list[Any]:
+    async def flue_many(
+        self, commands: Sequence[Command], *, atomic: bool = False, wait: Wait | None = None
+    ) -> list[Any]:
         """Send ``commands`` in one write on one pooled connection and read their replies,
         a command's error reply in its place (as redis-py's pipeline with
         ``raise_on_error=False``); a lost connection or a timeout raises, and the
-        connection is closed.
+        connection is closed. ``atomic`` wraps them in ``MULTI``/``EXEC`` (a command
+        refused while queued aborts the whole: its error is raised); ``wait`` sends
+        ``WAIT`` behind them, on the same connection (see :func:`check_wait`).
 
         The replies are read under one deadline per stretch of :data:`DEADLINE_STRETCH`
         replies, each of ``socket_timeout`` (redis-py's pipeline arms a timer per reply,
         which costs more than reading a small one).
+
+        Raises:
+            NotReplicatedError: ``wait`` was not met: the commands ran.
 
         Example:
             ```python
@@ -802,33 +872,67 @@ class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own ba
         pool = self.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         replies: list[Any] = []
+        wire: list[tuple[Any, ...]] = [args for args, _options in commands]
+        if atomic:
+            wire = [("MULTI",), *wire, ("EXEC",)]
+        if wait is not None:
+            wire.append(("WAIT", *wait))
         try:
-            await connection.send_packed_command(
-                connection.pack_commands([args for args, _options in commands])
-            )
+            await connection.send_packed_command(connection.pack_commands(wire))
             token = _BATCH_DEADLINE.set(True)
             try:
-                for start in range(0, len(commands), DEADLINE_STRETCH):
+                if atomic:
                     async with asyncio.timeout(connection.socket_timeout or None) as deadline:
-                        for args, options in commands[start : start + DEADLINE_STRETCH]:
-                            try:
-                                replies.append(
-                                    await self.parse_response(connection, args[0], **options)
-                                )
-                            except ResponseError as exc:
-                                replies.append(exc)
+                        replies = await self._flue_exec(connection, commands)
+                else:
+                    for start in range(0, len(commands), DEADLINE_STRETCH):
+                        async with asyncio.timeout(connection.socket_timeout or None) as deadline:
+                            for args, options in commands[start : start + DEADLINE_STRETCH]:
+                                try:
+                                    replies.append(
+                                        await self.parse_response(connection, args[0], **options)
+                                    )
+                                except ResponseError as exc:
+                                    replies.append(exc)
+                if wait is not None:
+                    acknowledged = await connection.read_response()
+                    if not all(isinstance(r, Exception) for r in replies):  # else none ran
+                        check_wait(wait, acknowledged, self.flue_display, wire)
             except TimeoutError:
                 if deadline.expired():
                     raise RedisTimeoutError("Timeout reading from socket") from None
                 raise
             finally:
                 _BATCH_DEADLINE.reset(token)
-        except BaseException:  # replies may be left unread: the connection is not reused
-            await connection.disconnect(nowait=True)
+        except BaseException as exc:  # replies may be left unread: not reused
+            if not isinstance(exc, NotReplicatedError):  # (every reply was read)
+                await connection.disconnect(nowait=True)
             raise
         finally:
             await pool.release(connection)
         return replies
+
+    async def _flue_exec(self, connection: Any, commands: Sequence[Command]) -> list[Any]:
+        """Read the replies of ``MULTI``, ``commands`` and ``EXEC`` (sent): EXEC's, each
+        through its command's callback, a refusal in its place."""
+        await connection.read_response()  # MULTI's OK
+        queued: list[ResponseError] = []
+        for _command in commands:
+            try:
+                await connection.read_response()
+            except ResponseError as exc:
+                queued.append(exc)
+        try:
+            done = await connection.read_response()
+        except ExecAbortError:
+            raise queued[0] if queued else ExecAbortError("EXECABORT") from None
+        callbacks = self.response_callbacks
+        return [
+            reply
+            if isinstance(reply, Exception) or (back := callbacks.get(args[0])) is None
+            else back(reply, **options)
+            for (args, options), reply in zip(commands, done, strict=True)
+        ]
 
 
 class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as above
@@ -868,7 +972,8 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
             return await super().flue_one(args, options)
         await self.flue_ready()
         slot = await self._determine_slot(*args)
-        (reply,) = await self.flue_in_slot(slot, [args], options)
+        wait = self.flue_wait if self.flue_wait is not None and writes(args) else None
+        (reply,) = await self.flue_in_slot(slot, [args], options, wait=wait)
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -892,15 +997,18 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
         options: dict[str, Any] | None = None,
         *,
         atomic: bool = False,
+        wait: Wait | None = None,
     ) -> list[Any]:
         """Send ``commands`` (every key in ``slot``) to the slot's primary in one write and
         return their replies in order, a command's error reply in its place; ``atomic``
-        wraps them in ``MULTI``/``EXEC``. Redirects are followed as the class says: only
-        the commands redirected are sent again (they did not run), a ``MULTI`` whole.
+        wraps them in ``MULTI``/``EXEC``; ``wait`` sends ``WAIT`` behind them on the same
+        connection. Redirects are followed as the class says: only the commands
+        redirected are sent again (they did not run), a ``MULTI`` whole.
 
         Raises:
             TryAgainError, ClusterDownError: the slot stayed unavailable (nothing of what
                 is still pending ran); ``with_retries`` retries them.
+            NotReplicatedError: ``wait`` was not met (the commands ran).
             ClusterError: more than :data:`MAX_REDIRECTS` redirects (the slot keeps moving).
             redis-py's connection errors: the node was lost (its slot map is refreshed
                 before the next try).
@@ -917,7 +1025,7 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
         for _redirect in range(MAX_REDIRECTS):
             node = asking or self._flue_owner(slot)
             sent = [commands[i] for i in pending]
-            found = await self._flue_send(node, sent, options or {}, atomic, asking is not None)
+            found = await self._flue_send(node, sent, options or {}, atomic, asking, wait)
             pending, asking, unstable = await self._flue_sort(node, pending, found, replies)
             if not pending:
                 return replies
@@ -981,46 +1089,28 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
         commands: Sequence[Sequence[Any]],
         options: dict[str, Any],
         atomic: bool,
-        asking: bool,
+        asking: ClusterNode | None,
+        wait: Wait | None,
     ) -> list[Any]:
-        """One write to ``node``, its replies read; errors in place, and for an aborted
-        ``MULTI`` its redirect (or ``TRYAGAIN``) in the place of every command."""
+        """One write to ``node`` (behind ``ASKING`` when ``asking``), its replies read;
+        errors in place, and for an aborted ``MULTI`` its redirect (or ``TRYAGAIN``) in
+        the place of every command; then ``WAIT``'s, when asked and something ran."""
         connection = node.acquire_connection()
         try:
             await node.disconnect_if_needed(connection)
             wire: list[Sequence[Any]] = [("ASKING",)] if asking else []
             wire += [("MULTI",), *commands, ("EXEC",)] if atomic else commands
+            if wait is not None:
+                wire.append(("WAIT", *wait))
             await connection.send_packed_command(connection.pack_commands(wire))
             if asking:
                 await connection.read_response()
-            if not atomic:
-                replies = []
-                for command in commands:
-                    try:
-                        replies.append(await node.parse_response(connection, command[0], **options))
-                    except ResponseError as exc:
-                        replies.append(exc)
-                return replies
-            await connection.read_response()  # MULTI's OK
-            queued: list[ResponseError] = []
-            for _command in commands:
-                try:
-                    await connection.read_response()
-                except ResponseError as exc:
-                    queued.append(exc)
-            try:
-                done = await connection.read_response()
-            except _MOVING as exc:  # EXEC's own check of the slot
-                return [exc] * len(commands)
-            except ExecAbortError:
-                redirect = next((e for e in queued if isinstance(e, _MOVING)), None)
-                if redirect is not None:
-                    return [redirect] * len(commands)
-                raise queued[0] if queued else ExecAbortError("EXECABORT") from None
-            return [
-                reply if isinstance(reply, Exception) else _called_back(node, c, reply)
-                for c, reply in zip(commands, done, strict=True)
-            ]
+            replies = await self._flue_replies(node, connection, commands, options, atomic)
+            if wait is not None:
+                acknowledged = await connection.read_response()
+                if not all(isinstance(r, Exception) for r in replies):  # else nothing ran
+                    check_wait(wait, acknowledged, node.name, commands)
+            return replies
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             await connection.disconnect()
             node._mark_free_connections_for_reconnect_on_error(exc)
@@ -1035,10 +1125,52 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
             await node.disconnect_if_needed(connection)
             node.release(connection)
 
-    async def flue_per_node(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
+    async def _flue_replies(
+        self,
+        node: ClusterNode,
+        connection: Any,
+        commands: Sequence[Sequence[Any]],
+        options: dict[str, Any],
+        atomic: bool,
+    ) -> list[Any]:
+        """The replies of ``commands`` sent on ``connection`` (in ``MULTI`` when
+        ``atomic``), errors in place (see :meth:`_flue_send`)."""
+        if not atomic:
+            replies = []
+            for command in commands:
+                try:
+                    replies.append(await node.parse_response(connection, command[0], **options))
+                except ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        await connection.read_response()  # MULTI's OK
+        queued: list[ResponseError] = []
+        for _command in commands:
+            try:
+                await connection.read_response()
+            except ResponseError as exc:
+                queued.append(exc)
+        try:
+            done = await connection.read_response()
+        except _MOVING as exc:  # EXEC's own check of the slot
+            return [exc] * len(commands)
+        except ExecAbortError:
+            redirect = next((e for e in queued if isinstance(e, _MOVING)), None)
+            if redirect is not None:
+                return [redirect] * len(commands)
+            raise queued[0] if queued else ExecAbortError("EXECABORT") from None
+        return [
+            reply if isinstance(reply, Exception) else _called_back(node, c, reply)
+            for c, reply in zip(commands, done, strict=True)
+        ]
+
+    async def flue_per_node(
+        self, commands: Sequence[Sequence[Any]], *, wait: Wait | None = None
+    ) -> list[Any] | None:
         """Send ``commands`` as one pipeline per primary, all at once, grouped here by
         their keys' slots; return the replies in order (a command's error in its place).
-        A command redirected on the way follows its slot (:meth:`flue_in_slot`).
+        A command redirected on the way follows its slot (:meth:`flue_in_slot`); ``wait``
+        sends ``WAIT`` behind each primary's part.
 
         ``None`` when a command cannot be routed so (no key, keys of several slots): the
         caller then sends the batch through redis-py's pipeline.
@@ -1062,7 +1194,7 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
         replies: list[Any] = [None] * len(commands)
         await asyncio.gather(
             *(
-                self._flue_node_batch(node, p, commands, slots, replies)
+                self._flue_node_batch(node, p, commands, slots, replies, wait)
                 for node, p in groups.values()
             )
         )
@@ -1075,16 +1207,17 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
         commands: Sequence[Sequence[Any]],
         slots: list[int],
         replies: list[Any],
+        wait: Wait | None,
     ) -> None:
         """One node's part of :meth:`flue_per_node`: its commands in one write; those
         redirected (they did not run) sent again, slot by slot, where the slot is now."""
-        found = await self._flue_send(node, [commands[i] for i in positions], {}, False, False)
+        found = await self._flue_send(node, [commands[i] for i in positions], {}, False, None, wait)
         again, _asking, _unstable = await self._flue_sort(node, positions, found, replies)
         by_slot: dict[int, list[int]] = {}
         for position in again:
             by_slot.setdefault(slots[position], []).append(position)
         for slot, moved in by_slot.items():
-            sent = await self.flue_in_slot(slot, [commands[i] for i in moved])
+            sent = await self.flue_in_slot(slot, [commands[i] for i in moved], wait=wait)
             for position, reply in zip(moved, sent, strict=True):
                 replies[position] = reply
 
@@ -1121,8 +1254,19 @@ def _check_settings(settings: ClientSettings, options: dict[str, Any]) -> None:
         raise ConfigurationError(f"pool_timeout must be positive seconds, not {wait!r}.")
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
         raise ConfigurationError(f"timeout must be positive seconds or None, not {timeout!r}.")
+    replicas, wait_for = settings.wait_replicas, settings.wait_timeout
+    if type(replicas) is not int or replicas < 0:
+        raise ConfigurationError(f"wait_replicas must be 0 or more, not {replicas!r}.")
+    if not isinstance(wait_for, int | float) or not 0 < wait_for < 3600:
+        raise ConfigurationError(f"wait_timeout must be seconds in (0, 3600), not {wait_for!r}.")
     if settings.protocol is not None:
         options["protocol"] = settings.protocol
+
+
+def _wait_of(settings: ClientSettings) -> Wait | None:
+    if not settings.wait_replicas:
+        return None
+    return (settings.wait_replicas, max(1, round(settings.wait_timeout * 1000)))
 
 
 def make_cluster_client(
@@ -1158,6 +1302,7 @@ def make_cluster_client(
             ),
         )
     client.flue_policy = settings.retry or RetryPolicy.for_cluster()
+    client.flue_wait = _wait_of(settings)
     client.flue_display = display
     client.flue_timeout = settings.timeout
     return client
@@ -1213,6 +1358,7 @@ def make_client(url: str, *, display: str, settings: ClientSettings, **options: 
     client = FlueRedis(connection_pool=pool)
     client.auto_close_connection_pool = True  # the client owns its pool (as from_pool)
     client.flue_policy = settings.retry or RetryPolicy()
+    client.flue_wait = _wait_of(settings)
     client.flue_display = display
     client.flue_timeout = settings.timeout
     if settings.auto_pipeline:

@@ -33,6 +33,7 @@ from redis.exceptions import (
 from flue_models.client import (
     POLICY,
     ClientSettings,
+    Command,
     FlueClient,
     FlueRedisCluster,
     RetryPolicy,
@@ -40,6 +41,7 @@ from flue_models.client import (
     make_cluster_client,
     not_a_reply,
     with_retries,
+    writes,
 )
 from flue_models.config import (
     RedisURL,
@@ -275,19 +277,21 @@ class Database:
         if atomic and (self.scripts.check_slots or isinstance(client, FlueRedisCluster)):
             slot = one_slot("MULTI", [key for command in commands for key in command_keys(command)])
         coalescer = client.flue_coalescer
+        wait = client.flue_wait if client.flue_wait and any(map(writes, commands)) else None
 
         async def send() -> list[Any]:
-            if coalescer is not None and not atomic:  # shared with concurrent callers
+            if coalescer is not None and not atomic and wait is None:  # shared with others
                 return await coalescer.send_many([(tuple(c), {}) for c in commands])
             if isinstance(client, FlueRedisCluster):  # routed here, redirects followed
                 if atomic and slot is not None:
                     await client.flue_ready()
-                    return await client.flue_in_slot(slot, commands, atomic=True)
-                replies = None if atomic else await client.flue_per_node(commands)
+                    return await client.flue_in_slot(slot, commands, atomic=True, wait=wait)
+                replies = None if atomic else await client.flue_per_node(commands, wait=wait)
                 if replies is not None:
                     return replies  # else: a command without one slot, sent below
-            elif not atomic:
-                return await client.flue_many([(tuple(c), {}) for c in commands])
+            else:
+                batch: list[Command] = [(tuple(c), {}) for c in commands]
+                return await client.flue_many(batch, atomic=atomic, wait=wait)
             async with client.pipeline(transaction=atomic) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)

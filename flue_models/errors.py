@@ -285,6 +285,39 @@ class OutOfMemoryError(UnavailableError):
         )
 
 
+# Written, not yet replicated ----------------------------------------------------------
+
+
+class NotReplicatedError(UnavailableError):
+    """A write landed on the primary, but fewer replicas than ``connect(wait_replicas=N)``
+    acknowledged it within ``wait_timeout`` (``WAIT``). The write stands and is not
+    undone: it is lost only if the primary fails before its replicas catch up.
+
+    Do not repeat a write that is not safe to repeat; read the state, or wait and check
+    the replicas (``flue-models check``).
+
+    Attributes:
+        wanted: the replicas asked for; ``acknowledged``: those that answered in time.
+
+    Example:
+        ```python
+        try:
+            await run.finish(result)
+        except fm.NotReplicatedError as exc:
+            log.warning("finished, on %d of %d replicas so far", exc.acknowledged, exc.wanted)
+        ```
+    """
+
+    def __init__(self, where: str, command: str, wanted: int, acknowledged: int, timeout: float):
+        self.wanted, self.acknowledged, self.command = wanted, acknowledged, command
+        super().__init__(
+            f"{command} landed on {where}, but {acknowledged} of the {wanted} replica(s) "
+            f"asked for acknowledged it within {timeout:g} s (WAIT): the write stands and "
+            "is not undone; it would be lost only if that primary failed before its "
+            "replicas caught up. Do not repeat it blindly: read the state."
+        )
+
+
 # Refused, nothing written ------------------------------------------------------------
 
 
@@ -982,6 +1015,22 @@ class ServerCheckError(FlueModelsError):
             "Valkey 7.2 or newer. Upgrade the server or point REDIS_URL at a newer one.",
             setting="version",
             found=f"{family} {version}",
+        )
+
+    @classmethod
+    def too_few_replicas(cls, node: str, found: int, wanted: int) -> ServerCheckError:
+        """Return the refusal of a primary with fewer replicas than ``wait_replicas``.
+
+        Example:
+            >>> ServerCheckError.too_few_replicas("127.0.0.1:7000", 0, 1).setting
+            'connected_slaves'
+        """
+        return cls(
+            f"connect(wait_replicas={wanted}) but the primary {node} has {found} replica(s) "
+            "connected: every write would wait for replicas that are not there. Attach "
+            "replicas (replicaof / CLUSTER REPLICATE) or lower wait_replicas.",
+            setting="connected_slaves",
+            found=str(found),
         )
 
     @classmethod

@@ -14,8 +14,10 @@ from types import TracebackType
 from typing import Any
 
 from flue_models import inspection, schema
-from flue_models.client import ClientSettings, RetryPolicy
+from flue_models.client import ClientSettings, FlueRedisCluster, RetryPolicy
 from flue_models.connection import Database, open_database
+from flue_models.errors import ServerCheckError
+from flue_models.inspection import parse_info
 from flue_models.model.base import registered_specs
 from flue_models.model.buckets import check_collections
 from flue_models.schema import MigrationSet
@@ -68,6 +70,8 @@ def connect(
     timeout: float | None = 30.0,
     retry: RetryPolicy | None = None,
     auto_pipeline: bool = True,
+    wait_replicas: int = 0,
+    wait_timeout: float = 1.0,
 ) -> Connecting:
     """Connect to Redis and check that the server can keep agent state safely.
 
@@ -107,6 +111,11 @@ def connect(
         auto_pipeline: the commands that concurrent tasks send while one is in flight
             go out together as one pipeline, each caller getting its own reply or error
             (:mod:`flue_models.client`); ``False`` sends each on its own.
+        wait_replicas: replicated durability, opt in: after each write, ``WAIT`` for this
+            many replicas on the connection that wrote (sent in the same round trip);
+            fewer within ``wait_timeout`` raise ``NotReplicatedError`` (the write
+            stands). A failover then loses no write acknowledged without that error.
+        wait_timeout: seconds a write waits for its replicas.
 
     Raises:
         InvalidURLError: the URL is malformed.
@@ -143,6 +152,8 @@ def connect(
             pool_timeout=pool_timeout,
             timeout=timeout,
             auto_pipeline=auto_pipeline,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
         ),
     )
 
@@ -162,6 +173,8 @@ async def _start(
     try:
         if inspect_server:
             db.report = await inspection.inspect_server(db.client)
+        if settings.wait_replicas:
+            await _check_replicas(db, settings.wait_replicas)
         if migrate:
             await schema.migrate(db, migrations)
         elif check_schema:
@@ -173,3 +186,19 @@ async def _start(
         raise
     db.bind()
     return db
+
+
+async def _check_replicas(db: Database, wanted: int) -> None:
+    """Refuse a primary with fewer connected replicas than ``wait_replicas`` asks for."""
+    client = db.client
+    if isinstance(client, FlueRedisCluster):
+        found = await client.execute_command(
+            "INFO", "replication", target_nodes=FlueRedisCluster.PRIMARIES
+        )
+        infos = {str(node): info for node, info in found.items()}
+    else:
+        infos = {db.url.display: await client.execute_command("INFO", "replication")}
+    for node, info in infos.items():
+        replicas = int(parse_info(info).get("connected_slaves", "0") or 0)
+        if replicas < wanted:
+            raise ServerCheckError.too_few_replicas(node, replicas, wanted)

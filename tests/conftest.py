@@ -147,7 +147,8 @@ class RedisServers:
         then the replicas once every node says ``cluster_state:ok`` and every replica's
         link to its primary is up."""
         count = primaries * (1 + replicas)
-        nodes = [self.start_cluster_node(*settings) for _ in range(count)]
+        sync_at_once = ("--repl-diskless-sync-delay", "0")  # a replica links up in ms, not 5 s
+        nodes = [self.start_cluster_node(*sync_at_once, *settings) for _ in range(count)]
         clients = [node.sync_client() for node in nodes]
         try:
             step = CLUSTER_SLOTS // primaries
@@ -171,7 +172,14 @@ class RedisServers:
                 links = [
                     c.info("replication").get("master_link_status") for c in clients[primaries:]
                 ]
-                if formed and (not replicas or (replicating and set(links) == {"up"})):
+                # Online on the primaries' side too: WAIT counts a replica only then.
+                online = [
+                    "online" in str(c.info("replication").get("slave0", ""))
+                    for c in clients[:primaries]
+                ]
+                if formed and (
+                    not replicas or (replicating and set(links) == {"up"} and all(online))
+                ):
                     return nodes
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the cluster did not form in 30 s: {texts} {links}")

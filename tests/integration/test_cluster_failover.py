@@ -92,3 +92,64 @@ async def test_a_primary_killed_under_writers_is_ridden_out_by_the_default_budge
         assert new_owner.port != victim.port  # a replica took the slot over
         report = await fm.verify_collection(Ticket)
         assert report.ok, report
+
+
+async def test_with_wait_replicas_no_acknowledged_write_is_lost_in_a_failover(
+    redis_servers: RedisServers, key_prefix: str
+) -> None:
+    """connect(wait_replicas=1): every write that returned without error was on the
+    replica that is then promoted. Writes after the promotion (the new primary has no
+    replica) raise NotReplicatedError, and stand."""
+    nodes = redis_servers.start_cluster(
+        replicas=1, settings=("--cluster-node-timeout", str(NODE_TIMEOUT_MS))
+    )
+    primaries = nodes[:3]
+    acknowledged: list[str] = []
+    standing: list[str] = []
+    progress = asyncio.Event()
+    stop = False
+
+    async def writer(w: int) -> None:
+        n = 0
+        while not stop:
+            ticket_id = f"w{w}-{n}"
+            try:
+                await Ticket.create(id=ticket_id, status="open", priority=n)
+                acknowledged.append(ticket_id)
+            except fm.NotReplicatedError:
+                standing.append(ticket_id)
+            progress.set()
+            n += 1
+
+    async def outcomes(count: int) -> None:
+        while len(acknowledged) + len(standing) < count:
+            progress.clear()
+            await progress.wait()
+
+    try:
+        async with fm.connect(
+            primaries[0].url, key_prefix=key_prefix, wait_replicas=1, wait_timeout=1.0
+        ) as db:
+            slot = slot_of(db.keys.record("it_ticket", "x"))
+            owner = db.client.nodes_manager.get_node_from_slot(slot)  # type: ignore[union-attr]
+            victim = next(node for node in primaries if node.port == owner.port)
+            tasks = [asyncio.create_task(writer(w)) for w in range(4)]
+            try:
+                await within(outcomes(40), "writes before the kill")
+                victim.kill()
+                killed_at = len(acknowledged) + len(standing)
+                await within(outcomes(killed_at + 8), "writes after the failover", 60)
+            finally:
+                stop = True
+                done = await asyncio.gather(*tasks, return_exceptions=True)
+            assert [d for d in done if isinstance(d, BaseException)] == []
+            assert standing  # after the promotion: written, on no replica
+            missing = [i for i in acknowledged if await Ticket.get(i) is None]
+            assert missing == [], missing  # every acknowledged write survived
+            stands = [i for i in standing if await Ticket.get(i) is not None]
+            # The writes after the promotion stand on the new primary (which had to load
+            # the scripts again: its NOSCRIPT was never taken for a write that landed).
+            assert stands
+    finally:
+        for node in nodes:
+            node.kill()

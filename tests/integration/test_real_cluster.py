@@ -132,11 +132,12 @@ async def move_slot(
     slot: int,
     *,
     batch: int = 20,
-    between: Callable[[], Awaitable[None]] | None = None,
+    between: Callable[[list[bytes]], Awaitable[None]] | None = None,
 ) -> int:
     """Reshard one slot from ``source`` to ``target`` the way redis-cli does (IMPORTING,
     MIGRATING, MIGRATE ``batch`` keys at a time, SETSLOT NODE); return how many keys
-    moved. ``between`` is awaited after each MIGRATE, while the slot is half-moved."""
+    moved. ``between`` is awaited with the keys of each MIGRATE after it, while the slot
+    is half-moved."""
     src = aioredis.Redis(host="127.0.0.1", port=source.port)
     dst = aioredis.Redis(host="127.0.0.1", port=target.port)
     try:
@@ -151,7 +152,7 @@ async def move_slot(
             )
             moved += len(keys)
             if between is not None:
-                await between()
+                await between(keys)
             await asyncio.sleep(0)  # let the writers in between batches
         for client in (dst, src):
             await client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
@@ -326,12 +327,17 @@ class SlotTenants:
         self.calls: dict[str, int] = {"run": 0, "session": 0, "stream": 0}
         self.progress = asyncio.Event()
         self.stop = False
+        #: MULTIs over a moved key and one still to move, sent while the slot is split.
+        self.probes: list[asyncio.Task[list[Any]]] = []
 
     async def fill(self) -> None:
         first = await fm.WorkflowRun.start("wf", input={"n": 0})
         slot = self.run_slot(first)
         self.runs.append(first)
-        for n in range(1, 64):  # the first run's bucket-mates share its slot
+        n = 0
+        while len(self.runs) < 4:  # the first run's bucket-mates share its slot
+            n += 1
+            assert n < 1000, "no run of a thousand shares the first one's bucket"
             run = await fm.WorkflowRun.start("wf", input={"n": n})
             if self.run_slot(run) == slot:
                 self.runs.append(run)
@@ -398,9 +404,28 @@ class SlotTenants:
             self.progress.clear()
             await self.progress.wait()
 
-    def hold(self, moving: str) -> Callable[[], Awaitable[None]]:
-        """:meth:`after_each_key` for the slot of ``moving``."""
-        return lambda: self.after_each_key(moving)
+    def hold(
+        self, moving: str, source: RedisProcess, slot: int
+    ) -> Callable[[list[bytes]], Awaitable[None]]:
+        """What the move of ``moving``'s slot does after each key: wait for calls
+        (:meth:`after_each_key`), then meet each redirect for certain: a read of the key
+        that just left is answered ``ASK`` (and sent behind ``ASKING``); a ``MULTI`` of
+        it and a key still on ``source`` is refused with ``TRYAGAIN`` until the move
+        ends (left running: see :attr:`probes`)."""
+
+        async def after(keys: list[bytes]) -> None:
+            await self.after_each_key(moving)
+            assert await self.db.client.execute_command("EXISTS", keys[0]) == 1
+            raw = source.sync_client()
+            try:
+                left = raw.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1)
+            finally:
+                raw.close()
+            if left and len(self.probes) < 3:
+                batch = [("EXISTS", keys[0]), ("EXISTS", left[0])]
+                self.probes.append(asyncio.create_task(self.db.run_batch(batch, atomic=True)))
+
+        return after
 
     async def after_each_key(self, moving: str) -> None:
         """Hold the move until the kind in the moving slot made a call, or the others
@@ -445,7 +470,9 @@ async def test_every_call_follows_slots_moved_key_by_key_under_it(
                 source = next(n for n in cluster if n.port == owner.port)
                 target = next(n for n in cluster if n.port != owner.port)
                 moved = await within(
-                    move_slot(source, target, slot, batch=1, between=tenants.hold(kind)),
+                    move_slot(
+                        source, target, slot, batch=1, between=tenants.hold(kind, source, slot)
+                    ),
                     f"the {kind}'s slot to move under the calls",
                 )
                 assert moved >= 2
@@ -456,6 +483,9 @@ async def test_every_call_follows_slots_moved_key_by_key_under_it(
         finally:
             tenants.stop = True
             await within(asyncio.gather(*loops), "the calls to stop")
+        probed = await within(asyncio.gather(*tenants.probes), "the split MULTIs")
+        assert probed
+        assert all(replies == [1, 1] for replies in probed)  # once the move ended
         for model in (fm.WorkflowRun, fm.Session):
             report = await fm.verify_collection(model)
             assert report.ok, report

@@ -1,0 +1,73 @@
+"""Replicated durability, opt in (``connect(wait_replicas=N)``): each write waits, on the
+connection that wrote, for N replicas; fewer in time raise ``NotReplicatedError`` and the
+write stands."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import flue_models as fm
+from tests.conftest import RedisProcess, RedisServers
+from tests.integration.models import Ticket
+
+
+@pytest.fixture
+def replicated_pair(redis_servers: RedisServers) -> Iterator[tuple[RedisProcess, RedisProcess]]:
+    """A primary and its replica, link up."""
+    primary = redis_servers.start("--repl-diskless-sync-delay", "0")  # no 5 s wait
+    replica = redis_servers.start("--replicaof", "127.0.0.1", str(primary.port))
+    client, source = replica.sync_client(), primary.sync_client()
+    try:
+        deadline = time.monotonic() + 30
+        # Up on both sides: the primary counts the replica (and WAIT does) only once the
+        # replica acknowledged the snapshot, a moment after it says its link is up.
+        while not (
+            client.info("replication").get("master_link_status") == "up"
+            and "online" in str(source.info("replication").get("slave0"))
+        ):
+            assert time.monotonic() < deadline, "the replica did not link up in 30 s"
+            time.sleep(0.02)  # polling the servers' own state, under the deadline
+        yield primary, replica
+    finally:
+        client.close()
+        source.close()
+        replica.kill()
+        primary.kill()
+
+
+async def test_each_write_waits_for_its_replica_and_a_missing_one_is_a_typed_error(
+    replicated_pair: tuple[RedisProcess, RedisProcess], key_prefix: str
+) -> None:
+    primary, replica = replicated_pair
+    with pytest.raises(fm.ServerCheckError, match="wait_replicas=2") as refused:
+        await fm.connect(primary.url, key_prefix=key_prefix, wait_replicas=2)
+    assert refused.value.found == "1"
+    async with fm.connect(
+        primary.url, key_prefix=key_prefix, wait_replicas=1, wait_timeout=0.5
+    ) as db:
+        saved = await Ticket(id="t-1", status="open", priority=1).save()  # a script
+        run = await fm.WorkflowRun.start("wf", input={})
+        await run.events.append({"n": 1})
+        await run.finish(result={"ok": True})  # a MULTI of two scripts
+        raw_key = db.keys.record("it_ticket", "raw")
+        await db.run_batch([("SET", raw_key, "1")])
+        copy = replica.sync_client()  # what the replica holds, read on it
+        try:
+            found = copy.hgetall(db.keys.record("it_ticket", "t-1"))
+        finally:
+            copy.close()
+        assert found[b"status"] == b"open"  # there when the save returned
+        replica.kill()
+        with pytest.raises(fm.NotReplicatedError) as lost:
+            await saved.update(status="closed")
+        assert (lost.value.wanted, lost.value.acknowledged) == (1, 0)
+        assert "stands" in str(lost.value)
+        stored = await Ticket.get("t-1")  # the write stands, and reads send no WAIT
+        assert stored is not None
+        assert stored.status == "closed"
+        with pytest.raises(fm.NotReplicatedError, match="SET"):
+            await db.run_batch([("SET", raw_key, "2")])
+        assert await db.client.get(raw_key) == b"2"
