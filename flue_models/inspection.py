@@ -36,6 +36,50 @@ REFUSED = (ResponseError, CommandError)
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One replica of a server, as its primary sees it (``INFO replication``).
+
+    Example:
+        >>> Replica("127.0.0.1:7003", "online", 0).text()
+        '127.0.0.1:7003 online, lag 0 s'
+    """
+
+    address: str
+    state: str
+    #: Seconds since the replica last acknowledged the stream, if given.
+    lag: int | None
+
+    def text(self) -> str:
+        """The replica as ``flue-models check`` shows it."""
+        lag = "" if self.lag is None else f", lag {self.lag} s"
+        return f"{self.address} {self.state}{lag}"
+
+
+def replicas_of(info: Mapping[str, str]) -> tuple[Replica, ...]:
+    """The replicas an ``INFO replication`` reply lists (its ``slaveN`` fields, as
+    :func:`parse_info` gives them).
+
+    Example:
+        >>> replicas_of({"slave0": "ip=10.0.0.2,port=7003,state=online,offset=9,lag=1"})
+        (Replica(address='10.0.0.2:7003', state='online', lag=1),)
+    """
+    found = []
+    for name, value in info.items():
+        if not (name.startswith("slave") and name[5:].isdigit()):
+            continue
+        fields = dict(part.split("=", 1) for part in reply_text(value).split(",") if "=" in part)
+        lag = fields.get("lag", "")
+        found.append(
+            Replica(
+                f"{fields.get('ip', '?')}:{fields.get('port', '?')}",
+                fields.get("state", "unknown"),
+                int(lag) if lag.strip().lstrip("-").isdigit() else None,
+            )
+        )
+    return tuple(found)
+
+
+@dataclass(frozen=True)
 class ServerReport:
     """What the server says about itself; ``None`` marks a setting that could not be read.
 
@@ -58,6 +102,10 @@ class ServerReport:
     #: On a cluster, the report of every primary (this report is the first one's);
     #: empty for a standalone server.
     primaries: tuple[ServerReport, ...] = ()
+    #: The node this report is of (``host:port``), on a cluster.
+    node: str | None = None
+    #: Its replicas (``None``: INFO replication could not be read).
+    replicas: tuple[Replica, ...] | None = None
 
     @property
     def persistence(self) -> str:
@@ -92,14 +140,53 @@ class ServerReport:
             None if self.cluster_enabled is None else ("on" if self.cluster_enabled else "off")
         )
         if self.primaries:
-            cluster = f"on, {len(self.primaries)} primaries"
+            replicas = sum(len(p.replicas or ()) for p in self.primaries)
+            lines = [
+                f"server: {self.flavor} {show(self.version)}",
+                f"cluster: on, {len(self.primaries)} primaries, {replicas} replicas",
+            ]
+            for primary in self.primaries:
+                lines += [
+                    f"primary {primary.node}: {primary.flavor} {show(primary.version)}, "
+                    f"maxmemory-policy {show(primary.maxmemory_policy)}, "
+                    f"persistence {primary.persistence}, "
+                    f"memory {memory_text(primary.used_memory, primary.maxmemory)}",
+                    f"  replicas: {primary.replicas_text()}",
+                ]
+            return lines
         return [
             f"server: {self.flavor} {show(self.version)}",
             f"cluster: {show(cluster)}",
             f"maxmemory-policy: {show(self.maxmemory_policy)}",
             f"persistence: {self.persistence}",
             f"memory: {memory_text(self.used_memory, self.maxmemory)}",
+            f"replicas: {self.replicas_text()}",
         ]
+
+    def replicas_text(self) -> str:
+        """This server's replicas, as ``flue-models check`` shows them.
+
+        Example:
+            >>> ServerReport("7.2.4", "redis", False, "noeviction", True, True).replicas_text()
+            'unknown'
+        """
+        if self.replicas is None:
+            return "unknown"
+        return "; ".join(r.text() for r in self.replicas) or "none"
+
+    def summary(self) -> str:
+        """What passing the start-up checks meant for this deployment.
+
+        Example:
+            >>> ServerReport("7.2.4", "redis", False, "noeviction", True, True).summary()
+            'standalone, noeviction, supported version'
+        """
+        if self.primaries:
+            return (
+                f"cluster of {len(self.primaries)} primaries, noeviction and a supported "
+                "version on each"
+            )
+        return "standalone, noeviction, supported version"
 
 
 class _OnNode:
@@ -139,6 +226,7 @@ READ_AHEAD: tuple[tuple[str, ...], ...] = (
     ("CONFIG", "GET", "appendonly"),
     ("CONFIG", "GET", "save"),
     ("INFO", "persistence"),
+    ("INFO", "replication"),
 )
 
 
@@ -168,12 +256,22 @@ async def _call(client: Readable, *args: str) -> Any:
 def parse_info(reply: Any) -> dict[str, str]:
     """Turn an INFO reply into ``{field: value}``, from raw text or a parsed mapping.
 
+    A field redis-py parsed into a mapping (``slave0``) is given back as INFO writes it,
+    ``name=value`` pairs joined by commas.
+
     Example:
         >>> parse_info(b"# Cluster\\r\\ncluster_enabled:1\\r\\n")
         {'cluster_enabled': '1'}
+        >>> parse_info({"slave0": {"ip": "10.0.0.2", "port": 7003}})
+        {'slave0': 'ip=10.0.0.2,port=7003'}
     """
     if isinstance(reply, Mapping):
-        return {reply_text(k): reply_text(v) for k, v in reply.items()}
+        return {
+            reply_text(k): ",".join(f"{reply_text(a)}={reply_text(b)}" for a, b in v.items())
+            if isinstance(v, Mapping)
+            else reply_text(v)
+            for k, v in reply.items()
+        }
     fields: dict[str, str] = {}
     for line in reply_text(reply).splitlines():
         line = line.strip()
@@ -227,7 +325,10 @@ async def read_server(client: Redis | RedisCluster) -> ServerReport:
         ```
     """
     if isinstance(client, RedisCluster):
-        reports = [await _read_one(_OnNode(client, n)) for n in client.get_primaries()]
+        reports = [
+            dataclasses.replace(await _read_one(_OnNode(client, n)), node=n.name)
+            for n in client.get_primaries()
+        ]
         return dataclasses.replace(reports[0], primaries=tuple(reports))
     return await _read_one(await _read_ahead(client))
 
@@ -251,6 +352,7 @@ async def _read_one(client: Readable) -> ServerReport:
         aof_raw = (await _info(client, "persistence")).get("aof_enabled")
     aof = None if aof_raw is None else aof_raw.strip().lower() in ("yes", "1")
     rdb = None if save_raw is None else bool(save_raw.strip())
+    replication = await _info(client, "replication")
     return ServerReport(
         version=version,
         flavor=flavor,
@@ -260,6 +362,7 @@ async def _read_one(client: Readable) -> ServerReport:
         rdb_enabled=rdb,
         used_memory=_int_or_none(memory.get("used_memory")),
         maxmemory=_int_or_none(memory.get("maxmemory")),
+        replicas=replicas_of(replication) if replication else None,
     )
 
 
@@ -334,13 +437,24 @@ def check_report(report: ServerReport) -> None:
         flue_models.errors.ServerCheckError: The server runs redis 6.2.14; ...
     """
     for primary in report.primaries:
-        _check_one(primary, cluster_client=True)
+        try:
+            _check_one(primary, cluster_client=True)
+        except ServerCheckError as exc:  # which node, first
+            raise ServerCheckError(
+                f"primary {primary.node}: {exc}", setting=exc.setting, found=exc.found
+            ) from None
     _check_one(report, cluster_client=bool(report.primaries))
-    if report.aof_enabled is False and report.rdb_enabled is False:
+    bare = [
+        p
+        for p in report.primaries or (report,)
+        if p.aof_enabled is False and p.rdb_enabled is False
+    ]
+    if bare:
+        where = "" if not report.primaries else f" on {', '.join(str(p.node) for p in bare)}"
         warnings.warn(
-            "The server keeps nothing on disk (appendonly no, save ''): agent state survives "
-            "restarts of your process but not a restart of the server. Enable AOF "
-            "(appendonly yes, appendfsync everysec) or RDB snapshots.",
+            f"The server keeps nothing on disk{where} (appendonly no, save ''): agent "
+            "state survives restarts of your process but not a restart of the server. "
+            "Enable AOF (appendonly yes, appendfsync everysec) or RDB snapshots.",
             PersistenceWarning,
             stacklevel=3,
         )

@@ -7,12 +7,13 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 from flue_models.cli.output import NOT_FOUND, OK, emit
 from flue_models.config import data_dir_from_environment
 from flue_models.embedded import EmbeddedServer
 from flue_models.errors import ServerCheckError
-from flue_models.inspection import assess, read_server
+from flue_models.inspection import ServerReport, assess, read_server
 from flue_models.startup import connect
 from flue_models.terminal import one_line
 
@@ -47,6 +48,19 @@ async def check(args: argparse.Namespace) -> int:
                 "persistence": report.persistence,
                 "used_memory": report.used_memory,
                 "maxmemory": report.maxmemory,
+                "replicas": _replicas_json(report),
+                "primaries": [
+                    {
+                        "node": p.node,
+                        "server": {"family": p.flavor, "version": p.version},
+                        "maxmemory_policy": p.maxmemory_policy,
+                        "persistence": p.persistence,
+                        "used_memory": p.used_memory,
+                        "maxmemory": p.maxmemory,
+                        "replicas": _replicas_json(p),
+                    }
+                    for p in report.primaries
+                ],
                 "checks": checks,
                 "warnings": caught,
             }
@@ -59,11 +73,17 @@ async def check(args: argparse.Namespace) -> int:
             print(line)
         for message in caught:
             print(f"warning: {one_line(message)}", file=sys.stderr)
-        shown = {"skipped": "skipped (--no-inspect)", "passed": "passed (standalone, noeviction)"}
+        shown = {"skipped": "skipped (--no-inspect)", "passed": f"passed ({report.summary()})"}
         print(f"checks: {shown.get(checks, checks)}")
     if problem is not None:
         raise problem
     return OK
+
+
+def _replicas_json(report: ServerReport) -> list[dict[str, Any]] | None:
+    if report.replicas is None:
+        return None
+    return [{"address": r.address, "state": r.state, "lag": r.lag} for r in report.replicas]
 
 
 def _server_for(args: argparse.Namespace) -> EmbeddedServer:

@@ -401,9 +401,22 @@ class _Views:
                 "used_memory": report.used_memory,
                 "maxmemory": report.maxmemory,
                 "memory": memory_text(report.used_memory, report.maxmemory),
+                "replicas": report.replicas_text(),
+                "primaries": [
+                    {
+                        "node": p.node,
+                        "version": f"{p.flavor} {p.version}",
+                        "maxmemory_policy": p.maxmemory_policy,
+                        "persistence": p.persistence,
+                        "memory": memory_text(p.used_memory, p.maxmemory),
+                        "replicas": p.replicas_text(),
+                    }
+                    for p in report.primaries
+                ],
             },
             "checks": {
                 "refusal": None if problem is None else str(problem),
+                "passed": report.summary(),
                 "warnings": warned,
             },
             "schema": [

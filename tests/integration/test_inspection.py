@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
 import uuid
@@ -64,12 +66,44 @@ async def test_every_primary_of_a_cluster_is_checked(redis_servers: RedisServers
     async with fm.connect(nodes[0].url, key_prefix="checked") as db:
         assert db.report is not None
         assert len(db.report.primaries) == 3
-        assert "cluster: on, 3 primaries" in db.report.lines()
+        lines = db.report.lines()
+        assert "cluster: on, 3 primaries, 0 replicas" in lines
+        for node in nodes:  # each primary, by name, with its own settings
+            line = next(x for x in lines if x.startswith(f"primary 127.0.0.1:{node.port}: "))
+            assert "maxmemory-policy noeviction, persistence AOF, memory " in line
+        assert lines.count("  replicas: none") == 3
     nodes[2].sync_client().config_set("maxmemory-policy", "allkeys-lru")
-    with pytest.raises(fm.ServerCheckError, match="allkeys-lru"):
+    with pytest.raises(fm.ServerCheckError, match="allkeys-lru") as refused:
         await fm.connect(nodes[0].url, key_prefix="checked")
+    assert str(refused.value).startswith(f"primary 127.0.0.1:{nodes[2].port}: ")
     for node in nodes:
         node.kill()
+
+
+async def test_check_on_a_cluster_shows_each_primary_and_its_replicas(
+    redis_servers: RedisServers,
+) -> None:
+    """flue-models check on a cluster with replicas: a line per primary, its replicas and
+    their lag; a primary that keeps nothing on disk is named in the warning."""
+    nodes = redis_servers.start_cluster(replicas=1)
+    primaries, replicas = nodes[:3], nodes[3:]
+    primaries[1].sync_client().config_set("appendonly", "no")
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "flue_models.cli", "check", "--url", primaries[0].url, "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    for node in nodes:
+        node.kill()
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["checks"] == "passed"
+    assert {p["node"] for p in shown["primaries"]} == {f"127.0.0.1:{n.port}" for n in primaries}
+    following = {r["address"] for p in shown["primaries"] for r in p["replicas"]}
+    assert following == {f"127.0.0.1:{n.port}" for n in replicas}
+    assert all(r["state"] == "online" for p in shown["primaries"] for r in p["replicas"])
+    (warning,) = shown["warnings"]
+    assert f"on 127.0.0.1:{primaries[1].port}" in warning
 
 
 async def test_an_evicting_policy_is_refused_by_name(

@@ -102,4 +102,5 @@ def test_report_lines_name_every_setting() -> None:
         "maxmemory-policy: noeviction",
         "persistence: AOF",
         "memory: unknown",
+        "replicas: unknown",
     ]

@@ -375,6 +375,27 @@ async def test_the_server_page_shows_a_refusal_and_warnings(
         assert wanted in page.text
 
 
+async def test_the_server_page_of_a_cluster_shows_each_primary_and_its_replicas(
+    redis_servers: RedisServers, key_prefix: str
+) -> None:
+    nodes = redis_servers.start_cluster(replicas=1)
+    try:
+        db = await fm.connect(nodes[0].url, key_prefix=key_prefix)
+        async with db, client_for(db) as web:
+            server = (await web.get("/api/server")).json()["server"]
+            page = (await web.get("/server")).text
+    finally:
+        for node in nodes:
+            node.kill()
+    shown = {p["node"]: p for p in server["primaries"]}
+    assert set(shown) == {f"127.0.0.1:{n.port}" for n in nodes[:3]}
+    for primary in shown.values():
+        assert primary["maxmemory_policy"] == "noeviction"
+        assert "online, lag" in primary["replicas"]
+        assert f"<code>{primary['node']}</code>" in page
+    assert "passed (cluster of 3 primaries" in page
+
+
 async def test_the_url_password_is_never_shown(
     redis_servers: RedisServers, key_prefix: str
 ) -> None:
