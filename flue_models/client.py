@@ -1366,6 +1366,76 @@ def make_client(url: str, *, display: str, settings: ClientSettings, **options: 
     return client
 
 
+def adopt_client(client: Any, *, settings: ClientSettings) -> tuple[FlueClient, str]:
+    """Wrap a redis-py client the application made (``connect(client=...)``): the
+    library's retries, errors and routing on the client's own connections (a standalone
+    client's pool, a cluster client's nodes and slot map, shared, not copied). Its
+    connection settings (address, credentials, TLS, timeouts, pool size, protocol) stay
+    its own; ``settings``' retry policy, ``wait_replicas`` and automatic pipelining apply.
+    Return the wrapper and the address to show (no password).
+
+    Raises:
+        ConfigurationError: not a ``redis.asyncio`` client, or one made with
+            ``decode_responses=True`` (the library reads bytes).
+
+    Example:
+        ```python
+        wrapped, shown = adopt_client(redis.asyncio.Redis(), settings=ClientSettings())
+        ```
+    """
+    _check_settings(settings, {})
+    if isinstance(client, RedisCluster):
+        kwargs = client.nodes_manager.connection_kwargs
+        _refuse_decoding(kwargs)
+        cluster = FlueRedisCluster.__new__(FlueRedisCluster)
+        _share_state(client, cluster)  # the same nodes, pools and slot map
+        seed = next(iter(client.nodes_manager.startup_nodes.values()), None)
+        shown = f"redis://{seed.name}" if seed is not None else "redis://(cluster)"
+        cluster.flue_policy = settings.retry or RetryPolicy.for_cluster()
+        wrapped: FlueClient = cluster
+    elif isinstance(client, Redis):
+        pool = client.connection_pool
+        kwargs = pool.connection_kwargs
+        _refuse_decoding(kwargs)
+        standalone = FlueRedis(connection_pool=pool)  # a pool given: never closed by us
+        if "path" in kwargs:
+            shown = f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+        else:
+            host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+            shown = f"redis://{host}:{port}/{kwargs.get('db', 0)}"
+        standalone.flue_policy = settings.retry or RetryPolicy()
+        if settings.auto_pipeline:
+            standalone.flue_coalescer = Coalescer(standalone)
+        wrapped = standalone
+    else:
+        raise ConfigurationError(
+            f"client= takes a redis.asyncio.Redis or RedisCluster, not {type(client).__name__}."
+        )
+    wrapped.flue_display = shown
+    wrapped.flue_timeout = kwargs.get("socket_timeout")
+    wrapped.flue_wait = _wait_of(settings)
+    return wrapped, shown
+
+
+def _share_state(source: Any, target: Any) -> None:
+    """Point ``target``'s attributes at ``source``'s (slots and ``__dict__``): a second
+    face of the same client, not a copy of its nodes or connections."""
+    for klass in type(source).__mro__:
+        for name in getattr(klass, "__slots__", ()):
+            if name not in ("__weakref__", "__dict__") and hasattr(source, name):
+                setattr(target, name, getattr(source, name))
+    target.__dict__.update(getattr(source, "__dict__", {}))
+
+
+def _refuse_decoding(kwargs: dict[str, Any]) -> None:
+    if kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            "client= was made with decode_responses=True; flue-models reads replies as "
+            "bytes. Pass a client made with decode_responses=False (redis-py's default); "
+            "your own code can keep its decoding client."
+        )
+
+
 __all__ = [
     "CLUSTER_REFUSED",
     "FAILOVER_BUDGET",
@@ -1384,6 +1454,7 @@ __all__ = [
     "FlueRedisCluster",
     "RetryPolicy",
     "TimedSend",
+    "adopt_client",
     "closed_under_us",
     "make_client",
     "make_cluster_client",

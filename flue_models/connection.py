@@ -37,6 +37,7 @@ from flue_models.client import (
     FlueClient,
     FlueRedisCluster,
     RetryPolicy,
+    adopt_client,
     make_client,
     make_cluster_client,
     not_a_reply,
@@ -155,8 +156,12 @@ class Database:
         *,
         client_name: str,
         embedded: EmbeddedServer | None = None,
+        borrowed: bool = False,
     ) -> None:
         self.client = client
+        #: The client was the application's (``connect(client=...)``): closing the
+        #: database leaves its connections open.
+        self.borrowed = borrowed
         self.url = url
         self.keys = keys
         self.scripts = Scripts(client)
@@ -380,7 +385,8 @@ class Database:
             if self.embedded is not None:
                 await self._release_embedded(self.embedded)
         finally:
-            await self.client.aclose()
+            if not self.borrowed:
+                await self.client.aclose()
 
     async def _release_embedded(self, server: EmbeddedServer) -> None:
         """Stop the embedded server when no other flue-models client is connected to it."""
@@ -434,8 +440,11 @@ async def open_database(
     protocol: int | None = None,
     data_dir: Path | str | None = None,
     settings: ClientSettings | None = None,
+    client: Any = None,
 ) -> Database:
-    """Open a client on ``url``, else ``$REDIS_URL``, else the embedded server, and PING it.
+    """Open a client on ``url``, else ``$REDIS_URL``, else the embedded server, and PING it;
+    or wrap ``client``, a redis-py client of the application's (see
+    :func:`~flue_models.client.adopt_client`), which closing the database leaves open.
 
     This is the connection layer's part of :func:`flue_models.connect`: no inspection,
     no migration, nothing bound.
@@ -456,6 +465,16 @@ async def open_database(
     if protocol is not None:
         chosen = dataclasses.replace(chosen, protocol=protocol)
     client_name = f"{CLIENT_NAME_PREFIX}:{uuid.uuid4().hex}:{encode_segment(keys.prefix)}"
+    if client is not None:
+        if url or data_dir is not None:
+            raise ConfigurationError("Give connect() a url (or data_dir) or a client=, not both.")
+        wrapped, shown = adopt_client(client, settings=chosen)
+        db = Database(wrapped, parse_url(shown), keys, client_name=client_name, borrowed=True)
+        if isinstance(wrapped, FlueRedisCluster):
+            await with_retries(wrapped.initialize, wrapped.flue_policy, shown, "CLUSTER")
+        else:
+            await _ping(db)
+        return db
     given = url if url else url_from_environment()
     if given is not None:
         seeds = [parse_url(u) for u in split_urls(given)]  # every one checked first
@@ -536,7 +555,8 @@ async def _ping(db: Database, *command: str) -> Any:
     except (FlueModelsError, RedisError, OSError) as exc:
         if isinstance(exc, CommandError) and isinstance(exc.__cause__, NoPermissionError):
             return None
-        await db.client.aclose()
+        if not db.borrowed:
+            await db.client.aclose()
         db._closed = True
         cause = exc.__cause__ if isinstance(exc, FlueModelsError) and exc.__cause__ else exc
         raise connection_error(db.url, cause) from cause

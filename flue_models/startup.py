@@ -72,6 +72,7 @@ def connect(
     auto_pipeline: bool = True,
     wait_replicas: int = 0,
     wait_timeout: float = 1.0,
+    client: Any = None,
 ) -> Connecting:
     """Connect to Redis and check that the server can keep agent state safely.
 
@@ -116,6 +117,11 @@ def connect(
             fewer within ``wait_timeout`` raise ``NotReplicatedError`` (the write
             stands). A failover then loses no write acknowledged without that error.
         wait_timeout: seconds a write waits for its replicas.
+        client: a ``redis.asyncio.Redis`` or ``RedisCluster`` the application made,
+            instead of ``url``: its connections (and a cluster's slot map) are used as
+            they are, its own settings (address, credentials, TLS, timeouts, pool,
+            protocol) apply, and closing the database leaves it open. It must not decode
+            responses (``decode_responses=False``, redis-py's default).
 
     Raises:
         InvalidURLError: the URL is malformed.
@@ -139,6 +145,7 @@ def connect(
     """
     return Connecting(
         url=url,
+        client=client,
         key_prefix=key_prefix,
         inspect_server=inspect_server,
         data_dir=data_dir,
@@ -161,6 +168,7 @@ def connect(
 async def _start(
     *,
     url: str | Sequence[str] | None,
+    client: Any,
     key_prefix: str,
     inspect_server: bool,
     data_dir: Path | str | None,
@@ -169,7 +177,9 @@ async def _start(
     check_schema: bool,
     settings: ClientSettings,
 ) -> Database:
-    db = await open_database(url, key_prefix=key_prefix, data_dir=data_dir, settings=settings)
+    db = await open_database(
+        url, key_prefix=key_prefix, data_dir=data_dir, settings=settings, client=client
+    )
     try:
         if inspect_server:
             db.report = await inspection.inspect_server(db.client)

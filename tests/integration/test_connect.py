@@ -194,3 +194,34 @@ async def test_hostile_passwords_connect_and_never_show(
         if keys:
             await admin.client.delete(*keys)
         await admin.close()
+
+
+async def test_a_client_of_the_application_is_used_and_left_open(
+    redis_url: str, key_prefix: str
+) -> None:
+    """connect(client=...): the library runs on the application's own redis-py client
+    (its pool, its settings) and closing the database leaves that client working."""
+    import redis.asyncio as aioredis
+
+    from tests.integration.models import Ticket
+
+    mine = aioredis.Redis.from_url(redis_url)
+    try:
+        async with fm.connect(client=mine, key_prefix=key_prefix) as db:
+            assert db.client.connection_pool is mine.connection_pool  # type: ignore[union-attr]
+            await Ticket(id="t-1", status="open", priority=1).save()
+            assert (await Ticket.get("t-1")) is not None
+            run = await fm.WorkflowRun.start("wf", input={})
+            await run.finish(result={})  # a MULTI, on the application's connections
+        assert await mine.ping()  # still open: the database did not close it
+        assert await mine.exists(db.keys.record("it_ticket", "t-1")) == 1
+        with pytest.raises(fm.ConfigurationError, match="not both"):
+            await fm.connect(redis_url, client=mine, key_prefix=key_prefix)
+        decoding = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        with pytest.raises(fm.ConfigurationError, match="decode_responses"):
+            await fm.connect(client=decoding, key_prefix=key_prefix)
+        await decoding.aclose()
+        with pytest.raises(fm.ConfigurationError, match=r"redis\.asyncio"):
+            await fm.connect(client=object(), key_prefix=key_prefix)
+    finally:
+        await mine.aclose()

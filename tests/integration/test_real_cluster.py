@@ -581,3 +581,24 @@ async def test_several_urls_naming_a_standalone_server_are_refused(
     server = redis_servers.start()
     with pytest.raises(fm.ConfigurationError, match="standalone server"):
         await fm.connect([server.url, server.url], key_prefix=key_prefix)
+
+
+async def test_a_cluster_client_of_the_application_is_used_and_left_open(
+    cluster: list[RedisProcess], key_prefix: str
+) -> None:
+    """connect(client=RedisCluster(...)): the library routes on the application's nodes
+    and slot map, and closing the database leaves the client working."""
+    mine = RedisCluster(host="127.0.0.1", port=cluster[0].port)
+    try:
+        async with fm.connect(client=mine, key_prefix=key_prefix) as db:
+            assert isinstance(db.client, FlueRedisCluster)
+            assert db.client.nodes_manager is mine.nodes_manager  # shared, not copied
+            await SpreadItem.save_many(
+                [SpreadItem(id=f"s-{n}", color="red", flag=True, size=n, seq=n) for n in range(40)]
+            )
+            page = await SpreadItem.find(SpreadItem.color == "red").page(limit=50)
+            assert len(page.items) == 40
+        assert await mine.ping()
+        assert await mine.exists(db.keys.in_bucket(0).all("it_spread_item")) in (0, 1)
+    finally:
+        await mine.aclose()
