@@ -324,6 +324,7 @@ class SlotTenants:
         self.entries = 0
         self.stream: fm.EventStream[dict[str, Any]] = fm.EventStream("agents/moved")
         self.appended = 0
+        self.started = 0
         self.calls: dict[str, int] = {"run": 0, "session": 0, "stream": 0}
         self.progress = asyncio.Event()
         self.stop = False
@@ -341,6 +342,7 @@ class SlotTenants:
             run = await fm.WorkflowRun.start("wf", input={"n": n})
             if self.run_slot(run) == slot:
                 self.runs.append(run)
+        self.started = n + 1
         for n in range(5):
             await self.runs[0].events.append({"n": n})
         self.events = 5
@@ -371,6 +373,14 @@ class SlotTenants:
     async def run_calls(self) -> None:
         found = await asyncio.gather(*(fm.WorkflowRun.get(run.id) for run in self.runs))
         assert all(row is not None for row in found), "a run that exists read as missing"
+        listed, cursor = 0, None  # every bucket, the moving one included, "skip" on
+        while True:  # (a transient error taken for corrupt data would be skipped)
+            page = await fm.WorkflowRun.list(limit=50, cursor=cursor, on_error="skip")
+            assert page.skipped == []
+            listed += len(page.items)
+            if (cursor := page.next_cursor) is None:
+                break
+        assert listed == self.started, "a listing missed runs"
         read = await self.runs[0].events.read()
         assert [e.data for e in read.events] == [{"n": n} for n in range(self.events)]
         if self.open_runs:  # a MULTI of two scripts: the row and its stream's close

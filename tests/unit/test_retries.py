@@ -75,3 +75,30 @@ async def test_a_cluster_ttl_exhausted_is_retried_even_when_unsafe() -> None:
     with pytest.raises(ConnectionLostError) as lost:
         await with_retries(always, QUICK, "redis://h", "EVALSHA", unsafe=True)
     assert lost.value.unsafe is False  # it never ran: nothing to reconcile
+
+
+def test_a_clusters_refusal_names_the_node_and_its_cause() -> None:
+    """TRYAGAIN, CLUSTERDOWN and redirects that never ended say resharding or failover
+    and name the node they came from, not "check that the server is up" and the seed."""
+    from redis.exceptions import ClusterDownError, ConnectionError as LostError, TryAgainError
+
+    from flue_models.client import translate
+
+    seed = "redis://10.0.0.5:7000/0"
+    moving = TryAgainError("Multiple keys request during rehashing of slot")
+    moving.flue_node = "10.0.0.6:7000"  # type: ignore[attr-defined]
+    down = ClusterDownError("The cluster is down")
+    down.flue_node = "10.0.0.7:7000"  # type: ignore[attr-defined]
+    kept_moving = ClusterError("slot 12 was redirected 16 times in one call: it keeps moving")
+    texts = [str(translate(e, seed, "EVALSHA")) for e in (moving, down, kept_moving)]
+    assert "10.0.0.6:7000 (a node of the cluster at redis://10.0.0.5:7000/0)" in texts[0]
+    assert "TRYAGAIN" in texts[0]
+    assert "resharding" in texts[0]
+    assert "10.0.0.7:7000" in texts[1]
+    assert "failing over" in texts[1]
+    assert "resharding" in texts[2]
+    for text in texts:
+        assert "check that the server is up" not in text
+        assert text.startswith("The cluster kept refusing the call")
+    lost = translate(LostError("Connection refused"), seed, "GET")  # not a cluster's
+    assert "check that the server is up" in str(lost)
