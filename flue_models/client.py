@@ -46,7 +46,7 @@ import math
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -729,6 +729,19 @@ def writes(args: Sequence[Any]) -> bool:
     return bool(args) and str(args[0]).upper() not in READ_ONLY
 
 
+async def wait_reply(connection: Any, wait: Wait) -> Any:
+    """Read ``WAIT``'s reply on ``connection``: within the connection's own timeout plus
+    the time ``WAIT`` itself may take (a reply that takes longer is a lost connection).
+
+    Example:
+        ```python
+        acknowledged = await wait_reply(connection, (1, 1000))
+        ```
+    """
+    limit = connection.socket_timeout
+    return await connection.read_response(timeout=None if limit is None else limit + wait[1] / 1000)
+
+
 def check_wait(
     wait: Wait, acknowledged: Any, where: str, commands: Sequence[Sequence[Any]]
 ) -> None:
@@ -744,6 +757,42 @@ def check_wait(
         raise NotReplicatedError(
             where, " + ".join(names) or "the write", wanted, int(acknowledged), timeout / 1000
         )
+
+
+async def read_exec(
+    connection: Any, commands: Sequence[Command], callbacks: Mapping[Any, Any]
+) -> list[Any]:
+    """Read the replies of ``MULTI``, ``commands`` and ``EXEC``, sent on ``connection``:
+    EXEC's, each through its command's callback (as redis-py's pipeline applies it), an
+    error inside EXEC in its place.
+
+    Raises:
+        ResponseError: EXEC aborted: a command was refused while queued (nothing ran);
+            a cluster's redirect or ``TRYAGAIN`` among the refusals first.
+
+    Example:
+        ```python
+        replies = await read_exec(connection, [(("HGETALL", k), {})], client.response_callbacks)
+        ```
+    """
+    await connection.read_response()  # MULTI's OK
+    queued: list[ResponseError] = []
+    for _command in commands:
+        try:
+            await connection.read_response()  # QUEUED
+        except ResponseError as exc:
+            queued.append(exc)
+    try:
+        done = await connection.read_response()
+    except ExecAbortError:
+        moving = next((e for e in queued if isinstance(e, _MOVING)), None)
+        raise (moving or (queued[0] if queued else ExecAbortError("EXECABORT"))) from None
+    return [
+        reply
+        if isinstance(reply, Exception) or (back := callbacks.get(args[0])) is None
+        else back(reply, **options)
+        for (args, options), reply in zip(commands, done, strict=True)
+    ]
 
 
 class FlueCommands:
@@ -883,7 +932,7 @@ class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own ba
             try:
                 if atomic:
                     async with asyncio.timeout(connection.socket_timeout or None) as deadline:
-                        replies = await self._flue_exec(connection, commands)
+                        replies = await read_exec(connection, commands, self.response_callbacks)
                 else:
                     for start in range(0, len(commands), DEADLINE_STRETCH):
                         async with asyncio.timeout(connection.socket_timeout or None) as deadline:
@@ -895,7 +944,7 @@ class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own ba
                                 except ResponseError as exc:
                                     replies.append(exc)
                 if wait is not None:
-                    acknowledged = await connection.read_response()
+                    acknowledged = await wait_reply(connection, wait)
                     if not all(isinstance(r, Exception) for r in replies):  # else none ran
                         check_wait(wait, acknowledged, self.flue_display, wire)
             except TimeoutError:
@@ -911,28 +960,6 @@ class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own ba
         finally:
             await pool.release(connection)
         return replies
-
-    async def _flue_exec(self, connection: Any, commands: Sequence[Command]) -> list[Any]:
-        """Read the replies of ``MULTI``, ``commands`` and ``EXEC`` (sent): EXEC's, each
-        through its command's callback, a refusal in its place."""
-        await connection.read_response()  # MULTI's OK
-        queued: list[ResponseError] = []
-        for _command in commands:
-            try:
-                await connection.read_response()
-            except ResponseError as exc:
-                queued.append(exc)
-        try:
-            done = await connection.read_response()
-        except ExecAbortError:
-            raise queued[0] if queued else ExecAbortError("EXECABORT") from None
-        callbacks = self.response_callbacks
-        return [
-            reply
-            if isinstance(reply, Exception) or (back := callbacks.get(args[0])) is None
-            else back(reply, **options)
-            for (args, options), reply in zip(commands, done, strict=True)
-        ]
 
 
 class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as above
@@ -1107,7 +1134,7 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
                 await connection.read_response()
             replies = await self._flue_replies(node, connection, commands, options, atomic)
             if wait is not None:
-                acknowledged = await connection.read_response()
+                acknowledged = await wait_reply(connection, wait)
                 if not all(isinstance(r, Exception) for r in replies):  # else nothing ran
                     check_wait(wait, acknowledged, node.name, commands)
             return replies
@@ -1143,26 +1170,12 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
                 except ResponseError as exc:
                     replies.append(exc)
             return replies
-        await connection.read_response()  # MULTI's OK
-        queued: list[ResponseError] = []
-        for _command in commands:
-            try:
-                await connection.read_response()
-            except ResponseError as exc:
-                queued.append(exc)
         try:
-            done = await connection.read_response()
-        except _MOVING as exc:  # EXEC's own check of the slot
+            return await read_exec(
+                connection, [(tuple(c), options) for c in commands], node.response_callbacks
+            )
+        except _MOVING as exc:  # a redirect while queued, or EXEC's own check of the slot
             return [exc] * len(commands)
-        except ExecAbortError:
-            redirect = next((e for e in queued if isinstance(e, _MOVING)), None)
-            if redirect is not None:
-                return [redirect] * len(commands)
-            raise queued[0] if queued else ExecAbortError("EXECABORT") from None
-        return [
-            reply if isinstance(reply, Exception) else _called_back(node, c, reply)
-            for c, reply in zip(commands, done, strict=True)
-        ]
 
     async def flue_per_node(
         self, commands: Sequence[Sequence[Any]], *, wait: Wait | None = None
@@ -1228,13 +1241,6 @@ _KEYLESS = frozenset({"TIME", "PING", "INFO", "SCRIPT", "CLIENT", "CONFIG", "CLU
 _MOVING = (AskError, TryAgainError, ClusterDownError)
 #: Redirects one call follows before it gives up (redis-py's TTL is 16 too).
 MAX_REDIRECTS = 16
-
-
-def _called_back(node: ClusterNode, command: Sequence[Any], reply: Any) -> Any:
-    """A reply read inside ``EXEC``, through the callback redis-py applies to it alone
-    (the client's protocol's: every supported server speaks the RESP3 it asks for)."""
-    callback = node.response_callbacks.get(command[0])
-    return reply if callback is None else callback(reply)
 
 
 def _note_node(exc: BaseException, node: ClusterNode) -> None:
@@ -1440,7 +1446,9 @@ __all__ = [
     "CLUSTER_REFUSED",
     "FAILOVER_BUDGET",
     "HEALTH_CHECK_SECONDS",
+    "MAX_REDIRECTS",
     "POLICY",
+    "READ_ONLY",
     "RETRIED",
     "UNQUEUED",
     "UNSAFE",
@@ -1454,14 +1462,19 @@ __all__ = [
     "FlueRedisCluster",
     "RetryPolicy",
     "TimedSend",
+    "Wait",
     "adopt_client",
+    "check_wait",
     "closed_under_us",
     "make_client",
     "make_cluster_client",
     "never_sent",
     "not_a_reply",
     "queueable",
+    "read_exec",
     "timed_send",
     "translate",
+    "wait_reply",
     "with_retries",
+    "writes",
 ]
