@@ -71,3 +71,23 @@ async def test_each_write_waits_for_its_replica_and_a_missing_one_is_a_typed_err
         with pytest.raises(fm.NotReplicatedError, match="SET"):
             await db.run_batch([("SET", raw_key, "2")])
         assert await db.client.get(raw_key) == b"2"
+
+
+async def test_a_second_database_on_the_same_client_waits_per_call(
+    replicated_pair: tuple[RedisProcess, RedisProcess], key_prefix: str
+) -> None:
+    """WAIT per call: a database made with connect(client=other.client, wait_replicas=1)
+    shares the other's connections; only writes through it wait for the replica."""
+    primary, replica = replicated_pair
+    async with fm.connect(primary.url, key_prefix=key_prefix) as plain:
+        durable = await fm.connect(
+            client=plain.client, key_prefix=key_prefix, wait_replicas=1, wait_timeout=0.3
+        )
+        async with durable:
+            assert durable.client.connection_pool is plain.client.connection_pool  # type: ignore[union-attr]
+            await Ticket(id="t-1", status="open", priority=1).save(db=durable)
+            replica.kill()
+            await Ticket(id="t-2", status="open", priority=2).save(db=plain)  # no WAIT
+            with pytest.raises(fm.NotReplicatedError):
+                await Ticket(id="t-3", status="open", priority=3).save(db=durable)
+        assert await Ticket.get("t-3", db=plain) is not None  # stands; plain still open
