@@ -27,10 +27,11 @@ turn, as one pipeline on one connection; each caller gets its own reply or its o
 is sent at once, as without it. Blocking reads and commands that change a connection's
 state are never queued. ``ClientSettings(auto_pipeline=False)`` turns it off.
 
-:class:`FlueRedisCluster` is the same on a Redis Cluster (``RedisCluster``), where a
-batch that may be sent again goes out as one pipeline per primary, grouped here
-(:meth:`FlueRedisCluster.flue_per_node`), and anything redirected goes through
-redis-py's own cluster pipeline.
+:class:`FlueRedisCluster` is the same on a Redis Cluster (``RedisCluster``), with its
+own routing: a command, a batch (one pipeline per primary) or a ``MULTI`` goes to the
+primary of its slot in one write and follows ``MOVED``, ``ASK`` and ``TRYAGAIN`` there
+(:meth:`FlueRedisCluster.flue_in_slot`); only commands without a slot go through
+redis-py's own routing.
 
 Example:
     ```python
@@ -743,16 +744,23 @@ async def wait_reply(connection: Any, wait: Wait) -> Any:
 
 
 def check_wait(
-    wait: Wait, acknowledged: Any, where: str, commands: Sequence[Sequence[Any]]
+    wait: Wait,
+    acknowledged: Any,
+    where: str,
+    commands: Sequence[Sequence[Any]],
+    replies: Sequence[Any],
 ) -> None:
     """Raise :class:`~flue_models.errors.NotReplicatedError` when ``WAIT``'s reply counts
-    fewer replicas than ``wait`` asked for.
+    fewer replicas than ``wait`` asked for, and something ran: when every reply is an
+    error (refused, redirected, ``NOSCRIPT``), nothing was written and the caller hears
+    that error instead.
 
     Example:
-        >>> check_wait((1, 100), 1, "127.0.0.1:7000", [("HSET", "k", "f", "v")])
+        >>> check_wait((1, 100), 1, "127.0.0.1:7000", [("HSET", "k", "f", "v")], [1])
+        >>> check_wait((1, 100), 0, "127.0.0.1:7000", [("EVALSHA",)], [ResponseError("x")])
     """
     wanted, timeout = wait
-    if int(acknowledged) < wanted:
+    if int(acknowledged) < wanted and not all(isinstance(r, Exception) for r in replies):
         names = sorted({str(c[0]).upper() for c in commands if writes(c)})
         raise NotReplicatedError(
             where, " + ".join(names) or "the write", wanted, int(acknowledged), timeout / 1000
@@ -945,8 +953,7 @@ class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own ba
                                     replies.append(exc)
                 if wait is not None:
                     acknowledged = await wait_reply(connection, wait)
-                    if not all(isinstance(r, Exception) for r in replies):  # else none ran
-                        check_wait(wait, acknowledged, self.flue_display, wire)
+                    check_wait(wait, acknowledged, self.flue_display, wire, replies)
             except TimeoutError:
                 if deadline.expired():
                     raise RedisTimeoutError("Timeout reading from socket") from None
@@ -1135,8 +1142,7 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
             replies = await self._flue_replies(node, connection, commands, options, atomic)
             if wait is not None:
                 acknowledged = await wait_reply(connection, wait)
-                if not all(isinstance(r, Exception) for r in replies):  # else nothing ran
-                    check_wait(wait, acknowledged, node.name, commands)
+                check_wait(wait, acknowledged, node.name, commands, replies)
             return replies
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             await connection.disconnect()

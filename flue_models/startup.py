@@ -14,10 +14,9 @@ from types import TracebackType
 from typing import Any
 
 from flue_models import inspection, schema
-from flue_models.client import ClientSettings, FlueRedisCluster, RetryPolicy
+from flue_models.client import ClientSettings, RetryPolicy
 from flue_models.connection import Database, open_database
 from flue_models.errors import ServerCheckError
-from flue_models.inspection import parse_info
 from flue_models.model.base import registered_specs
 from flue_models.model.buckets import check_collections
 from flue_models.schema import MigrationSet
@@ -199,16 +198,12 @@ async def _start(
 
 
 async def _check_replicas(db: Database, wanted: int) -> None:
-    """Refuse a primary with fewer connected replicas than ``wait_replicas`` asks for."""
-    client = db.client
-    if isinstance(client, FlueRedisCluster):
-        found = await client.execute_command(
-            "INFO", "replication", target_nodes=FlueRedisCluster.PRIMARIES
-        )
-        infos = {str(node): info for node, info in found.items()}
-    else:
-        infos = {db.url.display: await client.execute_command("INFO", "replication")}
-    for node, info in infos.items():
-        replicas = int(parse_info(info).get("connected_slaves", "0") or 0)
+    """Refuse a primary with fewer connected replicas than ``wait_replicas`` asks for (read
+    from the start-up inspection's report; read here only when it was skipped)."""
+    report = db.report or await inspection.read_server(db.client)
+    for primary in report.primaries or (report,):
+        replicas = len(primary.replicas or ())  # unreadable counts as none: refused
         if replicas < wanted:
-            raise ServerCheckError.too_few_replicas(node, replicas, wanted)
+            raise ServerCheckError.too_few_replicas(
+                primary.node or db.url.display, replicas, wanted
+            )
