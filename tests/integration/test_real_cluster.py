@@ -51,6 +51,8 @@ async def cluster_client(cluster: list[RedisProcess]) -> AsyncIterator[RedisClus
 
 
 Call = tuple[str, Sequence[Any], Sequence[Any]]
+#: A slot move: (source, target, slot, the kind of call whose slot it is).
+Move = Callable[[RedisProcess, RedisProcess, int, str], Awaitable[None]]
 
 
 async def record_calls(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[Call]:
@@ -162,6 +164,15 @@ async def move_slot(
         await dst.aclose()
 
 
+def source_and_target(
+    cluster: list[RedisProcess], db: Database, slot: int
+) -> tuple[RedisProcess, RedisProcess]:
+    """The node that serves ``slot`` in the client's slot map, and another primary."""
+    owner = db.client.nodes_manager.get_node_from_slot(slot)  # type: ignore[union-attr]
+    source = next(n for n in cluster if n.port == owner.port)
+    return source, next(n for n in cluster if n.port != owner.port)
+
+
 async def test_a_slot_moved_under_writers_leaves_every_index_exact(
     cluster: list[RedisProcess], key_prefix: str
 ) -> None:
@@ -171,9 +182,7 @@ async def test_a_slot_moved_under_writers_leaves_every_index_exact(
     async with fm.connect(cluster[0].url, key_prefix=key_prefix) as db:
         record_key = db.keys.record("it_ticket", "x")
         slot = slot_of(record_key)
-        owner = db.client.get_node_from_key(record_key)  # type: ignore[union-attr]
-        source = next(n for n in cluster if n.port == owner.port)
-        target = next(n for n in cluster if n.port != owner.port)
+        source, target = source_and_target(cluster, db, slot)
         await Ticket.save_many([Ticket(id=f"t-{i}", status="open", priority=i) for i in range(300)])
         saved: list[str] = []
         stop = asyncio.Event()
@@ -299,9 +308,7 @@ async def test_a_batch_goes_to_each_primary_itself_and_follows_a_moved_slot(
         assert pipelines == [True]  # no key to route TIME by: redis-py's pipeline
 
         key = keys[3]
-        owner = db.client.get_node_from_key(key)  # type: ignore[union-attr]
-        source = next(n for n in cluster if n.port == owner.port)
-        target = next(n for n in cluster if n.port != owner.port)
+        source, target = source_and_target(cluster, db, slot_of(key))
         await within(move_slot(source, target, slot_of(key)), "the slot to move")
         assert await db.run_batch([("HGET", k, "f") for k in keys]) == wanted
         assert len(pipelines) == 1  # MOVED: the moved command followed here, to its owner
@@ -414,6 +421,27 @@ class SlotTenants:
             self.progress.clear()
             await self.progress.wait()
 
+    async def move_each(self, cluster: list[RedisProcess], move: Move) -> None:
+        """Loop every kind of call while ``move`` moves each tenant's slot to another
+        primary, in turn; after each move, the call that starts once it is done follows
+        the slot (the one in flight may have ended through ASK, or on the source before an
+        atomic handover); then stop the calls and verify the collections."""
+        loops = [asyncio.create_task(self.loop(kind)) for kind in self.calls]
+        try:
+            for kind, slot in self.slots().items():
+                source, target = source_and_target(cluster, self.db, slot)
+                await within(move(source, target, slot, kind), f"the {kind}'s slot to move")
+                during = self.calls[kind]
+                await within(self.calls_of(kind, during + 2), f"a {kind} call after the move")
+                owner = self.db.client.nodes_manager.get_node_from_slot(slot)  # type: ignore[union-attr]
+                assert owner.port == target.port
+        finally:
+            self.stop = True
+            await within(asyncio.gather(*loops), "the calls to stop")
+        for model in (fm.WorkflowRun, fm.Session):
+            report = await fm.verify_collection(model)
+            assert report.ok, report
+
     def hold(
         self, moving: str, source: RedisProcess, slot: int
     ) -> Callable[[list[bytes]], Awaitable[None]]:
@@ -453,7 +481,7 @@ async def test_every_call_follows_slots_moved_key_by_key_under_it(
     """Three slots (a run's bucket, a session's, a stream's) move by MIGRATE one key at a
     time, while every kind of call (run reads, a run's finish, session loads and appends,
     stream reads and appends, many at once) runs in a loop; after each key the move waits
-    for a call of the moving kind (or twenty of the others). No MOVED, ASK or TRYAGAIN
+    for a call of the moving kind (or three of the others). No MOVED, ASK or TRYAGAIN
     reaches a caller, and no existing row reads as missing; the calls met every kind of
     redirect and refusal on the way."""
     seen: list[str] = []
@@ -473,33 +501,15 @@ async def test_every_call_follows_slots_moved_key_by_key_under_it(
         tenants = SlotTenants(db)
         await tenants.fill()
         assert len(tenants.runs) >= 2
-        loops = [asyncio.create_task(tenants.loop(kind)) for kind in tenants.calls]
-        try:
-            for kind, slot in tenants.slots().items():
-                owner = db.client.nodes_manager.get_node_from_slot(slot)  # type: ignore[union-attr]
-                source = next(n for n in cluster if n.port == owner.port)
-                target = next(n for n in cluster if n.port != owner.port)
-                moved = await within(
-                    move_slot(
-                        source, target, slot, batch=1, between=tenants.hold(kind, source, slot)
-                    ),
-                    f"the {kind}'s slot to move under the calls",
-                )
-                assert moved >= 2
-                # The call in flight may have ended through ASK; the one after it starts
-                # once the move is done, meets MOVED, and the slot map follows the slot.
-                during = tenants.calls[kind]
-                await within(tenants.calls_of(kind, during + 2), f"a {kind} call after the move")
-                assert db.client.nodes_manager.get_node_from_slot(slot).port == target.port  # type: ignore[union-attr]
-        finally:
-            tenants.stop = True
-            await within(asyncio.gather(*loops), "the calls to stop")
+
+        async def migrate(source: RedisProcess, target: RedisProcess, slot: int, kind: str) -> None:
+            between = tenants.hold(kind, source, slot)
+            assert await move_slot(source, target, slot, batch=1, between=between) >= 2
+
+        await tenants.move_each(cluster, migrate)
         probed = await within(asyncio.gather(*tenants.probes), "the split MULTIs")
         assert probed
         assert all(replies == [1, 1] for replies in probed)  # once the move ended
-        for model in (fm.WorkflowRun, fm.Session):
-            report = await fm.verify_collection(model)
-            assert report.ok, report
     assert {"AskError", "MovedError", "TryAgainError"} <= set(seen), set(seen)
 
 
@@ -542,25 +552,11 @@ async def test_every_call_follows_slots_moved_atomically_under_it(
     async with fm.connect(cluster[0].url, key_prefix=key_prefix) as db:
         tenants = SlotTenants(db)
         await tenants.fill()
-        loops = [asyncio.create_task(tenants.loop(kind)) for kind in tenants.calls]
-        try:
-            for kind, slot in tenants.slots().items():
-                owner = db.client.nodes_manager.get_node_from_slot(slot)  # type: ignore[union-attr]
-                source = next(n for n in cluster if n.port == owner.port)
-                target = next(n for n in cluster if n.port != owner.port)
-                await within(
-                    migrate_atomically(source, target, slot, tenants, kind),
-                    f"the {kind}'s slot to move atomically",
-                )
-                after = tenants.calls[kind]  # (the call in flight may predate the handover)
-                await within(tenants.calls_of(kind, after + 2), f"a {kind} call after the move")
-                assert db.client.nodes_manager.get_node_from_slot(slot).port == target.port  # type: ignore[union-attr]
-        finally:
-            tenants.stop = True
-            await within(asyncio.gather(*loops), "the calls to stop")
-        for model in (fm.WorkflowRun, fm.Session):
-            report = await fm.verify_collection(model)
-            assert report.ok, report
+
+        async def migrate(source: RedisProcess, target: RedisProcess, slot: int, kind: str) -> None:
+            await migrate_atomically(source, target, slot, tenants, kind)
+
+        await tenants.move_each(cluster, migrate)
 
 
 async def test_connect_starts_from_any_seed_that_answers(
