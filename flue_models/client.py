@@ -53,10 +53,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
+from redis._parsers import response_callbacks
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.cluster import PRIMARY
 from redis.exceptions import (
     AskError,
@@ -532,6 +534,17 @@ try:
 except ImportError:  # pragma: no cover (hiredis is a dependency; redis-py packs without it)
     _PACK = None
 _PLAIN = frozenset({str, bytes, int})
+#: hiredis's reader class in redis-py and its "no whole reply yet" value (see
+#: :func:`read_replies`); ``None`` without hiredis.
+_HIREDIS: type | None
+try:
+    from redis._parsers import hiredis as _redis_hiredis
+
+    _HIREDIS, _NOT_ENOUGH_DATA = _redis_hiredis._AsyncHiredisParser, _redis_hiredis.NOT_ENOUGH_DATA
+except (ImportError, AttributeError):  # pragma: no cover (hiredis is a dependency)
+    _HIREDIS, _NOT_ENOUGH_DATA = None, None
+#: Options of a command that redis-py's ``parse_response`` takes out before its callback.
+_NOT_CALLBACK_OPTIONS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys"})
 
 
 def timed_send(connection_class: type) -> type:
@@ -767,6 +780,110 @@ def check_wait(
         )
 
 
+async def read_replies(connection: Any, count: int) -> list[Any]:
+    """Read ``count`` replies from ``connection``, each as the server sent it (an error
+    reply as redis-py's exception for it, in its place), within the caller's deadline.
+
+    With hiredis (a dependency), the replies already received are taken from its reader
+    in one loop and the socket is read only when it runs dry: redis-py reads each reply
+    through its connection's reader, under a timer of its own, several µs per reply,
+    which is most of the client's cost of a batch of small replies. Without it, one by
+    one as redis-py reads them.
+
+    Raises:
+        redis.exceptions.ConnectionError: the connection was closed or failed.
+
+    Example:
+        ```python
+        await connection.send_packed_command(connection.pack_commands(commands))
+        replies = await read_replies(connection, len(commands))
+        ```
+    """
+    parser: Any = connection._parser
+    reader: Any = getattr(parser, "_reader", None)
+    ours = reader is not None and parser.__class__ is _HIREDIS
+    if not ours:  # redis-py's own reader
+        replies: list[Any] = []
+        for _ in range(count):
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+    if not parser._connected:
+        raise RedisConnectionError("the connection was closed")
+    push = parser._hiredis_PushNotificationType
+    gets = reader.gets
+    replies = []
+    try:
+        while len(replies) < count:
+            reply = gets()
+            if reply is _NOT_ENOUGH_DATA:
+                await parser.read_from_socket()
+            elif push is not None and isinstance(reply, push):
+                await parser.handle_push_response(reply)  # (RESP3 pushes: not a reply)
+            elif isinstance(reply, RedisConnectionError):
+                raise reply
+            else:
+                replies.append(reply)
+    except OSError as exc:  # (as redis-py's reader turns it)
+        raise RedisConnectionError(f"Error while reading from the socket: {exc}") from exc
+    if connection.health_check_interval:
+        loop = asyncio.get_running_loop()
+        connection.next_health_check = loop.time() + connection.health_check_interval
+    return replies
+
+
+def shaped(reply: Any, args: Sequence[Any], options: Mapping[str, Any], callbacks: Any) -> Any:
+    """A reply as redis-py's ``parse_response`` returns it: through its command's
+    callback; an error reply stays the exception (``EMPTY_RESPONSE``'s value instead,
+    when the command gave one).
+
+    Example:
+        ```python
+        shaped([b"f", b"v"], ("HGETALL", key), {}, client.response_callbacks)   # {b"f": b"v"}
+        ```
+    """
+    if isinstance(reply, ResponseError):
+        return options.get(EMPTY_RESPONSE, reply)
+    back = callbacks.get(args[0])
+    if back is None:
+        return reply
+    if options:
+        options = {k: v for k, v in options.items() if k not in _NOT_CALLBACK_OPTIONS}
+    return back(reply, **options)
+
+
+async def read_shaped(
+    connection: Any, commands: Sequence[Command], callbacks: Mapping[Any, Any]
+) -> list[Any]:
+    """The replies of ``commands``, sent on ``connection``: each shaped by its command's
+    callback, an error reply in its place (see :func:`read_replies`, :func:`shaped`).
+
+    Example:
+        ```python
+        replies = await read_shaped(connection, [(("HGETALL", k), {})], client.response_callbacks)
+        ```
+    """
+    replies = await read_replies(connection, len(commands))
+    callbacks = _callbacks_of(connection, commands, callbacks)
+    return [
+        shaped(reply, args, options, callbacks)
+        for (args, options), reply in zip(commands, replies, strict=True)
+    ]
+
+
+def _callbacks_of(
+    connection: Any, commands: Sequence[Command], callbacks: Mapping[Any, Any]
+) -> Mapping[Any, Any]:
+    """The callbacks for ``commands`` on ``connection``: the client's, or on a connection
+    that fell back to RESP2 (a server without ``HELLO 3``), those redis-py picks for it."""
+    if not getattr(connection, "_resp2_fallback", False):
+        return callbacks
+    pick = response_callbacks._get_response_callback
+    return {args[0]: pick(callbacks, args[0], connection) for args, _ in commands}
+
+
 async def read_exec(
     connection: Any, commands: Sequence[Command], callbacks: Mapping[Any, Any]
 ) -> list[Any]:
@@ -783,22 +900,18 @@ async def read_exec(
         replies = await read_exec(connection, [(("HGETALL", k), {})], client.response_callbacks)
         ```
     """
-    await connection.read_response()  # MULTI's OK
-    queued: list[ResponseError] = []
-    for _command in commands:
-        try:
-            await connection.read_response()  # QUEUED
-        except ResponseError as exc:
-            queued.append(exc)
-    try:
-        done = await connection.read_response()
-    except ExecAbortError:
-        moving = next((e for e in queued if isinstance(e, _MOVING)), None)
-        raise (moving or (queued[0] if queued else ExecAbortError("EXECABORT"))) from None
+    started, *queued, done = await read_replies(connection, len(commands) + 2)
+    if isinstance(started, ResponseError):
+        raise started
+    if isinstance(done, ExecAbortError):
+        refused = [e for e in queued if isinstance(e, ResponseError)]
+        moving = next((e for e in refused if isinstance(e, _MOVING)), None)
+        raise (moving or (refused[0] if refused else done)) from None
+    if isinstance(done, ResponseError):
+        raise done
+    callbacks = _callbacks_of(connection, commands, callbacks)
     return [
-        reply
-        if isinstance(reply, Exception) or (back := callbacks.get(args[0])) is None
-        else back(reply, **options)
+        reply if isinstance(reply, Exception) else shaped(reply, args, options, callbacks)
         for (args, options), reply in zip(commands, done, strict=True)
     ]
 
@@ -942,15 +1055,11 @@ class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own ba
                     async with asyncio.timeout(connection.socket_timeout or None) as deadline:
                         replies = await read_exec(connection, commands, self.response_callbacks)
                 else:
+                    callbacks = self.response_callbacks
                     for start in range(0, len(commands), DEADLINE_STRETCH):
+                        stretch = commands[start : start + DEADLINE_STRETCH]
                         async with asyncio.timeout(connection.socket_timeout or None) as deadline:
-                            for args, options in commands[start : start + DEADLINE_STRETCH]:
-                                try:
-                                    replies.append(
-                                        await self.parse_response(connection, args[0], **options)
-                                    )
-                                except ResponseError as exc:
-                                    replies.append(exc)
+                            replies += await read_shaped(connection, stretch, callbacks)
                 if wait is not None:
                     acknowledged = await wait_reply(connection, wait)
                     check_wait(wait, acknowledged, self.flue_display, wire, replies)
@@ -1168,18 +1277,11 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
     ) -> list[Any]:
         """The replies of ``commands`` sent on ``connection`` (in ``MULTI`` when
         ``atomic``), errors in place (see :meth:`_flue_send`)."""
+        sent = [(tuple(c), options) for c in commands]
         if not atomic:
-            replies = []
-            for command in commands:
-                try:
-                    replies.append(await node.parse_response(connection, command[0], **options))
-                except ResponseError as exc:
-                    replies.append(exc)
-            return replies
+            return await read_shaped(connection, sent, node.response_callbacks)
         try:
-            return await read_exec(
-                connection, [(tuple(c), options) for c in commands], node.response_callbacks
-            )
+            return await read_exec(connection, sent, node.response_callbacks)
         except _MOVING as exc:  # a redirect while queued, or EXEC's own check of the slot
             return [exc] * len(commands)
 

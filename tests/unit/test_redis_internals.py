@@ -29,3 +29,29 @@ USED = {
 def test_the_cluster_internals_the_routing_calls_exist() -> None:
     missing = [f"{k.__name__}.{n}" for k, names in USED.items() for n in names if not hasattr(k, n)]
     assert missing == [], f"redis-py changed what FlueRedisCluster calls: {missing}"
+
+
+def test_the_reply_reader_internals_exist() -> None:
+    """``client.read_replies`` takes a batch's replies from hiredis's reader itself."""
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
+    from redis._parsers.response_callbacks import _get_response_callback
+    from redis.asyncio import Connection
+
+    parser = _AsyncHiredisParser(socket_read_size=65536)
+    connection = Connection()
+    used = {
+        parser: (
+            "_reader",
+            "_connected",
+            "_hiredis_PushNotificationType",
+            "read_from_socket",
+            "handle_push_response",
+        ),
+        connection: ("_parser", "_resp2_fallback", "health_check_interval", "next_health_check"),
+    }
+    missing = [
+        f"{type(o).__name__}.{n}" for o, names in used.items() for n in names if not hasattr(o, n)
+    ]
+    assert missing == [], f"redis-py changed what read_replies calls: {missing}"
+    assert NOT_ENOUGH_DATA is not None
+    assert callable(_get_response_callback)
