@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import time
@@ -256,15 +257,6 @@ def closed_under_us(exc: AttributeError) -> bool:
     )
 
 
-async def _once(call: Any) -> Any:
-    try:
-        return await call()
-    except AttributeError as exc:
-        if not closed_under_us(exc):
-            raise
-        raise ClosedUnderUsError(f"the connection was closed under the command ({exc})") from exc
-
-
 #: A cluster's refusals of a command it did not run: a slot half-moved (``TRYAGAIN``), a
 #: cluster down for now (``CLUSTERDOWN``), and redis-py's ``ClusterError`` ("TTL
 #: exhausted"), which it raises only after every attempt was redirected (``MOVED``,
@@ -378,7 +370,14 @@ async def with_retries(
     failed_at = 0.0  # read at the first failure: a call that succeeds pays for no clock
     while True:
         try:
-            return await _once(call)
+            try:
+                return await call()
+            except AttributeError as exc:
+                if not closed_under_us(exc):
+                    raise
+                raise ClosedUnderUsError(
+                    f"the connection was closed under the command ({exc})"
+                ) from exc
         except NoScriptError:
             raise  # the script caller reloads it
         except (RedisError, RedisClusterException) as exc:
@@ -643,7 +642,13 @@ class Coalescer:
             await coalescer.send(("GET", "k"), {})
             ```
         """
-        (reply,) = await self.send_many([(args, options)])
+        if self.in_flight == 0 and not self.queued:  # alone: sent at once, as send_many does
+            self.in_flight += 1
+            try:
+                return await self.client.flue_one(args, options)
+            finally:
+                self.in_flight -= 1
+        (reply,) = await self._queue([(args, options)])
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -960,13 +965,9 @@ class FlueCommands:
                     raise reply
                 return reply
         elif coalescer is not None and queueable(args):
-
-            async def once() -> Any:
-                return await coalescer.send(args, options)
+            once = functools.partial(coalescer.send, args, options)  # (no coroutine of ours)
         else:
-
-            async def once() -> Any:
-                return await self.flue_one(args, options)
+            once = functools.partial(self.flue_one, args, options)
 
         command = str(args[0]) if args else "?"
         return await with_retries(once, policy, self.flue_display, command, unsafe=unsafe)
