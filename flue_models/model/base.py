@@ -422,7 +422,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
         snapshot[OWNED_FIELD] = owned
         entries, unique = decode_owned(db.keys, key, owned)
         record.__pydantic_private__["_flue"] = Held(  # type: ignore[index]
-            int(version_text), snapshot, entries, unique, db
+            int(version_text), snapshot, entries, unique, db, data
         )
         return record
 

@@ -82,6 +82,9 @@ class ModelSpec:
     _domain_keys: dict[tuple[str, int, str, Any], str] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
+    _domain_sets: dict[tuple[str, int], list[str]] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @functools.cached_property
     def readers(self) -> tuple[tuple[str, bytes, Callable[[bytes], Any]], ...]:
@@ -307,10 +310,21 @@ class ModelSpec:
             # ['flue::ticket:idx:status:Y2xvc2Vk']   (status is Literal["open", "closed"])
             ```
         """
-        found: list[str] = []
-        for field in sorted(self.equality_fields):
-            for value in self.codecs[field].domain:
-                found.append(self.equality_key(keys, field, value))
+        where = (keys.head, keys.bucket)
+        named = self._domain_sets.get(where)
+        if named is None:  # the same sets on every save of the bucket: named once
+            named = list(
+                dict.fromkeys(
+                    self.equality_key(keys, field, value)
+                    for field in sorted(self.equality_fields)
+                    for value in self.codecs[field].domain
+                )
+            )
+            if len(self._domain_sets) < DOMAIN_KEYS:
+                self._domain_sets[where] = named
+        if not self.compound:
+            return [key for key in named if key not in owned]
+        found = list(named)
         for fields in self.compound:
             choices = [
                 self.codecs[f].domain or ((values[f],) if values.get(f) is not None else ())

@@ -25,9 +25,13 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
+from uuid import UUID
 
 from flue_models.connection import Database
 from flue_models.errors import (
@@ -39,7 +43,7 @@ from flue_models.errors import (
 )
 from flue_models.keys import KeySpace
 from flue_models.model.buckets import check_collections
-from flue_models.model.spec import OWNED_FIELD, SEQ, encode_owned
+from flue_models.model.spec import OWNED_FIELD, SEQ, ModelSpec, encode_owned, format_score
 from flue_models.replies import reply_hash, reply_text
 from flue_models.scripts import checked_reply
 
@@ -54,8 +58,11 @@ MAX_ATTEMPTS = 50
 
 class Held(NamedTuple):
     """What a copy of a record knows the store holds for it: the version it was read or
-    written at, the encoded fields, the index entries and unique claims it owns, and the
-    database it belongs to. Immutable: a change replaces it, so copies never share one.
+    written at, the encoded fields, the index entries and unique claims it owns, the
+    database it belongs to, and the values the encoded fields were read as or written
+    from (a field still holding that very object, of an immutable type, is not encoded
+    again: see :func:`plan_save`). Immutable: a change replaces it, so copies never share
+    one.
 
     Example:
         ```python
@@ -68,6 +75,14 @@ class Held(NamedTuple):
     entries: dict[str, float]
     unique: dict[str, bytes]
     db: Database | None
+    values: dict[str, Any]
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the store state is (``values`` only spares encoding work)."""
+        return isinstance(other, Held) and self[:5] == other[:5]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
 
 
 def held(record: Model) -> Held:
@@ -81,18 +96,21 @@ def held(record: Model) -> Held:
     private = cast("dict[str, Any]", record.__pydantic_private__)  # (a Model has one)
     found: Held | None = private.get("_flue")
     if found is None:
-        found = private["_flue"] = Held(0, {}, {}, {}, None)
+        found = private["_flue"] = Held(0, {}, {}, {}, None, {})
     return found
 
 
 def hold(record: Model, **changes: Any) -> None:
-    """Replace parts of the state ``record`` holds (see :class:`Held`).
+    """Replace parts of the state ``record`` holds (see :class:`Held`). A new snapshot
+    comes with the values it encodes, or with none (every field is then encoded again).
 
     Example:
         ```python
         hold(ticket, version=8)
         ```
     """
+    if "snapshot" in changes:
+        changes.setdefault("values", {})
     new = held(record)._replace(**changes)
     record.__pydantic_private__["_flue"] = new  # type: ignore[index]
 
@@ -118,7 +136,7 @@ class Write:
         counter: ``(counter key, field)``: the field takes the counter's next value in
             the script, after every check passed, so a refused write consumes none;
             ``seq_scored`` are the sorted sets whose score is that value.
-        snapshot, entries, unique: what the copy holds once the write lands.
+        snapshot, entries, unique, values: what the copy holds once the write lands.
 
     Example:
         ```python
@@ -145,6 +163,35 @@ class Write:
     snapshot: dict[str, bytes] = field(default_factory=dict)
     entries: dict[str, float] = field(default_factory=dict)
     unique: dict[str, bytes] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+#: Types whose values cannot change in place: a field still holding the object its
+#: stored bytes were read as or written from keeps those bytes (see :func:`plan_save`).
+_IMMUTABLE = frozenset({str, int, float, bool, bytes, dt.datetime, dt.date, Decimal, UUID})
+
+
+def _encoded(spec: ModelSpec, values: dict[str, Any], state: Held) -> dict[str, bytes]:
+    """Every set field's stored bytes: a field still holding the very (immutable) object
+    ``state`` read or wrote keeps its bytes, any other is encoded."""
+    codecs, prior, stored = spec.codecs, state.values, state.snapshot
+    encoded: dict[str, bytes] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        before = prior.get(name, _NONE)
+        if before is value:
+            same = type(value) in _IMMUTABLE or isinstance(value, Enum)
+        else:  # text and whole numbers: an equal value is encoded alike
+            same = type(value) is type(before) and type(value) in _EQUAL and value == before
+        kept = stored.get(name) if same else None
+        encoded[name] = codecs[name].encode(value) if kept is None else kept
+    return encoded
+
+
+_NONE = object()
+#: Types whose equal values are encoded alike (a float is not one: 0.0 == -0.0).
+_EQUAL = frozenset({str, int})
 
 
 # Plans -------------------------------------------------------------------------------
@@ -176,10 +223,8 @@ def plan_save(
     spec = record.__flue_spec__
     keys = spec.keys_for(keys, record)
     values = record._values()
-    encoded = {
-        name: spec.codecs[name].encode(value) for name, value in values.items() if value is not None
-    }
     state = held(record)  # what the copy knows the store holds, read once
+    encoded = _encoded(spec, values, state)
     stored, version = state.snapshot, state.version
     placed = spec.partition_by
     if placed != "id" and version and stored.get(placed) != encoded[placed]:
@@ -195,10 +240,11 @@ def plan_save(
         shifted = spec.entries(keys, {**values, counter[1]: values[counter[1]] + 1})
         seq_scored = {k for k, score in entries.items() if shifted.get(k) != score}
         encoded[counter[1]] = SEQ.encode()
-    encoded[OWNED_FIELD] = encode_owned(
-        keys.record_prefix(spec.collection), entries, unique, seq_scored
-    )
     old_entries, old_unique = state.entries, state.unique
+    owned = stored.get(OWNED_FIELD)
+    if owned is None or seq_scored or entries != old_entries or unique != old_unique:
+        owned = encode_owned(keys.record_prefix(spec.collection), entries, unique, seq_scored)
+    encoded[OWNED_FIELD] = owned
     if owns_nothing:
         old_entries, old_unique = {}, {}
     return Write(
@@ -220,6 +266,7 @@ def plan_save(
         snapshot=encoded,
         entries=entries,
         unique=unique,
+        values=values,
     )
 
 
@@ -403,13 +450,40 @@ async def run_writes(
         record = w.record
         if w.mode == "c":
             continue
-        if w.counter is not None:  # the field's value came from the script: plan again
-            object.__setattr__(record, w.counter[1], int(counted))
-            w = plan_save(record, db.keys)
+        snapshot, entries, values = w.snapshot, w.entries, w.values
+        if w.counter is not None:  # the field's value came from the script
+            snapshot, entries, values = counted_state(w, int(counted))
+            object.__setattr__(record, w.counter[1], values[w.counter[1]])
         record.__pydantic_private__["_flue"] = Held(  # type: ignore[index]
-            int(version), w.snapshot, w.entries, w.unique, db
+            int(version), snapshot, entries, w.unique, db, values
         )
     return after
+
+
+def counted_state(
+    write: Write, counted: int
+) -> tuple[dict[str, bytes], dict[str, float], dict[str, Any]]:
+    """What a save with a counter field left in the store once the script gave the
+    field ``counted``: the planned state with ``#seq`` replaced, as the script replaced
+    it (the field's bytes, the scores of ``seq_scored``, ``_owned``'s ``@#seq``).
+
+    Example:
+        ```python
+        snapshot, entries, values = counted_state(write, 1767225642000123)
+        ```
+    """
+    assert write.counter is not None
+    name = write.counter[1]
+    codec = write.record.__flue_spec__.codecs[name]
+    score = codec.score(counted)
+    shown = b"@" + format_score(score).encode()
+    snapshot = {
+        **write.snapshot,
+        name: codec.encode(counted),
+        OWNED_FIELD: write.snapshot[OWNED_FIELD].replace(b"@" + SEQ.encode(), shown),
+    }
+    entries = {k: score if k in write.seq_scored else s for k, s in write.entries.items()}
+    return snapshot, entries, {**write.values, name: counted}
 
 
 async def own_write(db: Database, writes: list[Write]) -> list[int] | None:
