@@ -35,50 +35,80 @@
 --   {"guard", record_number, guard_number}   (numbers count from 1).
 
 local call, match, gmatch = redis.call, string.match, string.gmatch
+-- Every list of a record that has no element is this one table (never written to), and
+-- a record's table is made whole in one constructor: no table grows on the hot path.
+local EMPTY = {}
 
-local function split(text)
+local function words(text)  -- comma-separated names
+  if text == '' then return EMPTY end
   local parts, n = {}, 0
   for part in gmatch(text, '[^,]+') do n = n + 1; parts[n] = part end
   return parts
 end
 
+-- Per record: zadd, claims and releases are flat lists of key, value pairs.
 local records = {}
 local a, k = 2, 2
 for r = 1, tonumber(ARGV[1]) do
   local mode, expected, n_zrem, n_claim, n_release, n_list, n_absent, counter, names, hdel,
     scores = match(ARGV[a], '^(%a) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%S+) (%S*) (%S*) (%S*)$')
   if not mode then return redis.error_reply('ERR save: malformed record head ' .. ARGV[a]) end
-  local rec = {mode = mode, id = ARGV[a + 1], expected = tonumber(expected), key = KEYS[k]}
+  local id, key = ARGV[a + 1], KEYS[k]
   a, k = a + 2, k + 1
   local hset, n = {}, 0
   for name in gmatch(names, '[^,]+') do
     hset[n + 1], hset[n + 2] = name, ARGV[a]
     n, a = n + 2, a + 1
   end
-  rec.hset = hset
-  rec.hdel = split(hdel)
-  local zrem = {}
-  for i = 1, tonumber(n_zrem) do zrem[i] = KEYS[k]; k = k + 1 end
-  rec.zrem = zrem
-  local zadd = {}
-  for score in gmatch(scores, '[^,]+') do zadd[#zadd + 1] = {KEYS[k], score}; k = k + 1 end
-  rec.zadd = zadd
-  local claims, releases = {}, {}
-  for i = 1, tonumber(n_claim) do claims[i] = {KEYS[k], ARGV[a]}; k = k + 1; a = a + 1 end
-  for i = 1, tonumber(n_release) do releases[i] = {KEYS[k], ARGV[a]}; k = k + 1; a = a + 1 end
-  rec.claims, rec.releases = claims, releases
-  rec.lists = {}
-  for i = 1, tonumber(n_list) do
-    local list = {key = KEYS[k], kind = ARGV[a], elements = {}}
-    k = k + 1
-    local n_elements = tonumber(ARGV[a + 1]); a = a + 2
-    for e = 1, n_elements do list.elements[e] = ARGV[a]; a = a + 1 end
-    rec.lists[i] = list
+  local zrem = EMPTY
+  n = tonumber(n_zrem)
+  if n > 0 then
+    zrem = {}
+    for i = 1, n do zrem[i] = KEYS[k]; k = k + 1 end
   end
-  rec.absent = {}
-  for i = 1, tonumber(n_absent) do rec.absent[i] = KEYS[k]; k = k + 1 end
-  if counter ~= '-' then rec.counter, rec.counter_field = KEYS[k], counter; k = k + 1 end
-  records[r] = rec
+  local zadd = EMPTY
+  if scores ~= '' then
+    zadd, n = {}, 0
+    for score in gmatch(scores, '[^,]+') do
+      zadd[n + 1], zadd[n + 2] = KEYS[k], score
+      n, k = n + 2, k + 1
+    end
+  end
+  local claims, releases = EMPTY, EMPTY
+  n = tonumber(n_claim)
+  if n > 0 then
+    claims = {}
+    for i = 1, 2 * n, 2 do claims[i], claims[i + 1] = KEYS[k], ARGV[a]; k, a = k + 1, a + 1 end
+  end
+  n = tonumber(n_release)
+  if n > 0 then
+    releases = {}
+    for i = 1, 2 * n, 2 do releases[i], releases[i + 1] = KEYS[k], ARGV[a]; k, a = k + 1, a + 1 end
+  end
+  local lists = EMPTY
+  n = tonumber(n_list)
+  if n > 0 then
+    lists = {}
+    for i = 1, n do
+      local list = {key = KEYS[k], kind = ARGV[a], elements = {}}
+      k = k + 1
+      local n_elements = tonumber(ARGV[a + 1]); a = a + 2
+      for e = 1, n_elements do list.elements[e] = ARGV[a]; a = a + 1 end
+      lists[i] = list
+    end
+  end
+  local absent = EMPTY
+  n = tonumber(n_absent)
+  if n > 0 then
+    absent = {}
+    for i = 1, n do absent[i] = KEYS[k]; k = k + 1 end
+  end
+  local counter_key, counter_field = nil, nil
+  if counter ~= '-' then counter_key, counter_field = KEYS[k], counter; k = k + 1 end
+  records[r] = {mode = mode, id = id, expected = tonumber(expected), key = key, hset = hset,
+    hdel = words(hdel), zrem = zrem, zadd = zadd, claims = claims, releases = releases,
+    lists = lists, absent = absent, counter = counter_key, counter_field = counter_field,
+    stored = 0}
 end
 
 -- Check phase: nothing is written unless every record passes. First the type of every
@@ -86,25 +116,29 @@ end
 -- checked by the read of its version; the collection's counter by its INCRBY, the first
 -- write (see below); every other key by TYPE.
 local bad
-for _, rec in ipairs(records) do
+for r = 1, #records do
+  local rec = records[r]
   local stored = redis.pcall('HGET', rec.key, 'version')
   if type(stored) == 'table' then return flue_wrong(rec.key, 'hash') end
   bad = flue_integer(rec.key, 'version', stored)
   if bad then return bad end
   rec.stored = tonumber(stored or '0')
-  for _, key in ipairs(rec.zrem) do
-    bad = flue_expect(key, 'zset')
+  local zrem, zadd, claims, releases = rec.zrem, rec.zadd, rec.claims, rec.releases
+  for i = 1, #zrem do
+    bad = flue_expect(zrem[i], 'zset')
     if bad then return bad end
   end
-  for _, entry in ipairs(rec.zadd) do
-    bad = flue_expect(entry[1], 'zset')
+  for i = 1, #zadd, 2 do
+    bad = flue_expect(zadd[i], 'zset')
     if bad then return bad end
   end
-  for _, pairs_ in ipairs({rec.claims, rec.releases}) do
-    for _, claim in ipairs(pairs_) do
-      bad = flue_expect(claim[1], 'hash')
-      if bad then return bad end
-    end
+  for i = 1, #claims, 2 do
+    bad = flue_expect(claims[i], 'hash')
+    if bad then return bad end
+  end
+  for i = 1, #releases, 2 do
+    bad = flue_expect(releases[i], 'hash')
+    if bad then return bad end
   end
   if rec.counter then
     bad = flue_expect(rec.counter, 'string')
@@ -120,23 +154,27 @@ for _, rec in ipairs(records) do
 end
 local releasing, claiming = {}, {}
 local saves = 0
-for r, rec in ipairs(records) do
+for r = 1, #records do
+  local rec = records[r]
   if rec.stored ~= rec.expected then return {'conflict', r, rec.stored} end
   if rec.mode == 's' then saves = saves + 1 end
-  for g, key in ipairs(rec.absent) do
-    if call('EXISTS', key) == 1 then return {'guard', r, g} end
+  local absent, releases = rec.absent, rec.releases
+  for g = 1, #absent do
+    if call('EXISTS', absent[g]) == 1 then return {'guard', r, g} end
   end
-  for _, rel in ipairs(rec.releases) do releasing[rel[1] .. '\0' .. rel[2]] = rec.id end
+  for i = 1, #releases, 2 do releasing[releases[i] .. '\0' .. releases[i + 1]] = rec.id end
 end
-for r, rec in ipairs(records) do
-  for c, claim in ipairs(rec.claims) do
-    local slot = claim[1] .. '\0' .. claim[2]
-    local holder = call('HGET', claim[1], claim[2])
+for r = 1, #records do
+  local rec = records[r]
+  local claims = rec.claims
+  for i = 1, #claims, 2 do
+    local slot = claims[i] .. '\0' .. claims[i + 1]
+    local holder = call('HGET', claims[i], claims[i + 1])
     if holder and holder ~= rec.id and releasing[slot] ~= holder then
-      return {'unique', r, c, holder}
+      return {'unique', r, (i + 1) / 2, holder}
     end
     if claiming[slot] and claiming[slot] ~= rec.id then
-      return {'unique', r, c, claiming[slot]}
+      return {'unique', r, (i + 1) / 2, claiming[slot]}
     end
     claiming[slot] = rec.id
   end
@@ -169,11 +207,15 @@ local function next_tick(counter)
   call('SET', counter, text)
   return value, text
 end
-for _, rec in ipairs(records) do
-  for _, rel in ipairs(rec.releases) do
-    if call('HGET', rel[1], rel[2]) == rec.id then call('HDEL', rel[1], rel[2]) end
+for r = 1, #records do
+  local rec = records[r]
+  local id, zrem, releases = rec.id, rec.zrem, rec.releases
+  for i = 1, #releases, 2 do
+    if call('HGET', releases[i], releases[i + 1]) == id then
+      call('HDEL', releases[i], releases[i + 1])
+    end
   end
-  for _, key in ipairs(rec.zrem) do call('ZREM', key, rec.id) end
+  for i = 1, #zrem do call('ZREM', zrem[i], id) end
   for _, list in ipairs(rec.lists) do
     call('DEL', list.key)
     local add = list.kind == 'h' and 'HSET' or 'RPUSH'
@@ -192,21 +234,23 @@ for _, rec in ipairs(records) do
     local version = next_version
     next_version = next_version + 1
     local seq, seq_text = 0, '0'
+    local hset = rec.hset
     if rec.counter then
       seq, seq_text = next_tick(rec.counter)
-      for i = 1, #rec.hset, 2 do
-        if rec.hset[i] == rec.counter_field then rec.hset[i + 1] = seq_text
-        elseif rec.hset[i] == '_owned' then rec.hset[i + 1] = with_seq(rec.hset[i + 1], seq_text) end
+      for i = 1, #hset, 2 do
+        if hset[i] == rec.counter_field then hset[i + 1] = seq_text
+        elseif hset[i] == '_owned' then hset[i + 1] = with_seq(hset[i + 1], seq_text) end
       end
     end
     if #rec.hdel > 0 then call('HDEL', rec.key, unpack(rec.hdel)) end
-    rec.hset[#rec.hset + 1] = 'version'
-    rec.hset[#rec.hset + 1] = version
-    call('HSET', rec.key, unpack(rec.hset))
-    for _, entry in ipairs(rec.zadd) do
-      call('ZADD', entry[1], entry[2] == '#seq' and seq_text or entry[2], rec.id)
+    hset[#hset + 1] = 'version'
+    hset[#hset + 1] = version
+    call('HSET', rec.key, unpack(hset))
+    local zadd, claims = rec.zadd, rec.claims
+    for i = 1, #zadd, 2 do
+      call('ZADD', zadd[i], zadd[i + 1] == '#seq' and seq_text or zadd[i + 1], id)
     end
-    for _, claim in ipairs(rec.claims) do call('HSET', claim[1], claim[2], rec.id) end
+    for i = 1, #claims, 2 do call('HSET', claims[i], claims[i + 1], id) end
     versions[#versions + 1] = version
     versions[#versions + 1] = seq
   end
