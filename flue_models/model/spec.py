@@ -98,6 +98,19 @@ class ModelSpec:
         """
         return tuple((name, name.encode(), codec.decoder) for name, codec in self.codecs.items())
 
+    @functools.cached_property
+    def keyed_by(self) -> tuple[str, ...]:
+        """The fields whose values name the index sets a record is in (not their scores):
+        equality, compound and range fields (a range set is one key, there or not).
+
+        Example:
+            ```python
+            Ticket.__flue_spec__.keyed_by   # ('owner', 'priority', 'status')
+            ```
+        """
+        named = self.equality_fields | self.range_fields | {f for c in self.compound for f in c}
+        return tuple(sorted(named - {self.order_by}))
+
     # Key names -------------------------------------------------------------------------
 
     @property

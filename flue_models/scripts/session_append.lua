@@ -26,8 +26,9 @@
 --   caller expected), {"conflict", entry_id} (that id was appended with other content, or
 --   only some entries were) or {"orphan", entry_id, parent_id} (the parent names no entry
 --   of this session); those write nothing.
--- Types: the row's and the list's by their first reads (made with redis.pcall, the type
--- looked up only on a refusal), the others by TYPE; all before the first write.
+-- Types: the row's, the list's and the entry id hash's by their first reads (made with
+-- redis.pcall, the type looked up only on a refusal), the index sets by TYPE; all before
+-- the first write.
 local row = redis.pcall('HMGET', KEYS[1], 'id', 'entry_count', 'context_from', 'fork_of',
   'origin', 'leaf_id')
 if row.err then return flue_wrong(KEYS[1], 'hash') end
@@ -35,7 +36,7 @@ if not row[1] then return {'missing'} end  -- every session row holds its id
 table.remove(row, 1)
 local length = redis.pcall('LLEN', KEYS[2])
 if type(length) == 'table' then return flue_wrong(KEYS[2], 'list') end
-local bad = flue_expect(KEYS[3], 'hash')
+local bad
 for i = 4, #KEYS do bad = bad or flue_expect(KEYS[i], 'zset') end
 if bad then return bad end
 bad = flue_integer(KEYS[1], 'entry_count', row[1])
@@ -83,7 +84,8 @@ end
 
 local seen = 0
 for i, entry in ipairs(entries) do
-  local at = redis.call('HGET', KEYS[3], entry.id)
+  local at = redis.pcall('HGET', KEYS[3], entry.id)
+  if type(at) == 'table' then return flue_wrong(KEYS[3], 'hash') end
   if at then
     local stored, sent = stored_json(tonumber(at) - base), joined(entry.elements)
     local same = stored == sent

@@ -84,6 +84,12 @@ def _with_parent(entry: AnyEntry, parent: str | None) -> AnyEntry:
     return entry.model_copy(update={"parent_id": parent})
 
 
+#: The keys and ``_owned`` template of sessions appended to lately, by key space, id and
+#: indexed values (a session's appends name the same keys each time); up to
+#: :data:`PLANS_KEPT`, then started again. The lists are never changed in place.
+_PLANS: dict[tuple[Any, ...], tuple[list[str], list[str], bytes]] = {}
+PLANS_KEPT = 4096
+
 #: The parent a continuing entry is first encoded with, to find where the leaf's goes.
 _MARK = "\x00leaf\x00"
 _MARK_JSON = canonical_json(_MARK).encode()
@@ -243,14 +249,22 @@ class Appending(Loading):
 
     def _index_plan(self, database: Database) -> tuple[list[str], list[str], bytes]:
         """The session's own keys, the index sets it is in (an append rescores each with
-        the new ``updated_at``) and its ``_owned`` with ``@#seq`` for that score."""
+        the new ``updated_at``) and its ``_owned`` with ``@#seq`` for that score; named
+        once per session and indexed values (see :data:`_PLANS`)."""
         spec = self.__flue_spec__
-        keys = spec.keys_of(database.keys, self.id)
-        index_keys = list(spec.entries(keys, self._values()))
-        template = encode_owned(
-            keys.record_prefix(spec.collection), dict.fromkeys(index_keys, 0.0), {}, index_keys
-        )
-        return list(keys.session(self.id)[:3]), index_keys, template
+        values = self._values()
+        memo = (database.keys, self.id, *(values[name] for name in spec.keyed_by))
+        plan = _PLANS.get(memo)
+        if plan is None:
+            keys = spec.keys_of(database.keys, self.id)
+            index_keys = list(spec.entries(keys, values))
+            prefix = keys.record_prefix(spec.collection)
+            template = encode_owned(prefix, dict.fromkeys(index_keys, 0.0), {}, index_keys)
+            plan = list(keys.session(self.id)[:3]), index_keys, template
+            if len(_PLANS) >= PLANS_KEPT:
+                _PLANS.clear()
+            _PLANS[memo] = plan
+        return plan
 
     async def _append_call(
         self,
