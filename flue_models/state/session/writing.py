@@ -236,13 +236,7 @@ class Appending(Loading):
         # "ok", or "replay" (appended by an earlier call): show what the store holds.
         parents = [leaf if follows else first.parent_id, *(e.id for e in entries[:-1])]
         appended = [_with_parent(e, parent) for e, parent in zip(entries, parents, strict=True)]
-        self._took(
-            index,
-            leaf_id=reply_text(reply[3]),
-            entry_count=int(reply[1]),
-            updated_at=dt.datetime.fromisoformat(reply_text(reply[2])),
-            context_from=int(reply[4]),
-        )
+        self._took(index, reply)
         if self._entries is not None:
             had = {entry.id for entry in self._entries} if status == "replay" else set()
             self._entries = [*self._entries, *(e for e in appended if e.id not in had)]
@@ -285,19 +279,34 @@ class Appending(Loading):
             "session_append", keys=[*own_keys, *index_keys], args=args
         )
 
-    def _took(self, index: tuple[list[str], list[str], bytes], **stored: Any) -> None:
-        """Set fields a script wrote, and what this copy knows the store holds: the index
-        entries rescored with ``updated_at`` and the ``_owned`` the script wrote (its
-        template with that score)."""
+    def _took(self, index: tuple[list[str], list[str], bytes], reply: list[Any]) -> None:
+        """Set the fields the script wrote (its reply: status, entry_count, updated_at,
+        leaf_id, context_from), and what this copy knows the store holds: those fields
+        as the script stored them, the index entries rescored with ``updated_at`` and the
+        ``_owned`` it wrote (its template with that score)."""
         spec = self.__flue_spec__
-        snapshot = dict(held(self).snapshot)  # (a new state: copies never share one)
-        for name, value in stored.items():
-            object.__setattr__(self, name, value)
-            snapshot[name] = spec.codecs[name].encode(value)
+        count, updated, leaf, context_from = int(reply[1]), reply[2], reply[3], int(reply[4])
+        updated = updated if isinstance(updated, bytes) else updated.encode()
+        leaf = leaf if isinstance(leaf, bytes) else leaf.encode()
+        updated_at = dt.datetime.fromisoformat(updated.decode())
+        fields = self.__dict__  # (as the script set them: no validation to run again)
+        fields.update(
+            leaf_id=leaf.decode(),
+            entry_count=count,
+            updated_at=updated_at,
+            context_from=context_from,
+        )
         _own_keys, index_keys, template = index
-        score = spec.codecs["updated_at"].score(self.updated_at)
+        score = spec.codecs["updated_at"].score(updated_at)
         shown = b"@" + format_score(score).encode()
-        snapshot[OWNED] = template.replace(b"@" + SEQ.encode(), shown)
+        snapshot = {  # (a new state: copies never share one)
+            **held(self).snapshot,
+            "leaf_id": leaf,
+            "entry_count": str(count).encode(),
+            "updated_at": updated,
+            "context_from": str(context_from).encode(),
+            OWNED: template.replace(b"@" + SEQ.encode(), shown),
+        }
         hold(self, snapshot=snapshot, entries=dict.fromkeys(index_keys, score))
 
     @classmethod
