@@ -118,7 +118,6 @@ async def measure(url: str, raw: Any, writers: int, ops: int, runs: int) -> list
     append = raw.register_script(RAW_APPEND)
     save = raw.register_script(RAW_SAVE)
     payload = {"type": "log", "message": "x" * 64}
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     try:
         streams = [fm.EventStream(f"bench/{w}", db=db) for w in range(writers)]
         for stream in streams:
@@ -131,6 +130,7 @@ async def measure(url: str, raw: Any, writers: int, ops: int, runs: int) -> list
 
         async def raw_append(w: int, _n: int) -> None:
             tag = f"{raw_prefix}::{{stream:{w}}}"
+            text = json.dumps(payload, sort_keys=True, separators=(",", ":"))  # as ours, per call
             await append(keys=[tag, f"{tag}:events"], args=[text])
 
         def saves(model: type[Model], buckets: int) -> tuple[Step, Step]:

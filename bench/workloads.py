@@ -57,23 +57,31 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return {'ok', version}
 """
 
-#: The raw side's stream append: refuse a closed stream, number and add each event.
+#: The raw side's stream append: refuse a closed stream, number and add each event with
+#: the append's server time in milliseconds (as the library's entries carry it).
 RAW_APPEND = """
 if redis.call('HGET', KEYS[1], 'closed') == '1' then return {'closed'} end
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
 local reply = {'ok'}
 for i = 1, #ARGV do
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-  redis.call('XADD', KEYS[2], '0-' .. seq, 'd', ARGV[i])
+  redis.call('XADD', KEYS[2], '0-' .. seq, 'd', ARGV[i], 't', ms)
   table.insert(reply, seq)
 end
 return reply
 """
 
-#: The raw side's session append: push the entry, count it, move the leaf.
+#: The raw side's session append: the library's writes without its checks: push the
+#: entry, keep its position under its id, count it, move the leaf and the update time,
+#: and rescore the session in the set that lists sessions by update time.
 RAW_SESSION_APPEND = """
-redis.call('RPUSH', KEYS[2], ARGV[2])
+local length = redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('HSETNX', KEYS[3], ARGV[1], length - 1)
+local now = redis.call('TIME')
 redis.call('HINCRBY', KEYS[1], 'entry_count', 1)
-redis.call('HSET', KEYS[1], 'leaf_id', ARGV[1])
+redis.call('HSET', KEYS[1], 'leaf_id', ARGV[1], 'updated_at', now[1] .. '.' .. now[2])
+redis.call('ZADD', KEYS[4], now[1] * 1000 + math.floor(now[2] / 1000), ARGV[3])
 return 1
 """
 
@@ -423,13 +431,12 @@ class Bench:
         meta, events = self.rk("stream:bench"), self.rk("stream:bench:events")
         await self.raw.hset(meta, "seq", 0)
         payload = {"type": "log", "message": "a line of output from a step"}
-        text = json.dumps(payload)
 
         async def flue_one(_i: int) -> None:
             await stream.append(payload)
 
-        async def raw_one(_i: int) -> None:
-            await self.append_script(keys=[meta, events], args=[text])
+        async def raw_one(_i: int) -> None:  # each payload encoded per call, as ours are
+            await self.append_script(keys=[meta, events], args=[json.dumps(payload)])
 
         single = await repeat(ops, self.runs, flue_one, raw_one)
 
@@ -437,7 +444,8 @@ class Bench:
             await stream.append_many([payload] * batch)
 
         async def raw_many(_i: int) -> None:
-            await self.append_script(keys=[meta, events], args=[text] * batch)
+            texts = [json.dumps(p) for p in [payload] * batch]
+            await self.append_script(keys=[meta, events], args=texts)
 
         many = await repeat(max(1, ops // 10), self.runs, flue_many, raw_many)
 
@@ -468,6 +476,7 @@ class Bench:
     async def sessions(self, ops: int = 300, entries: int = 1000) -> list[Row]:
         session = await fm.Session.open("bench/append", db=self.db)
         row, items = self.rk("session:bench/append"), self.rk("session/entries:bench/append")
+        ids, listed = self.rk("session/entry_ids:bench/append"), self.rk("session:all")
         await self.raw.hset(row, mapping={"id": "bench/append", "entry_count": 0})
 
         async def flue(i: int) -> None:
@@ -475,7 +484,9 @@ class Bench:
 
         async def raw(i: int) -> None:
             entry = {"type": "message", "id": f"m{i}", "role": "user", "content": "hello there"}
-            await self.session_script(keys=[row, items], args=[f"m{i}", "E" + json.dumps(entry)])
+            keys = [row, items, ids, listed]
+            args = [f"m{i}", "E" + json.dumps(entry), "bench/append"]
+            await self.session_script(keys=keys, args=args)
 
         append = await repeat(ops, self.runs, flue, raw)
         loaded = await fm.Session.open("bench/load", db=self.db)
