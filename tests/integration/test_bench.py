@@ -8,7 +8,7 @@ from xml.etree import ElementTree
 
 import redis
 
-from bench import charts, cluster as cluster_bench, in_latency, sessions
+from bench import charts, cluster as cluster_bench, in_latency, instructions, sessions
 from bench.harness import Row, Stats, table
 from bench.workloads import Bench
 from flue_models.cli.bench import bench_folder
@@ -140,3 +140,16 @@ async def test_the_cluster_benchmark_measures_both_topologies_both_ways() -> Non
             "64 bucket(s)",
         ]
         assert all(r.raw is not None and r.flue.median_us > 0 for r in rows)
+
+
+async def test_the_instruction_counter_runs_every_operation_and_cleans_up(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The worker callgrind runs (here without callgrind): each operation, twice."""
+    prefixes = [await instructions.work(op, 2, redis_url) for op in instructions.OPERATIONS]
+    with redis.Redis.from_url(redis_url) as client:
+        for prefix in (p for both in prefixes for p in both):
+            assert list(client.scan_iter(match=f"{prefix}::*")) == []
+    out = tmp_path / "callgrind.out"
+    out.write_text("events: Ir\nsummary: 12345\n")
+    assert instructions.total(out) == 12345
