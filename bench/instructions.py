@@ -17,8 +17,10 @@ Run ``python -m bench.instructions [--ops save,update,...] [--server] [--url URL
 (``valgrind`` and, for ``--server``, ``redis-server`` on PATH; ``apt-get install
 valgrind``). Operations: ``save``, ``update``, ``get``, ``session`` (an append),
 ``trio`` (admission + claim + finish), ``hget`` (one command through the client), and
-raw redis-py's ``raw_save``, ``raw_get``, ``raw_hget``. The worker itself runs without
-valgrind: ``python -m bench.instructions --worker OP N --url URL``.
+raw redis-py's ``raw_save``, ``raw_get``, ``raw_hget``; ``bulk`` and ``raw_bulk`` save
+:data:`BULK` new records per operation (``save_many``; raw: one pipeline of scripts).
+The worker itself runs without valgrind: ``python -m bench.instructions --worker OP N
+--url URL``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ from pathlib import Path
 import flue_models as fm
 from bench.workloads import UPDATED, Bench, BenchItem, item
 
-OPERATIONS = ("save", "update", "get", "session", "trio", "hget", "raw_save", "raw_get", "raw_hget")
+OPERATIONS = (
+    *("save", "bulk", "update", "get", "session", "trio", "hget"),
+    *("raw_save", "raw_bulk", "raw_get", "raw_hget"),
+)
+#: Records of one ``bulk`` operation (one ``save_many``; raw: one pipeline of scripts).
+BULK = 100
 #: Operations of the warm-up every worker runs first (scripts loaded, caches filled).
 WARM = 20
 
@@ -62,6 +69,12 @@ async def work(operation: str, count: int, url: str) -> tuple[str, str]:
 
         async def save(n: int) -> None:
             await item(n).save(db=bench.db)
+
+        async def bulk(n: int) -> None:
+            await BenchItem.save_many([item(n * BULK + i) for i in range(BULK)], db=bench.db)
+
+        async def raw_bulk(n: int) -> None:
+            await bench.raw_save_many(range(n * BULK, (n + 1) * BULK))
 
         async def update(n: int) -> None:
             record.title = f"title {n}"
@@ -90,6 +103,8 @@ async def work(operation: str, count: int, url: str) -> tuple[str, str]:
 
         steps: dict[str, Callable[[int], Awaitable[None]]] = {
             "save": save,
+            "bulk": bulk,
+            "raw_bulk": raw_bulk,
             "update": update,
             "get": get,
             "session": append,

@@ -114,8 +114,15 @@ end
 -- Check phase: nothing is written unless every record passes. First the type of every
 -- key the write phase touches, and the parse of every number it reads. A row's type is
 -- checked by the read of its version; the collection's counter by its INCRBY, the first
--- write (see below); every other key by TYPE.
+-- write (see below); every other key by TYPE, once per key and type in the call (the
+-- records of a batch share their index sets).
 local bad
+local typed = {}
+local function expect(key, wanted)
+  if typed[key] == wanted then return nil end
+  typed[key] = wanted
+  return flue_expect(key, wanted)
+end
 for r = 1, #records do
   local rec = records[r]
   local stored = redis.pcall('HGET', rec.key, 'version')
@@ -125,19 +132,19 @@ for r = 1, #records do
   rec.stored = tonumber(stored or '0')
   local zrem, zadd, claims, releases = rec.zrem, rec.zadd, rec.claims, rec.releases
   for i = 1, #zrem do
-    bad = flue_expect(zrem[i], 'zset')
+    bad = expect(zrem[i], 'zset')
     if bad then return bad end
   end
   for i = 1, #zadd, 2 do
-    bad = flue_expect(zadd[i], 'zset')
+    bad = expect(zadd[i], 'zset')
     if bad then return bad end
   end
   for i = 1, #claims, 2 do
-    bad = flue_expect(claims[i], 'hash')
+    bad = expect(claims[i], 'hash')
     if bad then return bad end
   end
   for i = 1, #releases, 2 do
-    bad = flue_expect(releases[i], 'hash')
+    bad = expect(releases[i], 'hash')
     if bad then return bad end
   end
   if rec.counter then
