@@ -49,6 +49,23 @@ end
 -- Per record: zadd, claims and releases are flat lists of key, value pairs.
 local records = {}
 local a, k = 2, 2
+
+local function next_keys(count)  -- the next `count` KEYS
+  local n = tonumber(count)
+  if n == 0 then return EMPTY end
+  local taken = {}
+  for i = 1, n do taken[i] = KEYS[k]; k = k + 1 end
+  return taken
+end
+
+local function next_pairs(count)  -- the next `count` KEYS, each with the next ARGV
+  local n = tonumber(count)
+  if n == 0 then return EMPTY end
+  local taken = {}
+  for i = 1, 2 * n, 2 do taken[i], taken[i + 1] = KEYS[k], ARGV[a]; k, a = k + 1, a + 1 end
+  return taken
+end
+
 for r = 1, tonumber(ARGV[1]) do
   local mode, expected, n_zrem, n_claim, n_release, n_list, n_absent, counter, names, hdel,
     scores = match(ARGV[a], '^(%a) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%S+) (%S*) (%S*) (%S*)$')
@@ -60,12 +77,7 @@ for r = 1, tonumber(ARGV[1]) do
     hset[n + 1], hset[n + 2] = name, ARGV[a]
     n, a = n + 2, a + 1
   end
-  local zrem = EMPTY
-  n = tonumber(n_zrem)
-  if n > 0 then
-    zrem = {}
-    for i = 1, n do zrem[i] = KEYS[k]; k = k + 1 end
-  end
+  local zrem = next_keys(n_zrem)
   local zadd = EMPTY
   if scores ~= '' then
     zadd, n = {}, 0
@@ -74,17 +86,8 @@ for r = 1, tonumber(ARGV[1]) do
       n, k = n + 2, k + 1
     end
   end
-  local claims, releases = EMPTY, EMPTY
-  n = tonumber(n_claim)
-  if n > 0 then
-    claims = {}
-    for i = 1, 2 * n, 2 do claims[i], claims[i + 1] = KEYS[k], ARGV[a]; k, a = k + 1, a + 1 end
-  end
-  n = tonumber(n_release)
-  if n > 0 then
-    releases = {}
-    for i = 1, 2 * n, 2 do releases[i], releases[i + 1] = KEYS[k], ARGV[a]; k, a = k + 1, a + 1 end
-  end
+  local claims = next_pairs(n_claim)
+  local releases = next_pairs(n_release)
   local lists = EMPTY
   n = tonumber(n_list)
   if n > 0 then
@@ -97,12 +100,7 @@ for r = 1, tonumber(ARGV[1]) do
       lists[i] = list
     end
   end
-  local absent = EMPTY
-  n = tonumber(n_absent)
-  if n > 0 then
-    absent = {}
-    for i = 1, n do absent[i] = KEYS[k]; k = k + 1 end
-  end
+  local absent = next_keys(n_absent)
   local counter_key, counter_field = nil, nil
   if counter ~= '-' then counter_key, counter_field = KEYS[k], counter; k = k + 1 end
   records[r] = {mode = mode, id = id, expected = tonumber(expected), key = key, hset = hset,
