@@ -55,30 +55,19 @@ def same(ours: list[Any], theirs: list[Any]) -> None:
             assert mine == expected
 
 
+@pytest.mark.parametrize("atomic", [False, True], ids=["pipeline", "transaction"])
 async def test_a_batch_reads_what_redis_pys_pipeline_reads(
-    db: fm.Database, plain: aioredis.Redis
+    db: fm.Database, plain: aioredis.Redis, atomic: bool
 ) -> None:
     commands = mixed(db)
-    async with plain.pipeline(transaction=False) as pipe:
+    async with plain.pipeline(transaction=atomic) as pipe:
         for command in commands:
             pipe.execute_command(*command)
         theirs = await pipe.execute(raise_on_error=False)
-    ours = await db.client.flue_many([(command, {}) for command in commands])
+    ours = await db.client.flue_many([(command, {}) for command in commands], atomic=atomic)
     same(ours, theirs)
     assert len(ours[6]) == 2_000_000
     assert isinstance(ours[7], ResponseError)
-
-
-async def test_an_atomic_batch_reads_what_redis_pys_transaction_reads(
-    db: fm.Database, plain: aioredis.Redis
-) -> None:
-    commands = mixed(db)
-    async with plain.pipeline(transaction=True) as pipe:
-        for command in commands:
-            pipe.execute_command(*command)
-        theirs = await pipe.execute(raise_on_error=False)
-    ours = await db.client.flue_many([(command, {}) for command in commands], atomic=True)
-    same(ours, theirs)
 
 
 async def test_a_push_among_the_replies_is_not_taken_for_one(redis_url: str) -> None:
