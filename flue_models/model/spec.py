@@ -589,6 +589,17 @@ def encode_owned(
     return " ".join(tokens).encode()
 
 
+def owned_scored(owned: bytes, score: float) -> bytes:
+    """An ``_owned`` made with ``@#seq`` (see :func:`encode_owned`), as a script stores it
+    once the counter or the clock gave the score: ``@`` and :func:`format_score`'s text.
+
+    Example:
+        >>> owned_scored(b"@#seq all idx:status:b3Blbg", 1767225642000.0)
+        b'@1767225642000 all idx:status:b3Blbg'
+    """
+    return owned.replace(b"@" + SEQ.encode(), b"@" + format_score(score).encode())
+
+
 def owned_name(record_key: str, key: str) -> str:
     """Return how ``_owned`` names ``key`` in the row ``record_key`` (see
     :func:`encode_owned`).

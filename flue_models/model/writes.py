@@ -43,7 +43,7 @@ from flue_models.errors import (
 )
 from flue_models.keys import KeySpace
 from flue_models.model.buckets import check_collections
-from flue_models.model.spec import OWNED_FIELD, SEQ, ModelSpec, encode_owned, format_score
+from flue_models.model.spec import OWNED_FIELD, SEQ, ModelSpec, encode_owned, owned_scored
 from flue_models.replies import reply_hash, reply_text
 from flue_models.scripts import checked_reply
 
@@ -476,11 +476,10 @@ def counted_state(
     name = write.counter[1]
     codec = write.record.__flue_spec__.codecs[name]
     score = codec.score(counted)
-    shown = b"@" + format_score(score).encode()
     snapshot = {
         **write.snapshot,
         name: codec.encode(counted),
-        OWNED_FIELD: write.snapshot[OWNED_FIELD].replace(b"@" + SEQ.encode(), shown),
+        OWNED_FIELD: owned_scored(write.snapshot[OWNED_FIELD], score),
     }
     entries = {k: score if k in write.seq_scored else s for k, s in write.entries.items()}
     return snapshot, entries, {**write.values, name: counted}

@@ -18,7 +18,7 @@ from flue_models.errors import (
     SessionForkedError,
 )
 from flue_models.model.codec import canonical_json
-from flue_models.model.spec import OWNED_FIELD as OWNED, SEQ, encode_owned, format_score
+from flue_models.model.spec import OWNED_FIELD as OWNED, encode_owned, owned_scored
 from flue_models.model.writes import (
     held,
     hold,
@@ -298,14 +298,13 @@ class Appending(Loading):
         )
         _own_keys, index_keys, template = index
         score = spec.codecs["updated_at"].score(updated_at)
-        shown = b"@" + format_score(score).encode()
         snapshot = {  # (a new state: copies never share one)
             **held(self).snapshot,
             "leaf_id": leaf,
             "entry_count": str(count).encode(),
             "updated_at": updated,
             "context_from": str(context_from).encode(),
-            OWNED: template.replace(b"@" + SEQ.encode(), shown),
+            OWNED: owned_scored(template, score),
         }
         hold(self, snapshot=snapshot, entries=dict.fromkeys(index_keys, score))
 
