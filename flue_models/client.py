@@ -633,6 +633,17 @@ class Coalescer:
         self.queued: list[tuple[list[Command], asyncio.Future[list[Any]]]] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def alone(self) -> bool:
+        """Whether nothing is in flight or queued: a caller's commands go out at once.
+
+        Example:
+            ```python
+            client.flue_coalescer.alone   # True between calls
+            ```
+        """
+        return self.in_flight == 0 and not self.queued
+
     async def send(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         """Send one command (queued while others are in flight); raise what redis-py
         raises for it.
@@ -642,7 +653,7 @@ class Coalescer:
             await coalescer.send(("GET", "k"), {})
             ```
         """
-        if self.in_flight == 0 and not self.queued:  # alone: sent at once, as send_many does
+        if self.alone:  # at once, as send_many sends (without a pipeline for one command)
             self.in_flight += 1
             try:
                 return await self.client.flue_one(args, options)
@@ -663,7 +674,7 @@ class Coalescer:
             await coalescer.send_many([(("HGETALL", a), {}), (("HGETALL", b), {})])
             ```
         """
-        if self.in_flight == 0 and not self.queued:
+        if self.alone:
             self.in_flight += 1
             try:
                 return await self._pipeline(commands)
