@@ -497,7 +497,7 @@ class TimedSend:
             _PACK is not None
             and type(name) is str
             and " " not in name  # redis-py splits "CONFIG GET" into two arguments
-            and all(type(arg) in _PLAIN for arg in args)
+            and _PLAIN.issuperset(map(type, args))  # exact types, checked in C
         ):
             try:
                 return [_PACK(args)]

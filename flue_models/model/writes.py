@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -323,6 +324,12 @@ def plan_delete(record: Model, keys: KeySpace) -> Write:
 # The script call ---------------------------------------------------------------------
 
 
+#: A record's head in ``save``'s ARGV: its mode and counts (the layout ``save.lua``
+#: documents; Lua's ``struct.unpack`` reads it with ``>c1I4I4I4I4I4I4I4I4B``).
+_HEAD = struct.Struct(">c8IB")
+_MODES = {"s": b"s", "d": b"d", "c": b"c"}
+
+
 def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[str], list[Any]]:
     """Return the KEYS and ARGV of one ``save`` call (the layout ``save.lua`` documents).
 
@@ -334,15 +341,21 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
     keys: list[str] = [version_counter]
     args: list[Any] = [len(writes)]
     for w in writes:
-        scores = ",".join(SEQ if k in w.seq_scored else repr(s) for k, s in w.zadd.items())
-        head = (
-            f"{w.mode} {w.expected} {len(w.zrem)} {len(w.claims)} {len(w.releases)} "
-            f"{len(w.lists) + len(w.hashes)} {len(w.absent)} "
-            f"{'-' if w.counter is None else w.counter[1]} "
-            f"{','.join(w.hset)} {','.join(w.hdel)} {scores}"
-        )
+        n_lists = len(w.lists) + len(w.hashes)
+        args += [
+            _HEAD.pack(
+                _MODES[w.mode],
+                *(len(w.hset), len(w.hdel), len(w.zrem), len(w.zadd), len(w.claims)),
+                *(len(w.releases), n_lists, len(w.absent), w.counter is not None),
+            ),
+            w.expected,
+            w.record.id,
+        ]
         keys += [w.key, *w.zrem, *w.zadd]
-        args += [head, w.record.id, *w.hset.values()]
+        for pair in w.hset.items():
+            args += pair
+        args += w.hdel
+        args += [SEQ if k in w.seq_scored else repr(s) for k, s in w.zadd.items()]
         for key, value, _field in w.claims:
             keys.append(key)
             args.append(value)
@@ -355,11 +368,12 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
         for key, fields in w.hashes.items():
             keys.append(key)
             args += ["h", 2 * len(fields)]
-            for name, value in fields.items():
-                args += [name, value]
+            for pair in fields.items():
+                args += pair
         keys += w.absent
         if w.counter is not None:
             keys.append(w.counter[0])
+            args.append(w.counter[1])
     return keys, args
 
 

@@ -16,97 +16,51 @@
 --   (a delete passes every owned key so),
 --   n_absent keys that must not exist for the write to happen (guards),
 --   the clock counter, when the record has a counter field (see below).
--- ARGV: n_records, then per record, packed (every count, name and score of a record in
--- one argument; only the values, which may hold any byte, one argument each):
---   the head: "<mode> <expected> <n_zrem> <n_claim> <n_release> <n_list> <n_absent>
---     <counter field or -> <hset names,...> <hdel names,...> <zadd scores,...>", where
---     mode is "s" save, "d" delete, "c" check (the version check only, nothing
---     written), expected the version read (0: must not exist), names are field names
---     (identifiers: no space, no comma) and a score "#seq" is the counter's new value;
---   the id, then one value per hset name, then n_claim claimed values, n_release
---     released values, then per owned key: its kind ("l" | "h"), n_elements, elements.
+-- ARGV: n_records, then per record:
+--   the head, every count of the record in one binary string, read by one C call:
+--     struct.pack(">c1I4I4I4I4I4I4I4I4B", mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim,
+--     n_release, n_list, n_absent, has_counter), mode "s" save, "d" delete, "c" check
+--     (the version check only, nothing written);
+--   the expected version (the one read; 0: must not exist), the id;
+--   n_hset field, value pairs, passed to HSET as they are; n_hdel field names;
+--   n_zadd scores ("#seq": the counter's new value); n_claim claimed values; n_release
+--   released values; per owned key: its kind ("l" | "h"), n_elements, the elements;
+--   the counter field, when has_counter is 1.
 --   A counter field takes the clock counter's next value: the larger of its value + 1
 --   and the server time in microseconds, so it increases per counter and follows the
 --   clock across counters; so do the "#seq" scores and _owned's "@#seq".
+-- Nothing is parsed by pattern and no table is built per record: a record is read
+-- where it lies in KEYS and ARGV, and its fields go to HSET by unpack.
 -- Returns {"ok", new_version, counter_value, ...} (0s for a delete, counter_value 0 with
 --   no counter), or, writing nothing,
 --   {"conflict", record_number, stored_version} or
 --   {"unique", record_number, claim_number, holder_id} or
 --   {"guard", record_number, guard_number}   (numbers count from 1).
 
-local call, match, gmatch = redis.call, string.match, string.gmatch
--- Every list of a record that has no element is this one table (never written to), and
--- a record's table is made whole in one constructor: no table grows on the hot path.
-local EMPTY = {}
+local call, unpack, head_of = redis.call, unpack, struct.unpack
+local HEAD = '>c1I4I4I4I4I4I4I4I4B'
+local n_records = tonumber(ARGV[1])
+if not n_records then return redis.error_reply('ERR save: malformed record count') end
 
-local function words(text)  -- comma-separated names
-  if text == '' then return EMPTY end
-  local parts, n = {}, 0
-  for part in gmatch(text, '[^,]+') do n = n + 1; parts[n] = part end
-  return parts
-end
-
--- Per record: zadd, claims and releases are flat lists of key, value pairs.
+-- Per record, one array made by one constructor: where its ARGV (a) and KEYS (k) begin,
+-- where its lists end (the counter field's place), then its head's fields in order.
+-- Every phase takes them into locals with one unpack.
 local records = {}
 local a, k = 2, 2
-
-local function next_keys(count)  -- the next `count` KEYS
-  local n = tonumber(count)
-  if n == 0 then return EMPTY end
-  local taken = {}
-  for i = 1, n do taken[i] = KEYS[k]; k = k + 1 end
-  return taken
+for r = 1, n_records do
+  local rec = {a, k, 0, head_of(HEAD, ARGV[a])}  -- a head too short is refused by struct
+  local _, _, _, _, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent,
+    has_counter = unpack(rec)
+  local e = a + 3 + 2 * n_hset + n_hdel + n_zadd + n_claim + n_release
+  for _ = 1, n_list do e = e + 2 + tonumber(ARGV[e + 1]) end
+  rec[3] = e
+  records[r] = rec
+  a = e + has_counter
+  k = k + 1 + n_zrem + n_zadd + n_claim + n_release + n_list + n_absent + has_counter
 end
-
-local function next_pairs(count)  -- the next `count` KEYS, each with the next ARGV
-  local n = tonumber(count)
-  if n == 0 then return EMPTY end
-  local taken = {}
-  for i = 1, 2 * n, 2 do taken[i], taken[i + 1] = KEYS[k], ARGV[a]; k, a = k + 1, a + 1 end
-  return taken
-end
-
-for r = 1, tonumber(ARGV[1]) do
-  local mode, expected, n_zrem, n_claim, n_release, n_list, n_absent, counter, names, hdel,
-    scores = match(ARGV[a], '^(%a) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%S+) (%S*) (%S*) (%S*)$')
-  if not mode then return redis.error_reply('ERR save: malformed record head ' .. ARGV[a]) end
-  local id, key = ARGV[a + 1], KEYS[k]
-  a, k = a + 2, k + 1
-  local hset, n = {}, 0
-  for name in gmatch(names, '[^,]+') do
-    hset[n + 1], hset[n + 2] = name, ARGV[a]
-    n, a = n + 2, a + 1
-  end
-  local zrem = next_keys(n_zrem)
-  local zadd = EMPTY
-  if scores ~= '' then
-    zadd, n = {}, 0
-    for score in gmatch(scores, '[^,]+') do
-      zadd[n + 1], zadd[n + 2] = KEYS[k], score
-      n, k = n + 2, k + 1
-    end
-  end
-  local claims = next_pairs(n_claim)
-  local releases = next_pairs(n_release)
-  local lists = EMPTY
-  n = tonumber(n_list)
-  if n > 0 then
-    lists = {}
-    for i = 1, n do
-      local list = {key = KEYS[k], kind = ARGV[a], elements = {}}
-      k = k + 1
-      local n_elements = tonumber(ARGV[a + 1]); a = a + 2
-      for e = 1, n_elements do list.elements[e] = ARGV[a]; a = a + 1 end
-      lists[i] = list
-    end
-  end
-  local absent = next_keys(n_absent)
-  local counter_key, counter_field = nil, nil
-  if counter ~= '-' then counter_key, counter_field = KEYS[k], counter; k = k + 1 end
-  records[r] = {mode = mode, id = id, expected = tonumber(expected), key = key, hset = hset,
-    hdel = words(hdel), zrem = zrem, zadd = zadd, claims = claims, releases = releases,
-    lists = lists, absent = absent, counter = counter_key, counter_field = counter_field,
-    stored = 0}
+if a ~= #ARGV + 1 or k ~= #KEYS + 1 then  -- the heads must account for every argument
+  return redis.error_reply('ERR save: the heads name ' .. (k - 1) .. ' keys and ' .. (a - 1)
+    .. ' arguments, the call has ' .. #KEYS .. ' and ' .. #ARGV)
 end
 
 -- Check phase: nothing is written unless every record passes. First the type of every
@@ -116,72 +70,77 @@ end
 -- records of a batch share their index sets).
 local bad
 local typed = {}
-local function expect(key, wanted)
-  if typed[key] == wanted then return nil end
-  typed[key] = wanted
-  return flue_expect(key, wanted)
+local function expect(first, last, wanted)  -- nil when KEYS[first..last] all fit
+  for i = first, last do
+    local key = KEYS[i]
+    if typed[key] ~= wanted then
+      typed[key] = wanted
+      local refused = flue_expect(key, wanted)
+      if refused then return refused end
+    end
+  end
+  return nil
 end
-for r = 1, #records do
-  local rec = records[r]
-  local stored = redis.pcall('HGET', rec.key, 'version')
-  if type(stored) == 'table' then return flue_wrong(rec.key, 'hash') end
-  bad = flue_integer(rec.key, 'version', stored)
+local stored = {}  -- per record, the version found (0: none)
+for r = 1, n_records do
+  local a, k, _, _, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent,
+    has_counter = unpack(records[r])
+  local key = KEYS[k]
+  local found = redis.pcall('HGET', key, 'version')
+  if type(found) == 'table' then return flue_wrong(key, 'hash') end
+  if found ~= ARGV[a + 1] then  -- equal to the expected text: a whole number already
+    bad = flue_integer(key, 'version', found)
+    if bad then return bad end
+  end
+  stored[r] = tonumber(found or '0')
+  local z = k + 1 + n_zrem + n_zadd  -- the first claim key
+  bad = expect(k + 1, z - 1, 'zset') or expect(z, z + n_claim + n_release - 1, 'hash')
   if bad then return bad end
-  rec.stored = tonumber(stored or '0')
-  local zrem, zadd, claims, releases = rec.zrem, rec.zadd, rec.claims, rec.releases
-  for i = 1, #zrem do
-    bad = expect(zrem[i], 'zset')
-    if bad then return bad end
-  end
-  for i = 1, #zadd, 2 do
-    bad = expect(zadd[i], 'zset')
-    if bad then return bad end
-  end
-  for i = 1, #claims, 2 do
-    bad = expect(claims[i], 'hash')
-    if bad then return bad end
-  end
-  for i = 1, #releases, 2 do
-    bad = expect(releases[i], 'hash')
-    if bad then return bad end
-  end
-  if rec.counter then
-    bad = flue_expect(rec.counter, 'string')
-      or flue_integer(rec.counter, 'value', call('GET', rec.counter))
-    if bad then return bad end
-  end
-  for _, list in ipairs(rec.lists) do  -- no elements: the key is deleted, whatever it is
-    if #list.elements > 0 then
-      bad = flue_expect(list.key, list.kind == 'h' and 'hash' or 'list')
+  local l = a + 3 + 2 * n_hset + n_hdel + n_zadd + n_claim + n_release
+  z = z + n_claim + n_release
+  for i = z, z + n_list - 1 do  -- no elements: the key is deleted, whatever it is
+    if ARGV[l + 1] ~= '0' then
+      bad = flue_expect(KEYS[i], ARGV[l] == 'h' and 'hash' or 'list')
       if bad then return bad end
     end
+    l = l + 2 + tonumber(ARGV[l + 1])
+  end
+  if has_counter == 1 then
+    local counter = KEYS[z + n_list + n_absent]
+    bad = flue_expect(counter, 'string')
+      or flue_integer(counter, 'value', call('GET', counter))
+    if bad then return bad end
   end
 end
 local releasing, claiming = {}, {}
 local saves = 0
-for r = 1, #records do
-  local rec = records[r]
-  if rec.stored ~= rec.expected then return {'conflict', r, rec.stored} end
-  if rec.mode == 's' then saves = saves + 1 end
-  local absent, releases = rec.absent, rec.releases
-  for g = 1, #absent do
-    if call('EXISTS', absent[g]) == 1 then return {'guard', r, g} end
+for r = 1, n_records do
+  local a, k, _, mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent =
+    unpack(records[r])
+  if stored[r] ~= tonumber(ARGV[a + 1]) then return {'conflict', r, stored[r]} end
+  if mode == 's' then saves = saves + 1 end
+  local g = k + 1 + n_zrem + n_zadd + n_claim + n_release + n_list  -- the first guard
+  for i = g, g + n_absent - 1 do
+    if call('EXISTS', KEYS[i]) == 1 then return {'guard', r, i - g + 1} end
   end
-  for i = 1, #releases, 2 do releasing[releases[i] .. '\0' .. releases[i + 1]] = rec.id end
+  local id, rk, rv = ARGV[a + 2], k + 1 + n_zrem + n_zadd + n_claim,
+    a + 3 + 2 * n_hset + n_hdel + n_zadd + n_claim
+  for i = 0, n_release - 1 do releasing[KEYS[rk + i] .. '\0' .. ARGV[rv + i]] = id end
 end
-for r = 1, #records do
-  local rec = records[r]
-  local claims = rec.claims
-  for i = 1, #claims, 2 do
-    local slot = claims[i] .. '\0' .. claims[i + 1]
-    local holder = call('HGET', claims[i], claims[i + 1])
-    if holder and holder ~= rec.id and releasing[slot] ~= holder then
-      return {'unique', r, (i + 1) / 2, holder}
+for r = 1, n_records do
+  local a, k, _, _, n_hset, n_hdel, n_zrem, n_zadd, n_claim = unpack(records[r])
+  local id, ck, cv = ARGV[a + 2], k + 1 + n_zrem + n_zadd, a + 3 + 2 * n_hset + n_hdel + n_zadd
+  for i = 0, n_claim - 1 do
+    local key, value = KEYS[ck + i], ARGV[cv + i]
+    local slot = key .. '\0' .. value
+    local holder = call('HGET', key, value)
+    if holder and holder ~= id and releasing[slot] ~= holder then
+      return {'unique', r, i + 1, holder}
     end
-    if claiming[slot] and claiming[slot] ~= rec.id then
-      return {'unique', r, (i + 1) / 2, claiming[slot]}
+    if claiming[slot] and claiming[slot] ~= id then
+      return {'unique', r, i + 1, claiming[slot]}
     end
-    claiming[slot] = rec.id
+    claiming[slot] = id
   end
 end
 
@@ -203,7 +162,6 @@ end
 -- (A whole number, as Python's format_score writes it, so _owned stays byte-equal to
 -- its encoding. Numbers are written with %d: Lua's own conversion keeps 14 digits, a
 -- clock has 16.)
-local function with_seq(text, seq) return (string.gsub(text, '@#seq', '@' .. seq)) end
 local function next_tick(counter)
   local now = call('TIME')
   local clock = tonumber(now[1]) * 1000000 + tonumber(now[2])
@@ -212,50 +170,69 @@ local function next_tick(counter)
   call('SET', counter, text)
   return value, text
 end
-for r = 1, #records do
-  local rec = records[r]
-  local id, zrem, releases = rec.id, rec.zrem, rec.releases
-  for i = 1, #releases, 2 do
-    if call('HGET', releases[i], releases[i + 1]) == id then
-      call('HDEL', releases[i], releases[i + 1])
+-- ARGV[first..last], field, value pairs, with the counter `field` and _owned's '@#seq'
+-- taking the counter's value (a new list: ARGV is not written to).
+local function with_seq(first, last, field, seq_text)
+  local pairs = {unpack(ARGV, first, last)}
+  for i = 1, #pairs, 2 do
+    if pairs[i] == field then
+      pairs[i + 1] = seq_text
+    elseif pairs[i] == '_owned' then
+      pairs[i + 1] = string.gsub(pairs[i + 1], '@#seq', '@' .. seq_text)
     end
   end
-  for i = 1, #zrem do call('ZREM', zrem[i], id) end
-  for _, list in ipairs(rec.lists) do
-    call('DEL', list.key)
-    local add = list.kind == 'h' and 'HSET' or 'RPUSH'
-    for i = 1, #list.elements, 1000 do
-      call(add, list.key, unpack(list.elements, i, math.min(i + 999, #list.elements)))
+  return pairs
+end
+for r = 1, n_records do
+  local a, k, e, mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent,
+    has_counter = unpack(records[r])
+  local key, id = KEYS[k], ARGV[a + 2]
+  -- ARGV from h: the hset pairs, the hdel names, the scores, claims, releases, lists
+  local h = a + 3
+  local s = h + 2 * n_hset + n_hdel
+  local rv, rk = s + n_zadd + n_claim, k + 1 + n_zrem + n_zadd + n_claim
+  for i = 0, n_release - 1 do
+    if call('HGET', KEYS[rk + i], ARGV[rv + i]) == id then
+      call('HDEL', KEYS[rk + i], ARGV[rv + i])
     end
   end
-  if rec.mode == 'c' then
-    versions[#versions + 1] = rec.expected
+  for i = k + 1, k + n_zrem do call('ZREM', KEYS[i], id) end
+  local l = rv + n_release
+  for i = rk + n_release, rk + n_release + n_list - 1 do
+    local last = l + 1 + tonumber(ARGV[l + 1])
+    call('DEL', KEYS[i])
+    local add = ARGV[l] == 'h' and 'HSET' or 'RPUSH'
+    for first = l + 2, last, 1000 do
+      call(add, KEYS[i], unpack(ARGV, first, math.min(first + 999, last)))
+    end
+    l = last + 1
+  end
+  if mode == 'c' then
+    versions[#versions + 1] = tonumber(ARGV[a + 1])
     versions[#versions + 1] = 0
-  elseif rec.mode == 'd' then
-    call('DEL', rec.key)
+  elseif mode == 'd' then
+    call('DEL', key)
     versions[#versions + 1] = 0
     versions[#versions + 1] = 0
   else
     local version = next_version
     next_version = next_version + 1
     local seq, seq_text = 0, '0'
-    local hset = rec.hset
-    if rec.counter then
-      seq, seq_text = next_tick(rec.counter)
-      for i = 1, #hset, 2 do
-        if hset[i] == rec.counter_field then hset[i + 1] = seq_text
-        elseif hset[i] == '_owned' then hset[i + 1] = with_seq(hset[i + 1], seq_text) end
-      end
+    if n_hdel > 0 then call('HDEL', key, unpack(ARGV, h + 2 * n_hset, s - 1)) end
+    if has_counter == 1 then
+      seq, seq_text = next_tick(KEYS[rk + n_release + n_list + n_absent])
+      local pairs = with_seq(h, s - n_hdel - 1, ARGV[e], seq_text)
+      call('HSET', key, 'version', version, unpack(pairs))
+    else
+      call('HSET', key, 'version', version, unpack(ARGV, h, h + 2 * n_hset - 1))
     end
-    if #rec.hdel > 0 then call('HDEL', rec.key, unpack(rec.hdel)) end
-    hset[#hset + 1] = 'version'
-    hset[#hset + 1] = version
-    call('HSET', rec.key, unpack(hset))
-    local zadd, claims = rec.zadd, rec.claims
-    for i = 1, #zadd, 2 do
-      call('ZADD', zadd[i], zadd[i + 1] == '#seq' and seq_text or zadd[i + 1], id)
+    local zk = k + 1 + n_zrem
+    for i = 0, n_zadd - 1 do
+      local score = ARGV[s + i]
+      call('ZADD', KEYS[zk + i], score == '#seq' and seq_text or score, id)
     end
-    for i = 1, #claims, 2 do call('HSET', claims[i], claims[i + 1], id) end
+    local ck, cv = zk + n_zadd, s + n_zadd
+    for i = 0, n_claim - 1 do call('HSET', KEYS[ck + i], ARGV[cv + i], id) end
     versions[#versions + 1] = version
     versions[#versions + 1] = seq
   end

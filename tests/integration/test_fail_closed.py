@@ -14,6 +14,7 @@ import pytest
 
 import flue_models as fm
 from flue_models.keys import KeySpace, encode_segment
+from flue_models.model.writes import plan_save, script_arguments
 from flue_models.replies import reply_text
 from flue_models.state.submission import Submission
 from tests.conftest import RedisServers
@@ -183,6 +184,34 @@ async def test_any_other_script_failure_is_a_script_error(db: fm.Database) -> No
     with pytest.raises(fm.errors.ScriptError, match="'save'") as caught:
         await db.scripts.call("save", keys=[], args=["not a count"])
     assert caught.value.__cause__ is not None  # redis-py's error, chained
+
+
+@pytest.mark.parametrize(
+    "malform",
+    [
+        lambda keys, args: (keys, args[:2]),  # a head, nothing after it
+        lambda keys, args: (keys, [args[0], args[1][:5], *args[2:]]),  # a head cut short
+        lambda keys, args: (keys, args[:-1]),  # one value short
+        lambda keys, args: (keys, [*args, b"more"]),  # one value too many
+        lambda keys, args: (keys[:-1], args),  # one key short
+        lambda keys, args: ([*keys, keys[-1]], args),  # one key too many
+    ],
+    ids=["no values", "short head", "value short", "value extra", "key short", "key extra"],
+)
+async def test_a_save_call_its_heads_do_not_account_for_writes_nothing(
+    db: fm.Database, malform: Callable[[list[str], list[Any]], tuple[list[str], list[Any]]]
+) -> None:
+    await Ticket(id="t-0", status="open", priority=1).save()
+    ticket = Ticket(id="t-1", status="open", priority=2)
+    keys, args = script_arguments(
+        db.keys.version_counter("it_ticket"), [plan_save(ticket, db.keys)]
+    )
+    before = await snapshot(db)
+    bad_keys, bad_args = malform(keys, args)
+    with pytest.raises(fm.errors.ScriptError, match="'save'"):
+        await db.scripts.call("save", keys=bad_keys, args=bad_args)
+    assert await snapshot(db) == before
+    assert await db.scripts.call("save", keys=keys, args=args) == [b"ok", 2, 0]
 
 
 def test_key_names_never_contain_a_space() -> None:
