@@ -17,8 +17,9 @@ Run ``python -m bench.instructions [--ops save,update,...] [--server] [--url URL
 (``valgrind`` and, for ``--server``, ``redis-server`` on PATH; ``apt-get install
 valgrind``). Operations: ``save``, ``update``, ``get``, ``session`` (an append),
 ``trio`` (admission + claim + finish), ``hget`` (one command through the client), and
-raw redis-py's ``raw_save``, ``raw_get``, ``raw_hget``; ``bulk`` and ``raw_bulk`` save
-:data:`BULK` new records per operation (``save_many``; raw: one pipeline of scripts).
+raw redis-py's ``raw_save``, ``raw_get``, ``raw_hget``, ``raw_session`` (the session
+append row's raw script); ``bulk`` and ``raw_bulk`` save :data:`BULK` new records per
+operation (``save_many``; raw: one pipeline of scripts).
 The worker itself runs without valgrind: ``python -m bench.instructions --worker OP N
 --url URL``.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import re
 import shutil
@@ -44,7 +46,7 @@ from bench.workloads import UPDATED, Bench, BenchItem, item
 
 OPERATIONS = (
     *("save", "bulk", "update", "get", "session", "trio", "hget"),
-    *("raw_save", "raw_bulk", "raw_get", "raw_hget"),
+    *("raw_save", "raw_bulk", "raw_get", "raw_hget", "raw_session"),
 )
 #: Records of one ``bulk`` operation (one ``save_many``; raw: one pipeline of scripts).
 BULK = 100
@@ -101,6 +103,12 @@ async def work(operation: str, count: int, url: str) -> tuple[str, str]:
         async def raw_hget(_n: int) -> None:
             await bench.raw.hget(bench.rk("none"), "f")
 
+        async def raw_session(n: int) -> None:  # the raw side of the session append row
+            entry = {"type": "message", "id": f"m{n}", "role": "user", "content": "hello"}
+            keys = [bench.rk(f"session{part}:i") for part in ("", "/entries", "/entry_ids")]
+            args = [f"m{n}", "E" + json.dumps(entry), "i"]
+            await bench.session_script(keys=[*keys, bench.rk("session:all")], args=args)
+
         steps: dict[str, Callable[[int], Awaitable[None]]] = {
             "save": save,
             "bulk": bulk,
@@ -113,6 +121,7 @@ async def work(operation: str, count: int, url: str) -> tuple[str, str]:
             "raw_save": bench.raw_save,
             "raw_get": raw_get,
             "raw_hget": raw_hget,
+            "raw_session": raw_session,
         }
         step = steps[operation]
         for _ in range(WARM + count):

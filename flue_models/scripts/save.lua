@@ -66,17 +66,21 @@ end
 -- Check phase: nothing is written unless every record passes. First the type of every
 -- key the write phase touches, and the parse of every number it reads. A row's type is
 -- checked by the read of its version; the collection's counter by its INCRBY, the first
--- write (see below); every other key by TYPE, once per key and type in the call (the
--- records of a batch share their index sets).
+-- write (see below); every other key by an O(1) read of its type's (flue_expect), once
+-- per key and type in the call: the records of a batch share their index sets (a lone
+-- record's keys are each named once, and checked without that bookkeeping).
 local bad
-local typed = {}
+local typed = n_records > 1 and {} or nil
 local function expect(first, last, wanted)  -- nil when KEYS[first..last] all fit
   for i = first, last do
     local key = KEYS[i]
-    if typed[key] ~= wanted then
+    if not typed then
+      bad = flue_expect(key, wanted)
+      if bad then return bad end
+    elseif typed[key] ~= wanted then
       typed[key] = wanted
-      local refused = flue_expect(key, wanted)
-      if refused then return refused end
+      bad = flue_expect(key, wanted)
+      if bad then return bad end
     end
   end
   return nil

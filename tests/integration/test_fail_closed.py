@@ -101,6 +101,18 @@ async def test_an_index_to_add_to_of_the_wrong_type(db: fm.Database) -> None:
     )
 
 
+async def test_an_index_of_the_wrong_type_named_by_a_later_record_of_a_batch(
+    db: fm.Database,
+) -> None:
+    # The records of a batch share their index sets, each checked once per call: a set
+    # only the last record names is checked too.
+    index = db.keys.index("it_ticket", "status", b"late")
+    await db.client.set(index, "not a sorted set")
+    batch = [Ticket(id=f"t-{n}", status="open", priority=n) for n in range(3)]
+    batch.append(Ticket(id="t-3", status="late", priority=3))
+    await refused_without_a_trace(db, lambda: Ticket.save_many(batch), fm.CorruptDataError, index)
+
+
 async def test_an_index_to_remove_from_of_the_wrong_type(db: fm.Database) -> None:
     ticket = await Ticket(id="t-1", status="open", priority=1).save()
     index = db.keys.index("it_ticket", "status", b"open")
