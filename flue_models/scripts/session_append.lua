@@ -27,38 +27,43 @@
 --   only some entries were) or {"orphan", entry_id, parent_id} (the parent names no entry
 --   of this session); those write nothing.
 -- Types: the row's, the list's and the entry id hash's by their first reads (made with
--- redis.pcall, the type looked up only on a refusal), the index sets by TYPE; all before
--- the first write.
+-- redis.pcall, the type looked up only on a refusal), the index sets by flue_expect; all
+-- before the first write, as is the check that the entries account for every argument.
 local row = redis.pcall('HMGET', KEYS[1], 'id', 'entry_count', 'context_from', 'fork_of',
   'origin', 'leaf_id')
 if row.err then return flue_wrong(KEYS[1], 'hash') end
 if not row[1] then return {'missing'} end  -- every session row holds its id
-table.remove(row, 1)
+local entry_count, context_text, fork_of, origin_json, leaf = row[2], row[3], row[4], row[5],
+  row[6]
 local length = redis.pcall('LLEN', KEYS[2])
 if type(length) == 'table' then return flue_wrong(KEYS[2], 'list') end
 local bad
 for i = 4, #KEYS do bad = bad or flue_expect(KEYS[i], 'zset') end
 if bad then return bad end
-bad = flue_integer(KEYS[1], 'entry_count', row[1])
-  or flue_integer(KEYS[1], 'context_from', row[2])
+bad = flue_integer(KEYS[1], 'entry_count', entry_count)
+  or flue_integer(KEYS[1], 'context_from', context_text)
 if bad then return bad end
-if (row[3] or '') ~= ARGV[5] then return {'stale'} end
+if (fork_of or '') ~= ARGV[5] then return {'stale'} end
 local base = 0
-if row[4] then
-  local ok, origin = pcall(cjson.decode, row[4])
+if origin_json then
+  local ok, origin = pcall(cjson.decode, origin_json)
   if not ok or type(origin) ~= 'table' or not tonumber(origin.position) then
-    return redis.error_reply('FLUE_CORRUPT ' .. KEYS[1] .. ' origin ' .. row[4])
+    return redis.error_reply('FLUE_CORRUPT ' .. KEYS[1] .. ' origin ' .. origin_json)
   end
   base = tonumber(origin.position)
 end
 
-local entries, a = {}, 9
-for _ = 1, tonumber(ARGV[3]) do
-  local entry = {id = ARGV[a], parent = ARGV[a + 1], kept = ARGV[a + 2],
-    shared = tonumber(ARGV[a + 3]), elements = {}}
-  local n = tonumber(ARGV[a + 4]); a = a + 5
-  for _ = 1, n do table.insert(entry.elements, ARGV[a]); a = a + 1 end
-  table.insert(entries, entry)
+-- Where each entry begins in ARGV (its id, parent, kept, shared, n_elements, elements):
+-- entries are read where they lie, not copied into tables.
+local starts, a = {}, 9
+local n_entries = tonumber(ARGV[3])
+for i = 1, n_entries do
+  starts[i] = a
+  a = a + 5 + tonumber(ARGV[a + 4])
+end
+if a ~= #ARGV + 1 then
+  return redis.error_reply('ERR session_append: the entries name ' .. (a - 1)
+    .. ' arguments, the call has ' .. #ARGV)
 end
 
 local function stored_state(status)
@@ -66,11 +71,12 @@ local function stored_state(status)
   return {status, tonumber(now[1] or '0'), now[2] or '', now[3] or '', tonumber(now[4] or '0')}
 end
 
--- An entry's JSON from its list elements: "E" and the JSON, or "H<n>" and n "C" chunks.
-local function joined(elements)
-  if #elements == 1 then return string.sub(elements[1], 2) end
+-- An entry's JSON from its elements list[first..last]: "E" and the JSON, or "H<n>" and
+-- n "C" chunks.
+local function joined(list, first, last)
+  if first == last then return string.sub(list[first], 2) end
   local parts = {}
-  for i = 2, #elements do parts[i - 1] = string.sub(elements[i], 2) end
+  for i = first + 1, last do parts[i - first] = string.sub(list[i], 2) end
   return table.concat(parts)
 end
 local function stored_json(position)
@@ -79,34 +85,39 @@ local function stored_json(position)
   if string.sub(first, 1, 1) ~= 'H' then return string.sub(first, 2) end
   local chunks = redis.call('LRANGE', KEYS[2], position + 1,
     position + (tonumber(string.sub(first, 2)) or 0))
-  return joined({first, unpack(chunks)})
+  local elements = {first, unpack(chunks)}
+  return joined(elements, 1, #elements)
 end
 
 local seen = 0
-for i, entry in ipairs(entries) do
-  local at = redis.pcall('HGET', KEYS[3], entry.id)
+for i = 1, n_entries do
+  local p = starts[i]
+  local id = ARGV[p]
+  local at = redis.pcall('HGET', KEYS[3], id)
   if type(at) == 'table' then return flue_wrong(KEYS[3], 'hash') end
   if at then
-    local stored, sent = stored_json(tonumber(at) - base), joined(entry.elements)
+    local stored = stored_json(tonumber(at) - base)
+    local sent = joined(ARGV, p + 5, p + 4 + tonumber(ARGV[p + 4]))
     local same = stored == sent
     if not same and i == 1 and ARGV[4] ~= '' then  -- the same but for the parent it took
       local before, after = tonumber(ARGV[7]), tonumber(ARGV[8])
       same = #stored >= before + after and string.sub(stored, 1, before) == string.sub(sent, 1, before)
         and (after == 0 or string.sub(stored, -after) == string.sub(sent, -after))
     end
-    if not same then return {'conflict', entry.id} end
+    if not same then return {'conflict', id} end
     seen = seen + 1
   elseif seen > 0 then
-    return {'conflict', entry.id}
+    return {'conflict', id}
   end
 end
-if seen == #entries then return stored_state('replay') end
-if seen > 0 then return {'conflict', entries[1].id} end
-if ARGV[4] ~= '' and ARGV[4] ~= '=' .. (row[5] or '') then return {'moved', row[5] or ''} end
-for _, entry in ipairs(entries) do
-  if entry.parent ~= '' and entry.parent ~= row[5]
-    and redis.call('HEXISTS', KEYS[3], entry.parent) == 0 then
-    return {'orphan', entry.id, entry.parent}
+if seen == n_entries then return stored_state('replay') end
+if seen > 0 then return {'conflict', ARGV[starts[1]]} end
+if ARGV[4] ~= '' and ARGV[4] ~= '=' .. (leaf or '') then return {'moved', leaf or ''} end
+for i = 1, n_entries do
+  local p = starts[i]
+  local parent = ARGV[p + 1]
+  if parent ~= '' and parent ~= leaf and redis.call('HEXISTS', KEYS[3], parent) == 0 then
+    return {'orphan', ARGV[p], parent}
   end
 end
 
@@ -128,24 +139,26 @@ local function iso(sec, usec)
 end
 
 local position = base + length
-local context_from = tonumber(row[2] or '0')
-for _, entry in ipairs(entries) do
-  redis.call('HSETNX', KEYS[3], entry.id, position)  -- the first entry with an id keeps it
-  if entry.kept ~= '' then  -- a compaction: its kept entries start the context now
-    local kept = redis.call('HGET', KEYS[3], entry.kept)
-    context_from = tonumber(kept or '') or (entry.shared >= 0 and entry.shared or position)
+local context_from = tonumber(context_text or '0')
+for i = 1, n_entries do
+  local p = starts[i]
+  local last = p + 4 + tonumber(ARGV[p + 4])  -- its last element
+  redis.call('HSETNX', KEYS[3], ARGV[p], position)  -- the first entry with an id keeps it
+  if ARGV[p + 2] ~= '' then  -- a compaction: its kept entries start the context now
+    local kept, shared = redis.call('HGET', KEYS[3], ARGV[p + 2]), tonumber(ARGV[p + 3])
+    context_from = tonumber(kept or '') or (shared >= 0 and shared or position)
   end
-  for i = 1, #entry.elements, 1000 do
-    redis.call('RPUSH', KEYS[2], unpack(entry.elements, i, math.min(i + 999, #entry.elements)))
+  for first = p + 5, last, 1000 do
+    redis.call('RPUSH', KEYS[2], unpack(ARGV, first, math.min(first + 999, last)))
   end
-  position = position + #entry.elements
+  position = position + last - p - 4
 end
 local now = redis.call('TIME')
 local sec, usec = tonumber(now[1]), tonumber(now[2])
 local updated = iso(sec, usec)
 -- The score Python gives updated_at: epoch milliseconds, microseconds as the fraction.
 local score = string.format('%d.%03d', sec * 1000 + math.floor(usec / 1000), usec % 1000)
-local count = redis.call('HINCRBY', KEYS[1], 'entry_count', #entries)
+local count = redis.call('HINCRBY', KEYS[1], 'entry_count', n_entries)
 -- _owned names the score as Python's format_score writes it (no trailing zeros).
 local shown = string.gsub(string.gsub(score, '0+$', ''), '%.$', '')
 local owned = string.gsub(ARGV[6], '@#seq', '@' .. shown)

@@ -226,6 +226,31 @@ async def test_a_save_call_its_heads_do_not_account_for_writes_nothing(
     assert await db.scripts.call("save", keys=keys, args=args) == [b"ok", 2, 0]
 
 
+@pytest.mark.parametrize(
+    ("count", "n_elements", "extra"),
+    [("2", "1", []), ("1", "2", []), ("1", "1", [b"more"])],
+    ids=["an entry short", "an element short", "an argument extra"],
+)
+async def test_a_session_append_its_entries_do_not_account_for_writes_nothing(
+    db: fm.Database, count: str, n_elements: str, extra: list[bytes]
+) -> None:
+    session = await fm.Session.open("s-1")
+    own_keys, index_keys, template = session._index_plan(db)
+    head = ["s-1", "m1", count, "=", "", template, 0, 0]
+    entry = ["m1", "", "", -1, n_elements, b'E{"id":"m1"}']
+    before = await snapshot(db)
+    with pytest.raises(fm.errors.ScriptError, match="'session_append'"):
+        await db.scripts.call(
+            "session_append", keys=[*own_keys, *index_keys], args=[*head, *entry, *extra]
+        )
+    assert await snapshot(db) == before
+    head[2], entry[4] = "1", "1"
+    reply = await db.scripts.call(
+        "session_append", keys=[*own_keys, *index_keys], args=[*head, *entry]
+    )
+    assert reply[:2] == [b"ok", 1]
+
+
 def test_key_names_never_contain_a_space() -> None:
     # The refusals are parsed on spaces; every key segment a user supplies is base64url.
     assert " " not in KeySpace("p").record("t", "a b") + encode_segment("x y")
