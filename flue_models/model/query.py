@@ -273,8 +273,20 @@ class Query(Generic[M]):
         return pick_database(self.db)
 
     def _plan(self, keys: KeySpace, branch: tuple[Condition, ...] | None = None) -> Plan:
+        """The plan of one alternative in one bucket: made once per model, key space,
+        sort and conditions (see :data:`_PLANS`), then taken from the memo."""
         conditions = self.conditions if branch is None else branch
-        return plan_query(self.model.__flue_spec__, keys, conditions, self.sort)
+        try:
+            memo = (self.model, keys, self.sort, *map(_value_key, conditions))
+            plan = _PLANS.get(memo)
+        except TypeError:  # a value that cannot be hashed: planned every time
+            return plan_query(self.model.__flue_spec__, keys, conditions, self.sort)
+        if plan is None:
+            plan = plan_query(self.model.__flue_spec__, keys, conditions, self.sort)
+            if len(_PLANS) >= PLANS_KEPT:
+                _PLANS.clear()
+            _PLANS[memo] = plan
+        return plan
 
     def _branches(self) -> list[tuple[Condition, ...]]:
         """The query's alternatives, each a conjunction: one (its conditions) unless it
@@ -550,6 +562,8 @@ class Query(Generic[M]):
         collection = self.model.__flue_spec__.collection
         with db.span("count", collection):
             if len(groups) == 1:
+                if len(groups[0]) == 1:  # one bucket: no task of its own
+                    return await _count(db, groups[0][0][1])
                 counted = await asyncio.gather(*(_count(db, plan) for _index, plan in groups[0]))
                 return sum(counted)
             total, cursor = 0, None
@@ -625,6 +639,21 @@ class _Run:
     exhausted: bool
     #: Each found id's hash, when the call read them.
     rows: list[dict[bytes, bytes] | Exception]
+
+
+#: Plans made (:func:`plan_query` is pure: no I/O, no state), by model, key space (one
+#: object per database and bucket), sort and conditions, so a query run again is not
+#: planned again; cleared when it holds ``PLANS_KEPT``.
+_PLANS: dict[tuple[object, ...], Plan] = {}
+PLANS_KEPT = 1024
+
+
+def _value_key(condition: Condition) -> tuple[object, ...]:
+    """A condition as a memo key: each value by its type, itself and its repr, so values
+    that are equal but planned apart (``0.0`` and ``-0.0``, ``Decimal("1.0")`` and
+    ``Decimal("1.00")``, ``1`` and ``True``) are told apart."""
+    values = tuple((type(v), v, repr(v)) for v in condition.values)
+    return (condition.model, condition.field, condition.op, values)
 
 
 #: The least ``SCAN_BUDGET`` each bucket's walk of a scatter-gather page gets.

@@ -246,6 +246,22 @@ async def test_a_cursor_from_another_query_is_refused(db: fm.Database) -> None:
         await Ticket.find(Ticket.status == "open").page(limit=2, cursor=page.next_cursor)
 
 
+async def test_a_query_is_planned_once_and_equal_values_are_planned_apart(
+    db: fm.Database,
+) -> None:
+    await Item.save_many([Item(color="red", flag=True, size=n, weight=n, seq=n) for n in range(5)])
+    again = Item.find(Item.weight >= 0.0), Item.find(Item.weight >= 0.0)
+    assert again[0]._plan(db.keys) is again[1]._plan(db.keys)  # built again: the same plan
+    page = await again[0].page(limit=2)
+    assert page.next_cursor is not None
+    assert len((await again[1].page(limit=2, cursor=page.next_cursor)).items) == 2
+    # -0.0 == 0.0, but the queries differ in their text: each has its own plan, and a
+    # cursor of one is refused by the other, as it was before plans were kept.
+    with pytest.raises(fm.QueryError, match="different query"):
+        await Item.find(Item.weight >= -0.0).page(limit=2, cursor=page.next_cursor)
+    assert len(await Item.find(Item.weight >= -0.0).all()) == 5
+
+
 async def test_a_huge_in_costs_one_row_read_per_candidate(
     db: fm.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
