@@ -22,9 +22,9 @@ a fixed count, and pays nothing for the waiting when a connection is free.
 
 **Automatic pipelining**: while a command of the client is in flight, the commands other
 tasks send meanwhile are queued and go out together, at the end of the event loop's
-turn, as one pipeline on one connection; each caller gets its own reply or its own error
-(the same ones it would get alone), and its retries are its own. A lone caller's command
-is sent at once, as without it. Blocking reads and commands that change a connection's
+turn (or at once when :data:`FLUSH_AT` are queued), as one pipeline on one connection;
+each caller gets its own reply or its own error (the same ones it would get alone), and
+its retries are its own. A lone caller's command is sent at once, as without it. Blocking reads and commands that change a connection's
 state are never queued. ``ClientSettings(auto_pipeline=False)`` turns it off.
 
 :class:`FlueRedisCluster` is the same on a Redis Cluster (``RedisCluster``), with its
@@ -614,6 +614,12 @@ class FluePool(BlockingConnectionPool):
                 self._condition.notify()
 
 
+#: Queued commands that go out at once, without waiting for the end of the loop's turn:
+#: a pipeline of this many is on its way to the server while the callers after it still
+#: run (they would otherwise wait for the whole turn, and the server for them).
+FLUSH_AT = 32
+
+
 class Coalescer:
     """The queue of automatic pipelining for one client (see the module's text).
 
@@ -631,6 +637,7 @@ class Coalescer:
         self.batches = 0
         self.batched = 0
         self.queued: list[tuple[list[Command], asyncio.Future[list[Any]]]] = []
+        self.waiting = 0  # the commands queued
         self.tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -697,10 +704,15 @@ class Coalescer:
         if not self.queued:
             loop.call_soon(self._flush)
         self.queued.append((commands, future))
+        self.waiting += len(commands)
+        if self.waiting >= FLUSH_AT:  # the server starts on these while more are planned
+            self._flush()
         return future
 
     def _flush(self) -> None:
-        groups, self.queued = self.queued, []
+        if not self.queued:  # flushed early, at FLUSH_AT
+            return
+        groups, self.queued, self.waiting = self.queued, [], 0
         self.batches += 1
         self.batched += sum(len(commands) for commands, _ in groups)
         task = asyncio.get_running_loop().create_task(self._run(groups))

@@ -10,7 +10,7 @@ import pytest
 
 import flue_models as fm
 from flue_models import EventStream
-from flue_models.client import Coalescer
+from flue_models.client import FLUSH_AT, Coalescer
 from tests.integration.models import Ticket
 from tests.proxy import ReplyDropper
 
@@ -30,6 +30,19 @@ async def test_concurrent_calls_share_pipelines_and_get_their_own_replies(
     assert [t.priority if t else None for t in found] == list(range(200))
     assert coalescer(db).batched - before >= 150  # most went out in shared pipelines
     assert coalescer(db).in_flight == 0
+
+
+async def test_a_full_queue_goes_out_before_the_loops_turn_ends(db: fm.Database) -> None:
+    # One call in flight, then FLUSH_AT + 5 callers queue in the same turn: the first
+    # FLUSH_AT leave at once (the server starts on them while the rest are queued), the
+    # other 5 at the end of the turn; each caller still gets its own reply.
+    await Ticket.save_many(Ticket(id=f"t-{n}", status="open", priority=n) for n in range(50))
+    count = FLUSH_AT + 6
+    before = (coalescer(db).batches, coalescer(db).batched)
+    found = await asyncio.gather(*(Ticket.get(f"t-{n}") for n in range(count)))
+    assert [t.priority if t else None for t in found] == list(range(count))
+    after = (coalescer(db).batches, coalescer(db).batched)
+    assert (after[0] - before[0], after[1] - before[1]) == (2, FLUSH_AT + 5)
 
 
 async def test_a_sequential_caller_is_not_queued(db: fm.Database) -> None:
