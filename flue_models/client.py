@@ -24,8 +24,9 @@ a fixed count, and pays nothing for the waiting when a connection is free.
 tasks send meanwhile are queued and go out together, at the end of the event loop's
 turn (or at once when :data:`FLUSH_AT` are queued), as one pipeline on one connection;
 each caller gets its own reply or its own error (the same ones it would get alone), and
-its retries are its own. A lone caller's command is sent at once, as without it. Blocking reads and commands that change a connection's
-state are never queued. ``ClientSettings(auto_pipeline=False)`` turns it off.
+its retries are its own. A lone caller's command is sent at once, as without it.
+Blocking reads and commands that change a connection's state are never queued.
+``ClientSettings(auto_pipeline=False)`` turns it off.
 
 :class:`FlueRedisCluster` is the same on a Redis Cluster (``RedisCluster``), with its
 own routing: a command, a batch (one pipeline per primary) or a ``MULTI`` goes to the
