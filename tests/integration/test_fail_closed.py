@@ -300,7 +300,8 @@ async def test_save_many_refuses_two_copies_of_one_record(db: fm.Database) -> No
 
 async def test_the_remaining_positions_of_the_other_scripts(db: fm.Database) -> None:
     """The keys not covered above: the session's id index, a stream's metadata and
-    idempotency hash, and the migration lock the schema record is fenced on."""
+    idempotency hash, a bucket's set of session deletions, and the migration lock the
+    schema record is fenced on."""
     session = await fm.Session.open("s-2")
     ids = fm.Session.owned_keys(db.keys, "s-2")[1]
     await db.client.set(ids, "not a hash")
@@ -318,6 +319,15 @@ async def test_the_remaining_positions_of_the_other_scripts(db: fm.Database) -> 
     await refused_without_a_trace(
         db, lambda: stream.append_once("k", {"n": 1}), fm.CorruptDataError, keys.once
     )
+
+    own = db.keys.session_submissions("s-3")
+    await db.client.set(own.deletions, "not a set")
+    await refused_without_a_trace(
+        db, lambda: Submission.delete_session("s-3"), fm.CorruptDataError, own.deletions
+    )
+    await db.client.delete(own.deletions)
+    await db.client.sadd(own.deletions, "s-other")  # a set, as it should be: accepted
+    assert await Submission.delete_session("s-3") == 0
 
     lock = db.keys.migration_lock
     await db.client.hset(lock, "x", "1")
