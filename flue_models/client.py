@@ -1440,6 +1440,16 @@ def make_cluster_client(
                 **options,
             ),
         )
+    # Every node's connections send as a standalone client's do (hiredis packs the
+    # arguments as they are, and a deadline without a task per write): redis-py's cluster
+    # takes no connection class, so the one its nodes are made with is set here, before
+    # any node has a connection.
+    manager = client.nodes_manager
+    timed = timed_send(manager.connection_kwargs["connection_class"])
+    for kwargs in (client.connection_kwargs, manager.connection_kwargs):
+        kwargs["connection_class"] = timed
+    for node in manager.startup_nodes.values():
+        node.connection_class = timed
     client.flue_policy = settings.retry or RetryPolicy.for_cluster()
     client.flue_wait = _wait_of(settings)
     client.flue_display = display

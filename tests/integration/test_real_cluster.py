@@ -22,7 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
 
 import flue_models as fm
-from flue_models.client import FlueRedisCluster
+from flue_models.client import FlueRedisCluster, TimedSend
 from flue_models.connection import Database
 from flue_models.errors import InvalidURLError
 from flue_models.keys import bucket_of
@@ -271,6 +271,23 @@ async def test_a_bucketed_collection_spreads_over_the_primaries_and_lists_as_one
         report = await fm.verify_collection(SpreadItem)
         assert report.ok, report.drift
         assert report.records == 400
+
+
+async def test_every_node_sends_as_a_standalone_client_does(
+    cluster: list[RedisProcess], key_prefix: str
+) -> None:
+    """The nodes' connections are the library's (hiredis packs the arguments as they are;
+    a write has its deadline without a task of its own), not redis-py's plain ones,
+    whichever node a call reaches."""
+    async with fm.connect(cluster[0].url, key_prefix=key_prefix) as db:
+        await SpreadItem.save_many(
+            [SpreadItem(id=f"s-{n}", color="red", flag=True, size=n, seq=n) for n in range(40)]
+        )
+        assert await SpreadItem.find(SpreadItem.color == "red").count() == 40
+        nodes = db.client.get_nodes()  # type: ignore[union-attr]
+        connections = [c for node in nodes for c in node._connections]
+        assert len({c.port for c in connections}) >= 2  # more than one node was used
+        assert all(isinstance(c, TimedSend) for c in connections)
 
 
 async def test_a_batch_goes_to_each_primary_itself_and_follows_a_moved_slot(
