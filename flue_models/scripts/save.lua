@@ -29,8 +29,9 @@
 --   A counter field takes the clock counter's next value: the larger of its value + 1
 --   and the server time in microseconds, so it increases per counter and follows the
 --   clock across counters; so do the "#seq" scores and _owned's "@#seq".
--- Nothing is parsed by pattern and no table is built per record: a record is read
--- where it lies in KEYS and ARGV, and its fields go to HSET by unpack.
+-- Nothing is parsed by pattern and nothing is copied per field: a record is read where
+-- it lies in KEYS and ARGV (one small array per record says where), and its fields go
+-- to HSET by unpack.
 -- Returns {"ok", new_version, counter_value, ...} (0s for a delete, counter_value 0 with
 --   no counter), or, writing nothing,
 --   {"conflict", record_number, stored_version} or
@@ -177,15 +178,15 @@ end
 -- ARGV[first..last], field, value pairs, with the counter `field` and _owned's '@#seq'
 -- taking the counter's value (a new list: ARGV is not written to).
 local function with_seq(first, last, field, seq_text)
-  local pairs = {unpack(ARGV, first, last)}
-  for i = 1, #pairs, 2 do
-    if pairs[i] == field then
-      pairs[i + 1] = seq_text
-    elseif pairs[i] == '_owned' then
-      pairs[i + 1] = string.gsub(pairs[i + 1], '@#seq', '@' .. seq_text)
+  local fields = {unpack(ARGV, first, last)}
+  for i = 1, #fields, 2 do
+    if fields[i] == field then
+      fields[i + 1] = seq_text
+    elseif fields[i] == '_owned' then
+      fields[i + 1] = string.gsub(fields[i + 1], '@#seq', '@' .. seq_text)
     end
   end
-  return pairs
+  return fields
 end
 for r = 1, n_records do
   local a, k, e, mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent,
@@ -225,8 +226,8 @@ for r = 1, n_records do
     if n_hdel > 0 then call('HDEL', key, unpack(ARGV, h + 2 * n_hset, s - 1)) end
     if has_counter == 1 then
       seq, seq_text = next_tick(KEYS[rk + n_release + n_list + n_absent])
-      local pairs = with_seq(h, s - n_hdel - 1, ARGV[e], seq_text)
-      call('HSET', key, 'version', version, unpack(pairs))
+      local fields = with_seq(h, s - n_hdel - 1, ARGV[e], seq_text)
+      call('HSET', key, 'version', version, unpack(fields))
     else
       call('HSET', key, 'version', version, unpack(ARGV, h, h + 2 * n_hset - 1))
     end
