@@ -43,21 +43,34 @@ local HEAD = '>c1I4I4I4I4I4I4I4I4B'
 local n_records = tonumber(ARGV[1])
 if not n_records then return redis.error_reply('ERR save: malformed record count') end
 
--- Per record, one array made by one constructor: where its ARGV (a) and KEYS (k) begin,
--- where its lists end (the counter field's place), then its head's fields in order.
--- Every phase takes them into locals with one unpack.
+-- Where each part of each record begins, computed once here; every phase reads a part
+-- as the range up to the next part's start. ARGV: a the head (a + 1 the expected
+-- version, a + 2 the id), h the hset pairs, d the hdel names, s the zadd scores, cv the
+-- claimed values, rv the released values, l the owned keys' elements, e the counter
+-- field. KEYS: k the row, then the sets to leave, za the sets to add to, ck the claim
+-- hashes, rk the release hashes, lk the owned keys, gk the guards, ctr the counter.
+-- One array per record, made by one constructor; a phase takes it with one unpack.
 local records = {}
 local a, k = 2, 2
 for r = 1, n_records do
-  local rec = {a, k, 0, head_of(HEAD, ARGV[a])}  -- a head too short is refused by struct
-  local _, _, _, _, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent,
-    has_counter = unpack(rec)
-  local e = a + 3 + 2 * n_hset + n_hdel + n_zadd + n_claim + n_release
+  local mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent,
+    has_counter = head_of(HEAD, ARGV[a])  -- a head too short is refused by struct
+  local h = a + 3
+  local d = h + 2 * n_hset
+  local s = d + n_hdel
+  local cv = s + n_zadd
+  local rv = cv + n_claim
+  local l = rv + n_release
+  local e = l
   for _ = 1, n_list do e = e + 2 + tonumber(ARGV[e + 1]) end
-  rec[3] = e
-  records[r] = rec
-  a = e + has_counter
-  k = k + 1 + n_zrem + n_zadd + n_claim + n_release + n_list + n_absent + has_counter
+  local za = k + 1 + n_zrem
+  local ck = za + n_zadd
+  local rk = ck + n_claim
+  local lk = rk + n_release
+  local gk = lk + n_list
+  local ctr = gk + n_absent
+  records[r] = {mode, a, h, d, s, cv, rv, l, e, k, za, ck, rk, lk, gk, ctr, has_counter}
+  a, k = e + has_counter, ctr + has_counter
 end
 if a ~= #ARGV + 1 or k ~= #KEYS + 1 then  -- the heads must account for every argument
   return redis.error_reply('ERR save: the heads name ' .. (k - 1) .. ' keys and ' .. (a - 1)
@@ -88,8 +101,7 @@ local function expect(first, last, wanted)  -- nil when KEYS[first..last] all fi
 end
 local stored = {}  -- per record, the version found (0: none)
 for r = 1, n_records do
-  local a, k, _, _, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent,
-    has_counter = unpack(records[r])
+  local _, a, _, _, _, _, _, l, _, k, _, ck, _, lk, gk, ctr, has_counter = unpack(records[r])
   local key = KEYS[k]
   local found = redis.pcall('HGET', key, 'version')
   if type(found) == 'table' then return flue_wrong(key, 'hash') end
@@ -98,12 +110,9 @@ for r = 1, n_records do
     if bad then return bad end
   end
   stored[r] = tonumber(found or '0')
-  local z = k + 1 + n_zrem + n_zadd  -- the first claim key
-  bad = expect(k + 1, z - 1, 'zset') or expect(z, z + n_claim + n_release - 1, 'hash')
+  bad = expect(k + 1, ck - 1, 'zset') or expect(ck, lk - 1, 'hash')
   if bad then return bad end
-  local l = a + 3 + 2 * n_hset + n_hdel + n_zadd + n_claim + n_release
-  z = z + n_claim + n_release
-  for i = z, z + n_list - 1 do  -- no elements: the key is deleted, whatever it is
+  for i = lk, gk - 1 do  -- no elements: the key is deleted, whatever it is
     if ARGV[l + 1] ~= '0' then
       bad = flue_expect(KEYS[i], ARGV[l] == 'h' and 'hash' or 'list')
       if bad then return bad end
@@ -111,31 +120,27 @@ for r = 1, n_records do
     l = l + 2 + tonumber(ARGV[l + 1])
   end
   if has_counter == 1 then
-    local counter = KEYS[z + n_list + n_absent]
-    bad = flue_expect(counter, 'string')
-      or flue_integer(counter, 'value', call('GET', counter))
+    bad = flue_expect(KEYS[ctr], 'string')
+      or flue_integer(KEYS[ctr], 'value', call('GET', KEYS[ctr]))
     if bad then return bad end
   end
 end
 local releasing, claiming = {}, {}
 local saves = 0
 for r = 1, n_records do
-  local a, k, _, mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent =
-    unpack(records[r])
+  local mode, a, _, _, _, _, rv, _, _, _, _, _, rk, lk, gk, ctr = unpack(records[r])
   if stored[r] ~= tonumber(ARGV[a + 1]) then return {'conflict', r, stored[r]} end
   if mode == 's' then saves = saves + 1 end
-  local g = k + 1 + n_zrem + n_zadd + n_claim + n_release + n_list  -- the first guard
-  for i = g, g + n_absent - 1 do
-    if call('EXISTS', KEYS[i]) == 1 then return {'guard', r, i - g + 1} end
+  for i = gk, ctr - 1 do
+    if call('EXISTS', KEYS[i]) == 1 then return {'guard', r, i - gk + 1} end
   end
-  local id, rk, rv = ARGV[a + 2], k + 1 + n_zrem + n_zadd + n_claim,
-    a + 3 + 2 * n_hset + n_hdel + n_zadd + n_claim
-  for i = 0, n_release - 1 do releasing[KEYS[rk + i] .. '\0' .. ARGV[rv + i]] = id end
+  local id = ARGV[a + 2]
+  for i = 0, lk - rk - 1 do releasing[KEYS[rk + i] .. '\0' .. ARGV[rv + i]] = id end
 end
 for r = 1, n_records do
-  local a, k, _, _, n_hset, n_hdel, n_zrem, n_zadd, n_claim = unpack(records[r])
-  local id, ck, cv = ARGV[a + 2], k + 1 + n_zrem + n_zadd, a + 3 + 2 * n_hset + n_hdel + n_zadd
-  for i = 0, n_claim - 1 do
+  local _, a, _, _, _, cv, _, _, _, _, _, ck, rk = unpack(records[r])
+  local id = ARGV[a + 2]
+  for i = 0, rk - ck - 1 do
     local key, value = KEYS[ck + i], ARGV[cv + i]
     local slot = key .. '\0' .. value
     local holder = call('HGET', key, value)
@@ -189,21 +194,16 @@ local function with_seq(first, last, field, seq_text)
   return fields
 end
 for r = 1, n_records do
-  local a, k, e, mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent,
-    has_counter = unpack(records[r])
+  local mode, a, h, d, s, cv, rv, l, e, k, za, ck, rk, lk, gk, ctr, has_counter =
+    unpack(records[r])
   local key, id = KEYS[k], ARGV[a + 2]
-  -- ARGV from h: the hset pairs, the hdel names, the scores, claims, releases, lists
-  local h = a + 3
-  local s = h + 2 * n_hset + n_hdel
-  local rv, rk = s + n_zadd + n_claim, k + 1 + n_zrem + n_zadd + n_claim
-  for i = 0, n_release - 1 do
+  for i = 0, lk - rk - 1 do
     if call('HGET', KEYS[rk + i], ARGV[rv + i]) == id then
       call('HDEL', KEYS[rk + i], ARGV[rv + i])
     end
   end
-  for i = k + 1, k + n_zrem do call('ZREM', KEYS[i], id) end
-  local l = rv + n_release
-  for i = rk + n_release, rk + n_release + n_list - 1 do
+  for i = k + 1, za - 1 do call('ZREM', KEYS[i], id) end
+  for i = lk, gk - 1 do
     local last = l + 1 + tonumber(ARGV[l + 1])
     call('DEL', KEYS[i])
     local add = ARGV[l] == 'h' and 'HSET' or 'RPUSH'
@@ -223,21 +223,19 @@ for r = 1, n_records do
     local version = next_version
     next_version = next_version + 1
     local seq, seq_text = 0, '0'
-    if n_hdel > 0 then call('HDEL', key, unpack(ARGV, h + 2 * n_hset, s - 1)) end
+    if s > d then call('HDEL', key, unpack(ARGV, d, s - 1)) end
     if has_counter == 1 then
-      seq, seq_text = next_tick(KEYS[rk + n_release + n_list + n_absent])
-      local fields = with_seq(h, s - n_hdel - 1, ARGV[e], seq_text)
+      seq, seq_text = next_tick(KEYS[ctr])
+      local fields = with_seq(h, d - 1, ARGV[e], seq_text)
       call('HSET', key, 'version', version, unpack(fields))
     else
-      call('HSET', key, 'version', version, unpack(ARGV, h, h + 2 * n_hset - 1))
+      call('HSET', key, 'version', version, unpack(ARGV, h, d - 1))
     end
-    local zk = k + 1 + n_zrem
-    for i = 0, n_zadd - 1 do
+    for i = 0, ck - za - 1 do
       local score = ARGV[s + i]
-      call('ZADD', KEYS[zk + i], score == '#seq' and seq_text or score, id)
+      call('ZADD', KEYS[za + i], score == '#seq' and seq_text or score, id)
     end
-    local ck, cv = zk + n_zadd, s + n_zadd
-    for i = 0, n_claim - 1 do call('HSET', KEYS[ck + i], ARGV[cv + i], id) end
+    for i = 0, rk - ck - 1 do call('HSET', KEYS[ck + i], ARGV[cv + i], id) end
     versions[#versions + 1] = version
     versions[#versions + 1] = seq
   end
