@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import re
 import shutil
@@ -104,10 +103,7 @@ async def work(operation: str, count: int, url: str) -> tuple[str, str]:
             await bench.raw.hget(bench.rk("none"), "f")
 
         async def raw_session(n: int) -> None:  # the raw side of the session append row
-            entry = {"type": "message", "id": f"m{n}", "role": "user", "content": "hello"}
-            keys = [bench.rk(f"session{part}:i") for part in ("", "/entries", "/entry_ids")]
-            args = [f"m{n}", "E" + json.dumps(entry), "i"]
-            await bench.session_script(keys=[*keys, bench.rk("session:all")], args=args)
+            await bench.raw_session_append("bench/instructions", n, "hello")
 
         steps: dict[str, Callable[[int], Awaitable[None]]] = {
             "save": save,

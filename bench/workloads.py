@@ -473,20 +473,25 @@ class Bench:
 
     # Sessions ----------------------------------------------------------------------------
 
+    async def raw_session_append(self, session_id: str, n: int, content: str) -> None:
+        """The raw side of a session append: entry ``m<n>`` of ``session_id`` by
+        :data:`RAW_SESSION_APPEND`, its JSON encoded per call."""
+        entry = {"type": "message", "id": f"m{n}", "role": "user", "content": content}
+        parts = ("session:", "session/entries:", "session/entry_ids:")
+        keys = [*(self.rk(part + session_id) for part in parts), self.rk("session:all")]
+        args = [f"m{n}", "E" + json.dumps(entry), session_id]
+        await self.session_script(keys=keys, args=args)
+
     async def sessions(self, ops: int = 300, entries: int = 1000) -> list[Row]:
         session = await fm.Session.open("bench/append", db=self.db)
-        row, items = self.rk("session:bench/append"), self.rk("session/entries:bench/append")
-        ids, listed = self.rk("session/entry_ids:bench/append"), self.rk("session:all")
+        row = self.rk("session:bench/append")
         await self.raw.hset(row, mapping={"id": "bench/append", "entry_count": 0})
 
         async def flue(i: int) -> None:
             await session.append(fm.MessageEntry(id=f"m{i}", role="user", content="hello there"))
 
         async def raw(i: int) -> None:
-            entry = {"type": "message", "id": f"m{i}", "role": "user", "content": "hello there"}
-            keys = [row, items, ids, listed]
-            args = [f"m{i}", "E" + json.dumps(entry), "bench/append"]
-            await self.session_script(keys=keys, args=args)
+            await self.raw_session_append("bench/append", i, "hello there")
 
         append = await repeat(ops, self.runs, flue, raw)
         loaded = await fm.Session.open("bench/load", db=self.db)
