@@ -327,7 +327,6 @@ def plan_delete(record: Model, keys: KeySpace) -> Write:
 #: A record's head in ``save``'s ARGV: its mode and counts (the layout ``save.lua``
 #: documents; Lua's ``struct.unpack`` reads it with ``>c1I4I4I4I4I4I4I4I4B``).
 _HEAD = struct.Struct(">c8IB")
-_MODES = {"s": b"s", "d": b"d", "c": b"c"}
 
 
 def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[str], list[Any]]:
@@ -344,7 +343,7 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
         n_lists = len(w.lists) + len(w.hashes)
         args += [
             _HEAD.pack(
-                _MODES[w.mode],
+                w.mode.encode(),
                 *(len(w.hset), len(w.hdel), len(w.zrem), len(w.zadd), len(w.claims)),
                 *(len(w.releases), n_lists, len(w.absent), w.counter is not None),
             ),
