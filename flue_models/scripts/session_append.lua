@@ -53,14 +53,16 @@ if origin_json then
   base = tonumber(origin.position)
 end
 
--- Where each entry begins in ARGV (its id, parent, kept, shared, n_elements, elements):
--- entries are read where they lie, not copied into tables.
+-- Where each entry begins in ARGV (its id, parent, kept, shared, n_elements, elements),
+-- and where the arguments end after the last: entry i's elements run from
+-- starts[i] + 5 to starts[i + 1] - 1. Entries are read where they lie, not copied.
 local starts, a = {}, 9
 local n_entries = tonumber(ARGV[3])
 for i = 1, n_entries do
   starts[i] = a
   a = a + 5 + tonumber(ARGV[a + 4])
 end
+starts[n_entries + 1] = a
 if a ~= #ARGV + 1 then
   return redis.error_reply('ERR session_append: the entries name ' .. (a - 1)
     .. ' arguments, the call has ' .. #ARGV)
@@ -97,7 +99,7 @@ for i = 1, n_entries do
   if type(at) == 'table' then return flue_wrong(KEYS[3], 'hash') end
   if at then
     local stored = stored_json(tonumber(at) - base)
-    local sent = joined(ARGV, p + 5, p + 4 + tonumber(ARGV[p + 4]))
+    local sent = joined(ARGV, p + 5, starts[i + 1] - 1)
     local same = stored == sent
     if not same and i == 1 and ARGV[4] ~= '' then  -- the same but for the parent it took
       local before, after = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -141,8 +143,7 @@ end
 local position = base + length
 local context_from = tonumber(context_text or '0')
 for i = 1, n_entries do
-  local p = starts[i]
-  local last = p + 4 + tonumber(ARGV[p + 4])  -- its last element
+  local p, last = starts[i], starts[i + 1] - 1  -- last: its last element
   redis.call('HSETNX', KEYS[3], ARGV[p], position)  -- the first entry with an id keeps it
   if ARGV[p + 2] ~= '' then  -- a compaction: its kept entries start the context now
     local kept, shared = redis.call('HGET', KEYS[3], ARGV[p + 2]), tonumber(ARGV[p + 3])
