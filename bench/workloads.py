@@ -475,7 +475,13 @@ class Bench:
 
     async def raw_session_append(self, session_id: str, n: int, content: str) -> None:
         """The raw side of a session append: entry ``m<n>`` of ``session_id`` by
-        :data:`RAW_SESSION_APPEND`, its JSON encoded per call."""
+        :data:`RAW_SESSION_APPEND`, its JSON encoded per call.
+
+        Example:
+            ```python
+            await bench.raw_session_append("bench/append", 7, "hello there")
+            ```
+        """
         entry = {"type": "message", "id": f"m{n}", "role": "user", "content": content}
         parts = ("session:", "session/entries:", "session/entry_ids:")
         keys = [*(self.rk(part + session_id) for part in parts), self.rk("session:all")]
