@@ -50,7 +50,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
@@ -76,6 +76,7 @@ from redis.exceptions import (
     MovedError,
     NoPermissionError,
     NoScriptError,
+    OutOfMemoryError as RedisOutOfMemoryError,
     RedisClusterException,
     RedisError,
     ResponseError,
@@ -89,12 +90,16 @@ from flue_models.errors import (
     CommandError,
     ConfigurationError,
     ConnectionLostError,
+    CorruptDataError,
     FlueModelsError,
     InvalidURLError,
     NotReplicatedError,
+    OutOfMemoryError,
     PoolExhaustedError,
+    ScriptError,
 )
 from flue_models.slots import command_keys, slot_of
+from flue_models.telemetry import ProxyTracerProvider, operation_span, trace
 
 #: The option that marks a command as not safe to repeat after a lost reply.
 UNSAFE = "flue_unsafe"
@@ -945,6 +950,46 @@ async def read_exec(
     ]
 
 
+def script_error(name: str, exc: ResponseError | CommandError) -> FlueModelsError:
+    """Turn a script's error reply into the library's error for it.
+
+    Example:
+        >>> script_error("save", ResponseError("FLUE_WRONGTYPE p:t:all string zset")).key
+        'p:t:all'
+    """
+    message = str(exc)
+    words = message.split(" ", 4)
+    if words[0] == "FLUE_WRONGTYPE" and len(words) >= 4:
+        return CorruptDataError.wrong_type(name, words[1], words[2], words[3])
+    if words[0] == "FLUE_CORRUPT" and len(words) >= 4:
+        return CorruptDataError.not_a_number(name, words[1], words[2], " ".join(words[3:]))
+    if isinstance(exc, RedisOutOfMemoryError) or message.startswith("OOM"):
+        return OutOfMemoryError(name)
+    if isinstance(exc, NoPermissionError) or message.startswith("NOPERM"):
+        return CommandError.no_permission(f"the {name!r} script", message)
+    return ScriptError(name, message)
+
+
+@dataclass(frozen=True)
+class Script:
+    """A loaded Lua script: its name, its text and the SHA1 EVALSHA names it by (made by
+    :class:`flue_models.scripts.Scripts`, run by :meth:`FlueCommands.run_script`).
+
+    Example:
+        ```python
+        db.scripts.get("save").sha   # '3f7a...'
+        ```
+    """
+
+    name: str
+    text: str
+    sha: str
+
+
+#: What :meth:`FlueCommands.span` returns when telemetry is off: nothing to do.
+NO_SPAN: AbstractContextManager[None] = nullcontext()
+
+
 class FlueCommands:
     """What both clients add to redis-py's: retries and the library's errors on every
     command, and automatic pipelining (a standalone server only).
@@ -963,6 +1008,64 @@ class FlueCommands:
     #: What each write waits for (``connect(wait_replicas=...)``): ``WAIT``'s replicas
     #: and timeout (ms), sent behind it on its connection; ``None``: no ``WAIT``.
     flue_wait: Wait | None = None
+    #: What every span of this client says of its server: ``db.system.name`` (set from
+    #: the start-up inspection) and the address attributes (set by the ``Database``).
+    flue_span_system: str = "redis"
+    flue_span_server: Mapping[str, Any] = {}
+
+    def span(
+        self, operation: str, collection: str | None = None, **extra: Any
+    ) -> AbstractContextManager[None]:
+        """Return an OpenTelemetry span for one library operation (a no-op unless the
+        ``otel`` extra is installed and a tracer provider is configured).
+
+        It lives on the client, which every operation reaches anyway, so that with spans
+        off an operation pays one check and no call into another module.
+
+        Example:
+            ```python
+            with db.client.span("save", "ticket"):
+                ...
+            ```
+        """
+        # telemetry.enabled(), inlined: the common case costs one check and no call of ours.
+        if trace is None or isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+            return NO_SPAN
+        return operation_span(
+            operation, collection, self.flue_span_system, self.flue_span_server, **extra
+        )
+
+    async def run_script(
+        self, script: Script, keys: Sequence[Any], args: Sequence[Any], *, unsafe: bool = False
+    ) -> Any:
+        """Run ``script`` by EVALSHA and return its reply; on NOSCRIPT (a flush or a
+        restart: it did not run) send it again as EVAL with its text, which caches it
+        again and cannot meet NOSCRIPT itself, so a client flushing the cache in a loop
+        cannot make the call fail.
+
+        ``unsafe``: the script is not safe to repeat after a lost reply (see
+        :meth:`execute_command`).
+
+        Raises:
+            ScriptError: the script answered with an error (``CorruptDataError`` for a
+                refusal of its check phase, ``OutOfMemoryError`` under ``maxmemory``).
+
+        Example:
+            ```python
+            reply = await db.client.run_script(db.scripts.get("save"), keys, args)
+            ```
+        """
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            try:
+                return await self.execute_command(*command, **{UNSAFE: unsafe})
+            except NoScriptError:
+                text = ("EVAL", script.text, *command[2:])
+                return await self.execute_command(*text, **{UNSAFE: unsafe})
+        except CommandError as exc:
+            cause = exc.__cause__
+            error = script_error(script.name, cause if isinstance(cause, ResponseError) else exc)
+            raise error from exc
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Run one command with retries; raise the library's errors.

@@ -14,7 +14,7 @@ import datetime as dt
 import ssl
 import uuid
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +41,7 @@ from flue_models.client import (
     make_client,
     make_cluster_client,
     not_a_reply,
+    script_error,
     with_retries,
     writes,
 )
@@ -67,15 +68,17 @@ from flue_models.errors import (
 from flue_models.inspection import ServerReport, parse_info
 from flue_models.keys import KeySpace, encode_segment
 from flue_models.replies import reply_time
-from flue_models.scripts import Scripts, script_error
+from flue_models.scripts import Scripts
 from flue_models.slots import command_keys, one_slot
-from flue_models.telemetry import ProxyTracerProvider, operation_span, server_attributes, trace
+from flue_models.telemetry import server_attributes
 
 #: Every connection flue-models opens carries a client name starting with this (then
 #: ``:<random hex>:<prefix as base64url>``).
 CLIENT_NAME_PREFIX = "flue-models"
 
-_current: ContextVar[Database | None] = ContextVar("flue_models_database", default=None)
+#: The database bound by the enclosing :func:`connect` in this task (``None``: none).
+#: :func:`current_database` reads it; the model layer's hot paths read it with ``.get()``.
+CURRENT_DATABASE: ContextVar[Database | None] = ContextVar("flue_models_database", default=None)
 
 
 def current_database() -> Database:
@@ -90,7 +93,7 @@ def current_database() -> Database:
             assert current_database() is db
         ```
     """
-    db = _current.get()
+    db = CURRENT_DATABASE.get()
     if db is None:
         raise not_connected()
     return db
@@ -124,10 +127,6 @@ def pick_database(given: Database | None = None, *, own: Database | None = None)
     return given if given is not None else current_database()
 
 
-#: What :meth:`Database.span` returns when telemetry is off: nothing to do.
-NO_SPAN: AbstractContextManager[None] = nullcontext()
-
-
 class Database:
     """An open connection to one Redis server under one key prefix.
 
@@ -138,7 +137,6 @@ class Database:
             (bytes replies, never decoded).
         keys: the key space of this prefix.
         scripts: the Lua scripts, called by EVALSHA.
-        report: what the start-up inspection read, or ``None`` when it was skipped.
         embedded: the embedded server in use, or ``None`` for a server given by URL.
 
     Example:
@@ -165,15 +163,31 @@ class Database:
         self.url = url
         self.keys = keys
         self.scripts = Scripts(client)
-        self.report: ServerReport | None = None
+        self._report: ServerReport | None = None
         self.embedded = embedded
         self._client_name = client_name
-        self._server = server_attributes(url.url, url.scheme, url.db)
+        client.flue_span_server = server_attributes(url.url, url.scheme, url.db)
         self._closed = False
         self._previous: Database | None = None
         #: Collections whose bucket count this database has checked against the store
         #: (:func:`flue_models.model.buckets.check_buckets`).
         self.checked_buckets: set[str] = set()
+
+    @property
+    def report(self) -> ServerReport | None:
+        """What the start-up inspection read, or ``None`` when it was skipped.
+
+        Example:
+            ```python
+            db.report.flavor   # 'valkey'
+            ```
+        """
+        return self._report
+
+    @report.setter
+    def report(self, report: ServerReport | None) -> None:
+        self._report = report
+        self.client.flue_span_system = report.flavor if report is not None else "redis"
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -215,11 +229,7 @@ class Database:
                 ...
             ```
         """
-        # telemetry.enabled(), inlined: the common case costs one check and no call of ours.
-        if trace is None or isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
-            return NO_SPAN
-        system = self.report.flavor if self.report is not None else "redis"
-        return operation_span(operation, collection, system, self._server, **extra)
+        return self.client.span(operation, collection, **extra)
 
     @property
     def batches_in_order(self) -> bool:
@@ -378,9 +388,9 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        if _current.get() is self:  # hand the task back to the database bound before us
+        if CURRENT_DATABASE.get() is self:  # hand the task back to the database bound before us
             previous = self._previous
-            _current.set(previous if previous is not None and not previous.closed else None)
+            CURRENT_DATABASE.set(previous if previous is not None and not previous.closed else None)
         try:
             if self.embedded is not None:
                 await self._release_embedded(self.embedded)
@@ -429,8 +439,8 @@ class Database:
             assert current_database() is db
             ```
         """
-        self._previous = _current.get()
-        _current.set(self)
+        self._previous = CURRENT_DATABASE.get()
+        CURRENT_DATABASE.set(self)
 
 
 async def open_database(

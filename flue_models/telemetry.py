@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - exercised by installs without the extr
     trace = None  # type: ignore[assignment]
     ProxyTracerProvider = None  # type: ignore[assignment,misc]
 
-#: ``trace`` and ``ProxyTracerProvider`` are exported for ``Database.span``, which
+#: ``trace`` and ``ProxyTracerProvider`` are exported for ``FlueCommands.span``, which
 #: inlines :func:`enabled` (the check of every operation when spans are off).
 __all__ = [
     "SCOPE",
@@ -79,7 +79,7 @@ def operation_span(
     operation: str,
     collection: str | None,
     system: str,
-    server: dict[str, Any],
+    server: Mapping[str, Any],
     **extra: Any,
 ) -> Iterator[None]:
     """Run the body inside one CLIENT span when telemetry is on; do nothing otherwise.

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import flue_models as fm
+from flue_models.client import Script
 
 #: What a hook is shown: a command and its arguments (a script call as
 #: ``("SCRIPT", name, *keys, *args)``).
@@ -60,8 +61,8 @@ async def paused_before(
     """
     seen: list[Command] = []
     fired: list[bool] = []
-    client, scripts = db.client, db.scripts
-    send, batch, call = client.execute_command, db.run_batch, scripts.call
+    client = db.client
+    send, batch, run_script = client.execute_command, db.run_batch, client.run_script
 
     async def before(commands: Sequence[Command]) -> None:
         seen.extend(commands)
@@ -77,16 +78,16 @@ async def paused_before(
         await before([tuple(c) for c in commands])
         return await batch(commands, **options)
 
-    async def paused_call(
-        name: str, keys: Sequence[Any] = (), args: Sequence[Any] = (), **options: Any
+    async def paused_script(
+        script: Script, keys: Sequence[Any], args: Sequence[Any], **options: Any
     ) -> Any:
-        await before([("SCRIPT", name, *keys, *args)])
-        return await call(name, keys, args, **options)
+        await before([("SCRIPT", script.name, *keys, *args)])
+        return await run_script(script, keys, args, **options)
 
     patches = [
         (client, "execute_command", paused_send),
         (db, "run_batch", paused_batch),
-        (scripts, "call", paused_call),
+        (client, "run_script", paused_script),
     ]
     saved = [(target, name, vars(target).get(name)) for target, name, _ in patches]
     for target, name, replacement in patches:

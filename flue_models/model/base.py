@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 from pydantic._internal._model_construction import ModelMetaclass
 from redis.exceptions import NoPermissionError, ResponseError
 
-from flue_models.connection import Database, pick_database
+from flue_models.connection import CURRENT_DATABASE, Database, pick_database
 from flue_models.errors import (
     AlreadyExistsError,
     CommandError,
@@ -81,6 +81,17 @@ def registered_model(collection: str) -> type[Model] | None:
         ```
     """
     return _REGISTRY.get(collection)
+
+
+def _pick(db: Database | None, own: Database | None = None) -> Database:
+    """The database of an operation, as :func:`pick_database` chooses it; its common case
+    (none named: the record's own, else the enclosing ``connect()``'s) is answered here,
+    so a save or a get makes no call into the connection layer for it."""
+    if db is None:
+        found = own if own is not None else CURRENT_DATABASE.get()
+        if found is not None:
+            return found
+    return pick_database(db, own=own)
 
 
 class _ModelMeta(ModelMetaclass):
@@ -178,7 +189,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
         return {name: fields[name] for name in self.__flue_spec__.codecs}
 
     def _database(self, db: Database | None) -> Database:
-        return pick_database(db, own=held(self).db)
+        return _pick(db, held(self).db)
 
     @classmethod
     def owned_keys(cls, keys: KeySpace, record_id: str) -> list[str]:
@@ -370,7 +381,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             await Ticket.delete_id("t-1")
             ```
         """
-        database = pick_database(db)
+        database = _pick(db)
 
         async def attempt() -> bool:
             current = await cls.get(record_id, db=database)
@@ -445,7 +456,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             order = await Order.get("o-1", partition="acme")
             ```
         """
-        database = pick_database(db)
+        database = _pick(db)
         spec = cls.__flue_spec__
         if partition is None:
             if spec.directed:  # every bucket may hold it: ask them all
@@ -454,7 +465,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             key = spec.record_key(database.keys, record_id)
             if spec.collection not in database.checked_buckets:  # once per database
                 await check_collections(database, [spec])
-            with database.span("get", spec.collection):
+            with database.client.span("get", spec.collection):
                 (item,) = await cls._read_keys([key], database)
             if isinstance(item, DecodeError):
                 raise item
@@ -466,7 +477,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
         key = spec.keys_of(database.keys, partition).record(spec.collection, record_id)
         if spec.collection not in database.checked_buckets:  # once per database
             await check_collections(database, [spec])
-        with database.span("get", spec.collection):
+        with database.client.span("get", spec.collection):
             (item,) = await cls._read_keys([key], database)
         if isinstance(item, DecodeError):
             raise item
@@ -509,7 +520,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
                     log.warning("skipping %s", item)
             ```
         """
-        database = pick_database(db)
+        database = _pick(db)
         spec = cls.__flue_spec__
         candidates = [spec.candidate_keys(database.keys, record_id) for record_id in record_ids]
         keys = [key for each in candidates for key in each]
@@ -518,7 +529,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
         if spec.collection not in database.checked_buckets:  # once per database
             await check_collections(database, [spec])
         size = {"db.operation.batch.size": len(record_ids)}
-        with database.span("get", spec.collection, **size):
+        with database.client.span("get", spec.collection, **size):
             replies = await read_hashes(database, keys)
         held = held_once(cls.__name__, record_ids, candidates, replies)
         return [None if h is None else cls._from_reply(*h, database) for h in held]

@@ -361,7 +361,7 @@ class Query(Generic[M]):
             return IdPage([], None, rows=[] if rows else None)
         position = decode_cursor(walks[0][1].fingerprint, cursor) if cursor else None
         collection = self.model.__flue_spec__.collection
-        with db.span("query", collection):
+        with db.client.span("query", collection):
             if len(walks) == 1:
                 index, plan = walks[0]
                 prefix = spaces[index].record_prefix(collection) if rows else ""
@@ -560,7 +560,7 @@ class Query(Generic[M]):
         db = self._database()
         _spaces, groups = await self._walks(db)
         collection = self.model.__flue_spec__.collection
-        with db.span("count", collection):
+        with db.client.span("count", collection):
             if len(groups) == 1:
                 if len(groups[0]) == 1:  # one bucket: no task of its own
                     return await _count(db, groups[0][0][1])

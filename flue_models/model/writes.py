@@ -47,6 +47,7 @@ from flue_models.model.buckets import check_collections
 from flue_models.model.spec import OWNED_FIELD, SEQ, ModelSpec, encode_owned, owned_scored
 from flue_models.replies import reply_hash, reply_text
 from flue_models.scripts import checked_reply
+from flue_models.slots import one_slot
 
 if TYPE_CHECKING:
     from flue_models.model.base import Model
@@ -387,6 +388,8 @@ def refusal(writes: list[Write], reply: list[Any]) -> Exception | None:
         error = refusal(writes, [b"conflict", 1, 7])   # ConflictError(..., found=7)
         ```
     """
+    if type(reply) is list and reply[:1] == [b"ok"] and len(reply) == 1 + 2 * len(writes):
+        return None  # the common answer, of its exact shape: no general check needed
     shapes = {"ok": 1 + 2 * len(writes), "conflict": 3, "guard": 3, "unique": 4}
     status, reply = checked_reply("save", reply, shapes)
     if status == "ok":
@@ -448,11 +451,15 @@ async def run_writes(
     keys, args = script_arguments(one_bucket(db.keys, writes).version_counter(collection), writes)
     operation = "delete" if all(w.mode == "d" for w in writes) else "save"
     batch = {"db.operation.batch.size": len(writes)} if len(writes) > 1 else {}
-    with db.span(operation, collection, **batch):
+    with db.client.span(operation, collection, **batch):
         if then:
             reply, *after = await db.run_scripts([("save", keys, args), *then])
-        else:
-            reply, after = await db.scripts.call("save", keys=keys, args=args), []
+        else:  # Scripts.call, without its calls: the script by name, then the client
+            scripts = db.scripts
+            if scripts.check_slots:
+                one_slot("save", keys)
+            script = scripts.loaded.get("save") or scripts.get("save")
+            reply, after = await db.client.run_script(script, keys, args), []
         error = refusal(writes, reply)
         if error is not None:
             landed = await own_write(db, writes) if isinstance(error, AlreadyExistsError) else None

@@ -9,9 +9,10 @@ KEYS and ARGV. Everything a script touches is passed in KEYS (DESIGN invariant 7
   script: the helpers of the check phase a write script runs before its first write (and
   a read script before it reads).
 
-A call sends EVALSHA and, on a NOSCRIPT reply (after ``SCRIPT FLUSH`` or a server
-restart), sends it again as ``EVAL`` with its text (NOSCRIPT means it did not run; EVAL
-caches the script again and cannot meet NOSCRIPT, however often another client flushes). It goes
+A call goes through the client's :meth:`~flue_models.client.FlueCommands.run_script`:
+it sends EVALSHA and, on a NOSCRIPT reply (after ``SCRIPT FLUSH`` or a server restart),
+sends it again as ``EVAL`` with its text (NOSCRIPT means it did not run; EVAL caches the
+script again and cannot meet NOSCRIPT, however often another client flushes). It goes
 through the client's retries: a script that is not safe to repeat is called with
 ``unsafe=True``. Every error reply becomes a :class:`~flue_models.errors.ScriptError` (a
 refusal of the check phase a :class:`~flue_models.errors.CorruptDataError`), with
@@ -23,26 +24,11 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import (
-    NoPermissionError,
-    NoScriptError,
-    OutOfMemoryError as RedisOutOfMemoryError,
-    ResponseError,
-)
-
-from flue_models.client import UNSAFE, FlueClient
-from flue_models.errors import (
-    CommandError,
-    ConfigurationError,
-    CorruptDataError,
-    FlueModelsError,
-    OutOfMemoryError,
-    ScriptError,
-)
+from flue_models.client import FlueClient, Script
+from flue_models.errors import ConfigurationError, ScriptError
 from flue_models.slots import check_slots_from_environment, one_slot
 
 #: Folder holding the package's own scripts.
@@ -73,26 +59,6 @@ def read_script(path: Path) -> str:
     return f"{shebang}\n{(SCRIPTS_DIR / '_checks.lua').read_text()}{body}"
 
 
-def script_error(name: str, exc: ResponseError | CommandError) -> FlueModelsError:
-    """Turn a script's error reply into the library's error for it.
-
-    Example:
-        >>> script_error("save", ResponseError("FLUE_WRONGTYPE p:t:all string zset")).key
-        'p:t:all'
-    """
-    message = str(exc)
-    words = message.split(" ", 4)
-    if words[0] == "FLUE_WRONGTYPE" and len(words) >= 4:
-        return CorruptDataError.wrong_type(name, words[1], words[2], words[3])
-    if words[0] == "FLUE_CORRUPT" and len(words) >= 4:
-        return CorruptDataError.not_a_number(name, words[1], words[2], " ".join(words[3:]))
-    if isinstance(exc, RedisOutOfMemoryError) or message.startswith("OOM"):
-        return OutOfMemoryError(name)
-    if isinstance(exc, NoPermissionError) or message.startswith("NOPERM"):
-        return CommandError.no_permission(f"the {name!r} script", message)
-    return ScriptError(name, message)
-
-
 #: What each status of a script reply must come with: its least number of elements.
 ReplyShape = dict[str, int]
 
@@ -120,21 +86,6 @@ def checked_reply(name: str, reply: Any, shapes: ReplyShape) -> tuple[str, list[
     return status, reply
 
 
-@dataclass(frozen=True)
-class Script:
-    """A registered script: its text and the SHA1 EVALSHA names it by.
-
-    Example:
-        ```python
-        db.scripts.get("save").sha   # '3f7a...'
-        ```
-    """
-
-    name: str
-    text: str
-    sha: str
-
-
 class Scripts:
     """The scripts of one client, by name (the file name without ``.lua``).
 
@@ -147,7 +98,8 @@ class Scripts:
     def __init__(self, client: FlueClient, directories: Sequence[Path] = (SCRIPTS_DIR,)) -> None:
         self._client = client
         self._directories = list(directories)
-        self._loaded: dict[str, Script] = {}
+        #: The scripts registered so far, by name (:meth:`get` registers on first use).
+        self.loaded: dict[str, Script] = {}
         #: Refuse a call whose keys span Cluster slots before sending it (see
         #: :mod:`flue_models.slots`); a cluster refuses it anyway.
         self.check_slots = check_slots_from_environment()
@@ -173,7 +125,7 @@ class Scripts:
             script = db.scripts.get("save")
             ```
         """
-        script = self._loaded.get(name)
+        script = self.loaded.get(name)
         if script is None:
             for directory in self._directories:
                 path = directory / f"{name}.lua"
@@ -185,7 +137,7 @@ class Scripts:
                 raise ConfigurationError(
                     f"No Lua script named {name!r} in {[str(d) for d in self._directories]}."
                 )
-            self._loaded[name] = script
+            self.loaded[name] = script
         return script
 
     async def call(
@@ -215,15 +167,4 @@ class Scripts:
         script = self.get(name)
         if self.check_slots and not any_slots:
             one_slot(name, keys)
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            try:
-                return await self._client.execute_command(*command, **{UNSAFE: unsafe})
-            except NoScriptError:  # flushed or restarted: it did not run. EVAL sends the
-                # text, which also caches it again, and cannot meet NOSCRIPT itself (a
-                # client flushing the cache in a loop cannot make us fail).
-                text = ("EVAL", script.text, *command[2:])
-                return await self._client.execute_command(*text, **{UNSAFE: unsafe})
-        except CommandError as exc:
-            cause = exc.__cause__
-            raise script_error(name, cause if isinstance(cause, ResponseError) else exc) from exc
+        return await self._client.run_script(script, keys, args, unsafe=unsafe)

@@ -22,11 +22,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
 
 import flue_models as fm
-from flue_models.client import FlueRedisCluster, TimedSend
+from flue_models.client import FlueCommands, FlueRedisCluster, Script, TimedSend
 from flue_models.connection import Database
 from flue_models.errors import InvalidURLError
 from flue_models.keys import bucket_of
-from flue_models.scripts import Scripts
 from flue_models.slots import slot_of
 from tests.conftest import RedisProcess, RedisServers
 from tests.integration.models import SpreadItem, Ticket
@@ -59,20 +58,20 @@ async def record_calls(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[Ca
     """Write one of everything on the standalone server, recording each script call
     ("script", keys, args) and each atomic batch ("MULTI", commands, ())."""
     calls: list[Call] = []
-    call, run_batch = Scripts.call, Database.run_batch
+    call, run_batch = FlueCommands.run_script, Database.run_batch
 
     async def recorded_call(
-        self: Scripts, name: str, keys: Any = (), args: Any = (), **kw: Any
+        self: FlueCommands, script: Script, keys: Any, args: Any, **kw: Any
     ) -> Any:
-        calls.append((name, list(keys), list(args)))
-        return await call(self, name, keys, args, **kw)
+        calls.append((script.name, list(keys), list(args)))
+        return await call(self, script, keys, args, **kw)
 
     async def recorded_batch(self: Database, commands: Any, **kw: Any) -> Any:
         if kw.get("atomic"):
             calls.append(("MULTI", [tuple(c) for c in commands], ()))
         return await run_batch(self, commands, **kw)
 
-    monkeypatch.setattr(Scripts, "call", recorded_call)
+    monkeypatch.setattr(FlueCommands, "run_script", recorded_call)
     monkeypatch.setattr(Database, "run_batch", recorded_batch)
     await fill(db)
     monkeypatch.undo()
@@ -84,7 +83,7 @@ async def test_every_call_of_a_workload_runs_in_one_slot_of_a_real_cluster(
 ) -> None:
     calls = await record_calls(db, monkeypatch)
     assert {name for name, _k, _a in calls} >= {"save", "stream_append", "MULTI"}
-    scripts = {script.sha: script for script in db.scripts._loaded.values()}
+    scripts = {script.sha: script for script in db.scripts.loaded.values()}
     in_multi = {
         scripts[command[1]].name
         for name, commands, _a in calls

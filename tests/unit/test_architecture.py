@@ -13,8 +13,8 @@ PACKAGE = Path(__file__).parents[2] / "flue_models"
 
 #: Each module's layer, from the bottom; a module may import only its layer and below.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "config", "replies", "terminal", "client", "slots"),
-    ("keys", "inspection", "embedded", "scripts", "telemetry"),
+    ("errors", "config", "replies", "terminal", "telemetry", "client", "slots"),
+    ("keys", "inspection", "embedded", "scripts"),
     ("connection",),
     ("model",),
     ("state",),
