@@ -455,6 +455,21 @@ class TimedSend:
         ```
     """
 
+    async def _connect(self) -> None:
+        """Open the socket, then count the connection as just checked: redis-py's first
+        health check is due at once on a new connection, so its handshake began with a
+        ``PING`` round trip on a socket opened a moment before.
+
+        Example:
+            ```python
+            await connection.connect()   # HELLO, CLIENT SETNAME, ...: no PING first
+            ```
+        """
+        me = cast(Any, self)
+        await super()._connect()  # type: ignore[misc]
+        if me.health_check_interval:
+            me.next_health_check = asyncio.get_running_loop().time() + me.health_check_interval
+
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         """Write ``command`` (packed) on the connection within ``socket_timeout``.
 

@@ -65,7 +65,7 @@ from flue_models.errors import (
     ServerCheckError,
     not_connected,
 )
-from flue_models.inspection import ServerReport, parse_info
+from flue_models.inspection import ReadAhead, ServerReport, parse_info, read_ahead
 from flue_models.keys import KeySpace, encode_segment
 from flue_models.replies import reply_time
 from flue_models.scripts import Scripts
@@ -172,6 +172,10 @@ class Database:
         #: Collections whose bucket count this database has checked against the store
         #: (:func:`flue_models.model.buckets.check_buckets`).
         self.checked_buckets: set[str] = set()
+        #: The server's answers to the inspection's questions, read by the first command
+        #: of :func:`open_database` on a standalone server; ``connect()`` takes them for
+        #: its inspection (so it costs no round trip of its own) and clears them.
+        self.first_read: ReadAhead | None = None
 
     @property
     def report(self) -> ServerReport | None:
@@ -483,7 +487,7 @@ async def open_database(
         if isinstance(wrapped, FlueRedisCluster):
             await with_retries(wrapped.initialize, wrapped.flue_policy, shown, "CLUSTER")
         else:
-            await _ping(db)
+            await _first_read(db)
         return db
     given = url if url else url_from_environment()
     if given is not None:
@@ -492,13 +496,16 @@ async def open_database(
         for seed in seeds:
             db = _make_database(seed, keys, client_name, None, chosen)
             try:
-                info = await _ping(db, "INFO", "cluster")  # (one round trip, two questions)
+                ahead = await _first_read(db)
             except ConnectionFailedError as exc:
                 if isinstance(exc, AuthenticationFailedError) or len(seeds) == 1:
                     raise
                 failures.append(exc)
                 continue
-            return await _to_cluster_if_enabled(db, chosen, info, seeds)
+            info = ahead.replies[("INFO", "cluster")]  # (an error: denied, read as no)
+            return await _to_cluster_if_enabled(
+                db, chosen, None if isinstance(info, Exception) else info, seeds
+            )
         raise ConnectionFailedError(
             ", ".join(seed.display for seed in seeds),
             "no seed answered: " + "; ".join(str(f) for f in failures),
@@ -507,7 +514,7 @@ async def open_database(
     async with embedded.locked():
         record, _started = await asyncio.to_thread(embedded.ensure_running)
         db = _make_database(parse_url(record.url), keys, client_name, embedded, chosen)
-        await _ping(db)  # connected before the lock is released: a closer sees us
+        await _first_read(db)  # connected before the lock is released: a closer sees us
     return db
 
 
@@ -553,23 +560,24 @@ def _make_database(
     return Database(client, url, keys, client_name=client_name, embedded=embedded)
 
 
-async def _ping(db: Database, *command: str) -> Any:
-    """Send ``command`` (``PING`` by default) once, without retries: a server that is not
-    there fails start-up at once. Return its reply; ``None`` when the user's ACL denies
-    the command (the server answered: it is there).
+async def _first_read(db: Database) -> ReadAhead:
+    """Ask the server the inspection's questions (:func:`~flue_models.inspection.read_ahead`:
+    one round trip) once, without retries: a server that is not there fails start-up at
+    once. The answers are kept for ``connect()``'s inspection (``db.first_read``) and
+    returned; a command the user's ACL denies is answered by its error (the server
+    answered: it is there).
     """
+    assert not isinstance(db.client, FlueRedisCluster)  # (a cluster is read node by node)
     try:
-        return await db.client.execute_command(
-            *(command or ("PING",)), **{POLICY: RetryPolicy(retries=0)}
-        )
+        ahead = await read_ahead(db.client, policy=RetryPolicy(retries=0))
     except (FlueModelsError, RedisError, OSError) as exc:
-        if isinstance(exc, CommandError) and isinstance(exc.__cause__, NoPermissionError):
-            return None
         if not db.borrowed:
             await db.client.aclose()
         db._closed = True
         cause = exc.__cause__ if isinstance(exc, FlueModelsError) and exc.__cause__ else exc
         raise connection_error(db.url, cause) from cause
+    db.first_read = ahead
+    return ahead
 
 
 #: Server replies that mean "authenticate first".

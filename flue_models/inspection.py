@@ -199,10 +199,17 @@ class _OnNode:
         return await self.client.execute_command(*args, target_nodes=self.node)
 
 
-class _Read:
+class ReadAhead:
     """A client whose answers to the commands the inspection may send were read ahead, in
-    one round trip: each is answered from there (an error reply raised as the client
-    would raise it), any other goes to the client."""
+    one round trip (:func:`read_ahead`): each is answered from there (an error reply
+    raised as the client would raise it), any other goes to the client.
+
+    Example:
+        ```python
+        ahead = await read_ahead(db.client)
+        ahead.replies[("INFO", "cluster")]   # b'# Cluster\r\ncluster_enabled:0\r\n'
+        ```
+    """
 
     def __init__(self, client: Redis, replies: dict[tuple[str, ...], Any]) -> None:
         self.client, self.replies = client, replies
@@ -230,9 +237,19 @@ READ_AHEAD: tuple[tuple[str, ...], ...] = (
 )
 
 
-async def _read_ahead(client: Redis) -> _Read:
-    """The answers to :data:`READ_AHEAD`, in one round trip (retried as every command of
-    the library is: a lost connection raises the library's error)."""
+async def read_ahead(client: Redis, *, policy: RetryPolicy | None = None) -> ReadAhead:
+    """Return the answers to :data:`READ_AHEAD`, read in one round trip (retried by
+    ``policy``, the client's by default: a lost connection raises the library's error).
+    A command the server refuses (an ACL, a managed service) is answered by its error.
+
+    ``connect()`` sends this as its first command: the answers say whether the server is
+    a Cluster node and then serve the inspection, with no round trip of their own.
+
+    Example:
+        ```python
+        report = await read_server(db.client, ahead=await read_ahead(db.client))
+        ```
+    """
 
     async def send() -> list[Any]:
         async with client.pipeline(transaction=False) as pipe:
@@ -240,13 +257,13 @@ async def _read_ahead(client: Redis) -> _Read:
                 pipe.execute_command(*command)
             return list(await pipe.execute(raise_on_error=False))
 
-    policy = getattr(client, "flue_policy", RetryPolicy())
+    chosen: RetryPolicy = policy or getattr(client, "flue_policy", None) or RetryPolicy()
     display = getattr(client, "flue_display", "")
-    replies = await with_retries(send, policy, display, "INFO")
-    return _Read(client, dict(zip(READ_AHEAD, replies, strict=True)))
+    replies = await with_retries(send, chosen, display, "INFO")
+    return ReadAhead(client, dict(zip(READ_AHEAD, replies, strict=True)))
 
 
-Readable = Redis | _OnNode | _Read
+Readable = Redis | _OnNode | ReadAhead
 
 
 async def _call(client: Readable, *args: str) -> Any:
@@ -312,11 +329,14 @@ async def _version(client: Readable) -> tuple[str | None, str]:
     return hello.get("version"), hello.get("server", "redis")
 
 
-async def read_server(client: Redis | RedisCluster) -> ServerReport:
+async def read_server(
+    client: Redis | RedisCluster, *, ahead: ReadAhead | None = None
+) -> ServerReport:
     """Read the server's version, Cluster state, eviction policy and persistence.
 
     Never raises for a denied command: what cannot be read is ``None`` in the report.
-    Through a cluster client, every primary is read (``primaries``).
+    Through a cluster client, every primary is read (``primaries``). ``ahead``: the
+    answers of a standalone server, already read (:func:`read_ahead`).
 
     Example:
         ```python
@@ -330,7 +350,7 @@ async def read_server(client: Redis | RedisCluster) -> ServerReport:
             for n in client.get_primaries()
         ]
         return dataclasses.replace(reports[0], primaries=tuple(reports))
-    return await _read_one(await _read_ahead(client))
+    return await _read_one(ahead or await read_ahead(client))
 
 
 async def _read_one(client: Readable) -> ServerReport:
@@ -476,14 +496,18 @@ def _check_one(report: ServerReport, *, cluster_client: bool) -> None:
         raise ServerCheckError.eviction_policy(report.maxmemory_policy)
 
 
-async def inspect_server(client: Redis | RedisCluster) -> ServerReport:
+async def inspect_server(
+    client: Redis | RedisCluster, *, ahead: ReadAhead | None = None
+) -> ServerReport:
     """Read the server and refuse it when it could lose state; return what was read.
+
+    ``ahead``: as in :func:`read_server`.
 
     Example:
         ```python
         report = await inspect_server(db.client)   # raises e.g. ServerCheckError
         ```
     """
-    report = await read_server(client)
+    report = await read_server(client, ahead=ahead)
     check_report(report)
     return report

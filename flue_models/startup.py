@@ -180,16 +180,22 @@ async def _start(
         url, key_prefix=key_prefix, data_dir=data_dir, settings=settings, client=client
     )
     try:
+        ahead, db.first_read = db.first_read, None  # read by open_database, used once
         if inspect_server:
-            db.report = await inspection.inspect_server(db.client)
+            db.report = await inspection.inspect_server(db.client, ahead=ahead)
         if settings.wait_replicas:
             await _check_replicas(db, settings.wait_replicas)
-        if migrate:
-            await schema.migrate(db, migrations)
-        elif check_schema:
-            await schema.check_schema(db, migrations)
-        if migrate or check_schema:  # every model declared by now; later ones at first use
-            await check_collections(db, registered_specs())
+        if migrate or check_schema:
+            # One read of the schema record serves the schema check and the bucket check
+            # (read again for the latter when a migration changed it).
+            record: dict[str, str] | None = await schema.read_record(db)
+            if migrate:
+                if await schema.migrate(db, migrations, record=record):
+                    record = None
+            else:
+                await schema.check_schema(db, migrations, record=record)
+            # Every model declared by now; later ones at first use.
+            await check_collections(db, registered_specs(), record=record)
     except BaseException:
         await db.close()
         raise

@@ -85,9 +85,14 @@ def _counts(db: Database, record: dict[str, str]) -> dict[str, int]:
     return counts
 
 
-async def check_collections(db: Database, specs: Iterable[ModelSpec]) -> None:
+async def check_collections(
+    db: Database, specs: Iterable[ModelSpec], *, record: dict[str, str] | None = None
+) -> None:
     """Check the bucket count of every model in ``specs`` (one read of the schema record;
     a first use of an empty collection with more than one bucket records its count).
+
+    ``record``: the schema record as just read (``connect()`` passes the one its schema
+    check read, when no migration changed it since); omitted, it is read here.
 
     Each database checks a collection once, before its first read or write of it: the
     model layer calls this only for a collection not yet in ``db.checked_buckets``.
@@ -103,7 +108,8 @@ async def check_collections(db: Database, specs: Iterable[ModelSpec]) -> None:
         await check_collections(db, [Ticket.__flue_spec__, Invoice.__flue_spec__])
         ```
     """
-    record = reply_pairs(await db.client.hgetall(db.keys.meta))
+    if record is None:
+        record = reply_pairs(await db.client.hgetall(db.keys.meta))
     counts = _counts(db, record)
     for spec in specs:
         stored = counts.get(spec.collection)

@@ -112,14 +112,28 @@ class MigrationFile:
         return getattr(self.module, "down", None)
 
 
-def _load_module(set_name: str, path: Path) -> ModuleType:
-    module_name = f"flue_models_migration_{set_name}_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise MigrationFileError(f"Cannot load migration file {path}.")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+#: Migration modules loaded so far, by set, path and the SHA-256 of the text they run:
+#: every ``connect()`` lists and checks the files, but runs a file's text once per
+#: process (an edited file has another digest, so it is loaded again).
+_LOADED: dict[tuple[str, Path, str], ModuleType] = {}
+
+
+def _load_module(set_name: str, path: Path) -> tuple[ModuleType, str]:
+    """Return a migration file's module and the SHA-256 of its text, running the text
+    it was hashed from (one read: never a bytecode cache of another version, which a
+    file rewritten at the same size within a second would meet)."""
+    text = path.read_bytes()
+    checksum = hashlib.sha256(text).hexdigest()
+    module = _LOADED.get((set_name, path, checksum))
+    if module is None:
+        module_name = f"flue_models_migration_{set_name}_{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise MigrationFileError(f"Cannot load migration file {path}.")
+        module = importlib.util.module_from_spec(spec)
+        exec(compile(text, str(path), "exec"), module.__dict__)
+        _LOADED[(set_name, path, checksum)] = module
+    return module, checksum
 
 
 @dataclass(frozen=True)
@@ -216,7 +230,7 @@ class MigrationSet:
         files = []
         for number in numbers:
             path = by_number[number][0]
-            module = _load_module(self.name, path)
+            module, checksum = _load_module(self.name, path)
             up = getattr(module, "up", None)
             if up is None or not inspect.iscoroutinefunction(up):
                 raise MigrationFileError(f"{path} has no `async def up(ctx)`.")
@@ -227,7 +241,7 @@ class MigrationSet:
                     number=number,
                     name=path.stem.split("_", 1)[1],
                     path=path,
-                    checksum=hashlib.sha256(path.read_bytes()).hexdigest(),
+                    checksum=checksum,
                     description=description.strip().splitlines()[0] if description else "",
                     module=module,
                 )

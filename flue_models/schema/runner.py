@@ -162,10 +162,14 @@ async def _refuse_unversioned(db: Database) -> None:
             raise ForeignSchemaError.unversioned(db.keys.prefix, reply_text(raw), db.keys.meta)
 
 
-async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
+async def check_schema(
+    db: Database, sets: Sequence[MigrationSet] = (), *, record: dict[str, str] | None = None
+) -> None:
     """Refuse to use a store whose record is missing, foreign, unparsable or too new.
 
     What ``connect(migrate=False)`` runs instead of :func:`migrate`: it reads, never writes.
+    ``record``: the schema record as :func:`read_record` just returned it (``connect()``
+    reads it once for this and the bucket check); omitted, it is read here.
 
     Raises:
         SchemaMissingError: the prefix was never migrated.
@@ -177,7 +181,8 @@ async def check_schema(db: Database, sets: Sequence[MigrationSet] = ()) -> None:
         ```
     """
     ordered = _all_sets(sets)
-    record = await read_record(db)
+    if record is None:
+        record = await read_record(db)
     if not record:
         raise SchemaMissingError(db.keys.prefix, db.keys.meta)
     _stored_versions(db, record, ordered, {s.name: s.files() for s in ordered})
@@ -239,6 +244,7 @@ async def migrate(
     force: bool = False,
     lock_wait: float = LOCK_WAIT_SECONDS,
     progress: Callable[[str], None] | None = None,
+    record: dict[str, str] | None = None,
 ) -> list[Step]:
     """Bring the store to the newest schema of every set (the built-in set first).
 
@@ -252,6 +258,9 @@ async def migrate(
         lock_wait: seconds to wait for another process's migration.
         progress: called with a line of text as each file starts and as batches of
             records are done (the command line shows it on a terminal).
+        record: the schema record as :func:`read_record` just returned it (``connect()``
+            reads it once for this and the bucket check); omitted, it is read here. It
+            only decides whether there is work: the lock's holder reads it again.
 
     Raises:
         SchemaTooNewError: a stored version is newer than the newest file of its set.
@@ -273,7 +282,8 @@ async def migrate(
     files = {s.name: s.files() for s in ordered}
 
     # First command of all: refuse a foreign, unparsable or newer stamp before anything else.
-    record = await read_record(db)
+    if record is None:
+        record = await read_record(db)
     versions = _stored_versions(db, record, ordered, files)
     if dry_run and not record:
         await _refuse_unversioned(db)

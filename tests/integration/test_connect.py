@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
+from redis.asyncio.connection import AbstractConnection
 
 import flue_models as fm
 from flue_models.connection import current_database
@@ -225,3 +227,51 @@ async def test_a_client_of_the_application_is_used_and_left_open(
             await fm.connect(client=object(), key_prefix=key_prefix)
     finally:
         await mine.aclose()
+
+
+#: What a connection sends when it opens (its handshake), whatever the library asks.
+HANDSHAKE = {b"HELLO", b"CLIENT", b"SELECT", b"AUTH"}
+
+
+def arguments(packed: bytes) -> list[bytes]:
+    """Every argument of the commands in one write (RESP arrays of bulk strings)."""
+    found, at = [], 0
+    while at < len(packed):
+        end = packed.index(b"\r\n", at)
+        count, at = int(packed[at + 1 : end]), end + 2
+        for _ in range(count):
+            end = packed.index(b"\r\n", at)
+            size, at = int(packed[at + 1 : end]), end + 2
+            found.append(packed[at : at + size])
+            at += size + 2
+    return found
+
+
+async def test_connect_to_an_up_to_date_store_asks_twice_after_the_handshake(
+    redis_servers: RedisServers, protocol: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 29's connect() target: the inspection's questions (one pipeline, which also
+    says whether the server is a Cluster node) and one read of the schema record (for
+    the schema check and the bucket check alike). No health-check PING on the socket
+    just opened, no INFO of its own for the cluster question, no second schema read."""
+    server = redis_servers.start()
+    async with fm.connect(server.url, key_prefix="rt", protocol=protocol):
+        pass  # the first connect() migrates the empty store
+    writes: list[list[bytes]] = []
+    send = AbstractConnection._send_packed_command
+
+    async def counted(connection: AbstractConnection, command: Any) -> None:
+        packed = command if isinstance(command, bytes) else b"".join(command)
+        writes.append(arguments(packed))
+        await send(connection, command)
+
+    monkeypatch.setattr(AbstractConnection, "_send_packed_command", counted)
+    async with fm.connect(server.url, key_prefix="rt", protocol=protocol) as db:
+        assert db.report is not None
+        assert db.report.maxmemory_policy == "noeviction"
+        monkeypatch.undo()
+    asked = [write for write in writes if write[0].upper() not in HANDSHAKE]
+    assert [write[0] for write in asked] == [b"INFO", b"TYPE"], asked
+    assert asked[0].count(b"INFO") == 5  # server, cluster, memory, persistence, replication
+    assert asked[1] == [b"TYPE", b"rt::{meta}", b"HGETALL", b"rt::{meta}"]
+    assert not any(b"PING" in write for write in writes)

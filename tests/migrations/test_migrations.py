@@ -274,6 +274,25 @@ async def test_a_changed_applied_file_is_reported_and_refused_unless_forced(
     assert await migrate(bare, [app], force=True) == []
 
 
+def test_a_file_is_loaded_once_and_again_when_its_text_changes(tmp_path: Path) -> None:
+    """Every connect() lists a set's files; a file's text runs once per process, kept by
+    its digest, so an edited file (a new digest) is loaded again, never served stale."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    body = "async def up(ctx):\n    return None\n"
+    path = folder / "0001_first.py"
+    path.write_text(f'DESCRIPTION = "one"\n{body}')
+    app = MigrationSet("app", folder)
+    (first,) = app.files()
+    (again,) = app.files()
+    assert again.module is first.module  # not run again
+    path.write_text(f'DESCRIPTION = "two"\n{body}')
+    (edited,) = app.files()
+    assert edited.description == "two"
+    assert edited.module is not first.module
+    assert edited.checksum != first.checksum
+
+
 async def test_dry_run_reports_and_writes_nothing(bare: fm.Database) -> None:
     planned = await migrate(bare, [scenario("clean_chain")], dry_run=True)
     assert len(planned) == len(BUILTIN) + 3
