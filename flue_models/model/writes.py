@@ -177,6 +177,8 @@ def _encoded(spec: ModelSpec, values: dict[str, Any], state: Held) -> dict[str, 
     """Every set field's stored bytes: a field still holding the very (immutable) object
     ``state`` read or wrote keeps its bytes, any other is encoded."""
     codecs, prior, stored = spec.codecs, state.values, state.snapshot
+    if not prior:  # nothing read or written yet (a new record): every set field
+        return {name: codecs[name].encode(v) for name, v in values.items() if v is not None}
     encoded: dict[str, bytes] = {}
     for name, value in values.items():
         if value is None:
@@ -254,15 +256,25 @@ def plan_save(
         mode="s",
         key=keys.record(spec.collection, values["id"]),
         expected=version,
-        hset={k: v for k, v in encoded.items() if stored.get(k) != v},
-        hdel=[k for k in stored if k not in encoded],
+        # Each part as the difference from what the copy held; with nothing held (a new
+        # record, the common save) that is all of it, taken without a pass to compare.
+        hset={k: v for k, v in encoded.items() if stored.get(k) != v} if stored else dict(encoded),
+        hdel=[k for k in stored if k not in encoded] if stored else [],
         zrem=[
             *(k for k in old_entries if k not in entries),
             *(k for k in spec.disowned(keys, values, entries) if k not in old_entries),
-        ],
-        zadd={k: s for k, s in entries.items() if k in seq_scored or old_entries.get(k) != s},
-        claims=[(k, v, spec.unique_field(k)) for k, v in unique.items() if old_unique.get(k) != v],
-        releases=[(k, v) for k, v in old_unique.items() if unique.get(k) != v],
+        ]
+        if old_entries
+        else spec.disowned(keys, values, entries),
+        zadd={k: s for k, s in entries.items() if k in seq_scored or old_entries.get(k) != s}
+        if old_entries
+        else dict(entries),
+        claims=[(k, v, spec.unique_field(k)) for k, v in unique.items() if old_unique.get(k) != v]
+        if unique
+        else [],
+        releases=[(k, v) for k, v in old_unique.items() if unique.get(k) != v]
+        if old_unique
+        else [],
         counter=counter,
         seq_scored=seq_scored,
         snapshot=encoded,
