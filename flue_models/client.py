@@ -99,7 +99,7 @@ from flue_models.errors import (
     ScriptError,
 )
 from flue_models.slots import command_keys, slot_of
-from flue_models.telemetry import ProxyTracerProvider, operation_span, trace
+from flue_models.telemetry import UNSET_READABLE, ProxyTracerProvider, operation_span, trace
 
 #: The option that marks a command as not safe to repeat after a lost reply.
 UNSAFE = "flue_unsafe"
@@ -1043,8 +1043,12 @@ class FlueCommands:
                 ...
             ```
         """
-        # telemetry.enabled(), inlined: the common case costs one check and no call of ours.
-        if trace is None or isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+        # telemetry.enabled(), inlined: the common case costs one test and no call.
+        if (
+            trace is None
+            or (UNSET_READABLE and trace._TRACER_PROVIDER is None)
+            or isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+        ):
             return NO_SPAN
         return operation_span(
             operation, collection, self.flue_span_system, self.flue_span_server, **extra

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,10 +31,24 @@ except ImportError:  # pragma: no cover - exercised by installs without the extr
     trace = None  # type: ignore[assignment]
     ProxyTracerProvider = None  # type: ignore[assignment,misc]
 
-#: ``trace`` and ``ProxyTracerProvider`` are exported for ``FlueCommands.span``, which
-#: inlines :func:`enabled` (the check of every operation when spans are off).
+#: Whether "no tracer provider is set" can be read from OpenTelemetry's own global (its
+#: ``trace._TRACER_PROVIDER``, ``None`` until a provider is set, by code or from the
+#: ``OTEL_PYTHON_TRACER_PROVIDER`` variable) rather than by asking
+#: ``trace.get_tracer_provider()``, which, while none is set, looks that variable up in
+#: ``os.environ`` on every call (1.5 µs on each operation of the library). Only when the
+#: global exists as expected and the variable was not set when this module loaded;
+#: otherwise every check asks the public function.
+UNSET_READABLE = (
+    trace is not None
+    and getattr(trace, "_TRACER_PROVIDER", False) is None
+    and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ
+)
+
+#: ``trace``, ``ProxyTracerProvider`` and ``UNSET_READABLE`` are exported for
+#: ``FlueCommands.span``, which inlines :func:`enabled` (the check of every operation).
 __all__ = [
     "SCOPE",
+    "UNSET_READABLE",
     "ProxyTracerProvider",
     "enabled",
     "operation_span",
@@ -71,7 +86,9 @@ def enabled() -> bool:
             ...
         ```
     """
-    return trace is not None and not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+    if trace is None or (UNSET_READABLE and trace._TRACER_PROVIDER is None):
+        return False
+    return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
 
 
 @contextlib.contextmanager

@@ -46,6 +46,27 @@ def test_spans_are_off_without_a_tracer_provider() -> None:
     assert not telemetry.enabled()
 
 
+async def test_with_spans_off_an_operation_does_not_ask_for_the_provider(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``trace.get_tracer_provider()`` looks a variable up in ``os.environ`` on every call
+    while no provider is set: with none set, the library's check reads OpenTelemetry's
+    global instead and never calls it."""
+    assert telemetry.UNSET_READABLE
+    asked: list[bool] = []
+
+    def provider() -> Any:
+        asked.append(True)
+        return trace.ProxyTracerProvider()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", provider)
+    ticket = await Ticket(status="open", priority=1).save()
+    assert await Ticket.get(ticket.id) is not None
+    assert await Ticket.find(Ticket.status == "open").count() == 1
+    assert not telemetry.enabled()
+    assert asked == []
+
+
 async def test_each_operation_is_one_client_span(
     db: fm.Database, exporter: InMemorySpanExporter
 ) -> None:
