@@ -65,7 +65,7 @@ from flue_models.errors import (
     ServerCheckError,
     not_connected,
 )
-from flue_models.inspection import ReadAhead, ServerReport, parse_info, read_ahead
+from flue_models.inspection import READ_AHEAD, ReadAhead, ServerReport, parse_info, read_ahead
 from flue_models.keys import KeySpace, encode_segment
 from flue_models.replies import reply_time
 from flue_models.scripts import Scripts
@@ -455,13 +455,18 @@ async def open_database(
     data_dir: Path | str | None = None,
     settings: ClientSettings | None = None,
     client: Any = None,
+    read_ahead: bool = True,
 ) -> Database:
-    """Open a client on ``url``, else ``$REDIS_URL``, else the embedded server, and PING it;
-    or wrap ``client``, a redis-py client of the application's (see
+    """Open a client on ``url``, else ``$REDIS_URL``, else the embedded server, and ask it
+    its first question; or wrap ``client``, a redis-py client of the application's (see
     :func:`~flue_models.client.adopt_client`), which closing the database leaves open.
 
     This is the connection layer's part of :func:`flue_models.connect`: no inspection,
-    no migration, nothing bound.
+    no migration, nothing bound. ``read_ahead``: the first question is the inspection's
+    whole pipeline (:data:`~flue_models.inspection.READ_AHEAD`), its answers kept in
+    ``db.first_read`` for the inspection; ``False`` (a caller that will not inspect, so
+    sends no command it does not need, e.g. one an ACL would deny and log): ``INFO
+    cluster`` alone.
 
     Raises:
         InvalidURLError: the URL is malformed.
@@ -487,7 +492,7 @@ async def open_database(
         if isinstance(wrapped, FlueRedisCluster):
             await with_retries(wrapped.initialize, wrapped.flue_policy, shown, "CLUSTER")
         else:
-            await _first_read(db)
+            await _first_read(db, read_ahead)
         return db
     given = url if url else url_from_environment()
     if given is not None:
@@ -496,7 +501,7 @@ async def open_database(
         for seed in seeds:
             db = _make_database(seed, keys, client_name, None, chosen)
             try:
-                ahead = await _first_read(db)
+                ahead = await _first_read(db, read_ahead)
             except ConnectionFailedError as exc:
                 if isinstance(exc, AuthenticationFailedError) or len(seeds) == 1:
                     raise
@@ -514,7 +519,7 @@ async def open_database(
     async with embedded.locked():
         record, _started = await asyncio.to_thread(embedded.ensure_running)
         db = _make_database(parse_url(record.url), keys, client_name, embedded, chosen)
-        await _first_read(db)  # connected before the lock is released: a closer sees us
+        await _first_read(db, read_ahead)  # connected before the lock is released
     return db
 
 
@@ -560,16 +565,17 @@ def _make_database(
     return Database(client, url, keys, client_name=client_name, embedded=embedded)
 
 
-async def _first_read(db: Database) -> ReadAhead:
+async def _first_read(db: Database, everything: bool) -> ReadAhead:
     """Ask the server the inspection's questions (:func:`~flue_models.inspection.read_ahead`:
-    one round trip) once, without retries: a server that is not there fails start-up at
-    once. The answers are kept for ``connect()``'s inspection (``db.first_read``) and
-    returned; a command the user's ACL denies is answered by its error (the server
-    answered: it is there).
+    one round trip; ``INFO cluster`` alone unless ``everything``) once, without retries: a
+    server that is not there fails start-up at once. The answers are kept for
+    ``connect()``'s inspection (``db.first_read``) and returned; a command the user's
+    ACL denies is answered by its error (the server answered: it is there).
     """
     assert not isinstance(db.client, FlueRedisCluster)  # (a cluster is read node by node)
+    questions = READ_AHEAD if everything else (("INFO", "cluster"),)
     try:
-        ahead = await read_ahead(db.client, policy=RetryPolicy(retries=0))
+        ahead = await read_ahead(db.client, questions, policy=RetryPolicy(retries=0))
     except (FlueModelsError, RedisError, OSError) as exc:
         if not db.borrowed:
             await db.client.aclose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,10 +237,16 @@ READ_AHEAD: tuple[tuple[str, ...], ...] = (
 )
 
 
-async def read_ahead(client: Redis, *, policy: RetryPolicy | None = None) -> ReadAhead:
-    """Return the answers to :data:`READ_AHEAD`, read in one round trip (retried by
-    ``policy``, the client's by default: a lost connection raises the library's error).
-    A command the server refuses (an ACL, a managed service) is answered by its error.
+async def read_ahead(
+    client: Redis,
+    questions: Sequence[tuple[str, ...]] = READ_AHEAD,
+    *,
+    policy: RetryPolicy | None = None,
+) -> ReadAhead:
+    """Return the answers to ``questions`` (all of :data:`READ_AHEAD` by default), read in
+    one round trip (retried by ``policy``, the client's by default: a lost connection
+    raises the library's error). A command the server refuses (an ACL, a managed
+    service) is answered by its error; one not asked goes to the server when read.
 
     ``connect()`` sends this as its first command: the answers say whether the server is
     a Cluster node and then serve the inspection, with no round trip of their own.
@@ -253,14 +259,14 @@ async def read_ahead(client: Redis, *, policy: RetryPolicy | None = None) -> Rea
 
     async def send() -> list[Any]:
         async with client.pipeline(transaction=False) as pipe:
-            for command in READ_AHEAD:
+            for command in questions:
                 pipe.execute_command(*command)
             return list(await pipe.execute(raise_on_error=False))
 
     chosen: RetryPolicy = policy or getattr(client, "flue_policy", None) or RetryPolicy()
     display = getattr(client, "flue_display", "")
     replies = await with_retries(send, chosen, display, "INFO")
-    return ReadAhead(client, dict(zip(READ_AHEAD, replies, strict=True)))
+    return ReadAhead(client, dict(zip(questions, replies, strict=True)))
 
 
 Readable = Redis | _OnNode | ReadAhead

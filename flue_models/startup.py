@@ -177,7 +177,12 @@ async def _start(
     settings: ClientSettings,
 ) -> Database:
     db = await open_database(
-        url, key_prefix=key_prefix, data_dir=data_dir, settings=settings, client=client
+        url,
+        key_prefix=key_prefix,
+        data_dir=data_dir,
+        settings=settings,
+        client=client,
+        read_ahead=inspect_server,
     )
     try:
         ahead, db.first_read = db.first_read, None  # read by open_database, used once

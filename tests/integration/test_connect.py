@@ -257,15 +257,7 @@ async def test_connect_to_an_up_to_date_store_asks_twice_after_the_handshake(
     server = redis_servers.start()
     async with fm.connect(server.url, key_prefix="rt", protocol=protocol):
         pass  # the first connect() migrates the empty store
-    writes: list[list[bytes]] = []
-    send = AbstractConnection._send_packed_command
-
-    async def counted(connection: AbstractConnection, command: Any) -> None:
-        packed = command if isinstance(command, bytes) else b"".join(command)
-        writes.append(arguments(packed))
-        await send(connection, command)
-
-    monkeypatch.setattr(AbstractConnection, "_send_packed_command", counted)
+    writes = record_writes(monkeypatch)
     async with fm.connect(server.url, key_prefix="rt", protocol=protocol) as db:
         assert db.report is not None
         assert db.report.maxmemory_policy == "noeviction"
@@ -275,3 +267,32 @@ async def test_connect_to_an_up_to_date_store_asks_twice_after_the_handshake(
     assert asked[0].count(b"INFO") == 5  # server, cluster, memory, persistence, replication
     assert asked[1] == [b"TYPE", b"rt::{meta}", b"HGETALL", b"rt::{meta}"]
     assert not any(b"PING" in write for write in writes)
+
+
+async def test_connect_without_the_inspection_asks_only_whether_it_is_a_cluster(
+    redis_servers: RedisServers, protocol: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``inspect_server=False`` (a managed service, an ACL that denies ``CONFIG``): none
+    of the inspection's questions is sent, so none is refused and logged."""
+    server = redis_servers.start()
+    writes = record_writes(monkeypatch)
+    options: dict[str, Any] = {"inspect_server": False, "migrate": False, "check_schema": False}
+    async with fm.connect(server.url, key_prefix="rt", protocol=protocol, **options) as db:
+        assert db.report is None
+        monkeypatch.undo()
+    asked = [write for write in writes if write[0].upper() not in HANDSHAKE]
+    assert asked == [[b"INFO", b"cluster"]], asked
+
+
+def record_writes(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
+    """Record the arguments of every write on a connection from now on (until undone)."""
+    writes: list[list[bytes]] = []
+    send = AbstractConnection._send_packed_command
+
+    async def counted(connection: AbstractConnection, command: Any) -> None:
+        packed = command if isinstance(command, bytes) else b"".join(command)
+        writes.append(arguments(packed))
+        await send(connection, command)
+
+    monkeypatch.setattr(AbstractConnection, "_send_packed_command", counted)
+    return writes
