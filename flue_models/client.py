@@ -107,6 +107,10 @@ UNSAFE = "flue_unsafe"
 HEALTH_CHECK_SECONDS = 15
 #: The option that gives one command another :class:`RetryPolicy` (e.g. none at start-up).
 POLICY = "flue_policy"
+#: The option that takes a command's reply as the server sent it, without redis-py's
+#: callback (in a batch of :meth:`FlueRedis.flue_many`): ``INFO``'s, parsed into a dict
+#: line by line in Python, costs more than the command when the caller reads it again.
+RAW = "flue_raw"
 
 
 @dataclass(frozen=True)
@@ -564,7 +568,7 @@ try:
 except (ImportError, AttributeError):  # pragma: no cover (hiredis is a dependency)
     _HIREDIS, _NOT_ENOUGH_DATA = None, None
 #: Options of a command that redis-py's ``parse_response`` takes out before its callback.
-_NOT_CALLBACK_OPTIONS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys"})
+_NOT_CALLBACK_OPTIONS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys", RAW})
 
 
 def timed_send(connection_class: type) -> type:
@@ -896,7 +900,7 @@ def shaped(reply: Any, args: Sequence[Any], options: Mapping[str, Any], callback
     if isinstance(reply, ResponseError):
         return options.get(EMPTY_RESPONSE, reply)
     back = callbacks.get(args[0])
-    if back is None:
+    if back is None or (options and options.get(RAW)):
         return reply
     if options:
         options = {k: v for k, v in options.items() if k not in _NOT_CALLBACK_OPTIONS}

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
-from flue_models.client import RetryPolicy, with_retries
+from flue_models.client import RAW, FlueRedis, RetryPolicy, with_retries
 from flue_models.errors import (
     CommandError,
     PersistenceWarning,
@@ -258,6 +258,8 @@ async def read_ahead(
     """
 
     async def send() -> list[Any]:
+        if isinstance(client, FlueRedis):  # the replies as sent: INFO's text is read once
+            return await client.flue_many([(command, {RAW: True}) for command in questions])
         async with client.pipeline(transaction=False) as pipe:
             for command in questions:
                 pipe.execute_command(*command)

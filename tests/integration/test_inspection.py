@@ -15,7 +15,7 @@ from redis.exceptions import NoPermissionError
 
 import flue_models as fm
 from flue_models.embedded import ServerIdentity, find_binary
-from flue_models.inspection import inspect_server
+from flue_models.inspection import inspect_server, read_ahead, read_server
 from tests.command_line import run_cli
 from tests.conftest import RedisServers
 
@@ -27,6 +27,29 @@ async def test_a_well_configured_server_passes(redis_url: str, protocol: int) ->
     assert report.cluster_enabled is False
     assert report.maxmemory_policy == "noeviction"
     assert report.version is not None
+
+
+async def test_the_inspection_reads_info_as_the_server_sent_it(
+    redis_servers: RedisServers, protocol: int
+) -> None:
+    """The read-ahead takes INFO's text as sent (redis-py's callback would parse it into a
+    dict line by line, and the inspection parse it again: most of a connect()'s time),
+    and reads the same report from it as from redis-py's parsed replies."""
+    server = redis_servers.start()
+    async with fm.connect(server.url, key_prefix="raw", protocol=protocol) as db:
+        ahead = await read_ahead(db.client)
+        assert all(isinstance(ahead.replies[("INFO", s)], bytes) for s in ("server", "memory"))
+        assert isinstance(await db.client.info("server"), dict)  # the client's own API: parsed
+        plain = aioredis.Redis(port=server.port, protocol=protocol)
+        try:
+            parsed = await read_server(plain)  # through redis-py's pipeline and callbacks
+        finally:
+            await plain.aclose()
+    report = db.report  # what connect() read from its own read-ahead
+    assert report is not None
+    same = ("version", "flavor", "cluster_enabled", "maxmemory_policy", "aof_enabled")
+    same += ("rdb_enabled", "replicas")
+    assert {f: getattr(report, f) for f in same} == {f: getattr(parsed, f) for f in same}
 
 
 async def test_the_suite_runs_on_the_server_it_was_given(redis_servers: RedisServers) -> None:
