@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import flue_models as fm
+from flue_models import startup
 from flue_models.keys import bucket_of
 from flue_models.model import query as query_module
 from flue_models.model.buckets import bucket_field, check_collections, stored_buckets
@@ -195,6 +196,35 @@ async def test_another_declared_count_is_refused_before_anything_is_read(
         await fm.connect(redis_url, key_prefix=key_prefix)
     assert (caught.value.stored, caught.value.declared) == (8, 1)
     await db.client.hdel(db.keys.meta, bucket_field(Item.__flue_spec__.collection))
+
+
+async def test_a_count_recorded_between_connects_schema_read_and_bucket_check_is_seen(
+    redis_url: str, protocol: int, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """connect() reads the schema record once, for its schema check and its bucket check.
+    Another client that records a collection's bucket count between that read and the
+    check (a model declaring 4 buckets where ours declares 8) is not overwritten, nor
+    missed: the check's first use records with HSETNX and reads the count back."""
+    async with fm.connect(redis_url, key_prefix=key_prefix, protocol=protocol) as db:
+        await db.client.hdel(db.keys.meta, bucket_field(SPREAD.collection))  # never recorded
+    check = startup.check_collections
+
+    async def paused(db: fm.Database, specs: Any, *, record: Any = None) -> None:
+        assert record is not None  # the record connect() read for its schema check
+        assert bucket_field(SPREAD.collection) not in record
+        await db.client.hset(db.keys.meta, bucket_field(SPREAD.collection), "4")
+        await check(db, specs, record=record)
+
+    monkeypatch.setattr(startup, "check_collections", paused)
+    with pytest.raises(fm.errors.SchemaLayoutError) as caught:
+        await fm.connect(redis_url, key_prefix=key_prefix, protocol=protocol)
+    assert (caught.value.stored, caught.value.declared) == (4, 8)
+    monkeypatch.undo()
+    plain = await fm.connect(redis_url, key_prefix=key_prefix, check_schema=False, migrate=False)
+    try:
+        assert (await stored_buckets(plain))[SPREAD.collection] == 4  # the other's, kept
+    finally:
+        await plain.close()
 
 
 async def test_records_written_in_one_bucket_refuse_a_model_that_declares_more(
