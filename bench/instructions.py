@@ -89,7 +89,7 @@ async def work(operation: str, count: int, url: str) -> tuple[str, str]:
 
         async def trio(n: int) -> None:
             await fm.Submission.admit_dispatch(f"d-{n}", session_id=f"s-{n}", input={}, db=bench.db)
-            attempt = await fm.Submission.claim(f"d-{n}", "w", db=bench.db)
+            attempt = await fm.Submission.claim(f"d-{n}", "w", session_id=f"s-{n}", db=bench.db)
             assert attempt is not None
             assert await fm.Submission.finish(attempt, db=bench.db)
 

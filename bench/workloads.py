@@ -535,14 +535,16 @@ class Bench:
         ]
 
     async def submissions(self, ops: int = 100) -> Row:
-        """A dispatch admitted, claimed and finished, one after the other (the library's
-        claim by id alone reads the id's bucket among 16; the raw side knows its key)."""
+        """A dispatch admitted, claimed and finished, one after the other. The claim names
+        the session, as a worker that admitted the dispatch or listed it can (its bucket
+        alone is read); the admission reads the id in all 16 buckets (an id admitted under
+        another session is a conflict). The raw side knows its key."""
 
         async def flue(i: int) -> None:
             await fm.Submission.admit_dispatch(
                 f"d-{i}", session_id=f"s-{i}", input={"n": i}, db=self.db
             )
-            attempt = await fm.Submission.claim(f"d-{i}", "w", db=self.db)
+            attempt = await fm.Submission.claim(f"d-{i}", "w", session_id=f"s-{i}", db=self.db)
             assert attempt is not None
             assert await fm.Submission.finish(attempt, db=self.db)
 

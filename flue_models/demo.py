@@ -122,7 +122,9 @@ async def _conversations(db: Database) -> str:
         uuid.uuid4().hex, session_id=answered.id, input=prompt, db=db
     )
     await Submission.admit_direct(uuid.uuid4().hex, session_id=waiting.id, input=prompt, db=db)
-    attempt = await Submission.claim(row.id, owner_id="demo-worker", db=db)
+    attempt = await Submission.claim(
+        row.id, owner_id="demo-worker", session_id=row.session_id, db=db
+    )
     if attempt is None:  # only this demo knows the id: it is this session's head
         raise RuntimeError(f"the demo could not claim its own submission {row.id}")
     await Submission.mark_input_applied(attempt, db=db)

@@ -30,7 +30,9 @@ async def work_once(owner: str) -> int:
     """Claim what is runnable now and run it; return how many turns ran."""
     done = 0
     for row in await Submission.list_runnable(limit=10):
-        attempt = await Submission.claim(row.id, owner_id=owner, lease=LEASE)
+        attempt = await Submission.claim(
+            row.id, owner_id=owner, lease=LEASE, session_id=row.session_id
+        )
         if attempt is None:
             continue  # another worker won this head
         await run_turn(attempt)

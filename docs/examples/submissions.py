@@ -17,7 +17,7 @@ async def main() -> None:
 
         # --8<-- [start:work]
         for row in await Submission.list_runnable():  # one head per session
-            attempt = await Submission.claim(row.id, owner_id="worker-a")
+            attempt = await Submission.claim(row.id, owner_id="worker-a", session_id=row.session_id)
             if attempt is None:
                 continue  # another worker won the claim
             await Submission.journal_begin(attempt)

@@ -240,8 +240,9 @@ async def test_requeue_of_an_expired_lease_renewed_meanwhile_is_refused(db: fm.D
     assert (row.status, row.owner_id) == ("running", "w")
 
 
+@pytest.mark.parametrize("session", [None, "s-1"], ids=["by-id", "with-session"])
 async def test_a_stale_score_in_the_head_index_never_puts_a_later_submission_first(
-    db: fm.Database,
+    db: fm.Database, session: str | None
 ) -> None:
     for n in range(3):
         await Submission.admit_direct(f"p-{n}", session_id="s-1", input={})
@@ -250,6 +251,6 @@ async def test_a_stale_score_in_the_head_index_never_puts_a_later_submission_fir
     assert head is not None
     await db.client.zadd(open_key, {"p-0": head.sequence + 10**9})  # a stale score
     assert [r.id for r in await Submission.list_runnable()] == ["p-0"]
-    assert await Submission.claim("p-1", "w") is None  # not the head
-    attempt = await Submission.claim("p-0", "w")
+    assert await Submission.claim("p-1", "w", session_id=session) is None  # not the head
+    attempt = await Submission.claim("p-0", "w", session_id=session)
     assert attempt is not None

@@ -120,14 +120,17 @@ async def test_a_mutation_repairs_the_status_indexes_of_its_row(db: fm.Database)
     assert (await fm.verify_collection(Submission)).ok
 
 
-async def test_a_stale_open_entry_does_not_hide_the_real_head(db: fm.Database) -> None:
+@pytest.mark.parametrize("session", [None, "s-1"], ids=["by-id", "with-session"])
+async def test_a_stale_open_entry_does_not_hide_the_real_head(
+    db: fm.Database, session: str | None
+) -> None:
     await Submission.admit_direct("p-1", session_id="s-1", input={})
     await Submission.admit_direct("p-2", session_id="s-1", input={})
     assert await Submission.settle_queued("p-1", "aborted")
     # p-1 is settled, yet an old entry says it is still the session's head.
     await db.client.zadd(index_key(db, "open_session", "s-1"), {"p-1": 1})
     assert [r.id for r in await Submission.list_runnable()] == ["p-2"]
-    assert await Submission.claim("p-2", "w") is not None
+    assert await Submission.claim("p-2", "w", session_id=session) is not None
 
 
 async def test_has_unsettled_reads_the_rows(db: fm.Database) -> None:

@@ -93,12 +93,16 @@ async def test_a_new_admission_reads_once_and_writes_once_on_one_server(
     assert trips[0] == (3 + 1 + 1 if on_cluster(db) else 2)
 
 
-async def test_one_runnable_head_per_session_in_admission_order(db: fm.Database) -> None:
+@pytest.mark.parametrize("given", [False, True], ids=["by-id", "with-session"])
+async def test_one_runnable_head_per_session_in_admission_order(
+    db: fm.Database, given: bool
+) -> None:
     for submission_id, session_id in [("a1", "A"), ("b1", "B"), ("a2", "A"), ("c1", "C")]:
         await Submission.admit_direct(submission_id, session_id=session_id, input={})
     assert [r.id for r in await Submission.list_runnable()] == ["a1", "b1", "c1"]
-    assert await Submission.claim("a2", "w") is None  # not its session's head
-    attempt = await Submission.claim("a1", "w")
+    session: dict[str, Any] = {"session_id": "A"} if given else {}
+    assert await Submission.claim("a2", "w", **session) is None  # not its session's head
+    attempt = await Submission.claim("a1", "w", **session)
     assert attempt is not None
     assert [r.id for r in await Submission.list_runnable()] == [
         "b1",
@@ -108,12 +112,55 @@ async def test_one_runnable_head_per_session_in_admission_order(db: fm.Database)
     assert [r.id for r in await Submission.list_runnable()] == ["b1", "a2", "c1"]  # by sequence
 
 
+async def test_a_claim_given_its_session_reads_once_and_writes_once(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row in its session's bucket, the clock and the session's first window of
+    heads in one batch, then the write."""
+    for n in range(3):
+        await Submission.admit_direct(f"p-{n}", session_id=f"s-{n}", input={})
+    assert await Submission.claim("p-0", "w", session_id="s-0")  # warm: scripts loaded
+    with count_round_trips(db, monkeypatch) as trips:
+        attempt = await Submission.claim("p-1", "w", session_id="s-1")
+    assert attempt is not None
+    assert attempt.session_id == "s-1"
+    # On a cluster the batch is one request to the bucket's primary and one for TIME.
+    assert trips[0] == (2 + 1 if on_cluster(db) else 2)
+    with count_round_trips(db, monkeypatch) as trips:
+        assert await Submission.claim("p-2", "w")  # by id alone: every bucket, then heads
+    assert trips[0] == (3 + 2 if on_cluster(db) else 3)
+
+
+async def test_a_claim_given_another_session_finds_nothing_and_writes_nothing(
+    db: fm.Database,
+) -> None:
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    before = await Submission.get("p-1")
+    assert before is not None
+    # Another session, and one whose bucket is the row's own: neither is the row's.
+    same_bucket = next(
+        f"s-{n}"
+        for n in range(2, 10_000)
+        if SPEC.keys_of(db.keys, f"s-{n}").bucket == SPEC.keys_of(db.keys, "s-1").bucket
+    )
+    for session_id in ("s-2", same_bucket):
+        assert await Submission.claim("p-1", "w", session_id=session_id) is None
+    after = await Submission.get("p-1")
+    assert after is not None
+    assert (after.status, after.version) == ("queued", before.version)
+
+
 async def test_of_many_racing_claimers_on_two_clients_exactly_one_wins(
     db: fm.Database, other: fm.Database
 ) -> None:
     await Submission.admit_direct("p-1", session_id="s-1", input={})
     attempts = await asyncio.gather(
-        *(Submission.claim("p-1", f"worker-{i}", db=(db, other)[i % 2]) for i in range(20))
+        *(
+            Submission.claim(
+                "p-1", f"worker-{i}", db=(db, other)[i % 2], session_id="s-1" if i % 3 else None
+            )
+            for i in range(20)
+        )
     )
     winners = [a for a in attempts if a is not None]
     assert len(winners) == 1

@@ -33,6 +33,9 @@ from flue_models.state.submission.row import (
     SubmissionRow,
 )
 
+#: How many entries of a session's ``open_session`` index a head check reads at a time.
+HEAD_WINDOW = 4
+
 
 class Claiming(SubmissionRow):
     """The claims-and-leases part of :class:`~flue_models.state.submission.Submission`.
@@ -49,7 +52,11 @@ class Claiming(SubmissionRow):
 
     @classmethod
     async def _heads(
-        cls, db: Database, session_ids: list[str], known: dict[str, Self] | None = None
+        cls,
+        db: Database,
+        session_ids: list[str],
+        known: dict[str, Self] | None = None,
+        first: dict[str, Any] | None = None,
     ) -> dict[str, Self | None]:
         """Each session's head: its unsettled submission with the lowest sequence.
 
@@ -58,21 +65,26 @@ class Claiming(SubmissionRow):
         the head is the open row with the lowest ``sequence`` (its own, not its entry's
         score). An entry scored otherwise than its row's sequence (a stale score) makes
         the whole index of that session be read, so it cannot put a later submission
-        first. ``known`` rows were read by the caller and are not read again.
+        first. ``known`` rows were read by the caller and are not read again; ``first``
+        holds sessions' first windows (:meth:`_head_window`'s replies) the caller read.
         """
         rows: dict[str, Self] = dict(known or {})
         heads: dict[str, Self | None] = {}
-        pending, start, window = sorted(set(session_ids)), 0, 4
+        pending, start, window = sorted(set(session_ids)), 0, HEAD_WINDOW
         whole: set[str] = set()  # sessions whose index showed a stale score: read it all
+        windows = dict(first or {})  # replies read, not yet used
         while pending:
             stop = start + window - 1
-            by_session = [db.keys.session_submissions(s).open for s in pending]
-            replies = await db.run_batch(
-                [
-                    ("ZRANGE", key, *((0, -1) if s in whole else (start, stop)), "WITHSCORES")
-                    for s, key in zip(pending, by_session, strict=True)
-                ]
+            asked = [s for s in pending if s not in windows]
+            by_session = [db.keys.session_submissions(s).open for s in asked]
+            commands = [
+                ("ZRANGE", key, *((0, -1) if s in whole else (start, stop)), "WITHSCORES")
+                for s, key in zip(asked, by_session, strict=True)
+            ]
+            windows.update(
+                zip(asked, await db.run_batch(commands) if commands else [], strict=True)
             )
+            replies = [windows.pop(s) for s in pending]
             scored = {s: reply_scored(r) for s, r in zip(pending, replies, strict=True)}
             proposed = {s: [i for i, _score in entries] for s, entries in scored.items()}
             session_of = {i: s for s, ids in proposed.items() for i in ids if i not in rows}
@@ -99,6 +111,13 @@ class Claiming(SubmissionRow):
                     pending.append(session_id)  # only stale entries so far: look further
             start += window
         return heads
+
+    @staticmethod
+    def _head_window(db: Database, session_id: str) -> tuple[Any, ...]:
+        """The command that reads the first window of a session's ``open_session`` index
+        (what :meth:`_heads` reads first), for a caller to send with its own reads."""
+        open_index = db.keys.session_submissions(session_id).open
+        return ("ZRANGE", open_index, 0, HEAD_WINDOW - 1, "WITHSCORES")
 
     @classmethod
     async def list_runnable(cls, limit: int = 100, *, db: Database | None = None) -> list[Self]:
@@ -167,6 +186,7 @@ class Claiming(SubmissionRow):
         owner_id: str,
         *,
         lease: dt.timedelta = DEFAULT_LEASE,
+        session_id: str | None = None,
         db: Database | None = None,
     ) -> Attempt | None:
         """Move a queued session head to running for ``owner_id``: a compare-and-set.
@@ -176,18 +196,37 @@ class Claiming(SubmissionRow):
         Returns ``None`` when the submission is not a queued head (or another claimer
         won). A submission out of attempts is settled as failed instead.
 
+        ``session_id``: the submission's session, when the caller knows it (a row
+        :meth:`list_runnable` returned carries it). Its bucket alone is read, and the
+        session's head is read in the same round trip: two round trips, not three, and
+        one row read, not one per bucket. A submission of another session is not found
+        (``None``).
+
         Safe to retry: a claim retried by the owner that holds the submission (its first
         call's reply was lost) returns that owner's current attempt.
 
         Example:
             ```python
             attempt = await Submission.claim("sub-1", "worker-a", lease=timedelta(seconds=60))
+            for row in await Submission.list_runnable():
+                attempt = await Submission.claim(row.id, "worker-a", session_id=row.session_id)
             ```
         """
         database = pick_database(db)
+        spec = cls.__flue_spec__
 
         async def attempt() -> Attempt | None:
-            row, now = await cls._read(database, submission_id)
+            first: dict[str, Any] = {}
+            if session_id is None:
+                row, now = await cls._read(database, submission_id)
+            else:  # its bucket, and its session's first window: one round trip
+                home = [[spec.record_key(database.keys, submission_id, session_id)]]
+                window = cls._head_window(database, session_id)
+                (row,), now, (first[session_id],) = await cls._read_candidates(
+                    database, [submission_id], home, [window]
+                )
+                if row is not None and row.session_id != session_id:
+                    row = None  # in the bucket the session hashes to, but of another one
             if (
                 row is not None
                 and row.status == "running"
@@ -200,7 +239,8 @@ class Claiming(SubmissionRow):
                 )
             if row is None or row.status != "queued":
                 return None
-            head = (await cls._heads(database, [row.session_id], {row.id: row}))[row.session_id]
+            known = {row.id: row}
+            head = (await cls._heads(database, [row.session_id], known, first))[row.session_id]
             if head is None or head.id != row.id:
                 return None
             if row.attempt_count >= row.max_attempts:

@@ -315,8 +315,10 @@ class SubmissionRow(Model):
             ConflictError: another writer got there first (``retry_on_conflict`` retries).
             GuardError: a guard key exists.
         """
-        counter = (db.keys.session_submissions(self.session_id).sequence, "sequence")
-        write = plan_save(self, db.keys, counter=counter if admitting else None)
+        counter = None
+        if admitting:
+            counter = (db.keys.session_submissions(self.session_id).sequence, "sequence")
+        write = plan_save(self, db.keys, counter=counter)
         write.absent = guard or []
         write.hashes = hashes or {}
         # An admission read the id in every bucket just before: no second look.
