@@ -314,3 +314,29 @@ async def test_after_an_append_this_copy_knows_the_row_as_stored(db: fm.Database
     loaded = await fm.Session.load(session.id)
     assert loaded is not None
     assert (loaded.metadata, loaded.entry_count) == ({"user": "u1"}, 3)
+
+
+@pytest.mark.parametrize("how", ["copy", "model_copy", "model_copy_update"])
+async def test_copies_of_a_session_never_share_their_entries(db: fm.Database, how: str) -> None:
+    """An append extends its own copy's list in place; a copy made before it keeps its
+    own list, and the copy's appends leave the original's alone."""
+    import copy
+
+    session = await fm.Session.open("s-copies")
+    await session.append(fm.MessageEntry(id="m0", role="user", content="first"))
+    made = {
+        "copy": lambda: copy.copy(session),
+        "model_copy": lambda: session.model_copy(),
+        "model_copy_update": lambda: session.model_copy(update={"metadata": {"u": 1}}),
+    }[how]
+    other = made()
+    held_list = session.entries
+    await session.append(fm.MessageEntry(id="m1", role="user", content="second"))
+    assert [e.id for e in session.entries] == ["m0", "m1"]
+    assert session.entries is held_list  # the same list, grown in place
+    assert [e.id for e in other.entries] == ["m0"]  # the copy's own list did not grow
+    await other.append(fm.MessageEntry(id="m2", role="user", content="third"))
+    # This copy's entries: as of its load and its own appends (m2 went after the stored
+    # leaf, m1, which this copy never read).
+    assert [(e.id, e.parent_id) for e in other.entries] == [("m0", None), ("m2", "m1")]
+    assert [e.id for e in session.entries] == ["m0", "m1"]

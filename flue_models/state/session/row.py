@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
@@ -195,6 +195,14 @@ class SessionRow(Model):
     _positions: dict[str, int] = PrivateAttr(default_factory=dict)
     _absent: set[str] = PrivateAttr(default_factory=set)
 
+    def __copy__(self) -> Self:
+        """A copy with its own list of entries (an append extends its copy's list in
+        place, so two copies never share one)."""
+        copied = super().__copy__()
+        if self._entries is not None:
+            copied._entries = list(self._entries)
+        return copied
+
     @model_validator(mode="before")
     @classmethod
     def _parts_from_id(cls, data: Any) -> Any:
@@ -245,6 +253,7 @@ class SessionRow(Model):
     def entries(self) -> list[AnyEntry]:
         """The entries, oldest first, as of the load and this copy's appends: the whole
         history after :meth:`load`, from :attr:`loaded_from` on after :meth:`load_context`.
+        The list is this copy's own, and its appends extend it in place.
 
         Example:
             ```python

@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from flue_models.connection import Database, pick_database
 from flue_models.errors import (
@@ -45,9 +44,9 @@ MOVES = 16
 _SHAPES = {"ok": 5, "replay": 5, "missing": 1, "conflict": 2, "stale": 1, "moved": 2, "orphan": 3}
 
 
-@dataclass(frozen=True)
-class _AppendCall:
-    """What one ``session_append`` call sends besides the session's own keys."""
+class _AppendCall(NamedTuple):
+    """What one ``session_append`` call sends besides the session's own keys (a tuple:
+    one is made per attempt of every append)."""
 
     entries: Sequence[AnyEntry]
     body: list[list[bytes]]  # each entry's list elements
@@ -237,9 +236,9 @@ class Appending(Loading):
         parents = [leaf if follows else first.parent_id, *(e.id for e in entries[:-1])]
         appended = [_with_parent(e, parent) for e, parent in zip(entries, parents, strict=True)]
         self._took(index, reply)
-        if self._entries is not None:
+        if self._entries is not None:  # in place: an append never copies the history
             had = {entry.id for entry in self._entries} if status == "replay" else set()
-            self._entries = [*self._entries, *(e for e in appended if e.id not in had)]
+            self._entries.extend(e for e in appended if e.id not in had)
 
     def _index_plan(self, database: Database) -> tuple[list[str], list[str], bytes]:
         """The session's own keys, the index sets it is in (an append rescores each with
