@@ -231,8 +231,8 @@ async def run(writers: int, ops: int, runs: int) -> dict[str, list[Row]]:
     """Start the servers, measure both topologies, stop the servers."""
     # Importing the suite's server factory turned the suite's slot check on (a CRC16 of
     # every key of every script call, in the client); measure the library as it runs by
-    # default, without it.
-    os.environ.pop(CHECK_SLOTS_ENV, None)
+    # default, without it, and put it back after (the suite calls this too).
+    check_slots = os.environ.pop(CHECK_SLOTS_ENV, None)
     servers = RedisServers(Path(tempfile.mkdtemp(prefix="flue-bench-cluster-")))
     try:
         standalone = servers.start()
@@ -249,6 +249,8 @@ async def run(writers: int, ops: int, runs: int) -> dict[str, list[Row]]:
             await cluster.aclose()
     finally:
         servers.close()
+        if check_slots is not None:
+            os.environ[CHECK_SLOTS_ENV] = check_slots
 
 
 def main(argv: list[str] | None = None) -> int:

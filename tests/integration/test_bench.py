@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -123,6 +124,8 @@ def test_the_charts_of_a_saved_run_are_svg_with_every_figure(tmp_path: Path) -> 
 
 async def test_the_cluster_benchmark_measures_both_topologies_both_ways() -> None:
     found = await cluster_bench.run(writers=2, ops=20, runs=1)
+    # It measures without the suite's slot check, and leaves it on for the tests after.
+    assert os.environ.get("FLUE_CHECK_SLOTS") == "1"
     assert list(found) == ["1 primary", "3 primaries"]
     for rows in found.values():
         names = [r.name.split(",")[0] for r in rows]
