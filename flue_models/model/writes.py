@@ -56,6 +56,8 @@ R = TypeVar("R")
 
 #: Attempts :func:`retry_on_conflict` makes before it gives up with the last conflict.
 MAX_ATTEMPTS = 50
+#: Where a clock field's microseconds count from (see :func:`counted_state`).
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class Held(NamedTuple):
@@ -138,6 +140,9 @@ class Write:
         counter: ``(counter key, field)``: the field takes the counter's next value in
             the script, after every check passed, so a refused write consumes none;
             ``seq_scored`` are the sorted sets whose score is that value.
+        clock: a datetime field that takes the server's time when the script writes
+            (``seq_scored``: the sorted sets scored by it); a write has a counter or a
+            clock field, not both.
         snapshot, entries, unique, values: what the copy holds once the write lands.
 
     Example:
@@ -161,6 +166,7 @@ class Write:
     hashes: dict[str, dict[str, bytes]] = field(default_factory=dict)
     absent: list[str] = field(default_factory=list)
     counter: tuple[str, str] | None = None
+    clock: str | None = None
     seq_scored: set[str] = field(default_factory=set)
     snapshot: dict[str, bytes] = field(default_factory=dict)
     entries: dict[str, float] = field(default_factory=dict)
@@ -207,6 +213,7 @@ def plan_save(
     *,
     owns_nothing: bool = False,
     counter: tuple[str, str] | None = None,
+    clock: str | None = None,
 ) -> Write:
     """Plan the write of ``record``: only what changed since it was read.
 
@@ -217,11 +224,19 @@ def plan_save(
             collection's indexes were just dropped, to be rebuilt).
         counter: ``(counter key, field)``: the (integer) field takes the counter's next
             value inside the script (see :class:`Write`).
+        clock: the (datetime) field that takes the server's time inside the script,
+            whatever the copy holds in it (see :class:`Write`).
+
+    Raises:
+        ConfigurationError: both a counter and a clock field, or a clock field that does
+            not hold a datetime.
 
     Example:
         ```python
         write = plan_save(ticket, db.keys)
         write.hset   # {'status': b'closed', '_owned': b'...'}
+        ticket.closed_at = ticket.opened_at   # any datetime: the server's time is written
+        write = plan_save(ticket, db.keys, clock="closed_at")
         ```
     """
     spec = record.__flue_spec__
@@ -240,10 +255,12 @@ def plan_save(
     entries = spec.entries(keys, values)
     unique = spec.unique_claims(keys, values)
     seq_scored: set[str] = set()
-    if counter is not None:  # the sets whose score moves with the counter's field
-        shifted = spec.entries(keys, {**values, counter[1]: values[counter[1]] + 1})
+    stamp = _stamp(record, values, counter, clock)
+    if stamp is not None:  # the sets whose score moves with the stamped field
+        name, moved = stamp
+        shifted = spec.entries(keys, {**values, name: moved})
         seq_scored = {k for k, score in entries.items() if shifted.get(k) != score}
-        encoded[counter[1]] = SEQ.encode()
+        encoded[name] = SEQ.encode()
     old_entries, old_unique = state.entries, state.unique
     owned = stored.get(OWNED_FIELD)
     if owned is None or seq_scored or entries != old_entries or unique != old_unique:
@@ -276,12 +293,33 @@ def plan_save(
         if old_unique
         else [],
         counter=counter,
+        clock=clock,
         seq_scored=seq_scored,
         snapshot=encoded,
         entries=entries,
         unique=unique,
         values=values,
     )
+
+
+def _stamp(
+    record: Model, values: dict[str, Any], counter: tuple[str, str] | None, clock: str | None
+) -> tuple[str, Any] | None:
+    """The field a script stamps (a counter's or the clock's) and a value other than the
+    one it holds (to tell which index scores move with it), or ``None``."""
+    if counter is not None and clock is not None:
+        raise ConfigurationError("A write stamps one field: a counter's or the clock's.")
+    if counter is not None:
+        return counter[1], values[counter[1]] + 1
+    if clock is None:
+        return None
+    value = values.get(clock)
+    if not isinstance(value, dt.datetime):
+        raise ConfigurationError(
+            f"{type(record).__name__}.{clock} takes the server's time when written: it "
+            f"must hold a datetime (any), not {value!r}."
+        )
+    return clock, value + dt.timedelta(seconds=1)
 
 
 def plan_check(record: Model, keys: KeySpace) -> Write:
@@ -358,7 +396,8 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
             _HEAD.pack(
                 w.mode.encode(),
                 *(len(w.hset), len(w.hdel), len(w.zrem), len(w.zadd), len(w.claims)),
-                *(len(w.releases), n_lists, len(w.absent), w.counter is not None),
+                *(len(w.releases), n_lists, len(w.absent)),
+                1 if w.counter is not None else 2 if w.clock is not None else 0,
             ),
             w.expected,
             w.record.id,
@@ -386,6 +425,8 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
         if w.counter is not None:
             keys.append(w.counter[0])
             args.append(w.counter[1])
+        elif w.clock is not None:
+            args.append(w.clock)
     return keys, args
 
 
@@ -483,9 +524,10 @@ async def run_writes(
         if w.mode == "c":
             continue
         snapshot, entries, values = w.snapshot, w.entries, w.values
-        if w.counter is not None:  # the field's value came from the script
+        if w.counter is not None or w.clock is not None:  # a value the script gave
             snapshot, entries, values = counted_state(w, int(counted))
-            object.__setattr__(record, w.counter[1], values[w.counter[1]])
+            name = w.clock or cast("tuple[str, str]", w.counter)[1]
+            object.__setattr__(record, name, values[name])
         record.__pydantic_private__["_flue"] = Held(  # type: ignore[index]
             int(version), snapshot, entries, w.unique, db, values
         )
@@ -495,26 +537,31 @@ async def run_writes(
 def counted_state(
     write: Write, counted: int
 ) -> tuple[dict[str, bytes], dict[str, float], dict[str, Any]]:
-    """What a save with a counter field left in the store once the script gave the
-    field ``counted``: the planned state with ``#seq`` replaced, as the script replaced
-    it (the field's bytes, the scores of ``seq_scored``, ``_owned``'s ``@#seq``).
+    """What a save with a counter or clock field left in the store once the script gave
+    the field ``counted`` (a clock's: microseconds since the epoch): the planned state
+    with ``#seq`` replaced, as the script replaced it (the field's bytes, the scores of
+    ``seq_scored``, ``_owned``'s ``@#seq``).
 
     Example:
         ```python
         snapshot, entries, values = counted_state(write, 1767225642000123)
         ```
     """
-    assert write.counter is not None
-    name = write.counter[1]
+    value: Any = counted
+    if write.clock is not None:
+        name, value = write.clock, EPOCH + dt.timedelta(microseconds=counted)
+    else:
+        assert write.counter is not None
+        name = write.counter[1]
     codec = write.record.__flue_spec__.codecs[name]
-    score = codec.score(counted)
+    score = codec.score(value)
     snapshot = {
         **write.snapshot,
-        name: codec.encode(counted),
+        name: codec.encode(value),
         OWNED_FIELD: owned_scored(write.snapshot[OWNED_FIELD], score),
     }
     entries = {k: score if k in write.seq_scored else s for k, s in write.entries.items()}
-    return snapshot, entries, {**write.values, name: counted}
+    return snapshot, entries, {**write.values, name: value}
 
 
 async def own_write(db: Database, writes: list[Write]) -> list[int] | None:
@@ -529,7 +576,8 @@ async def own_write(db: Database, writes: list[Write]) -> list[int] | None:
         ```
     """
     plain = all(
-        w.mode == "s" and w.counter is None and not w.lists and not w.hashes for w in writes
+        w.mode == "s" and w.counter is None and w.clock is None and not w.lists and not w.hashes
+        for w in writes
     )
     if not plain:
         return None

@@ -1,5 +1,6 @@
--- The check phase shared by every write script: it runs before the script's first write
--- and refuses with an error reply the Python side turns into a typed error.
+-- What every write script shares: the check phase, which runs before the script's first
+-- write and refuses with an error reply the Python side turns into a typed error, and the
+-- server's clock as the Python side encodes a time.
 --   FLUE_WRONGTYPE <key> <found type> <wanted type>
 --   FLUE_CORRUPT <key> <field> <value found>
 -- (Inserted by the loader after the script's #!lua line; see scripts/__init__.py.)
@@ -29,4 +30,31 @@ local function flue_expect(key, wanted)
     or error('flue_expect: no check of type ' .. wanted)
   if type(redis.pcall(probe, key)) == 'table' then return flue_wrong(key, wanted) end
   return nil
+end
+
+-- The server's time, as the Python side stores and scores a datetime: microseconds since
+-- the epoch; ISO 8601 in UTC with microseconds (Python's isoformat of an aware UTC
+-- datetime); the score, epoch milliseconds with the microseconds as fraction
+-- (codec.epoch_score); and that score as _owned names it (format_score: no trailing
+-- zeros). Lua's own number conversion keeps 14 digits, so numbers are written with %d.
+local function flue_now()
+  local now = redis.call('TIME')
+  local sec, usec = tonumber(now[1]), tonumber(now[2])
+  local days = math.floor(sec / 86400)
+  local rem = sec - days * 86400
+  local z = days + 719468  -- days to a civil date (H. Hinnant's algorithm)
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  local iso = string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00', y, m, d,
+    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, usec)
+  local score = string.format('%d.%03d', sec * 1000 + math.floor(usec / 1000), usec % 1000)
+  local shown = string.gsub(string.gsub(score, '0+$', ''), '%.$', '')
+  return sec * 1000000 + usec, iso, score, shown
 end

@@ -9,8 +9,10 @@
 --   phase:    phase, detail (JSON), stream key ("" for none)
 --   commit:   leaf id           (1 also for a retry with the same leaf)
 --   consumed: stream key        (1 only the first time, only for the recorded key)
--- Returns 0, writing nothing, when the attempt is not the row's current running attempt,
--- when the slot is not this attempt's, or when the step is refused as described.
+-- Returns {result, version read, version left}: result 0, writing nothing (the two
+-- versions equal), when the attempt is not the row's current running attempt, when the
+-- slot is not this attempt's, or when the step is refused as described. A step that
+-- writes changes nothing else of the row than its version.
 local row_key, journal, counter = KEYS[1], KEYS[2], KEYS[3]
 local bad = flue_expect(KEYS[1], 'hash') or flue_expect(KEYS[2], 'hash')
   or flue_expect(KEYS[3], 'string')
@@ -18,11 +20,17 @@ local bad = flue_expect(KEYS[1], 'hash') or flue_expect(KEYS[2], 'hash')
   or flue_integer(journal, 'revision', redis.call('HGET', journal, 'revision'))
 if bad then return bad end
 local op, attempt = ARGV[1], ARGV[2]
-local row = redis.call('HMGET', row_key, 'status', 'attempt_id')
-if row[1] ~= 'running' or row[2] ~= attempt then return 0 end
+local row = redis.call('HMGET', row_key, 'status', 'attempt_id', 'version')
+local version = tonumber(row[3] or '0')
+bad = flue_integer(row_key, 'version', row[3])
+if bad then return bad end
+local left = version
+local function answer(result) return {result, version, left} end
+if row[1] ~= 'running' or row[2] ~= attempt then return answer(0) end
 
 local function touched()  -- the row shows that its journal changed
-  redis.call('HSET', row_key, 'version', redis.call('INCR', counter))
+  left = redis.call('INCR', counter)
+  redis.call('HSET', row_key, 'version', left)
 end
 
 if op == 'begin' then
@@ -31,27 +39,27 @@ if op == 'begin' then
   redis.call('HSET', journal, 'attempt', attempt, 'revision', revision,
     'phase', 'before_provider')
   touched()
-  return revision
+  return answer(revision)
 end
 local slot = redis.call('HMGET', journal, 'attempt', 'committed', 'stream_key', 'consumed')
-if slot[1] ~= attempt then return 0 end
+if slot[1] ~= attempt then return answer(0) end
 if op == 'phase' then
-  if slot[2] then return 0 end  -- committed: the turn is over
+  if slot[2] then return answer(0) end  -- committed: the turn is over
   local stream_key = ARGV[5]
-  if stream_key ~= '' and slot[3] and slot[3] ~= stream_key then return 0 end
+  if stream_key ~= '' and slot[3] and slot[3] ~= stream_key then return answer(0) end
   redis.call('HSET', journal, 'phase', ARGV[3], 'detail', ARGV[4])
   if stream_key ~= '' then redis.call('HSET', journal, 'stream_key', stream_key) end
   touched()
-  return 1
+  return answer(1)
 elseif op == 'commit' then
-  if slot[2] then return slot[2] == ARGV[3] and 1 or 0 end
+  if slot[2] then return answer(slot[2] == ARGV[3] and 1 or 0) end
   redis.call('HSET', journal, 'committed', ARGV[3], 'phase', 'committed')
   touched()
-  return 1
+  return answer(1)
 elseif op == 'consumed' then
-  if slot[3] ~= ARGV[3] or slot[4] then return 0 end
+  if slot[3] ~= ARGV[3] or slot[4] then return answer(0) end
   redis.call('HSET', journal, 'consumed', 1)
   touched()
-  return 1
+  return answer(1)
 end
 return redis.error_reply('unknown journal operation ' .. tostring(op))

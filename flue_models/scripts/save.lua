@@ -19,21 +19,26 @@
 -- ARGV: n_records, then per record:
 --   the head, every count of the record in one binary string, read by one C call:
 --     struct.pack(">c1I4I4I4I4I4I4I4I4B", mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim,
---     n_release, n_list, n_absent, has_counter), mode "s" save, "d" delete, "c" check
---     (the version check only, nothing written);
+--     n_release, n_list, n_absent, stamped), mode "s" save, "d" delete, "c" check
+--     (the version check only, nothing written); stamped 0, or 1 for a counter field,
+--     2 for a clock field;
 --   the expected version (the one read; 0: must not exist), the id;
 --   n_hset field, value pairs, passed to HSET as they are; n_hdel field names;
 --   n_zadd scores ("#seq": the counter's new value); n_claim claimed values; n_release
 --   released values; per owned key: its kind ("l" | "h"), n_elements, the elements;
---   the counter field, when has_counter is 1.
+--   the counter or clock field's name, when stamped is 1 or 2.
 --   A counter field takes the clock counter's next value: the larger of its value + 1
 --   and the server time in microseconds, so it increases per counter and follows the
 --   clock across counters; so do the "#seq" scores and _owned's "@#seq".
+--   A clock field (a datetime) takes the server's time when the script writes, as the
+--   Python side encodes it (flue_now); the "#seq" scores and _owned's "@#seq" take its
+--   score.
 -- Nothing is parsed by pattern and nothing is copied per field: a record is read where
 -- it lies in KEYS and ARGV (one small array per record says where), and its fields go
 -- to HSET by unpack.
--- Returns {"ok", new_version, counter_value, ...} (0s for a delete, counter_value 0 with
---   no counter), or, writing nothing,
+-- Returns {"ok", new_version, stamp, ...}: the stamp is the counter's value, or the clock
+--   field's time in microseconds since the epoch (0s for a delete, stamp 0 with neither),
+--   or, writing nothing,
 --   {"conflict", record_number, stored_version} or
 --   {"unique", record_number, claim_number, holder_id} or
 --   {"guard", record_number, guard_number}   (numbers count from 1).
@@ -54,7 +59,9 @@ local records = {}
 local a, k = 2, 2
 for r = 1, n_records do
   local mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent,
-    has_counter = head_of(HEAD, ARGV[a])  -- a head too short is refused by struct
+    stamped = head_of(HEAD, ARGV[a])  -- a head too short is refused by struct
+  if stamped > 2 then return redis.error_reply('ERR save: malformed head') end
+  local has_counter = stamped == 1 and 1 or 0  -- a clock field has no counter key
   local h = a + 3
   local d = h + 2 * n_hset
   local s = d + n_hdel
@@ -69,8 +76,8 @@ for r = 1, n_records do
   local lk = rk + n_release
   local gk = lk + n_list
   local ctr = gk + n_absent
-  records[r] = {mode, a, h, d, s, cv, rv, l, e, k, za, ck, rk, lk, gk, ctr, has_counter}
-  a, k = e + has_counter, ctr + has_counter
+  records[r] = {mode, a, h, d, s, cv, rv, l, e, k, za, ck, rk, lk, gk, ctr, stamped}
+  a, k = e + (stamped > 0 and 1 or 0), ctr + has_counter
 end
 if a ~= #ARGV + 1 or k ~= #KEYS + 1 then  -- the heads must account for every argument
   return redis.error_reply('ERR save: the heads name ' .. (k - 1) .. ' keys and ' .. (a - 1)
@@ -101,7 +108,7 @@ local function expect(first, last, wanted)  -- nil when KEYS[first..last] all fi
 end
 local stored = {}  -- per record, the version found (0: none)
 for r = 1, n_records do
-  local _, a, _, _, _, _, _, l, _, k, _, ck, _, lk, gk, ctr, has_counter = unpack(records[r])
+  local _, a, _, _, _, _, _, l, _, k, _, ck, _, lk, gk, ctr, stamped = unpack(records[r])
   local key = KEYS[k]
   local found = redis.pcall('HGET', key, 'version')
   if type(found) == 'table' then return flue_wrong(key, 'hash') end
@@ -119,7 +126,7 @@ for r = 1, n_records do
     end
     l = l + 2 + tonumber(ARGV[l + 1])
   end
-  if has_counter == 1 then
+  if stamped == 1 then
     bad = flue_expect(KEYS[ctr], 'string')
       or flue_integer(KEYS[ctr], 'value', call('GET', KEYS[ctr]))
     if bad then return bad end
@@ -180,21 +187,21 @@ local function next_tick(counter)
   call('SET', counter, text)
   return value, text
 end
--- ARGV[first..last], field, value pairs, with the counter `field` and _owned's '@#seq'
--- taking the counter's value (a new list: ARGV is not written to).
-local function with_seq(first, last, field, seq_text)
+-- ARGV[first..last], field, value pairs, with the counter or clock `field` taking
+-- `value` and _owned's '@#seq' taking `owned` (a new list: ARGV is not written to).
+local function with_seq(first, last, field, value, owned)
   local fields = {unpack(ARGV, first, last)}
   for i = 1, #fields, 2 do
     if fields[i] == field then
-      fields[i + 1] = seq_text
+      fields[i + 1] = value
     elseif fields[i] == '_owned' then
-      fields[i + 1] = string.gsub(fields[i + 1], '@#seq', '@' .. seq_text)
+      fields[i + 1] = string.gsub(fields[i + 1], '@#seq', '@' .. owned)
     end
   end
   return fields
 end
 for r = 1, n_records do
-  local mode, a, h, d, s, cv, rv, l, e, k, za, ck, rk, lk, gk, ctr, has_counter =
+  local mode, a, h, d, s, cv, rv, l, e, k, za, ck, rk, lk, gk, ctr, stamped =
     unpack(records[r])
   local key, id = KEYS[k], ARGV[a + 2]
   for i = 0, lk - rk - 1 do
@@ -224,9 +231,14 @@ for r = 1, n_records do
     next_version = next_version + 1
     local seq, seq_text = 0, '0'
     if s > d then call('HDEL', key, unpack(ARGV, d, s - 1)) end
-    if has_counter == 1 then
+    if stamped == 1 then
       seq, seq_text = next_tick(KEYS[ctr])
-      local fields = with_seq(h, d - 1, ARGV[e], seq_text)
+      local fields = with_seq(h, d - 1, ARGV[e], seq_text, seq_text)
+      call('HSET', key, 'version', version, unpack(fields))
+    elseif stamped == 2 then  -- the clock field: its text; the scores take its score
+      local text, shown
+      seq, text, seq_text, shown = flue_now()
+      local fields = with_seq(h, d - 1, ARGV[e], text, shown)
       call('HSET', key, 'version', version, unpack(fields))
     else
       call('HSET', key, 'version', version, unpack(ARGV, h, d - 1))

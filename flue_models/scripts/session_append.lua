@@ -123,23 +123,6 @@ for i = 1, n_entries do
   end
 end
 
-local function iso(sec, usec)
-  local days = math.floor(sec / 86400)
-  local rem = sec - days * 86400
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-    - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
-  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00', y, m, d,
-    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, usec)
-end
-
 local position = base + length
 local context_from = tonumber(context_text or '0')
 for i = 1, n_entries do
@@ -154,14 +137,8 @@ for i = 1, n_entries do
   end
   position = position + last - p - 4
 end
-local now = redis.call('TIME')
-local sec, usec = tonumber(now[1]), tonumber(now[2])
-local updated = iso(sec, usec)
--- The score Python gives updated_at: epoch milliseconds, microseconds as the fraction.
-local score = string.format('%d.%03d', sec * 1000 + math.floor(usec / 1000), usec % 1000)
+local _, updated, score, shown = flue_now()  -- updated_at, its score, _owned's text of it
 local count = redis.call('HINCRBY', KEYS[1], 'entry_count', n_entries)
--- _owned names the score as Python's format_score writes it (no trailing zeros).
-local shown = string.gsub(string.gsub(score, '0+$', ''), '%.$', '')
 local owned = string.gsub(ARGV[6], '@#seq', '@' .. shown)
 redis.call('HSET', KEYS[1], 'leaf_id', ARGV[2], 'updated_at', updated,
   'context_from', context_from, '_owned', owned)

@@ -40,3 +40,10 @@ def count_round_trips(db: fm.Database, monkeypatch: pytest.MonkeyPatch) -> Itera
     with monkeypatch.context() as patch:
         patch.setattr(connection_class, "send_packed_command", counting)
         yield counter
+
+
+async def load_scripts(db: fm.Database, *names: str) -> None:
+    """Load the library's scripts ``names`` on every primary (on one server: on it), so
+    a counted call meets no ``NOSCRIPT`` whichever node its keys are on."""
+    for name in names:
+        await db.client.script_load(db.scripts.get(name).text)

@@ -101,6 +101,23 @@ async def test_a_claim_whose_reply_is_lost_still_returns_the_attempt(
     assert (row.status, row.attempt_id, row.attempt_count) == ("running", attempt.attempt_id, 1)
 
 
+async def test_a_finish_from_the_kept_row_whose_reply_is_lost_reports_success(
+    via_proxy: fm.Database, dropper: ReplyDropper
+) -> None:
+    """The finish writes from the row its claim kept (no read); its reply is lost, so
+    it is sent again, and the version check refuses the repeat: the finish reads the
+    row, sees its own settling, and says True. Nothing is settled twice."""
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "w", session_id="s-1")
+    assert attempt is not None
+    dropper.drop_next_reply()  # the write lands, its reply is lost
+    assert await Submission.finish(attempt) is True
+    row = await Submission.get("p-1")
+    assert row is not None
+    assert (row.status, row.outcome) == ("settled", "completed")
+    assert (await fm.verify_collection(Submission)).ok
+
+
 async def test_a_session_append_whose_reply_is_lost_is_retried_and_stored_once(
     via_proxy: fm.Database, dropper: ReplyDropper
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections.abc import AsyncIterator
@@ -292,3 +293,56 @@ async def test_a_counter_field_holds_what_a_fresh_read_holds(db: fm.Database) ->
         theirs.unique,
     )
     assert plan_save(submission, db.keys).hset == {}
+
+
+# Clock fields --------------------------------------------------------------------------
+
+
+class Closing(Model):
+    """A datetime field both ordered by and range-indexed, and a plain one."""
+
+    class Meta:
+        collection = "it_closing"
+        order_by = "closed_at"
+
+    status: Annotated[str, Indexed()]
+    closed_at: Annotated[dt.datetime, Indexed(range=True)]
+    note: str = ""
+
+
+@pytest.mark.parametrize("new", [True, False], ids=["create", "update"])
+async def test_a_clock_field_takes_the_servers_time_when_the_script_writes(
+    db: fm.Database, new: bool
+) -> None:
+    record = Closing(status="open", closed_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    if not new:
+        await record.save()
+        record.status = "closed"
+    record.closed_at = dt.datetime(1999, 1, 1, tzinfo=dt.UTC)  # any datetime: replaced
+    before = await db.server_time()
+    await run_writes(db, [plan_save(record, db.keys, clock="closed_at")])
+    after = await db.server_time()
+    assert before <= record.closed_at <= after
+    spec = Closing.__flue_spec__
+    key = spec.record_key(db.keys, record.id)
+    stored = await db.client.hgetall(key)
+    codec = spec.codecs["closed_at"]
+    assert stored[b"closed_at"] == codec.encode(record.closed_at)
+    # What this copy holds is the row, byte for byte (its _owned too), and the score of
+    # every set ordered or ranged by the field is the field's.
+    assert {k.decode(): v for k, v in stored.items() if k != b"version"} == held(record).snapshot
+    for index_key in held(record).entries:
+        if "status" not in index_key:
+            assert await db.client.zscore(index_key, record.id) == codec.score(record.closed_at)
+    assert (await fm.verify_collection(Closing)).ok
+    assert await Closing.get(record.id) == record
+    record.note = "next"
+    await record.save()  # the copy's version and state are the store's: no conflict
+
+
+async def test_a_clock_field_must_hold_a_datetime_and_stands_alone(db: fm.Database) -> None:
+    record = Closing(status="open", closed_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    with pytest.raises(fm.ConfigurationError, match="datetime"):
+        plan_save(record, db.keys, clock="status")
+    with pytest.raises(fm.ConfigurationError, match="one field"):
+        plan_save(record, db.keys, counter=(db.keys.absolute("c"), "x"), clock="closed_at")

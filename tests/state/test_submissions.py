@@ -13,7 +13,7 @@ import pytest
 import flue_models as fm
 from flue_models.state import submission as sub
 from flue_models.state.submission import SUBMISSION_BUCKETS, Submission
-from tests.integration.roundtrips import count_round_trips, on_cluster
+from tests.integration.roundtrips import count_round_trips, load_scripts, on_cluster
 from tests.waiting import poll_until
 
 EXPIRED = dt.timedelta(seconds=-1)  # a lease that is over as soon as it is granted
@@ -85,7 +85,8 @@ async def test_a_new_admission_reads_once_and_writes_once_on_one_server(
     """The row in every bucket, the clock and the receipt in one batch (the receipt
     behind the row: in order on one server; a cluster reads it once more), then the
     write, whose guard refuses a session being deleted."""
-    await Submission.admit_direct("p-0", session_id="s-0", input={})  # warm: scripts loaded
+    await Submission.admit_direct("p-0", session_id="s-0", input={})  # warm: connections
+    await load_scripts(db, "save")  # on every primary of a cluster too
     with count_round_trips(db, monkeypatch) as trips:
         admitted = await Submission.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
     assert admitted.created
@@ -119,7 +120,8 @@ async def test_a_claim_given_its_session_reads_once_and_writes_once(
     heads in one batch, then the write."""
     for n in range(3):
         await Submission.admit_direct(f"p-{n}", session_id=f"s-{n}", input={})
-    assert await Submission.claim("p-0", "w", session_id="s-0")  # warm: scripts loaded
+    assert await Submission.claim("p-0", "w", session_id="s-0")  # warm: connections
+    await load_scripts(db, "save")
     with count_round_trips(db, monkeypatch) as trips:
         attempt = await Submission.claim("p-1", "w", session_id="s-1")
     assert attempt is not None
@@ -509,3 +511,109 @@ async def test_a_row_says_whether_its_lease_expired_by_the_server_clock(db: fm.D
     later = running.lease_expires_at + dt.timedelta(microseconds=1)
     assert running.lease_expired(later)
     assert [row.id for row in await Submission.list_expired()] == ["p-lease"]
+
+
+# Steps from the kept row ---------------------------------------------------------------
+
+
+async def test_steps_of_an_attempt_write_from_the_row_its_claim_kept(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim keeps the row it wrote; the journal steps keep its version current; so
+    marking the input applied and finishing each take one round trip (the write alone),
+    and leave what a read-then-write would: the server's time, exact indexes."""
+    await Submission.admit_direct("p-0", session_id="s-0", input={})
+    warm = await Submission.claim("p-0", "w", session_id="s-0")  # warm: connections
+    assert warm is not None
+    assert await Submission.finish(warm)
+    await load_scripts(db, "save", "journal")
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "w", session_id="s-1")
+    assert attempt is not None
+    assert await Submission.journal_begin(attempt) == 1
+    before = await db.server_time()
+    with count_round_trips(db, monkeypatch) as trips:
+        assert await Submission.mark_input_applied(attempt)
+    assert trips[0] == 1
+    assert await Submission.journal_phase(attempt, "provider_started")
+    assert await Submission.journal_commit(attempt, "m1")
+    with count_round_trips(db, monkeypatch) as trips:
+        assert await Submission.finish(attempt)
+    assert trips[0] == 1
+    after = await db.server_time()
+    row = await Submission.get("p-1")
+    assert row is not None
+    assert (row.status, row.outcome) == ("settled", "completed")
+    assert row.input_applied_at is not None
+    assert row.settled_at is not None
+    assert before <= row.input_applied_at <= row.settled_at <= after
+    assert (await fm.verify_collection(Submission)).ok
+    assert await Submission.finish(attempt) is True  # a retry: read, and done
+
+
+@pytest.mark.parametrize("meanwhile", ["renewal", "another process's journal step"])
+async def test_a_kept_row_the_store_moved_past_is_refused_and_the_step_reads(
+    db: fm.Database, other: fm.Database, monkeypatch: pytest.MonkeyPatch, meanwhile: str
+) -> None:
+    """Another client writes the row after the claim (a lease renewal, a journal step
+    through another database): the write from the kept row is refused by its version
+    check, and the step reads the row and writes again."""
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "w", session_id="s-1", lease=dt.timedelta(seconds=5))
+    assert attempt is not None
+    await load_scripts(db, "save")
+    if meanwhile == "renewal":
+        lease = dt.timedelta(minutes=5)
+        assert await Submission.renew_leases("w", ["p-1"], lease=lease, db=other) == ["p-1"]
+    else:  # as another process would: its step does not reach this process's row
+        journal = other.scripts
+        keys = SPEC.keys_of(other.keys, "s-1")
+        row_keys = [keys.record("submission", "p-1"), keys.journal("p-1")]
+        counter = keys.version_counter("submission")
+        args = ["begin", attempt.attempt_id]
+        assert await journal.call("journal", keys=[*row_keys, counter], args=args, unsafe=True)
+    with count_round_trips(db, monkeypatch) as trips:
+        assert await Submission.finish(attempt)
+    # The refused write, the read (on a cluster: the row's primary, and TIME), the write.
+    assert trips[0] == (4 if on_cluster(db) else 3)
+    row = await Submission.get("p-1")
+    assert row is not None
+    assert (row.status, row.outcome) == ("settled", "completed")
+    assert (await fm.verify_collection(Submission)).ok
+
+
+async def test_a_quarantined_row_is_never_written_over_from_a_kept_row(
+    db: fm.Database,
+) -> None:
+    """A row made unreadable after its claim is settled as failed by the next read
+    (quarantine), which also gives it a version no copy holds: the attempt's finish
+    from its kept row is refused, reads, and reports False; the quarantine stands."""
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "w", session_id="s-1")
+    assert attempt is not None
+    key = SPEC.record_key(db.keys, "p-1", "s-1")
+    await db.client.hset(key, "status", "bogus")
+    version = int(await db.client.hget(key, "version"))
+    assert await Submission.get("p-1") is None  # quarantined by the read
+    assert int(await db.client.hget(key, "version")) > version  # a version no copy holds
+    assert await Submission.finish(attempt) is False
+    raw = await db.client.hgetall(key)
+    assert (raw[b"status"], raw[b"outcome"]) == (b"settled", b"failed")
+    assert b"malformed" in raw[b"error"]
+    assert b"settled_at" not in raw  # the finish wrote nothing
+
+
+async def test_a_requeue_from_the_kept_row_ends_the_attempt(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "w", session_id="s-1")
+    assert attempt is not None
+    await load_scripts(db, "save")
+    with count_round_trips(db, monkeypatch) as trips:
+        assert await Submission.requeue(attempt)
+    assert trips[0] == 1
+    assert await Submission.finish(attempt) is False  # read: the attempt is over
+    again = await Submission.claim("p-1", "w2", session_id="s-1")
+    assert again is not None
+    assert (await fm.verify_collection(Submission)).ok

@@ -4,7 +4,9 @@ States: ``queued`` -> ``running`` (claim) -> ``settled`` (finish / fail), with
 ``running`` -> ``queued`` (requeue) and ``queued`` -> ``settled`` (settle_queued). Only a
 session's head (its oldest unsettled submission) can be claimed. Every transition is a
 compare-and-set: read the row and the server clock, check the transition, write under the
-version check, and decide again if another writer got there first.
+version check, and decide again if another writer got there first. An attempt's own
+steps start from the row this process kept for it instead of a read (see
+``SubmissionRow._keep``): the version check then says whether the store still holds it.
 
 Example:
     ```python
@@ -23,7 +25,7 @@ from typing import Any, Self
 
 from flue_models.connection import Database, pick_database
 from flue_models.model.query import Query
-from flue_models.model.writes import retry_on_conflict
+from flue_models.model.writes import EPOCH, retry_on_conflict
 from flue_models.replies import reply_pairs, reply_scored
 from flue_models.state.submission.row import (
     DEFAULT_LEASE,
@@ -255,6 +257,7 @@ class Claiming(SubmissionRow):
             row.attempt_count += 1
             row.timeout_at = row.timeout_at or now + DEFAULT_TIMEOUT
             await row._write(database)
+            row._keep()  # the attempt's later steps plan from it
             return Attempt(row.id, attempt_id, owner_id, row.lease_expires_at, row.session_id)
 
         return await retry_on_conflict(attempt)
@@ -266,25 +269,43 @@ class Claiming(SubmissionRow):
         token: Attempt,
         change: Callable[[Self, dt.datetime], bool],
         done: Callable[[Self], bool] | None = None,
+        *,
+        kept: bool = False,
+        clock: str | None = None,
     ) -> bool:
         """Apply ``change(row, now)`` to the running row of the attempt ``token``, as a
         compare-and-set.
 
         ``done(row)`` says whether the row already shows this change by this attempt (a
         retry after a lost reply): then the call reports success without writing.
+
+        ``kept``: the first try may plan from the row this process kept for the attempt
+        (:meth:`_kept`), without reading it: one round trip. The write's version check
+        refuses it if the row changed since, and the next try reads. Only a change that
+        writes ``now`` (into the field ``clock``, which then takes the server's time as
+        the script writes) and decides nothing by it may do so; and only a change the
+        kept row takes is written from it (a refusal is always decided on a read).
         """
         database = pick_database(db)
         attempt_id = token.attempt_id
+        tries = 0
 
         async def attempt() -> bool:
-            row, now = await cls._read(database, token.submission_id, token.session_id)
-            if row is not None and row.attempt_id == attempt_id and done and done(row):
-                return True
-            if row is None or row.status != "running" or row.attempt_id != attempt_id:
-                return False
-            if not change(row, now):
-                return False
-            await row._write(database)
+            nonlocal tries
+            tries += 1
+            row = cls._kept(database, attempt_id) if kept and tries == 1 else None
+            if row is not None and change(row, EPOCH):  # now: the script's time, if used
+                await row._write(database, clock=clock)
+            else:
+                row, now = await cls._read(database, token.submission_id, token.session_id)
+                if row is not None and row.attempt_id == attempt_id and done and done(row):
+                    return True
+                if row is None or row.status != "running" or row.attempt_id != attempt_id:
+                    return False
+                if not change(row, now):
+                    return False
+                await row._write(database)
+            row._keep()
             return True
 
         return await retry_on_conflict(attempt)
@@ -307,7 +328,7 @@ class Claiming(SubmissionRow):
             row.input_applied_at = now
             return True
 
-        return await cls._fenced(db, attempt, change)
+        return await cls._fenced(db, attempt, change, kept=True, clock="input_applied_at")
 
     @classmethod
     async def requeue(cls, attempt: Attempt, *, db: Database | None = None) -> bool:
@@ -328,7 +349,7 @@ class Claiming(SubmissionRow):
         def change(row: Self, now: dt.datetime) -> bool:
             return row.owner_id == attempt.owner_id and row._requeued()
 
-        return await cls._fenced(db, attempt, change)
+        return await cls._fenced(db, attempt, change, kept=True)
 
     def _requeued(self) -> bool:
         """Give this running row back to the queue (on the copy), unless its input was
@@ -491,6 +512,8 @@ class Claiming(SubmissionRow):
                 slot["attempt"] = row.attempt_id
                 hashes[journal_key] = {k: v.encode() for k, v in slot.items()}
             await row._write(database, hashes=hashes)
+            cls._kept(database, old_attempt_id)  # the old attempt's row: let go
+            row._keep()
             return Attempt(
                 submission_id, row.attempt_id, new_owner_id, row.lease_expires_at, row.session_id
             )
@@ -510,7 +533,7 @@ class Claiming(SubmissionRow):
         def done(row: Self) -> bool:
             return row.status == "settled" and (row.outcome, row.error) == (outcome, error)
 
-        return await cls._fenced(db, attempt, change, done)
+        return await cls._fenced(db, attempt, change, done, kept=True, clock="settled_at")
 
     @classmethod
     async def finish(cls, attempt: Attempt, *, db: Database | None = None) -> bool:

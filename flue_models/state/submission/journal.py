@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from flue_models.connection import Database, pick_database
-from flue_models.errors import ConfigurationError, DecodeError
+from flue_models.errors import ConfigurationError, DecodeError, ScriptError
 from flue_models.model.base import held_once
 from flue_models.model.codec import canonical_json, value_problem
 from flue_models.replies import reply_pairs
@@ -93,7 +93,11 @@ class Journaling(SubmissionRow):
             args=[op, attempt.attempt_id, *args],
             unsafe=op == "begin",  # a repeated begin would raise the revision twice
         )
-        return int(reply)
+        if type(reply) is not list or len(reply) != 3 or any(type(n) is not int for n in reply):
+            raise ScriptError("journal", f"a reply of another shape: {reply!r:.200}")
+        result, before, after = cast("list[int]", reply)
+        cls._moved(attempt.attempt_id, before, after)  # the kept row takes the new version
+        return result
 
     @classmethod
     async def journal_begin(cls, attempt: Attempt, *, db: Database | None = None) -> int | None:

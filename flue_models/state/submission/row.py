@@ -26,7 +26,7 @@ from flue_models.model.base import Model, held_once
 from flue_models.model.codec import canonical_json
 from flue_models.model.fields import Indexed
 from flue_models.model.spec import OWNED_FIELD, decode_owned
-from flue_models.model.writes import plan_save, run_writes
+from flue_models.model.writes import held, hold, plan_save, run_writes
 from flue_models.replies import reply_hash, reply_time
 
 Kind = Literal["dispatch", "direct"]
@@ -38,6 +38,8 @@ Phase = Literal["before_provider", "provider_started", "tool_request_recorded", 
 DEFAULT_LEASE = dt.timedelta(seconds=30)
 #: A submission times out this long after its first claim unless told otherwise.
 DEFAULT_TIMEOUT = dt.timedelta(hours=1)
+#: How many running attempts' rows a process keeps (see :meth:`SubmissionRow._keep`).
+ATTEMPTS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ def digest(session_id: str, kind: str, input: Any) -> str:
         '{"input":{"a":2,"b":1},"kind":"direct","session_id":"s-1"}'
     """
     return canonical_json({"session_id": session_id, "kind": kind, "input": input})
+
+
+#: The kept rows of running attempts, by attempt id (see :meth:`SubmissionRow._keep`).
+_ATTEMPT_ROWS: dict[str, SubmissionRow] = {}
 
 
 class SubmissionRow(Model):
@@ -285,10 +291,17 @@ class SubmissionRow(Model):
                 if value is not None:  # a str field stores the bytes its index key encodes
                     sets.append(bucket.index(spec.collection, name, value))
         error = json.dumps(f"malformed submission row: {exc}")
+        settled: list[Any] = ["status", "settled", "outcome", "failed", "error", error]
+        if owned is not None:  # the first quarantine (it removes _owned): a new version
+            # From the bucket's counter, as every write takes one: a copy read or kept
+            # before can no longer write over the quarantined row (its version check
+            # refuses it, and it reads the row again). No copy can be made after.
+            bucket = db.keys.in_bucket(db.keys.bucket_in_key(spec.collection, key) or 0)
+            settled += ["version", await db.client.incr(bucket.version_counter(spec.collection))]
         await db.run_batch(
             [
                 *[("ZREM", s, submission_id) for s in sets],
-                ("HSET", key, "status", "settled", "outcome", "failed", "error", error),
+                ("HSET", key, *settled),
                 ("HDEL", key, "open_session", "owner_id", "lease_expires_at", OWNED_FIELD),
             ],
             atomic=True,
@@ -301,6 +314,7 @@ class SubmissionRow(Model):
         *,
         admitting: bool = False,
         hashes: dict[str, dict[str, bytes]] | None = None,
+        clock: str | None = None,
     ) -> None:
         """Write this row under its version check (and ``guard`` keys that must not exist).
 
@@ -311,6 +325,9 @@ class SubmissionRow(Model):
         the same script, so admission order is the order rows land, and a refused
         admission (an exact replay, a racing one) consumes no number.
 
+        ``clock``: the datetime field that takes the server's time as the script writes
+        (whatever this copy holds in it).
+
         Raises:
             ConflictError: another writer got there first (``retry_on_conflict`` retries).
             GuardError: a guard key exists.
@@ -318,7 +335,7 @@ class SubmissionRow(Model):
         counter = None
         if admitting:
             counter = (db.keys.session_submissions(self.session_id).sequence, "sequence")
-        write = plan_save(self, db.keys, counter=counter)
+        write = plan_save(self, db.keys, counter=counter, clock=clock)
         write.absent = guard or []
         write.hashes = hashes or {}
         # An admission read the id in every bucket just before: no second look.
@@ -343,6 +360,50 @@ class SubmissionRow(Model):
             ],
             atomic=True,
         )
+
+    # The rows of running attempts ----------------------------------------------------
+
+    def _keep(self) -> None:
+        """Keep this row, just written running under an attempt, as the state a later
+        step of the attempt plans from (see :meth:`_kept`); any other row is let go.
+
+        Attempt ids are random (uuid4), so they key the rows of every database; a
+        process keeps up to :data:`ATTEMPTS_KEPT`, then starts again.
+        """
+        attempt_id = self.attempt_id
+        if attempt_id is None or self.status != "running":
+            return
+        if len(_ATTEMPT_ROWS) >= ATTEMPTS_KEPT:
+            _ATTEMPT_ROWS.clear()
+        _ATTEMPT_ROWS[attempt_id] = self
+
+    @classmethod
+    def _kept(cls, db: Database, attempt_id: str) -> Self | None:
+        """Take the row kept for ``attempt_id`` on ``db`` (``None``: none kept).
+
+        The row is as this process last wrote it. A step of the attempt that changes it
+        writes under the version it holds: the store refuses the write (a conflict) if
+        anything wrote the row since, and the step then reads the row and decides again.
+        Taken, not copied: a refused write leaves it changed, and it is kept again only
+        once written.
+        """
+        row = _ATTEMPT_ROWS.pop(attempt_id, None)
+        if isinstance(row, cls) and held(row).db is db:
+            return row
+        return None
+
+    @staticmethod
+    def _moved(attempt_id: str, before: int, after: int) -> None:
+        """A journal step of ``attempt_id`` gave the row version ``after`` (it read
+        ``before``) and changed nothing else of it: the kept row takes the new version
+        if it was the one the step read; else it is let go."""
+        row = _ATTEMPT_ROWS.get(attempt_id)
+        if row is None or before == after:
+            return
+        if held(row).version == before:
+            hold(row, version=after)
+        else:
+            del _ATTEMPT_ROWS[attempt_id]
 
     def _open_in(self, session_id: str) -> bool:
         """Whether this row is an unsettled submission of ``session_id`` (what the
