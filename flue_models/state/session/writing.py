@@ -233,12 +233,16 @@ class Appending(Loading):
                 f"is no entry of session {self.id!r}; nothing was appended."
             )
         # "ok", or "replay" (appended by an earlier call): show what the store holds.
-        parents = [leaf if follows else first.parent_id, *(e.id for e in entries[:-1])]
-        appended = [_with_parent(e, parent) for e, parent in zip(entries, parents, strict=True)]
         self._took(index, reply)
-        if self._entries is not None:  # in place: an append never copies the history
-            had = {entry.id for entry in self._entries} if status == "replay" else set()
-            self._entries.extend(e for e in appended if e.id not in had)
+        held_entries = self._entries
+        if held_entries is not None:  # in place: an append never copies the history
+            parents = [leaf if follows else first.parent_id, *(e.id for e in entries[:-1])]
+            had = {entry.id for entry in held_entries} if status == "replay" else set()
+            held_entries.extend(
+                _with_parent(e, parent)
+                for e, parent in zip(entries, parents, strict=True)
+                if e.id not in had
+            )
 
     def _index_plan(self, database: Database) -> tuple[list[str], list[str], bytes]:
         """The session's own keys, the index sets it is in (an append rescores each with
