@@ -284,6 +284,22 @@ class ModelSpec:
             return 0.0
         return self.codecs[self.order_by].score(values[self.order_by])
 
+    def scored_by(self, keys: KeySpace, field: str, entries: dict[str, float]) -> set[str]:
+        """Return the keys of ``entries`` whose score is ``field``'s: every key scored by
+        the order when ``field`` orders the collection (all but the other fields' range
+        sets), else ``field``'s own range set, if it has one.
+
+        Example:
+            ```python
+            spec.scored_by(db.keys, "created_at", spec.entries(db.keys, values))
+            ```
+        """
+        if field != self.order_by:
+            own = self.range_key(keys, field) if field in self.range_fields else None
+            return {own} if own in entries else set()
+        others = {self.range_key(keys, f) for f in self.range_fields if f != field}
+        return {k for k in entries if k not in others}
+
     def entries(self, keys: KeySpace, values: dict[str, Any]) -> dict[str, float]:
         """Return every sorted-set entry (key -> score) a record with ``values`` owns.
 

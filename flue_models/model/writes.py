@@ -255,12 +255,10 @@ def plan_save(
     entries = spec.entries(keys, values)
     unique = spec.unique_claims(keys, values)
     seq_scored: set[str] = set()
-    stamp = _stamp(record, values, counter, clock)
-    if stamp is not None:  # the sets whose score moves with the stamped field
-        name, moved = stamp
-        shifted = spec.entries(keys, {**values, name: moved})
-        seq_scored = {k for k, score in entries.items() if shifted.get(k) != score}
-        encoded[name] = SEQ.encode()
+    stamped = _stamped(record, values, counter, clock)
+    if stamped is not None:  # the sets whose score moves with the stamped field
+        seq_scored = spec.scored_by(keys, stamped, entries)
+        encoded[stamped] = SEQ.encode()
     old_entries, old_unique = state.entries, state.unique
     owned = stored.get(OWNED_FIELD)
     if owned is None or seq_scored or entries != old_entries or unique != old_unique:
@@ -302,24 +300,18 @@ def plan_save(
     )
 
 
-def _stamp(
+def _stamped(
     record: Model, values: dict[str, Any], counter: tuple[str, str] | None, clock: str | None
-) -> tuple[str, Any] | None:
-    """The field a script stamps (a counter's or the clock's) and a value other than the
-    one it holds (to tell which index scores move with it), or ``None``."""
+) -> str | None:
+    """The field a script stamps (a counter's or the clock's), or ``None``."""
     if counter is not None and clock is not None:
         raise ConfigurationError("A write stamps one field: a counter's or the clock's.")
-    if counter is not None:
-        return counter[1], values[counter[1]] + 1
-    if clock is None:
-        return None
-    value = values.get(clock)
-    if not isinstance(value, dt.datetime):
+    if clock is not None and not isinstance(values.get(clock), dt.datetime):
         raise ConfigurationError(
             f"{type(record).__name__}.{clock} takes the server's time when written: it "
-            f"must hold a datetime (any), not {value!r}."
+            f"must hold a datetime (any), not {values.get(clock)!r}."
         )
-    return clock, value + dt.timedelta(seconds=1)
+    return counter[1] if counter is not None else clock
 
 
 def plan_check(record: Model, keys: KeySpace) -> Write:

@@ -215,3 +215,53 @@ def test_cursors_belong_to_their_query() -> None:
         decode_cursor("q2", cursor)
     with pytest.raises(fm.QueryError, match="Malformed cursor"):
         decode_cursor("q1", "!!!")
+
+
+@pytest.mark.parametrize(
+    ("model", "values"),
+    [
+        (
+            fm.Submission,
+            {
+                "id": "d-1",
+                "session_id": "s-1",
+                "kind": "dispatch",
+                "status": "running",
+                "sequence": 7,
+                "accepted_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                "owner_id": "w",
+                "lease_expires_at": dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
+                "settled_at": dt.datetime(2026, 1, 3, tzinfo=dt.UTC),
+                "open_session": "s-1",
+            },
+        ),
+        (
+            fm.WorkflowRun,
+            None,
+        ),
+    ],
+    ids=["submission", "run"],
+)
+def test_the_keys_a_stamped_field_scores_are_those_whose_score_moves_with_it(
+    model: type[Model], values: dict[str, Any] | None
+) -> None:
+    """``scored_by`` names, without computing the entries again, exactly the entries whose
+    score changes when the field does (what a counter or clock write fills in)."""
+    spec = model.__flue_spec__
+    keys = KeySpace("p")
+    if values is None:  # every datetime and int field set
+        values = {
+            name: dt.datetime(2026, 1, n + 1, tzinfo=dt.UTC)
+            for n, name in enumerate(f for f, c in spec.codecs.items() if c.kind == "datetime")
+        }
+        values.update({"id": "r-1", "workflow": "w", "status": "running"})
+    entries = spec.entries(keys, values)
+    candidates = {spec.order_by, *spec.range_fields} - {None}
+    assert len(candidates) > 1
+    for field in sorted(candidates, key=str):
+        moved = values[field] + (
+            dt.timedelta(seconds=1) if isinstance(values[field], dt.datetime) else 1
+        )
+        shifted = spec.entries(keys, {**values, field: moved})
+        expected = {k for k, score in entries.items() if shifted.get(k) != score}
+        assert spec.scored_by(keys, field, entries) == expected, field
