@@ -551,20 +551,22 @@ async def test_steps_of_an_attempt_write_from_the_row_its_claim_kept(
     assert await Submission.finish(attempt) is True  # a retry: read, and done
 
 
-@pytest.mark.parametrize("meanwhile", ["renewal", "another process's journal step"])
+@pytest.mark.parametrize("meanwhile", ["a write", "a journal step"])
 async def test_a_kept_row_the_store_moved_past_is_refused_and_the_step_reads(
     db: fm.Database, other: fm.Database, monkeypatch: pytest.MonkeyPatch, meanwhile: str
 ) -> None:
-    """Another client writes the row after the claim (a lease renewal, a journal step
-    through another database): the write from the kept row is refused by its version
-    check, and the step reads the row and writes again."""
+    """Another process writes the row after the claim (a version-checked save of its own
+    copy, a journal step): the write from the kept row is refused by its version check,
+    and the step reads the row and writes again."""
     await Submission.admit_direct("p-1", session_id="s-1", input={})
     attempt = await Submission.claim("p-1", "w", session_id="s-1", lease=dt.timedelta(seconds=5))
     assert attempt is not None
     await load_scripts(db, "save")
-    if meanwhile == "renewal":
-        lease = dt.timedelta(minutes=5)
-        assert await Submission.renew_leases("w", ["p-1"], lease=lease, db=other) == ["p-1"]
+    if meanwhile == "a write":  # its own copy, read and written there
+        (row,), now = await Submission._read_many(other, ["p-1"], ["s-1"])
+        assert row is not None
+        row.lease_expires_at = now + dt.timedelta(minutes=5)
+        await row._write(other)
     else:  # as another process would: its step does not reach this process's row
         journal = other.scripts
         keys = SPEC.keys_of(other.keys, "s-1")
@@ -579,6 +581,26 @@ async def test_a_kept_row_the_store_moved_past_is_refused_and_the_step_reads(
     row = await Submission.get("p-1")
     assert row is not None
     assert (row.status, row.outcome) == ("settled", "completed")
+    assert (await fm.verify_collection(Submission)).ok
+
+
+async def test_a_renewal_keeps_the_renewed_row_for_the_attempts_next_step(
+    db: fm.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process's own renewal is the row's latest write: the finish after it plans
+    from the renewed row, in one round trip."""
+    await Submission.admit_direct("p-1", session_id="s-1", input={})
+    attempt = await Submission.claim("p-1", "w", session_id="s-1", lease=dt.timedelta(seconds=5))
+    assert attempt is not None
+    await load_scripts(db, "save")
+    lease = dt.timedelta(minutes=5)
+    assert await Submission.renew_leases("w", ["p-1"], lease=lease) == ["p-1"]
+    with count_round_trips(db, monkeypatch) as trips:
+        assert await Submission.finish(attempt)
+    assert trips[0] == 1
+    row = await Submission.get("p-1")
+    assert row is not None
+    assert (row.status, row.outcome, row.lease_expires_at) == ("settled", "completed", None)
     assert (await fm.verify_collection(Submission)).ok
 
 

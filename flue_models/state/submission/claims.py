@@ -386,6 +386,7 @@ class Claiming(SubmissionRow):
                     return False
                 row.lease_expires_at = now + lease
                 await row._write(database)
+                row._keep()  # the attempt's next step plans from the renewed row
                 return True
 
             return attempt
