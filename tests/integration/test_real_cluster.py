@@ -155,8 +155,20 @@ async def move_slot(
             if between is not None:
                 await between(keys)
             await asyncio.sleep(0)  # let the writers in between batches
+        # The new owner first, then the old one, then every other primary, as
+        # `redis-cli --cluster reshard` does: no node is left to learn it by gossip alone,
+        # so a slot-map refresh the client takes from any of them is already the new one.
         for client in (dst, src):
             await client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        for line in (await src.execute_command("CLUSTER", "NODES")).decode().splitlines():
+            node_id, address, flags = line.split()[:3]
+            if "master" in flags and node_id not in (src_id, dst_id):
+                host, port = address.split("@")[0].rsplit(":", 1)
+                other = aioredis.Redis(host=host, port=int(port))
+                try:
+                    await other.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+                finally:
+                    await other.aclose()
         return moved
     finally:
         await src.aclose()
