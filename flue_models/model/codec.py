@@ -38,7 +38,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from flue_models.errors import EncodingError
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: Where datetimes are scored from (epoch milliseconds), and stamped times count from.
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
 #: Integers beyond this magnitude cannot be sorted-set scores without rounding.
 MAX_EXACT_INT = 2**53
@@ -251,7 +252,7 @@ def epoch_score(value: dt.datetime) -> float:
         >>> epoch_score(dt.datetime(1970, 1, 1, 0, 0, 1, 500, tzinfo=dt.UTC))
         1000.5
     """
-    return ((value - _EPOCH) // _ONE_MICROSECOND) / 1000
+    return ((value - EPOCH) // _ONE_MICROSECOND) / 1000
 
 
 @dataclass(frozen=True)
@@ -463,7 +464,7 @@ class FieldCodec:
         if kind == "datetime":
             return epoch_score(self._aware(value))
         if kind == "date":
-            return float(value.toordinal() - _EPOCH.date().toordinal())
+            return float(value.toordinal() - EPOCH.date().toordinal())
         if kind == "int":
             if abs(int(value)) > MAX_EXACT_INT:
                 raise EncodingError(

@@ -44,6 +44,7 @@ from flue_models.errors import (
 )
 from flue_models.keys import KeySpace
 from flue_models.model.buckets import check_collections
+from flue_models.model.codec import EPOCH
 from flue_models.model.spec import OWNED_FIELD, SEQ, ModelSpec, encode_owned, owned_scored
 from flue_models.replies import reply_hash, reply_text
 from flue_models.scripts import checked_reply
@@ -56,8 +57,6 @@ R = TypeVar("R")
 
 #: Attempts :func:`retry_on_conflict` makes before it gives up with the last conflict.
 MAX_ATTEMPTS = 50
-#: Where a clock field's microseconds count from (see :func:`counted_state`).
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class Held(NamedTuple):

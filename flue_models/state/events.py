@@ -45,7 +45,7 @@ from flue_models.errors import (
     StreamNotFoundError,
 )
 from flue_models.keys import RUN_STREAM_NAMES, RUNS, StreamKeys
-from flue_models.model.codec import canonical_json, is_plain_json, value_problem
+from flue_models.model.codec import EPOCH, canonical_json, is_plain_json, value_problem
 from flue_models.model.query import MAX_PAGE, page_size
 from flue_models.replies import reply_pairs, reply_text
 from flue_models.scripts import checked_reply
@@ -100,9 +100,8 @@ def parse_offset(offset: str) -> int:
     return int(low) + 1
 
 
-#: Where event times count from, and the latest a stored time may be (the last
-#: millisecond of the year 9999, the last a ``datetime`` holds).
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: The latest a stored event time may be (the last millisecond of the year 9999, the
+#: last a ``datetime`` holds); times count from ``EPOCH``.
 LATEST_STAMP = 253_402_300_799_999
 
 

@@ -24,8 +24,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Self
 
 from flue_models.connection import Database, pick_database
+from flue_models.model.codec import EPOCH
 from flue_models.model.query import Query
-from flue_models.model.writes import EPOCH, retry_on_conflict
+from flue_models.model.writes import retry_on_conflict
 from flue_models.replies import reply_pairs, reply_scored
 from flue_models.state.submission.row import (
     DEFAULT_LEASE,

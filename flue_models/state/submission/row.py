@@ -283,8 +283,8 @@ class SubmissionRow(Model):
             sets = list(decode_owned(db.keys, key, owned)[0]) if owned is not None else []
         except DecodeError:
             sets = []
+        bucket = db.keys.in_bucket(db.keys.bucket_in_key(spec.collection, key) or 0)
         if not sets:  # the row's own bucket: the one its key is in
-            bucket = db.keys.in_bucket(db.keys.bucket_in_key(spec.collection, key) or 0)
             sets = [spec.range_key(bucket, name) for name in spec.range_fields]
             for name in spec.equality_fields:
                 value = raw.get(name.encode())
@@ -296,7 +296,6 @@ class SubmissionRow(Model):
             # From the bucket's counter, as every write takes one: a copy read or kept
             # before can no longer write over the quarantined row (its version check
             # refuses it, and it reads the row again). No copy can be made after.
-            bucket = db.keys.in_bucket(db.keys.bucket_in_key(spec.collection, key) or 0)
             settled += ["version", await db.client.incr(bucket.version_counter(spec.collection))]
         await db.run_batch(
             [
