@@ -79,10 +79,8 @@ class Claiming(SubmissionRow):
         while pending:
             stop = start + window - 1
             asked = [s for s in pending if s not in windows]
-            by_session = [db.keys.session_submissions(s).open for s in asked]
             commands = [
-                ("ZRANGE", key, *((0, -1) if s in whole else (start, stop)), "WITHSCORES")
-                for s, key in zip(asked, by_session, strict=True)
+                cls._head_window(db, s, *((0, -1) if s in whole else (start, stop))) for s in asked
             ]
             windows.update(
                 zip(asked, await db.run_batch(commands) if commands else [], strict=True)
@@ -116,11 +114,14 @@ class Claiming(SubmissionRow):
         return heads
 
     @staticmethod
-    def _head_window(db: Database, session_id: str) -> tuple[Any, ...]:
-        """The command that reads the first window of a session's ``open_session`` index
-        (what :meth:`_heads` reads first), for a caller to send with its own reads."""
+    def _head_window(
+        db: Database, session_id: str, start: int = 0, stop: int = HEAD_WINDOW - 1
+    ) -> tuple[Any, ...]:
+        """The command that reads entries ``start`` to ``stop`` of a session's
+        ``open_session`` index with their scores; by default the first window, what
+        :meth:`_heads` reads first, for a caller to send with its own reads."""
         open_index = db.keys.session_submissions(session_id).open
-        return ("ZRANGE", open_index, 0, HEAD_WINDOW - 1, "WITHSCORES")
+        return ("ZRANGE", open_index, start, stop, "WITHSCORES")
 
     @classmethod
     async def list_runnable(cls, limit: int = 100, *, db: Database | None = None) -> list[Self]:
