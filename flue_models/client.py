@@ -450,8 +450,9 @@ class TimedSend:
     """A connection mixin: a command is written under ``asyncio.timeout`` instead of
     redis-py's ``asyncio.wait_for``, the same deadline (``socket_timeout``) and the same
     errors, without a task per command (Python 3.11's ``wait_for`` runs the write in a
-    new task, two more turns of the event loop for every command sent). The replies of
-    a batch are read under the batch's deadline (:meth:`FlueRedis.flue_many`).
+    new task, two more turns of the event loop for every command sent), and without a
+    timer at all when the socket takes the whole command at once. The replies of a batch
+    are read under the batch's deadline (:meth:`FlueRedis.flue_many`).
 
     Example:
         ```python
@@ -492,8 +493,24 @@ class TimedSend:
         if isinstance(command, bytes):
             command = [command]
         try:
-            async with asyncio.timeout(me.socket_timeout or None):
+            writer = me._writer
+            if writer is None or writer.transport.is_closing():  # redis-py's errors
                 await me._send_packed_command(command)
+            else:
+                # The socket usually takes the whole command at once: then nothing can
+                # block and no timer is armed (one per command cost about 5 µs). What
+                # the socket did not take waits in the transport, under the deadline.
+                try:
+                    writer.writelines(command)
+                except (TypeError, AttributeError) as exc:  # as redis-py's (CPython #136234)
+                    if writer.transport.is_closing():
+                        raise RedisConnectionError("Connection closed while writing") from exc
+                    raise
+                if writer.transport.get_write_buffer_size():
+                    async with asyncio.timeout(me.socket_timeout or None):
+                        await writer.drain()
+                else:
+                    await writer.drain()  # never waits; raises the reader's error, if any
         except TimeoutError as exc:  # (an OSError: first)
             await me.disconnect(nowait=True)
             if exc.errno:  # ETIMEDOUT from the OS: the connection is dead, not slow
@@ -589,8 +606,10 @@ def timed_send(connection_class: type) -> type:
 
 class FluePool(BlockingConnectionPool):
     """redis-py's waiting pool, with a fast path: a free connection is handed out, and
-    taken back, without the condition, the timeout and the observability hooks around
-    them (tens of µs per command); a caller waits the slow way only when none is free.
+    taken back, without the condition, the lock, the timeout and the observability hooks
+    around them (tens of µs per command); a caller waits the slow way only when none is
+    free, and a connection is taken back the slow way when someone waits for one or it
+    has something to do (a new credential to present, a reconnect to make).
 
     Each connection handed out is still checked as redis-py checks it (connected, no
     unread data), and a release wakes a waiting caller whenever one waits.
@@ -632,6 +651,14 @@ class FluePool(BlockingConnectionPool):
         waiting = self._condition._waiters  # (asyncio.Condition keeps its waiters here)
         if waiting:
             await super().release(connection)
+            return
+        if (
+            not self._lock.locked()
+            and connection._re_auth_token is None  # (a streaming credential's new token)
+            and not connection.should_reconnect()
+        ):  # nothing to do but put it back: no await, so no waiter can come in between
+            self._in_use_connections.remove(connection)
+            self._available_connections.append(connection)
             return
         await ConnectionPool.release(self, connection)
         if waiting:  # one began to wait while the connection was being taken back

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio.connection import AbstractConnection
 
 import flue_models as fm
+from flue_models.client import TimedSend
 from flue_models.connection import current_database
 from flue_models.embedded import find_binary, free_port
 from tests.conftest import RedisServers
@@ -287,12 +288,21 @@ async def test_connect_without_the_inspection_asks_only_whether_it_is_a_cluster(
 def record_writes(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
     """Record the arguments of every write on a connection from now on (until undone)."""
     writes: list[list[bytes]] = []
-    send = AbstractConnection._send_packed_command
+    # Every connection of the library's is a TimedSend, whose send_packed_command does
+    # not call redis-py's; a connection of another class goes through redis-py's.
+    for owner in (TimedSend, AbstractConnection):
+        send = owner.send_packed_command
 
-    async def counted(connection: AbstractConnection, command: Any) -> None:
-        packed = command if isinstance(command, bytes) else b"".join(command)
-        writes.append(arguments(packed))
-        await send(connection, command)
+        async def counted(
+            connection: AbstractConnection,
+            command: Any,
+            check_health: bool = True,
+            *,
+            send: Any = send,
+        ) -> None:
+            packed = command.encode() if isinstance(command, str) else command
+            writes.append(arguments(packed if isinstance(packed, bytes) else b"".join(packed)))
+            await send(connection, command, check_health)
 
-    monkeypatch.setattr(AbstractConnection, "_send_packed_command", counted)
+        monkeypatch.setattr(owner, "send_packed_command", counted)
     return writes

@@ -14,7 +14,7 @@ from flue_models import EventStream, RetryPolicy, Submission
 from tests.conftest import RedisServers
 from tests.integration.models import Ticket
 from tests.proxy import ReplyDropper
-from tests.waiting import within
+from tests.waiting import poll_until, within
 
 #: Fast retries, so tests that exhaust them stay quick.
 QUICK = RetryPolicy(retries=2, base=0.01, cap=0.02)
@@ -217,6 +217,41 @@ async def test_more_concurrent_calls_than_connections_wait_for_one(
         await Ticket(id="t-1", status="open", priority=1).save()
         found = await asyncio.gather(*(Ticket.get("t-1") for _ in range(150)))
         assert all(t is not None and t.id == "t-1" for t in found)
+
+
+async def test_a_connection_taken_back_with_work_to_do_is_not_put_back_as_it_is(
+    redis_url: str, key_prefix: str
+) -> None:
+    """The pool's quick way back (``FluePool.release``) is taken only by a connection
+    with nothing to do: one marked for a reconnect is closed on its way back, and the
+    next command reconnects it."""
+    async with fm.connect(redis_url, key_prefix=key_prefix, pool_size=1) as db:
+        pool = db.client.connection_pool
+        connection = await pool.get_connection()
+        await connection.send_command("CLIENT", "ID")
+        before = await connection.read_response()
+        connection.mark_for_reconnect()
+        await pool.release(connection)
+        assert not connection.is_connected
+        assert pool._available_connections == [connection]
+        assert await db.client.execute_command("CLIENT", "ID") != before  # a new connection
+
+
+async def test_a_connection_taken_back_goes_to_a_caller_waiting_for_it(
+    redis_url: str, key_prefix: str
+) -> None:
+    async with fm.connect(redis_url, key_prefix=key_prefix, pool_size=1, pool_timeout=5) as db:
+        pool = db.client.connection_pool
+        held = await pool.get_connection()
+        waiting = asyncio.create_task(db.client.execute_command("PING"))
+
+        async def caller_waits() -> bool:
+            return bool(pool._condition._waiters)
+
+        await poll_until(caller_waits, "the second caller to wait")
+        await pool.release(held)
+        assert await within(waiting, "the waiting caller's ping") is True
+        assert pool._available_connections == [held]
 
 
 async def test_a_pool_that_stays_busy_says_so(redis_url: str, key_prefix: str) -> None:

@@ -55,3 +55,20 @@ def test_the_reply_reader_internals_exist() -> None:
     assert missing == [], f"redis-py changed what read_replies calls: {missing}"
     assert NOT_ENOUGH_DATA is not None
     assert callable(_get_response_callback)
+
+
+def test_the_pool_and_write_internals_exist() -> None:
+    """``FluePool`` hands out and takes back a connection itself, and ``TimedSend``
+    writes on the connection's stream itself."""
+    from redis.asyncio import BlockingConnectionPool, Connection
+
+    pool = BlockingConnectionPool()
+    used = {
+        pool: ("_available_connections", "_in_use_connections", "_lock", "_condition"),
+        Connection(): ("_writer", "_re_auth_token", "should_reconnect", "_send_packed_command"),
+    }
+    missing = [
+        f"{type(o).__name__}.{n}" for o, names in used.items() for n in names if not hasattr(o, n)
+    ]
+    assert missing == [], f"redis-py changed what FluePool or TimedSend use: {missing}"
+    assert hasattr(pool._condition, "_waiters")
