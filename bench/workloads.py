@@ -537,8 +537,9 @@ class Bench:
     async def submissions(self, ops: int = 100) -> Row:
         """A dispatch admitted, claimed and finished, one after the other. The claim names
         the session, as a worker that admitted the dispatch or listed it can (its bucket
-        alone is read); the admission reads the id in all 16 buckets (an id admitted under
-        another session is a conflict). The raw side knows its key."""
+        alone is read); the admission's write is guarded by the id's key in the other 15
+        buckets and its receipt (an id admitted under another session is a conflict). The
+        raw side knows its key."""
 
         async def flue(i: int) -> None:
             await fm.Submission.admit_dispatch(

@@ -140,8 +140,8 @@ class Write:
             the script, after every check passed, so a refused write consumes none;
             ``seq_scored`` are the sorted sets whose score is that value.
         clock: a datetime field that takes the server's time when the script writes
-            (``seq_scored``: the sorted sets scored by it); a write has a counter or a
-            clock field, not both.
+            (``seq_scored``: the sorted sets scored by it). With a counter too, it takes
+            the counter's value read as microseconds since the epoch, and scores nothing.
         snapshot, entries, unique, values: what the copy holds once the write lands.
 
     Example:
@@ -224,11 +224,12 @@ def plan_save(
         counter: ``(counter key, field)``: the (integer) field takes the counter's next
             value inside the script (see :class:`Write`).
         clock: the (datetime) field that takes the server's time inside the script,
-            whatever the copy holds in it (see :class:`Write`).
+            whatever the copy holds in it; with ``counter``, the time the counter's value
+            reads as (see :class:`Write`).
 
     Raises:
-        ConfigurationError: both a counter and a clock field, or a clock field that does
-            not hold a datetime.
+        ConfigurationError: a clock field that does not hold a datetime, or that scores
+            an index entry beside a counter.
 
     Example:
         ```python
@@ -258,6 +259,13 @@ def plan_save(
     if stamped is not None:  # the sets whose score moves with the stamped field
         seq_scored = spec.scored_by(keys, stamped, entries)
         encoded[stamped] = SEQ.encode()
+        if counter is not None and clock is not None:  # the clock follows the counter
+            if spec.scored_by(keys, clock, entries):
+                raise ConfigurationError(
+                    f"{type(record).__name__}.{clock} follows a counter: it cannot score "
+                    "an index entry (the counter's value does)."
+                )
+            encoded[clock] = SEQ.encode()
     old_entries, old_unique = state.entries, state.unique
     owned = stored.get(OWNED_FIELD)
     if owned is None or seq_scored or entries != old_entries or unique != old_unique:
@@ -302,9 +310,8 @@ def plan_save(
 def _stamped(
     record: Model, values: dict[str, Any], counter: tuple[str, str] | None, clock: str | None
 ) -> str | None:
-    """The field a script stamps (a counter's or the clock's), or ``None``."""
-    if counter is not None and clock is not None:
-        raise ConfigurationError("A write stamps one field: a counter's or the clock's.")
+    """The field whose value scores what a script stamps (a counter's, else the
+    clock's), or ``None``."""
     if clock is not None and not isinstance(values.get(clock), dt.datetime):
         raise ConfigurationError(
             f"{type(record).__name__}.{clock} takes the server's time when written: it "
@@ -388,7 +395,7 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
                 w.mode.encode(),
                 *(len(w.hset), len(w.hdel), len(w.zrem), len(w.zadd), len(w.claims)),
                 *(len(w.releases), n_lists, len(w.absent)),
-                1 if w.counter is not None else 2 if w.clock is not None else 0,
+                (w.counter is not None) + 2 * (w.clock is not None),
             ),
             w.expected,
             w.record.id,
@@ -416,7 +423,7 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
         if w.counter is not None:
             keys.append(w.counter[0])
             args.append(w.counter[1])
-        elif w.clock is not None:
+        if w.clock is not None:
             args.append(w.clock)
     return keys, args
 
@@ -458,6 +465,7 @@ async def run_writes(
     *,
     then: Sequence[tuple[str, Sequence[Any], Sequence[Any]]] = (),
     ids_checked: bool = False,
+    one_server: bool = False,
 ) -> list[Any]:
     """Send ``writes`` (one bucket of one collection) as one ``save`` call; raise what it
     refused.
@@ -469,8 +477,11 @@ async def run_writes(
     refused: each checks the state it acts on. Their replies are returned.
 
     ``ids_checked``: the caller read each new record's id in every bucket just before
-    (a collection placed by ``Meta.partition_by``), so :func:`refuse_taken_ids` is not
-    asked again.
+    (a collection placed by ``Meta.partition_by``), or guards the write with those
+    keys, so :func:`refuse_taken_ids` is not asked again.
+
+    ``one_server``: the writes name keys of other slots on purpose (guards that one
+    server checks atomically), so the slot check is not made; refused on a cluster.
 
     Raises:
         ConflictError: a record changed since its copy was read (``AlreadyExistsError``
@@ -486,6 +497,8 @@ async def run_writes(
         ```
     """
     refuse_duplicates([w.record for w in writes])
+    if one_server and not db.batches_in_order:
+        raise ConfigurationError("A write across slots needs one server, not a cluster.")
     spec = writes[0].record.__flue_spec__
     collection = spec.collection
     if spec.collection not in db.checked_buckets:  # once per database
@@ -500,7 +513,7 @@ async def run_writes(
             reply, *after = await db.run_scripts([("save", keys, args), *then])
         else:  # Scripts.call, without its calls: the script by name, then the client
             scripts = db.scripts
-            if scripts.check_slots:
+            if scripts.check_slots and not one_server:
                 one_slot("save", keys)
             script = scripts.loaded.get("save") or scripts.get("save")
             reply, after = await db.client.run_script(script, keys, args), []
@@ -517,8 +530,9 @@ async def run_writes(
         snapshot, entries, values = w.snapshot, w.entries, w.values
         if w.counter is not None or w.clock is not None:  # a value the script gave
             snapshot, entries, values = counted_state(w, int(counted))
-            name = w.clock or cast("tuple[str, str]", w.counter)[1]
-            object.__setattr__(record, name, values[name])
+            for name in (w.counter[1] if w.counter else None, w.clock):
+                if name is not None:
+                    object.__setattr__(record, name, values[name])
         record.__pydantic_private__["_flue"] = Held(  # type: ignore[index]
             int(version), snapshot, entries, w.unique, db, values
         )
@@ -529,30 +543,31 @@ def counted_state(
     write: Write, counted: int
 ) -> tuple[dict[str, bytes], dict[str, float], dict[str, Any]]:
     """What a save with a counter or clock field left in the store once the script gave
-    the field ``counted`` (a clock's: microseconds since the epoch): the planned state
-    with ``#seq`` replaced, as the script replaced it (the field's bytes, the scores of
-    ``seq_scored``, ``_owned``'s ``@#seq``).
+    the field ``counted`` (a clock's: microseconds since the epoch; with both, the
+    counter's value and the time it reads as): the planned state with ``#seq`` replaced,
+    as the script replaced it (the fields' bytes, the scores of ``seq_scored``,
+    ``_owned``'s ``@#seq``).
 
     Example:
         ```python
         snapshot, entries, values = counted_state(write, 1767225642000123)
         ```
     """
-    value: Any = counted
+    codecs = write.record.__flue_spec__.codecs
+    stamped: dict[str, Any] = {}
+    if write.counter is not None:
+        stamped[write.counter[1]] = counted
     if write.clock is not None:
-        name, value = write.clock, EPOCH + dt.timedelta(microseconds=counted)
-    else:
-        assert write.counter is not None
-        name = write.counter[1]
-    codec = write.record.__flue_spec__.codecs[name]
-    score = codec.score(value)
+        stamped[write.clock] = EPOCH + dt.timedelta(microseconds=counted)
+    name, value = next(iter(stamped.items()))  # the one that scores: the counter's first
+    score = codecs[name].score(value)
     snapshot = {
         **write.snapshot,
-        name: codec.encode(value),
+        **{field: codecs[field].encode(v) for field, v in stamped.items()},
         OWNED_FIELD: owned_scored(write.snapshot[OWNED_FIELD], score),
     }
     entries = {k: score if k in write.seq_scored else s for k, s in write.entries.items()}
-    return snapshot, entries, {**write.values, name: value}
+    return snapshot, entries, {**write.values, **stamped}
 
 
 async def own_write(db: Database, writes: list[Write]) -> list[int] | None:

@@ -37,9 +37,10 @@ end
 -- datetime); the score, epoch milliseconds with the microseconds as fraction
 -- (codec.epoch_score); and that score as _owned names it (format_score: no trailing
 -- zeros). Lua's own number conversion keeps 14 digits, so numbers are written with %d.
-local function flue_now()
-  local now = redis.call('TIME')
-  local sec, usec = tonumber(now[1]), tonumber(now[2])
+-- flue_at(micros) gives the same of a time given in microseconds since the epoch.
+local function flue_at(micros)
+  local sec = math.floor(micros / 1000000)
+  local usec = micros - sec * 1000000
   local days = math.floor(sec / 86400)
   local rem = sec - days * 86400
   local z = days + 719468  -- days to a civil date (H. Hinnant's algorithm)
@@ -57,4 +58,9 @@ local function flue_now()
   local score = string.format('%d.%03d', sec * 1000 + math.floor(usec / 1000), usec % 1000)
   local shown = string.gsub(string.gsub(score, '0+$', ''), '%.$', '')
   return sec * 1000000 + usec, iso, score, shown
+end
+
+local function flue_now()
+  local now = redis.call('TIME')
+  return flue_at(tonumber(now[1]) * 1000000 + tonumber(now[2]))
 end

@@ -21,18 +21,20 @@
 --     struct.pack(">c1I4I4I4I4I4I4I4I4B", mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim,
 --     n_release, n_list, n_absent, stamped), mode "s" save, "d" delete, "c" check
 --     (the version check only, nothing written); stamped 0, or 1 for a counter field,
---     2 for a clock field;
+--     2 for a clock field, 3 for both;
 --   the expected version (the one read; 0: must not exist), the id;
 --   n_hset field, value pairs, passed to HSET as they are; n_hdel field names;
 --   n_zadd scores ("#seq": the counter's new value); n_claim claimed values; n_release
 --   released values; per owned key: its kind ("l" | "h"), n_elements, the elements;
---   the counter or clock field's name, when stamped is 1 or 2.
+--   the counter field's name (stamped 1 or 3), then the clock field's (2 or 3).
 --   A counter field takes the clock counter's next value: the larger of its value + 1
 --   and the server time in microseconds, so it increases per counter and follows the
 --   clock across counters; so do the "#seq" scores and _owned's "@#seq".
 --   A clock field (a datetime) takes the server's time when the script writes, as the
 --   Python side encodes it (flue_now); the "#seq" scores and _owned's "@#seq" take its
---   score.
+--   score. With a counter field too, it takes the counter's value read as microseconds
+--   since the epoch (the server's time, or just after the record before it), and the
+--   scores are the counter's (the clock field then scores nothing).
 -- Nothing is parsed by pattern and nothing is copied per field: a record is read where
 -- it lies in KEYS and ARGV (one small array per record says where), and its fields go
 -- to HSET by unpack.
@@ -60,8 +62,8 @@ local a, k = 2, 2
 for r = 1, n_records do
   local mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent,
     stamped = head_of(HEAD, ARGV[a])  -- a head too short is refused by struct
-  if stamped > 2 then return redis.error_reply('ERR save: malformed head') end
-  local has_counter = stamped == 1 and 1 or 0  -- a clock field has no counter key
+  if stamped > 3 then return redis.error_reply('ERR save: malformed head') end
+  local has_counter = stamped % 2  -- 1 and 3; a clock field alone has no counter key
   local h = a + 3
   local d = h + 2 * n_hset
   local s = d + n_hdel
@@ -77,7 +79,7 @@ for r = 1, n_records do
   local gk = lk + n_list
   local ctr = gk + n_absent
   records[r] = {mode, a, h, d, s, cv, rv, l, e, k, za, ck, rk, lk, gk, ctr, stamped}
-  a, k = e + (stamped > 0 and 1 or 0), ctr + has_counter
+  a, k = e + (stamped == 3 and 2 or stamped > 0 and 1 or 0), ctr + has_counter
 end
 if a ~= #ARGV + 1 or k ~= #KEYS + 1 then  -- the heads must account for every argument
   return redis.error_reply('ERR save: the heads name ' .. (k - 1) .. ' keys and ' .. (a - 1)
@@ -126,7 +128,7 @@ for r = 1, n_records do
     end
     l = l + 2 + tonumber(ARGV[l + 1])
   end
-  if stamped == 1 then
+  if stamped % 2 == 1 then  -- a counter field
     bad = flue_expect(KEYS[ctr], 'string')
       or flue_integer(KEYS[ctr], 'value', call('GET', KEYS[ctr]))
     if bad then return bad end
@@ -188,12 +190,15 @@ local function next_tick(counter)
   return value, text
 end
 -- ARGV[first..last], field, value pairs, with the counter or clock `field` taking
--- `value` and _owned's '@#seq' taking `owned` (a new list: ARGV is not written to).
-local function with_seq(first, last, field, value, owned)
+-- `value` (and `field2`, when given, `value2`) and _owned's '@#seq' taking `owned` (a
+-- new list: ARGV is not written to).
+local function with_seq(first, last, field, value, owned, field2, value2)
   local fields = {unpack(ARGV, first, last)}
   for i = 1, #fields, 2 do
     if fields[i] == field then
       fields[i + 1] = value
+    elseif fields[i] == field2 then
+      fields[i + 1] = value2
     elseif fields[i] == '_owned' then
       fields[i + 1] = string.gsub(fields[i + 1], '@#seq', '@' .. owned)
     end
@@ -231,9 +236,11 @@ for r = 1, n_records do
     next_version = next_version + 1
     local seq, seq_text = 0, '0'
     if s > d then call('HDEL', key, unpack(ARGV, d, s - 1)) end
-    if stamped == 1 then
+    if stamped % 2 == 1 then  -- the counter (and with 3, the clock field at its time)
       seq, seq_text = next_tick(KEYS[ctr])
-      local fields = with_seq(h, d - 1, ARGV[e], seq_text, seq_text)
+      local clock_field, text
+      if stamped == 3 then clock_field, text = ARGV[e + 1], select(2, flue_at(seq)) end
+      local fields = with_seq(h, d - 1, ARGV[e], seq_text, seq_text, clock_field, text)
       call('HSET', key, 'version', version, unpack(fields))
     elseif stamped == 2 then  -- the clock field: its text; the scores take its score
       local text, shown

@@ -15,6 +15,7 @@ import flue_models as fm
 from flue_models import Indexed, Model
 from flue_models.connection import open_database
 from flue_models.keys import encode_segment
+from flue_models.model.codec import EPOCH
 from flue_models.model.spec import decode_owned, format_score
 from flue_models.model.writes import (
     MAX_ATTEMPTS,
@@ -340,9 +341,59 @@ async def test_a_clock_field_takes_the_servers_time_when_the_script_writes(
     await record.save()  # the copy's version and state are the store's: no conflict
 
 
-async def test_a_clock_field_must_hold_a_datetime_and_stands_alone(db: fm.Database) -> None:
+async def test_a_clock_field_must_hold_a_datetime_and_score_nothing_beside_a_counter(
+    db: fm.Database,
+) -> None:
     record = Closing(status="open", closed_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
     with pytest.raises(fm.ConfigurationError, match="datetime"):
         plan_save(record, db.keys, clock="status")
-    with pytest.raises(fm.ConfigurationError, match="one field"):
+    with pytest.raises(fm.ConfigurationError, match="follows a counter"):
         plan_save(record, db.keys, counter=(db.keys.absolute("c"), "x"), clock="closed_at")
+
+
+class Ticked(Model):
+    """A counter field that orders the collection, and a clock field beside it."""
+
+    class Meta:
+        collection = "it_ticked"
+        order_by = "seq"
+
+    status: Annotated[str, Indexed()]
+    seq: int = 0
+    at: dt.datetime = EPOCH
+
+
+async def test_a_clock_field_beside_a_counter_takes_the_time_the_counter_reads_as(
+    db: fm.Database,
+) -> None:
+    """An admission's way: the counter's value (the larger of its last + 1 and the
+    server's time in µs) and the clock field at that time, written by the script; the
+    copy holds the row byte for byte, and the scores are the counter's."""
+    counter = db.keys.collection_key("it_ticked", "ticks")
+    record = Ticked(id="t-1", status="open")
+    before = await db.server_time()
+    await run_writes(db, [plan_save(record, db.keys, counter=(counter, "seq"), clock="at")])
+    after = await db.server_time()
+    assert before <= record.at <= after
+    assert record.at == EPOCH + dt.timedelta(microseconds=record.seq)
+    assert int(await db.client.get(counter)) == record.seq
+
+    async def stored_as_held(row: Ticked) -> None:
+        key = Ticked.__flue_spec__.record_key(db.keys, row.id)
+        stored = await db.client.hgetall(key)
+        assert {k.decode(): v for k, v in stored.items() if k != b"version"} == held(row).snapshot
+        for index_key, score in held(row).entries.items():
+            assert score == row.seq
+            assert await db.client.zscore(index_key, row.id) == row.seq
+
+    await stored_as_held(record)
+    # A counter ahead of the clock: the clock field follows the counter, exactly.
+    ahead = (after + dt.timedelta(days=1) - EPOCH) // dt.timedelta(microseconds=1)
+    await db.client.set(counter, str(ahead))
+    record.status = "closed"
+    await run_writes(db, [plan_save(record, db.keys, counter=(counter, "seq"), clock="at")])
+    assert record.seq == ahead + 1
+    assert record.at == EPOCH + dt.timedelta(microseconds=ahead + 1)
+    await stored_as_held(record)
+    assert await Ticked.get("t-1") == record
+    assert (await fm.verify_collection(Ticked)).ok

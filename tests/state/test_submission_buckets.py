@@ -5,6 +5,7 @@ twice), and the walks over every bucket (deletions, receipts) miss none."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
@@ -93,6 +94,43 @@ async def test_an_admission_of_one_id_into_a_session_of_another_bucket_is_a_conf
     found = await Submission.get("d-1", partition=first)
     assert found is not None
     assert found.session_id == first
+
+
+@pytest.mark.standalone  # a cluster reads the other buckets first: its known limit
+async def test_racing_admissions_of_one_id_into_two_sessions_land_once_on_one_server(
+    db: fm.Database,
+) -> None:
+    """On one server the write is guarded by the id's key in every other bucket, so of
+    two admissions of one id into two sessions at the same moment exactly one lands."""
+    first, other = sessions_in_other_buckets(2)
+    for n in range(20):
+        a, b = await asyncio.gather(
+            Submission.admit_dispatch(f"d-{n}", session_id=first, input={}),
+            Submission.admit_dispatch(f"d-{n}", session_id=other, input={}),
+        )
+        assert sorted([a.created, b.created]) == [False, True]
+        loser, winner = (b, a) if a.created else (a, b)
+        assert loser.conflict
+        assert loser.submission == winner.submission
+        found = await Submission.get(f"d-{n}")  # held once: no CorruptDataError
+        assert found == winner.submission
+    assert (await fm.verify_collection(fm.Submission)).ok
+
+
+async def test_a_receipt_answers_an_admission_of_its_id_into_another_session(
+    db: fm.Database,
+) -> None:
+    first, other = sessions_in_other_buckets(2)
+    await Submission.admit_dispatch("d-1", session_id=first, input={})
+    assert await Submission.settle_queued("d-1", "aborted")
+    assert await Submission.delete_session(first) == 1
+    counter = db.keys.session_submissions(other).sequence
+    again = await Submission.admit_dispatch("d-1", session_id=other, input={})
+    assert (again.created, again.conflict, again.submission) == (False, True, None)
+    assert again.receipt is not None
+    assert again.receipt["session_id"] == first
+    assert await Submission.get("d-1") is None  # nothing was written
+    assert await db.client.get(counter) is None  # and no number taken
 
 
 @pytest.mark.standalone  # the hand edit copies a row into another slot

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import flue_models as fm
+from flue_models.model.codec import EPOCH
 from flue_models.state import submission as sub
 from flue_models.state.submission import SUBMISSION_BUCKETS, Submission
 from tests.integration.roundtrips import count_round_trips, load_scripts, on_cluster
@@ -47,6 +48,21 @@ async def test_admission_is_idempotent_on_the_id(db: fm.Database) -> None:
     assert await sequence_counter(db) == first.submission.sequence  # the replay took none
 
 
+async def test_an_admission_is_accepted_at_the_time_its_sequence_reads_as(
+    db: fm.Database,
+) -> None:
+    """The script gives the sequence (the session's counter, or the server's clock in µs
+    when that is larger) and ``accepted_at`` at the time that number reads as."""
+    before = await db.server_time()
+    row = await Submission.admit_direct("p-1", session_id="s-1", input={})
+    after = await db.server_time()
+    assert before <= row.accepted_at <= after
+    assert row.accepted_at == EPOCH + dt.timedelta(microseconds=row.sequence)
+    stored = await Submission.get("p-1")
+    assert stored is not None
+    assert (stored.accepted_at, stored.sequence) == (row.accepted_at, row.sequence)
+
+
 @pytest.mark.parametrize(
     "change", [{"input": {"task": 2}}, {"session_id": "s-other"}], ids=["payload", "session"]
 )
@@ -79,19 +95,26 @@ async def test_reading_one_submission_is_one_round_trip(
     assert trips[0] == (3 if on_cluster(db) else 1)
 
 
-async def test_a_new_admission_reads_once_and_writes_once_on_one_server(
+async def test_a_new_admission_is_one_write_on_one_server(
     db: fm.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The row in every bucket, the clock and the receipt in one batch (the receipt
-    behind the row: in order on one server; a cluster reads it once more), then the
-    write, whose guard refuses a session being deleted."""
+    """One server: the write itself is guarded by the id's key in every other bucket,
+    its receipt and the session's deletion marker (one atomic call). A cluster reads
+    the row in every bucket, the clock and the receipt in one batch, the receipt once
+    more, then writes."""
     await Submission.admit_direct("p-0", session_id="s-0", input={})  # warm: connections
     await load_scripts(db, "save")  # on every primary of a cluster too
     with count_round_trips(db, monkeypatch) as trips:
         admitted = await Submission.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
     assert admitted.created
-    # On a cluster: one request per primary for the batch, the receipt again, the write.
-    assert trips[0] == (3 + 1 + 1 if on_cluster(db) else 2)
+    assert trips[0] == (3 + 1 + 1 if on_cluster(db) else 1)
+    with count_round_trips(db, monkeypatch) as trips:
+        replay = await Submission.admit_dispatch("d-1", session_id="s-1", input={"n": 1})
+    assert (replay.created, replay.conflict) == (False, False)
+    assert replay.submission == admitted.submission
+    # One server: the refused write, then the read that answers (a cluster: the read,
+    # one request per primary; the row found, no second look at the receipt).
+    assert trips[0] == (3 if on_cluster(db) else 2)
 
 
 @pytest.mark.parametrize("given", [False, True], ids=["by-id", "with-session"])

@@ -312,6 +312,7 @@ class SubmissionRow(Model):
         guard: list[str] | None = None,
         *,
         admitting: bool = False,
+        one_server: bool = False,
         hashes: dict[str, dict[str, bytes]] | None = None,
         clock: str | None = None,
     ) -> None:
@@ -320,9 +321,12 @@ class SubmissionRow(Model):
         ``hashes``: owned hashes (the journal) replaced by the given fields in the same
         atomic write.
 
-        ``admitting``: the row takes its ``sequence`` from the collection's counter inside
+        ``admitting``: the row takes its ``sequence`` from the session's counter inside
         the same script, so admission order is the order rows land, and a refused
-        admission (an exact replay, a racing one) consumes no number.
+        admission (an exact replay, a racing one) consumes no number; ``accepted_at``
+        takes the time that number reads as. The id was checked in every other bucket:
+        by the caller's read just before, or, with ``one_server``, by the guards of this
+        very write (keys of other slots, which one server allows).
 
         ``clock``: the datetime field that takes the server's time as the script writes
         (whatever this copy holds in it).
@@ -334,11 +338,11 @@ class SubmissionRow(Model):
         counter = None
         if admitting:
             counter = (db.keys.session_submissions(self.session_id).sequence, "sequence")
+            clock = "accepted_at"
         write = plan_save(self, db.keys, counter=counter, clock=clock)
         write.absent = guard or []
         write.hashes = hashes or {}
-        # An admission read the id in every bucket just before: no second look.
-        await run_writes(db, [write], ids_checked=admitting)
+        await run_writes(db, [write], ids_checked=admitting, one_server=one_server)
 
     async def _keep_receipt(self, db: Database, now: dt.datetime) -> None:
         """Keep the receipt a replay of this dispatch is answered with once the row is
