@@ -3,7 +3,8 @@
 Every operation runs two ways in this process against the same server, flue-models and
 raw redis-py doing the same Redis work, and where it can, a third way: redis-om 1.2 in its
 own environment (``.bench-om``, made on first use; it saves and gets a ``HashModel``, and
-cannot query a plain server). Each figure is the median of ``--runs`` repetitions (at least
+cannot query a plain server), in a worker process whose repetitions alternate with the
+other two sides'. Each figure is the median of ``--runs`` repetitions (at least
 5) with min and max; each ratio is the baseline's time over flue-models' time, measured in
 the same run (above 1: flue-models is faster).
 
@@ -22,12 +23,11 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import flue_models as fm
-from bench.harness import Row, Stats, markdown, table
+from bench.harness import OmWorker, Row, markdown, table
 from bench.workloads import Bench, import_time
 
 ROOT = Path(__file__).parent.parent
@@ -49,24 +49,6 @@ def om_python() -> Path | None:
     return python
 
 
-def run_om(url: str, ops: int, runs: int) -> dict[str, Stats] | None:
-    python = om_python()
-    if python is None:
-        return None
-    prefix = f"bench-om-{time.time_ns()}:"
-    found = subprocess.run(
-        [str(python), str(ROOT / "bench" / "om_worker.py"), url, prefix, str(ops), str(runs)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if found.returncode != 0:
-        print(f"warning: redis-om failed: {found.stderr.strip()[-300:]}", file=sys.stderr)
-        return None
-    samples = json.loads(found.stdout)
-    return {name: Stats.of(values) for name, values in samples.items()}
-
-
 async def measure(options: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
     runs = max(5, options.runs)
     scale = 0.3 if options.quick else 1.0
@@ -75,7 +57,11 @@ async def measure(options: argparse.Namespace) -> tuple[list[Row], dict[str, Any
     if options.full:
         sizes.append(1_000_000)
     rows: list[Row] = []
+    python = None if options.no_om else om_python()
     async with Bench(options.url, runs) as bench:
+        if python is not None:  # alternating with the other sides (bench.harness.OmWorker)
+            script = str(ROOT / "bench" / "om_worker.py")
+            bench.om = await OmWorker.start(str(python), script, bench.url or "", ops(300))
         server = bench.db.report
         context = {
             "server": f"{server.flavor} {server.version}" if server else "unknown",
@@ -84,7 +70,7 @@ async def measure(options: argparse.Namespace) -> tuple[list[Row], dict[str, Any
             "runs": runs,
         }
         print("measuring model operations", file=sys.stderr)
-        rows.append(await bench.single_save(ops(300)))
+        rows.append(await bench.single_save(ops(300)))  # (redis-om's too: ops(300))
         rows.append(await bench.update_one_field(ops(300)))
         rows.append(await bench.bulk_save())
         await bench.seed_items(2000)
@@ -105,15 +91,7 @@ async def measure(options: argparse.Namespace) -> tuple[list[Row], dict[str, Any
             f"measuring run listings at {', '.join(f'{s:,}' for s in sizes)} runs", file=sys.stderr
         )
         rows += await bench.run_listing(sizes, ops(50))
-        url = bench.url or ""
     rows += import_time(runs)
-    if not options.no_om:
-        print("measuring redis-om", file=sys.stderr)
-        om = run_om(url, ops(300), runs)
-        if om is not None:
-            by_name = {row.name: row for row in rows}
-            by_name["single save"].om = om["save"]
-            by_name["get by id"].om = om["get"]
     return rows, context
 
 

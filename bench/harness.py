@@ -8,7 +8,9 @@ over flue-models' time: 1.0 is as fast, 0.5 half as fast, 2.0 twice as fast.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -84,7 +86,28 @@ class Row:
 async def repeat(ops: int, runs: int, *sides: Step) -> list[Stats]:
     """Time ``ops`` calls of each side (``side(i)`` for i in range(ops)), ``runs`` times,
     alternating the sides; return each side's per-operation figures."""
+    samples, _remote = await _alternate(ops, runs, sides, None)
+    return [Stats.of(found) for found in samples]
+
+
+async def repeat_beside(
+    ops: int, runs: int, *sides: Step, elsewhere: Callable[[], Awaitable[float | None]]
+) -> tuple[list[Stats], Stats | None]:
+    """:func:`repeat`, with a repetition another process runs and times itself
+    (redis-om's, see :class:`OmWorker`) taken after the sides in each run, so it
+    alternates with them too; its figures are ``None`` if a repetition failed."""
+    samples, remote = await _alternate(ops, runs, sides, elsewhere)
+    return [Stats.of(found) for found in samples], Stats.of(remote) if remote else None
+
+
+async def _alternate(
+    ops: int,
+    runs: int,
+    sides: tuple[Step, ...],
+    elsewhere: Callable[[], Awaitable[float | None]] | None,
+) -> tuple[list[list[float]], list[float] | None]:
     samples: list[list[float]] = [[] for _ in sides]
+    remote: list[float] | None = []
     counter = 0
     for _ in range(runs):
         for index, side in enumerate(sides):
@@ -93,7 +116,65 @@ async def repeat(ops: int, runs: int, *sides: Step) -> list[Stats]:
                 await side(counter)
                 counter += 1
             samples[index].append((time.perf_counter() - start) / ops * 1e6)
-    return [Stats.of(found) for found in samples]
+        if elsewhere is not None and remote is not None:
+            taken = await elsewhere()
+            remote = None if taken is None else [*remote, taken]
+    return samples, remote
+
+
+class OmWorker:
+    """redis-om's side, in its own interpreter (``bench/om_worker.py``), one repetition
+    at a time: :meth:`step` asks it for ``ops`` saves or gets and returns the
+    microseconds per operation it measured, or ``None`` once it failed (a warning says
+    why, and redis-om is left out of the figures)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.failed = False
+
+    @classmethod
+    async def start(cls, python: str, script: str, url: str, ops: int) -> OmWorker:
+        prefix = f"bench-om-{time.time_ns()}:"
+        process = await asyncio.create_subprocess_exec(
+            python,
+            script,
+            url,
+            prefix,
+            str(ops),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def step(self, kind: str) -> float | None:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        if self.failed or stdin is None or stdout is None:
+            return None
+        try:
+            stdin.write(f"{kind}\n".encode())
+            await stdin.drain()
+            line = await asyncio.wait_for(stdout.readline(), timeout=300)
+            return float(line)
+        except (OSError, ValueError, TimeoutError) as exc:
+            self.failed = True
+            print(f"warning: redis-om failed ({exc!r}): left out", file=sys.stderr)
+            return None
+
+    async def close(self) -> None:
+        """Let it delete what it wrote and end (killed if it does not within 60 s)."""
+        process = self.process
+        try:
+            if process.stdin is not None and not self.failed:
+                process.stdin.write(b"end\n")
+                await process.stdin.drain()
+                process.stdin.close()
+            _out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+            if process.returncode:
+                print(f"warning: redis-om ended with: {err.decode()[-300:]}", file=sys.stderr)
+        except (OSError, TimeoutError):
+            process.kill()
+            await process.wait()
 
 
 async def repeat_once(runs: int, *sides: Callable[[int], Awaitable[int]]) -> list[Stats]:

@@ -1,22 +1,26 @@
 """redis-om's side of the benchmarks, run in its own environment (``.bench-om``): save and
-get on a ``HashModel`` (it cannot query a plain server). Prints one JSON document: the
-microseconds per operation of each repetition.
+get on a ``HashModel`` (it cannot query a plain server).
 
-Usage: ``.bench-om/bin/python bench/om_worker.py URL PREFIX OPS RUNS``
+It takes one step at a time, so its repetitions alternate with the other sides' in the
+same run (``bench.harness.OmWorker``): it reads a line from stdin, ``save`` or ``get``,
+runs ``OPS`` operations of that kind, and prints the microseconds per operation it
+measured; ``end`` deletes what it wrote and exits. The gets read the records its saves
+wrote, in turn.
+
+Usage: ``.bench-om/bin/python bench/om_worker.py URL PREFIX OPS``
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import sys
 import time
 
 from aredis_om import HashModel, get_redis_connection  # type: ignore[import-not-found]
 
 
-async def main(url: str, prefix: str, ops: int, runs: int) -> None:
+async def main(url: str, prefix: str, ops: int) -> None:
     class Item(HashModel, index=True):  # type: ignore[misc, call-arg]
         title: str
         status: str
@@ -28,30 +32,33 @@ async def main(url: str, prefix: str, ops: int, runs: int) -> None:
             global_key_prefix = prefix
 
     epoch = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    samples: dict[str, list[float]] = {"save": [], "get": []}
     pks: list[str] = []
-    for run in range(runs):
+    done = 0
+    for line in sys.stdin:
+        step = line.strip()
         start = time.perf_counter()
-        for n in range(ops):
-            record = Item(
-                title=f"item number {n}",
-                status="open",
-                priority=n % 10,
-                created_at=epoch + dt.timedelta(seconds=run * ops + n),
-            )
-            await record.save()
-            pks.append(record.pk)
-        samples["save"].append((time.perf_counter() - start) / ops * 1e6)
-        start = time.perf_counter()
-        for n in range(ops):
-            assert await Item.get(pks[n]) is not None
-        samples["get"].append((time.perf_counter() - start) / ops * 1e6)
+        if step == "save":
+            for n in range(done, done + ops):
+                record = Item(
+                    title=f"item number {n}",
+                    status="open",
+                    priority=n % 10,
+                    created_at=epoch + dt.timedelta(seconds=n),
+                )
+                await record.save()
+                pks.append(record.pk)
+            done += ops
+        elif step == "get":
+            for n in range(ops):
+                assert await Item.get(pks[n % len(pks)]) is not None
+        else:
+            break
+        print((time.perf_counter() - start) / ops * 1e6, flush=True)
     database = Item.Meta.database
     keys = [key async for key in database.scan_iter(match=f"{prefix}*")]
     for index in range(0, len(keys), 1000):
         await database.delete(*keys[index : index + 1000])
-    print(json.dumps(samples))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))

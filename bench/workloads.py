@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 import redis.asyncio as aioredis
 
 import flue_models as fm
-from bench.harness import Row, Stats, repeat, repeat_once
+from bench.harness import OmWorker, Row, Stats, Step, repeat, repeat_beside, repeat_once
 from flue_models.model.fields import Indexed
 
 HERE = Path(__file__).parent
@@ -165,6 +165,8 @@ class Bench:
         self.raw: aioredis.Redis
         self.versions: dict[str, int] = {}
         self.salts = itertools.count()
+        #: redis-om's side of the save and get rows, when it is measured.
+        self.om: OmWorker | None = None
 
     async def __aenter__(self) -> Bench:
         self.db = await fm.connect(self.url, key_prefix=self.prefix)
@@ -178,6 +180,8 @@ class Bench:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        if self.om is not None:
+            await self.om.close()
         for prefix in (self.prefix, self.raw_prefix):
             batch: list[bytes] = []
             async for key in self.raw.scan_iter(match=f"{prefix}::*", count=1000):
@@ -233,8 +237,8 @@ class Bench:
         async def raw(i: int) -> None:
             await self.raw_save(base + i)
 
-        fl, rw = await repeat(ops, self.runs, flue, raw)
-        return Row("single save", ops, fl, rw)
+        (fl, rw), om = await self._beside_om("save", ops, flue, raw)
+        return Row("single save", ops, fl, rw, om)
 
     async def update_one_field(self, ops: int = 300) -> Row:
         record = await item(UPDATED).save(db=self.db)
@@ -287,8 +291,18 @@ class Bench:
         async def raw(i: int) -> None:
             assert await self.raw.hgetall(self.rk(f"item:i-{i % population}"))
 
-        fl, rw = await repeat(ops, self.runs, flue, raw)
-        return Row("get by id", ops, fl, rw)
+        (fl, rw), om = await self._beside_om("get", ops, flue, raw)
+        return Row("get by id", ops, fl, rw, om)
+
+    async def _beside_om(
+        self, kind: str, ops: int, flue: Step, raw: Step
+    ) -> tuple[list[Stats], Stats | None]:
+        """The two sides, and redis-om's ``kind`` step after them in each run (``ops``
+        operations: the worker was started with the same count)."""
+        om = self.om
+        if om is None:
+            return await repeat(ops, self.runs, flue, raw), None
+        return await repeat_beside(ops, self.runs, flue, raw, elsewhere=lambda: om.step(kind))
 
     async def get_many(self, ops: int = 30, size: int = 100, population: int = 2000) -> Row:
         async def flue(i: int) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
 import redis
 
 from bench import charts, cluster as cluster_bench, in_latency, instructions, sessions
-from bench.harness import Row, Stats, table
+from bench.harness import OmWorker, Row, Stats, repeat_beside, table
 from bench.workloads import Bench
 from flue_models.cli.bench import bench_folder
 from tests.command_line import run_cli
@@ -68,6 +69,49 @@ async def test_the_harness_measures_each_operation_both_ways_and_cleans_up(
             assert not list(client.scan_iter(match=f"{prefix}::*"))
     finally:
         client.close()
+
+
+async def test_a_side_timed_in_another_process_alternates_with_the_others(
+    tmp_path: Path,
+) -> None:
+    """redis-om's side (``OmWorker``) runs one repetition per run, after the other sides,
+    and reports its own figure; a worker that fails is left out, not waited for."""
+    script = tmp_path / "worker.py"  # the protocol of bench/om_worker.py, without redis-om
+    script.write_text(
+        "import sys\n"
+        "for n, line in enumerate(sys.stdin):\n"
+        "    if line.strip() not in ('save', 'get'):\n"
+        "        break\n"
+        "    print(float(n + 1), flush=True)\n"
+    )
+    worker = await OmWorker.start(sys.executable, str(script), "redis://unused", 2)
+    order: list[str] = []
+
+    async def side_a(_i: int) -> None:
+        order.append("a")
+
+    async def side_b(_i: int) -> None:
+        order.append("b")
+
+    async def elsewhere() -> float | None:
+        order.append("om")
+        return await worker.step("save")
+
+    (a, b), om = await repeat_beside(2, 3, side_a, side_b, elsewhere=elsewhere)
+    await worker.close()
+    assert order == ["a", "a", "b", "b", "om"] * 3
+    assert om == Stats(2.0, 1.0, 3.0)
+    assert a.median_us > 0
+    assert b.median_us > 0
+    assert worker.process.returncode == 0
+    gone = tmp_path / "gone.py"
+    gone.write_text("raise SystemExit(3)\n")
+    dead = await OmWorker.start(sys.executable, str(gone), "redis://unused", 2)
+    _found, none = await repeat_beside(1, 2, side_a, elsewhere=lambda: dead.step("get"))
+    assert none is None
+    assert dead.failed
+    await dead.close()
+    assert dead.process.returncode == 3
 
 
 def test_flue_models_bench_finds_the_checkout() -> None:
