@@ -964,6 +964,43 @@ def _callbacks_of(
     return {args[0]: pick(callbacks, args[0], connection) for args, _ in commands}
 
 
+async def read_within(
+    connection: Any, commands: Sequence[Command], callbacks: Mapping[Any, Any], atomic: bool
+) -> list[Any]:
+    """The replies of ``commands`` sent on ``connection`` (:func:`read_exec`'s when
+    ``atomic``, else :func:`read_shaped`'s), read under the connection's timeout: one
+    deadline for a ``MULTI``, and one per stretch of :data:`DEADLINE_STRETCH` replies
+    otherwise (each renewal gives a slow server the timeout again for the next stretch).
+
+    Raises:
+        redis.exceptions.TimeoutError: a deadline passed (replies are left unread: the
+            caller closes the connection).
+
+    Example:
+        ```python
+        replies = await read_within(connection, [(("GET", k), {})], callbacks, False)
+        ```
+    """
+    limit = connection.socket_timeout or None
+    token = _BATCH_DEADLINE.set(True)
+    try:
+        if atomic:
+            async with asyncio.timeout(limit) as deadline:
+                return await read_exec(connection, commands, callbacks)
+        replies: list[Any] = []
+        for start in range(0, len(commands), DEADLINE_STRETCH):
+            stretch = commands[start : start + DEADLINE_STRETCH]
+            async with asyncio.timeout(limit) as deadline:
+                replies += await read_shaped(connection, stretch, callbacks)
+        return replies
+    except TimeoutError:
+        if deadline.expired():
+            raise RedisTimeoutError("Timeout reading from socket") from None
+        raise
+    finally:
+        _BATCH_DEADLINE.reset(token)
+
+
 async def read_exec(
     connection: Any, commands: Sequence[Command], callbacks: Mapping[Any, Any]
 ) -> list[Any]:
@@ -1219,7 +1256,6 @@ class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own ba
         """
         pool = self.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        replies: list[Any] = []
         wire: list[tuple[Any, ...]] = [args for args, _options in commands]
         if atomic:
             wire = [("MULTI",), *wire, ("EXEC",)]
@@ -1227,26 +1263,10 @@ class FlueRedis(FlueCommands, Redis):  # type: ignore[misc]  # redis-py's own ba
             wire.append(("WAIT", *wait))
         try:
             await connection.send_packed_command(connection.pack_commands(wire))
-            token = _BATCH_DEADLINE.set(True)
-            try:
-                if atomic:
-                    async with asyncio.timeout(connection.socket_timeout or None) as deadline:
-                        replies = await read_exec(connection, commands, self.response_callbacks)
-                else:
-                    callbacks = self.response_callbacks
-                    for start in range(0, len(commands), DEADLINE_STRETCH):
-                        stretch = commands[start : start + DEADLINE_STRETCH]
-                        async with asyncio.timeout(connection.socket_timeout or None) as deadline:
-                            replies += await read_shaped(connection, stretch, callbacks)
-                if wait is not None:
-                    acknowledged = await wait_reply(connection, wait)
-                    check_wait(wait, acknowledged, self.flue_display, wire, replies)
-            except TimeoutError:
-                if deadline.expired():
-                    raise RedisTimeoutError("Timeout reading from socket") from None
-                raise
-            finally:
-                _BATCH_DEADLINE.reset(token)
+            replies = await read_within(connection, commands, self.response_callbacks, atomic)
+            if wait is not None:
+                acknowledged = await wait_reply(connection, wait)
+                check_wait(wait, acknowledged, self.flue_display, wire, replies)
         except BaseException as exc:  # replies may be left unread: not reused
             if not isinstance(exc, NotReplicatedError):  # (every reply was read)
                 await connection.disconnect(nowait=True)
@@ -1456,10 +1476,8 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
         """The replies of ``commands`` sent on ``connection`` (in ``MULTI`` when
         ``atomic``), errors in place (see :meth:`_flue_send`)."""
         sent = [(tuple(c), options) for c in commands]
-        if not atomic:
-            return await read_shaped(connection, sent, node.response_callbacks)
         try:
-            return await read_exec(connection, sent, node.response_callbacks)
+            return await read_within(connection, sent, node.response_callbacks, atomic)
         except _MOVING as exc:  # a redirect while queued, or EXEC's own check of the slot
             return [exc] * len(commands)
 

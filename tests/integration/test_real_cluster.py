@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
@@ -317,6 +318,38 @@ async def test_every_node_sends_as_a_standalone_client_does(
         connections = [c for node in nodes for c in node._connections]
         assert len({c.port for c in connections}) >= 2  # more than one node was used
         assert all(isinstance(c, TimedSend) for c in connections)
+
+
+@pytest.mark.parametrize("call", ["get", "batch", "multi"])
+async def test_a_node_that_stops_answering_ends_each_call_at_the_timeout(
+    redis_servers: RedisServers, key_prefix: str, call: str
+) -> None:
+    """Replies from a node are read under the connection's timeout, as on one server:
+    a primary that stops answering (SIGSTOP) turns a read, a batch over every primary
+    and a ``MULTI`` into ``ConnectionLostError`` at the timeout, not a wait for ever;
+    once it answers again, so does the client. (Its own cluster: the stop must not
+    touch the module's.)"""
+    nodes = redis_servers.start_cluster()
+    quick = fm.RetryPolicy(retries=0)
+    async with fm.connect(nodes[0].url, key_prefix=key_prefix, timeout=0.5, retry=quick) as db:
+        items = [SpreadItem(id=f"s-{n}", color="red", flag=True, size=n, seq=n) for n in range(16)]
+        await SpreadItem.save_many(items)
+        key = SpreadItem.__flue_spec__.record_key(db.keys, "s-0")
+        stopped = next(n for n in nodes if n.port == db.client.get_node_from_key(key).port)  # type: ignore[union-attr]
+        calls = {
+            "get": lambda: SpreadItem.get("s-0"),
+            "batch": lambda: SpreadItem.get_many([item.id for item in items]),
+            "multi": lambda: db.run_batch([("HGETALL", key), ("HLEN", key)], atomic=True),
+        }
+        assert stopped.process is not None
+        stopped.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(fm.ConnectionLostError, match="Timeout reading"):
+                await within(calls[call](), "the call to end at its timeout", seconds=10)
+        finally:
+            stopped.process.send_signal(signal.SIGCONT)
+        found = await within(SpreadItem.get("s-0"), "a read once the node answers again")
+        assert found == items[0]
 
 
 async def test_a_batch_goes_to_each_primary_itself_and_follows_a_moved_slot(
