@@ -26,7 +26,8 @@ turn (or at once when :data:`FLUSH_AT` are queued), as one pipeline on one conne
 each caller gets its own reply or its own error (the same ones it would get alone), and
 its retries are its own. A lone caller's command is sent at once, as without it.
 Blocking reads and commands that change a connection's state are never queued.
-``ClientSettings(auto_pipeline=False)`` turns it off.
+``ClientSettings(auto_pipeline=False)`` turns it off. On a cluster, single commands are
+queued by the primary of their slot, one pipeline per primary (:class:`NodeCoalescer`).
 
 :class:`FlueRedisCluster` is the same on a Redis Cluster (``RedisCluster``), with its
 own routing: a command, a batch (one pipeline per primary) or a ``MULTI`` goes to the
@@ -794,6 +795,103 @@ class Coalescer:
             start += len(commands)
 
 
+class NodeCoalescer:
+    """Automatic pipelining on a cluster: while a command of the client is in flight, the
+    single commands other tasks send meanwhile are queued by the primary of their slot
+    and go out at the end of the loop's turn (or at :data:`FLUSH_AT`), one pipeline per
+    primary. Each caller gets its own reply: a command the node redirected or refused
+    for now (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``; it did not run) is sent
+    again by its caller alone, which follows it as an unqueued command would. A lost
+    connection is heard by the callers whose commands it carried, as on one server.
+
+    Example:
+        ```python
+        reply = await client.flue_coalescer.send(("HGETALL", key), {})
+        ```
+    """
+
+    def __init__(self, client: FlueRedisCluster) -> None:
+        self.client = client
+        self.in_flight = 0
+        #: Pipelines sent for several callers, and the commands they carried.
+        self.batches = 0
+        self.batched = 0
+        self.queued: dict[str, tuple[ClusterNode, list[tuple[Command, asyncio.Future[Any]]]]] = {}
+        self.waiting = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """Send one command (queued by its node while others are in flight); raise what
+        an unqueued command raises.
+
+        Example:
+            ```python
+            await coalescer.send(("GET", "k"), {})
+            ```
+        """
+        client = self.client
+        slot = None
+        if (self.in_flight or self.queued) and client.flue_by_slot(args, options):
+            found = {slot_of(key) for key in command_keys(args)}
+            slot = found.pop() if len(found) == 1 else None
+        if slot is None:  # alone, or no one slot: at once
+            self.in_flight += 1
+            try:
+                return await client.flue_one(args, options)
+            finally:
+                self.in_flight -= 1
+        await client.flue_ready()
+        reply = await self._queue(client._flue_owner(slot), ((args, options)))
+        if isinstance(reply, _MOVING):  # it did not run: sent again, alone, and followed
+            return await client.flue_one(args, options)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def _queue(self, node: ClusterNode, command: Command) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self.queued:
+            loop.call_soon(self._flush)
+        self.queued.setdefault(node.name, (node, []))[1].append((command, future))
+        self.waiting += 1
+        if self.waiting >= FLUSH_AT:
+            self._flush()
+        return future
+
+    def _flush(self) -> None:
+        groups, self.queued, self.waiting = self.queued, {}, 0
+        loop = asyncio.get_running_loop()
+        for node, group in groups.values():
+            self.batches += 1
+            self.batched += len(group)
+            task = loop.create_task(self._run(node, group))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _run(
+        self, node: ClusterNode, group: list[tuple[Command, asyncio.Future[Any]]]
+    ) -> None:
+        self.in_flight += 1
+        try:
+            replies = await self.client._flue_send(node, [c for c, _ in group], False, None, None)
+        except BaseException as exc:  # the node's pipeline failed: its callers hear it
+            for _command, future in group:
+                if not future.done():
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self.in_flight -= 1
+        for (_command, future), reply in zip(group, replies, strict=True):
+            if not future.done():  # else its caller was cancelled
+                future.set_result(reply)
+
+
 #: ``WAIT``'s arguments: the replicas to wait for and the timeout in milliseconds.
 Wait = tuple[int, int]
 
@@ -1075,7 +1173,7 @@ NO_SPAN: AbstractContextManager[None] = nullcontext()
 
 class FlueCommands:
     """What both clients add to redis-py's: retries and the library's errors on every
-    command, and automatic pipelining (a standalone server only).
+    command, and automatic pipelining.
 
     Example:
         ```python
@@ -1085,7 +1183,7 @@ class FlueCommands:
 
     flue_policy: RetryPolicy = RetryPolicy()
     flue_display: str = ""
-    flue_coalescer: Coalescer | None = None
+    flue_coalescer: Coalescer | NodeCoalescer | None = None
     #: Seconds a reply may take (``ClientSettings.timeout``); blocking reads stay below it.
     flue_timeout: float | None = None
     #: What each write waits for (``connect(wait_replicas=...)``): ``WAIT``'s replicas
@@ -1178,7 +1276,7 @@ class FlueCommands:
                 if isinstance(reply, Exception):
                     raise reply
                 return reply
-        elif coalescer is not None and queueable(args):
+        elif coalescer is not None and queueable(args) and (not self.flue_wait or not writes(args)):
             once = functools.partial(coalescer.send, args, options)  # (no coroutine of ours)
         else:
             once = functools.partial(self.flue_one, args, options)
@@ -1308,8 +1406,7 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
             await client.flue_one(("HGETALL", key), {})
             ```
         """
-        name = str(args[0]).upper() if args else ""
-        if "target_nodes" in options or name in self.command_flags or name in _KEYLESS:
+        if not self.flue_by_slot(args, options):
             return await super().flue_one(args, options)
         await self.flue_ready()
         slot = await self._determine_slot(*args)
@@ -1318,6 +1415,18 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
         if isinstance(reply, Exception):
             raise reply
         return reply
+
+    def flue_by_slot(self, args: tuple[Any, ...], options: dict[str, Any]) -> bool:
+        """Whether the library routes a command by the slot of its keys (else redis-py
+        does: a command without keys, or one redis-py sends to nodes of its choosing).
+
+        Example:
+            ```python
+            client.flue_by_slot(("HGETALL", key), {})   # True
+            ```
+        """
+        name = str(args[0]).upper() if args else ""
+        return not ("target_nodes" in options or name in self.command_flags or name in _KEYLESS)
 
     async def flue_ready(self) -> None:
         """Run the slot-map refresh an earlier error asked for, once it is due (redis-py's
@@ -1365,8 +1474,8 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
         waits = 0
         for _redirect in range(MAX_REDIRECTS):
             node = asking or self._flue_owner(slot)
-            sent = [commands[i] for i in pending]
-            found = await self._flue_send(node, sent, options or {}, atomic, asking, wait)
+            sent = [(tuple(commands[i]), options or {}) for i in pending]
+            found = await self._flue_send(node, sent, atomic, asking, wait)
             pending, asking, unstable = await self._flue_sort(node, pending, found, replies)
             if not pending:
                 return replies
@@ -1427,15 +1536,16 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
     async def _flue_send(
         self,
         node: ClusterNode,
-        commands: Sequence[Sequence[Any]],
-        options: dict[str, Any],
+        sent: Sequence[Command],
         atomic: bool,
         asking: ClusterNode | None,
         wait: Wait | None,
     ) -> list[Any]:
-        """One write to ``node`` (behind ``ASKING`` when ``asking``), its replies read;
-        errors in place, and for an aborted ``MULTI`` its redirect (or ``TRYAGAIN``) in
-        the place of every command; then ``WAIT``'s, when asked and something ran."""
+        """One write of ``sent`` (commands and their options) to ``node`` (behind
+        ``ASKING`` when ``asking``), its replies read; errors in place, and for an aborted
+        ``MULTI`` its redirect (or ``TRYAGAIN``) in the place of every command; then
+        ``WAIT``'s, when asked and something ran."""
+        commands = [args for args, _options in sent]
         connection = node.acquire_connection()
         try:
             await node.disconnect_if_needed(connection)
@@ -1446,7 +1556,10 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
             await connection.send_packed_command(connection.pack_commands(wire))
             if asking:
                 await connection.read_response()
-            replies = await self._flue_replies(node, connection, commands, options, atomic)
+            try:
+                replies = await read_within(connection, sent, node.response_callbacks, atomic)
+            except _MOVING as exc:  # a redirect while queued, or EXEC's own check of the slot
+                replies = [exc] * len(sent)
             if wait is not None:
                 acknowledged = await wait_reply(connection, wait)
                 check_wait(wait, acknowledged, node.name, commands, replies)
@@ -1464,22 +1577,6 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
         finally:
             await node.disconnect_if_needed(connection)
             node.release(connection)
-
-    async def _flue_replies(
-        self,
-        node: ClusterNode,
-        connection: Any,
-        commands: Sequence[Sequence[Any]],
-        options: dict[str, Any],
-        atomic: bool,
-    ) -> list[Any]:
-        """The replies of ``commands`` sent on ``connection`` (in ``MULTI`` when
-        ``atomic``), errors in place (see :meth:`_flue_send`)."""
-        sent = [(tuple(c), options) for c in commands]
-        try:
-            return await read_within(connection, sent, node.response_callbacks, atomic)
-        except _MOVING as exc:  # a redirect while queued, or EXEC's own check of the slot
-            return [exc] * len(commands)
 
     async def flue_per_node(
         self, commands: Sequence[Sequence[Any]], *, wait: Wait | None = None
@@ -1528,7 +1625,8 @@ class FlueRedisCluster(FlueCommands, RedisCluster):  # type: ignore[misc]  # as 
     ) -> None:
         """One node's part of :meth:`flue_per_node`: its commands in one write; those
         redirected (they did not run) sent again, slot by slot, where the slot is now."""
-        found = await self._flue_send(node, [commands[i] for i in positions], {}, False, None, wait)
+        sent: list[Command] = [(tuple(commands[i]), {}) for i in positions]
+        found = await self._flue_send(node, sent, False, None, wait)
         again, _asking, _unstable = await self._flue_sort(node, positions, found, replies)
         by_slot: dict[int, list[int]] = {}
         for position in again:
@@ -1586,7 +1684,8 @@ def make_cluster_client(
 
     ``pool_size`` is the most connections per node; a command finding them all busy
     fails with :class:`~flue_models.errors.PoolExhaustedError` (redis-py's cluster pool
-    does not wait). No automatic pipelining. Call ``await client.initialize()`` next.
+    does not wait). Single commands are pipelined per primary (:class:`NodeCoalescer`)
+    unless ``auto_pipeline`` is off. Call ``await client.initialize()`` next.
 
     Raises:
         ConfigurationError: a setting is out of range.
@@ -1625,6 +1724,8 @@ def make_cluster_client(
     client.flue_wait = _wait_of(settings)
     client.flue_display = display
     client.flue_timeout = settings.timeout
+    if settings.auto_pipeline:
+        client.flue_coalescer = NodeCoalescer(client)
     return client
 
 
@@ -1712,6 +1813,8 @@ def adopt_client(client: Any, *, settings: ClientSettings) -> tuple[FlueClient, 
         seed = next(iter(client.nodes_manager.startup_nodes.values()), None)
         shown = f"redis://{seed.name}" if seed is not None else "redis://(cluster)"
         cluster.flue_policy = settings.retry or RetryPolicy.for_cluster()
+        if settings.auto_pipeline:
+            cluster.flue_coalescer = NodeCoalescer(cluster)
         wrapped: FlueClient = cluster
     elif isinstance(client, Redis):
         pool = client.connection_pool

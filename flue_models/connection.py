@@ -33,6 +33,7 @@ from redis.exceptions import (
 from flue_models.client import (
     POLICY,
     ClientSettings,
+    Coalescer,
     Command,
     FlueClient,
     FlueRedisCluster,
@@ -296,6 +297,8 @@ class Database:
         if atomic and (self.scripts.check_slots or isinstance(client, FlueRedisCluster)):
             slot = one_slot("MULTI", [key for command in commands for key in command_keys(command)])
         coalescer = client.flue_coalescer
+        if not isinstance(coalescer, Coalescer):  # (a cluster's pipelines single commands)
+            coalescer = None
         wait = client.flue_wait if client.flue_wait and any(map(writes, commands)) else None
 
         async def send() -> list[Any]:

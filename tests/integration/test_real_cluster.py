@@ -23,7 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
 
 import flue_models as fm
-from flue_models.client import FlueCommands, FlueRedisCluster, Script, TimedSend
+from flue_models.client import FlueCommands, FlueRedisCluster, NodeCoalescer, Script, TimedSend
 from flue_models.connection import Database
 from flue_models.errors import InvalidURLError
 from flue_models.keys import bucket_of
@@ -394,6 +394,99 @@ async def test_a_batch_goes_to_each_primary_itself_and_follows_a_moved_slot(
         assert db.client.get_node_from_key(key).port == target.port  # type: ignore[union-attr]
         assert await db.run_batch([("HGET", k, "f") for k in keys]) == wanted
         assert len(pipelines) == 1
+
+
+def node_coalescer(db: Database) -> NodeCoalescer:
+    found = db.client.flue_coalescer
+    assert isinstance(found, NodeCoalescer)
+    return found
+
+
+async def test_concurrent_calls_share_a_pipeline_per_primary_and_get_their_own_replies(
+    cluster: list[RedisProcess], key_prefix: str
+) -> None:
+    """Automatic pipelining on a cluster: the single commands concurrent callers send
+    while one is in flight go out as one pipeline per primary; each caller gets its own
+    reply or error; a sequential caller is not queued."""
+    async with fm.connect(cluster[0].url, key_prefix=key_prefix) as db:
+        items = [SpreadItem(id=f"s-{n}", color="red", flag=True, size=n, seq=n) for n in range(64)]
+        await SpreadItem.save_many(items)
+        keys = [SpreadItem.__flue_spec__.record_key(db.keys, item.id) for item in items]
+        assert len({db.client.get_node_from_key(k).name for k in keys}) == 3  # type: ignore[union-attr]
+        coalescer = node_coalescer(db)
+        before = (coalescer.batches, coalescer.batched)
+        found = await asyncio.gather(*(SpreadItem.get(item.id) for item in items))
+        assert found == items
+        batches, batched = coalescer.batches - before[0], coalescer.batched - before[1]
+        assert batched >= 48  # most went out in shared pipelines...
+        assert batches < batched / 4  # ...several callers' commands in each
+        assert coalescer.in_flight == 0
+        assert not coalescer.queued
+        plain = db.keys.in_bucket(0).all("it_spread_item")
+        calls: list[Any] = [SpreadItem.get(item.id) for item in items[:20]]
+        calls.insert(10, db.client.hgetall(plain))  # a sorted set: WRONGTYPE, its caller's
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(results[10], fm.errors.CommandError)
+        assert "WRONGTYPE" in str(results[10])
+        assert [r for i, r in enumerate(results) if i != 10] == items[:20]
+        before = (coalescer.batches, coalescer.batched)
+        for item in items[:10]:
+            assert await SpreadItem.get(item.id) == item
+        assert (coalescer.batches, coalescer.batched) == before
+
+
+async def test_a_queued_command_whose_slot_moved_is_sent_again_by_its_caller(
+    cluster: list[RedisProcess], key_prefix: str
+) -> None:
+    """A command in a primary's shared pipeline that meets a slot moved behind the
+    client's back (MOVED: it did not run) is sent again by its caller alone, to the
+    slot's owner; the other callers' replies are unchanged."""
+    async with fm.connect(cluster[0].url, key_prefix=key_prefix) as db:
+        items = [SpreadItem(id=f"m-{n}", color="red", flag=True, size=n, seq=n) for n in range(32)]
+        await SpreadItem.save_many(items)
+        key = SpreadItem.__flue_spec__.record_key(db.keys, items[5].id)  # queued, not first
+        source, target = source_and_target(cluster, db, slot_of(key))
+        await within(move_slot(source, target, slot_of(key)), "the slot to move")
+        found = await asyncio.gather(*(SpreadItem.get(item.id) for item in items))
+        assert found == items
+        assert db.client.get_node_from_key(key).port == target.port  # type: ignore[union-attr]
+        assert node_coalescer(db).in_flight == 0
+
+
+async def test_a_stopped_primary_fails_only_the_callers_it_was_to_answer(
+    redis_servers: RedisServers, key_prefix: str
+) -> None:
+    """Each primary's pipeline has its own fate: with one primary stopped, the callers
+    whose commands went to it hear ``ConnectionLostError`` at the timeout, and every
+    other caller gets its reply."""
+    nodes = redis_servers.start_cluster()
+    quick = fm.RetryPolicy(retries=0)
+    async with fm.connect(nodes[0].url, key_prefix=key_prefix, timeout=0.5, retry=quick) as db:
+        items = [SpreadItem(id=f"s-{n}", color="red", flag=True, size=n, seq=n) for n in range(48)]
+        await SpreadItem.save_many(items)
+        port_of = {
+            item.id: db.client.get_node_from_key(  # type: ignore[union-attr]
+                SpreadItem.__flue_spec__.record_key(db.keys, item.id)
+            ).port
+            for item in items
+        }
+        stopped = next(n for n in nodes if n.port == port_of[items[1].id])
+        assert stopped.process is not None
+        stopped.process.send_signal(signal.SIGSTOP)
+        try:
+            results = await within(
+                asyncio.gather(*(SpreadItem.get(i.id) for i in items), return_exceptions=True),
+                "every caller to hear",
+                seconds=10,
+            )
+        finally:
+            stopped.process.send_signal(signal.SIGCONT)
+        for item, result in zip(items, results, strict=True):
+            if port_of[item.id] == stopped.port:
+                assert isinstance(result, fm.ConnectionLostError), (item.id, result)
+            else:
+                assert result == item, (item.id, result)
+        assert sum(port_of[i.id] == stopped.port for i in items) not in (0, len(items))
 
 
 class SlotTenants:

@@ -13,7 +13,7 @@ import pytest
 import flue_models as fm
 from flue_models.model.codec import EPOCH
 from flue_models.state import submission as sub
-from flue_models.state.submission import SUBMISSION_BUCKETS, Submission
+from flue_models.state.submission import Submission
 from tests.integration.roundtrips import count_round_trips, load_scripts, on_cluster
 from tests.waiting import poll_until
 
@@ -405,9 +405,9 @@ async def test_listing_runnable_heads_takes_three_round_trips(
         heads = await Submission.list_runnable()
     assert [r.id for r in heads] == [f"p-{i}" for i in range(10)]
     # The queued ids (one script call per bucket at once: the first goes out alone, the
-    # others together behind it), the rows with the clock, the sessions' heads; on a
-    # cluster one script call per bucket, then one request per primary for each read.
-    assert trips[0] == (SUBMISSION_BUCKETS + 2 * 3 if on_cluster(db) else 4)
+    # others together behind it, on a cluster one pipeline per primary), the rows with
+    # the clock, the sessions' heads (on a cluster one request per primary for each).
+    assert trips[0] == (1 + 3 + 2 * 3 if on_cluster(db) else 4)
 
 
 async def test_one_deletion_at_a_time_and_only_settled_rows_go(
