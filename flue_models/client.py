@@ -841,7 +841,7 @@ class NodeCoalescer:
             finally:
                 self.in_flight -= 1
         await client.flue_ready()
-        reply = await self._queue(client._flue_owner(slot), ((args, options)))
+        reply = await self._queue(client._flue_owner(slot), (args, options))
         if isinstance(reply, _MOVING):  # it did not run: sent again, alone, and followed
             return await client.flue_one(args, options)
         if isinstance(reply, Exception):

@@ -421,8 +421,8 @@ class Model(BaseModel, metaclass=_ModelMeta):
                 data[name] = decode(stored)
             except ValueError as exc:  # pydantic's ValidationError and UnicodeError included
                 raise DecodeError(key, name, f"holds {stored[:80]!r}: {exc}") from None
-        try:
-            record = cls.model_validate(data)
+        try:  # (model_validate's own call, without its frame)
+            record: Self = cls.__pydantic_validator__.validate_python(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "?"
@@ -466,7 +466,8 @@ class Model(BaseModel, metaclass=_ModelMeta):
             if spec.collection not in database.checked_buckets:  # once per database
                 await check_collections(database, [spec])
             with database.client.span("get", spec.collection):
-                (item,) = await cls._read_keys([key], database)
+                (raw,) = await read_hashes(database, [key])
+            item = cls._from_reply(key, raw, database)
             if isinstance(item, DecodeError):
                 raise item
             return item
