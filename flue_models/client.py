@@ -655,6 +655,7 @@ class FluePool(BlockingConnectionPool):
             return
         if (
             not self._lock.locked()
+            and not getattr(self, "_in_maintenance", False)  # (as get_connection checks)
             and connection._re_auth_token is None  # (a streaming credential's new token)
             and not connection.should_reconnect()
         ):  # nothing to do but put it back: no await, so no waiter can come in between
