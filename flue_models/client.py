@@ -50,7 +50,7 @@ import math
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -674,6 +674,37 @@ class FluePool(BlockingConnectionPool):
 FLUSH_AT = 32
 
 
+def spawn(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` in a task kept in ``tasks`` until it ends (a pipeline sent for
+    several callers: the loop holds only weak references to its tasks).
+
+    Example:
+        ```python
+        spawn(coalescer.tasks, coalescer._run(groups))
+        ```
+    """
+    task = asyncio.get_running_loop().create_task(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+def fail_waiting(futures: Sequence[asyncio.Future[Any]], exc: BaseException) -> None:
+    """Give every caller still waiting on ``futures`` the failure of the pipeline their
+    commands shared: the error, or a cancellation as a cancellation.
+
+    Example:
+        ```python
+        fail_waiting([future], ConnectionError("lost"))   # its caller raises it
+        ```
+    """
+    for future in futures:
+        if not future.done():  # else its caller was cancelled
+            if isinstance(exc, Exception):
+                future.set_exception(exc)
+            else:
+                future.cancel()
+
+
 class Coalescer:
     """The queue of automatic pipelining for one client (see the module's text).
 
@@ -769,21 +800,14 @@ class Coalescer:
         groups, self.queued, self.waiting = self.queued, [], 0
         self.batches += 1
         self.batched += sum(len(commands) for commands, _ in groups)
-        task = asyncio.get_running_loop().create_task(self._run(groups))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        spawn(self.tasks, self._run(groups))
 
     async def _run(self, groups: list[tuple[list[Command], asyncio.Future[list[Any]]]]) -> None:
         self.in_flight += 1
         try:
             replies = await self._pipeline([c for commands, _ in groups for c in commands])
         except BaseException as exc:  # the whole pipeline failed: every caller hears it
-            for _commands, future in groups:
-                if not future.done():
-                    if isinstance(exc, Exception):
-                        future.set_exception(exc)
-                    else:
-                        future.cancel()
+            fail_waiting([future for _commands, future in groups], exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -862,13 +886,10 @@ class NodeCoalescer:
 
     def _flush(self) -> None:
         groups, self.queued, self.waiting = self.queued, {}, 0
-        loop = asyncio.get_running_loop()
         for node, group in groups.values():
             self.batches += 1
             self.batched += len(group)
-            task = loop.create_task(self._run(node, group))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            spawn(self.tasks, self._run(node, group))
 
     async def _run(
         self, node: ClusterNode, group: list[tuple[Command, asyncio.Future[Any]]]
@@ -877,12 +898,7 @@ class NodeCoalescer:
         try:
             replies = await self.client._flue_send(node, [c for c, _ in group], False, None, None)
         except BaseException as exc:  # the node's pipeline failed: its callers hear it
-            for _command, future in group:
-                if not future.done():
-                    if isinstance(exc, Exception):
-                        future.set_exception(exc)
-                    else:
-                        future.cancel()
+            fail_waiting([future for _command, future in group], exc)
             if not isinstance(exc, Exception):
                 raise
             return
