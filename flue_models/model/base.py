@@ -13,7 +13,7 @@ import typing
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic._internal._model_construction import ModelMetaclass
 from redis.exceptions import NoPermissionError, ResponseError
 
@@ -38,6 +38,7 @@ from flue_models.model.spec import (
     decode_owned,
 )
 from flue_models.model.writes import (
+    KEPT,
     Held,
     held,
     plan_delete,
@@ -134,10 +135,6 @@ class Model(BaseModel, metaclass=_ModelMeta):
 
     __flue_spec__: ClassVar[ModelSpec]
 
-    #: What this copy knows the store holds for it (see :class:`Held`), in one private
-    #: attribute: pydantic sets each private attribute up on every record it builds.
-    _flue: Held | None = PrivateAttr(default=None)
-
     id: str = new_id()
 
     @classmethod
@@ -182,7 +179,21 @@ class Model(BaseModel, metaclass=_ModelMeta):
         """Make this copy equal to ``stored``, a fresh read of the same record."""
         for name in type(self).model_fields:
             object.__setattr__(self, name, getattr(stored, name))
-        self.__pydantic_private__["_flue"] = held(stored)  # type: ignore[index]
+        self._keep_held(held(stored))
+
+    def _keep_held(self, state: Held) -> None:
+        """Make ``state`` what this copy holds (see :class:`Held`).
+
+        It is kept in pydantic's dict of private values, under a name no private
+        attribute can have. :class:`Model` declares no private attribute of its own:
+        pydantic sets every one up on each record it builds, which would double what
+        building a record costs.
+        """
+        private = self.__pydantic_private__
+        if private is None:  # (a model without private attributes of its own)
+            object.__setattr__(self, "__pydantic_private__", {KEPT: state})
+        else:
+            private[KEPT] = state
 
     def _values(self) -> dict[str, Any]:
         fields = self.__dict__  # where pydantic keeps field values (no __getattr__)
@@ -432,9 +443,7 @@ class Model(BaseModel, metaclass=_ModelMeta):
             raise DecodeError(key, OWNED_FIELD, "is missing (the index entries the row owns)")
         snapshot[OWNED_FIELD] = owned
         entries, unique = decode_owned(db.keys, key, owned)
-        record.__pydantic_private__["_flue"] = Held(  # type: ignore[index]
-            int(version_text), snapshot, entries, unique, db, data
-        )
+        record._keep_held(Held(int(version_text), snapshot, entries, unique, db, data))
         return record
 
     @classmethod

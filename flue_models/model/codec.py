@@ -427,6 +427,51 @@ class FieldCodec:
         """
         return _FAST_DECODERS.get(self.kind, self.decode)
 
+    @functools.cached_property
+    def encoder(self) -> Callable[[Any], bytes]:
+        """:meth:`encode` as one call: for the common kinds, a function that encodes a
+        value of the exact type (text, an int, a UTC datetime) in one step, the same
+        bytes :meth:`encode` gives, and hands anything else to :meth:`encode` (with its
+        checks and refusals).
+
+        Example:
+            >>> codec_for("priority", int).encoder(42)
+            b'42'
+        """
+        encode = self.encode
+        kind = self.kind
+        if kind == "str":
+
+            def encode_text(value: Any) -> bytes:
+                if type(value) is str:
+                    try:
+                        return value.encode()
+                    except UnicodeEncodeError:
+                        pass  # (encode refuses it, naming the character)
+                return encode(value)
+
+            return encode_text
+        if kind == "int":
+
+            def encode_int(value: Any) -> bytes:
+                if type(value) is int and -_SHORT_INT < value < _SHORT_INT:
+                    return b"%d" % value
+                return encode(value)
+
+            return encode_int
+        if kind == "datetime":
+
+            def encode_time(value: Any) -> bytes:
+                if type(value) is dt.datetime and value.tzinfo is dt.UTC:
+                    return _UTC_TIME % (
+                        *(value.year, value.month, value.day),
+                        *(value.hour, value.minute, value.second, value.microsecond),
+                    )
+                return encode(value)
+
+            return encode_time
+        return encode
+
     def _decode_json_value(self, text: str) -> Any:
         try:
             return json.loads(text)
@@ -488,6 +533,14 @@ def _utf8_text(raw: bytes) -> str:
 def _bytes_value(raw: bytes) -> bytes:
     return raw
 
+
+#: Ints shorter than this are readable back whatever ``sys.set_int_max_str_digits`` is
+#: (it takes no limit under 640 digits), so :attr:`FieldCodec.encoder` writes them
+#: without the check.
+_SHORT_INT = 10**600
+#: A UTC datetime as :meth:`FieldCodec.encode` writes it (``isoformat`` with
+#: microseconds): the year in at least four digits, then the offset ``+00:00``.
+_UTC_TIME = b"%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00"
 
 #: Decoders equal to :meth:`FieldCodec.decode` for their kind, without its dispatch.
 _FAST_DECODERS: dict[str, Callable[[bytes], Any]] = {

@@ -87,6 +87,18 @@ class ModelSpec:
     )
 
     @functools.cached_property
+    def writers(self) -> tuple[tuple[str, Callable[[Any], bytes]], ...]:
+        """Per field: its name and its encoder (see :meth:`FieldCodec.encoder`), built
+        once per model for the write path.
+
+        Example:
+            ```python
+            dict(Ticket.__flue_spec__.writers)["priority"](3)   # b'3'
+            ```
+        """
+        return tuple((name, codec.encoder) for name, codec in self.codecs.items())
+
+    @functools.cached_property
     def readers(self) -> tuple[tuple[str, bytes, Callable[[bytes], Any]], ...]:
         """Per field: its name, the name as a stored hash field, and its decoder (see
         :meth:`FieldCodec.decoder`), built once per model for the read path.
@@ -598,12 +610,19 @@ def encode_owned(
     """
     tokens = [f"!{_owned_key(base, k)}={encode_segment(v)}" for k, v in sorted(unique.items())]
     last: str | None = None
+    written = (math.nan, "")  # a score and its text (a record's entries mostly share one)
+    cut = len(base)
     for key, score in sorted(entries.items()):
-        text = SEQ if key in seq_scored else format_score(score)
+        if key in seq_scored:
+            text = SEQ
+        else:
+            if score != written[0]:
+                written = (score, format_score(score))
+            text = written[1]
         if text != last:
             tokens.append("@" + text)
             last = text
-        tokens.append(_owned_key(base, key))
+        tokens.append(key[cut:] if key.startswith(base) else _owned_key(base, key))
     return " ".join(tokens).encode()
 
 

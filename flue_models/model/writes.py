@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from uuid import UUID
 
 from flue_models.connection import Database
@@ -96,11 +96,17 @@ def held(record: Model) -> Held:
         held(Ticket(status="open", priority=1)).version   # 0
         ```
     """
-    private = cast("dict[str, Any]", record.__pydantic_private__)  # (a Model has one)
-    found: Held | None = private.get("_flue")
-    if found is None:
-        found = private["_flue"] = Held(0, {}, {}, {}, None, {})
-    return found
+    private = record.__pydantic_private__
+    return _NOTHING_HELD if private is None else private.get(KEPT, _NOTHING_HELD)
+
+
+#: The key of a record's :class:`Held` in pydantic's dict of private values (not an
+#: identifier, so no private attribute of a model can have it; see ``Model._keep_held``).
+KEPT = "flue held"
+
+
+#: What a copy never read or written holds (shared: a Held is never changed in place).
+_NOTHING_HELD = Held(0, {}, {}, {}, None, {})
 
 
 def hold(record: Model, **changes: Any) -> None:
@@ -114,8 +120,7 @@ def hold(record: Model, **changes: Any) -> None:
     """
     if "snapshot" in changes:
         changes.setdefault("values", {})
-    new = held(record)._replace(**changes)
-    record.__pydantic_private__["_flue"] = new  # type: ignore[index]
+    record._keep_held(held(record)._replace(**changes))
 
 
 @dataclass
@@ -181,11 +186,16 @@ _IMMUTABLE = frozenset({str, int, float, bool, bytes, dt.datetime, dt.date, Deci
 def _encoded(spec: ModelSpec, values: dict[str, Any], state: Held) -> dict[str, bytes]:
     """Every set field's stored bytes: a field still holding the very (immutable) object
     ``state`` read or wrote keeps its bytes, any other is encoded."""
-    codecs, prior, stored = spec.codecs, state.values, state.snapshot
+    prior, stored = state.values, state.snapshot
     if not prior:  # nothing read or written yet (a new record): every set field
-        return {name: codecs[name].encode(v) for name, v in values.items() if v is not None}
+        return {
+            name: encode(value)
+            for name, encode in spec.writers
+            if (value := values[name]) is not None
+        }
     encoded: dict[str, bytes] = {}
-    for name, value in values.items():
+    for name, encode in spec.writers:
+        value = values[name]
         if value is None:
             continue
         before = prior.get(name, _NONE)
@@ -194,7 +204,7 @@ def _encoded(spec: ModelSpec, values: dict[str, Any], state: Held) -> dict[str, 
         else:  # text and whole numbers: an equal value is encoded alike
             same = type(value) is type(before) and type(value) in _EQUAL and value == before
         kept = stored.get(name) if same else None
-        encoded[name] = codecs[name].encode(value) if kept is None else kept
+        encoded[name] = encode(value) if kept is None else kept
     return encoded
 
 
@@ -253,10 +263,10 @@ def plan_save(
             f"was written. Create a new record with the new {placed} and delete this one."
         )
     entries = spec.entries(keys, values)
-    unique = spec.unique_claims(keys, values)
+    unique = spec.unique_claims(keys, values) if spec.unique_fields else {}
     seq_scored: set[str] = set()
-    stamped = _stamped(record, values, counter, clock)
-    if stamped is not None:  # the sets whose score moves with the stamped field
+    if counter is not None or clock is not None:  # the sets scored by the stamped field
+        stamped = _stamped(record, values, counter, clock)
         seq_scored = spec.scored_by(keys, stamped, entries)
         encoded[stamped] = SEQ.encode()
         if counter is not None and clock is not None:  # the clock follows the counter
@@ -268,15 +278,16 @@ def plan_save(
             encoded[clock] = SEQ.encode()
     old_entries, old_unique = state.entries, state.unique
     owned = stored.get(OWNED_FIELD)
+    key = keys.record(spec.collection, values["id"])
     if owned is None or seq_scored or entries != old_entries or unique != old_unique:
-        owned = encode_owned(keys.record_prefix(spec.collection), entries, unique, seq_scored)
+        owned = encode_owned(key[: key.rindex(":") + 1], entries, unique, seq_scored)
     encoded[OWNED_FIELD] = owned
     if owns_nothing:
         old_entries, old_unique = {}, {}
     return Write(
         record=record,
         mode="s",
-        key=keys.record(spec.collection, values["id"]),
+        key=key,
         expected=version,
         # Each part as the difference from what the copy held; with nothing held (a new
         # record, the common save) that is all of it, taken without a pass to compare.
@@ -309,15 +320,15 @@ def plan_save(
 
 def _stamped(
     record: Model, values: dict[str, Any], counter: tuple[str, str] | None, clock: str | None
-) -> str | None:
-    """The field whose value scores what a script stamps (a counter's, else the
-    clock's), or ``None``."""
+) -> str:
+    """The field whose value scores what a script stamps: a counter's, else the
+    clock's (one of the two is given)."""
     if clock is not None and not isinstance(values.get(clock), dt.datetime):
         raise ConfigurationError(
             f"{type(record).__name__}.{clock} takes the server's time when written: it "
             f"must hold a datetime (any), not {values.get(clock)!r}."
         )
-    return counter[1] if counter is not None else clock
+    return counter[1] if counter is not None else clock  # type: ignore[return-value]
 
 
 def plan_check(record: Model, keys: KeySpace) -> Write:
@@ -533,9 +544,7 @@ async def run_writes(
             for name in (w.counter[1] if w.counter else None, w.clock):
                 if name is not None:
                     object.__setattr__(record, name, values[name])
-        record.__pydantic_private__["_flue"] = Held(  # type: ignore[index]
-            int(version), snapshot, entries, w.unique, db, values
-        )
+        record._keep_held(Held(int(version), snapshot, entries, w.unique, db, values))
     return after
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
+from typing import Annotated
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from pydantic import PrivateAttr
 
 import flue_models as fm
 from flue_models.connection import current_database
@@ -50,6 +52,37 @@ async def test_get_returns_an_equal_record_or_none(db: fm.Database) -> None:
     assert loaded is not None
     assert loaded.version == 1
     assert await Ticket.get("missing") is None
+
+
+class Noted(fm.Model):
+    """A model with private attributes of its own, beside the state the library keeps."""
+
+    class Meta:
+        collection = "it_noted"
+
+    status: Annotated[str, fm.Indexed()]
+    _note: str = PrivateAttr(default="")
+    _seen: list[str] = PrivateAttr(default_factory=list)
+
+
+async def test_a_model_with_private_attributes_keeps_them_and_its_version(
+    db: fm.Database,
+) -> None:
+    assert fm.Model.__private_attributes__ == {}  # the library declares none of its own
+    record = Noted(id="n-1", status="open")
+    record._note = "mine"
+    await record.save()
+    assert (record._note, record._seen, record.version) == ("mine", [], 1)
+    loaded = await Noted.get("n-1")
+    assert loaded is not None
+    assert (loaded._note, loaded.version) == ("", 1)  # private values are not stored
+    await loaded.update(status="closed")
+    assert loaded.version == 2
+    with pytest.raises(fm.ConflictError):
+        await record.update(status="closed")  # its copy is still at version 1
+    assert record._note == "mine"
+    copy = record.model_copy()
+    assert (copy.version, copy._note) == (1, "mine")
 
 
 async def test_update_moves_index_entries_exactly(db: fm.Database) -> None:

@@ -86,6 +86,60 @@ def test_every_type_round_trips_exactly(
     assert codec.encode(decoded) == encoded  # a second trip gives the same bytes
 
 
+def _encoded_or_refused(encode: Any, value: Any) -> Any:
+    try:
+        return encode(value)
+    except EncodingError as exc:
+        return ("refused", str(exc))
+
+
+@pytest.mark.parametrize(("annotation", "strategy"), CASES, ids=lambda c: str(c)[:30])
+@given(data=st.data())
+def test_the_one_call_encoder_gives_what_encode_gives(
+    annotation: Any, strategy: Any, data: st.DataObject
+) -> None:
+    value = data.draw(strategy)
+    codec = codec_for("f", annotation)
+    if value is not None:
+        assert codec.encoder(value) == codec.encode(value)
+
+
+UTC_TIMES = st.datetimes(
+    min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31), timezones=st.just(dt.UTC)
+)
+
+
+@given(
+    st.one_of(
+        UTC_TIMES,  # the encoder's own path: written without isoformat
+        aware,
+        st.datetimes(),  # naive: refused
+    )
+)
+def test_the_one_call_time_encoder_writes_isoformat_and_refuses_alike(value: Any) -> None:
+    codec = codec_for("t", dt.datetime)
+    assert _encoded_or_refused(codec.encoder, value) == _encoded_or_refused(codec.encode, value)
+
+
+@given(
+    st.one_of(
+        st.integers(),
+        st.sampled_from([10**600 - 1, 10**600, -(10**600), 10**5000, True, 3.0]),
+        st.text(),  # lone surrogates: refused alike
+    )
+)
+def test_the_one_call_int_and_text_encoders_refuse_alike(value: Any) -> None:
+    for annotation in (int, str):
+        codec = codec_for("n", annotation)
+        try:
+            expected = _encoded_or_refused(codec.encode, value)
+        except (TypeError, ValueError) as exc:  # (not an EncodingError: the same raised)
+            with pytest.raises(type(exc)):
+                codec.encoder(value)
+            continue
+        assert _encoded_or_refused(codec.encoder, value) == expected
+
+
 @given(st.dictionaries(st.text(), st.integers() | st.text()))
 def test_equal_dicts_encode_to_equal_bytes_whatever_the_insertion_order(
     value: dict[str, Any],
