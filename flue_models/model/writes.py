@@ -398,7 +398,7 @@ def script_arguments(version_counter: str, writes: list[Write]) -> tuple[list[st
         ```
     """
     keys: list[str] = [version_counter]
-    args: list[Any] = [len(writes)]
+    args: list[Any] = []
     for w in writes:
         n_lists = len(w.lists) + len(w.hashes)
         args += [

@@ -5,9 +5,9 @@ KEYS and ARGV. Everything a script touches is passed in KEYS (DESIGN invariant 7
 
 * Read-only scripts say ``#!lua flags=no-writes``.
 * Write scripts say ``#!lua`` with no ``allow-oom``, so a server at ``maxmemory`` refuses
-  them before they run. The loader inserts ``_checks.lua`` after the first line of every
-  script: the helpers of the check phase a write script runs before its first write (and
-  a read script before it reads).
+  them before they run. The loader inserts the helpers of ``_checks.lua`` a script names
+  after its first line: the check phase a write script runs before its first write (and
+  a read script before it reads), and the server's clock.
 
 A call goes through the client's :meth:`~flue_models.client.FlueCommands.run_script`:
 it sends EVALSHA and, on a NOSCRIPT reply (after ``SCRIPT FLUSH`` or a server restart),
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,58 @@ from flue_models.slots import check_slots_from_environment, one_slot
 SCRIPTS_DIR = Path(__file__).parent
 
 
+#: A helper of ``_checks.lua``: the paragraph (lines up to a blank one) defining it.
+_HELPER = re.compile(r"^local function (flue_\w+)", re.MULTILINE)
+
+
+@functools.cache
+def check_helpers() -> dict[str, str]:
+    """The helpers of ``_checks.lua`` by name, each the paragraph that defines it (its
+    comment and its code), in the file's order.
+
+    Example:
+        ```python
+        "flue_expect" in check_helpers()   # True
+        ```
+    """
+    helpers: dict[str, str] = {}
+    for paragraph in (SCRIPTS_DIR / "_checks.lua").read_text().split("\n\n"):
+        found = _HELPER.search(paragraph)
+        if found is not None:
+            helpers[found.group(1)] = paragraph.rstrip("\n") + "\n\n"
+    return helpers
+
+
+def helpers_for(body: str) -> str:
+    """The helpers of ``_checks.lua`` that ``body`` names, with those they name in turn,
+    in the file's order (each one a script defines is a closure the server makes on every
+    call, so a script gets only what it uses).
+
+    Example:
+        ```python
+        helpers_for("bad = flue_expect(KEYS[1], 'zset')")   # flue_wrong's and flue_expect's
+        ```
+    """
+    helpers = check_helpers()
+    wanted: set[str] = set()
+    pending = [body]
+    while pending:
+        for name in _NAMED.findall(pending.pop()):
+            if name in helpers and name not in wanted:
+                wanted.add(name)
+                pending.append(helpers[name])
+    return "".join(text for name, text in helpers.items() if name in wanted)
+
+
+_NAMED = re.compile(r"\bflue_\w+")
+
+
 @functools.cache
 def read_script(path: Path) -> str:
     """Return the text to load for a ``.lua`` file, read from disk once per process.
 
-    Every script gets the check-phase helpers of ``_checks.lua`` after that line.
+    Every script gets the check-phase helpers of ``_checks.lua`` it names after that line
+    (see :func:`helpers_for`).
 
     Raises:
         ConfigurationError: the file does not start with a ``#!lua`` line.
@@ -56,7 +104,7 @@ def read_script(path: Path) -> str:
         raise ConfigurationError(
             f"{path} must start with a '#!lua' line (with flags=no-writes if it only reads)."
         )
-    return f"{shebang}\n{(SCRIPTS_DIR / '_checks.lua').read_text()}{body}"
+    return f"{shebang}\n{helpers_for(body)}{body}"
 
 
 #: What each status of a script reply must come with: its least number of elements.

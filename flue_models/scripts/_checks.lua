@@ -3,7 +3,9 @@
 -- server's clock as the Python side encodes a time.
 --   FLUE_WRONGTYPE <key> <found type> <wanted type>
 --   FLUE_CORRUPT <key> <field> <value found>
--- (Inserted by the loader after the script's #!lua line; see scripts/__init__.py.)
+-- (The loader inserts each helper a script names, and those it names, after the
+-- script's #!lua line; see scripts/__init__.py. A helper is one paragraph: its comment
+-- and its code, with no blank line inside.)
 
 -- Nil when `value` (read from `field` of `key`) is absent or a whole number.
 local function flue_integer(key, field, value)

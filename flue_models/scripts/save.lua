@@ -16,7 +16,7 @@
 --   (a delete passes every owned key so),
 --   n_absent keys that must not exist for the write to happen (guards),
 --   the clock counter, when the record has a counter field (see below).
--- ARGV: n_records, then per record:
+-- ARGV: per record (as many as the heads account for):
 --   the head, every count of the record in one binary string, read by one C call:
 --     struct.pack(">c1I4I4I4I4I4I4I4I4B", mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim,
 --     n_release, n_list, n_absent, stamped), mode "s" save, "d" delete, "c" check
@@ -37,7 +37,8 @@
 --   scores are the counter's (the clock field then scores nothing).
 -- Nothing is parsed by pattern and nothing is copied per field: a record is read where
 -- it lies in KEYS and ARGV (one small array per record says where), and its fields go
--- to HSET by unpack.
+-- to HSET by unpack. A call makes no function and no table it does not need: each is
+-- an allocation the server pays for on every call.
 -- Returns {"ok", new_version, stamp, ...}: the stamp is the counter's value, or the clock
 --   field's time in microseconds since the epoch (0s for a delete, stamp 0 with neither),
 --   or, writing nothing,
@@ -47,8 +48,6 @@
 
 local call, unpack, head_of = redis.call, unpack, struct.unpack
 local HEAD = '>c1I4I4I4I4I4I4I4I4B'
-local n_records = tonumber(ARGV[1])
-if not n_records then return redis.error_reply('ERR save: malformed record count') end
 
 -- Where each part of each record begins, computed once here; every phase reads a part
 -- as the range up to the next part's start. ARGV: a the head (a + 1 the expected
@@ -58,12 +57,12 @@ if not n_records then return redis.error_reply('ERR save: malformed record count
 -- hashes, rk the release hashes, lk the owned keys, gk the guards, ctr the counter.
 -- One array per record, made by one constructor; a phase takes it with one unpack.
 local records = {}
-local a, k = 2, 2
-for r = 1, n_records do
+local n_records, n_args = 0, #ARGV
+local a, k = 1, 2
+while a <= n_args do
   local mode, n_hset, n_hdel, n_zrem, n_zadd, n_claim, n_release, n_list, n_absent,
     stamped = head_of(HEAD, ARGV[a])  -- a head too short is refused by struct
   if stamped > 3 then return redis.error_reply('ERR save: malformed head') end
-  local has_counter = stamped % 2  -- 1 and 3; a clock field alone has no counter key
   local h = a + 3
   local d = h + 2 * n_hset
   local s = d + n_hdel
@@ -78,12 +77,13 @@ for r = 1, n_records do
   local lk = rk + n_release
   local gk = lk + n_list
   local ctr = gk + n_absent
-  records[r] = {mode, a, h, d, s, cv, rv, l, e, k, za, ck, rk, lk, gk, ctr, stamped}
-  a, k = e + (stamped == 3 and 2 or stamped > 0 and 1 or 0), ctr + has_counter
+  n_records = n_records + 1
+  records[n_records] = {mode, a, h, d, s, cv, rv, l, e, k, za, ck, rk, lk, gk, ctr, stamped}
+  a, k = e + (stamped == 3 and 2 or stamped > 0 and 1 or 0), ctr + stamped % 2
 end
-if a ~= #ARGV + 1 or k ~= #KEYS + 1 then  -- the heads must account for every argument
+if a ~= n_args + 1 or k ~= #KEYS + 1 then  -- the heads must account for every argument
   return redis.error_reply('ERR save: the heads name ' .. (k - 1) .. ' keys and ' .. (a - 1)
-    .. ' arguments, the call has ' .. #KEYS .. ' and ' .. #ARGV)
+    .. ' arguments, the call has ' .. #KEYS .. ' and ' .. n_args)
 end
 
 -- Check phase: nothing is written unless every record passes. First the type of every
@@ -94,33 +94,27 @@ end
 -- record's keys are each named once, and checked without that bookkeeping).
 local bad
 local typed = n_records > 1 and {} or nil
-local function expect(first, last, wanted)  -- nil when KEYS[first..last] all fit
-  for i = first, last do
-    local key = KEYS[i]
-    if not typed then
-      bad = flue_expect(key, wanted)
-      if bad then return bad end
-    elseif typed[key] ~= wanted then
-      typed[key] = wanted
+local stored = {}  -- per record, the version found (0: none), or true: the one expected
+for r = 1, n_records do
+  local _, a, _, _, _, _, _, l, _, k, _, ck, _, lk, gk, ctr, stamped = unpack(records[r])
+  local key, expected = KEYS[k], ARGV[a + 1]
+  local found = redis.pcall('HGET', key, 'version')
+  if type(found) == 'table' then return flue_wrong(key, 'hash') end
+  if found == expected or (not found and expected == '0') then
+    stored[r] = true  -- as expected (the text of a whole number: nothing to parse)
+  else
+    bad = flue_integer(key, 'version', found)
+    if bad then return bad end
+    stored[r] = tonumber(found or '0')
+  end
+  for i = k + 1, lk - 1 do  -- the sets (zset), then the claim and release hashes
+    local key, wanted = KEYS[i], i < ck and 'zset' or 'hash'
+    if not typed or typed[key] ~= wanted then
+      if typed then typed[key] = wanted end
       bad = flue_expect(key, wanted)
       if bad then return bad end
     end
   end
-  return nil
-end
-local stored = {}  -- per record, the version found (0: none)
-for r = 1, n_records do
-  local _, a, _, _, _, _, _, l, _, k, _, ck, _, lk, gk, ctr, stamped = unpack(records[r])
-  local key = KEYS[k]
-  local found = redis.pcall('HGET', key, 'version')
-  if type(found) == 'table' then return flue_wrong(key, 'hash') end
-  if found ~= ARGV[a + 1] then  -- equal to the expected text: a whole number already
-    bad = flue_integer(key, 'version', found)
-    if bad then return bad end
-  end
-  stored[r] = tonumber(found or '0')
-  bad = expect(k + 1, ck - 1, 'zset') or expect(ck, lk - 1, 'hash')
-  if bad then return bad end
   for i = lk, gk - 1 do  -- no elements: the key is deleted, whatever it is
     if ARGV[l + 1] ~= '0' then
       bad = flue_expect(KEYS[i], ARGV[l] == 'h' and 'hash' or 'list')
@@ -134,32 +128,41 @@ for r = 1, n_records do
     if bad then return bad end
   end
 end
-local releasing, claiming = {}, {}
+local releasing  -- made by the first release: "key\0value" -> the id releasing it
 local saves = 0
 for r = 1, n_records do
   local mode, a, _, _, _, _, rv, _, _, _, _, _, rk, lk, gk, ctr = unpack(records[r])
-  if stored[r] ~= tonumber(ARGV[a + 1]) then return {'conflict', r, stored[r]} end
+  if stored[r] ~= true and stored[r] ~= tonumber(ARGV[a + 1]) then
+    return {'conflict', r, stored[r]}
+  end
   if mode == 's' then saves = saves + 1 end
   for i = gk, ctr - 1 do
     if call('EXISTS', KEYS[i]) == 1 then return {'guard', r, i - gk + 1} end
   end
-  local id = ARGV[a + 2]
-  for i = 0, lk - rk - 1 do releasing[KEYS[rk + i] .. '\0' .. ARGV[rv + i]] = id end
+  if lk > rk then
+    local id = ARGV[a + 2]
+    releasing = releasing or {}
+    for i = 0, lk - rk - 1 do releasing[KEYS[rk + i] .. '\0' .. ARGV[rv + i]] = id end
+  end
 end
+local claiming  -- made by the first claim: "key\0value" -> the id claiming it
 for r = 1, n_records do
   local _, a, _, _, _, cv, _, _, _, _, _, ck, rk = unpack(records[r])
-  local id = ARGV[a + 2]
-  for i = 0, rk - ck - 1 do
-    local key, value = KEYS[ck + i], ARGV[cv + i]
-    local slot = key .. '\0' .. value
-    local holder = call('HGET', key, value)
-    if holder and holder ~= id and releasing[slot] ~= holder then
-      return {'unique', r, i + 1, holder}
+  if rk > ck then
+    local id = ARGV[a + 2]
+    claiming = claiming or {}
+    for i = 0, rk - ck - 1 do
+      local key, value = KEYS[ck + i], ARGV[cv + i]
+      local slot = key .. '\0' .. value
+      local holder = call('HGET', key, value)
+      if holder and holder ~= id and not (releasing and releasing[slot] == holder) then
+        return {'unique', r, i + 1, holder}
+      end
+      if claiming[slot] and claiming[slot] ~= id then
+        return {'unique', r, i + 1, claiming[slot]}
+      end
+      claiming[slot] = id
     end
-    if claiming[slot] and claiming[slot] ~= id then
-      return {'unique', r, i + 1, claiming[slot]}
-    end
-    claiming[slot] = id
   end
 end
 
@@ -175,35 +178,6 @@ if saves > 0 then
       .. tostring(call('GET', KEYS[1])))
   end
   next_version = counted - saves + 1
-end
--- A counter field takes its value here, after every check passed (a refused write
--- consumes no number): '#seq' in the hash values, the scores and _owned becomes it.
--- (A whole number, as Python's format_score writes it, so _owned stays byte-equal to
--- its encoding. Numbers are written with %d: Lua's own conversion keeps 14 digits, a
--- clock has 16.)
-local function next_tick(counter)
-  local now = call('TIME')
-  local clock = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  local value = math.max(tonumber(call('GET', counter) or '0') + 1, clock)
-  local text = string.format('%d', value)
-  call('SET', counter, text)
-  return value, text
-end
--- ARGV[first..last], field, value pairs, with the counter or clock `field` taking
--- `value` (and `field2`, when given, `value2`) and _owned's '@#seq' taking `owned` (a
--- new list: ARGV is not written to).
-local function with_seq(first, last, field, value, owned, field2, value2)
-  local fields = {unpack(ARGV, first, last)}
-  for i = 1, #fields, 2 do
-    if fields[i] == field then
-      fields[i + 1] = value
-    elseif fields[i] == field2 then
-      fields[i + 1] = value2
-    elseif fields[i] == '_owned' then
-      fields[i + 1] = string.gsub(fields[i + 1], '@#seq', '@' .. owned)
-    end
-  end
-  return fields
 end
 for r = 1, n_records do
   local mode, a, h, d, s, cv, rv, l, e, k, za, ck, rk, lk, gk, ctr, stamped =
@@ -224,39 +198,58 @@ for r = 1, n_records do
     end
     l = last + 1
   end
+  local n = #versions
   if mode == 'c' then
-    versions[#versions + 1] = tonumber(ARGV[a + 1])
-    versions[#versions + 1] = 0
+    versions[n + 1], versions[n + 2] = tonumber(ARGV[a + 1]), 0
   elseif mode == 'd' then
     call('DEL', key)
-    versions[#versions + 1] = 0
-    versions[#versions + 1] = 0
+    versions[n + 1], versions[n + 2] = 0, 0
   else
     local version = next_version
     next_version = next_version + 1
     local seq, seq_text = 0, '0'
     if s > d then call('HDEL', key, unpack(ARGV, d, s - 1)) end
-    if stamped % 2 == 1 then  -- the counter (and with 3, the clock field at its time)
-      seq, seq_text = next_tick(KEYS[ctr])
-      local clock_field, text
-      if stamped == 3 then clock_field, text = ARGV[e + 1], select(2, flue_at(seq)) end
-      local fields = with_seq(h, d - 1, ARGV[e], seq_text, seq_text, clock_field, text)
-      call('HSET', key, 'version', version, unpack(fields))
-    elseif stamped == 2 then  -- the clock field: its text; the scores take its score
-      local text, shown
-      seq, text, seq_text, shown = flue_now()
-      local fields = with_seq(h, d - 1, ARGV[e], text, shown)
-      call('HSET', key, 'version', version, unpack(fields))
-    else
+    if stamped == 0 then
       call('HSET', key, 'version', version, unpack(ARGV, h, d - 1))
+    else
+      -- A counter field takes its value here, after every check passed (a refused write
+      -- consumes no number): the larger of the counter's value + 1 and the server time
+      -- in microseconds, a whole number as Python's format_score writes it, so _owned
+      -- stays byte-equal to its encoding (written with %d: Lua's own conversion keeps
+      -- 14 digits, a clock has 16). With 3, the clock field takes the time it reads as.
+      -- A clock field alone (2) takes its text, and the scores its score.
+      local field, value, owned, field2, value2 = ARGV[e], nil, nil, nil, nil
+      if stamped == 2 then
+        seq, value, seq_text, owned = flue_now()
+      else
+        local now = call('TIME')
+        local clock = tonumber(now[1]) * 1000000 + tonumber(now[2])
+        seq = math.max(tonumber(call('GET', KEYS[ctr]) or '0') + 1, clock)
+        seq_text = string.format('%d', seq)
+        call('SET', KEYS[ctr], seq_text)
+        value, owned = seq_text, seq_text
+        if stamped == 3 then field2, value2 = ARGV[e + 1], select(2, flue_at(seq)) end
+      end
+      -- The fields, with the stamped ones and _owned's '@#seq' replaced (a new list:
+      -- ARGV is not written to).
+      local fields = {unpack(ARGV, h, d - 1)}
+      for i = 1, #fields, 2 do
+        if fields[i] == field then
+          fields[i + 1] = value
+        elseif fields[i] == field2 then
+          fields[i + 1] = value2
+        elseif fields[i] == '_owned' then
+          fields[i + 1] = string.gsub(fields[i + 1], '@#seq', '@' .. owned)
+        end
+      end
+      call('HSET', key, 'version', version, unpack(fields))
     end
     for i = 0, ck - za - 1 do
       local score = ARGV[s + i]
       call('ZADD', KEYS[za + i], score == '#seq' and seq_text or score, id)
     end
     for i = 0, rk - ck - 1 do call('HSET', KEYS[ck + i], ARGV[cv + i], id) end
-    versions[#versions + 1] = version
-    versions[#versions + 1] = seq
+    versions[n + 1], versions[n + 2] = version, seq
   end
 end
 return versions

@@ -194,15 +194,15 @@ async def test_a_journal_of_the_wrong_type(db: fm.Database) -> None:
 
 async def test_any_other_script_failure_is_a_script_error(db: fm.Database) -> None:
     with pytest.raises(fm.errors.ScriptError, match="'save'") as caught:
-        await db.scripts.call("save", keys=[], args=["not a count"])
+        await db.scripts.call("save", keys=[], args=["not a head"])
     assert caught.value.__cause__ is not None  # redis-py's error, chained
 
 
 @pytest.mark.parametrize(
     "malform",
     [
-        lambda keys, args: (keys, args[:2]),  # a head, nothing after it
-        lambda keys, args: (keys, [args[0], args[1][:5], *args[2:]]),  # a head cut short
+        lambda keys, args: (keys, args[:1]),  # a head, nothing after it
+        lambda keys, args: (keys, [args[0][:5], *args[1:]]),  # a head cut short
         lambda keys, args: (keys, args[:-1]),  # one value short
         lambda keys, args: (keys, [*args, b"more"]),  # one value too many
         lambda keys, args: (keys[:-1], args),  # one key short

@@ -120,7 +120,7 @@ def one_server_admission(db: Database, name: str, keys: Sequence[Any], args: Seq
     if name == "MULTI" or len({slot_of(key) for key in keys}) == 1:
         return False
     assert name == "save", (name, keys)
-    submission_id = args[3]  # ARGV: the record count, the head, the version, the id
+    submission_id = args[2]  # ARGV: the head, the version, the id
     spec = Submission.__flue_spec__
     allowed = {*spec.candidate_keys(db.keys, submission_id), db.keys.receipt(submission_id)[0]}
     row_slot = slot_of(keys[1])  # KEYS: the version counter, the row, ...

@@ -102,6 +102,26 @@ async def test_every_script_of_the_package_declares_its_flags() -> None:
         assert first in ("#!lua", "#!lua flags=no-writes"), path.name
         assert "allow-oom" not in first
         if first == "#!lua":
-            assert "local function flue_expect" in text, path.name  # has the check phase
-            body = text.replace((SCRIPTS_DIR / "_checks.lua").read_text(), "")
-            assert re.search(r"flue_(expect|wrong)\(", body), path.name  # and uses it
+            body = path.read_text().partition("\n")[2]
+            assert re.search(r"flue_(expect|wrong)\(", body), path.name  # has a check phase
+
+
+async def test_each_script_gets_exactly_the_helpers_it_calls() -> None:
+    from flue_models.scripts import SCRIPTS_DIR, check_helpers, helpers_for, read_script
+
+    helpers = check_helpers()
+    assert list(helpers) == ["flue_integer", "flue_wrong", "flue_expect", "flue_at", "flue_now"]
+    assert re.findall(r"local function (flue_\w+)", helpers_for("flue_now()")) == [
+        "flue_at",
+        "flue_now",
+    ]  # with what it calls, defined before it
+    assert helpers_for("return 1") == ""
+    for path in sorted(SCRIPTS_DIR.glob("*.lua")):
+        if path.name.startswith("_"):
+            continue
+        text = read_script(path)
+        defined = re.findall(r"^local function (flue_\w+)", text, re.MULTILINE)
+        calls = re.sub(r"local function flue_\w+\(", "", text)
+        called = set(re.findall(r"\b(flue_\w+)\(", calls))
+        assert set(defined) == called, path.name  # nothing missing, nothing unused
+        assert len(defined) == len(set(defined)), path.name
