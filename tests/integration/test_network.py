@@ -292,6 +292,76 @@ async def test_a_write_the_server_does_not_read_ends_at_the_timeout(
 
 
 @pytest.mark.parametrize("auto_pipeline", [True, False])
+async def test_a_reply_that_does_not_come_ends_at_the_timeout(
+    redis_servers: RedisServers, key_prefix: str, auto_pipeline: bool
+) -> None:
+    """A lone command's reply is read under the timeout without a timer of its own
+    (``TimedSend``'s watchdog): reads that answer keep working for longer than the
+    timeout, a server that stops answering (SIGSTOP) is a ``ConnectionLostError`` at the
+    timeout, for a get and for a save, and the late replies are never read as another
+    command's."""
+    server = redis_servers.start()
+    async with fm.connect(
+        server.url,
+        key_prefix=key_prefix,
+        timeout=0.3,
+        retry=RetryPolicy(retries=0),
+        auto_pipeline=auto_pipeline,
+    ) as db:
+        await Ticket(id="t-1", status="open", priority=1).save()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        reads = 0
+        while loop.time() < start + 1.0:  # across several of the watchdog's turns
+            assert (await Ticket.get("t-1")) is not None
+            reads += 1
+        assert reads > 3
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            for step in (lambda: Ticket.get("t-1"), lambda: Ticket(status="x", priority=2).save()):
+                began = loop.time()
+                with pytest.raises(fm.ConnectionLostError) as lost:
+                    await within(step(), "the call to end at its timeout")
+                assert loop.time() - began < 5  # the timeout, not the test's own deadline
+                cause = lost.value.__cause__
+                assert isinstance(cause, RedisTimeoutError)
+                assert "reading" in str(cause)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        await db.client.set(db.keys.collection_key("t", "k"), "mine")
+        assert await within(db.client.get(db.keys.collection_key("t", "k")), "a read") == b"mine"
+        assert await within(Ticket.get("t-1"), "a get again") is not None
+
+
+async def test_a_read_cancelled_by_its_caller_is_a_cancellation(
+    redis_servers: RedisServers, key_prefix: str
+) -> None:
+    """A caller that cancels a read waiting for its reply sees a cancellation, not a
+    timeout, and the client works once the server answers."""
+    server = redis_servers.start()
+    async with fm.connect(
+        server.url, key_prefix=key_prefix, timeout=5, retry=RetryPolicy(retries=0)
+    ) as db:
+        await db.client.ping()
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            reading = asyncio.ensure_future(db.client.get(db.keys.collection_key("t", "k")))
+
+            async def sent() -> bool:
+                return bool(db.client.connection_pool._in_use_connections)
+
+            await poll_until(sent, "the read to be sent")
+            reading.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await within(reading, "the cancelled read")
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert await within(db.client.ping(), "a ping once the server answers")
+
+
+@pytest.mark.parametrize("auto_pipeline", [True, False])
 async def test_a_batch_whose_replies_stop_coming_ends_at_the_timeout(
     redis_servers: RedisServers, key_prefix: str, auto_pipeline: bool
 ) -> None:
