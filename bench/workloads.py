@@ -708,17 +708,20 @@ def quantile(ordered: list[float], q: float) -> float:
 
 
 def import_time(runs: int) -> list[Row]:
-    """Import times in fresh interpreters, less the interpreter's own start-up:
-    ``import flue_models`` (names load on first use), and the first use of ``connect``,
+    """Import times in fresh interpreters, timed inside each (the interpreter's own
+    start-up is not in them; subtracting a bare interpreter's time instead gave
+    negative figures when one start-up took longer than another): ``import
+    flue_models`` (names load on first use), and the first use of ``connect``,
     ``Model`` and ``Session``; each against ``import redis.asyncio``."""
 
-    def wall(code: str) -> float:
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True)
-        return (time.perf_counter() - start) * 1e6
+    def timed(code: str) -> float:
+        timer = f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
+        done = subprocess.run(
+            [sys.executable, "-c", timer], check=True, capture_output=True, text=True
+        )
+        return float(done.stdout.split()[-1]) * 1e6
 
     codes = {
-        "bare": "pass",
         "package": "import flue_models",
         "first use": "import flue_models as fm; fm.connect, fm.Model, fm.Session",
         "raw": "import redis.asyncio",
@@ -726,10 +729,9 @@ def import_time(runs: int) -> list[Row]:
     samples: dict[str, list[float]] = {name: [] for name in codes}
     for _ in range(runs):
         for name, code in codes.items():
-            samples[name].append(wall(code))
-    base = min(samples["bare"])
-    stats = {name: Stats.of([v - base for v in found]) for name, found in samples.items()}
-    note = "less the interpreter's start-up; raw: import redis.asyncio"
+            samples[name].append(timed(code))
+    stats = {name: Stats.of(found) for name, found in samples.items()}
+    note = "in a fresh interpreter, timed inside it; raw: import redis.asyncio"
     return [
         Row("import flue_models", 1, stats["package"], stats["raw"], note=note),
         Row("import + connect, Model, Session", 1, stats["first use"], stats["raw"], note=note),
