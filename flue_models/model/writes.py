@@ -88,6 +88,13 @@ class Held(NamedTuple):
         return not self == other
 
 
+#: The key of a record's :class:`Held` in pydantic's dict of private values (not an
+#: identifier, so no private attribute of a model can have it; see ``Model._keep_held``).
+KEPT = "flue held"
+#: What a copy never read or written holds (shared: a Held is never changed in place).
+_NOTHING_HELD = Held(0, {}, {}, {}, None, {})
+
+
 def held(record: Model) -> Held:
     """The state ``record`` holds (set up empty for a copy never read or written).
 
@@ -98,15 +105,6 @@ def held(record: Model) -> Held:
     """
     private = record.__pydantic_private__
     return _NOTHING_HELD if private is None else private.get(KEPT, _NOTHING_HELD)
-
-
-#: The key of a record's :class:`Held` in pydantic's dict of private values (not an
-#: identifier, so no private attribute of a model can have it; see ``Model._keep_held``).
-KEPT = "flue held"
-
-
-#: What a copy never read or written holds (shared: a Held is never changed in place).
-_NOTHING_HELD = Held(0, {}, {}, {}, None, {})
 
 
 def hold(record: Model, **changes: Any) -> None:
@@ -322,7 +320,7 @@ def _stamped(
     record: Model, values: dict[str, Any], counter: tuple[str, str] | None, clock: str | None
 ) -> str:
     """The field whose value scores what a script stamps: a counter's, else the
-    clock's (one of the two is given)."""
+    clock's (one of the two is given: ``clock`` is set when ``counter`` is not)."""
     if clock is not None and not isinstance(values.get(clock), dt.datetime):
         raise ConfigurationError(
             f"{type(record).__name__}.{clock} takes the server's time when written: it "
