@@ -611,7 +611,6 @@ def encode_owned(
     tokens = [f"!{_owned_key(base, k)}={encode_segment(v)}" for k, v in sorted(unique.items())]
     last: str | None = None
     written = (math.nan, "")  # a score and its text (a record's entries mostly share one)
-    cut = len(base)
     for key, score in sorted(entries.items()):
         if key in seq_scored:
             text = SEQ
@@ -622,7 +621,7 @@ def encode_owned(
         if text != last:
             tokens.append("@" + text)
             last = text
-        tokens.append(key[cut:] if key.startswith(base) else _owned_key(base, key))
+        tokens.append(_owned_key(base, key))
     return " ".join(tokens).encode()
 
 
@@ -645,11 +644,17 @@ def owned_name(record_key: str, key: str) -> str:
         >>> owned_name("p::{t:0}:eA", "p::{t:0}:all")
         'all'
     """
-    return _owned_key(_row_base(record_key), key)
+    return _owned_key(record_base(record_key), key)
 
 
-def _row_base(record_key: str) -> str:
-    """What a record key starts with before its id (``KeySpace.record_prefix``)."""
+def record_base(record_key: str) -> str:
+    """What a record key starts with before its id (``KeySpace.record_prefix``), read off
+    the key itself.
+
+    Example:
+        >>> record_base("p::{t:0}:eA")
+        'p::{t:0}:'
+    """
     return record_key[: record_key.rindex(":") + 1]
 
 
@@ -673,7 +678,7 @@ def decode_owned(
         >>> decode_owned(KeySpace("p"), "p::{t:0}:eA", b"@7 all")
         ({'p::{t:0}:all': 7.0}, {})
     """
-    base = _row_base(record_key)
+    base = record_base(record_key)
     head = keys.head
     entries: dict[str, float] = {}
     unique: dict[str, bytes] = {}

@@ -45,7 +45,14 @@ from flue_models.errors import (
 from flue_models.keys import KeySpace
 from flue_models.model.buckets import check_collections
 from flue_models.model.codec import EPOCH
-from flue_models.model.spec import OWNED_FIELD, SEQ, ModelSpec, encode_owned, owned_scored
+from flue_models.model.spec import (
+    OWNED_FIELD,
+    SEQ,
+    ModelSpec,
+    encode_owned,
+    owned_scored,
+    record_base,
+)
 from flue_models.replies import reply_hash, reply_text
 from flue_models.scripts import checked_reply
 from flue_models.slots import one_slot
@@ -96,7 +103,7 @@ _NOTHING_HELD = Held(0, {}, {}, {}, None, {})
 
 
 def held(record: Model) -> Held:
-    """The state ``record`` holds (set up empty for a copy never read or written).
+    """The state ``record`` holds (the empty state for a copy never read or written).
 
     Example:
         ```python
@@ -278,7 +285,7 @@ def plan_save(
     owned = stored.get(OWNED_FIELD)
     key = keys.record(spec.collection, values["id"])
     if owned is None or seq_scored or entries != old_entries or unique != old_unique:
-        owned = encode_owned(key[: key.rindex(":") + 1], entries, unique, seq_scored)
+        owned = encode_owned(record_base(key), entries, unique, seq_scored)
     encoded[OWNED_FIELD] = owned
     if owns_nothing:
         old_entries, old_unique = {}, {}

@@ -38,6 +38,8 @@ SCRIPTS_DIR = Path(__file__).parent
 
 #: A helper of ``_checks.lua``: the paragraph (lines up to a blank one) defining it.
 _HELPER = re.compile(r"^local function (flue_\w+)", re.MULTILINE)
+#: A name a script (or a helper) may call a helper by.
+_NAMED = re.compile(r"\bflue_\w+")
 
 
 @functools.cache
@@ -77,9 +79,6 @@ def helpers_for(body: str) -> str:
                 wanted.add(name)
                 pending.append(helpers[name])
     return "".join(text for name, text in helpers.items() if name in wanted)
-
-
-_NAMED = re.compile(r"\bflue_\w+")
 
 
 @functools.cache
