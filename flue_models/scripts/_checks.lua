@@ -41,25 +41,30 @@ end
 -- zeros). Lua's own number conversion keeps 14 digits, so numbers are written with %d.
 -- flue_at(micros) gives the same of a time given in microseconds since the epoch.
 local function flue_at(micros)
-  local sec = math.floor(micros / 1000000)
-  local usec = micros - sec * 1000000
-  local days = math.floor(sec / 86400)
-  local rem = sec - days * 86400
-  local z = days + 719468  -- days to a civil date (H. Hinnant's algorithm)
-  local era = math.floor(z / 146097)
+  local floor = math.floor
+  local usec = micros % 1000000  -- Lua's % floors: exact on whole numbers below 2^53
+  local sec = (micros - usec) / 1000000
+  local rem = sec % 86400
+  local z = (sec - rem) / 86400 + 719468  -- days to a civil date (H. Hinnant's algorithm)
+  local era = floor(z / 146097)
   local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-    - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+  local mp = floor((5 * doy + 2) / 153)
+  local d = doy - floor((153 * mp + 2) / 5) + 1
   local m = mp < 10 and mp + 3 or mp - 9
   local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  local seconds = rem % 3600
   local iso = string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00', y, m, d,
-    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, usec)
-  local score = string.format('%d.%03d', sec * 1000 + math.floor(usec / 1000), usec % 1000)
-  local shown = string.gsub(string.gsub(score, '0+$', ''), '%.$', '')
-  return sec * 1000000 + usec, iso, score, shown
+    (rem - seconds) / 3600, floor(seconds / 60), seconds % 60, usec)
+  local frac = usec % 1000
+  local millis = (micros - frac) / 1000
+  local score = string.format('%d.%03d', millis, frac)
+  local shown = frac == 0 and string.format('%d', millis)  -- the score less trailing zeros
+    or frac % 100 == 0 and string.format('%d.%d', millis, frac / 100)
+    or frac % 10 == 0 and string.format('%d.%02d', millis, frac / 10)
+    or score
+  return micros, iso, score, shown
 end
 
 local function flue_now()

@@ -29,6 +29,9 @@
 -- Types: the row's, the list's and the entry id hash's by their first reads (made with
 -- redis.pcall, the type looked up only on a refusal), the index sets by flue_expect; all
 -- before the first write, as is the check that the entries account for every argument.
+-- (For one new entry after the expected leaf, the entry id hash's first command is the
+-- HSETNX of its id: the first write, made after every other check; a refusal writes
+-- nothing.)
 local row = redis.pcall('HMGET', KEYS[1], 'id', 'entry_count', 'context_from', 'fork_of',
   'origin', 'leaf_id')
 if row.err then return flue_wrong(KEYS[1], 'hash') end
@@ -68,66 +71,82 @@ if a ~= #ARGV + 1 then
     .. ' arguments, the call has ' .. #ARGV)
 end
 
-local function stored_state(status)
-  local now = redis.call('HMGET', KEYS[1], 'entry_count', 'updated_at', 'leaf_id', 'context_from')
-  return {status, tonumber(now[1] or '0'), now[2] or '', now[3] or '', tonumber(now[4] or '0')}
-end
-
--- An entry's JSON from its elements list[first..last]: "E" and the JSON, or "H<n>" and
--- n "C" chunks.
-local function joined(list, first, last)
-  if first == last then return string.sub(list[first], 2) end
-  local parts = {}
-  for i = first + 1, last do parts[i - first] = string.sub(list[i], 2) end
-  return table.concat(parts)
-end
-local function stored_json(position)
-  local first = redis.call('LINDEX', KEYS[2], position)
-  if not first then return '' end
-  if string.sub(first, 1, 1) ~= 'H' then return string.sub(first, 2) end
-  local chunks = redis.call('LRANGE', KEYS[2], position + 1,
-    position + (tonumber(string.sub(first, 2)) or 0))
-  local elements = {first, unpack(chunks)}
-  return joined(elements, 1, #elements)
-end
-
-local seen = 0
-for i = 1, n_entries do
-  local p = starts[i]
-  local id = ARGV[p]
-  local at = redis.pcall('HGET', KEYS[3], id)
-  if type(at) == 'table' then return flue_wrong(KEYS[3], 'hash') end
-  if at then
-    local stored = stored_json(tonumber(at) - base)
-    local sent = joined(ARGV, p + 5, starts[i + 1] - 1)
-    local same = stored == sent
-    if not same and i == 1 and ARGV[4] ~= '' then  -- the same but for the parent it took
-      local before, after = tonumber(ARGV[7]), tonumber(ARGV[8])
-      same = #stored >= before + after and string.sub(stored, 1, before) == string.sub(sent, 1, before)
-        and (after == 0 or string.sub(stored, -after) == string.sub(sent, -after))
-    end
-    if not same then return {'conflict', id} end
-    seen = seen + 1
-  elseif seen > 0 then
-    return {'conflict', id}
-  end
-end
-if seen == n_entries then return stored_state('replay') end
-if seen > 0 then return {'conflict', ARGV[starts[1]]} end
-if ARGV[4] ~= '' and ARGV[4] ~= '=' .. (leaf or '') then return {'moved', leaf or ''} end
-for i = 1, n_entries do
-  local p = starts[i]
-  local parent = ARGV[p + 1]
-  if parent ~= '' and parent ~= leaf and redis.call('HEXISTS', KEYS[3], parent) == 0 then
-    return {'orphan', ARGV[p], parent}
-  end
-end
-
+-- One new entry after the leaf the caller expects (the common append): the HSETNX of its id
+-- is the replay check and the first write. An id stored before (HSETNX writes nothing),
+-- or any other call, takes the full checks below.
 local position = base + length
+local fresh = false
+if n_entries == 1 and ARGV[10] == '' and (ARGV[4] == '' or ARGV[4] == '=' .. (leaf or '')) then
+  fresh = redis.pcall('HSETNX', KEYS[3], ARGV[9], position)
+  if type(fresh) == 'table' then return flue_wrong(KEYS[3], 'hash') end
+  fresh = fresh == 1
+end
+
+if not fresh then
+  local function stored_state(status)
+    local now = redis.call('HMGET', KEYS[1], 'entry_count', 'updated_at', 'leaf_id',
+      'context_from')
+    return {status, tonumber(now[1] or '0'), now[2] or '', now[3] or '', tonumber(now[4] or '0')}
+  end
+
+  -- An entry's JSON from its elements list[first..last]: "E" and the JSON, or "H<n>" and
+  -- n "C" chunks.
+  local function joined(list, first, last)
+    if first == last then return string.sub(list[first], 2) end
+    local parts = {}
+    for i = first + 1, last do parts[i - first] = string.sub(list[i], 2) end
+    return table.concat(parts)
+  end
+  local function stored_json(position)
+    local first = redis.call('LINDEX', KEYS[2], position)
+    if not first then return '' end
+    if string.sub(first, 1, 1) ~= 'H' then return string.sub(first, 2) end
+    local chunks = redis.call('LRANGE', KEYS[2], position + 1,
+      position + (tonumber(string.sub(first, 2)) or 0))
+    local elements = {first, unpack(chunks)}
+    return joined(elements, 1, #elements)
+  end
+
+  local seen = 0
+  for i = 1, n_entries do
+    local p = starts[i]
+    local id = ARGV[p]
+    local at = redis.pcall('HGET', KEYS[3], id)
+    if type(at) == 'table' then return flue_wrong(KEYS[3], 'hash') end
+    if at then
+      local stored = stored_json(tonumber(at) - base)
+      local sent = joined(ARGV, p + 5, starts[i + 1] - 1)
+      local same = stored == sent
+      if not same and i == 1 and ARGV[4] ~= '' then  -- the same but for the parent it took
+        local before, after = tonumber(ARGV[7]), tonumber(ARGV[8])
+        same = #stored >= before + after
+          and string.sub(stored, 1, before) == string.sub(sent, 1, before)
+          and (after == 0 or string.sub(stored, -after) == string.sub(sent, -after))
+      end
+      if not same then return {'conflict', id} end
+      seen = seen + 1
+    elseif seen > 0 then
+      return {'conflict', id}
+    end
+  end
+  if seen == n_entries then return stored_state('replay') end
+  if seen > 0 then return {'conflict', ARGV[starts[1]]} end
+  if ARGV[4] ~= '' and ARGV[4] ~= '=' .. (leaf or '') then return {'moved', leaf or ''} end
+  for i = 1, n_entries do
+    local p = starts[i]
+    local parent = ARGV[p + 1]
+    if parent ~= '' and parent ~= leaf and redis.call('HEXISTS', KEYS[3], parent) == 0 then
+      return {'orphan', ARGV[p], parent}
+    end
+  end
+end
+
 local context_from = tonumber(context_text or '0')
 for i = 1, n_entries do
   local p, last = starts[i], starts[i + 1] - 1  -- last: its last element
-  redis.call('HSETNX', KEYS[3], ARGV[p], position)  -- the first entry with an id keeps it
+  if not fresh then  -- the first entry with an id keeps it
+    redis.call('HSETNX', KEYS[3], ARGV[p], position)
+  end
   if ARGV[p + 2] ~= '' then  -- a compaction: its kept entries start the context now
     local kept, shared = redis.call('HGET', KEYS[3], ARGV[p + 2]), tonumber(ARGV[p + 3])
     context_from = tonumber(kept or '') or (shared >= 0 and shared or position)

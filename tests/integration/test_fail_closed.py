@@ -309,6 +309,8 @@ async def test_the_remaining_positions_of_the_other_scripts(db: fm.Database) -> 
     await db.client.set(ids, "not a hash")
     message = fm.MessageEntry(id="m1", role="user", content="hi")
     await refused_without_a_trace(db, lambda: session.append(message), fm.CorruptDataError, ids)
+    pair = [message, fm.MessageEntry(id="m2", role="user", content="and")]  # the full checks
+    await refused_without_a_trace(db, lambda: session.append_many(pair), fm.CorruptDataError, ids)
 
     stream: fm.EventStream[dict[str, int]] = fm.EventStream("runs/keys")
     keys = db.keys.stream("runs/keys")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 import re
 from pathlib import Path
 
@@ -9,6 +11,8 @@ import pytest
 
 import flue_models as fm
 from flue_models.errors import ConfigurationError
+from flue_models.model.codec import EPOCH, codec_for, epoch_score
+from flue_models.model.spec import format_score
 from flue_models.slots import slot_of
 from tests.integration.roundtrips import on_cluster
 
@@ -125,3 +129,29 @@ async def test_each_script_gets_exactly_the_helpers_it_calls() -> None:
         called = set(re.findall(r"\b(flue_\w+)\(", calls))
         assert set(defined) == called, path.name  # nothing missing, nothing unused
         assert len(defined) == len(set(defined)), path.name
+
+
+async def test_the_scripts_clock_writes_a_time_as_python_encodes_it(db: fm.Database) -> None:
+    """flue_at (the scripts' clock) gives a time's ISO text, score and _owned text exactly
+    as the Python side encodes that datetime: at the edges of days, months, leap years
+    and centuries, at each number of trailing zeros, and at times drawn over 1970-2200."""
+    from flue_models.scripts import helpers_for
+
+    body = "local out = {}\nfor i = 1, #ARGV do\n"
+    body += "  local micros, iso, score, shown = flue_at(tonumber(ARGV[i]))\n"
+    body += "  out[#out + 1] = {string.format('%d', micros), iso, score, shown}\nend\nreturn out\n"
+    script = "#!lua flags=no-writes\n" + helpers_for(body) + body
+    day = 86_400_000_000
+    edges = [0, 1, 999_999, 1_000_000, day - 1, day, 951_782_400_000_000]  # 2000-02-29
+    edges += [4_107_542_400_000_000 - 1, 4_107_542_400_000_000]  # 2100-03-01 (not leap)
+    edges += [1_796_684_431_032_000 + frac for frac in (0, 5, 50, 500, 120, 7, 953, 100)]
+    rng = random.Random(20261207)
+    drawn = [rng.randrange(0, 7_258_118_400_000_000) for _ in range(2_000)]  # to 2200
+    micros = edges + drawn
+    replies = await db.client.execute_command("EVAL", script, 0, *micros)
+    encode = codec_for("updated_at", dt.datetime).encode
+    for value, (back, iso, score, shown) in zip(micros, replies, strict=True):
+        when = EPOCH + dt.timedelta(microseconds=value)
+        assert (int(back), iso) == (value, encode(when)), value
+        assert float(score) == epoch_score(when), value
+        assert shown.decode() == format_score(epoch_score(when)), value
