@@ -205,6 +205,12 @@ async def test_an_append_is_safe_to_retry_and_the_same_id_with_other_content_is_
         ("m2", "m1"),
         ("m3", "m2"),
     ]
+    # An entry stored before, sent again after the leaf it did not take: the same but
+    # for its parent, so a replay; the leaf and the count stay.
+    await final.append(first)
+    again = await fm.Session.load("s-once")
+    assert again is not None
+    assert (again.entry_count, again.leaf_id, len(again.entries)) == (3, "m3", 3)
 
 
 async def test_plain_appends_continue_the_conversation_and_none_starts_a_branch(
