@@ -77,9 +77,9 @@ end
 local position = base + length
 local fresh = false
 if n_entries == 1 and ARGV[10] == '' and (ARGV[4] == '' or ARGV[4] == '=' .. (leaf or '')) then
-  fresh = redis.pcall('HSETNX', KEYS[3], ARGV[9], position)
-  if type(fresh) == 'table' then return flue_wrong(KEYS[3], 'hash') end
-  fresh = fresh == 1
+  local added = redis.pcall('HSETNX', KEYS[3], ARGV[9], position)
+  if type(added) == 'table' then return flue_wrong(KEYS[3], 'hash') end
+  fresh = added == 1
 end
 
 if not fresh then
