@@ -19,8 +19,8 @@ from flue_models.errors import (
 from flue_models.model.codec import canonical_json
 from flue_models.model.spec import OWNED_FIELD as OWNED, encode_owned, owned_scored
 from flue_models.model.writes import (
+    Held,
     held,
-    hold,
     plan_save,
     retry_on_conflict,
     run_writes,
@@ -234,7 +234,8 @@ class Appending(Loading):
             )
         # "ok", or "replay" (appended by an earlier call): show what the store holds.
         self._took(index, reply)
-        held_entries = self._entries
+        private = self.__pydantic_private__  # (pydantic's __getattr__ would cost 2 µs)
+        held_entries = private.get("_entries") if private is not None else None
         if held_entries is not None:  # in place: an append never copies the history
             parents = [leaf if follows else first.parent_id, *(e.id for e in entries[:-1])]
             had = {entry.id for entry in held_entries} if status == "replay" else set()
@@ -249,10 +250,11 @@ class Appending(Loading):
         the new ``updated_at``) and its ``_owned`` with ``@#seq`` for that score; named
         once per session and indexed values (see :data:`_PLANS`)."""
         spec = self.__flue_spec__
-        values = self._values()
-        memo = (database.keys, self.id, *(values[name] for name in spec.keyed_by))
+        fields = self.__dict__  # where pydantic keeps field values (no __getattr__)
+        memo = (database.keys, self.id, *(fields[name] for name in spec.keyed_by))
         plan = _PLANS.get(memo)
         if plan is None:
+            values = self._values()
             keys = spec.keys_of(database.keys, self.id)
             index_keys = list(spec.entries(keys, values))
             prefix = keys.record_prefix(spec.collection)
@@ -309,7 +311,9 @@ class Appending(Loading):
             "context_from": str(context_from).encode(),
             OWNED: owned_scored(template, score),
         }
-        hold(self, snapshot=snapshot, entries=dict.fromkeys(index_keys, score))
+        state = held(self)  # (made whole: NamedTuple._replace costs more than the rest)
+        entries = dict.fromkeys(index_keys, score)
+        self._keep_held(Held(state.version, snapshot, entries, state.unique, state.db, {}))
 
     @classmethod
     async def save_snapshot(
