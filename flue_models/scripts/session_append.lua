@@ -75,8 +75,9 @@ end
 -- is the replay check and the first write. An id stored before (HSETNX writes nothing),
 -- or any other call, takes the full checks below.
 local position = base + length
+local leaf_as_expected = ARGV[4] == '' or ARGV[4] == '=' .. (leaf or '')
 local fresh = false
-if n_entries == 1 and ARGV[10] == '' and (ARGV[4] == '' or ARGV[4] == '=' .. (leaf or '')) then
+if n_entries == 1 and ARGV[10] == '' and leaf_as_expected then
   local added = redis.pcall('HSETNX', KEYS[3], ARGV[9], position)
   if type(added) == 'table' then return flue_wrong(KEYS[3], 'hash') end
   fresh = added == 1
@@ -131,7 +132,7 @@ if not fresh then
   end
   if seen == n_entries then return stored_state('replay') end
   if seen > 0 then return {'conflict', ARGV[starts[1]]} end
-  if ARGV[4] ~= '' and ARGV[4] ~= '=' .. (leaf or '') then return {'moved', leaf or ''} end
+  if not leaf_as_expected then return {'moved', leaf or ''} end
   for i = 1, n_entries do
     local p = starts[i]
     local parent = ARGV[p + 1]

@@ -311,7 +311,9 @@ class Appending(Loading):
             "context_from": str(context_from).encode(),
             OWNED: owned_scored(template, score),
         }
-        state = held(self)  # (made whole: NamedTuple._replace costs more than the rest)
+        # Made whole, not by hold(): its keyword dict and NamedTuple._replace cost 1.9 µs
+        # against 0.6 (a hold() built field by field is no faster: the keywords are it).
+        state = held(self)
         entries = dict.fromkeys(index_keys, score)
         self._keep_held(Held(state.version, snapshot, entries, state.unique, state.db, {}))
 
